@@ -1,0 +1,132 @@
+//! Command-line definitions (clap) and one module per subcommand.
+
+pub mod check;
+pub mod gen_cmd;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use edgeflow::decode::Format;
+use edgeflow::source::GeneratorConfig;
+use edgeflow::source::generator::{DEFAULT_START_MS, TimestampFormat};
+
+/// Edge stream processing: SQL-defined event-time windows over device readings,
+/// written as Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "edgeflow", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a query over an input to its end and write the windows as Parquet.
+    Run(run::RunArgs),
+    /// Validate a query file and print its plan.
+    Check(check::CheckArgs),
+    /// Write deterministic synthetic traffic readings as JSON lines (or CSV).
+    Gen(gen_cmd::GenArgs),
+}
+
+/// Settings of the synthetic reading generator, shared by `run` and `gen`.
+#[derive(Debug, Clone, Args)]
+pub struct GeneratorArgs {
+    /// Distinct devices.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub devices: u64,
+    /// Readings to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub readings: u64,
+    /// Readings per second of event time, over all devices.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Event times are up to this many milliseconds out of order.
+    #[arg(long, default_value_t = 2_000)]
+    pub disorder_ms: u64,
+    /// Fraction of readings that arrive one to ten minutes late.
+    #[arg(long, default_value_t = 0.0005)]
+    pub late_fraction: f64,
+    /// Random seed; the same seed gives the same readings.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Event time of the first reading (RFC 3339).
+    #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = parse_start)]
+    pub start: i64,
+}
+
+fn parse_start(text: &str) -> Result<i64, String> {
+    edgeflow::time::parse_rfc3339(text.as_bytes())
+        .map(|us| us.div_euclid(edgeflow::time::MICROS_PER_MILLI))
+        .map_err(|e| e.to_string())
+}
+
+impl GeneratorArgs {
+    /// The generator configuration.
+    pub fn config(&self) -> Result<GeneratorConfig, String> {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(format!("--rate must be a positive number, not {}", self.rate));
+        }
+        if !(0.0..=1.0).contains(&self.late_fraction) {
+            return Err(format!("--late-fraction must be between 0 and 1, not {}", self.late_fraction));
+        }
+        Ok(GeneratorConfig {
+            devices: self.devices,
+            readings: self.readings,
+            rate: self.rate,
+            disorder_ms: self.disorder_ms,
+            late_fraction: self.late_fraction,
+            seed: self.seed,
+            start_ms: self.start,
+        })
+    }
+}
+
+impl Default for GeneratorArgs {
+    fn default() -> Self {
+        let c = GeneratorConfig::default();
+        GeneratorArgs {
+            devices: c.devices,
+            readings: c.readings,
+            rate: c.rate,
+            disorder_ms: c.disorder_ms,
+            late_fraction: c.late_fraction,
+            seed: c.seed,
+            start: DEFAULT_START_MS,
+        }
+    }
+}
+
+/// Input format flags.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GenFormat {
+    /// JSON lines.
+    Jsonl,
+    /// CSV with a header.
+    Csv,
+}
+
+impl From<GenFormat> for Format {
+    fn from(f: GenFormat) -> Format {
+        match f {
+            GenFormat::Jsonl => Format::Jsonl,
+            GenFormat::Csv => Format::Csv,
+        }
+    }
+}
+
+/// A path, or `-` for standard input/output.
+pub fn is_dash(path: &std::path::Path) -> bool {
+    path == std::path::Path::new("-")
+}
+
+/// Default output root of `run`.
+pub fn default_output() -> PathBuf {
+    PathBuf::from("edgeflow-out")
+}
+
+/// Timestamp format flag re-exported for `gen`.
+pub type TsFormat = TimestampFormat;

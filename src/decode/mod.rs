@@ -1,0 +1,108 @@
+//! Input decoding: a chunk of JSON lines or CSV into a columnar [`Batch`].
+//!
+//! Decoders are specialised to the declared schema: they look only for declared fields,
+//! parse each straight into its typed column and intern text as they read it. A line that
+//! does not fit the schema is rolled back out of the batch and reported as a
+//! [`BadRecord`]; decoding always goes on with the next line.
+
+mod csv;
+mod field;
+mod json;
+pub mod number;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::csv::{CsvDecoder, CsvHeaderError};
+pub use self::json::JsonDecoder;
+use crate::batch::{Batch, Interner};
+use crate::query::SourceSchema;
+
+/// The input formats edgeflow reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// CSV with a header line.
+    Csv,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        })
+    }
+}
+
+impl Format {
+    /// The format a file name suggests (`.csv` is CSV, anything else JSON lines).
+    pub fn from_path(path: &std::path::Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::Jsonl,
+        }
+    }
+}
+
+/// A line that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRecord {
+    /// Line number: 0-based within its chunk when decoded, made 1-based and global (in
+    /// the whole input) by [`crate::operators::stamp`].
+    pub line: u64,
+    /// What was wrong, with the column in the line where it is known.
+    pub reason: String,
+    /// The line as read (invalid UTF-8 replaced).
+    pub raw: String,
+}
+
+/// One decoded chunk.
+#[derive(Debug)]
+pub struct DecodedChunk {
+    /// Good readings.
+    pub batch: Batch,
+    /// Bad lines.
+    pub bad: Vec<BadRecord>,
+    /// Lines in the chunk (good, bad and blank), for global line numbers.
+    pub lines: u64,
+    /// Largest event time among good readings.
+    pub max_event_time: Option<i64>,
+    /// Input bytes the chunk covered.
+    pub bytes: u64,
+}
+
+impl DecodedChunk {
+    /// An empty chunk for a schema.
+    pub fn empty(schema: &SourceSchema) -> Self {
+        DecodedChunk { batch: Batch::new(&schema.types(), 0), bad: Vec::new(), lines: 0, max_event_time: None, bytes: 0 }
+    }
+}
+
+/// A decoder for one input format, created per worker.
+#[derive(Debug)]
+pub enum Decoder {
+    /// JSON lines.
+    Json(JsonDecoder),
+    /// CSV after its header.
+    Csv(CsvDecoder),
+}
+
+impl Decoder {
+    /// Decodes a chunk of whole lines.
+    pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
+        match self {
+            Decoder::Json(d) => d.decode(data, interner),
+            Decoder::Csv(d) => d.decode(data, interner),
+        }
+    }
+}
+
+/// The raw text of a line for a dead letter, without its line break.
+pub(crate) fn raw_line(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}

@@ -1,0 +1,216 @@
+//! Number parsing for decoders: exact, allocation-free on the common path.
+//!
+//! Doubles with at most 19 significant digits and a small decimal exponent are converted
+//! with one multiplication or division by an exact power of ten (Clinger's fast path,
+//! correctly rounded); everything else goes to the standard library's parser.
+
+/// Why a number was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberError {
+    /// Not a number.
+    Syntax,
+    /// A fraction or exponent where an integer was required.
+    NotInteger,
+    /// Outside the 64-bit range, or not finite.
+    Range,
+}
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
+];
+
+/// The end of the JSON number token starting at `start`, validated against the JSON
+/// grammar, and whether it is an integer (no fraction, no exponent).
+#[inline]
+pub fn scan_json_number(b: &[u8], start: usize) -> Result<(usize, bool), NumberError> {
+    let mut i = start;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        _ => return Err(NumberError::Syntax),
+    }
+    let mut integer = true;
+    if b.get(i) == Some(&b'.') {
+        integer = false;
+        i += 1;
+        let digits = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == digits {
+            return Err(NumberError::Syntax);
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        integer = false;
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let digits = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == digits {
+            return Err(NumberError::Syntax);
+        }
+    }
+    Ok((i, integer))
+}
+
+/// Parses a whole token as a signed 64-bit integer (`-?[0-9]+`).
+#[inline]
+pub fn parse_i64(token: &[u8]) -> Result<i64, NumberError> {
+    let (negative, digits) = match token.first() {
+        Some(b'-') => (true, &token[1..]),
+        Some(b'+') => (false, &token[1..]),
+        _ => (false, token),
+    };
+    if digits.is_empty() {
+        return Err(NumberError::Syntax);
+    }
+    // Accumulate negatively so that i64::MIN parses.
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(if matches!(c, b'.' | b'e' | b'E') { NumberError::NotInteger } else { NumberError::Syntax });
+        }
+        v = v.checked_mul(10).and_then(|v| v.checked_sub(i64::from(d))).ok_or(NumberError::Range)?;
+    }
+    if negative { Ok(v) } else { v.checked_neg().ok_or(NumberError::Range) }
+}
+
+/// Parses a whole token as a finite double.
+#[inline]
+pub fn parse_f64(token: &[u8]) -> Result<f64, NumberError> {
+    let mut i = 0;
+    let negative = match token.first() {
+        Some(b'-') => {
+            i = 1;
+            true
+        }
+        Some(b'+') => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let mut mantissa: u64 = 0;
+    let mut digits = 0u32;
+    let mut exponent: i32 = 0;
+    let start = i;
+    while i < token.len() && token[i].is_ascii_digit() {
+        if digits < 19 {
+            mantissa = mantissa * 10 + u64::from(token[i] - b'0');
+            if mantissa != 0 {
+                digits += 1;
+            }
+        } else {
+            return slow_f64(token);
+        }
+        i += 1;
+    }
+    let int_digits = i - start;
+    let mut frac_digits = 0;
+    if i < token.len() && token[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < token.len() && token[i].is_ascii_digit() {
+            if digits < 19 {
+                mantissa = mantissa * 10 + u64::from(token[i] - b'0');
+                if mantissa != 0 {
+                    digits += 1;
+                }
+                exponent -= 1;
+            } else {
+                return slow_f64(token);
+            }
+            i += 1;
+        }
+        frac_digits = i - frac_start;
+    }
+    if int_digits + frac_digits == 0 {
+        return slow_f64(token);
+    }
+    if i < token.len() {
+        // An exponent or anything unusual ("inf", "1_000") goes the careful way.
+        return slow_f64(token);
+    }
+    let value = if mantissa >> 53 != 0 {
+        return slow_f64(token);
+    } else if exponent == 0 {
+        mantissa as f64
+    } else if -exponent <= 22 {
+        mantissa as f64 / POW10[(-exponent) as usize]
+    } else {
+        return slow_f64(token);
+    };
+    Ok(if negative { -value } else { value })
+}
+
+#[cold]
+fn slow_f64(token: &[u8]) -> Result<f64, NumberError> {
+    let text = std::str::from_utf8(token).map_err(|_| NumberError::Syntax)?;
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(NumberError::Range),
+        Err(_) => Err(NumberError::Syntax),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn integers() {
+        assert_eq!(parse_i64(b"0"), Ok(0));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), Err(NumberError::Range));
+        assert_eq!(parse_i64(b"1.5"), Err(NumberError::NotInteger));
+        assert_eq!(parse_i64(b""), Err(NumberError::Syntax));
+        assert_eq!(parse_i64(b"-"), Err(NumberError::Syntax));
+    }
+
+    #[test]
+    fn json_number_grammar() {
+        assert_eq!(scan_json_number(b"12,", 0), Ok((2, true)));
+        assert_eq!(scan_json_number(b"-0.5e+3}", 0), Ok((7, false)));
+        assert_eq!(scan_json_number(b"01", 0), Ok((1, true)));
+        assert!(scan_json_number(b"1.", 0).is_err());
+        assert!(scan_json_number(b"-", 0).is_err());
+        assert!(scan_json_number(b"1e", 0).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn doubles_match_std(v in proptest::num::f64::NORMAL | proptest::num::f64::ZERO) {
+            let text = format!("{v}");
+            prop_assert_eq!(parse_f64(text.as_bytes()), Ok(text.parse::<f64>().unwrap_or_default()));
+            let short = format!("{v:.3}");
+            prop_assert_eq!(parse_f64(short.as_bytes()), Ok(short.parse::<f64>().unwrap_or_default()));
+        }
+
+        #[test]
+        fn decimal_text_matches_std(int in 0u64..10_000_000_000, frac in 0u32..1_000_000, neg in any::<bool>()) {
+            let text = format!("{}{int}.{frac:06}", if neg { "-" } else { "" });
+            prop_assert_eq!(parse_f64(text.as_bytes()), Ok(text.parse::<f64>().unwrap_or_default()));
+        }
+
+        #[test]
+        fn integers_match_std(v in any::<i64>()) {
+            prop_assert_eq!(parse_i64(v.to_string().as_bytes()), Ok(v));
+        }
+    }
+}

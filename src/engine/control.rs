@@ -1,0 +1,96 @@
+//! What workers share while a run goes: counters for the summary, and the first fatal
+//! error, which stops the sources so the dataflow drains and the run ends cleanly.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::Error;
+
+/// Counters every worker adds to.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Readings decoded.
+    pub readings: AtomicU64,
+    /// Bad lines.
+    pub bad: AtomicU64,
+    /// Late (reading, window) rows written to the late output.
+    pub late: AtomicU64,
+    /// Readings dropped by `WHERE`.
+    pub filtered: AtomicU64,
+    /// Result rows written.
+    pub rows: AtomicU64,
+    /// Files committed.
+    pub files: AtomicU64,
+    /// Bytes of committed files.
+    pub bytes_written: AtomicU64,
+    /// Input bytes read.
+    pub input_bytes: AtomicU64,
+    /// Integer sums that overflowed (written as NULL).
+    pub overflows: AtomicU64,
+    /// Largest number of open (window, key) groups seen on one worker.
+    pub peak_groups: AtomicU64,
+    /// State bytes on that worker at that moment.
+    pub peak_state_bytes: AtomicU64,
+    /// Distinct windows closed.
+    pub windows: Mutex<BTreeSet<i64>>,
+}
+
+impl Metrics {
+    /// Adds to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Records a state sample; keeps the one with the most open groups.
+    pub fn sample_state(&self, groups: u64, bytes: u64) {
+        if groups > self.peak_groups.fetch_max(groups, Ordering::Relaxed) {
+            self.peak_state_bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a closed window.
+    pub fn window_closed(&self, start: i64) {
+        if let Ok(mut w) = self.windows.lock() {
+            w.insert(start);
+        }
+    }
+}
+
+/// The run's shared stop switch and first fatal error.
+#[derive(Debug, Default)]
+pub struct Control {
+    stop: AtomicBool,
+    fatal: Mutex<Option<Error>>,
+}
+
+impl Control {
+    /// Records a fatal error (the first one wins) and stops the sources.
+    pub fn fail(&self, error: Error) {
+        if let Ok(mut f) = self.fatal.lock()
+            && f.is_none() {
+                *f = Some(error);
+            }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Asks the sources to stop reading.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether sources should stop.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Takes the fatal error, if any.
+    pub fn take_error(&self) -> Option<Error> {
+        self.fatal.lock().ok().and_then(|mut f| f.take())
+    }
+}

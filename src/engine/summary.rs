@@ -1,0 +1,121 @@
+//! The report printed at the end of a run.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::control::Metrics;
+use crate::query::QueryPlan;
+use crate::sink::Layout;
+use crate::source::Input;
+
+/// What a run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// Query name.
+    pub query: String,
+    /// Input description.
+    pub input: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Readings decoded.
+    pub readings: u64,
+    /// Bad lines (see the dead-letter file).
+    pub bad: u64,
+    /// Late (reading, window) rows written to the late table.
+    pub late: u64,
+    /// Readings dropped by `WHERE`.
+    pub filtered: u64,
+    /// Distinct windows closed.
+    pub windows: u64,
+    /// Result rows written.
+    pub rows: u64,
+    /// Files committed (results and late).
+    pub files: u64,
+    /// Bytes of committed files.
+    pub bytes_written: u64,
+    /// Input bytes read (0 for the generator).
+    pub input_bytes: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Largest number of open (window, key) groups on one worker.
+    pub peak_groups: u64,
+    /// State bytes on that worker then.
+    pub peak_state_bytes: u64,
+    /// Integer sums that overflowed and were written as NULL.
+    pub overflows: u64,
+    /// Result folder.
+    pub results: PathBuf,
+    /// Dead-letter file.
+    pub dead_letters: PathBuf,
+}
+
+impl RunSummary {
+    pub(super) fn collect(
+        plan: &QueryPlan,
+        input: &Input,
+        layout: &Layout,
+        workers: usize,
+        m: &Metrics,
+        elapsed: Duration,
+    ) -> Self {
+        RunSummary {
+            query: plan.name.clone(),
+            input: input.describe(),
+            workers,
+            readings: Metrics::get(&m.readings),
+            bad: Metrics::get(&m.bad),
+            late: Metrics::get(&m.late),
+            filtered: Metrics::get(&m.filtered),
+            windows: m.windows.lock().map(|w| w.len() as u64).unwrap_or(0),
+            rows: Metrics::get(&m.rows),
+            files: Metrics::get(&m.files),
+            bytes_written: Metrics::get(&m.bytes_written),
+            input_bytes: Metrics::get(&m.input_bytes),
+            elapsed,
+            peak_groups: Metrics::get(&m.peak_groups),
+            peak_state_bytes: Metrics::get(&m.peak_state_bytes),
+            overflows: Metrics::get(&m.overflows),
+            results: layout.results_dir(),
+            dead_letters: layout.dead_letter_file(),
+        }
+    }
+
+    /// Readings per second of wall-clock time.
+    pub fn readings_per_second(&self) -> f64 {
+        self.readings as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// State bytes per open (window, key) group at the peak.
+    pub fn state_bytes_per_group(&self) -> Option<f64> {
+        (self.peak_groups > 0).then(|| self.peak_state_bytes as f64 / self.peak_groups as f64)
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "query        {}  ({} worker{})", self.query, self.workers, if self.workers == 1 { "" } else { "s" })?;
+        writeln!(f, "input        {}", self.input)?;
+        writeln!(f, "readings     {}", self.readings)?;
+        let dead = if self.bad > 0 { format!("  (see {})", self.dead_letters.display()) } else { String::new() };
+        writeln!(f, "bad          {}{dead}", self.bad)?;
+        writeln!(f, "late         {}", self.late)?;
+        if self.filtered > 0 {
+            writeln!(f, "filtered     {}", self.filtered)?;
+        }
+        writeln!(f, "windows      {}", self.windows)?;
+        writeln!(f, "rows out     {}", self.rows)?;
+        writeln!(f, "files        {}  ({:.1} MB in {})", self.files, self.bytes_written as f64 / 1e6, self.results.display())?;
+        if self.overflows > 0 {
+            writeln!(f, "overflows    {}  (integer sums too large, written as NULL)", self.overflows)?;
+        }
+        writeln!(f, "elapsed      {:.3} s", self.elapsed.as_secs_f64())?;
+        write!(f, "throughput   {:.0} readings/s", self.readings_per_second())?;
+        if self.input_bytes > 0 {
+            write!(f, ", {:.1} MB/s", self.input_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9))?;
+        }
+        Ok(())
+    }
+}

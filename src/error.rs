@@ -1,0 +1,58 @@
+//! The crate error: every failure that ends a command, classified for exit codes.
+
+use std::path::PathBuf;
+
+use crate::query::QueryError;
+use crate::sink::SinkError;
+use crate::source::SourceError;
+
+/// Who can fix an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user: a query, an input path, a flag.
+    User,
+    /// The environment: disk, network, object store.
+    External,
+    /// edgeflow itself: a bug.
+    Internal,
+}
+
+/// A failure that ends a command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A query file could not be read or planned.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The input could not be opened or read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The output folder cannot be created or written.
+    #[error("output {} is not writable: {source}", path.display())]
+    Output {
+        /// The output root.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing results failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A worker or the engine failed in a way that is our bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Who can fix it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Query(_) | Error::Output { .. } => ErrorKind::User,
+            Error::Source(SourceError::Open { .. } | SourceError::CsvHeader { .. } | SourceError::Generator(_)) => {
+                ErrorKind::User
+            }
+            Error::Source(_) | Error::Sink(_) => ErrorKind::External,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}

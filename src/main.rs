@@ -1,0 +1,44 @@
+//! The `edgeflow` command: parse the command line, run the command, map errors to exit
+//! codes (2: fix your input or query; 1: the environment failed; 70: a bug).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use edgeflow::error::ErrorKind;
+
+use cli::{Cli, Command};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<edgeflow::Error>().map(edgeflow::Error::kind) {
+        Some(ErrorKind::External) => 1,
+        Some(ErrorKind::Internal) => 70,
+        Some(ErrorKind::User) => 2,
+        None if error.downcast_ref::<edgeflow::query::QueryError>().is_some() => 2,
+        None => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match &cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Check(args) => cli::check::check(args),
+        Command::Gen(args) => cli::gen_cmd::generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}

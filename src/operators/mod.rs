@@ -1,0 +1,74 @@
+//! The dataflow's operators, each an extension of timely streams in its own file.
+//!
+//! Timestamps are event-time watermarks in microseconds ([`Time`]): a message at time `t`
+//! carries readings whose watermark is at least `t`, so the frontier of any operator is
+//! the watermark below which no more readings can arrive. Windows close when it passes
+//! their end; there is no second watermark mechanism beside timely's progress tracking.
+
+pub mod dead_letter;
+pub mod read_chunks;
+pub mod stamp;
+pub mod window_merge;
+pub mod window_partial;
+pub mod write_late;
+pub mod write_parquet;
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Batch;
+use crate::decode::DecodedChunk;
+
+/// Timely time in the engine's dataflow: an event-time watermark, microseconds.
+pub type Time = i64;
+
+/// A chunk as it leaves its source, before its place in the input is known.
+#[derive(Debug)]
+pub struct SourceChunk {
+    /// Position of the chunk in the input.
+    pub index: u64,
+    /// Its readings and bad lines.
+    pub chunk: DecodedChunk,
+}
+
+/// What every worker learns about every chunk: enough to know the watermark and line
+/// number where any later chunk starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSummary {
+    /// Position of the chunk in the input.
+    pub index: u64,
+    /// Largest event time in it.
+    pub max_event_time: Option<i64>,
+    /// Lines in it.
+    pub lines: u64,
+}
+
+/// A chunk whose place in the input is resolved.
+#[derive(Debug)]
+pub struct StampedChunk {
+    /// Position of the chunk in the input.
+    pub index: u64,
+    /// The watermark where the chunk starts: largest event time of all earlier chunks
+    /// minus the allowed out-of-orderness.
+    pub watermark: i64,
+    /// Its readings.
+    pub batch: Batch,
+}
+
+/// Result rows of one closed window, sorted by key, ready for Parquet.
+#[derive(Debug, Clone)]
+pub struct ClosedWindow {
+    /// Window start, microseconds.
+    pub start: i64,
+    /// Window end, microseconds.
+    pub end: i64,
+    /// The rows.
+    pub batch: RecordBatch,
+}
+
+/// Late readings found in one batch.
+#[derive(Debug, Clone)]
+pub struct LateRows {
+    /// Source columns plus `window_start`, `window_end` and `watermark`.
+    pub batch: RecordBatch,
+}

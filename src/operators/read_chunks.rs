@@ -1,0 +1,135 @@
+//! The source operator: one chunk per activation from this worker's share of the input.
+//!
+//! It emits each chunk and, on a second output, the chunk's summary (largest event time,
+//! line count) for every worker. Its capability sits at this worker's own watermark (the
+//! largest event time it has read, minus the allowed out-of-orderness): a lower bound on
+//! the watermark of any chunk it has yet to read, which is what the frontier must be.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{Scope, StreamVec};
+use timely::scheduling::Activator;
+
+use super::{ChunkSummary, SourceChunk, Time};
+use crate::batch::Interner;
+use crate::engine::control::{Control, Metrics};
+use crate::source::{OpenInput, SourcePoll};
+
+/// Chunks a worker may have read but not yet stamped: bounds memory while a worker
+/// waits to learn about chunks other workers are reading.
+const MAX_BACKLOG: usize = 4;
+
+/// Shared between this worker's reader and stamp operators: how many chunks wait for
+/// their stamp, and how to wake the reader when the backlog drains.
+#[derive(Default)]
+pub struct Backlog {
+    waiting: Cell<usize>,
+    reader: RefCell<Option<Activator>>,
+}
+
+impl Backlog {
+    /// One more chunk waits.
+    pub fn push(&self) {
+        self.waiting.set(self.waiting.get() + 1);
+    }
+
+    /// One chunk was stamped; wakes the reader if it was held back.
+    pub fn pop(&self) {
+        let was = self.waiting.get();
+        self.waiting.set(was.saturating_sub(1));
+        if was >= MAX_BACKLOG
+            && let Some(a) = self.reader.borrow().as_ref() {
+                a.activate();
+            }
+    }
+
+    fn full(&self) -> bool {
+        self.waiting.get() >= MAX_BACKLOG
+    }
+}
+
+/// Everything the reader needs besides the scope.
+pub struct ReadChunks {
+    /// The opened input.
+    pub input: Arc<dyn OpenInput>,
+    /// The query's allowed out-of-orderness, microseconds.
+    pub max_out_of_orderness: i64,
+    /// This worker's interner, shared with the window operator.
+    pub interner: Rc<RefCell<Interner>>,
+    /// Shared with the stamp operator.
+    pub backlog: Rc<Backlog>,
+    /// Run control (stop switch, fatal error).
+    pub control: Arc<Control>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the source operator: chunks (to this worker's stamp operator) and summaries
+/// (to be broadcast).
+pub fn read_chunks<'s>(
+    scope: Scope<'s, Time>,
+    config: ReadChunks,
+) -> (StreamVec<'s, Time, SourceChunk>, StreamVec<'s, Time, ChunkSummary>) {
+    let ReadChunks { input, max_out_of_orderness, interner, backlog, control, metrics } = config;
+    let mut builder = OperatorBuilder::new("ReadChunks".to_owned(), scope);
+    let info = builder.operator_info();
+    let (chunks_out, chunks) = builder.new_output::<Vec<SourceChunk>>();
+    let (summaries_out, summaries) = builder.new_output::<Vec<ChunkSummary>>();
+    let mut chunks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceChunk>>>::from(chunks_out);
+    let mut summaries_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<ChunkSummary>>>::from(summaries_out);
+
+    let activator = scope.activator_for(info.address.clone());
+    *backlog.reader.borrow_mut() = Some(activator.clone());
+    let mut source = input.worker_source(scope.index(), scope.peers());
+    source.set_activator(scope.worker().sync_activator_for(info.address.to_vec()));
+
+    builder.build(move |capabilities| {
+        let mut capabilities = Some(capabilities);
+        let mut own_max: Option<i64> = None;
+        move |_frontiers| {
+            let Some(caps) = capabilities.as_mut() else { return };
+            if control.stopped() {
+                capabilities = None;
+                return;
+            }
+            if backlog.full() {
+                return;
+            }
+            let polled = source.poll(&mut interner.borrow_mut());
+            match polled {
+                Ok(SourcePoll::Chunk(index, chunk)) => {
+                    Metrics::add(&metrics.readings, chunk.batch.len as u64);
+                    Metrics::add(&metrics.bad, chunk.bad.len() as u64);
+                    Metrics::add(&metrics.input_bytes, chunk.bytes);
+                    let summary = ChunkSummary { index, max_event_time: chunk.max_event_time, lines: chunk.lines };
+                    if let Some(m) = chunk.max_event_time {
+                        own_max = Some(own_max.map_or(m, |o| o.max(m)));
+                    }
+                    chunks_out.activate().session(&caps[0]).give(SourceChunk { index, chunk });
+                    summaries_out.activate().session(&caps[1]).give(summary);
+                    backlog.push();
+                    let watermark = own_max.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
+                    for cap in caps.iter_mut() {
+                        if *cap.time() < watermark {
+                            cap.downgrade(&watermark);
+                        }
+                    }
+                    activator.activate();
+                }
+                // The source wakes us when data arrives.
+                Ok(SourcePoll::Pending) => {}
+                Ok(SourcePoll::Done) => capabilities = None,
+                Err(e) => {
+                    control.fail(e.into());
+                    capabilities = None;
+                }
+            }
+        }
+    });
+    (chunks, summaries)
+}

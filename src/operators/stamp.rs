@@ -1,0 +1,124 @@
+//! Resolves each chunk's place in the input: the watermark where it starts and the line
+//! number of its first line.
+//!
+//! Every worker hears every chunk's summary. Chunk `k` is released once the summaries of
+//! chunks `0..k` are all known: its watermark is the largest event time among them minus
+//! the allowed out-of-orderness, and it travels at that time. The watermark in force at
+//! any reading is then exactly what one sequential pass over the input would have, for
+//! any number of workers, and so is the set of late readings.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::StreamVec;
+
+use super::read_chunks::Backlog;
+use super::{ChunkSummary, SourceChunk, StampedChunk, Time};
+use crate::decode::{BadRecord, DecodedChunk};
+
+/// The contiguous prefix of the input whose summaries are known.
+#[derive(Debug, Default)]
+struct Prefix {
+    /// Chunks `0..next` are summarised.
+    next: u64,
+    /// Largest event time in them.
+    max_event_time: Option<i64>,
+    /// Lines in them.
+    lines: u64,
+}
+
+/// Stamps chunks with their watermark and line numbers.
+pub trait Stamp<'s> {
+    /// Stamps `self` (this worker's chunks) using every worker's `summaries`. Returns the
+    /// stamped chunks and their bad records with global line numbers.
+    fn stamp(
+        self,
+        summaries: StreamVec<'s, Time, ChunkSummary>,
+        max_out_of_orderness: i64,
+        line_base: u64,
+        backlog: Rc<Backlog>,
+    ) -> (StreamVec<'s, Time, StampedChunk>, StreamVec<'s, Time, BadRecord>);
+}
+
+impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
+    fn stamp(
+        self,
+        summaries: StreamVec<'s, Time, ChunkSummary>,
+        max_out_of_orderness: i64,
+        line_base: u64,
+        backlog: Rc<Backlog>,
+    ) -> (StreamVec<'s, Time, StampedChunk>, StreamVec<'s, Time, BadRecord>) {
+        let mut builder = OperatorBuilder::new("Stamp".to_owned(), self.scope());
+        let mut chunks_in = builder.new_input(self, Pipeline);
+        let mut summaries_in = builder.new_input(summaries.broadcast(), Pipeline);
+        let (stamped_out, stamped) = builder.new_output::<Vec<StampedChunk>>();
+        let (bad_out, bad) = builder.new_output::<Vec<BadRecord>>();
+        let mut stamped_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<StampedChunk>>>::from(stamped_out);
+        let mut bad_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<BadRecord>>>::from(bad_out);
+
+        builder.build(move |_capabilities| {
+            let mut waiting: VecDeque<(u64, [Capability<Time>; 2], DecodedChunk)> = VecDeque::new();
+            let mut known: BTreeMap<u64, ChunkSummary> = BTreeMap::new();
+            let mut prefix = Prefix::default();
+            move |_frontiers| {
+                chunks_in.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for SourceChunk { index, chunk } in batch.drain(..) {
+                            let Some(time) = cap.least().copied() else { continue };
+                            let caps = [cap.delayed(&time, 0), cap.delayed(&time, 1)];
+                            waiting.push_back((index, caps, chunk));
+                        }
+                    }
+                });
+                summaries_in.for_each_stamp(|_cap, data| {
+                    for batch in data {
+                        for s in batch.drain(..) {
+                            known.insert(s.index, s);
+                        }
+                    }
+                });
+                let mut stamped_session = stamped_out.activate();
+                let mut bad_session = bad_out.activate();
+                loop {
+                    if waiting.front().is_some_and(|(index, _, _)| *index == prefix.next) {
+                        let Some((index, caps, chunk)) = waiting.pop_front() else { break };
+                        let watermark = prefix.max_event_time.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
+                        let time = watermark.max(*caps[0].time());
+                        let first_line = line_base + prefix.lines;
+                        let DecodedChunk { batch, bad, .. } = chunk;
+                        stamped_session
+                            .session(&caps[0].delayed(&time))
+                            .give(StampedChunk { index, watermark, batch });
+                        if !bad.is_empty() {
+                            let cap = caps[1].delayed(&time);
+                            let mut session = bad_session.session(&cap);
+                            for mut record in bad {
+                                record.line += first_line;
+                                session.give(record);
+                            }
+                        }
+                        backlog.pop();
+                        continue;
+                    }
+                    match known.remove(&prefix.next) {
+                        Some(s) => {
+                            if let Some(m) = s.max_event_time {
+                                prefix.max_event_time = Some(prefix.max_event_time.map_or(m, |p| p.max(m)));
+                            }
+                            prefix.lines += s.lines;
+                            prefix.next += 1;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        });
+        (stamped, bad)
+    }
+}

@@ -1,0 +1,97 @@
+//! Writes late readings to the `<query>_late` table.
+//!
+//! Late rows are grouped by the epoch (one window slide long) of the watermark they met,
+//! and an epoch is written once the frontier has passed it, as one file per partition of
+//! the windows they missed. Grouping by watermark rather than by arrival keeps file
+//! contents independent of scheduling.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, TimestampMicrosecondArray, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use super::write_parquet::OnCommit;
+use super::{LateRows, Time};
+use crate::engine::control::{Control, Metrics};
+use crate::sink::{Layout, write_parquet};
+use crate::time::hour_floor;
+
+fn timestamps(batch: &RecordBatch, column: usize) -> Vec<i64> {
+    batch
+        .column(column)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .map(|a| a.values().to_vec())
+        .unwrap_or_default()
+}
+
+/// Splits `batch` into groups of rows by `key(row)`.
+fn split_by(batch: &RecordBatch, keys: &[i64]) -> BTreeMap<i64, RecordBatch> {
+    let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, &k) in keys.iter().enumerate() {
+        rows.entry(k).or_default().push(i as u32);
+    }
+    rows.into_iter()
+        .filter_map(|(k, idx)| take_record_batch(batch, &UInt32Array::from(idx)).ok().map(|b| (k, b)))
+        .collect()
+}
+
+/// Writes late rows.
+pub trait WriteLate {
+    /// Writes late rows in epochs of `epoch` microseconds.
+    fn write_late(self, layout: Layout, epoch: i64, on_commit: OnCommit, control: Arc<Control>, metrics: Arc<Metrics>);
+}
+
+impl WriteLate for StreamVec<'_, Time, LateRows> {
+    fn write_late(self, layout: Layout, epoch: i64, on_commit: OnCommit, control: Arc<Control>, metrics: Arc<Metrics>) {
+        let worker = self.scope().index();
+        let mut buffered: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+        self.sink(Pipeline, "WriteLate", move |(input, frontier)| {
+            input.for_each_stamp(|_cap, data| {
+                for rows in data {
+                    for LateRows { batch } in rows.drain(..) {
+                        let watermark = timestamps(&batch, batch.num_columns() - 1);
+                        let epochs: Vec<i64> = watermark.iter().map(|w| w.div_euclid(epoch)).collect();
+                        for (e, part) in split_by(&batch, &epochs) {
+                            buffered.entry(e).or_default().push(part);
+                        }
+                    }
+                }
+            });
+            let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            while let Some(entry) = buffered.first_entry() {
+                let e = *entry.key();
+                if (e + 1).saturating_mul(epoch) > limit {
+                    break;
+                }
+                let batches = entry.remove();
+                let Some(schema) = batches.first().map(RecordBatch::schema) else { continue };
+                let all = match concat_batches(&schema, &batches) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        control.fail(crate::Error::Internal(format!("late rows: {e}")));
+                        continue;
+                    }
+                };
+                let window_start = schema.fields().len() - 3;
+                let hours: Vec<i64> = timestamps(&all, window_start).into_iter().map(hour_floor).collect();
+                for (hour, part) in split_by(&all, &hours) {
+                    let relative = layout.late_file(e * epoch, hour, worker);
+                    match write_parquet(&layout, relative, &part) {
+                        Ok(file) => {
+                            Metrics::add(&metrics.files, 1);
+                            Metrics::add(&metrics.bytes_written, file.bytes);
+                            on_commit(&file);
+                        }
+                        Err(err) => control.fail(err.into()),
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,202 @@
+//! The validated plan of a query file: what every later stage reads.
+//!
+//! Nothing downstream sees SQL text: names are resolved to indexes, types are checked,
+//! durations are microseconds.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::expr::{OutputExpr, SourceExpr};
+use crate::time::format_duration;
+use crate::types::DataType;
+
+/// A declared source column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    /// Name as declared; JSON keys and CSV headers must match it exactly.
+    pub name: String,
+    /// Declared type.
+    pub ty: DataType,
+}
+
+/// The source table of a query: `CREATE TABLE ... WITH (event_time = ..., ...)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSchema {
+    /// Table name.
+    pub name: String,
+    /// Columns in declaration order.
+    pub columns: Vec<Field>,
+    /// Index of the event-time column (a `TIMESTAMP`).
+    pub event_time: usize,
+    /// How far behind the largest event time seen a reading may be and still be on time,
+    /// in microseconds: the watermark is `max event time seen - max_out_of_orderness`.
+    pub max_out_of_orderness: i64,
+}
+
+impl SourceSchema {
+    /// Column types in order.
+    pub fn types(&self) -> Vec<DataType> {
+        self.columns.iter().map(|c| c.ty).collect()
+    }
+}
+
+/// How readings are assigned to windows; all sizes in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowSpec {
+    /// Fixed, non-overlapping windows `[k*size, (k+1)*size)`.
+    Tumble {
+        /// Window length.
+        size: i64,
+    },
+    /// Windows of length `size` starting every `slide`.
+    Hop {
+        /// Distance between window starts.
+        slide: i64,
+        /// Window length.
+        size: i64,
+    },
+}
+
+impl fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowSpec::Tumble { size } => write!(f, "TUMBLE size {}", format_duration(*size)),
+            WindowSpec::Hop { slide, size } => {
+                write!(f, "HOP size {} every {}", format_duration(*size), format_duration(*slide))
+            }
+        }
+    }
+}
+
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggregateFunction {
+    /// `COUNT(*)`
+    CountStar,
+    /// `COUNT(expr)`: non-null values.
+    Count,
+    /// `SUM(expr)`
+    Sum,
+    /// `MIN(expr)`
+    Min,
+    /// `MAX(expr)`
+    Max,
+    /// `AVG(expr)`
+    Avg,
+}
+
+impl AggregateFunction {
+    /// SQL name.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            AggregateFunction::CountStar | AggregateFunction::Count => "COUNT",
+            AggregateFunction::Sum => "SUM",
+            AggregateFunction::Min => "MIN",
+            AggregateFunction::Max => "MAX",
+            AggregateFunction::Avg => "AVG",
+        }
+    }
+}
+
+/// One aggregate computed per group and window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggregateCall {
+    /// The function.
+    pub func: AggregateFunction,
+    /// Its argument (`None` for `COUNT(*)`).
+    pub arg: Option<SourceExpr>,
+    /// Result type.
+    pub output_type: DataType,
+}
+
+impl fmt::Display for AggregateCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.arg {
+            None => write!(f, "{}(*)", self.func.sql_name()),
+            Some(arg) => write!(f, "{}({arg})", self.func.sql_name()),
+        }
+    }
+}
+
+/// A group key: a source column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKey {
+    /// Index in the source schema.
+    pub column: usize,
+    /// Column name.
+    pub name: String,
+    /// Column type.
+    pub ty: DataType,
+}
+
+/// One column of the result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputColumn {
+    /// Name in the Parquet schema.
+    pub name: String,
+    /// How it is computed from keys, window bounds and aggregates.
+    pub expr: OutputExpr,
+    /// Whether it can be null.
+    pub nullable: bool,
+}
+
+/// A checked windowed aggregation, ready to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryPlan {
+    /// Query name: the file stem; names the output folder.
+    pub name: String,
+    /// The file the plan came from.
+    pub file: PathBuf,
+    /// The source table.
+    pub source: SourceSchema,
+    /// `WHERE`, applied to readings before windowing.
+    pub filter: Option<SourceExpr>,
+    /// Window assignment.
+    pub window: WindowSpec,
+    /// `GROUP BY` columns besides the window.
+    pub keys: Vec<GroupKey>,
+    /// Distinct aggregates referenced by the output.
+    pub aggregates: Vec<AggregateCall>,
+    /// `HAVING`, applied to result rows.
+    pub having: Option<OutputExpr>,
+    /// Result columns in `SELECT` order.
+    pub outputs: Vec<OutputColumn>,
+}
+
+impl fmt::Display for QueryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.source;
+        writeln!(f, "query       {}  ({})", self.name, self.file.display())?;
+        writeln!(f, "source      {}", s.name)?;
+        for c in &s.columns {
+            writeln!(f, "              {:<20} {}", c.name, c.ty)?;
+        }
+        writeln!(
+            f,
+            "event time  {}  (watermark = max seen - {})",
+            s.columns[s.event_time].name,
+            format_duration(s.max_out_of_orderness)
+        )?;
+        writeln!(f, "window      {}", self.window)?;
+        if let Some(filter) = &self.filter {
+            writeln!(f, "filter      {filter}")?;
+        }
+        let keys: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
+        writeln!(f, "keys        {}", if keys.is_empty() { "(none)".into() } else { keys.join(", ") })?;
+        writeln!(f, "aggregates")?;
+        for a in &self.aggregates {
+            writeln!(f, "              {a} -> {}", a.output_type)?;
+        }
+        if let Some(having) = &self.having {
+            writeln!(f, "having      {having}")?;
+        }
+        writeln!(f, "output")?;
+        for o in &self.outputs {
+            let null = if o.nullable { "" } else { " NOT NULL" };
+            writeln!(f, "              {:<20} {}{null}  = {}", o.name, o.expr.ty, o.expr)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! `CREATE TABLE` to [`SourceSchema`].
+
+use sqlparser::ast::{CreateTable, CreateTableOptions, Expr, SqlOption, Spanned, Value as SqlValue};
+
+use super::duration::duration_option;
+use super::error::{PlanError, PlanResult};
+use super::plan::{Field, SourceSchema};
+use super::scalar::sql_type;
+use crate::types::DataType;
+
+const OPTIONS: &str = "event_time, max_out_of_orderness";
+
+/// Finds a declared column by name: exact spelling first, then ignoring case.
+pub fn find_column(columns: &[Field], name: &str) -> Option<usize> {
+    columns
+        .iter()
+        .position(|c| c.name == name)
+        .or_else(|| columns.iter().position(|c| c.name.eq_ignore_ascii_case(name)))
+}
+
+fn string_option(expr: &Expr) -> PlanResult<String> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            SqlValue::SingleQuotedString(s) => Ok(s.clone()),
+            _ => Err(PlanError::at(expr.span(), "expected a quoted string")),
+        },
+        Expr::Identifier(ident) => Ok(ident.value.clone()),
+        _ => Err(PlanError::at(expr.span(), "expected a quoted string")),
+    }
+}
+
+/// Plans the source table declaration.
+pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
+    let span = create.name.span();
+    let name = create
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.clone())
+        .ok_or_else(|| PlanError::at(span, "expected a table name"))?;
+    if create.columns.is_empty() {
+        return Err(PlanError::at(span, "expected at least one column in CREATE TABLE"));
+    }
+    let mut columns: Vec<Field> = Vec::with_capacity(create.columns.len());
+    for c in &create.columns {
+        let ty = sql_type(&c.data_type, c.name.span)?;
+        if columns.iter().any(|f| f.name.eq_ignore_ascii_case(&c.name.value)) {
+            return Err(PlanError::at(c.name.span, format!("column `{}` is declared twice", c.name.value)));
+        }
+        if matches!(c.name.value.to_ascii_lowercase().as_str(), "window_start" | "window_end") {
+            return Err(PlanError::at(c.name.span, format!("`{}` is reserved for window bounds", c.name.value)));
+        }
+        columns.push(Field { name: c.name.value.clone(), ty });
+    }
+    let options: &[SqlOption] = match &create.table_options {
+        CreateTableOptions::With(options) => options,
+        CreateTableOptions::None => &[],
+        _ => return Err(PlanError::at(span, "expected options as WITH (event_time = '<column>', ...)")),
+    };
+    let mut event_time = None;
+    let mut max_ooo = 0;
+    for option in options {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(PlanError::at(option.span(), "expected key = 'value'"));
+        };
+        match key.value.to_ascii_lowercase().as_str() {
+            "event_time" => {
+                let column = string_option(value)?;
+                let index = find_column(&columns, &column).ok_or_else(|| {
+                    PlanError::at(value.span(), format!("event_time names `{column}`, which is not a declared column"))
+                })?;
+                if columns[index].ty != DataType::Timestamp {
+                    return Err(PlanError::at(
+                        value.span(),
+                        format!("event_time column `{column}` must be TIMESTAMP, not {}", columns[index].ty),
+                    ));
+                }
+                event_time = Some(index);
+            }
+            "max_out_of_orderness" => {
+                let text = string_option(value)?;
+                max_ooo = duration_option(&text, value.span(), true)?;
+            }
+            other => {
+                return Err(PlanError::at(key.span, format!("unknown option `{other}`; expected one of: {OPTIONS}")));
+            }
+        }
+    }
+    let event_time = event_time.ok_or_else(|| {
+        PlanError::at(span, "expected WITH (event_time = '<timestamp column>') to say which column is event time")
+    })?;
+    Ok(SourceSchema { name, columns, event_time, max_out_of_orderness: max_ooo })
+}

@@ -1,0 +1,456 @@
+//! Aggregate state, one column per aggregate over numbered slots.
+//!
+//! A slot is one open (group, window). Updates run a whole batch at a time, one tight loop
+//! per aggregate over `(row, slot)` pairs, so adding an aggregate costs one more pass and
+//! no per-reading dispatch. The same type travels between workers as the partial result
+//! of a window and is merged slot by slot at the key's owner.
+//!
+//! `DOUBLE` sums use Neumaier's compensated summation so that the result hardly depends
+//! on the order partial sums are combined in, which varies with the number of workers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Column, ColumnValues, Interner};
+use crate::query::{AggregateCall, AggregateFunction};
+use crate::types::DataType;
+
+/// Set when a slot has seen a non-null value.
+const ANY: u8 = 1;
+/// Set when an integer sum overflowed; the result is then NULL.
+const OVERFLOW: u8 = 2;
+
+/// The state of one aggregate for every slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Accumulator {
+    /// `COUNT(*)` and `COUNT(x)`.
+    Count {
+        /// Whether nulls are skipped (`COUNT(x)`).
+        skip_nulls: bool,
+        /// Count per slot.
+        n: Vec<i64>,
+    },
+    /// `SUM` of `BIGINT`.
+    SumInt {
+        /// Sum per slot.
+        sum: Vec<i64>,
+        /// `ANY` / `OVERFLOW` flags per slot.
+        flags: Vec<u8>,
+    },
+    /// `SUM` and `AVG` of `DOUBLE` (and `AVG` of `BIGINT`).
+    SumFloat {
+        /// Whether this is an average.
+        avg: bool,
+        /// Running sum.
+        sum: Vec<f64>,
+        /// Neumaier compensation.
+        comp: Vec<f64>,
+        /// Non-null values seen.
+        n: Vec<u64>,
+    },
+    /// `MIN`/`MAX` of `BIGINT` and `TIMESTAMP`.
+    ExtremeInt {
+        /// `MAX` when true.
+        max: bool,
+        /// Current extreme.
+        v: Vec<i64>,
+        /// `ANY` flag.
+        flags: Vec<u8>,
+    },
+    /// `MIN`/`MAX` of `DOUBLE`.
+    ExtremeFloat {
+        /// `MAX` when true.
+        max: bool,
+        /// Current extreme.
+        v: Vec<f64>,
+        /// `ANY` flag.
+        flags: Vec<u8>,
+    },
+    /// `MIN`/`MAX` of `BOOLEAN`.
+    ExtremeBool {
+        /// `MAX` when true.
+        max: bool,
+        /// Current extreme.
+        v: Vec<bool>,
+        /// `ANY` flag.
+        flags: Vec<u8>,
+    },
+    /// `MIN`/`MAX` of `TEXT`, kept as text so it can travel between workers.
+    ExtremeText {
+        /// `MAX` when true.
+        max: bool,
+        /// Current extreme.
+        v: Vec<Option<String>>,
+    },
+}
+
+#[inline]
+fn neumaier(sum: &mut f64, comp: &mut f64, x: f64) {
+    let t = *sum + x;
+    if sum.abs() >= x.abs() {
+        *comp += (*sum - t) + x;
+    } else {
+        *comp += (x - t) + *sum;
+    }
+    *sum = t;
+}
+
+/// Rows and slots of one batch update: row `rows[i]` goes to slot `slots[i]`.
+#[derive(Debug, Default)]
+pub struct Pairs {
+    /// Row indexes into the batch.
+    pub rows: Vec<u32>,
+    /// Slot indexes.
+    pub slots: Vec<u32>,
+}
+
+impl Pairs {
+    /// Empties the pairs, keeping capacity.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.slots.clear();
+    }
+
+    /// Adds one pair.
+    #[inline]
+    pub fn push(&mut self, row: u32, slot: u32) {
+        self.rows.push(row);
+        self.slots.push(slot);
+    }
+}
+
+macro_rules! for_valid_pairs {
+    ($pairs:expr, $column:expr, |$row:ident, $slot:ident| $body:block) => {
+        match &$column.validity {
+            None => {
+                for (&$row, &$slot) in $pairs.rows.iter().zip(&$pairs.slots) {
+                    let ($row, $slot) = ($row as usize, $slot as usize);
+                    $body
+                }
+            }
+            Some(valid) => {
+                for (&$row, &$slot) in $pairs.rows.iter().zip(&$pairs.slots) {
+                    let ($row, $slot) = ($row as usize, $slot as usize);
+                    if valid[$row] $body
+                }
+            }
+        }
+    };
+}
+
+impl Accumulator {
+    /// Empty state for an aggregate over an argument of type `arg`.
+    pub fn new(call: &AggregateCall) -> Self {
+        let arg = call.arg.as_ref().map(|a| a.ty);
+        let max = call.func == AggregateFunction::Max;
+        match (call.func, arg) {
+            (AggregateFunction::CountStar, _) => Accumulator::Count { skip_nulls: false, n: Vec::new() },
+            (AggregateFunction::Count, _) => Accumulator::Count { skip_nulls: true, n: Vec::new() },
+            (AggregateFunction::Sum, Some(DataType::BigInt)) => Accumulator::SumInt { sum: Vec::new(), flags: Vec::new() },
+            (AggregateFunction::Sum | AggregateFunction::Avg, _) => Accumulator::SumFloat {
+                avg: call.func == AggregateFunction::Avg,
+                sum: Vec::new(),
+                comp: Vec::new(),
+                n: Vec::new(),
+            },
+            (_, Some(DataType::BigInt | DataType::Timestamp)) => {
+                Accumulator::ExtremeInt { max, v: Vec::new(), flags: Vec::new() }
+            }
+            (_, Some(DataType::Double)) => Accumulator::ExtremeFloat { max, v: Vec::new(), flags: Vec::new() },
+            (_, Some(DataType::Boolean)) => Accumulator::ExtremeBool { max, v: Vec::new(), flags: Vec::new() },
+            (_, Some(DataType::Text) | None) => Accumulator::ExtremeText { max, v: Vec::new() },
+        }
+    }
+
+    /// An empty accumulator of the same kind.
+    pub fn empty_like(&self) -> Self {
+        match self {
+            Accumulator::Count { skip_nulls, .. } => Accumulator::Count { skip_nulls: *skip_nulls, n: Vec::new() },
+            Accumulator::SumInt { .. } => Accumulator::SumInt { sum: Vec::new(), flags: Vec::new() },
+            Accumulator::SumFloat { avg, .. } => {
+                Accumulator::SumFloat { avg: *avg, sum: Vec::new(), comp: Vec::new(), n: Vec::new() }
+            }
+            Accumulator::ExtremeInt { max, .. } => Accumulator::ExtremeInt { max: *max, v: Vec::new(), flags: Vec::new() },
+            Accumulator::ExtremeFloat { max, .. } => {
+                Accumulator::ExtremeFloat { max: *max, v: Vec::new(), flags: Vec::new() }
+            }
+            Accumulator::ExtremeBool { max, .. } => {
+                Accumulator::ExtremeBool { max: *max, v: Vec::new(), flags: Vec::new() }
+            }
+            Accumulator::ExtremeText { max, .. } => Accumulator::ExtremeText { max: *max, v: Vec::new() },
+        }
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        match self {
+            Accumulator::Count { n, .. } => n.len(),
+            Accumulator::SumInt { sum, .. } => sum.len(),
+            Accumulator::SumFloat { sum, .. } => sum.len(),
+            Accumulator::ExtremeInt { v, .. } => v.len(),
+            Accumulator::ExtremeFloat { v, .. } => v.len(),
+            Accumulator::ExtremeBool { v, .. } => v.len(),
+            Accumulator::ExtremeText { v, .. } => v.len(),
+        }
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of state per slot.
+    pub fn bytes_per_slot(&self) -> usize {
+        match self {
+            Accumulator::Count { .. } => 8,
+            Accumulator::SumInt { .. } | Accumulator::ExtremeInt { .. } | Accumulator::ExtremeFloat { .. } => 9,
+            Accumulator::SumFloat { .. } => 24,
+            Accumulator::ExtremeBool { .. } => 2,
+            Accumulator::ExtremeText { .. } => 24,
+        }
+    }
+
+    /// Adds one empty slot at the end.
+    pub fn push_empty(&mut self) {
+        match self {
+            Accumulator::Count { n, .. } => n.push(0),
+            Accumulator::SumInt { sum, flags } => {
+                sum.push(0);
+                flags.push(0);
+            }
+            Accumulator::SumFloat { sum, comp, n, .. } => {
+                sum.push(0.0);
+                comp.push(0.0);
+                n.push(0);
+            }
+            Accumulator::ExtremeInt { v, flags, .. } => {
+                v.push(0);
+                flags.push(0);
+            }
+            Accumulator::ExtremeFloat { v, flags, .. } => {
+                v.push(0.0);
+                flags.push(0);
+            }
+            Accumulator::ExtremeBool { v, flags, .. } => {
+                v.push(false);
+                flags.push(0);
+            }
+            Accumulator::ExtremeText { v, .. } => v.push(None),
+        }
+    }
+
+    /// Resets a slot to empty so it can be reused.
+    pub fn reset(&mut self, slot: usize) {
+        match self {
+            Accumulator::Count { n, .. } => n[slot] = 0,
+            Accumulator::SumInt { sum, flags } => {
+                sum[slot] = 0;
+                flags[slot] = 0;
+            }
+            Accumulator::SumFloat { sum, comp, n, .. } => {
+                sum[slot] = 0.0;
+                comp[slot] = 0.0;
+                n[slot] = 0;
+            }
+            Accumulator::ExtremeInt { flags, .. }
+            | Accumulator::ExtremeFloat { flags, .. }
+            | Accumulator::ExtremeBool { flags, .. } => flags[slot] = 0,
+            Accumulator::ExtremeText { v, .. } => v[slot] = None,
+        }
+    }
+
+    /// Folds the argument values of a batch into their slots. `arg` is `None` only for
+    /// `COUNT(*)`.
+    pub fn update(&mut self, pairs: &Pairs, arg: Option<&Column>, interner: &Interner) {
+        match (self, arg) {
+            (Accumulator::Count { skip_nulls, n }, arg) => match arg.filter(|_| *skip_nulls) {
+                Some(column) => for_valid_pairs!(pairs, column, |_row, slot| { n[slot] += 1 }),
+                None => {
+                    for &slot in &pairs.slots {
+                        n[slot as usize] += 1;
+                    }
+                }
+            },
+            (Accumulator::SumInt { sum, flags }, Some(column)) => {
+                if let ColumnValues::BigInt(values) = &column.values {
+                    for_valid_pairs!(pairs, column, |row, slot| {
+                        let (s, overflow) = sum[slot].overflowing_add(values[row]);
+                        sum[slot] = s;
+                        flags[slot] |= ANY | (u8::from(overflow) << 1);
+                    });
+                }
+            }
+            (Accumulator::SumFloat { sum, comp, n, .. }, Some(column)) => match &column.values {
+                ColumnValues::Double(values) => for_valid_pairs!(pairs, column, |row, slot| {
+                    neumaier(&mut sum[slot], &mut comp[slot], values[row]);
+                    n[slot] += 1;
+                }),
+                ColumnValues::BigInt(values) => for_valid_pairs!(pairs, column, |row, slot| {
+                    neumaier(&mut sum[slot], &mut comp[slot], values[row] as f64);
+                    n[slot] += 1;
+                }),
+                _ => {}
+            },
+            (Accumulator::ExtremeInt { max, v, flags }, Some(column)) => {
+                if let ColumnValues::BigInt(values) | ColumnValues::Timestamp(values) = &column.values {
+                    let max = *max;
+                    for_valid_pairs!(pairs, column, |row, slot| {
+                        let x = values[row];
+                        if flags[slot] == 0 || (max && x > v[slot]) || (!max && x < v[slot]) {
+                            v[slot] = x;
+                            flags[slot] = ANY;
+                        }
+                    });
+                }
+            }
+            (Accumulator::ExtremeFloat { max, v, flags }, Some(column)) => {
+                if let ColumnValues::Double(values) = &column.values {
+                    let max = *max;
+                    for_valid_pairs!(pairs, column, |row, slot| {
+                        let x = values[row];
+                        if flags[slot] == 0 || (max && x > v[slot]) || (!max && x < v[slot]) {
+                            v[slot] = x;
+                            flags[slot] = ANY;
+                        }
+                    });
+                }
+            }
+            (Accumulator::ExtremeBool { max, v, flags }, Some(column)) => {
+                if let ColumnValues::Boolean(values) = &column.values {
+                    let max = *max;
+                    for_valid_pairs!(pairs, column, |row, slot| {
+                        let x = values[row];
+                        if flags[slot] == 0 || (max && x && !v[slot]) || (!max && !x && v[slot]) {
+                            v[slot] = x;
+                            flags[slot] = ANY;
+                        }
+                    });
+                }
+            }
+            (Accumulator::ExtremeText { max, v }, Some(column)) => {
+                if let ColumnValues::Text(ids) = &column.values {
+                    let max = *max;
+                    for_valid_pairs!(pairs, column, |row, slot| {
+                        let x = interner.get(ids[row]);
+                        let better = match &v[slot] {
+                            None => true,
+                            Some(cur) => (max && x > cur.as_str()) || (!max && x < cur.as_str()),
+                        };
+                        if better {
+                            v[slot] = Some(x.to_owned());
+                        }
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends slot `slot` of `other` (same kind) as a new slot of `self`.
+    pub fn push_from(&mut self, other: &Accumulator, slot: usize) {
+        self.push_empty();
+        let to = self.len() - 1;
+        self.merge_slot(to, other, slot);
+    }
+
+    /// Merges slot `from` of `other` (same kind) into slot `to` of `self`.
+    pub fn merge_slot(&mut self, to: usize, other: &Accumulator, from: usize) {
+        match (self, other) {
+            (Accumulator::Count { n, .. }, Accumulator::Count { n: o, .. }) => n[to] += o[from],
+            (Accumulator::SumInt { sum, flags }, Accumulator::SumInt { sum: os, flags: of }) => {
+                let (s, overflow) = sum[to].overflowing_add(os[from]);
+                sum[to] = s;
+                flags[to] |= of[from] | (u8::from(overflow) << 1);
+            }
+            (
+                Accumulator::SumFloat { sum, comp, n, .. },
+                Accumulator::SumFloat { sum: os, comp: oc, n: on, .. },
+            ) => {
+                neumaier(&mut sum[to], &mut comp[to], os[from]);
+                neumaier(&mut sum[to], &mut comp[to], oc[from]);
+                n[to] += on[from];
+            }
+            (Accumulator::ExtremeInt { max, v, flags }, Accumulator::ExtremeInt { v: ov, flags: of, .. })
+                if of[from] != 0 && (flags[to] == 0 || (*max && ov[from] > v[to]) || (!*max && ov[from] < v[to])) => {
+                    v[to] = ov[from];
+                    flags[to] = ANY;
+                }
+            (Accumulator::ExtremeFloat { max, v, flags }, Accumulator::ExtremeFloat { v: ov, flags: of, .. })
+                if of[from] != 0 && (flags[to] == 0 || (*max && ov[from] > v[to]) || (!*max && ov[from] < v[to])) => {
+                    v[to] = ov[from];
+                    flags[to] = ANY;
+                }
+            (Accumulator::ExtremeBool { max, v, flags }, Accumulator::ExtremeBool { v: ov, flags: of, .. })
+                if of[from] != 0 && (flags[to] == 0 || (*max && ov[from] && !v[to]) || (!*max && !ov[from] && v[to])) => {
+                    v[to] = ov[from];
+                    flags[to] = ANY;
+                }
+            (Accumulator::ExtremeText { max, v }, Accumulator::ExtremeText { v: ov, .. }) => {
+                if let Some(x) = &ov[from] {
+                    let better = match &v[to] {
+                        None => true,
+                        Some(cur) => (*max && x > cur) || (!*max && x < cur),
+                    };
+                    if better {
+                        v[to] = Some(x.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The final values of the given slots as a column; text results are interned into
+    /// `interner`. Returns the number of integer sums that overflowed (reported as NULL).
+    pub fn finish(&self, slots: &[usize], interner: &mut Interner) -> (Column, u64) {
+        let mut overflows = 0;
+        let column = match self {
+            Accumulator::Count { n, .. } => {
+                Column { values: ColumnValues::BigInt(slots.iter().map(|&s| n[s]).collect()), validity: None }
+            }
+            Accumulator::SumInt { sum, flags } => {
+                let validity = slots.iter().map(|&s| flags[s] == ANY).collect::<Vec<_>>();
+                overflows = slots.iter().filter(|&&s| flags[s] & OVERFLOW != 0).count() as u64;
+                Column { values: ColumnValues::BigInt(slots.iter().map(|&s| sum[s]).collect()), validity: Some(validity) }
+            }
+            Accumulator::SumFloat { avg, sum, comp, n } => {
+                let values = slots
+                    .iter()
+                    .map(|&s| {
+                        let total = sum[s] + comp[s];
+                        if *avg && n[s] > 0 { total / n[s] as f64 } else { total }
+                    })
+                    .collect();
+                let validity = slots.iter().map(|&s| n[s] > 0).collect();
+                Column { values: ColumnValues::Double(values), validity: Some(validity) }
+            }
+            Accumulator::ExtremeInt { v, flags, .. } => Column {
+                values: ColumnValues::BigInt(slots.iter().map(|&s| v[s]).collect()),
+                validity: Some(slots.iter().map(|&s| flags[s] != 0).collect()),
+            },
+            Accumulator::ExtremeFloat { v, flags, .. } => Column {
+                values: ColumnValues::Double(slots.iter().map(|&s| v[s]).collect()),
+                validity: Some(slots.iter().map(|&s| flags[s] != 0).collect()),
+            },
+            Accumulator::ExtremeBool { v, flags, .. } => Column {
+                values: ColumnValues::Boolean(slots.iter().map(|&s| v[s]).collect()),
+                validity: Some(slots.iter().map(|&s| flags[s] != 0).collect()),
+            },
+            Accumulator::ExtremeText { v, .. } => Column {
+                values: ColumnValues::Text(
+                    slots.iter().map(|&s| v[s].as_deref().map_or(0, |t| interner.intern(t))).collect(),
+                ),
+                validity: Some(slots.iter().map(|&s| v[s].is_some()).collect()),
+            },
+        };
+        (column, overflows)
+    }
+}
+
+/// Timestamps stay timestamps: `MIN`/`MAX` over a `TIMESTAMP` argument finish as
+/// `TIMESTAMP` columns.
+pub fn retype(column: Column, ty: DataType) -> Column {
+    match (column.values, ty) {
+        (ColumnValues::BigInt(v), DataType::Timestamp) => Column { values: ColumnValues::Timestamp(v), validity: column.validity },
+        (values, _) => Column { values, validity: column.validity },
+    }
+}

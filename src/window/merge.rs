@@ -1,0 +1,125 @@
+//! The owner side of two-phase aggregation: merge the partial windows every worker sent
+//! for a window, then compute the result rows.
+
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use super::accumulator::{Accumulator, retype};
+use super::key::{KeyIndex, KeyRows};
+use super::state::PartialWindow;
+use crate::batch::arrow::to_arrow;
+use crate::batch::{Column, ColumnValues, Interner};
+use crate::eval::{Scope, eval, selection};
+use crate::query::QueryPlan;
+use crate::query::expr::OutputLeaf;
+
+/// Collects the partials of one window.
+#[derive(Debug, Default)]
+pub struct WindowMerger {
+    parts: Vec<PartialWindow>,
+}
+
+/// What a closed window produced.
+#[derive(Debug)]
+pub struct WindowRows {
+    /// Result rows sorted by key.
+    pub batch: RecordBatch,
+    /// Integer sums that overflowed and were written as NULL.
+    pub overflows: u64,
+}
+
+impl WindowMerger {
+    /// Adds one worker's partial.
+    pub fn add(&mut self, part: PartialWindow) {
+        self.parts.push(part);
+    }
+
+    /// Merges the partials: keys and accumulators with one slot per distinct key.
+    pub fn merge(mut self) -> Option<(KeyRows, Vec<Accumulator>)> {
+        // Merge in worker order so that float sums combine the same way on every run.
+        self.parts.sort_by_key(|p| p.from);
+        let mut parts = self.parts.into_iter();
+        let first = parts.next()?;
+        let mut keys = first.keys;
+        let mut accs = first.accs;
+        let mut rest = parts.peekable();
+        if rest.peek().is_none() {
+            return Some((keys, accs));
+        }
+        // Index the first part's keys, then fold every other part in.
+        let mut index = KeyIndex::default();
+        let mut indexed = keys.empty_like();
+        let mut merged_accs: Vec<Accumulator> = accs.iter().map(Accumulator::empty_like).collect();
+        for row in 0..keys.len {
+            index.find_or_insert(&mut indexed, &mut keys, row);
+            for (to, from) in merged_accs.iter_mut().zip(&accs) {
+                to.push_from(from, row);
+            }
+        }
+        for mut part in rest {
+            for row in 0..part.keys.len {
+                let (at, new) = index.find_or_insert(&mut indexed, &mut part.keys, row);
+                for (to, from) in merged_accs.iter_mut().zip(&part.accs) {
+                    if new {
+                        to.push_from(from, row);
+                    } else {
+                        to.merge_slot(at, from, row);
+                    }
+                }
+            }
+        }
+        keys = indexed;
+        accs = merged_accs;
+        Some((keys, accs))
+    }
+}
+
+/// Computes the result rows of a window from merged state: sorted by key, `HAVING`
+/// applied, `SELECT` expressions evaluated.
+pub fn window_rows(
+    plan: &QueryPlan,
+    schema: &SchemaRef,
+    start: i64,
+    end: i64,
+    keys: &KeyRows,
+    accs: &[Accumulator],
+) -> Result<WindowRows, ArrowError> {
+    let order = keys.sorted_order();
+    let n = order.len();
+    let mut interner = Interner::new();
+    let key_columns: Vec<Column> =
+        keys.columns.iter().zip(&plan.keys).map(|(c, k)| c.to_column(&order, k.ty, &mut interner)).collect();
+    let mut overflows = 0;
+    let agg_columns: Vec<Column> = accs
+        .iter()
+        .zip(&plan.aggregates)
+        .map(|(acc, call)| {
+            let (column, o) = acc.finish(&order, &mut interner);
+            overflows += o;
+            retype(column, call.output_type)
+        })
+        .collect();
+    let starts = Column { values: ColumnValues::Timestamp(vec![start; n]), validity: None };
+    let ends = Column { values: ColumnValues::Timestamp(vec![end; n]), validity: None };
+    let leaf = |leaf: &OutputLeaf| -> &Column {
+        match leaf {
+            OutputLeaf::Key(i, _) => &key_columns[*i],
+            OutputLeaf::Aggregate(i, _) => &agg_columns[*i],
+            OutputLeaf::WindowStart => &starts,
+            OutputLeaf::WindowEnd => &ends,
+        }
+    };
+    let scope = Scope { len: n, leaf: &leaf };
+    let kept: Option<Vec<usize>> = plan.having.as_ref().map(|h| {
+        let keep = selection(h, &scope, &mut interner);
+        (0..n).filter(|&i| keep[i]).collect()
+    });
+    let mut arrays = Vec::with_capacity(plan.outputs.len());
+    for output in &plan.outputs {
+        let column = eval(&output.expr, &scope, &mut interner);
+        arrays.push(to_arrow(&column, output.expr.ty, &interner, kept.as_deref()));
+    }
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    Ok(WindowRows { batch, overflows })
+}

@@ -1,0 +1,271 @@
+//! The open windows of one worker: which slot holds each (window, key), lateness, and
+//! closing windows into partial results.
+//!
+//! Pure data structure: no timely, no I/O. The operator tells it the watermark each batch
+//! starts under and when the frontier has passed a window; it answers with late rows,
+//! newly opened windows (so the operator can hold a capability for each) and partial
+//! aggregates routed to the worker that owns each key.
+
+use serde::{Deserialize, Serialize};
+
+use super::accumulator::{Accumulator, Pairs};
+use super::assign::WindowAssigner;
+use super::key::{KeyMapper, KeyRows};
+use crate::batch::{Batch, Column, Interner};
+use crate::query::QueryPlan;
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// A reading that arrived after its window was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateRow {
+    /// Row in its batch.
+    pub row: u32,
+    /// The window it missed.
+    pub start: i64,
+    /// End of that window.
+    pub end: i64,
+    /// The watermark in force when it arrived.
+    pub watermark: i64,
+}
+
+/// The aggregates of one worker's share of a window, bound for the worker that owns
+/// the keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialWindow {
+    /// Window start.
+    pub start: i64,
+    /// Window end.
+    pub end: i64,
+    /// Worker that owns these keys.
+    pub target: usize,
+    /// Worker that computed it.
+    pub from: usize,
+    /// Key values, one row per group.
+    pub keys: KeyRows,
+    /// One accumulator per aggregate, slot `i` for key row `i`.
+    pub accs: Vec<Accumulator>,
+}
+
+#[derive(Debug)]
+struct OpenWindow {
+    start: i64,
+    end: i64,
+    /// Slot of each key id, `NO_SLOT` when the key has no reading in this window.
+    slot_of_key: Vec<u32>,
+    /// Key ids in order of first reading.
+    keys: Vec<u32>,
+    /// Their slots.
+    slots: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Slots {
+    windows: Vec<OpenWindow>,
+    last: usize,
+    accs: Vec<Accumulator>,
+    free: Vec<u32>,
+    capacity: u32,
+    opened: Vec<(i64, i64)>,
+}
+
+impl Slots {
+    #[inline]
+    fn slot(&mut self, start: i64, end: i64, key: u32) -> u32 {
+        let w = match self.windows.get(self.last) {
+            Some(w) if w.start == start => self.last,
+            _ => self.find_window(start, end),
+        };
+        let window = &mut self.windows[w];
+        let k = key as usize;
+        if k >= window.slot_of_key.len() {
+            window.slot_of_key.resize(k + 1, NO_SLOT);
+        }
+        let slot = window.slot_of_key[k];
+        if slot != NO_SLOT {
+            return slot;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                for a in &mut self.accs {
+                    a.push_empty();
+                }
+                self.capacity += 1;
+                self.capacity - 1
+            }
+        };
+        let window = &mut self.windows[w];
+        window.slot_of_key[k] = slot;
+        window.keys.push(key);
+        window.slots.push(slot);
+        slot
+    }
+
+    #[cold]
+    fn find_window(&mut self, start: i64, end: i64) -> usize {
+        let at = self.windows.partition_point(|w| w.start < start);
+        if self.windows.get(at).is_none_or(|w| w.start != start) {
+            self.windows.insert(
+                at,
+                OpenWindow { start, end, slot_of_key: Vec::new(), keys: Vec::new(), slots: Vec::new() },
+            );
+            self.opened.push((start, end));
+        }
+        self.last = at;
+        at
+    }
+}
+
+/// Open windows and their aggregate state.
+#[derive(Debug)]
+pub struct WindowState {
+    assigner: WindowAssigner,
+    max_out_of_orderness: i64,
+    event_time: usize,
+    keys: KeyMapper,
+    key_template: KeyRows,
+    slots: Slots,
+    key_ids: Vec<u32>,
+    pairs: Pairs,
+}
+
+impl WindowState {
+    /// Empty state for a plan.
+    pub fn new(plan: &QueryPlan) -> Self {
+        WindowState {
+            assigner: WindowAssigner::new(plan.window),
+            max_out_of_orderness: plan.source.max_out_of_orderness,
+            event_time: plan.source.event_time,
+            keys: KeyMapper::new(&plan.keys),
+            key_template: KeyRows::new(&plan.keys),
+            slots: Slots {
+                windows: Vec::new(),
+                last: 0,
+                accs: plan.aggregates.iter().map(Accumulator::new).collect(),
+                free: Vec::new(),
+                capacity: 0,
+                opened: Vec::new(),
+            },
+            key_ids: Vec::new(),
+            pairs: Pairs::default(),
+        }
+    }
+
+    /// Folds a batch into its windows.
+    ///
+    /// `watermark_floor` is the watermark in force at the batch's first row (from the
+    /// largest event time of all earlier input); within the batch it rises with the rows
+    /// before each one. A row whose window ends at or before its watermark is late and is
+    /// reported in `late` instead. `selected[r] == false` skips a row (`WHERE`); `args`
+    /// holds each aggregate's argument column (`None` for `COUNT(*)`).
+    pub fn ingest(
+        &mut self,
+        batch: &Batch,
+        watermark_floor: i64,
+        selected: Option<&[bool]>,
+        args: &[Option<&Column>],
+        interner: &Interner,
+        late: &mut Vec<LateRow>,
+    ) {
+        self.keys.key_ids(batch, &mut self.key_ids);
+        self.pairs.clear();
+        let assigner = self.assigner;
+        let ooo = self.max_out_of_orderness;
+        let ts = batch.timestamps(self.event_time);
+        let mut seen_max = i64::MIN;
+        for (r, &t) in ts.iter().enumerate() {
+            let watermark = watermark_floor.max(seen_max.saturating_sub(ooo));
+            seen_max = seen_max.max(t);
+            if selected.is_some_and(|s| !s[r]) {
+                continue;
+            }
+            let key = self.key_ids[r];
+            let (slots, pairs) = (&mut self.slots, &mut self.pairs);
+            assigner.for_each(t, |start, end| {
+                if end <= watermark {
+                    late.push(LateRow { row: r as u32, start, end, watermark });
+                } else {
+                    pairs.push(r as u32, slots.slot(start, end, key));
+                }
+            });
+        }
+        for (acc, arg) in self.slots.accs.iter_mut().zip(args) {
+            acc.update(&self.pairs, *arg, interner);
+        }
+    }
+
+    /// Windows opened since the last call, as `(start, end)`.
+    pub fn take_opened(&mut self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut self.slots.opened)
+    }
+
+    /// Closes every window with `end <= limit` and returns its partial aggregates, split
+    /// by the worker (of `peers`) that owns each key.
+    pub fn close_until(&mut self, limit: i64, worker: usize, peers: usize, interner: &Interner) -> Vec<PartialWindow> {
+        let closing = self.slots.windows.partition_point(|w| w.end <= limit);
+        let mut out = Vec::new();
+        for window in self.slots.windows.drain(..closing).collect::<Vec<_>>() {
+            let mut parts: Vec<PartialWindow> = (0..peers)
+                .map(|target| PartialWindow {
+                    start: window.start,
+                    end: window.end,
+                    target,
+                    from: worker,
+                    keys: self.key_template.empty_like(),
+                    accs: self.slots.accs.iter().map(Accumulator::empty_like).collect(),
+                })
+                .collect();
+            // Key values are materialised once; with several workers each row then moves
+            // to the part of the worker that owns it.
+            let mut all = self.key_template.empty_like();
+            if peers > 1 {
+                for &key in &window.keys {
+                    self.keys.push_values(key, interner, &mut all);
+                }
+            }
+            for (i, (&key, &slot)) in window.keys.iter().zip(&window.slots).enumerate() {
+                let part = if peers == 1 {
+                    let part = &mut parts[0];
+                    self.keys.push_values(key, interner, &mut part.keys);
+                    part
+                } else {
+                    let part = &mut parts[(all.hash_row(i) % peers as u64) as usize];
+                    part.keys.push_taken(&mut all, i);
+                    part
+                };
+                for (to, from) in part.accs.iter_mut().zip(&mut self.slots.accs) {
+                    to.push_from(from, slot as usize);
+                    from.reset(slot as usize);
+                }
+                self.slots.free.push(slot);
+            }
+            out.extend(parts.into_iter().filter(|p| p.keys.len > 0));
+        }
+        self.slots.last = 0;
+        out
+    }
+
+    /// End of the earliest-ending open window.
+    pub fn earliest_end(&self) -> Option<i64> {
+        self.slots.windows.iter().map(|w| w.end).min()
+    }
+
+    /// Number of open (window, key) groups.
+    pub fn open_groups(&self) -> usize {
+        self.slots.windows.iter().map(|w| w.keys.len()).sum()
+    }
+
+    /// Bytes held for open groups: accumulators for every slot allocated, plus the
+    /// per-window key index.
+    pub fn state_bytes(&self) -> usize {
+        let per_slot: usize = self.slots.accs.iter().map(Accumulator::bytes_per_slot).sum();
+        let index: usize = self
+            .slots
+            .windows
+            .iter()
+            .map(|w| w.slot_of_key.capacity() * 4 + (w.keys.capacity() + w.slots.capacity()) * 4)
+            .sum();
+        per_slot * self.slots.capacity as usize + index + self.slots.free.capacity() * 4
+    }
+}
