@@ -15,8 +15,8 @@ use crate::query::SourceSchema;
 use crate::time::MICROS_PER_MILLI;
 use crate::types::DataType;
 
-/// Readings per generated chunk.
-const CHUNK_READINGS: u64 = 8192;
+/// Bytes a generated reading stands for when sizing chunks: about one JSON line.
+const READING_BYTES: usize = 128;
 
 /// 2026-01-01T00:00:00Z in epoch milliseconds: the default first reading.
 pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
@@ -184,11 +184,13 @@ pub struct GeneratorInput {
     types: Vec<DataType>,
     fields: Vec<GenField>,
     event_time: usize,
+    chunk_readings: u64,
 }
 
 impl GeneratorInput {
-    /// Maps the declared columns onto generated fields.
-    pub fn new(config: GeneratorConfig, schema: &SourceSchema) -> Result<Self, SourceError> {
+    /// Maps the declared columns onto generated fields; chunks hold about as many
+    /// readings as `chunk_bytes` of JSON lines would.
+    pub fn new(config: GeneratorConfig, schema: &SourceSchema, chunk_bytes: usize) -> Result<Self, SourceError> {
         let mut fields = Vec::with_capacity(schema.columns.len());
         for c in &schema.columns {
             match FIELDS.iter().find(|(name, ty, _)| name.eq_ignore_ascii_case(&c.name) && *ty == c.ty) {
@@ -207,7 +209,13 @@ impl GeneratorInput {
         if config.devices == 0 || !(config.rate > 0.0) {
             return Err(SourceError::Generator("the generator needs at least one device and a positive rate".into()));
         }
-        Ok(GeneratorInput { config, types: schema.types(), fields, event_time: schema.event_time })
+        Ok(GeneratorInput {
+            config,
+            types: schema.types(),
+            fields,
+            event_time: schema.event_time,
+            chunk_readings: (chunk_bytes / READING_BYTES).max(1) as u64,
+        })
     }
 }
 
@@ -218,6 +226,7 @@ impl OpenInput for GeneratorInput {
             types: self.types.clone(),
             fields: self.fields.clone(),
             event_time: self.event_time,
+            chunk_readings: self.chunk_readings,
             next: worker as u64,
             step: peers as u64,
             device_ids: Vec::new(),
@@ -238,6 +247,7 @@ struct GeneratorChunks {
     types: Vec<DataType>,
     fields: Vec<GenField>,
     event_time: usize,
+    chunk_readings: u64,
     next: u64,
     step: u64,
     /// Interned id + 1 of each device's name, 0 until first used.
@@ -247,12 +257,12 @@ struct GeneratorChunks {
 impl ChunkSource for GeneratorChunks {
     fn poll(&mut self, interner: &mut Interner) -> Result<SourcePoll, SourceError> {
         let k = self.next;
-        let first = k * CHUNK_READINGS;
+        let first = k * self.chunk_readings;
         if first >= self.config.readings {
             return Ok(SourcePoll::Done);
         }
         self.next += self.step;
-        let last = (first + CHUNK_READINGS).min(self.config.readings);
+        let last = (first + self.chunk_readings).min(self.config.readings);
         let n = (last - first) as usize;
         let mut batch = Batch::new(&self.types, n);
         let readings: Vec<Reading> = (first..last).map(|i| self.config.reading(i)).collect();

@@ -124,6 +124,6 @@ pub fn open(input: &Input, schema: &SourceSchema, chunk_bytes: usize) -> Result<
     Ok(match input {
         Input::File { path, format } => Arc::new(FileInput::open(path, *format, schema, chunk_bytes)?),
         Input::Stdin { format } => Arc::new(StdinInput::open(*format, schema, chunk_bytes)?),
-        Input::Generator(config) => Arc::new(GeneratorInput::new(config.clone(), schema)?),
+        Input::Generator(config) => Arc::new(GeneratorInput::new(config.clone(), schema, chunk_bytes)?),
     })
 }

@@ -1,0 +1,92 @@
+//! Mistakes in query files are reported as `file:line:column: what was expected`.
+
+use std::path::Path;
+
+const SOURCE: &str = "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes BIGINT, latency DOUBLE)
+  WITH (event_time = 'ts', max_out_of_orderness = '5s');
+";
+
+fn error(text: &str) -> String {
+    match edgeflow::query::parse("bad", Path::new("queries/bad.sql"), text) {
+        Ok(plan) => panic!("expected an error, got a plan:\n{plan}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn mistakes_are_reported_with_file_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        // Syntax errors come from sqlparser with its position.
+        ("SELEC device_id FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)", "queries/bad.sql:3:1: expected an SQL statement"),
+        ("SELECT device_id, COUNT(* FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)", "queries/bad.sql:3:"),
+        // Names.
+        (
+            "SELECT device, window_start, COUNT(*) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device, window_start",
+            "queries/bad.sql:3:95: unknown column `device`; readings has: device_id, ts, bytes, latency",
+        ),
+        (
+            "SELECT device_id, window_start, MEDIAN(bytes) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:33: unknown function `MEDIAN`; aggregates available: COUNT, SUM, MIN, MAX, AVG",
+        ),
+        (
+            "SELECT device_id, window_start, COUNT(*) FROM TUMBLE(sensors, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:54: expected the source table `readings` as the first argument of TUMBLE",
+        ),
+        // Semantics.
+        (
+            "SELECT device_id, bytes, window_start FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:19: column `bytes` must appear in GROUP BY or inside an aggregate function",
+        ),
+        (
+            "SELECT device_id, COUNT(*) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id",
+            "queries/bad.sql:3:84: expected GROUP BY ..., window_start, window_end",
+        ),
+        (
+            "SELECT device_id, window_start, SUM(device_id) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:37: SUM expects a number, found TEXT",
+        ),
+        (
+            "SELECT device_id, window_start, COUNT(*) FROM TUMBLE(readings, ts, INTERVAL '1' FORTNIGHT) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:",
+        ),
+        (
+            "SELECT device_id, window_start, COUNT(*) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) WHERE latency > 'high' GROUP BY device_id, window_start",
+            "queries/bad.sql:3:",
+        ),
+        (
+            "SELECT device_id, window_start, COUNT(*) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) WHERE COUNT(*) > 1 GROUP BY device_id, window_start",
+            "queries/bad.sql:3:95: aggregate function COUNT is not allowed in WHERE",
+        ),
+        (
+            "SELECT device_id, window_start, COUNT(*) FROM SESSION(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:47: SESSION windows are not supported yet",
+        ),
+        (
+            "SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes) AS n FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
+            "output column `n` appears twice",
+        ),
+    ];
+    for (select, want) in cases {
+        let got = error(&format!("{SOURCE}{select}"));
+        assert!(got.starts_with(want) || got.contains(want), "query: {select}\n got: {got}\nwant: {want}");
+        assert!(got.starts_with("queries/bad.sql:"), "{got}");
+    }
+}
+
+#[test]
+fn source_declaration_mistakes_point_at_the_declaration() {
+    let select = "\nSELECT window_start, COUNT(*) FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start";
+    let cases: &[(&str, &str)] = &[
+        ("CREATE TABLE r (ts TIMESTAMP, tags ARRAY<TEXT>) WITH (event_time = 'ts');", "queries/bad.sql:1:31: type ARRAY<TEXT> is not supported"),
+        ("CREATE TABLE r (ts TIMESTAMP, v BIGINT);", "queries/bad.sql:1:14: expected WITH (event_time = '<timestamp column>')"),
+        ("CREATE TABLE r (ts TIMESTAMP, v BIGINT) WITH (event_time = 'v');", "queries/bad.sql:1:60: event_time column `v` must be TIMESTAMP, not BIGINT"),
+        ("CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts', max_out_of_orderness = 'soon');", "queries/bad.sql:1:79: expected a duration"),
+        ("CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts', watermark = '1s');", "queries/bad.sql:1:56: unknown option `watermark`"),
+        ("CREATE TABLE r (ts TIMESTAMP, ts BIGINT) WITH (event_time = 'ts');", "queries/bad.sql:1:31: column `ts` is declared twice"),
+    ];
+    for (create, want) in cases {
+        let got = error(&format!("{create}{select}"));
+        assert!(got.starts_with(want), "query: {create}\n got: {got}\nwant: {want}");
+    }
+    assert!(error("SELECT 1").starts_with("queries/bad.sql:1:1: expected CREATE TABLE"));
+}
