@@ -48,9 +48,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Query(_) | Error::Output { .. } => ErrorKind::User,
-            Error::Source(SourceError::Open { .. } | SourceError::CsvHeader { .. } | SourceError::Generator(_)) => {
-                ErrorKind::User
-            }
+            Error::Source(
+                SourceError::Open { .. }
+                | SourceError::CsvHeader { .. }
+                | SourceError::Generator(_),
+            ) => ErrorKind::User,
             Error::Source(_) | Error::Sink(_) => ErrorKind::External,
             Error::Internal(_) => ErrorKind::Internal,
         }

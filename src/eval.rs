@@ -45,11 +45,18 @@ fn constant(value: &Value, ty: DataType, len: usize, interner: &mut Interner) ->
             return c;
         }
     };
-    Column { values, validity: None }
+    Column {
+        values,
+        validity: None,
+    }
 }
 
 /// Evaluates `expr` over `scope`.
-pub fn eval<'a, L>(expr: &TypedExpr<L>, scope: &Scope<'a, L>, interner: &mut Interner) -> Cow<'a, Column> {
+pub fn eval<'a, L>(
+    expr: &TypedExpr<L>,
+    scope: &Scope<'a, L>,
+    interner: &mut Interner,
+) -> Cow<'a, Column> {
     let len = scope.len;
     match &expr.kind {
         ExprKind::Leaf(leaf) => Cow::Borrowed((scope.leaf)(leaf)),
@@ -69,20 +76,25 @@ pub fn eval<'a, L>(expr: &TypedExpr<L>, scope: &Scope<'a, L>, interner: &mut Int
             Cow::Owned(match &c.values {
                 ColumnValues::BigInt(v) => {
                     let (values, validity) = map_checked(v, &c.validity, |x| x.checked_neg());
-                    Column { values: ColumnValues::BigInt(values), validity }
+                    Column {
+                        values: ColumnValues::BigInt(values),
+                        validity,
+                    }
                 }
-                ColumnValues::Double(v) => {
-                    Column { values: ColumnValues::Double(v.iter().map(|x| -x).collect()), validity: c.validity.clone() }
-                }
+                ColumnValues::Double(v) => Column {
+                    values: ColumnValues::Double(v.iter().map(|x| -x).collect()),
+                    validity: c.validity.clone(),
+                },
                 _ => c.into_owned(),
             })
         }
         ExprKind::Not(e) => {
             let c = eval(e, scope, interner);
             Cow::Owned(match &c.values {
-                ColumnValues::Boolean(v) => {
-                    Column { values: ColumnValues::Boolean(v.iter().map(|x| !x).collect()), validity: c.validity.clone() }
-                }
+                ColumnValues::Boolean(v) => Column {
+                    values: ColumnValues::Boolean(v.iter().map(|x| !x).collect()),
+                    validity: c.validity.clone(),
+                },
                 _ => c.into_owned(),
             })
         }
@@ -92,37 +104,60 @@ pub fn eval<'a, L>(expr: &TypedExpr<L>, scope: &Scope<'a, L>, interner: &mut Int
                 None => vec![*negated; len],
                 Some(valid) => valid.iter().map(|&ok| ok == *negated).collect(),
             };
-            Cow::Owned(Column { values: ColumnValues::Boolean(values), validity: None })
+            Cow::Owned(Column {
+                values: ColumnValues::Boolean(values),
+                validity: None,
+            })
         }
-        ExprKind::InList { expr: e, list, negated } => {
+        ExprKind::InList {
+            expr: e,
+            list,
+            negated,
+        } => {
             let c = eval(e, scope, interner);
-            let items: Vec<Column> =
-                list.iter().filter(|v| !v.is_null()).map(|v| constant(v, e.ty, 1, interner)).collect();
+            let items: Vec<Column> = list
+                .iter()
+                .filter(|v| !v.is_null())
+                .map(|v| constant(v, e.ty, 1, interner))
+                .collect();
             let list_has_null = list.iter().any(Value::is_null);
             let mut values = Vec::with_capacity(len);
-            let mut validity = vec![true; len];
+            let mut validity = Vec::with_capacity(len);
             for row in 0..len {
                 if !c.is_valid(row) {
-                    validity[row] = false;
+                    validity.push(false);
                     values.push(false);
                     continue;
                 }
-                let found = items.iter().any(|item| compare(&c, row, item, 0, interner) == Some(Ordering::Equal));
-                if !found && list_has_null {
-                    validity[row] = false;
-                }
+                let found = items
+                    .iter()
+                    .any(|item| compare(&c, row, item, 0, interner) == Some(Ordering::Equal));
+                validity.push(found || !list_has_null);
                 values.push(found != *negated);
             }
             let any_null = validity.iter().any(|v| !v);
-            Cow::Owned(Column { values: ColumnValues::Boolean(values), validity: any_null.then_some(validity) })
+            Cow::Owned(Column {
+                values: ColumnValues::Boolean(values),
+                validity: any_null.then_some(validity),
+            })
         }
-        ExprKind::Like { expr: e, pattern, negated } => {
+        ExprKind::Like {
+            expr: e,
+            pattern,
+            negated,
+        } => {
             let c = eval(e, scope, interner);
             let values = match &c.values {
-                ColumnValues::Text(ids) => ids.iter().map(|&id| like(interner.get(id), pattern) != *negated).collect(),
+                ColumnValues::Text(ids) => ids
+                    .iter()
+                    .map(|&id| like(interner.get(id), pattern) != *negated)
+                    .collect(),
                 _ => vec![false; len],
             };
-            Cow::Owned(Column { values: ColumnValues::Boolean(values), validity: c.validity.clone() })
+            Cow::Owned(Column {
+                values: ColumnValues::Boolean(values),
+                validity: c.validity.clone(),
+            })
         }
         ExprKind::Binary { op, left, right } => {
             let l = eval(left, scope, interner);
@@ -133,7 +168,11 @@ pub fn eval<'a, L>(expr: &TypedExpr<L>, scope: &Scope<'a, L>, interner: &mut Int
 }
 
 /// Rows where `predicate` is TRUE.
-pub fn selection<L>(predicate: &TypedExpr<L>, scope: &Scope<'_, L>, interner: &mut Interner) -> Vec<bool> {
+pub fn selection<L>(
+    predicate: &TypedExpr<L>,
+    scope: &Scope<'_, L>,
+    interner: &mut Interner,
+) -> Vec<bool> {
     let c = eval(predicate, scope, interner);
     match &c.values {
         ColumnValues::Boolean(v) => match &c.validity {
@@ -226,9 +265,8 @@ fn compare(x: &Column, a: usize, y: &Column, b: usize, interner: &Interner) -> O
         return None;
     }
     Some(match (&x.values, &y.values) {
-        (ColumnValues::BigInt(p), ColumnValues::BigInt(q)) | (ColumnValues::Timestamp(p), ColumnValues::Timestamp(q)) => {
-            p[a].cmp(&q[b])
-        }
+        (ColumnValues::BigInt(p), ColumnValues::BigInt(q))
+        | (ColumnValues::Timestamp(p), ColumnValues::Timestamp(q)) => p[a].cmp(&q[b]),
         (ColumnValues::Double(p), ColumnValues::Double(q)) => p[a].total_cmp(&q[b]),
         (ColumnValues::Boolean(p), ColumnValues::Boolean(q)) => p[a].cmp(&q[b]),
         (ColumnValues::Text(p), ColumnValues::Text(q)) => {
@@ -249,42 +287,68 @@ fn binary(op: BinaryOp, l: &Column, r: &Column, len: usize, interner: &Interner)
             let validity = and_validity(&l.validity, &r.validity);
             match (&l.values, &r.values) {
                 (ColumnValues::BigInt(x), ColumnValues::BigInt(y)) => {
-                    let (values, validity) = zip_checked(x, y, validity, |a, b| arithmetic_int(op, a, b));
-                    Column { values: ColumnValues::BigInt(values), validity }
+                    let (values, validity) =
+                        zip_checked(x, y, validity, |a, b| arithmetic_int(op, a, b));
+                    Column {
+                        values: ColumnValues::BigInt(values),
+                        validity,
+                    }
                 }
                 (ColumnValues::Double(x), ColumnValues::Double(y)) => {
-                    let (values, validity) = zip_checked(x, y, validity, |a, b| arithmetic_float(op, a, b));
-                    Column { values: ColumnValues::Double(values), validity }
+                    let (values, validity) =
+                        zip_checked(x, y, validity, |a, b| arithmetic_float(op, a, b));
+                    Column {
+                        values: ColumnValues::Double(values),
+                        validity,
+                    }
                 }
-                _ => Column { values: ColumnValues::BigInt(vec![0; len]), validity: Some(vec![false; len]) },
+                _ => Column {
+                    values: ColumnValues::BigInt(vec![0; len]),
+                    validity: Some(vec![false; len]),
+                },
             }
         }
         _ => {
             let validity = and_validity(&l.validity, &r.validity);
             let values: Vec<bool> = match (&l.values, &r.values) {
                 // Equality of text compares interned ids: no string is touched.
-                (ColumnValues::Text(x), ColumnValues::Text(y)) if matches!(op, BinaryOp::Eq | BinaryOp::NotEq) => {
-                    x.iter().zip(y).map(|(a, b)| (a == b) == (op == BinaryOp::Eq)).collect()
+                (ColumnValues::Text(x), ColumnValues::Text(y))
+                    if matches!(op, BinaryOp::Eq | BinaryOp::NotEq) =>
+                {
+                    x.iter()
+                        .zip(y)
+                        .map(|(a, b)| (a == b) == (op == BinaryOp::Eq))
+                        .collect()
                 }
                 (ColumnValues::BigInt(x), ColumnValues::BigInt(y))
-                | (ColumnValues::Timestamp(x), ColumnValues::Timestamp(y)) => {
-                    x.iter().zip(y).map(|(a, b)| ordering_matches(op, a.cmp(b))).collect()
-                }
-                (ColumnValues::Double(x), ColumnValues::Double(y)) => {
-                    x.iter().zip(y).map(|(a, b)| ordering_matches(op, a.total_cmp(b))).collect()
-                }
+                | (ColumnValues::Timestamp(x), ColumnValues::Timestamp(y)) => x
+                    .iter()
+                    .zip(y)
+                    .map(|(a, b)| ordering_matches(op, a.cmp(b)))
+                    .collect(),
+                (ColumnValues::Double(x), ColumnValues::Double(y)) => x
+                    .iter()
+                    .zip(y)
+                    .map(|(a, b)| ordering_matches(op, a.total_cmp(b)))
+                    .collect(),
                 _ => (0..len)
                     .map(|i| compare(l, i, r, i, interner).is_some_and(|o| ordering_matches(op, o)))
                     .collect(),
             };
-            Column { values: ColumnValues::Boolean(values), validity }
+            Column {
+                values: ColumnValues::Boolean(values),
+                validity,
+            }
         }
     }
 }
 
 fn logic(op: BinaryOp, l: &Column, r: &Column, len: usize) -> Column {
     let (ColumnValues::Boolean(x), ColumnValues::Boolean(y)) = (&l.values, &r.values) else {
-        return Column { values: ColumnValues::Boolean(vec![false; len]), validity: Some(vec![false; len]) };
+        return Column {
+            values: ColumnValues::Boolean(vec![false; len]),
+            validity: Some(vec![false; len]),
+        };
     };
     let mut values = Vec::with_capacity(len);
     let mut validity = Vec::with_capacity(len);
@@ -307,7 +371,10 @@ fn logic(op: BinaryOp, l: &Column, r: &Column, len: usize) -> Column {
         validity.push(v.is_some());
     }
     let any_null = validity.iter().any(|ok| !ok);
-    Column { values: ColumnValues::Boolean(values), validity: any_null.then_some(validity) }
+    Column {
+        values: ColumnValues::Boolean(values),
+        validity: any_null.then_some(validity),
+    }
 }
 
 /// SQL `LIKE` with `%` (any run) and `_` (one character).

@@ -25,6 +25,7 @@
 //! dataflow and runs it on timely workers.
 
 pub mod batch;
+pub mod bench;
 pub mod decode;
 pub mod engine;
 pub mod error;

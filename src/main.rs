@@ -13,15 +13,26 @@ use cli::{Cli, Command};
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    match error.downcast_ref::<edgeflow::Error>().map(edgeflow::Error::kind) {
+    match error
+        .downcast_ref::<edgeflow::Error>()
+        .map(edgeflow::Error::kind)
+    {
         Some(ErrorKind::External) => 1,
         Some(ErrorKind::Internal) => 70,
         Some(ErrorKind::User) => 2,
-        None if error.downcast_ref::<edgeflow::query::QueryError>().is_some() => 2,
+        None if error
+            .downcast_ref::<edgeflow::query::QueryError>()
+            .is_some() =>
+        {
+            2
+        }
         None => 1,
     }
 }
@@ -33,6 +44,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Check(args) => cli::check::check(args),
         Command::Gen(args) => cli::gen_cmd::generate(args),
+        Command::Bench(args) => cli::bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

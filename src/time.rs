@@ -246,10 +246,22 @@ mod tests {
         assert_eq!(parse_rfc3339(b"1970-01-01T00:00:01.5Z"), Ok(1_500_000));
         assert_eq!(parse_rfc3339(b"1970-01-01T01:00:00+01:00"), Ok(0));
         assert_eq!(parse_rfc3339(b"1970-01-01 00:00:00.000001z"), Ok(1));
-        assert_eq!(parse_rfc3339(b"2026-02-29T00:00:00Z"), Err(TimestampError::Range));
-        assert_eq!(parse_rfc3339(b"2026-01-01T00:00:00"), Err(TimestampError::Syntax));
-        assert_eq!(parse_rfc3339(b"2026-01-01T00:00:00.Z"), Err(TimestampError::Syntax));
-        assert_eq!(parse_rfc3339(b"2026-01-01T00:00:00Zx"), Err(TimestampError::Syntax));
+        assert_eq!(
+            parse_rfc3339(b"2026-02-29T00:00:00Z"),
+            Err(TimestampError::Range)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2026-01-01T00:00:00"),
+            Err(TimestampError::Syntax)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2026-01-01T00:00:00.Z"),
+            Err(TimestampError::Syntax)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2026-01-01T00:00:00Zx"),
+            Err(TimestampError::Syntax)
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl fmt::Display for Value {
             Value::BigInt(v) => write!(f, "{v}"),
             Value::Double(v) => write!(f, "{v:?}"),
             Value::Boolean(v) => write!(f, "{}", if *v { "TRUE" } else { "FALSE" }),
-            Value::Timestamp(us) => write!(f, "TIMESTAMP '{}'", crate::time::format_rfc3339_micros(*us)),
+            Value::Timestamp(us) => {
+                write!(f, "TIMESTAMP '{}'", crate::time::format_rfc3339_micros(*us))
+            }
         }
     }
 }

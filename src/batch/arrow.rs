@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
+};
 use arrow::buffer::NullBuffer;
 
 use super::{Column, ColumnValues, Interner};
@@ -16,11 +18,19 @@ fn pick<T: Copy>(values: &[T], rows: Option<&[usize]>) -> Vec<T> {
 }
 
 fn nulls(column: &Column, rows: Option<&[usize]>) -> Option<NullBuffer> {
-    column.validity.as_ref().map(|v| NullBuffer::from(pick(v, rows)))
+    column
+        .validity
+        .as_ref()
+        .map(|v| NullBuffer::from(pick(v, rows)))
 }
 
 /// Converts `column` (of type `ty`) to an Arrow array, taking only `rows` when given.
-pub fn to_arrow(column: &Column, ty: DataType, interner: &Interner, rows: Option<&[usize]>) -> ArrayRef {
+pub fn to_arrow(
+    column: &Column,
+    ty: DataType,
+    interner: &Interner,
+    rows: Option<&[usize]>,
+) -> ArrayRef {
     let n = nulls(column, rows);
     match &column.values {
         ColumnValues::Text(ids) => {
@@ -38,7 +48,9 @@ pub fn to_arrow(column: &Column, ty: DataType, interner: &Interner, rows: Option
         ColumnValues::BigInt(v) | ColumnValues::Timestamp(v) if ty == DataType::Timestamp => {
             Arc::new(TimestampMicrosecondArray::new(pick(v, rows).into(), n).with_timezone("UTC"))
         }
-        ColumnValues::BigInt(v) | ColumnValues::Timestamp(v) => Arc::new(Int64Array::new(pick(v, rows).into(), n)),
+        ColumnValues::BigInt(v) | ColumnValues::Timestamp(v) => {
+            Arc::new(Int64Array::new(pick(v, rows).into(), n))
+        }
         ColumnValues::Double(v) => Arc::new(Float64Array::new(pick(v, rows).into(), n)),
         ColumnValues::Boolean(v) => Arc::new(BooleanArray::new(pick(v, rows).into(), n)),
     }

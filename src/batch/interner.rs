@@ -4,6 +4,8 @@
 //! hash of the raw bytes per reading and nothing more: the id is the group key. Ids are
 //! local to one worker; anything that crosses workers carries the text itself.
 
+use std::hash::BuildHasher;
+
 use hashbrown::HashTable;
 
 /// A set of strings, each with a dense id in order of first appearance.
@@ -12,8 +14,39 @@ pub struct Interner {
     table: HashTable<u32>,
     /// `ends[i]` is where string `i` ends in `bytes`; it starts where `i - 1` ends.
     ends: Vec<u32>,
-    bytes: String,
+    /// UTF-8 text of every string, back to back.
+    bytes: Vec<u8>,
     hasher: foldhash::fast::FixedState,
+}
+
+/// Equality of short byte strings without a call to `memcmp`: interned keys are mostly a
+/// few bytes long, where the call costs more than the comparison.
+#[inline(always)]
+fn load4(s: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or_default())
+}
+
+#[inline(always)]
+fn load8(s: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// Equality of short byte strings without a call to `memcmp`: interned keys and JSON key
+/// tokens are mostly a few bytes long, where the call costs more than the comparison.
+#[inline]
+pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two overlapping loads cover any length in 4..=8 or 8..=16.
+    match n {
+        0 => true,
+        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..8 => load4(a, 0) == load4(b, 0) && load4(a, n - 4) == load4(b, n - 4),
+        8..=16 => load8(a, 0) == load8(b, 0) && load8(a, n - 8) == load8(b, n - 8),
+        _ => a == b,
+    }
 }
 
 impl Interner {
@@ -22,35 +55,42 @@ impl Interner {
         Self::default()
     }
 
+    #[inline]
+    fn slice(ends: &[u32], id: u32) -> std::ops::Range<usize> {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { ends[id - 1] as usize };
+        start..ends[id] as usize
+    }
+
     /// The id of `text`, adding it when new.
     #[inline]
     pub fn intern(&mut self, text: &str) -> u32 {
-        use std::hash::BuildHasher;
-        let hash = self.hasher.hash_one(text.as_bytes());
+        self.intern_utf8(text.as_bytes())
+    }
+
+    /// The id of `text`, which the caller has checked is UTF-8.
+    #[inline]
+    pub fn intern_utf8(&mut self, text: &[u8]) -> u32 {
+        let hash = self.hasher.hash_one(text);
         let (ends, bytes) = (&self.ends, &self.bytes);
-        let get = |id: u32| -> &str {
-            let id = id as usize;
-            let start = if id == 0 { 0 } else { ends[id - 1] as usize };
-            &bytes[start..ends[id] as usize]
-        };
-        if let Some(&id) = self.table.find(hash, |&id| get(id) == text) {
+        if let Some(&id) = self
+            .table
+            .find(hash, |&id| bytes_eq(&bytes[Self::slice(ends, id)], text))
+        {
             return id;
         }
         let id = self.ends.len() as u32;
-        self.bytes.push_str(text);
+        self.bytes.extend_from_slice(text);
         self.ends.push(self.bytes.len() as u32);
         let (ends, bytes, hasher) = (&self.ends, &self.bytes, &self.hasher);
         self.table.insert_unique(hash, id, |&other| {
-            let other = other as usize;
-            let start = if other == 0 { 0 } else { ends[other - 1] as usize };
-            hasher.hash_one(&bytes.as_bytes()[start..ends[other] as usize])
+            hasher.hash_one(&bytes[Self::slice(ends, other)])
         });
         id
     }
 
     /// The id of `text` if it was interned before.
     pub fn lookup(&self, text: &str) -> Option<u32> {
-        use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(text.as_bytes());
         self.table.find(hash, |&id| self.get(id) == text).copied()
     }
@@ -58,9 +98,8 @@ impl Interner {
     /// The text of an id handed out by this interner.
     #[inline]
     pub fn get(&self, id: u32) -> &str {
-        let id = id as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] as usize };
-        &self.bytes[start..self.ends[id] as usize]
+        // Only UTF-8 is ever interned, so the check cannot fail.
+        std::str::from_utf8(&self.bytes[Self::slice(&self.ends, id)]).unwrap_or_default()
     }
 
     /// How many distinct strings are interned.
@@ -95,10 +134,24 @@ mod tests {
         assert_eq!(i.lookup("a"), Some(1));
         assert_eq!(i.lookup("c"), None);
         for n in 0..10_000 {
-            let s = format!("dev-{n}");
+            let s = format!("dev-{n}-{}", "x".repeat(n % 20));
             let id = i.intern(&s);
             assert_eq!(i.get(id), s);
+            assert_eq!(i.intern(&s), id);
         }
         assert_eq!(i.len(), 10_003);
+    }
+
+    #[test]
+    fn short_equality() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n).map(|k| k as u8).collect();
+            assert!(bytes_eq(&a, &a.clone()));
+            for k in 0..n {
+                let mut b = a.clone();
+                b[k] ^= 1;
+                assert!(!bytes_eq(&a, &b), "{n} {k}");
+            }
+        }
     }
 }

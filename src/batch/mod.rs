@@ -8,7 +8,7 @@
 pub mod arrow;
 mod interner;
 
-pub use interner::Interner;
+pub use interner::{Interner, bytes_eq};
 
 use crate::types::{DataType, Value};
 
@@ -85,7 +85,10 @@ pub struct Column {
 impl Column {
     /// An empty column.
     pub fn with_capacity(ty: DataType, capacity: usize) -> Self {
-        Column { values: ColumnValues::with_capacity(ty, capacity), validity: None }
+        Column {
+            values: ColumnValues::with_capacity(ty, capacity),
+            validity: None,
+        }
     }
 
     /// Number of rows.
@@ -107,7 +110,9 @@ impl Column {
     /// Appends a null.
     pub fn push_null(&mut self) {
         let len = self.values.len();
-        self.validity.get_or_insert_with(|| vec![true; len]).push(false);
+        self.validity
+            .get_or_insert_with(|| vec![true; len])
+            .push(false);
         self.values.push_default();
     }
 
@@ -154,7 +159,13 @@ pub struct Batch {
 impl Batch {
     /// An empty batch for a list of column types.
     pub fn new(types: &[DataType], capacity: usize) -> Self {
-        Batch { columns: types.iter().map(|&t| Column::with_capacity(t, capacity)).collect(), len: 0 }
+        Batch {
+            columns: types
+                .iter()
+                .map(|&t| Column::with_capacity(t, capacity))
+                .collect(),
+            len: 0,
+        }
     }
 
     /// Undoes the partly pushed row at index `self.len`, if any column has it.

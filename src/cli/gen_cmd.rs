@@ -32,7 +32,8 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
     let config = args.generator.config().map_err(anyhow::Error::msg)?;
     match args.output.as_deref().filter(|p| !is_dash(p)) {
         Some(path) => {
-            let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             write_readings(&config, args.format.into(), args.ts_format, &mut out)
                 .and_then(|()| out.flush())
@@ -40,7 +41,9 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<()> {
         }
         None => {
             let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            match write_readings(&config, args.format.into(), args.ts_format, &mut out).and_then(|()| out.flush()) {
+            match write_readings(&config, args.format.into(), args.ts_format, &mut out)
+                .and_then(|()| out.flush())
+            {
                 // A closed pipe (`edgeflow gen | head`) is not an error.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
                 other => other.context("writing to standard output")?,

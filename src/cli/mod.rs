@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and one module per subcommand.
 
+pub mod bench;
 pub mod check;
 pub mod gen_cmd;
 pub mod run;
@@ -30,6 +31,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Write deterministic synthetic traffic readings as JSON lines (or CSV).
     Gen(gen_cmd::GenArgs),
+    /// Measure the pipeline end to end at several worker counts, next to a plain loop.
+    Bench(bench::BenchArgs),
 }
 
 /// Settings of the synthetic reading generator, shared by `run` and `gen`.
@@ -68,10 +71,16 @@ impl GeneratorArgs {
     /// The generator configuration.
     pub fn config(&self) -> Result<GeneratorConfig, String> {
         if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(format!("--rate must be a positive number, not {}", self.rate));
+            return Err(format!(
+                "--rate must be a positive number, not {}",
+                self.rate
+            ));
         }
         if !(0.0..=1.0).contains(&self.late_fraction) {
-            return Err(format!("--late-fraction must be between 0 and 1, not {}", self.late_fraction));
+            return Err(format!(
+                "--late-fraction must be between 0 and 1, not {}",
+                self.late_fraction
+            ));
         }
         Ok(GeneratorConfig {
             devices: self.devices,

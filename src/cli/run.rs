@@ -43,11 +43,20 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let plan = edgeflow::query::load(&args.query)?;
     let input = match &args.input {
-        Some(path) if is_dash(path) => Input::Stdin { format: args.format.map_or(Format::Jsonl, Format::from) },
-        Some(path) => Input::File { path: path.clone(), format: args.format.map_or_else(|| Format::from_path(path), Format::from) },
+        Some(path) if is_dash(path) => Input::Stdin {
+            format: args.format.map_or(Format::Jsonl, Format::from),
+        },
+        Some(path) => Input::File {
+            path: path.clone(),
+            format: args
+                .format
+                .map_or_else(|| Format::from_path(path), Format::from),
+        },
         None => Input::Generator(args.generator.config().map_err(anyhow::Error::msg)?),
     };
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }

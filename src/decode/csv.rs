@@ -33,7 +33,9 @@ pub struct CsvDecoder {
 impl CsvDecoder {
     /// Maps the declared columns onto a header line.
     pub fn new(schema: &SourceSchema, header: &[u8]) -> Result<Self, CsvHeaderError> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(header);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(header);
         let mut record = csv::StringRecord::new();
         let fields: Vec<String> = match reader.read_record(&mut record) {
             Ok(true) => record.iter().map(|f| f.trim().to_owned()).collect(),
@@ -42,13 +44,20 @@ impl CsvDecoder {
         let mut positions = Vec::with_capacity(schema.columns.len());
         let mut missing = Vec::new();
         for c in &schema.columns {
-            match fields.iter().position(|f| *f == c.name).or_else(|| fields.iter().position(|f| f.eq_ignore_ascii_case(&c.name))) {
+            match fields
+                .iter()
+                .position(|f| *f == c.name)
+                .or_else(|| fields.iter().position(|f| f.eq_ignore_ascii_case(&c.name)))
+            {
                 Some(p) => positions.push(p),
                 None => missing.push(format!("`{}`", c.name)),
             }
         }
         if !missing.is_empty() {
-            return Err(CsvHeaderError { missing: missing.join(", "), found: fields.join(", ") });
+            return Err(CsvHeaderError {
+                missing: missing.join(", "),
+                found: fields.join(", "),
+            });
         }
         Ok(CsvDecoder {
             positions,
@@ -64,7 +73,10 @@ impl CsvDecoder {
         let mut batch = Batch::new(&self.types, data.len() / 64 + 1);
         let mut bad = Vec::new();
         let mut max_ts: Option<i64> = None;
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(data);
         let mut record = csv::ByteRecord::new();
         loop {
             let start = reader.position().byte() as usize;
@@ -73,12 +85,19 @@ impl CsvDecoder {
             let end = reader.position().byte() as usize;
             let raw = || raw_line(&data[start.min(data.len())..end.min(data.len())]);
             // Lines of the record start where the record does; blank lines were skipped.
-            let record_line = record.position().map_or(line, |p| p.line()).saturating_sub(1);
+            let record_line = record
+                .position()
+                .map_or(line, |p| p.line())
+                .saturating_sub(1);
             match read {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
-                    bad.push(BadRecord { line: record_line, reason: format!("invalid CSV: {e}"), raw: raw() });
+                    bad.push(BadRecord {
+                        line: record_line,
+                        reason: format!("invalid CSV: {e}"),
+                        raw: raw(),
+                    });
                     continue;
                 }
             }
@@ -93,14 +112,19 @@ impl CsvDecoder {
             match self.push_record(&record, &mut batch, interner) {
                 Ok(()) => {
                     if let ColumnValues::Timestamp(ts) = &batch.columns[self.event_time].values
-                        && let Some(&t) = ts.last() {
-                            max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
-                        }
+                        && let Some(&t) = ts.last()
+                    {
+                        max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
+                    }
                     batch.len += 1;
                 }
                 Err(reason) => {
                     batch.rollback_row();
-                    bad.push(BadRecord { line: record_line, reason, raw: raw() });
+                    bad.push(BadRecord {
+                        line: record_line,
+                        reason,
+                        raw: raw(),
+                    });
                 }
             }
         }
@@ -108,18 +132,37 @@ impl CsvDecoder {
         if data.last().is_some_and(|&b| b != b'\n') {
             lines += 1;
         }
-        DecodedChunk { batch, bad, lines, max_event_time: max_ts, bytes: data.len() as u64 }
+        DecodedChunk {
+            batch,
+            bad,
+            lines,
+            max_event_time: max_ts,
+            bytes: data.len() as u64,
+        }
     }
 
-    fn push_record(&self, record: &csv::ByteRecord, batch: &mut Batch, interner: &mut Interner) -> Result<(), String> {
+    fn push_record(
+        &self,
+        record: &csv::ByteRecord,
+        batch: &mut Batch,
+        interner: &mut Interner,
+    ) -> Result<(), String> {
         for (c, &p) in self.positions.iter().enumerate() {
             let text = record.get(p).unwrap_or_default();
             let column = &mut batch.columns[c];
             if c == self.event_time && text.is_empty() {
-                return Err(format!("field `{}`: expected an event time, found an empty field", self.names[c]));
+                return Err(format!(
+                    "field `{}`: expected an event time, found an empty field",
+                    self.names[c]
+                ));
             }
             push_text_value(column, text, interner).map_err(|e: FieldError| {
-                format!("field `{}` (column {}): {e}, found '{}'", self.names[c], p + 1, String::from_utf8_lossy(text))
+                format!(
+                    "field `{}` (column {}): {e}, found '{}'",
+                    self.names[c],
+                    p + 1,
+                    String::from_utf8_lossy(text)
+                )
             })?;
         }
         Ok(())
@@ -151,15 +194,23 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         let mut interner = Interner::new();
-        let data = b"5,x,1000,a\n\"6\",y,1970-01-01T00:00:02Z,\"b,c\"\n7,z,soon,d\n,w,3000,\n1,2,3\n";
+        let data =
+            b"5,x,1000,a\n\"6\",y,1970-01-01T00:00:02Z,\"b,c\"\n7,z,soon,d\n,w,3000,\n1,2,3\n";
         let c = d.decode(data, &mut interner);
         assert_eq!(c.batch.len, 3);
         assert_eq!(c.lines, 5);
-        assert_eq!(c.batch.columns[0].value(1, &interner), Value::Text("b,c".into()));
+        assert_eq!(
+            c.batch.columns[0].value(1, &interner),
+            Value::Text("b,c".into())
+        );
         assert_eq!(c.batch.columns[2].value(2, &interner), Value::Null);
         assert_eq!(c.batch.columns[0].value(2, &interner), Value::Null);
         assert_eq!(c.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 4]);
-        assert!(c.bad[0].reason.contains("field `ts` (column 3)"), "{}", c.bad[0].reason);
+        assert!(
+            c.bad[0].reason.contains("field `ts` (column 3)"),
+            "{}",
+            c.bad[0].reason
+        );
         assert_eq!(c.bad[0].raw, "7,z,soon,d");
         assert!(c.bad[1].reason.contains("expected 4 fields, found 3"));
         assert_eq!(c.max_event_time, Some(3_000_000));
@@ -167,7 +218,10 @@ mod tests {
 
     #[test]
     fn header_must_name_declared_columns() {
-        let e = CsvDecoder::new(&schema(), b"device_id,bytes\n").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = CsvDecoder::new(&schema(), b"device_id,bytes\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("`ts`"), "{e}");
     }
 }

@@ -46,12 +46,19 @@ pub fn millis_to_micros(ms: i64) -> Result<i64, FieldError> {
 /// A timestamp given as text: RFC 3339, or integer epoch milliseconds.
 #[inline]
 pub fn timestamp_from_text(text: &[u8]) -> Result<i64, FieldError> {
-    if !text.is_empty() && text.iter().all(|c| c.is_ascii_digit() || *c == b'-') && text.len() < 20
-        && let Ok(ms) = parse_i64(text) {
-            return millis_to_micros(ms);
-        }
+    if !text.is_empty()
+        && text.iter().all(|c| c.is_ascii_digit() || *c == b'-')
+        && text.len() < 20
+        && let Ok(ms) = parse_i64(text)
+    {
+        return millis_to_micros(ms);
+    }
     let us = parse_rfc3339(text).map_err(FieldError::Timestamp)?;
-    if (MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&us) { Ok(us) } else { Err(FieldError::Timestamp(TimestampError::Range)) }
+    if (MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&us) {
+        Ok(us)
+    } else {
+        Err(FieldError::Timestamp(TimestampError::Range))
+    }
 }
 
 fn number_error(e: NumberError, ty: DataType) -> FieldError {
@@ -64,7 +71,11 @@ fn number_error(e: NumberError, ty: DataType) -> FieldError {
 
 /// Parses CSV-style text into `column` (which has type `ty`). Empty text is NULL.
 #[inline]
-pub fn push_text_value(column: &mut Column, text: &[u8], interner: &mut Interner) -> Result<(), FieldError> {
+pub fn push_text_value(
+    column: &mut Column,
+    text: &[u8],
+    interner: &mut Interner,
+) -> Result<(), FieldError> {
     if text.is_empty() {
         column.push_null();
         return Ok(());
@@ -74,8 +85,12 @@ pub fn push_text_value(column: &mut Column, text: &[u8], interner: &mut Interner
             let s = std::str::from_utf8(text).map_err(|_| FieldError::Utf8)?;
             v.push(interner.intern(s));
         }
-        ColumnValues::BigInt(v) => v.push(parse_i64(text).map_err(|e| number_error(e, DataType::BigInt))?),
-        ColumnValues::Double(v) => v.push(parse_f64(text).map_err(|e| number_error(e, DataType::Double))?),
+        ColumnValues::BigInt(v) => {
+            v.push(parse_i64(text).map_err(|e| number_error(e, DataType::BigInt))?)
+        }
+        ColumnValues::Double(v) => {
+            v.push(parse_f64(text).map_err(|e| number_error(e, DataType::Double))?)
+        }
         ColumnValues::Boolean(v) => v.push(match text {
             b"true" | b"TRUE" | b"True" | b"t" | b"T" | b"1" => true,
             b"false" | b"FALSE" | b"False" | b"f" | b"F" | b"0" => false,

@@ -77,7 +77,13 @@ pub struct DecodedChunk {
 impl DecodedChunk {
     /// An empty chunk for a schema.
     pub fn empty(schema: &SourceSchema) -> Self {
-        DecodedChunk { batch: Batch::new(&schema.types(), 0), bad: Vec::new(), lines: 0, max_event_time: None, bytes: 0 }
+        DecodedChunk {
+            batch: Batch::new(&schema.types(), 0),
+            bad: Vec::new(),
+            lines: 0,
+            max_event_time: None,
+            bytes: 0,
+        }
     }
 }
 

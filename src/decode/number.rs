@@ -15,9 +15,81 @@ pub enum NumberError {
     Range,
 }
 
+/// How many of eight little-endian bytes, from the first, are ASCII digits (0..=8).
+///
+/// Bytes below the first non-digit are exact in both sums (no carry, no borrow), so the
+/// lowest flagged byte is exactly the first non-digit.
+#[inline(always)]
+fn leading_digits(word: u64) -> usize {
+    let a = word.wrapping_add(0x4646_4646_4646_4646);
+    let b = word.wrapping_sub(0x3030_3030_3030_3030);
+    ((a | b) & 0x8080_8080_8080_8080).trailing_zeros() as usize / 8
+}
+
+/// The value of eight ASCII digits loaded little-endian (first digit in the low byte).
+#[inline(always)]
+fn eight_digits_value(v: u64) -> u64 {
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 100 + (1_000_000 << 32);
+    const MUL2: u64 = 1 + (10_000 << 32);
+    let v = v.wrapping_sub(0x3030_3030_3030_3030);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let v1 = (v & MASK).wrapping_mul(MUL1);
+    let v2 = ((v >> 16) & MASK).wrapping_mul(MUL2);
+    (v1.wrapping_add(v2) >> 32) & 0xFFFF_FFFF
+}
+
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The run of ASCII digits at the start of `s`, at most 19 of them: their value and count.
+/// Eight bytes at a time: the digit count of a word comes from one mask, and a partial
+/// word is shifted up and padded with '0's so the same multiply-add converts it.
+#[inline(always)]
+pub fn digit_run(s: &[u8]) -> (u64, usize) {
+    let mut v = 0u64;
+    let mut n = 0;
+    while n + 8 <= s.len() {
+        let word = u64::from_le_bytes(s[n..n + 8].try_into().unwrap_or_default());
+        let l = leading_digits(word);
+        if n + l > 19 {
+            break;
+        }
+        if l == 8 {
+            v = v * POW10_U64[8] + eight_digits_value(word);
+            n += 8;
+            continue;
+        }
+        if l > 0 {
+            let padded = (word << (8 * (8 - l))) | (0x3030_3030_3030_3030u64 >> (8 * l));
+            v = v * POW10_U64[l] + eight_digits_value(padded);
+            n += l;
+        }
+        return (v, n);
+    }
+    for &c in &s[n..s.len().min(19)] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + u64::from(d);
+        n += 1;
+    }
+    (v, n)
+}
+
 const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
-    1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
 /// The end of the JSON number token starting at `start`, validated against the JSON
@@ -83,11 +155,22 @@ pub fn parse_i64(token: &[u8]) -> Result<i64, NumberError> {
     for &c in digits {
         let d = c.wrapping_sub(b'0');
         if d > 9 {
-            return Err(if matches!(c, b'.' | b'e' | b'E') { NumberError::NotInteger } else { NumberError::Syntax });
+            return Err(if matches!(c, b'.' | b'e' | b'E') {
+                NumberError::NotInteger
+            } else {
+                NumberError::Syntax
+            });
         }
-        v = v.checked_mul(10).and_then(|v| v.checked_sub(i64::from(d))).ok_or(NumberError::Range)?;
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_sub(i64::from(d)))
+            .ok_or(NumberError::Range)?;
     }
-    if negative { Ok(v) } else { v.checked_neg().ok_or(NumberError::Range) }
+    if negative {
+        Ok(v)
+    } else {
+        v.checked_neg().ok_or(NumberError::Range)
+    }
 }
 
 /// Parses a whole token as a finite double.
@@ -184,6 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn digit_runs() {
+        assert_eq!(digit_run(b"1767225598112,"), (1_767_225_598_112, 13));
+        assert_eq!(digit_run(b"12345678"), (12_345_678, 8));
+        assert_eq!(digit_run(b"0000000012345678x"), (12_345_678, 16));
+        assert_eq!(digit_run(b"7x"), (7, 1));
+        assert_eq!(digit_run(b"x"), (0, 0));
+        assert_eq!(
+            digit_run(b"1234567890123456789012"),
+            (1_234_567_890_123_456_789, 19)
+        );
+        assert_eq!(digit_run(b"1234/678"), (1234, 4));
+        assert_eq!(digit_run(b"1234:678"), (1234, 4));
+    }
+
+    #[test]
     fn json_number_grammar() {
         assert_eq!(scan_json_number(b"12,", 0), Ok((2, true)));
         assert_eq!(scan_json_number(b"-0.5e+3}", 0), Ok((7, false)));
@@ -206,6 +304,14 @@ mod tests {
         fn decimal_text_matches_std(int in 0u64..10_000_000_000, frac in 0u32..1_000_000, neg in any::<bool>()) {
             let text = format!("{}{int}.{frac:06}", if neg { "-" } else { "" });
             prop_assert_eq!(parse_f64(text.as_bytes()), Ok(text.parse::<f64>().unwrap_or_default()));
+        }
+
+        #[test]
+        fn digit_runs_match_std(digits in "[0-9]{0,25}", tail in "[^0-9]?") {
+            let text = format!("{digits}{tail}");
+            let n = digits.len().min(19);
+            let want = if n == 0 { 0 } else { digits[..n].parse::<u64>().unwrap_or_default() };
+            prop_assert_eq!(digit_run(text.as_bytes()), (want, n));
         }
 
         #[test]

@@ -1,9 +1,10 @@
 //! What workers share while a run goes: counters for the summary, and the first fatal
 //! error, which stops the sources so the dataflow drains and the run ends cleanly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -34,6 +35,10 @@ pub struct Metrics {
     pub peak_state_bytes: AtomicU64,
     /// Distinct windows closed.
     pub windows: Mutex<BTreeSet<i64>>,
+    /// When the watermark first passed each window's end, by window start.
+    closing: Mutex<HashMap<i64, Instant>>,
+    /// From a window's close to its result file being durable, one sample per file.
+    pub close_to_durable: Mutex<Vec<Duration>>,
 }
 
 impl Metrics {
@@ -60,6 +65,26 @@ impl Metrics {
             w.insert(start);
         }
     }
+
+    /// Notes that the watermark has passed the end of the window starting at `start`
+    /// (the first worker to see it wins).
+    pub fn window_closing(&self, start: i64) {
+        if let Ok(mut c) = self.closing.lock() {
+            c.entry(start).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Notes that a result file of the window starting at `start` is durable.
+    pub fn window_durable(&self, start: i64) {
+        let closed = self
+            .closing
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&start).copied());
+        if let (Some(closed), Ok(mut samples)) = (closed, self.close_to_durable.lock()) {
+            samples.push(closed.elapsed());
+        }
+    }
 }
 
 /// The run's shared stop switch and first fatal error.
@@ -73,9 +98,10 @@ impl Control {
     /// Records a fatal error (the first one wins) and stops the sources.
     pub fn fail(&self, error: Error) {
         if let Ok(mut f) = self.fatal.lock()
-            && f.is_none() {
-                *f = Some(error);
-            }
+            && f.is_none()
+        {
+            *f = Some(error);
+        }
         self.stop.store(true, Ordering::SeqCst);
     }
 

@@ -58,7 +58,11 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         },
     );
     let (stamped, bad) = chunks.stamp(summaries, ooo, shared.input.line_base(), backlog);
-    bad.dead_letters(shared.layout.dead_letter_file(), shared.input_name.clone(), shared.control.clone());
+    bad.dead_letters(
+        shared.layout.dead_letter_file(),
+        shared.input_name.clone(),
+        shared.control.clone(),
+    );
     let (partials, late) = stamped.window_partial(
         plan.clone(),
         late_schema(&plan),
@@ -75,6 +79,16 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         shared.metrics.clone(),
     );
     partials
-        .window_merge(plan.clone(), result_schema(&plan), shared.control.clone(), shared.metrics.clone())
-        .write_parquet(shared.layout.clone(), shared.on_commit.clone(), shared.control.clone(), shared.metrics.clone());
+        .window_merge(
+            plan.clone(),
+            result_schema(&plan),
+            shared.control.clone(),
+            shared.metrics.clone(),
+        )
+        .write_parquet(
+            shared.layout.clone(),
+            shared.on_commit.clone(),
+            shared.control.clone(),
+            shared.metrics.clone(),
+        );
 }

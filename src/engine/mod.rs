@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use summary::RunSummary;
+pub use summary::{RunSummary, peak_rss_bytes};
 
 use self::control::{Control, Metrics};
 use self::dataflow::Shared;
@@ -40,16 +40,29 @@ pub struct RunConfig {
 impl RunConfig {
     /// A run of `plan` over `input` into `output` on one worker.
     pub fn new(plan: QueryPlan, input: Input, output: PathBuf) -> Self {
-        RunConfig { plan, input, output, workers: 1, chunk_bytes: DEFAULT_CHUNK_BYTES, progress: false, on_commit: None }
+        RunConfig {
+            plan,
+            input,
+            output,
+            workers: 1,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            progress: false,
+            on_commit: None,
+        }
     }
 }
 
 /// Makes sure the output root exists and is writable, and clears half-written files of
 /// a crashed run.
 fn prepare_output(layout: &Layout) -> Result<(), Error> {
-    let fail = |source: std::io::Error| Error::Output { path: layout.root().to_owned(), source };
+    let fail = |source: std::io::Error| Error::Output {
+        path: layout.root().to_owned(),
+        source,
+    };
     std::fs::create_dir_all(layout.root()).map_err(fail)?;
-    let probe = layout.root().join(format!(".edgeflow-write-check-{}", std::process::id()));
+    let probe = layout
+        .root()
+        .join(format!(".edgeflow-write-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)?;
     for dir in [layout.results_dir(), layout.late_dir()] {
@@ -61,7 +74,13 @@ fn prepare_output(layout: &Layout) -> Result<(), Error> {
     Ok(())
 }
 
-fn progress_bar(total: u64, metrics: Arc<Metrics>) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+fn progress_bar(
+    total: u64,
+    metrics: Arc<Metrics>,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
     use indicatif::{ProgressBar, ProgressStyle};
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = done.clone();
@@ -122,5 +141,12 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     if let Some(error) = control.take_error() {
         return Err(error);
     }
-    Ok(RunSummary::collect(&plan, &config.input, &layout, workers, &metrics, started.elapsed()))
+    Ok(RunSummary::collect(
+        &plan,
+        &config.input,
+        &layout,
+        workers,
+        &metrics,
+        started.elapsed(),
+    ))
 }

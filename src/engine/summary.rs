@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::control::Metrics;
 use crate::query::QueryPlan;
@@ -12,7 +12,7 @@ use crate::sink::Layout;
 use crate::source::Input;
 
 /// What a run did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Query name.
     pub query: String,
@@ -50,6 +50,27 @@ pub struct RunSummary {
     pub results: PathBuf,
     /// Dead-letter file.
     pub dead_letters: PathBuf,
+    /// Peak resident memory of the process, bytes (Linux).
+    pub peak_rss_bytes: Option<u64>,
+    /// Milliseconds from a window's close to its result file being durable: p50, p99, max.
+    pub close_to_durable_ms: Option<[f64; 3]>,
+}
+
+/// The `q` quantile (0..=1) of sorted samples, nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (`VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl RunSummary {
@@ -80,6 +101,13 @@ impl RunSummary {
             overflows: Metrics::get(&m.overflows),
             results: layout.results_dir(),
             dead_letters: layout.dead_letter_file(),
+            peak_rss_bytes: peak_rss_bytes(),
+            close_to_durable_ms: m.close_to_durable.lock().ok().and_then(|samples| {
+                let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+                ms.sort_by(f64::total_cmp);
+                (!ms.is_empty())
+                    .then(|| [quantile(&ms, 0.5), quantile(&ms, 0.99), quantile(&ms, 1.0)])
+            }),
         }
     }
 
@@ -96,10 +124,20 @@ impl RunSummary {
 
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "query        {}  ({} worker{})", self.query, self.workers, if self.workers == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "query        {}  ({} worker{})",
+            self.query,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" }
+        )?;
         writeln!(f, "input        {}", self.input)?;
         writeln!(f, "readings     {}", self.readings)?;
-        let dead = if self.bad > 0 { format!("  (see {})", self.dead_letters.display()) } else { String::new() };
+        let dead = if self.bad > 0 {
+            format!("  (see {})", self.dead_letters.display())
+        } else {
+            String::new()
+        };
         writeln!(f, "bad          {}{dead}", self.bad)?;
         writeln!(f, "late         {}", self.late)?;
         if self.filtered > 0 {
@@ -107,14 +145,48 @@ impl fmt::Display for RunSummary {
         }
         writeln!(f, "windows      {}", self.windows)?;
         writeln!(f, "rows out     {}", self.rows)?;
-        writeln!(f, "files        {}  ({:.1} MB in {})", self.files, self.bytes_written as f64 / 1e6, self.results.display())?;
+        writeln!(
+            f,
+            "files        {}  ({:.1} MB in {})",
+            self.files,
+            self.bytes_written as f64 / 1e6,
+            self.results.display()
+        )?;
         if self.overflows > 0 {
-            writeln!(f, "overflows    {}  (integer sums too large, written as NULL)", self.overflows)?;
+            writeln!(
+                f,
+                "overflows    {}  (integer sums too large, written as NULL)",
+                self.overflows
+            )?;
+        }
+        if let Some(per_group) = self.state_bytes_per_group() {
+            writeln!(
+                f,
+                "state        {:.0} bytes per open (key, window) at the peak of {} groups",
+                per_group, self.peak_groups
+            )?;
+        }
+        if let Some(rss) = self.peak_rss_bytes {
+            writeln!(f, "peak memory  {:.1} MB", rss as f64 / 1e6)?;
+        }
+        if let Some([p50, p99, _]) = self.close_to_durable_ms {
+            writeln!(
+                f,
+                "latency      window close to durable file: p50 {p50:.1} ms, p99 {p99:.1} ms"
+            )?;
         }
         writeln!(f, "elapsed      {:.3} s", self.elapsed.as_secs_f64())?;
-        write!(f, "throughput   {:.0} readings/s", self.readings_per_second())?;
+        write!(
+            f,
+            "throughput   {:.0} readings/s",
+            self.readings_per_second()
+        )?;
         if self.input_bytes > 0 {
-            write!(f, ", {:.1} MB/s", self.input_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9))?;
+            write!(
+                f,
+                ", {:.1} MB/s",
+                self.input_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+            )?;
         }
         Ok(())
     }

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::StreamVec;
 
 use super::Time;
 use crate::decode::BadRecord;
@@ -33,7 +33,15 @@ fn append(path: &PathBuf, input: &str, records: &[BadRecord]) -> std::io::Result
     }
     let mut text = Vec::new();
     for r in records {
-        serde_json::to_writer(&mut text, &DeadLetter { input, line: r.line, reason: &r.reason, raw: &r.raw })?;
+        serde_json::to_writer(
+            &mut text,
+            &DeadLetter {
+                input,
+                line: r.line,
+                reason: &r.reason,
+                raw: &r.raw,
+            },
+        )?;
         text.push(b'\n');
     }
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
@@ -50,25 +58,36 @@ pub trait DeadLetters {
 impl DeadLetters for StreamVec<'_, Time, BadRecord> {
     fn dead_letters(self, path: PathBuf, input: String, control: Arc<Control>) {
         let mut pending: Vec<(Time, BadRecord)> = Vec::new();
-        self.sink(Exchange::new(|_: &BadRecord| 0), "DeadLetters", move |(input_handle, frontier)| {
-            input_handle.for_each_stamp(|cap, data| {
-                let time = cap.least().copied().unwrap_or(Time::MIN);
-                for records in data {
-                    pending.extend(records.drain(..).map(|r| (time, r)));
+        self.sink(
+            Exchange::new(|_: &BadRecord| 0),
+            "DeadLetters",
+            move |(input_handle, frontier)| {
+                input_handle.for_each_stamp(|cap, data| {
+                    let time = cap.least().copied().unwrap_or(Time::MIN);
+                    for records in data {
+                        pending.extend(records.drain(..).map(|r| (time, r)));
+                    }
+                });
+                let limit = frontier.frontier().first().copied();
+                let (mut ready, waiting): (Vec<_>, Vec<_>) = pending
+                    .drain(..)
+                    .partition(|(t, _)| limit.is_none_or(|l| *t < l));
+                pending = waiting;
+                if ready.is_empty() {
+                    return;
                 }
-            });
-            let limit = frontier.frontier().first().copied();
-            let (mut ready, waiting): (Vec<_>, Vec<_>) =
-                pending.drain(..).partition(|(t, _)| limit.is_none_or(|l| *t < l));
-            pending = waiting;
-            if ready.is_empty() {
-                return;
-            }
-            ready.sort_by_key(|(_, r)| r.line);
-            let records: Vec<BadRecord> = ready.into_iter().map(|(_, r)| r).collect();
-            if let Err(source) = append(&path, &input, &records) {
-                control.fail(SinkError::Io { path: path.clone(), source }.into());
-            }
-        });
+                ready.sort_by_key(|(_, r)| r.line);
+                let records: Vec<BadRecord> = ready.into_iter().map(|(_, r)| r).collect();
+                if let Err(source) = append(&path, &input, &records) {
+                    control.fail(
+                        SinkError::Io {
+                            path: path.clone(),
+                            source,
+                        }
+                        .into(),
+                    );
+                }
+            },
+        );
     }
 }

@@ -43,9 +43,10 @@ impl Backlog {
         let was = self.waiting.get();
         self.waiting.set(was.saturating_sub(1));
         if was >= MAX_BACKLOG
-            && let Some(a) = self.reader.borrow().as_ref() {
-                a.activate();
-            }
+            && let Some(a) = self.reader.borrow().as_ref()
+        {
+            a.activate();
+        }
     }
 
     fn full(&self) -> bool {
@@ -74,14 +75,26 @@ pub struct ReadChunks {
 pub fn read_chunks<'s>(
     scope: Scope<'s, Time>,
     config: ReadChunks,
-) -> (StreamVec<'s, Time, SourceChunk>, StreamVec<'s, Time, ChunkSummary>) {
-    let ReadChunks { input, max_out_of_orderness, interner, backlog, control, metrics } = config;
+) -> (
+    StreamVec<'s, Time, SourceChunk>,
+    StreamVec<'s, Time, ChunkSummary>,
+) {
+    let ReadChunks {
+        input,
+        max_out_of_orderness,
+        interner,
+        backlog,
+        control,
+        metrics,
+    } = config;
     let mut builder = OperatorBuilder::new("ReadChunks".to_owned(), scope);
     let info = builder.operator_info();
     let (chunks_out, chunks) = builder.new_output::<Vec<SourceChunk>>();
     let (summaries_out, summaries) = builder.new_output::<Vec<ChunkSummary>>();
-    let mut chunks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceChunk>>>::from(chunks_out);
-    let mut summaries_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<ChunkSummary>>>::from(summaries_out);
+    let mut chunks_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<SourceChunk>>>::from(chunks_out);
+    let mut summaries_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<ChunkSummary>>>::from(summaries_out);
 
     let activator = scope.activator_for(info.address.clone());
     *backlog.reader.borrow_mut() = Some(activator.clone());
@@ -92,7 +105,9 @@ pub fn read_chunks<'s>(
         let mut capabilities = Some(capabilities);
         let mut own_max: Option<i64> = None;
         move |_frontiers| {
-            let Some(caps) = capabilities.as_mut() else { return };
+            let Some(caps) = capabilities.as_mut() else {
+                return;
+            };
             if control.stopped() {
                 capabilities = None;
                 return;
@@ -106,14 +121,22 @@ pub fn read_chunks<'s>(
                     Metrics::add(&metrics.readings, chunk.batch.len as u64);
                     Metrics::add(&metrics.bad, chunk.bad.len() as u64);
                     Metrics::add(&metrics.input_bytes, chunk.bytes);
-                    let summary = ChunkSummary { index, max_event_time: chunk.max_event_time, lines: chunk.lines };
+                    let summary = ChunkSummary {
+                        index,
+                        max_event_time: chunk.max_event_time,
+                        lines: chunk.lines,
+                    };
                     if let Some(m) = chunk.max_event_time {
                         own_max = Some(own_max.map_or(m, |o| o.max(m)));
                     }
-                    chunks_out.activate().session(&caps[0]).give(SourceChunk { index, chunk });
+                    chunks_out
+                        .activate()
+                        .session(&caps[0])
+                        .give(SourceChunk { index, chunk });
                     summaries_out.activate().session(&caps[1]).give(summary);
                     backlog.push();
-                    let watermark = own_max.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
+                    let watermark =
+                        own_max.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
                     for cap in caps.iter_mut() {
                         if *cap.time() < watermark {
                             cap.downgrade(&watermark);

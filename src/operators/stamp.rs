@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::StreamVec;
 
 use super::read_chunks::Backlog;
 use super::{ChunkSummary, SourceChunk, StampedChunk, Time};
@@ -43,7 +43,10 @@ pub trait Stamp<'s> {
         max_out_of_orderness: i64,
         line_base: u64,
         backlog: Rc<Backlog>,
-    ) -> (StreamVec<'s, Time, StampedChunk>, StreamVec<'s, Time, BadRecord>);
+    ) -> (
+        StreamVec<'s, Time, StampedChunk>,
+        StreamVec<'s, Time, BadRecord>,
+    );
 }
 
 impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
@@ -53,14 +56,19 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
         max_out_of_orderness: i64,
         line_base: u64,
         backlog: Rc<Backlog>,
-    ) -> (StreamVec<'s, Time, StampedChunk>, StreamVec<'s, Time, BadRecord>) {
+    ) -> (
+        StreamVec<'s, Time, StampedChunk>,
+        StreamVec<'s, Time, BadRecord>,
+    ) {
         let mut builder = OperatorBuilder::new("Stamp".to_owned(), self.scope());
         let mut chunks_in = builder.new_input(self, Pipeline);
         let mut summaries_in = builder.new_input(summaries.broadcast(), Pipeline);
         let (stamped_out, stamped) = builder.new_output::<Vec<StampedChunk>>();
         let (bad_out, bad) = builder.new_output::<Vec<BadRecord>>();
-        let mut stamped_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<StampedChunk>>>::from(stamped_out);
-        let mut bad_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<BadRecord>>>::from(bad_out);
+        let mut stamped_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<StampedChunk>>>::from(stamped_out);
+        let mut bad_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<BadRecord>>>::from(bad_out);
 
         builder.build(move |_capabilities| {
             let mut waiting: VecDeque<(u64, [Capability<Time>; 2], DecodedChunk)> = VecDeque::new();
@@ -70,7 +78,9 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                 chunks_in.for_each_stamp(|cap, data| {
                     for batch in data {
                         for SourceChunk { index, chunk } in batch.drain(..) {
-                            let Some(time) = cap.least().copied() else { continue };
+                            let Some(time) = cap.least().copied() else {
+                                continue;
+                            };
                             let caps = [cap.delayed(&time, 0), cap.delayed(&time, 1)];
                             waiting.push_back((index, caps, chunk));
                         }
@@ -86,15 +96,26 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                 let mut stamped_session = stamped_out.activate();
                 let mut bad_session = bad_out.activate();
                 loop {
-                    if waiting.front().is_some_and(|(index, _, _)| *index == prefix.next) {
-                        let Some((index, caps, chunk)) = waiting.pop_front() else { break };
-                        let watermark = prefix.max_event_time.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
+                    if waiting
+                        .front()
+                        .is_some_and(|(index, _, _)| *index == prefix.next)
+                    {
+                        let Some((index, caps, chunk)) = waiting.pop_front() else {
+                            break;
+                        };
+                        let watermark = prefix
+                            .max_event_time
+                            .map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
                         let time = watermark.max(*caps[0].time());
                         let first_line = line_base + prefix.lines;
                         let DecodedChunk { batch, bad, .. } = chunk;
                         stamped_session
                             .session(&caps[0].delayed(&time))
-                            .give(StampedChunk { index, watermark, batch });
+                            .give(StampedChunk {
+                                index,
+                                watermark,
+                                batch,
+                            });
                         if !bad.is_empty() {
                             let cap = caps[1].delayed(&time);
                             let mut session = bad_session.session(&cap);
@@ -109,7 +130,8 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                     match known.remove(&prefix.next) {
                         Some(s) => {
                             if let Some(m) = s.max_event_time {
-                                prefix.max_event_time = Some(prefix.max_event_time.map_or(m, |p| p.max(m)));
+                                prefix.max_event_time =
+                                    Some(prefix.max_event_time.map_or(m, |p| p.max(m)));
                             }
                             prefix.lines += s.lines;
                             prefix.next += 1;
@@ -120,5 +142,69 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
             }
         });
         (stamped, bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use timely::dataflow::operators::capture::Extract;
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::operators::{Capture, ToStream};
+
+    fn chunk(index: u64, max: i64, bad_lines: &[u64]) -> SourceChunk {
+        let bad = bad_lines
+            .iter()
+            .map(|&line| BadRecord {
+                line,
+                reason: "bad".into(),
+                raw: String::new(),
+            })
+            .collect();
+        SourceChunk {
+            index,
+            chunk: DecodedChunk {
+                batch: Batch::new(&[], 0),
+                bad,
+                lines: 10,
+                max_event_time: Some(max),
+                bytes: 0,
+            },
+        }
+    }
+
+    /// This worker owns chunks 1 and 3; the summaries of chunks 0 and 2 come from other
+    /// workers, out of order. Each chunk is released with the watermark of everything
+    /// before it, and its bad lines get file line numbers.
+    #[test]
+    fn releases_chunks_with_the_watermark_of_all_earlier_chunks() {
+        let (stamped, bad) = timely::execute_directly(|worker| {
+            worker.dataflow::<Time, _, _>(|scope| {
+                let chunks = vec![chunk(1, 500, &[3]), chunk(3, 900, &[])]
+                    .to_stream(scope)
+                    .container::<Vec<_>>();
+                let summaries = [(2, 700), (3, 900), (0, 300), (1, 500)]
+                    .map(|(index, max)| ChunkSummary {
+                        index,
+                        max_event_time: Some(max),
+                        lines: 10,
+                    })
+                    .to_vec()
+                    .to_stream(scope)
+                    .container::<Vec<_>>();
+                let (stamped, bad) = chunks.stamp(summaries, 100, 1, Rc::new(Backlog::default()));
+                (
+                    stamped.map(|c| (c.index, c.watermark)).capture(),
+                    bad.map(|r| r.line).capture(),
+                )
+            })
+        });
+        assert_eq!(
+            stamped.extract(),
+            vec![(200, vec![(1, 200)]), (600, vec![(3, 600)])]
+        );
+        // Chunk 1 starts after chunk 0's ten lines: its local line 3 is line 14.
+        assert_eq!(bad.extract(), vec![(200, vec![14])]);
     }
 }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::StreamVec;
 
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
@@ -62,11 +62,17 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     }
                     let (cap, merger) = entry.remove();
                     metrics.window_closed(start);
-                    let Some((keys, accs)) = merger.merge() else { continue };
+                    let Some((keys, accs)) = merger.merge() else {
+                        continue;
+                    };
                     match window_rows(&plan, &schema, start, end, &keys, &accs) {
                         Ok(rows) => {
                             Metrics::add(&metrics.overflows, rows.overflows);
-                            output.session(&cap).give(ClosedWindow { start, end, batch: rows.batch });
+                            output.session(&cap).give(ClosedWindow {
+                                start,
+                                end,
+                                batch: rows.batch,
+                            });
                         }
                         Err(e) => control.fail(crate::Error::Internal(format!("window rows: {e}"))),
                     }

@@ -16,11 +16,11 @@ use arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::StreamVec;
 
 use super::{LateRows, StampedChunk, Time};
 use crate::batch::arrow::to_arrow;
@@ -41,7 +41,10 @@ pub trait WindowPartial<'s> {
         interner: Rc<RefCell<Interner>>,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
-    ) -> (StreamVec<'s, Time, PartialWindow>, StreamVec<'s, Time, LateRows>);
+    ) -> (
+        StreamVec<'s, Time, PartialWindow>,
+        StreamVec<'s, Time, LateRows>,
+    );
 }
 
 fn late_batch(
@@ -59,7 +62,10 @@ fn late_batch(
         .map(|(c, f)| to_arrow(c, f.ty, interner, Some(&rows)))
         .collect();
     let times = |f: fn(&LateRow) -> i64| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(late.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC"))
+        Arc::new(
+            TimestampMicrosecondArray::from(late.iter().map(f).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        )
     };
     arrays.push(times(|l| l.start));
     arrays.push(times(|l| l.end));
@@ -75,15 +81,21 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
         interner: Rc<RefCell<Interner>>,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
-    ) -> (StreamVec<'s, Time, PartialWindow>, StreamVec<'s, Time, LateRows>) {
+    ) -> (
+        StreamVec<'s, Time, PartialWindow>,
+        StreamVec<'s, Time, LateRows>,
+    ) {
         let worker = self.scope().index();
         let peers = self.scope().peers();
+        let window_size = crate::window::assign::WindowAssigner::new(plan.window).size();
         let mut builder = OperatorBuilder::new("WindowPartial".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (partial_out, partials) = builder.new_output::<Vec<PartialWindow>>();
         let (late_out, late) = builder.new_output::<Vec<LateRows>>();
-        let mut partial_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<PartialWindow>>>::from(partial_out);
-        let mut late_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<LateRows>>>::from(late_out);
+        let mut partial_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<PartialWindow>>>::from(partial_out);
+        let mut late_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<LateRows>>>::from(late_out);
 
         builder.build(move |_capabilities| {
             let mut state = WindowState::new(&plan);
@@ -93,44 +105,77 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                 let mut late_session = late_out.activate();
                 input.for_each_stamp(|cap, data| {
                     for chunks in data {
-                        for StampedChunk { watermark, batch, .. } in chunks.drain(..) {
+                        for StampedChunk {
+                            watermark, batch, ..
+                        } in chunks.drain(..)
+                        {
                             let mut interner = interner.borrow_mut();
                             let leaf = |c: &ColumnRef| -> &Column { &batch.columns[c.index] };
-                            let scope = Scope { len: batch.len, leaf: &leaf };
-                            let selected = plan.filter.as_ref().map(|f| selection(f, &scope, &mut interner));
+                            let scope = Scope {
+                                len: batch.len,
+                                leaf: &leaf,
+                            };
+                            let selected = plan
+                                .filter
+                                .as_ref()
+                                .map(|f| selection(f, &scope, &mut interner));
                             if let Some(s) = &selected {
-                                Metrics::add(&metrics.filtered, s.iter().filter(|k| !**k).count() as u64);
+                                Metrics::add(
+                                    &metrics.filtered,
+                                    s.iter().filter(|k| !**k).count() as u64,
+                                );
                             }
                             let args: Vec<Option<Cow<'_, Column>>> = plan
                                 .aggregates
                                 .iter()
                                 .map(|a| a.arg.as_ref().map(|e| eval(e, &scope, &mut interner)))
                                 .collect();
-                            let arg_refs: Vec<Option<&Column>> = args.iter().map(|a| a.as_deref()).collect();
+                            let arg_refs: Vec<Option<&Column>> =
+                                args.iter().map(|a| a.as_deref()).collect();
                             late_rows.clear();
-                            state.ingest(&batch, watermark, selected.as_deref(), &arg_refs, &interner, &mut late_rows);
+                            state.ingest(
+                                &batch,
+                                watermark,
+                                selected.as_deref(),
+                                &arg_refs,
+                                &interner,
+                                &mut late_rows,
+                            );
                             for (_start, end) in state.take_opened() {
-                                window_caps.entry(end).or_insert_with(|| cap.delayed(&(end - 1), 0));
+                                window_caps
+                                    .entry(end)
+                                    .or_insert_with(|| cap.delayed(&(end - 1), 0));
                             }
                             if !late_rows.is_empty() {
                                 Metrics::add(&metrics.late, late_rows.len() as u64);
-                                match late_batch(&late_schema, &plan, &batch, &late_rows, &interner) {
+                                match late_batch(&late_schema, &plan, &batch, &late_rows, &interner)
+                                {
                                     Ok(b) => {
                                         if let Some(time) = cap.least() {
                                             let late_cap = cap.delayed(time, 1);
-                                            late_session.session(&late_cap).give(LateRows { batch: b });
+                                            late_session
+                                                .session(&late_cap)
+                                                .give(LateRows { batch: b });
                                         }
                                     }
-                                    Err(e) => control.fail(crate::Error::Internal(format!("late rows: {e}"))),
+                                    Err(e) => control
+                                        .fail(crate::Error::Internal(format!("late rows: {e}"))),
                                 }
                             }
                         }
                     }
                 });
-                let limit = frontiers[0].frontier().first().copied().unwrap_or(Time::MAX);
+                let limit = frontiers[0]
+                    .frontier()
+                    .first()
+                    .copied()
+                    .unwrap_or(Time::MAX);
                 if state.earliest_end().is_some_and(|end| end <= limit) {
                     metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
                     let parts = state.close_until(limit, worker, peers, &interner.borrow());
+                    for (&end, _) in window_caps.range(..=limit) {
+                        metrics.window_closing(end - window_size);
+                    }
                     let mut session = partial_out.activate();
                     for part in parts {
                         if let Some(cap) = window_caps.get(&part.end) {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use arrow::array::{Array, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::record_batch::RecordBatch;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::StreamVec;
 
 use super::write_parquet::OnCommit;
 use super::{LateRows, Time};
@@ -37,18 +37,36 @@ fn split_by(batch: &RecordBatch, keys: &[i64]) -> BTreeMap<i64, RecordBatch> {
         rows.entry(k).or_default().push(i as u32);
     }
     rows.into_iter()
-        .filter_map(|(k, idx)| take_record_batch(batch, &UInt32Array::from(idx)).ok().map(|b| (k, b)))
+        .filter_map(|(k, idx)| {
+            take_record_batch(batch, &UInt32Array::from(idx))
+                .ok()
+                .map(|b| (k, b))
+        })
         .collect()
 }
 
 /// Writes late rows.
 pub trait WriteLate {
     /// Writes late rows in epochs of `epoch` microseconds.
-    fn write_late(self, layout: Layout, epoch: i64, on_commit: OnCommit, control: Arc<Control>, metrics: Arc<Metrics>);
+    fn write_late(
+        self,
+        layout: Layout,
+        epoch: i64,
+        on_commit: OnCommit,
+        control: Arc<Control>,
+        metrics: Arc<Metrics>,
+    );
 }
 
 impl WriteLate for StreamVec<'_, Time, LateRows> {
-    fn write_late(self, layout: Layout, epoch: i64, on_commit: OnCommit, control: Arc<Control>, metrics: Arc<Metrics>) {
+    fn write_late(
+        self,
+        layout: Layout,
+        epoch: i64,
+        on_commit: OnCommit,
+        control: Arc<Control>,
+        metrics: Arc<Metrics>,
+    ) {
         let worker = self.scope().index();
         let mut buffered: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
         self.sink(Pipeline, "WriteLate", move |(input, frontier)| {
@@ -56,7 +74,8 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
                 for rows in data {
                     for LateRows { batch } in rows.drain(..) {
                         let watermark = timestamps(&batch, batch.num_columns() - 1);
-                        let epochs: Vec<i64> = watermark.iter().map(|w| w.div_euclid(epoch)).collect();
+                        let epochs: Vec<i64> =
+                            watermark.iter().map(|w| w.div_euclid(epoch)).collect();
                         for (e, part) in split_by(&batch, &epochs) {
                             buffered.entry(e).or_default().push(part);
                         }
@@ -70,7 +89,9 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
                     break;
                 }
                 let batches = entry.remove();
-                let Some(schema) = batches.first().map(RecordBatch::schema) else { continue };
+                let Some(schema) = batches.first().map(RecordBatch::schema) else {
+                    continue;
+                };
                 let all = match concat_batches(&schema, &batches) {
                     Ok(b) => b,
                     Err(e) => {
@@ -79,7 +100,10 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
                     }
                 };
                 let window_start = schema.fields().len() - 3;
-                let hours: Vec<i64> = timestamps(&all, window_start).into_iter().map(hour_floor).collect();
+                let hours: Vec<i64> = timestamps(&all, window_start)
+                    .into_iter()
+                    .map(hour_floor)
+                    .collect();
                 for (hour, part) in split_by(&all, &hours) {
                     let relative = layout.late_file(e * epoch, hour, worker);
                     match write_parquet(&layout, relative, &part) {

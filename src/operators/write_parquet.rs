@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::StreamVec;
 
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
@@ -16,11 +16,23 @@ pub type OnCommit = Arc<dyn Fn(&CommittedFile) + Send + Sync>;
 /// Writes closed windows.
 pub trait WriteParquet {
     /// Writes each window as `<query>/date=../hour=../window-<start>-w<i>of<n>.parquet`.
-    fn write_parquet(self, layout: Layout, on_commit: OnCommit, control: Arc<Control>, metrics: Arc<Metrics>);
+    fn write_parquet(
+        self,
+        layout: Layout,
+        on_commit: OnCommit,
+        control: Arc<Control>,
+        metrics: Arc<Metrics>,
+    );
 }
 
 impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
-    fn write_parquet(self, layout: Layout, on_commit: OnCommit, control: Arc<Control>, metrics: Arc<Metrics>) {
+    fn write_parquet(
+        self,
+        layout: Layout,
+        on_commit: OnCommit,
+        control: Arc<Control>,
+        metrics: Arc<Metrics>,
+    ) {
         let worker = self.scope().index();
         self.sink(Pipeline, "WriteParquet", move |(input, _frontier)| {
             input.for_each_stamp(|_cap, data| {
@@ -35,6 +47,7 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
                                 Metrics::add(&metrics.rows, file.rows);
                                 Metrics::add(&metrics.files, 1);
                                 Metrics::add(&metrics.bytes_written, file.bytes);
+                                metrics.window_durable(window.start);
                                 on_commit(&file);
                             }
                             Err(e) => control.fail(e.into()),

@@ -3,7 +3,9 @@
 use sqlparser::ast::{DateTimeField, Expr, Interval, Spanned, Value as SqlValue};
 
 use super::error::{PlanError, PlanResult};
-use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MILLI, MICROS_PER_MINUTE, MICROS_PER_SECOND};
+use crate::time::{
+    MICROS_PER_DAY, MICROS_PER_HOUR, MICROS_PER_MILLI, MICROS_PER_MINUTE, MICROS_PER_SECOND,
+};
 
 const UNITS: &str = "us, ms, s, m, h, d (or microsecond, millisecond, second, minute, hour, day)";
 
@@ -22,7 +24,9 @@ fn unit_micros(unit: &str) -> Option<i64> {
 /// Parses `<number><unit>` or `<number> <unit>` into microseconds; `None` when malformed.
 pub fn parse_duration(text: &str) -> Option<i64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: i64 = number.parse().ok()?;
     let unit = unit.trim();
@@ -31,20 +35,40 @@ pub fn parse_duration(text: &str) -> Option<i64> {
 }
 
 /// A positive duration given as a string option value.
-pub fn duration_option(text: &str, span: sqlparser::tokenizer::Span, allow_zero: bool) -> PlanResult<i64> {
+pub fn duration_option(
+    text: &str,
+    span: sqlparser::tokenizer::Span,
+    allow_zero: bool,
+) -> PlanResult<i64> {
     match parse_duration(text) {
         Some(us) if us > 0 || (allow_zero && us == 0) => Ok(us),
-        Some(_) => Err(PlanError::at(span, format!("expected a positive duration, found '{text}'"))),
-        None => Err(PlanError::at(span, format!("expected a duration like '5s' or '1m' (units: {UNITS}), found '{text}'"))),
+        Some(_) => Err(PlanError::at(
+            span,
+            format!("expected a positive duration, found '{text}'"),
+        )),
+        None => Err(PlanError::at(
+            span,
+            format!("expected a duration like '5s' or '1m' (units: {UNITS}), found '{text}'"),
+        )),
     }
 }
 
 /// A positive duration given as `INTERVAL '1' MINUTE`, `INTERVAL '1 minute'` or `'1m'`.
 pub fn interval_expr(expr: &Expr, what: &str) -> PlanResult<i64> {
     let span = expr.span();
-    let bad = || PlanError::at(span, format!("expected {what} as INTERVAL '<n>' <unit>, like INTERVAL '1' MINUTE"));
+    let bad = || {
+        PlanError::at(
+            span,
+            format!("expected {what} as INTERVAL '<n>' <unit>, like INTERVAL '1' MINUTE"),
+        )
+    };
     match expr {
-        Expr::Interval(Interval { value, leading_field, last_field: None, .. }) => {
+        Expr::Interval(Interval {
+            value,
+            leading_field,
+            last_field: None,
+            ..
+        }) => {
             let text = match value.as_ref() {
                 Expr::Value(v) => match &v.value {
                     SqlValue::SingleQuotedString(s) | SqlValue::Number(s, _) => s.clone(),
@@ -57,7 +81,9 @@ pub fn interval_expr(expr: &Expr, what: &str) -> PlanResult<i64> {
                 Some(field) => {
                     let unit = match field {
                         DateTimeField::Microsecond | DateTimeField::Microseconds => 1,
-                        DateTimeField::Millisecond | DateTimeField::Milliseconds => MICROS_PER_MILLI,
+                        DateTimeField::Millisecond | DateTimeField::Milliseconds => {
+                            MICROS_PER_MILLI
+                        }
                         DateTimeField::Second | DateTimeField::Seconds => MICROS_PER_SECOND,
                         DateTimeField::Minute | DateTimeField::Minutes => MICROS_PER_MINUTE,
                         DateTimeField::Hour | DateTimeField::Hours => MICROS_PER_HOUR,
@@ -65,16 +91,24 @@ pub fn interval_expr(expr: &Expr, what: &str) -> PlanResult<i64> {
                         other => {
                             return Err(PlanError::at(
                                 span,
-                                format!("interval unit {other} is not supported; use MILLISECOND, SECOND, MINUTE, HOUR or DAY"),
+                                format!(
+                                    "interval unit {other} is not supported; use MILLISECOND, SECOND, MINUTE, HOUR or DAY"
+                                ),
                             ));
                         }
                     };
-                    text.trim().parse::<i64>().ok().and_then(|n| n.checked_mul(unit))
+                    text.trim()
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|n| n.checked_mul(unit))
                 }
             };
             match us {
                 Some(us) if us > 0 => Ok(us),
-                _ => Err(PlanError::at(span, format!("expected a positive {what}, found '{text}'"))),
+                _ => Err(PlanError::at(
+                    span,
+                    format!("expected a positive {what}, found '{text}'"),
+                )),
             }
         }
         Expr::Value(v) => match &v.value {

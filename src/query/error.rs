@@ -20,7 +20,10 @@ impl Position {
         if span.start.line == 0 {
             Position { line: 1, column: 1 }
         } else {
-            Position { line: span.start.line, column: span.start.column }
+            Position {
+                line: span.start.line,
+                column: span.start.column,
+            }
         }
     }
 }
@@ -54,8 +57,18 @@ struct Located<'a>(&'a QueryError);
 impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            QueryError::At { file, position, message } => {
-                write!(f, "{}:{}:{}: {message}", file.display(), position.line, position.column)
+            QueryError::At {
+                file,
+                position,
+                message,
+            } => {
+                write!(
+                    f,
+                    "{}:{}:{}: {message}",
+                    file.display(),
+                    position.line,
+                    position.column
+                )
             }
             other => write!(f, "{other}"),
         }
@@ -92,12 +105,19 @@ pub struct PlanError {
 impl PlanError {
     /// A mistake at the start of `span`.
     pub fn at(span: Span, message: impl Into<String>) -> Self {
-        PlanError { position: Position::of(span), message: message.into() }
+        PlanError {
+            position: Position::of(span),
+            message: message.into(),
+        }
     }
 
     /// Attaches the file.
     pub fn in_file(self, file: PathBuf) -> QueryError {
-        QueryError::At { file, position: self.position, message: self.message }
+        QueryError::At {
+            file,
+            position: self.position,
+            message: self.message,
+        }
     }
 
     /// Turns a sqlparser error ("... at Line: 3, Column: 5") into a positioned mistake.
@@ -108,13 +128,22 @@ impl PlanError {
             Some(at) => {
                 let tail = &text[at + " at Line: ".len()..];
                 let mut parts = tail.split(", Column: ");
-                let line = parts.next().and_then(|l| l.trim().parse().ok()).unwrap_or(1);
-                let column = parts.next().and_then(|c| c.trim().parse().ok()).unwrap_or(1);
+                let line = parts
+                    .next()
+                    .and_then(|l| l.trim().parse().ok())
+                    .unwrap_or(1);
+                let column = parts
+                    .next()
+                    .and_then(|c| c.trim().parse().ok())
+                    .unwrap_or(1);
                 (&text[..at], Position { line, column })
             }
             None => (text, Position { line: 1, column: 1 }),
         };
-        PlanError { position, message: message.replace("Expected: ", "expected ") }
+        PlanError {
+            position,
+            message: message.replace("Expected: ", "expected "),
+        }
     }
 }
 

@@ -44,12 +44,23 @@ pub enum BinaryOp {
 impl BinaryOp {
     /// Whether the operator compares two values.
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Eq | BinaryOp::NotEq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq)
+        matches!(
+            self,
+            BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+        )
     }
 
     /// Whether the operator is arithmetic.
     pub fn is_arithmetic(self) -> bool {
-        matches!(self, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod)
+        matches!(
+            self,
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod
+        )
     }
 
     fn symbol(self) -> &'static str {
@@ -132,7 +143,10 @@ pub enum ExprKind<L> {
 impl<L> TypedExpr<L> {
     /// A leaf of a type.
     pub fn leaf(leaf: L, ty: DataType) -> Self {
-        TypedExpr { kind: ExprKind::Leaf(leaf), ty }
+        TypedExpr {
+            kind: ExprKind::Leaf(leaf),
+            ty,
+        }
     }
 
     /// Visits every leaf.
@@ -145,9 +159,9 @@ impl<L> TypedExpr<L> {
                 left.for_each_leaf(f);
                 right.for_each_leaf(f);
             }
-            ExprKind::IsNull { expr, .. } | ExprKind::InList { expr, .. } | ExprKind::Like { expr, .. } => {
-                expr.for_each_leaf(f)
-            }
+            ExprKind::IsNull { expr, .. }
+            | ExprKind::InList { expr, .. }
+            | ExprKind::Like { expr, .. } => expr.for_each_leaf(f),
         }
     }
 
@@ -159,9 +173,15 @@ impl<L> TypedExpr<L> {
             ExprKind::IsNull { .. } => false,
             // Division and overflow produce NULL, so any arithmetic may.
             ExprKind::Binary { op, .. } if op.is_arithmetic() => true,
-            ExprKind::ToDouble(e) | ExprKind::Negate(e) | ExprKind::Not(e) => e.nullable(leaf_nullable),
-            ExprKind::Binary { left, right, .. } => left.nullable(leaf_nullable) || right.nullable(leaf_nullable),
-            ExprKind::InList { expr, list, .. } => expr.nullable(leaf_nullable) || list.iter().any(Value::is_null),
+            ExprKind::ToDouble(e) | ExprKind::Negate(e) | ExprKind::Not(e) => {
+                e.nullable(leaf_nullable)
+            }
+            ExprKind::Binary { left, right, .. } => {
+                left.nullable(leaf_nullable) || right.nullable(leaf_nullable)
+            }
+            ExprKind::InList { expr, list, .. } => {
+                expr.nullable(leaf_nullable) || list.iter().any(Value::is_null)
+            }
             ExprKind::Like { expr, .. } => expr.nullable(leaf_nullable),
         }
     }
@@ -179,12 +199,29 @@ impl<L: fmt::Display> fmt::Display for TypedExpr<L> {
             ExprKind::IsNull { expr, negated } => {
                 write!(f, "{expr} IS {}NULL", if *negated { "NOT " } else { "" })
             }
-            ExprKind::InList { expr, list, negated } => {
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let items: Vec<String> = list.iter().map(ToString::to_string).collect();
-                write!(f, "{expr} {}IN ({})", if *negated { "NOT " } else { "" }, items.join(", "))
+                write!(
+                    f,
+                    "{expr} {}IN ({})",
+                    if *negated { "NOT " } else { "" },
+                    items.join(", ")
+                )
             }
-            ExprKind::Like { expr, pattern, negated } => {
-                write!(f, "{expr} {}LIKE '{pattern}'", if *negated { "NOT " } else { "" })
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated,
+            } => {
+                write!(
+                    f,
+                    "{expr} {}LIKE '{pattern}'",
+                    if *negated { "NOT " } else { "" }
+                )
             }
         }
     }

@@ -64,7 +64,12 @@ impl fmt::Display for WindowSpec {
         match self {
             WindowSpec::Tumble { size } => write!(f, "TUMBLE size {}", format_duration(*size)),
             WindowSpec::Hop { slide, size } => {
-                write!(f, "HOP size {} every {}", format_duration(*size), format_duration(*slide))
+                write!(
+                    f,
+                    "HOP size {} every {}",
+                    format_duration(*size),
+                    format_duration(*slide)
+                )
             }
         }
     }
@@ -184,7 +189,15 @@ impl fmt::Display for QueryPlan {
             writeln!(f, "filter      {filter}")?;
         }
         let keys: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
-        writeln!(f, "keys        {}", if keys.is_empty() { "(none)".into() } else { keys.join(", ") })?;
+        writeln!(
+            f,
+            "keys        {}",
+            if keys.is_empty() {
+                "(none)".into()
+            } else {
+                keys.join(", ")
+            }
+        )?;
         writeln!(f, "aggregates")?;
         for a in &self.aggregates {
             writeln!(f, "              {a} -> {}", a.output_type)?;
@@ -195,7 +208,11 @@ impl fmt::Display for QueryPlan {
         writeln!(f, "output")?;
         for o in &self.outputs {
             let null = if o.nullable { "" } else { " NOT NULL" };
-            writeln!(f, "              {:<20} {}{null}  = {}", o.name, o.expr.ty, o.expr)?;
+            writeln!(
+                f,
+                "              {:<20} {}{null}  = {}",
+                o.name, o.expr.ty, o.expr
+            )?;
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! `CREATE TABLE` to [`SourceSchema`].
 
-use sqlparser::ast::{CreateTable, CreateTableOptions, Expr, SqlOption, Spanned, Value as SqlValue};
+use sqlparser::ast::{
+    CreateTable, CreateTableOptions, Expr, Spanned, SqlOption, Value as SqlValue,
+};
 
 use super::duration::duration_option;
 use super::error::{PlanError, PlanResult};
@@ -12,10 +14,11 @@ const OPTIONS: &str = "event_time, max_out_of_orderness";
 
 /// Finds a declared column by name: exact spelling first, then ignoring case.
 pub fn find_column(columns: &[Field], name: &str) -> Option<usize> {
-    columns
-        .iter()
-        .position(|c| c.name == name)
-        .or_else(|| columns.iter().position(|c| c.name.eq_ignore_ascii_case(name)))
+    columns.iter().position(|c| c.name == name).or_else(|| {
+        columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+    })
 }
 
 fn string_option(expr: &Expr) -> PlanResult<String> {
@@ -40,23 +43,46 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
         .map(|i| i.value.clone())
         .ok_or_else(|| PlanError::at(span, "expected a table name"))?;
     if create.columns.is_empty() {
-        return Err(PlanError::at(span, "expected at least one column in CREATE TABLE"));
+        return Err(PlanError::at(
+            span,
+            "expected at least one column in CREATE TABLE",
+        ));
     }
     let mut columns: Vec<Field> = Vec::with_capacity(create.columns.len());
     for c in &create.columns {
         let ty = sql_type(&c.data_type, c.name.span)?;
-        if columns.iter().any(|f| f.name.eq_ignore_ascii_case(&c.name.value)) {
-            return Err(PlanError::at(c.name.span, format!("column `{}` is declared twice", c.name.value)));
+        if columns
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(&c.name.value))
+        {
+            return Err(PlanError::at(
+                c.name.span,
+                format!("column `{}` is declared twice", c.name.value),
+            ));
         }
-        if matches!(c.name.value.to_ascii_lowercase().as_str(), "window_start" | "window_end") {
-            return Err(PlanError::at(c.name.span, format!("`{}` is reserved for window bounds", c.name.value)));
+        if matches!(
+            c.name.value.to_ascii_lowercase().as_str(),
+            "window_start" | "window_end"
+        ) {
+            return Err(PlanError::at(
+                c.name.span,
+                format!("`{}` is reserved for window bounds", c.name.value),
+            ));
         }
-        columns.push(Field { name: c.name.value.clone(), ty });
+        columns.push(Field {
+            name: c.name.value.clone(),
+            ty,
+        });
     }
     let options: &[SqlOption] = match &create.table_options {
         CreateTableOptions::With(options) => options,
         CreateTableOptions::None => &[],
-        _ => return Err(PlanError::at(span, "expected options as WITH (event_time = '<column>', ...)")),
+        _ => {
+            return Err(PlanError::at(
+                span,
+                "expected options as WITH (event_time = '<column>', ...)",
+            ));
+        }
     };
     let mut event_time = None;
     let mut max_ooo = 0;
@@ -68,12 +94,18 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
             "event_time" => {
                 let column = string_option(value)?;
                 let index = find_column(&columns, &column).ok_or_else(|| {
-                    PlanError::at(value.span(), format!("event_time names `{column}`, which is not a declared column"))
+                    PlanError::at(
+                        value.span(),
+                        format!("event_time names `{column}`, which is not a declared column"),
+                    )
                 })?;
                 if columns[index].ty != DataType::Timestamp {
                     return Err(PlanError::at(
                         value.span(),
-                        format!("event_time column `{column}` must be TIMESTAMP, not {}", columns[index].ty),
+                        format!(
+                            "event_time column `{column}` must be TIMESTAMP, not {}",
+                            columns[index].ty
+                        ),
                     ));
                 }
                 event_time = Some(index);
@@ -83,12 +115,23 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
                 max_ooo = duration_option(&text, value.span(), true)?;
             }
             other => {
-                return Err(PlanError::at(key.span, format!("unknown option `{other}`; expected one of: {OPTIONS}")));
+                return Err(PlanError::at(
+                    key.span,
+                    format!("unknown option `{other}`; expected one of: {OPTIONS}"),
+                ));
             }
         }
     }
     let event_time = event_time.ok_or_else(|| {
-        PlanError::at(span, "expected WITH (event_time = '<timestamp column>') to say which column is event time")
+        PlanError::at(
+            span,
+            "expected WITH (event_time = '<timestamp column>') to say which column is event time",
+        )
     })?;
-    Ok(SourceSchema { name, columns, event_time, max_out_of_orderness: max_ooo })
+    Ok(SourceSchema {
+        name,
+        columns,
+        event_time,
+        max_out_of_orderness: max_ooo,
+    })
 }

@@ -1,15 +1,17 @@
 //! The `SELECT ... FROM TUMBLE(...) GROUP BY ...` statement to the rest of the plan.
 
 use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query, Select,
-    SelectItem, SetExpr, Spanned, TableFactor,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query,
+    Select, SelectItem, SetExpr, Spanned, TableFactor,
 };
 use sqlparser::tokenizer::Span;
 
 use super::duration::interval_expr;
 use super::error::{PlanError, PlanResult};
 use super::expr::{ColumnRef, ExprKind, OutputExpr, OutputLeaf, SourceExpr, TypedExpr};
-use super::plan::{AggregateCall, AggregateFunction, GroupKey, OutputColumn, SourceSchema, WindowSpec};
+use super::plan::{
+    AggregateCall, AggregateFunction, GroupKey, OutputColumn, SourceSchema, WindowSpec,
+};
 use super::scalar::{Resolver, plan_expr};
 use super::schema::find_column;
 use crate::types::DataType;
@@ -45,20 +47,40 @@ impl SourceResolver<'_> {
     fn column_name<'i>(&self, idents: &'i [Ident], span: Span) -> PlanResult<&'i Ident> {
         match idents {
             [column] => Ok(column),
-            [table, column] if self.qualifiers.iter().any(|q| q.eq_ignore_ascii_case(&table.value)) => Ok(column),
+            [table, column]
+                if self
+                    .qualifiers
+                    .iter()
+                    .any(|q| q.eq_ignore_ascii_case(&table.value)) =>
+            {
+                Ok(column)
+            }
             [table, _] => Err(PlanError::at(
                 table.span,
-                format!("unknown table `{}`; the query reads `{}`", table.value, self.schema.name),
+                format!(
+                    "unknown table `{}`; the query reads `{}`",
+                    table.value, self.schema.name
+                ),
             )),
             _ => Err(PlanError::at(span, "expected a column name")),
         }
     }
 
     fn unknown_column(&self, ident: &Ident) -> PlanError {
-        let names: Vec<&str> = self.schema.columns.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         PlanError::at(
             ident.span,
-            format!("unknown column `{}`; {} has: {}", ident.value, self.schema.name, names.join(", ")),
+            format!(
+                "unknown column `{}`; {} has: {}",
+                ident.value,
+                self.schema.name,
+                names.join(", ")
+            ),
         )
     }
 }
@@ -71,19 +93,36 @@ impl Resolver for SourceResolver<'_> {
         if is_window_bound(&ident.value).is_some() {
             return Err(PlanError::at(
                 ident.span,
-                format!("`{}` is only known after windowing; use it in SELECT, GROUP BY or HAVING", ident.value),
+                format!(
+                    "`{}` is only known after windowing; use it in SELECT, GROUP BY or HAVING",
+                    ident.value
+                ),
             ));
         }
-        let index = find_column(&self.schema.columns, &ident.value).ok_or_else(|| self.unknown_column(ident))?;
+        let index = find_column(&self.schema.columns, &ident.value)
+            .ok_or_else(|| self.unknown_column(ident))?;
         let field = &self.schema.columns[index];
-        Ok(TypedExpr::leaf(ColumnRef { index, name: field.name.clone() }, field.ty))
+        Ok(TypedExpr::leaf(
+            ColumnRef {
+                index,
+                name: field.name.clone(),
+            },
+            field.ty,
+        ))
     }
 
     fn function(&mut self, function: &Function) -> PlanResult<SourceExpr> {
         let name = function.name.to_string();
         let span = function.name.span();
         if aggregate_function(&name).is_some() {
-            Err(PlanError::at(span, format!("aggregate function {} is not allowed in {}", name.to_uppercase(), self.context)))
+            Err(PlanError::at(
+                span,
+                format!(
+                    "aggregate function {} is not allowed in {}",
+                    name.to_uppercase(),
+                    self.context
+                ),
+            ))
         } else {
             Err(PlanError::at(span, format!("unknown function `{name}`")))
         }
@@ -113,26 +152,53 @@ impl OutputResolver<'_> {
         let span = function.name.span();
         let name = function.name.to_string();
         let Some(func) = aggregate_function(&name) else {
-            return Err(PlanError::at(span, format!("unknown function `{name}`; aggregates available: {AGGREGATES}")));
+            return Err(PlanError::at(
+                span,
+                format!("unknown function `{name}`; aggregates available: {AGGREGATES}"),
+            ));
         };
-        if function.filter.is_some() || function.over.is_some() || !function.within_group.is_empty() {
-            return Err(PlanError::at(span, "FILTER, OVER and WITHIN GROUP are not supported on aggregates"));
+        if function.filter.is_some() || function.over.is_some() || !function.within_group.is_empty()
+        {
+            return Err(PlanError::at(
+                span,
+                "FILTER, OVER and WITHIN GROUP are not supported on aggregates",
+            ));
         }
         let FunctionArguments::List(list) = &function.args else {
-            return Err(PlanError::at(span, format!("expected arguments: {}(<expression>)", name.to_uppercase())));
+            return Err(PlanError::at(
+                span,
+                format!("expected arguments: {}(<expression>)", name.to_uppercase()),
+            ));
         };
         if list.duplicate_treatment.is_some() {
-            return Err(PlanError::at(span, "DISTINCT inside aggregates is not supported"));
+            return Err(PlanError::at(
+                span,
+                "DISTINCT inside aggregates is not supported",
+            ));
         }
         let arg = match list.args.as_slice() {
-            [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if func == AggregateFunction::Count => None,
+            [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
+                if func == AggregateFunction::Count =>
+            {
+                None
+            }
             [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e),
             _ => {
-                return Err(PlanError::at(span, format!("expected one argument: {}(<expression>)", name.to_uppercase())));
+                return Err(PlanError::at(
+                    span,
+                    format!(
+                        "expected one argument: {}(<expression>)",
+                        name.to_uppercase()
+                    ),
+                ));
             }
         };
         let call = match arg {
-            None => AggregateCall { func: AggregateFunction::CountStar, arg: None, output_type: DataType::BigInt },
+            None => AggregateCall {
+                func: AggregateFunction::CountStar,
+                arg: None,
+                output_type: DataType::BigInt,
+            },
             Some(e) => {
                 self.source.context = "aggregate arguments";
                 let planned = plan_expr(e, &mut self.source)?;
@@ -148,7 +214,11 @@ impl OutputResolver<'_> {
                     AggregateFunction::Avg => DataType::Double,
                     AggregateFunction::Min | AggregateFunction::Max => planned.ty,
                 };
-                AggregateCall { func, arg: Some(planned), output_type }
+                AggregateCall {
+                    func,
+                    arg: Some(planned),
+                    output_type,
+                }
             }
         };
         let output_type = call.output_type;
@@ -160,7 +230,10 @@ impl OutputResolver<'_> {
                 self.aggregates.len() - 1
             }
         };
-        Ok(TypedExpr::leaf(OutputLeaf::Aggregate(index, label), output_type))
+        Ok(TypedExpr::leaf(
+            OutputLeaf::Aggregate(index, label),
+            output_type,
+        ))
     }
 }
 
@@ -175,10 +248,16 @@ impl Resolver for OutputResolver<'_> {
         let index = find_column(&self.source.schema.columns, &ident.value)
             .ok_or_else(|| self.source.unknown_column(ident))?;
         match self.keys.iter().position(|k| k.column == index) {
-            Some(k) => Ok(TypedExpr::leaf(OutputLeaf::Key(k, self.keys[k].name.clone()), self.keys[k].ty)),
+            Some(k) => Ok(TypedExpr::leaf(
+                OutputLeaf::Key(k, self.keys[k].name.clone()),
+                self.keys[k].ty,
+            )),
             None => Err(PlanError::at(
                 ident.span,
-                format!("column `{}` must appear in GROUP BY or inside an aggregate function", ident.value),
+                format!(
+                    "column `{}` must appear in GROUP BY or inside an aggregate function",
+                    ident.value
+                ),
             )),
         }
     }
@@ -199,37 +278,69 @@ fn table_function_args(args: &[FunctionArg], span: Span, usage: &str) -> PlanRes
 
 fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec, Vec<String>)> {
     let span = select.select_token.0.span;
-    let usage = format!("FROM TUMBLE({}, <event time column>, INTERVAL '1' MINUTE)", schema.name);
+    let usage = format!(
+        "FROM TUMBLE({}, <event time column>, INTERVAL '1' MINUTE)",
+        schema.name
+    );
     let [from] = select.from.as_slice() else {
-        return Err(PlanError::at(span, format!("expected one window table function: {usage}")));
+        return Err(PlanError::at(
+            span,
+            format!("expected one window table function: {usage}"),
+        ));
     };
     if let Some(join) = from.joins.first() {
-        return Err(PlanError::at(join.relation.span(), "joins are not supported"));
+        return Err(PlanError::at(
+            join.relation.span(),
+            "joins are not supported",
+        ));
     }
-    let TableFactor::Table { name, args: Some(tvf), alias, .. } = &from.relation else {
-        return Err(PlanError::at(from.relation.span(), format!("expected a window table function: {usage}")));
+    let TableFactor::Table {
+        name,
+        args: Some(tvf),
+        alias,
+        ..
+    } = &from.relation
+    else {
+        return Err(PlanError::at(
+            from.relation.span(),
+            format!("expected a window table function: {usage}"),
+        ));
     };
     let function = name.to_string().to_ascii_uppercase();
     let fspan = name.span();
     let usage = match function.as_str() {
         "TUMBLE" => format!("TUMBLE({}, <event time column>, <size>)", schema.name),
         "HOP" => format!("HOP({}, <event time column>, <slide>, <size>)", schema.name),
-        "SESSION" => return Err(PlanError::at(fspan, "SESSION windows are not supported yet; use TUMBLE or HOP")),
+        "SESSION" => {
+            return Err(PlanError::at(
+                fspan,
+                "SESSION windows are not supported yet; use TUMBLE or HOP",
+            ));
+        }
         other => {
-            return Err(PlanError::at(fspan, format!("unknown window function `{other}`; expected TUMBLE or HOP")));
+            return Err(PlanError::at(
+                fspan,
+                format!("unknown window function `{other}`; expected TUMBLE or HOP"),
+            ));
         }
     };
     let args = table_function_args(&tvf.args, fspan, &usage)?;
     let expected = if function == "TUMBLE" { 3 } else { 4 };
     if args.len() != expected {
-        return Err(PlanError::at(fspan, format!("expected {expected} arguments: {usage}")));
+        return Err(PlanError::at(
+            fspan,
+            format!("expected {expected} arguments: {usage}"),
+        ));
     }
     match &args[0] {
         Expr::Identifier(table) if table.value.eq_ignore_ascii_case(&schema.name) => {}
         other => {
             return Err(PlanError::at(
                 other.span(),
-                format!("expected the source table `{}` as the first argument of {function}", schema.name),
+                format!(
+                    "expected the source table `{}` as the first argument of {function}",
+                    schema.name
+                ),
             ));
         }
     }
@@ -239,20 +350,31 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
         Expr::Identifier(col) => {
             return Err(PlanError::at(
                 col.span,
-                format!("windows are on the event-time column `{event_time}`, not `{}`", col.value),
+                format!(
+                    "windows are on the event-time column `{event_time}`, not `{}`",
+                    col.value
+                ),
             ));
         }
         other => {
-            return Err(PlanError::at(other.span(), format!("expected the event-time column `{event_time}`")));
+            return Err(PlanError::at(
+                other.span(),
+                format!("expected the event-time column `{event_time}`"),
+            ));
         }
     }
     let window = if function == "TUMBLE" {
-        WindowSpec::Tumble { size: interval_expr(&args[2], "window size")? }
+        WindowSpec::Tumble {
+            size: interval_expr(&args[2], "window size")?,
+        }
     } else {
         let slide = interval_expr(&args[2], "hop slide")?;
         let size = interval_expr(&args[3], "window size")?;
         if size % slide != 0 {
-            return Err(PlanError::at(args[3].span(), "expected a window size that is a whole multiple of the slide"));
+            return Err(PlanError::at(
+                args[3].span(),
+                "expected a window size that is a whole multiple of the slide",
+            ));
         }
         WindowSpec::Hop { slide, size }
     };
@@ -266,15 +388,33 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
 fn reject_unsupported(query: &Query, select: &Select) -> PlanResult<()> {
     let span = select.select_token.0.span;
     let checks: [(bool, &str); 9] = [
-        (query.with.is_some(), "WITH (common table expressions) is not supported"),
-        (query.order_by.is_some(), "ORDER BY is not supported in a streaming query: files are sorted by key"),
-        (query.limit_clause.is_some(), "LIMIT is not supported in a streaming query"),
-        (select.distinct.is_some(), "SELECT DISTINCT is not supported"),
+        (
+            query.with.is_some(),
+            "WITH (common table expressions) is not supported",
+        ),
+        (
+            query.order_by.is_some(),
+            "ORDER BY is not supported in a streaming query: files are sorted by key",
+        ),
+        (
+            query.limit_clause.is_some(),
+            "LIMIT is not supported in a streaming query",
+        ),
+        (
+            select.distinct.is_some(),
+            "SELECT DISTINCT is not supported",
+        ),
         (select.top.is_some(), "TOP is not supported"),
         (select.into.is_some(), "SELECT INTO is not supported"),
-        (!select.lateral_views.is_empty(), "LATERAL VIEW is not supported"),
+        (
+            !select.lateral_views.is_empty(),
+            "LATERAL VIEW is not supported",
+        ),
         (select.qualify.is_some(), "QUALIFY is not supported"),
-        (!select.named_window.is_empty(), "WINDOW clauses are not supported; use TUMBLE or HOP in FROM"),
+        (
+            !select.named_window.is_empty(),
+            "WINDOW clauses are not supported; use TUMBLE or HOP in FROM",
+        ),
     ];
     for (bad, message) in checks {
         if bad {
@@ -287,7 +427,9 @@ fn reject_unsupported(query: &Query, select: &Select) -> PlanResult<()> {
 fn output_name(item: &Expr) -> String {
     match item {
         Expr::Identifier(ident) => ident.value.clone(),
-        Expr::CompoundIdentifier(idents) => idents.last().map(|i| i.value.clone()).unwrap_or_default(),
+        Expr::CompoundIdentifier(idents) => {
+            idents.last().map(|i| i.value.clone()).unwrap_or_default()
+        }
         other => other.to_string().to_ascii_lowercase(),
     }
 }
@@ -300,12 +442,19 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
     reject_unsupported(query, select)?;
     let (window, qualifiers) = plan_window(select, schema)?;
 
-    let mut source = SourceResolver { schema, qualifiers: &qualifiers, context: "WHERE" };
+    let mut source = SourceResolver {
+        schema,
+        qualifiers: &qualifiers,
+        context: "WHERE",
+    };
     let filter = match &select.selection {
         Some(e) => {
             let planned = plan_expr(e, &mut source)?;
             if planned.ty != DataType::Boolean {
-                return Err(PlanError::at(e.span(), format!("WHERE expects a BOOLEAN condition, found {}", planned.ty)));
+                return Err(PlanError::at(
+                    e.span(),
+                    format!("WHERE expects a BOOLEAN condition, found {}", planned.ty),
+                ));
             }
             Some(planned)
         }
@@ -313,10 +462,16 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
     };
 
     let GroupByExpr::Expressions(group_by, modifiers) = &select.group_by else {
-        return Err(PlanError::at(select.select_token.0.span, "GROUP BY ALL is not supported; list the keys"));
+        return Err(PlanError::at(
+            select.select_token.0.span,
+            "GROUP BY ALL is not supported; list the keys",
+        ));
     };
     if !modifiers.is_empty() {
-        return Err(PlanError::at(select.select_token.0.span, "GROUP BY modifiers are not supported"));
+        return Err(PlanError::at(
+            select.select_token.0.span,
+            "GROUP BY modifiers are not supported",
+        ));
     }
     let mut keys: Vec<GroupKey> = Vec::new();
     let mut groups_window = false;
@@ -330,15 +485,26 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
             groups_window = true;
             continue;
         }
-        let index = find_column(&schema.columns, &ident.value).ok_or_else(|| source.unknown_column(ident))?;
+        let index = find_column(&schema.columns, &ident.value)
+            .ok_or_else(|| source.unknown_column(ident))?;
         if keys.iter().any(|k| k.column == index) {
-            return Err(PlanError::at(ident.span, format!("`{}` appears twice in GROUP BY", ident.value)));
+            return Err(PlanError::at(
+                ident.span,
+                format!("`{}` appears twice in GROUP BY", ident.value),
+            ));
         }
         let field = &schema.columns[index];
-        keys.push(GroupKey { column: index, name: field.name.clone(), ty: field.ty });
+        keys.push(GroupKey {
+            column: index,
+            name: field.name.clone(),
+            ty: field.ty,
+        });
     }
     if !groups_window {
-        let span = group_by.first().map(Spanned::span).unwrap_or(select.select_token.0.span);
+        let span = group_by
+            .first()
+            .map(Spanned::span)
+            .unwrap_or(select.select_token.0.span);
         return Err(PlanError::at(
             span,
             "expected GROUP BY ..., window_start, window_end: a windowed aggregation groups by its window",
@@ -346,7 +512,11 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
     }
 
     let mut output = OutputResolver {
-        source: SourceResolver { schema, qualifiers: &qualifiers, context: "aggregate arguments" },
+        source: SourceResolver {
+            schema,
+            qualifiers: &qualifiers,
+            context: "aggregate arguments",
+        },
         keys: &keys,
         aggregates: Vec::new(),
     };
@@ -364,10 +534,16 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
         };
         let planned = plan_expr(expr, &mut output)?;
         if matches!(planned.kind, ExprKind::Literal(crate::types::Value::Null)) {
-            return Err(PlanError::at(span, "an untyped NULL cannot be an output column"));
+            return Err(PlanError::at(
+                span,
+                "an untyped NULL cannot be an output column",
+            ));
         }
         if outputs.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
-            return Err(PlanError::at(span, format!("output column `{name}` appears twice; give it an alias")));
+            return Err(PlanError::at(
+                span,
+                format!("output column `{name}` appears twice; give it an alias"),
+            ));
         }
         let aggregates = &output.aggregates;
         let nullable = planned.nullable(&|leaf: &OutputLeaf| match leaf {
@@ -378,18 +554,32 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
                 AggregateFunction::CountStar | AggregateFunction::Count
             ),
         });
-        outputs.push(OutputColumn { name, expr: planned, nullable });
+        outputs.push(OutputColumn {
+            name,
+            expr: planned,
+            nullable,
+        });
     }
     let having = match &select.having {
         Some(e) => {
             let planned = plan_expr(e, &mut output)?;
             if planned.ty != DataType::Boolean {
-                return Err(PlanError::at(e.span(), format!("HAVING expects a BOOLEAN condition, found {}", planned.ty)));
+                return Err(PlanError::at(
+                    e.span(),
+                    format!("HAVING expects a BOOLEAN condition, found {}", planned.ty),
+                ));
             }
             Some(planned)
         }
         None => None,
     };
     let aggregates = output.aggregates;
-    Ok(SelectPlan { filter, window, keys, aggregates, having, outputs })
+    Ok(SelectPlan {
+        filter,
+        window,
+        keys,
+        aggregates,
+        having,
+        outputs,
+    })
 }

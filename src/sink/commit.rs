@@ -20,7 +20,11 @@ pub fn commit_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(IN_PROGRESS);
     let temp = PathBuf::from(temp);
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
@@ -31,7 +35,9 @@ pub fn commit_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Removes `*.inprogress` files under `dir` left by a crashed run; returns how many.
 pub fn remove_stale(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(0) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
     for entry in entries {
         let entry = entry?;
         let path = entry.path();

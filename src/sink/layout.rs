@@ -25,7 +25,11 @@ pub struct Layout {
 impl Layout {
     /// The layout of `query` under `root` for a run with `workers` workers.
     pub fn new(root: &Path, query: &str, workers: usize) -> Self {
-        Layout { root: root.to_owned(), query: query.to_owned(), workers }
+        Layout {
+            root: root.to_owned(),
+            query: query.to_owned(),
+            workers,
+        }
     }
 
     /// The output root.
@@ -50,7 +54,9 @@ impl Layout {
 
     /// The dead-letter file.
     pub fn dead_letter_file(&self) -> PathBuf {
-        self.root.join("_deadletter").join(format!("{}.jsonl", self.query))
+        self.root
+            .join("_deadletter")
+            .join(format!("{}.jsonl", self.query))
     }
 
     /// Path, relative to the root, of the result file of the window starting at `start`

@@ -55,7 +55,10 @@ fn timestamp() -> ArrowType {
 /// The schema of a query's result files.
 pub fn result_schema(plan: &QueryPlan) -> SchemaRef {
     Arc::new(Schema::new(
-        plan.outputs.iter().map(|o| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable)).collect::<Vec<_>>(),
+        plan.outputs
+            .iter()
+            .map(|o| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -76,9 +79,20 @@ pub fn late_schema(plan: &QueryPlan) -> SchemaRef {
 }
 
 /// Encodes `batch` and commits it at `relative` under the layout's root.
-pub fn write_parquet(layout: &Layout, relative: String, batch: &RecordBatch) -> Result<CommittedFile, SinkError> {
+pub fn write_parquet(
+    layout: &Layout,
+    relative: String,
+    batch: &RecordBatch,
+) -> Result<CommittedFile, SinkError> {
     let path = layout.absolute(&relative);
-    let bytes = parquet::encode(batch).map_err(|source| SinkError::Parquet { path: path.clone(), source })?;
+    let bytes = parquet::encode(batch).map_err(|source| SinkError::Parquet {
+        path: path.clone(),
+        source,
+    })?;
     commit::commit_bytes(&path, &bytes).map_err(|source| SinkError::Io { path, source })?;
-    Ok(CommittedFile { relative, bytes: bytes.len() as u64, rows: batch.num_rows() as u64 })
+    Ok(CommittedFile {
+        relative,
+        bytes: bytes.len() as u64,
+        rows: batch.num_rows() as u64,
+    })
 }

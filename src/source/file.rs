@@ -47,7 +47,12 @@ fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<usiz
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(SourceError::Read { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(SourceError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
     }
     Ok(done)
@@ -55,8 +60,16 @@ fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<usiz
 
 impl FileInput {
     /// Opens `path`; for CSV, reads and checks the header.
-    pub fn open(path: &Path, format: Format, schema: &SourceSchema, chunk_bytes: usize) -> Result<Self, SourceError> {
-        let open_error = |source| SourceError::Open { path: path.to_owned(), source };
+    pub fn open(
+        path: &Path,
+        format: Format,
+        schema: &SourceSchema,
+        chunk_bytes: usize,
+    ) -> Result<Self, SourceError> {
+        let open_error = |source| SourceError::Open {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::open(path).map_err(open_error)?;
         let meta = file.metadata().map_err(open_error)?;
         if meta.is_dir() {
@@ -81,8 +94,11 @@ impl FileInput {
                         break;
                     }
                 }
-                let csv = CsvDecoder::new(schema, &header)
-                    .map_err(|source| SourceError::CsvHeader { path: path.to_owned(), source })?;
+                let csv =
+                    CsvDecoder::new(schema, &header).map_err(|source| SourceError::CsvHeader {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                 (header.len() as u64, DecoderTemplate::Csv(csv))
             }
         };

@@ -100,14 +100,30 @@ impl GeneratorConfig {
         let mut s = self.seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let device = splitmix(&mut s) % self.devices.max(1);
         let base = self.start_ms + (i as f64 * 1000.0 / self.rate) as i64;
-        let jitter = if self.disorder_ms > 0 { (splitmix(&mut s) % (self.disorder_ms + 1)) as i64 } else { 0 };
-        let late = (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64 <= self.late_fraction && self.late_fraction > 0.0;
-        let late_by = if late { 60_000 + (splitmix(&mut s) % 540_000) as i64 } else { 0 };
+        let jitter = if self.disorder_ms > 0 {
+            (splitmix(&mut s) % (self.disorder_ms + 1)) as i64
+        } else {
+            0
+        };
+        let late = (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64 <= self.late_fraction
+            && self.late_fraction > 0.0;
+        let late_by = if late {
+            60_000 + (splitmix(&mut s) % 540_000) as i64
+        } else {
+            0
+        };
         let bytes_in = 64 + (splitmix(&mut s) % 150_000) as i64;
         let bytes_out = 64 + (splitmix(&mut s) % 50_000) as i64;
         let packets = 1 + (bytes_in + bytes_out) / 1200 + (splitmix(&mut s) % 4) as i64;
         let latency_centi = 50 + (splitmix(&mut s) % 25_000) as i64;
-        Reading { device, ts_ms: base - jitter - late_by, bytes_in, bytes_out, packets, latency_centi }
+        Reading {
+            device,
+            ts_ms: base - jitter - late_by,
+            bytes_in,
+            bytes_out,
+            packets,
+            latency_centi,
+        }
     }
 }
 
@@ -190,13 +206,21 @@ pub struct GeneratorInput {
 impl GeneratorInput {
     /// Maps the declared columns onto generated fields; chunks hold about as many
     /// readings as `chunk_bytes` of JSON lines would.
-    pub fn new(config: GeneratorConfig, schema: &SourceSchema, chunk_bytes: usize) -> Result<Self, SourceError> {
+    pub fn new(
+        config: GeneratorConfig,
+        schema: &SourceSchema,
+        chunk_bytes: usize,
+    ) -> Result<Self, SourceError> {
         let mut fields = Vec::with_capacity(schema.columns.len());
         for c in &schema.columns {
-            match FIELDS.iter().find(|(name, ty, _)| name.eq_ignore_ascii_case(&c.name) && *ty == c.ty) {
+            match FIELDS
+                .iter()
+                .find(|(name, ty, _)| name.eq_ignore_ascii_case(&c.name) && *ty == c.ty)
+            {
                 Some((_, _, f)) => fields.push(*f),
                 None => {
-                    let offered: Vec<String> = FIELDS.iter().map(|(n, t, _)| format!("{n} {t}")).collect();
+                    let offered: Vec<String> =
+                        FIELDS.iter().map(|(n, t, _)| format!("{n} {t}")).collect();
                     return Err(SourceError::Generator(format!(
                         "the generator cannot fill column `{} {}`; it produces {}",
                         c.name,
@@ -206,8 +230,10 @@ impl GeneratorInput {
                 }
             }
         }
-        if config.devices == 0 || !(config.rate > 0.0) {
-            return Err(SourceError::Generator("the generator needs at least one device and a positive rate".into()));
+        if config.devices == 0 || config.rate.is_nan() || config.rate <= 0.0 {
+            return Err(SourceError::Generator(
+                "the generator needs at least one device and a positive rate".into(),
+            ));
         }
         Ok(GeneratorInput {
             config,
@@ -280,11 +306,21 @@ impl ChunkSource for GeneratorChunks {
                         v.push(self.device_ids[d] - 1);
                     }
                 }
-                (ColumnValues::Timestamp(v), GenField::Ts) => v.extend(readings.iter().map(|r| r.ts_ms * MICROS_PER_MILLI)),
-                (ColumnValues::BigInt(v), GenField::BytesIn) => v.extend(readings.iter().map(|r| r.bytes_in)),
-                (ColumnValues::BigInt(v), GenField::BytesOut) => v.extend(readings.iter().map(|r| r.bytes_out)),
-                (ColumnValues::BigInt(v), GenField::Packets) => v.extend(readings.iter().map(|r| r.packets)),
-                (ColumnValues::Double(v), GenField::Latency) => v.extend(readings.iter().map(Reading::latency_ms)),
+                (ColumnValues::Timestamp(v), GenField::Ts) => {
+                    v.extend(readings.iter().map(|r| r.ts_ms * MICROS_PER_MILLI))
+                }
+                (ColumnValues::BigInt(v), GenField::BytesIn) => {
+                    v.extend(readings.iter().map(|r| r.bytes_in))
+                }
+                (ColumnValues::BigInt(v), GenField::BytesOut) => {
+                    v.extend(readings.iter().map(|r| r.bytes_out))
+                }
+                (ColumnValues::BigInt(v), GenField::Packets) => {
+                    v.extend(readings.iter().map(|r| r.packets))
+                }
+                (ColumnValues::Double(v), GenField::Latency) => {
+                    v.extend(readings.iter().map(Reading::latency_ms))
+                }
                 _ => {}
             }
         }
@@ -292,7 +328,13 @@ impl ChunkSource for GeneratorChunks {
         let max_event_time = batch.timestamps(self.event_time).iter().copied().max();
         Ok(SourcePoll::Chunk(
             k,
-            DecodedChunk { batch, bad: Vec::new(), lines: n as u64, max_event_time, bytes: 0 },
+            DecodedChunk {
+                batch,
+                bad: Vec::new(),
+                lines: n as u64,
+                max_event_time,
+                bytes: 0,
+            },
         ))
     }
 }

@@ -120,10 +120,18 @@ pub trait OpenInput: Send + Sync {
 }
 
 /// Opens an input for a schema.
-pub fn open(input: &Input, schema: &SourceSchema, chunk_bytes: usize) -> Result<Arc<dyn OpenInput>, SourceError> {
+pub fn open(
+    input: &Input,
+    schema: &SourceSchema,
+    chunk_bytes: usize,
+) -> Result<Arc<dyn OpenInput>, SourceError> {
     Ok(match input {
-        Input::File { path, format } => Arc::new(FileInput::open(path, *format, schema, chunk_bytes)?),
+        Input::File { path, format } => {
+            Arc::new(FileInput::open(path, *format, schema, chunk_bytes)?)
+        }
         Input::Stdin { format } => Arc::new(StdinInput::open(*format, schema, chunk_bytes)?),
-        Input::Generator(config) => Arc::new(GeneratorInput::new(config.clone(), schema, chunk_bytes)?),
+        Input::Generator(config) => {
+            Arc::new(GeneratorInput::new(config.clone(), schema, chunk_bytes)?)
+        }
     })
 }

@@ -35,7 +35,11 @@ struct Hub {
 
 impl StdinInput {
     /// Prepares to read stdin; for CSV, reads the header line now.
-    pub fn open(format: Format, schema: &SourceSchema, chunk_bytes: usize) -> Result<Self, SourceError> {
+    pub fn open(
+        format: Format,
+        schema: &SourceSchema,
+        chunk_bytes: usize,
+    ) -> Result<Self, SourceError> {
         let csv = match format {
             Format::Jsonl => None,
             Format::Csv => {
@@ -52,13 +56,20 @@ impl StdinInput {
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(source) => return Err(SourceError::Read { path: "-".into(), source }),
+                        Err(source) => {
+                            return Err(SourceError::Read {
+                                path: "-".into(),
+                                source,
+                            });
+                        }
                     }
                 }
                 // Stdin's own buffer keeps whatever was read past the header for the reader.
                 Some(
-                    CsvDecoder::new(schema, &header)
-                        .map_err(|source| SourceError::CsvHeader { path: "-".into(), source })?,
+                    CsvDecoder::new(schema, &header).map_err(|source| SourceError::CsvHeader {
+                        path: "-".into(),
+                        source,
+                    })?,
                 )
             }
         };
@@ -77,7 +88,10 @@ impl StdinInput {
             senders.push(tx);
             hub.receivers.push(Some(rx));
         }
-        hub.activators.lock().map(|mut a| a.resize_with(peers, || None)).ok();
+        hub.activators
+            .lock()
+            .map(|mut a| a.resize_with(peers, || None))
+            .ok();
         let activators = hub.activators.clone();
         let chunk_bytes = self.chunk_bytes;
         std::thread::spawn(move || read_stdin(senders, activators, chunk_bytes));
@@ -98,9 +112,10 @@ fn read_stdin(
     let mut eof = false;
     let wake = |worker: usize| {
         if let Ok(a) = activators.lock()
-            && let Some(Some(a)) = a.get(worker) {
-                a.activate().ok();
-            }
+            && let Some(Some(a)) = a.get(worker)
+        {
+            a.activate().ok();
+        }
     };
     while !eof {
         let mut buf = std::mem::take(&mut carry);
@@ -123,10 +138,9 @@ fn read_stdin(
                 }
             }
         }
-        if !eof
-            && let Some(nl) = memchr::memrchr(b'\n', &buf) {
-                carry = buf.split_off(nl + 1);
-            }
+        if !eof && let Some(nl) = memchr::memrchr(b'\n', &buf) {
+            carry = buf.split_off(nl + 1);
+        }
         if buf.is_empty() && eof {
             break;
         }
@@ -150,7 +164,10 @@ impl OpenInput for StdinInput {
                 if !hub.started {
                     self.start(&mut hub, peers);
                 }
-                (hub.receivers.get_mut(worker).and_then(Option::take), hub.activators.clone())
+                (
+                    hub.receivers.get_mut(worker).and_then(Option::take),
+                    hub.activators.clone(),
+                )
             }
             Err(_) => (None, Arc::default()),
         };
@@ -158,7 +175,12 @@ impl OpenInput for StdinInput {
             Some(csv) => Decoder::Csv(csv.clone()),
             None => Decoder::Json(JsonDecoder::new(&self.schema)),
         };
-        Box::new(StdinChunks { worker, receiver, activators, decoder })
+        Box::new(StdinChunks {
+            worker,
+            receiver,
+            activators,
+            decoder,
+        })
     }
 
     fn line_base(&self) -> u64 {
@@ -179,9 +201,14 @@ struct StdinChunks {
 
 impl ChunkSource for StdinChunks {
     fn poll(&mut self, interner: &mut Interner) -> Result<SourcePoll, SourceError> {
-        let Some(receiver) = &self.receiver else { return Ok(SourcePoll::Done) };
+        let Some(receiver) = &self.receiver else {
+            return Ok(SourcePoll::Done);
+        };
         match receiver.try_recv() {
-            Ok((index, bytes)) => Ok(SourcePoll::Chunk(index, self.decoder.decode(&bytes, interner))),
+            Ok((index, bytes)) => Ok(SourcePoll::Chunk(
+                index,
+                self.decoder.decode(&bytes, interner),
+            )),
             Err(TryRecvError::Empty) => Ok(SourcePoll::Pending),
             Err(TryRecvError::Disconnected) => Ok(SourcePoll::Done),
         }
@@ -189,8 +216,9 @@ impl ChunkSource for StdinChunks {
 
     fn set_activator(&mut self, activator: SyncActivator) {
         if let Ok(mut a) = self.activators.lock()
-            && let Some(slot) = a.get_mut(self.worker) {
-                *slot = Some(activator);
-            }
+            && let Some(slot) = a.get_mut(self.worker)
+        {
+            *slot = Some(activator);
+        }
     }
 }

@@ -143,20 +143,39 @@ impl Accumulator {
         let arg = call.arg.as_ref().map(|a| a.ty);
         let max = call.func == AggregateFunction::Max;
         match (call.func, arg) {
-            (AggregateFunction::CountStar, _) => Accumulator::Count { skip_nulls: false, n: Vec::new() },
-            (AggregateFunction::Count, _) => Accumulator::Count { skip_nulls: true, n: Vec::new() },
-            (AggregateFunction::Sum, Some(DataType::BigInt)) => Accumulator::SumInt { sum: Vec::new(), flags: Vec::new() },
+            (AggregateFunction::CountStar, _) => Accumulator::Count {
+                skip_nulls: false,
+                n: Vec::new(),
+            },
+            (AggregateFunction::Count, _) => Accumulator::Count {
+                skip_nulls: true,
+                n: Vec::new(),
+            },
+            (AggregateFunction::Sum, Some(DataType::BigInt)) => Accumulator::SumInt {
+                sum: Vec::new(),
+                flags: Vec::new(),
+            },
             (AggregateFunction::Sum | AggregateFunction::Avg, _) => Accumulator::SumFloat {
                 avg: call.func == AggregateFunction::Avg,
                 sum: Vec::new(),
                 comp: Vec::new(),
                 n: Vec::new(),
             },
-            (_, Some(DataType::BigInt | DataType::Timestamp)) => {
-                Accumulator::ExtremeInt { max, v: Vec::new(), flags: Vec::new() }
-            }
-            (_, Some(DataType::Double)) => Accumulator::ExtremeFloat { max, v: Vec::new(), flags: Vec::new() },
-            (_, Some(DataType::Boolean)) => Accumulator::ExtremeBool { max, v: Vec::new(), flags: Vec::new() },
+            (_, Some(DataType::BigInt | DataType::Timestamp)) => Accumulator::ExtremeInt {
+                max,
+                v: Vec::new(),
+                flags: Vec::new(),
+            },
+            (_, Some(DataType::Double)) => Accumulator::ExtremeFloat {
+                max,
+                v: Vec::new(),
+                flags: Vec::new(),
+            },
+            (_, Some(DataType::Boolean)) => Accumulator::ExtremeBool {
+                max,
+                v: Vec::new(),
+                flags: Vec::new(),
+            },
             (_, Some(DataType::Text) | None) => Accumulator::ExtremeText { max, v: Vec::new() },
         }
     }
@@ -164,19 +183,39 @@ impl Accumulator {
     /// An empty accumulator of the same kind.
     pub fn empty_like(&self) -> Self {
         match self {
-            Accumulator::Count { skip_nulls, .. } => Accumulator::Count { skip_nulls: *skip_nulls, n: Vec::new() },
-            Accumulator::SumInt { .. } => Accumulator::SumInt { sum: Vec::new(), flags: Vec::new() },
-            Accumulator::SumFloat { avg, .. } => {
-                Accumulator::SumFloat { avg: *avg, sum: Vec::new(), comp: Vec::new(), n: Vec::new() }
-            }
-            Accumulator::ExtremeInt { max, .. } => Accumulator::ExtremeInt { max: *max, v: Vec::new(), flags: Vec::new() },
-            Accumulator::ExtremeFloat { max, .. } => {
-                Accumulator::ExtremeFloat { max: *max, v: Vec::new(), flags: Vec::new() }
-            }
-            Accumulator::ExtremeBool { max, .. } => {
-                Accumulator::ExtremeBool { max: *max, v: Vec::new(), flags: Vec::new() }
-            }
-            Accumulator::ExtremeText { max, .. } => Accumulator::ExtremeText { max: *max, v: Vec::new() },
+            Accumulator::Count { skip_nulls, .. } => Accumulator::Count {
+                skip_nulls: *skip_nulls,
+                n: Vec::new(),
+            },
+            Accumulator::SumInt { .. } => Accumulator::SumInt {
+                sum: Vec::new(),
+                flags: Vec::new(),
+            },
+            Accumulator::SumFloat { avg, .. } => Accumulator::SumFloat {
+                avg: *avg,
+                sum: Vec::new(),
+                comp: Vec::new(),
+                n: Vec::new(),
+            },
+            Accumulator::ExtremeInt { max, .. } => Accumulator::ExtremeInt {
+                max: *max,
+                v: Vec::new(),
+                flags: Vec::new(),
+            },
+            Accumulator::ExtremeFloat { max, .. } => Accumulator::ExtremeFloat {
+                max: *max,
+                v: Vec::new(),
+                flags: Vec::new(),
+            },
+            Accumulator::ExtremeBool { max, .. } => Accumulator::ExtremeBool {
+                max: *max,
+                v: Vec::new(),
+                flags: Vec::new(),
+            },
+            Accumulator::ExtremeText { max, .. } => Accumulator::ExtremeText {
+                max: *max,
+                v: Vec::new(),
+            },
         }
     }
 
@@ -202,7 +241,9 @@ impl Accumulator {
     pub fn bytes_per_slot(&self) -> usize {
         match self {
             Accumulator::Count { .. } => 8,
-            Accumulator::SumInt { .. } | Accumulator::ExtremeInt { .. } | Accumulator::ExtremeFloat { .. } => 9,
+            Accumulator::SumInt { .. }
+            | Accumulator::ExtremeInt { .. }
+            | Accumulator::ExtremeFloat { .. } => 9,
             Accumulator::SumFloat { .. } => 24,
             Accumulator::ExtremeBool { .. } => 2,
             Accumulator::ExtremeText { .. } => 24,
@@ -291,7 +332,9 @@ impl Accumulator {
                 _ => {}
             },
             (Accumulator::ExtremeInt { max, v, flags }, Some(column)) => {
-                if let ColumnValues::BigInt(values) | ColumnValues::Timestamp(values) = &column.values {
+                if let ColumnValues::BigInt(values) | ColumnValues::Timestamp(values) =
+                    &column.values
+                {
                     let max = *max;
                     for_valid_pairs!(pairs, column, |row, slot| {
                         let x = values[row];
@@ -363,27 +406,56 @@ impl Accumulator {
             }
             (
                 Accumulator::SumFloat { sum, comp, n, .. },
-                Accumulator::SumFloat { sum: os, comp: oc, n: on, .. },
+                Accumulator::SumFloat {
+                    sum: os,
+                    comp: oc,
+                    n: on,
+                    ..
+                },
             ) => {
                 neumaier(&mut sum[to], &mut comp[to], os[from]);
                 neumaier(&mut sum[to], &mut comp[to], oc[from]);
                 n[to] += on[from];
             }
-            (Accumulator::ExtremeInt { max, v, flags }, Accumulator::ExtremeInt { v: ov, flags: of, .. })
-                if of[from] != 0 && (flags[to] == 0 || (*max && ov[from] > v[to]) || (!*max && ov[from] < v[to])) => {
-                    v[to] = ov[from];
-                    flags[to] = ANY;
-                }
-            (Accumulator::ExtremeFloat { max, v, flags }, Accumulator::ExtremeFloat { v: ov, flags: of, .. })
-                if of[from] != 0 && (flags[to] == 0 || (*max && ov[from] > v[to]) || (!*max && ov[from] < v[to])) => {
-                    v[to] = ov[from];
-                    flags[to] = ANY;
-                }
-            (Accumulator::ExtremeBool { max, v, flags }, Accumulator::ExtremeBool { v: ov, flags: of, .. })
-                if of[from] != 0 && (flags[to] == 0 || (*max && ov[from] && !v[to]) || (!*max && !ov[from] && v[to])) => {
-                    v[to] = ov[from];
-                    flags[to] = ANY;
-                }
+            (
+                Accumulator::ExtremeInt { max, v, flags },
+                Accumulator::ExtremeInt {
+                    v: ov, flags: of, ..
+                },
+            ) if of[from] != 0
+                && (flags[to] == 0
+                    || (*max && ov[from] > v[to])
+                    || (!*max && ov[from] < v[to])) =>
+            {
+                v[to] = ov[from];
+                flags[to] = ANY;
+            }
+            (
+                Accumulator::ExtremeFloat { max, v, flags },
+                Accumulator::ExtremeFloat {
+                    v: ov, flags: of, ..
+                },
+            ) if of[from] != 0
+                && (flags[to] == 0
+                    || (*max && ov[from] > v[to])
+                    || (!*max && ov[from] < v[to])) =>
+            {
+                v[to] = ov[from];
+                flags[to] = ANY;
+            }
+            (
+                Accumulator::ExtremeBool { max, v, flags },
+                Accumulator::ExtremeBool {
+                    v: ov, flags: of, ..
+                },
+            ) if of[from] != 0
+                && (flags[to] == 0
+                    || (*max && ov[from] && !v[to])
+                    || (!*max && !ov[from] && v[to])) =>
+            {
+                v[to] = ov[from];
+                flags[to] = ANY;
+            }
             (Accumulator::ExtremeText { max, v }, Accumulator::ExtremeText { v: ov, .. }) => {
                 if let Some(x) = &ov[from] {
                     let better = match &v[to] {
@@ -404,24 +476,35 @@ impl Accumulator {
     pub fn finish(&self, slots: &[usize], interner: &mut Interner) -> (Column, u64) {
         let mut overflows = 0;
         let column = match self {
-            Accumulator::Count { n, .. } => {
-                Column { values: ColumnValues::BigInt(slots.iter().map(|&s| n[s]).collect()), validity: None }
-            }
+            Accumulator::Count { n, .. } => Column {
+                values: ColumnValues::BigInt(slots.iter().map(|&s| n[s]).collect()),
+                validity: None,
+            },
             Accumulator::SumInt { sum, flags } => {
                 let validity = slots.iter().map(|&s| flags[s] == ANY).collect::<Vec<_>>();
                 overflows = slots.iter().filter(|&&s| flags[s] & OVERFLOW != 0).count() as u64;
-                Column { values: ColumnValues::BigInt(slots.iter().map(|&s| sum[s]).collect()), validity: Some(validity) }
+                Column {
+                    values: ColumnValues::BigInt(slots.iter().map(|&s| sum[s]).collect()),
+                    validity: Some(validity),
+                }
             }
             Accumulator::SumFloat { avg, sum, comp, n } => {
                 let values = slots
                     .iter()
                     .map(|&s| {
                         let total = sum[s] + comp[s];
-                        if *avg && n[s] > 0 { total / n[s] as f64 } else { total }
+                        if *avg && n[s] > 0 {
+                            total / n[s] as f64
+                        } else {
+                            total
+                        }
                     })
                     .collect();
                 let validity = slots.iter().map(|&s| n[s] > 0).collect();
-                Column { values: ColumnValues::Double(values), validity: Some(validity) }
+                Column {
+                    values: ColumnValues::Double(values),
+                    validity: Some(validity),
+                }
             }
             Accumulator::ExtremeInt { v, flags, .. } => Column {
                 values: ColumnValues::BigInt(slots.iter().map(|&s| v[s]).collect()),
@@ -437,7 +520,10 @@ impl Accumulator {
             },
             Accumulator::ExtremeText { v, .. } => Column {
                 values: ColumnValues::Text(
-                    slots.iter().map(|&s| v[s].as_deref().map_or(0, |t| interner.intern(t))).collect(),
+                    slots
+                        .iter()
+                        .map(|&s| v[s].as_deref().map_or(0, |t| interner.intern(t)))
+                        .collect(),
                 ),
                 validity: Some(slots.iter().map(|&s| v[s].is_some()).collect()),
             },
@@ -450,7 +536,99 @@ impl Accumulator {
 /// `TIMESTAMP` columns.
 pub fn retype(column: Column, ty: DataType) -> Column {
     match (column.values, ty) {
-        (ColumnValues::BigInt(v), DataType::Timestamp) => Column { values: ColumnValues::Timestamp(v), validity: column.validity },
-        (values, _) => Column { values, validity: column.validity },
+        (ColumnValues::BigInt(v), DataType::Timestamp) => Column {
+            values: ColumnValues::Timestamp(v),
+            validity: column.validity,
+        },
+        (values, _) => Column {
+            values,
+            validity: column.validity,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::expr::{ColumnRef, TypedExpr};
+    use proptest::prelude::*;
+
+    fn call(func: AggregateFunction, ty: DataType) -> AggregateCall {
+        let arg = TypedExpr::leaf(
+            ColumnRef {
+                index: 0,
+                name: "x".into(),
+            },
+            ty,
+        );
+        AggregateCall {
+            func,
+            arg: Some(arg),
+            output_type: ty,
+        }
+    }
+
+    fn doubles(values: &[f64]) -> Column {
+        Column {
+            values: ColumnValues::Double(values.to_vec()),
+            validity: None,
+        }
+    }
+
+    fn fold(acc: &mut Accumulator, values: &[f64]) {
+        let mut pairs = Pairs::default();
+        for i in 0..values.len() {
+            pairs.push(i as u32, 0);
+        }
+        if acc.is_empty() {
+            acc.push_empty();
+        }
+        acc.update(&pairs, Some(&doubles(values)), &Interner::new());
+    }
+
+    #[test]
+    fn integer_sums_overflow_to_null() {
+        let mut acc = Accumulator::new(&call(AggregateFunction::Sum, DataType::BigInt));
+        acc.push_empty();
+        let column = Column {
+            values: ColumnValues::BigInt(vec![i64::MAX, 1]),
+            validity: None,
+        };
+        let mut pairs = Pairs::default();
+        pairs.push(0, 0);
+        pairs.push(1, 0);
+        acc.update(&pairs, Some(&column), &Interner::new());
+        let (out, overflows) = acc.finish(&[0], &mut Interner::new());
+        assert_eq!(overflows, 1);
+        assert_eq!(out.validity, Some(vec![false]));
+    }
+
+    proptest! {
+        /// Splitting values over workers and merging gives the same sum as one pass, bit
+        /// for bit, for the kind of values readings carry.
+        #[test]
+        fn compensated_sums_do_not_depend_on_grouping(
+            values in prop::collection::vec(0u32..100_000, 1..400),
+            splits in prop::collection::vec(0usize..400, 0..4),
+        ) {
+            let values: Vec<f64> = values.iter().map(|&c| f64::from(c) / 100.0).collect();
+            let c = call(AggregateFunction::Avg, DataType::Double);
+            let mut whole = Accumulator::new(&c);
+            fold(&mut whole, &values);
+            let mut cuts: Vec<usize> = splits.iter().map(|s| s % values.len()).collect();
+            cuts.push(0);
+            cuts.push(values.len());
+            cuts.sort_unstable();
+            let mut merged = Accumulator::new(&c);
+            merged.push_empty();
+            for w in cuts.windows(2) {
+                let mut part = Accumulator::new(&c);
+                fold(&mut part, &values[w[0]..w[1]]);
+                merged.merge_slot(0, &part, 0);
+            }
+            let (a, _) = whole.finish(&[0], &mut Interner::new());
+            let (b, _) = merged.finish(&[0], &mut Interner::new());
+            prop_assert_eq!(a, b);
+        }
     }
 }

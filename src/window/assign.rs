@@ -58,7 +58,13 @@ mod tests {
     fn tumbling_and_hopping() {
         assert_eq!(windows(WindowSpec::Tumble { size: 10 }, 25), vec![(20, 30)]);
         assert_eq!(windows(WindowSpec::Tumble { size: 10 }, -1), vec![(-10, 0)]);
-        assert_eq!(windows(WindowSpec::Hop { slide: 5, size: 15 }, 25), vec![(15, 30), (20, 35), (25, 40)]);
-        assert_eq!(windows(WindowSpec::Hop { slide: 5, size: 15 }, 24), vec![(10, 25), (15, 30), (20, 35)]);
+        assert_eq!(
+            windows(WindowSpec::Hop { slide: 5, size: 15 }, 25),
+            vec![(15, 30), (20, 35), (25, 40)]
+        );
+        assert_eq!(
+            windows(WindowSpec::Hop { slide: 5, size: 15 }, 24),
+            vec![(10, 25), (15, 30), (20, 35)]
+        );
     }
 }

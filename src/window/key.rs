@@ -93,11 +93,20 @@ impl KeyMapper {
                 if let ColumnValues::Text(v) = &column.values {
                     match &column.validity {
                         None => ids.extend(v.iter().map(|&id| id + 1)),
-                        Some(valid) => ids.extend(v.iter().zip(valid).map(|(&id, &ok)| if ok { id + 1 } else { 0 })),
+                        Some(valid) => ids.extend(
+                            v.iter()
+                                .zip(valid)
+                                .map(|(&id, &ok)| if ok { id + 1 } else { 0 }),
+                        ),
                     }
                 }
             }
-            Mapper::Tuple { columns, tuples, table, scratch } => {
+            Mapper::Tuple {
+                columns,
+                tuples,
+                table,
+                scratch,
+            } => {
                 let hasher = foldhash::fast::FixedState::default();
                 for row in 0..batch.len {
                     scratch.clear();
@@ -108,7 +117,9 @@ impl KeyMapper {
                         None => {
                             let id = tuples.len() as u32;
                             tuples.push(scratch.clone().into_boxed_slice());
-                            table.insert_unique(hash, id, |&other| hasher.hash_one(&tuples[other as usize][..]));
+                            table.insert_unique(hash, id, |&other| {
+                                hasher.hash_one(&tuples[other as usize][..])
+                            });
                             id
                         }
                     };
@@ -124,7 +135,11 @@ impl KeyMapper {
             Mapper::Global => {}
             Mapper::Text { .. } => {
                 if let Some(KeyColumn::Text(v)) = rows.columns.first_mut() {
-                    v.push(if id == 0 { None } else { Some(interner.get(id - 1).to_owned()) });
+                    v.push(if id == 0 {
+                        None
+                    } else {
+                        Some(interner.get(id - 1).to_owned())
+                    });
                 }
             }
             Mapper::Tuple { tuples, .. } => {
@@ -216,7 +231,10 @@ impl KeyColumn {
 
     /// The column as a batch column of type `ty`, interning text into `interner`.
     pub fn to_column(&self, order: &[usize], ty: DataType, interner: &mut Interner) -> Column {
-        fn split<T: Copy + Default>(v: &[Option<T>], order: &[usize]) -> (Vec<T>, Option<Vec<bool>>) {
+        fn split<T: Copy + Default>(
+            v: &[Option<T>],
+            order: &[usize],
+        ) -> (Vec<T>, Option<Vec<bool>>) {
             let values = order.iter().map(|&r| v[r].unwrap_or_default()).collect();
             let validity: Vec<bool> = order.iter().map(|&r| v[r].is_some()).collect();
             let any_null = validity.iter().any(|ok| !ok);
@@ -224,23 +242,39 @@ impl KeyColumn {
         }
         match self {
             KeyColumn::Text(v) => {
-                let values = order.iter().map(|&r| v[r].as_deref().map_or(0, |t| interner.intern(t))).collect();
+                let values = order
+                    .iter()
+                    .map(|&r| v[r].as_deref().map_or(0, |t| interner.intern(t)))
+                    .collect();
                 let validity: Vec<bool> = order.iter().map(|&r| v[r].is_some()).collect();
                 let any_null = validity.iter().any(|ok| !ok);
-                Column { values: ColumnValues::Text(values), validity: any_null.then_some(validity) }
+                Column {
+                    values: ColumnValues::Text(values),
+                    validity: any_null.then_some(validity),
+                }
             }
             KeyColumn::Int(v) => {
                 let (values, validity) = split(v, order);
-                let values = if ty == DataType::Timestamp { ColumnValues::Timestamp(values) } else { ColumnValues::BigInt(values) };
+                let values = if ty == DataType::Timestamp {
+                    ColumnValues::Timestamp(values)
+                } else {
+                    ColumnValues::BigInt(values)
+                };
                 Column { values, validity }
             }
             KeyColumn::Double(v) => {
                 let (values, validity) = split(v, order);
-                Column { values: ColumnValues::Double(values), validity }
+                Column {
+                    values: ColumnValues::Double(values),
+                    validity,
+                }
             }
             KeyColumn::Bool(v) => {
                 let (values, validity) = split(v, order);
-                Column { values: ColumnValues::Boolean(values), validity }
+                Column {
+                    values: ColumnValues::Boolean(values),
+                    validity,
+                }
             }
         }
     }
@@ -346,7 +380,8 @@ impl KeyIndex {
         let new = rows.len;
         rows.push_taken(probe, row);
         let rows_ref: &KeyRows = rows;
-        self.table.insert_unique(hash, new, |&r| rows_ref.hash_row(r));
+        self.table
+            .insert_unique(hash, new, |&r| rows_ref.hash_row(r));
         (new, true)
     }
 }

@@ -88,8 +88,12 @@ pub fn window_rows(
     let order = keys.sorted_order();
     let n = order.len();
     let mut interner = Interner::new();
-    let key_columns: Vec<Column> =
-        keys.columns.iter().zip(&plan.keys).map(|(c, k)| c.to_column(&order, k.ty, &mut interner)).collect();
+    let key_columns: Vec<Column> = keys
+        .columns
+        .iter()
+        .zip(&plan.keys)
+        .map(|(c, k)| c.to_column(&order, k.ty, &mut interner))
+        .collect();
     let mut overflows = 0;
     let agg_columns: Vec<Column> = accs
         .iter()
@@ -100,8 +104,14 @@ pub fn window_rows(
             retype(column, call.output_type)
         })
         .collect();
-    let starts = Column { values: ColumnValues::Timestamp(vec![start; n]), validity: None };
-    let ends = Column { values: ColumnValues::Timestamp(vec![end; n]), validity: None };
+    let starts = Column {
+        values: ColumnValues::Timestamp(vec![start; n]),
+        validity: None,
+    };
+    let ends = Column {
+        values: ColumnValues::Timestamp(vec![end; n]),
+        validity: None,
+    };
     let leaf = |leaf: &OutputLeaf| -> &Column {
         match leaf {
             OutputLeaf::Key(i, _) => &key_columns[*i],
@@ -110,7 +120,10 @@ pub fn window_rows(
             OutputLeaf::WindowEnd => &ends,
         }
     };
-    let scope = Scope { len: n, leaf: &leaf };
+    let scope = Scope {
+        len: n,
+        leaf: &leaf,
+    };
     let kept: Option<Vec<usize>> = plan.having.as_ref().map(|h| {
         let keep = selection(h, &scope, &mut interner);
         (0..n).filter(|&i| keep[i]).collect()
@@ -118,7 +131,12 @@ pub fn window_rows(
     let mut arrays = Vec::with_capacity(plan.outputs.len());
     for output in &plan.outputs {
         let column = eval(&output.expr, &scope, &mut interner);
-        arrays.push(to_arrow(&column, output.expr.ty, &interner, kept.as_deref()));
+        arrays.push(to_arrow(
+            &column,
+            output.expr.ty,
+            &interner,
+            kept.as_deref(),
+        ));
     }
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     Ok(WindowRows { batch, overflows })

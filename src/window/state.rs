@@ -108,7 +108,13 @@ impl Slots {
         if self.windows.get(at).is_none_or(|w| w.start != start) {
             self.windows.insert(
                 at,
-                OpenWindow { start, end, slot_of_key: Vec::new(), keys: Vec::new(), slots: Vec::new() },
+                OpenWindow {
+                    start,
+                    end,
+                    slot_of_key: Vec::new(),
+                    keys: Vec::new(),
+                    slots: Vec::new(),
+                },
             );
             self.opened.push((start, end));
         }
@@ -184,7 +190,12 @@ impl WindowState {
             let (slots, pairs) = (&mut self.slots, &mut self.pairs);
             assigner.for_each(t, |start, end| {
                 if end <= watermark {
-                    late.push(LateRow { row: r as u32, start, end, watermark });
+                    late.push(LateRow {
+                        row: r as u32,
+                        start,
+                        end,
+                        watermark,
+                    });
                 } else {
                     pairs.push(r as u32, slots.slot(start, end, key));
                 }
@@ -202,7 +213,13 @@ impl WindowState {
 
     /// Closes every window with `end <= limit` and returns its partial aggregates, split
     /// by the worker (of `peers`) that owns each key.
-    pub fn close_until(&mut self, limit: i64, worker: usize, peers: usize, interner: &Interner) -> Vec<PartialWindow> {
+    pub fn close_until(
+        &mut self,
+        limit: i64,
+        worker: usize,
+        peers: usize,
+        interner: &Interner,
+    ) -> Vec<PartialWindow> {
         let closing = self.slots.windows.partition_point(|w| w.end <= limit);
         let mut out = Vec::new();
         for window in self.slots.windows.drain(..closing).collect::<Vec<_>>() {
@@ -213,7 +230,12 @@ impl WindowState {
                     target,
                     from: worker,
                     keys: self.key_template.empty_like(),
-                    accs: self.slots.accs.iter().map(Accumulator::empty_like).collect(),
+                    accs: self
+                        .slots
+                        .accs
+                        .iter()
+                        .map(Accumulator::empty_like)
+                        .collect(),
                 })
                 .collect();
             // Key values are materialised once; with several workers each row then moves
@@ -259,7 +281,12 @@ impl WindowState {
     /// Bytes held for open groups: accumulators for every slot allocated, plus the
     /// per-window key index.
     pub fn state_bytes(&self) -> usize {
-        let per_slot: usize = self.slots.accs.iter().map(Accumulator::bytes_per_slot).sum();
+        let per_slot: usize = self
+            .slots
+            .accs
+            .iter()
+            .map(Accumulator::bytes_per_slot)
+            .sum();
         let index: usize = self
             .slots
             .windows
@@ -267,5 +294,131 @@ impl WindowState {
             .map(|w| w.slot_of_key.capacity() * 4 + (w.keys.capacity() + w.slots.capacity()) * 4)
             .sum();
         per_slot * self.slots.capacity as usize + index + self.slots.free.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Column, ColumnValues};
+    use crate::query;
+
+    fn plan(window: &str, ooo: &str) -> QueryPlan {
+        let text = format!(
+            "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts', max_out_of_orderness = '{ooo}');
+             SELECT k, window_start, COUNT(*) AS n, SUM(v) AS s FROM {window} GROUP BY k, window_start"
+        );
+        query::parse("t", std::path::Path::new("t.sql"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn batch(interner: &mut Interner, rows: &[(&str, i64, i64)]) -> Batch {
+        Batch {
+            columns: vec![
+                Column {
+                    values: ColumnValues::Text(rows.iter().map(|r| interner.intern(r.0)).collect()),
+                    validity: None,
+                },
+                Column {
+                    values: ColumnValues::Timestamp(rows.iter().map(|r| r.1).collect()),
+                    validity: None,
+                },
+                Column {
+                    values: ColumnValues::BigInt(rows.iter().map(|r| r.2).collect()),
+                    validity: None,
+                },
+            ],
+            len: rows.len(),
+        }
+    }
+
+    fn ingest(state: &mut WindowState, b: &Batch, floor: i64, interner: &Interner) -> Vec<LateRow> {
+        let mut late = Vec::new();
+        let args = [None, Some(&b.columns[2])];
+        state.ingest(b, floor, None, &args, interner, &mut late);
+        late
+    }
+
+    #[test]
+    fn lateness_follows_the_floor_and_rises_within_a_batch() {
+        let p = plan("TUMBLE(r, ts, INTERVAL '10' SECOND)", "2s");
+        let mut interner = Interner::new();
+        let mut state = WindowState::new(&p);
+        let s = 1_000_000;
+        // Floor at 10s: a reading in [0, 10) is late from the start. Within the batch the
+        // reading at 25s raises the watermark to 23s, so the one at 15s after it is late.
+        let b = batch(
+            &mut interner,
+            &[
+                ("a", 5 * s, 1),
+                ("a", 12 * s, 2),
+                ("b", 25 * s, 3),
+                ("a", 15 * s, 4),
+                ("a", 21 * s, 5),
+            ],
+        );
+        let late = ingest(&mut state, &b, 10 * s, &interner);
+        assert_eq!(
+            late,
+            vec![
+                LateRow {
+                    row: 0,
+                    start: 0,
+                    end: 10 * s,
+                    watermark: 10 * s
+                },
+                LateRow {
+                    row: 3,
+                    start: 10 * s,
+                    end: 20 * s,
+                    watermark: 23 * s
+                },
+            ]
+        );
+        assert_eq!(
+            state.take_opened(),
+            vec![(10 * s, 20 * s), (20 * s, 30 * s)]
+        );
+        assert_eq!(state.open_groups(), 3);
+        let parts = state.close_until(20 * s, 0, 1, &interner);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].keys.len, 1);
+        assert_eq!(
+            parts[0].accs[1],
+            Accumulator::SumInt {
+                sum: vec![2],
+                flags: vec![1]
+            }
+        );
+        assert_eq!(state.earliest_end(), Some(30 * s));
+        // The freed slot is reused by the next new group.
+        let b = batch(&mut interner, &[("c", 26 * s, 7)]);
+        ingest(&mut state, &b, 23 * s, &interner);
+        assert_eq!(state.slots.capacity, 3);
+    }
+
+    #[test]
+    fn hopping_windows_and_owner_routing() {
+        let p = plan(
+            "HOP(r, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)",
+            "0s",
+        );
+        let mut interner = Interner::new();
+        let mut state = WindowState::new(&p);
+        let s = 1_000_000;
+        let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+        let rows: Vec<(&str, i64, i64)> = keys.iter().map(|k| (k.as_str(), 7 * s, 1)).collect();
+        let b = batch(&mut interner, &rows);
+        assert!(ingest(&mut state, &b, i64::MIN, &interner).is_empty());
+        assert_eq!(state.take_opened(), vec![(0, 10 * s), (5 * s, 15 * s)]);
+        let parts = state.close_until(i64::MAX, 1, 3, &interner);
+        // Two windows, each split over up to three owners; every key once per window.
+        assert_eq!(parts.iter().map(|p| p.keys.len).sum::<usize>(), 100);
+        for part in &parts {
+            assert_eq!(part.from, 1);
+            for row in 0..part.keys.len {
+                assert_eq!((part.keys.hash_row(row) % 3) as usize, part.target);
+            }
+        }
+        assert_eq!(state.open_groups(), 0);
     }
 }

@@ -12,22 +12,45 @@ fn canonical() -> String {
 }
 
 fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run edgeflow: {e}"));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run edgeflow: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn missing_input_unwritable_output_and_bad_query_exit_nonzero_with_one_line() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("out");
-    let (code, _, err) = output(edgeflow().args(["run", &canonical(), "--input", "/nonexistent/readings.jsonl", "--output"]).arg(&out));
+    let (code, _, err) = output(
+        edgeflow()
+            .args([
+                "run",
+                &canonical(),
+                "--input",
+                "/nonexistent/readings.jsonl",
+                "--output",
+            ])
+            .arg(&out),
+    );
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("cannot open input /nonexistent/readings.jsonl"), "{err}");
+    assert!(
+        err.contains("cannot open input /nonexistent/readings.jsonl"),
+        "{err}"
+    );
 
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"x").unwrap_or_else(|e| panic!("{e}"));
-    let (code, _, err) = output(edgeflow().args(["run", &canonical(), "--readings", "10", "--output"]).arg(blocker.join("sub")));
+    let (code, _, err) = output(
+        edgeflow()
+            .args(["run", &canonical(), "--readings", "10", "--output"])
+            .arg(blocker.join("sub")),
+    );
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is not writable"), "{err}");
@@ -36,7 +59,13 @@ fn missing_input_unwritable_output_and_bad_query_exit_nonzero_with_one_line() {
     std::fs::write(&bad, "CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts');\nSELECT nope FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start").unwrap_or_else(|e| panic!("{e}"));
     let (code, _, err) = output(edgeflow().arg("run").arg(&bad));
     assert_eq!(code, 2);
-    assert_eq!(err.trim(), format!("error: {}:2:8: unknown column `nope`; r has: ts", bad.display()));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {}:2:8: unknown column `nope`; r has: ts",
+            bad.display()
+        )
+    );
 
     let (code, _, err) = output(edgeflow().arg("check").arg(dir.path().join("missing.sql")));
     assert_eq!(code, 2);
@@ -47,7 +76,18 @@ fn missing_input_unwritable_output_and_bad_query_exit_nonzero_with_one_line() {
 fn gen_is_deterministic_and_stdin_gives_the_same_result_as_a_file() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let a = dir.path().join("a.jsonl");
-    let gen_args = ["gen", "--devices", "30", "--readings", "3000", "--rate", "50", "--seed", "9", "--output"];
+    let gen_args = [
+        "gen",
+        "--devices",
+        "30",
+        "--readings",
+        "3000",
+        "--rate",
+        "50",
+        "--seed",
+        "9",
+        "--output",
+    ];
     assert_eq!(output(edgeflow().args(gen_args).arg(&a)).0, 0);
     let (code, stdout, _) = output(edgeflow().args(&gen_args[..gen_args.len() - 1]));
     assert_eq!(code, 0);
@@ -56,19 +96,40 @@ fn gen_is_deterministic_and_stdin_gives_the_same_result_as_a_file() {
     assert_eq!(file.lines().count(), 3000);
 
     let from_file = dir.path().join("from_file");
-    let (code, summary, err) = output(edgeflow().args(["run", &canonical(), "--workers", "2", "--input"]).arg(&a).arg("--output").arg(&from_file));
+    let (code, summary, err) = output(
+        edgeflow()
+            .args(["run", &canonical(), "--workers", "2", "--input"])
+            .arg(&a)
+            .arg("--output")
+            .arg(&from_file),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(summary.contains("readings     3000"), "{summary}");
 
     let from_stdin = dir.path().join("from_stdin");
     let mut child = edgeflow()
-        .args(["run", &canonical(), "--workers", "2", "--chunk-bytes", "4096", "--input", "-", "--output"])
+        .args([
+            "run",
+            &canonical(),
+            "--workers",
+            "2",
+            "--chunk-bytes",
+            "4096",
+            "--input",
+            "-",
+            "--output",
+        ])
         .arg(&from_stdin)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    child.stdin.take().map(|mut s| s.write_all(file.as_bytes())).transpose().unwrap_or_else(|e| panic!("{e}"));
+    child
+        .stdin
+        .take()
+        .map(|mut s| s.write_all(file.as_bytes()))
+        .transpose()
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success());
     let rows_file = super::support::read_rows(&from_file.join("device_traffic"));
@@ -81,7 +142,13 @@ fn gen_is_deterministic_and_stdin_gives_the_same_result_as_a_file() {
 fn check_prints_the_plan() {
     let (code, out, _) = output(edgeflow().arg("check").arg(canonical()));
     assert_eq!(code, 0);
-    for expected in ["event time  ts  (watermark = max seen - 5s)", "window      TUMBLE size 1m", "keys        device_id", "AVG(latency_ms) -> DOUBLE", "avg_latency_ms       DOUBLE"] {
+    for expected in [
+        "event time  ts  (watermark = max seen - 5s)",
+        "window      TUMBLE size 1m",
+        "keys        device_id",
+        "AVG(latency_ms) -> DOUBLE",
+        "avg_latency_ms       DOUBLE",
+    ] {
         assert!(out.contains(expected), "missing `{expected}` in\n{out}");
     }
 }

@@ -13,7 +13,10 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
     parquet_files(root)
         .into_iter()
         .map(|p| {
-            let name = p.strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_default();
+            let name = p
+                .strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default();
             let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             (name, bytes)
         })
@@ -22,21 +25,53 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn two_runs_write_identical_bytes_and_worker_counts_agree_on_rows() {
-    let spec = Spec { size_ms: 10_000, slide_ms: 5_000, ooo_ms: 1_000, filtered: false };
+    let spec = Spec {
+        size_ms: 10_000,
+        slide_ms: 5_000,
+        ooo_ms: 1_000,
+        filtered: false,
+    };
     let plan = plan(&spec.sql());
-    let config = GeneratorConfig { devices: 300, readings: 20_000, rate: 500.0, disorder_ms: 3_000, late_fraction: 0.01, seed: 3, ..GeneratorConfig::default() };
+    let config = GeneratorConfig {
+        devices: 300,
+        readings: 20_000,
+        rate: 500.0,
+        disorder_ms: 3_000,
+        late_fraction: 0.01,
+        seed: 3,
+        ..GeneratorConfig::default()
+    };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut rows_by_workers = Vec::new();
     for workers in [1, 2, 4] {
         let a = dir.path().join(format!("a{workers}"));
         let b = dir.path().join(format!("b{workers}"));
-        run(&plan, Input::Generator(config.clone()), &a, workers, 8 * 1024);
-        run(&plan, Input::Generator(config.clone()), &b, workers, 8 * 1024);
+        run(
+            &plan,
+            Input::Generator(config.clone()),
+            &a,
+            workers,
+            8 * 1024,
+        );
+        run(
+            &plan,
+            Input::Generator(config.clone()),
+            &b,
+            workers,
+            8 * 1024,
+        );
         let (sa, sb) = (snapshot(&a), snapshot(&b));
         assert!(!sa.is_empty());
-        assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>(), "{workers} workers: file names");
+        assert_eq!(
+            sa.keys().collect::<Vec<_>>(),
+            sb.keys().collect::<Vec<_>>(),
+            "{workers} workers: file names"
+        );
         for (name, bytes) in &sa {
-            assert!(sb.get(name) == Some(bytes), "{workers} workers: {name} differs between runs");
+            assert!(
+                sb.get(name) == Some(bytes),
+                "{workers} workers: {name} differs between runs"
+            );
         }
         rows_by_workers.push(read_rows(&a.join("q")));
     }

@@ -2,8 +2,8 @@
 
 mod cli;
 mod dead_letters;
-mod interop;
 mod determinism;
+mod interop;
 mod oracle;
 mod parquet_files;
 mod query_errors;

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use edgeflow::decode::Format;
-use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, device_name, write_readings};
 use edgeflow::source::Input;
+use edgeflow::source::generator::{
+    GeneratorConfig, Reading, TimestampFormat, device_name, write_readings,
+};
 use edgeflow::types::Value;
 use proptest::prelude::*;
 
@@ -24,11 +26,21 @@ pub struct Spec {
 impl Spec {
     pub fn sql(&self) -> String {
         let window = if self.slide_ms == self.size_ms {
-            format!("TUMBLE(readings, ts, INTERVAL '{}' MILLISECOND)", self.size_ms)
+            format!(
+                "TUMBLE(readings, ts, INTERVAL '{}' MILLISECOND)",
+                self.size_ms
+            )
         } else {
-            format!("HOP(readings, ts, INTERVAL '{}' MILLISECOND, INTERVAL '{}' MILLISECOND)", self.slide_ms, self.size_ms)
+            format!(
+                "HOP(readings, ts, INTERVAL '{}' MILLISECOND, INTERVAL '{}' MILLISECOND)",
+                self.slide_ms, self.size_ms
+            )
         };
-        let filter = if self.filtered { "WHERE latency_ms >= 20.0 OR bytes_in > 100000" } else { "" };
+        let filter = if self.filtered {
+            "WHERE latency_ms >= 20.0 OR bytes_in > 100000"
+        } else {
+            ""
+        };
         format!(
             "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT, packets BIGINT, latency_ms DOUBLE)
                WITH (event_time = 'ts', max_out_of_orderness = '{}ms');
@@ -66,8 +78,11 @@ struct Acc {
     latency: Vec<f64>,
 }
 
-/// The sequential answer: result rows and late (device, ts, window start) triples.
-pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<(String, i64, i64)>) {
+/// A late reading: device, event time (ms) and the start (ms) of the window it missed.
+pub type Late = (String, i64, i64);
+
+/// The sequential answer: result rows and late readings.
+pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>) {
     let mut windows: BTreeMap<(String, i64), Acc> = BTreeMap::new();
     let mut late = Vec::new();
     let mut max_seen: Option<i64> = None;
@@ -87,7 +102,11 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<(Strin
             acc.n += 1;
             acc.bytes_in += r.bytes_in;
             acc.bytes_out += r.bytes_out;
-            acc.max_in = if acc.n == 1 { r.bytes_in } else { acc.max_in.max(r.bytes_in) };
+            acc.max_in = if acc.n == 1 {
+                r.bytes_in
+            } else {
+                acc.max_in.max(r.bytes_in)
+            };
             acc.latency.push(r.latency_ms());
         }
     }
@@ -114,11 +133,13 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<(Strin
 }
 
 /// The late table as (device, ts ms, window start ms), sorted.
-pub fn late_rows(dir: &std::path::Path) -> Vec<(String, i64, i64)> {
-    let mut out: Vec<(String, i64, i64)> = read_rows(dir)
+pub fn late_rows(dir: &std::path::Path) -> Vec<Late> {
+    let mut out: Vec<Late> = read_rows(dir)
         .into_iter()
         .map(|r| match (&r[0], &r[1], &r[6]) {
-            (Value::Text(d), Value::Timestamp(ts), Value::Timestamp(start)) => (d.clone(), ts / 1000, start / 1000),
+            (Value::Text(d), Value::Timestamp(ts), Value::Timestamp(start)) => {
+                (d.clone(), ts / 1000, start / 1000)
+            }
             other => panic!("unexpected late row {other:?}"),
         })
         .collect();
@@ -158,19 +179,47 @@ pub fn check(spec: &Spec, config: &GeneratorConfig, via: Via, workers: usize, ch
     let summary = run(&plan, input, &out, workers, chunk_bytes);
     let context = format!("{spec:?} via {via:?}, {workers} workers, {chunk_bytes}-byte chunks");
     assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
-    assert_eq!(late_rows(&out.join("q_late")), want_late, "{context}: late rows");
-    assert_eq!(summary.late, want_late.len() as u64, "{context}: late count");
+    assert_eq!(
+        late_rows(&out.join("q_late")),
+        want_late,
+        "{context}: late rows"
+    );
+    assert_eq!(
+        summary.late,
+        want_late.len() as u64,
+        "{context}: late count"
+    );
     assert_eq!(summary.readings, config.readings, "{context}: readings");
     assert_eq!(summary.bad, 0, "{context}");
 }
 
-fn generator(readings: u64, devices: u64, rate: f64, disorder_ms: u64, late_fraction: f64, seed: u64) -> GeneratorConfig {
-    GeneratorConfig { devices, readings, rate, disorder_ms, late_fraction, seed, ..GeneratorConfig::default() }
+fn generator(
+    readings: u64,
+    devices: u64,
+    rate: f64,
+    disorder_ms: u64,
+    late_fraction: f64,
+    seed: u64,
+) -> GeneratorConfig {
+    GeneratorConfig {
+        devices,
+        readings,
+        rate,
+        disorder_ms,
+        late_fraction,
+        seed,
+        ..GeneratorConfig::default()
+    }
 }
 
 #[test]
 fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
-    let spec = Spec { size_ms: 60_000, slide_ms: 60_000, ooo_ms: 5_000, filtered: false };
+    let spec = Spec {
+        size_ms: 60_000,
+        slide_ms: 60_000,
+        ooo_ms: 5_000,
+        filtered: false,
+    };
     let config = generator(30_000, 200, 200.0, 8_000, 0.01, 7);
     for workers in [1, 2, 4] {
         check(&spec, &config, Via::Json, workers, 16 * 1024);
@@ -179,7 +228,12 @@ fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
 
 #[test]
 fn hopping_filtered_query_matches_oracle_from_csv() {
-    let spec = Spec { size_ms: 30_000, slide_ms: 10_000, ooo_ms: 2_000, filtered: true };
+    let spec = Spec {
+        size_ms: 30_000,
+        slide_ms: 10_000,
+        ooo_ms: 2_000,
+        filtered: true,
+    };
     let config = generator(8_000, 40, 100.0, 6_000, 0.02, 11);
     for workers in [1, 2, 4] {
         check(&spec, &config, Via::Csv, workers, 4 * 1024);

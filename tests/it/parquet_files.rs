@@ -15,18 +15,39 @@ const CANONICAL: &str = include_str!("../../queries/device_traffic.sql");
 #[test]
 fn result_files_are_hive_partitioned_zstd_with_utc_micros() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let config = GeneratorConfig { devices: 50, readings: 5_000, rate: 20.0, ..GeneratorConfig::default() };
+    let config = GeneratorConfig {
+        devices: 50,
+        readings: 5_000,
+        rate: 20.0,
+        ..GeneratorConfig::default()
+    };
     let plan = plan(CANONICAL);
     let summary = run(&plan, Input::Generator(config), dir.path(), 2, 64 * 1024);
     let files = parquet_files(&dir.path().join("q"));
-    assert_eq!(files.len() as u64, summary.files - parquet_files(&dir.path().join("q_late")).len() as u64);
+    assert_eq!(
+        files.len() as u64,
+        summary.files - parquet_files(&dir.path().join("q_late")).len() as u64
+    );
     for path in &files {
-        let rel = path.strip_prefix(dir.path()).unwrap_or(path).display().to_string();
+        let rel = path
+            .strip_prefix(dir.path())
+            .unwrap_or(path)
+            .display()
+            .to_string();
         let parts: Vec<&str> = rel.split('/').collect();
         assert_eq!(parts.len(), 4, "{rel}");
-        assert!(parts[1].starts_with("date=") && parts[1].len() == "date=2026-01-01".len(), "{rel}");
-        assert!(parts[2].starts_with("hour=") && parts[2].len() == "hour=00".len(), "{rel}");
-        assert!(parts[3].starts_with("window-") && parts[3].ends_with("of2.parquet"), "{rel}");
+        assert!(
+            parts[1].starts_with("date=") && parts[1].len() == "date=2026-01-01".len(),
+            "{rel}"
+        );
+        assert!(
+            parts[2].starts_with("hour=") && parts[2].len() == "hour=00".len(),
+            "{rel}"
+        );
+        assert!(
+            parts[3].starts_with("window-") && parts[3].ends_with("of2.parquet"),
+            "{rel}"
+        );
 
         let reader = SerializedFileReader::new(File::open(path).unwrap_or_else(|e| panic!("{e}")))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -40,7 +61,11 @@ fn result_files_are_hive_partitioned_zstd_with_utc_micros() {
         );
         for rg in meta.row_groups() {
             for c in rg.columns() {
-                assert!(matches!(c.compression(), Compression::ZSTD(_)), "{rel}: {:?}", c.compression());
+                assert!(
+                    matches!(c.compression(), Compression::ZSTD(_)),
+                    "{rel}: {:?}",
+                    c.compression()
+                );
             }
         }
     }
@@ -49,15 +74,29 @@ fn result_files_are_hive_partitioned_zstd_with_utc_micros() {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(
         names,
-        ["device_id", "window_start", "window_end", "readings", "bytes_in", "bytes_out", "max_bytes_in", "avg_latency_ms"]
+        [
+            "device_id",
+            "window_start",
+            "window_end",
+            "readings",
+            "bytes_in",
+            "bytes_out",
+            "max_bytes_in",
+            "avg_latency_ms"
+        ]
     );
-    assert_eq!(schema.field(1).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    assert_eq!(
+        schema.field(1).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
     assert_eq!(schema.field(3).data_type(), &DataType::Int64);
     assert!(!schema.field(3).is_nullable());
     assert_eq!(schema.field(7).data_type(), &DataType::Float64);
     // Rows are sorted by key inside each file, and every window is one minute long.
     for batch in &batches {
-        let keys: Vec<Value> = (0..batch.num_rows()).map(|i| row(batch, i)[0].clone()).collect();
+        let keys: Vec<Value> = (0..batch.num_rows())
+            .map(|i| row(batch, i)[0].clone())
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort_by_key(|v| v.to_string());
         assert_eq!(keys, sorted);
@@ -93,14 +132,34 @@ fn null_aggregates_and_timestamp_extremes_round_trip() {
                 SUM(v) * 2 + 1 AS expr
          FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
     );
-    run(&plan, edgeflow::source::Input::File { path: input, format: edgeflow::decode::Format::Jsonl }, dir.path(), 1, 4096);
+    run(
+        &plan,
+        edgeflow::source::Input::File {
+            path: input,
+            format: edgeflow::decode::Format::Jsonl,
+        },
+        dir.path(),
+        1,
+        4096,
+    );
     let batches = read_batches(&dir.path().join("q"));
-    let rows: Vec<Vec<Value>> = batches.iter().flat_map(|b| (0..b.num_rows()).map(move |i| row(b, i))).collect();
+    let rows: Vec<Vec<Value>> = batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| row(b, i)))
+        .collect();
     let start = Value::Timestamp(1_767_225_600_000_000);
     assert_eq!(
         rows,
         vec![
-            vec![Value::Null, start.clone(), Value::BigInt(7), Value::BigInt(1), Value::Timestamp(1_767_225_603_000_000), Value::Null, Value::BigInt(15)],
+            vec![
+                Value::Null,
+                start.clone(),
+                Value::BigInt(7),
+                Value::BigInt(1),
+                Value::Timestamp(1_767_225_603_000_000),
+                Value::Null,
+                Value::BigInt(15)
+            ],
             vec![
                 Value::Text("a".into()),
                 start,
@@ -113,6 +172,9 @@ fn null_aggregates_and_timestamp_extremes_round_trip() {
         ]
     );
     let schema = batches[0].schema();
-    assert_eq!(schema.field(4).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    assert_eq!(
+        schema.field(4).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
     assert_eq!(schema.field(5).data_type(), &DataType::Boolean);
 }

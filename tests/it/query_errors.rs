@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-const SOURCE: &str = "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes BIGINT, latency DOUBLE)
+const SOURCE: &str =
+    "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes BIGINT, latency DOUBLE)
   WITH (event_time = 'ts', max_out_of_orderness = '5s');
 ";
 
@@ -17,8 +18,14 @@ fn error(text: &str) -> String {
 fn mistakes_are_reported_with_file_line_and_column() {
     let cases: &[(&str, &str)] = &[
         // Syntax errors come from sqlparser with its position.
-        ("SELEC device_id FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)", "queries/bad.sql:3:1: expected an SQL statement"),
-        ("SELECT device_id, COUNT(* FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)", "queries/bad.sql:3:"),
+        (
+            "SELEC device_id FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)",
+            "queries/bad.sql:3:1: expected an SQL statement",
+        ),
+        (
+            "SELECT device_id, COUNT(* FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)",
+            "queries/bad.sql:3:",
+        ),
         // Names.
         (
             "SELECT device, window_start, COUNT(*) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device, window_start",
@@ -68,7 +75,10 @@ fn mistakes_are_reported_with_file_line_and_column() {
     ];
     for (select, want) in cases {
         let got = error(&format!("{SOURCE}{select}"));
-        assert!(got.starts_with(want) || got.contains(want), "query: {select}\n got: {got}\nwant: {want}");
+        assert!(
+            got.starts_with(want) || got.contains(want),
+            "query: {select}\n got: {got}\nwant: {want}"
+        );
         assert!(got.starts_with("queries/bad.sql:"), "{got}");
     }
 }
@@ -77,16 +87,37 @@ fn mistakes_are_reported_with_file_line_and_column() {
 fn source_declaration_mistakes_point_at_the_declaration() {
     let select = "\nSELECT window_start, COUNT(*) FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start";
     let cases: &[(&str, &str)] = &[
-        ("CREATE TABLE r (ts TIMESTAMP, tags ARRAY<TEXT>) WITH (event_time = 'ts');", "queries/bad.sql:1:31: type ARRAY<TEXT> is not supported"),
-        ("CREATE TABLE r (ts TIMESTAMP, v BIGINT);", "queries/bad.sql:1:14: expected WITH (event_time = '<timestamp column>')"),
-        ("CREATE TABLE r (ts TIMESTAMP, v BIGINT) WITH (event_time = 'v');", "queries/bad.sql:1:60: event_time column `v` must be TIMESTAMP, not BIGINT"),
-        ("CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts', max_out_of_orderness = 'soon');", "queries/bad.sql:1:79: expected a duration"),
-        ("CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts', watermark = '1s');", "queries/bad.sql:1:56: unknown option `watermark`"),
-        ("CREATE TABLE r (ts TIMESTAMP, ts BIGINT) WITH (event_time = 'ts');", "queries/bad.sql:1:31: column `ts` is declared twice"),
+        (
+            "CREATE TABLE r (ts TIMESTAMP, tags ARRAY<TEXT>) WITH (event_time = 'ts');",
+            "queries/bad.sql:1:31: type ARRAY<TEXT> is not supported",
+        ),
+        (
+            "CREATE TABLE r (ts TIMESTAMP, v BIGINT);",
+            "queries/bad.sql:1:14: expected WITH (event_time = '<timestamp column>')",
+        ),
+        (
+            "CREATE TABLE r (ts TIMESTAMP, v BIGINT) WITH (event_time = 'v');",
+            "queries/bad.sql:1:60: event_time column `v` must be TIMESTAMP, not BIGINT",
+        ),
+        (
+            "CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts', max_out_of_orderness = 'soon');",
+            "queries/bad.sql:1:79: expected a duration",
+        ),
+        (
+            "CREATE TABLE r (ts TIMESTAMP) WITH (event_time = 'ts', watermark = '1s');",
+            "queries/bad.sql:1:56: unknown option `watermark`",
+        ),
+        (
+            "CREATE TABLE r (ts TIMESTAMP, ts BIGINT) WITH (event_time = 'ts');",
+            "queries/bad.sql:1:31: column `ts` is declared twice",
+        ),
     ];
     for (create, want) in cases {
         let got = error(&format!("{create}{select}"));
-        assert!(got.starts_with(want), "query: {create}\n got: {got}\nwant: {want}");
+        assert!(
+            got.starts_with(want),
+            "query: {create}\n got: {got}\nwant: {want}"
+        );
     }
     assert!(error("SELECT 1").starts_with("queries/bad.sql:1:1: expected CREATE TABLE"));
 }

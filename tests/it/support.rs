@@ -3,7 +3,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use edgeflow::engine::{self, RunConfig, RunSummary};
@@ -21,7 +23,13 @@ pub fn plan(text: &str) -> QueryPlan {
 }
 
 /// Runs `plan` over `input` into `out`.
-pub fn run(plan: &QueryPlan, input: Input, out: &Path, workers: usize, chunk_bytes: usize) -> RunSummary {
+pub fn run(
+    plan: &QueryPlan,
+    input: Input,
+    out: &Path,
+    workers: usize,
+    chunk_bytes: usize,
+) -> RunSummary {
     let mut config = RunConfig::new(plan.clone(), input, out.to_owned());
     config.workers = workers;
     config.chunk_bytes = chunk_bytes;
@@ -36,7 +44,9 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -75,12 +85,35 @@ pub fn row(batch: &RecordBatch, i: usize) -> Vec<Value> {
                 return Value::Null;
             }
             match c.data_type() {
-                DataType::Utf8 => Value::Text(c.as_any().downcast_ref::<StringArray>().map(|a| a.value(i).to_owned()).unwrap_or_default()),
-                DataType::Int64 => Value::BigInt(c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(i)).unwrap_or_default()),
-                DataType::Float64 => Value::Double(c.as_any().downcast_ref::<Float64Array>().map(|a| a.value(i)).unwrap_or_default()),
-                DataType::Boolean => Value::Boolean(c.as_any().downcast_ref::<BooleanArray>().map(|a| a.value(i)).unwrap_or_default()),
+                DataType::Utf8 => Value::Text(
+                    c.as_any()
+                        .downcast_ref::<StringArray>()
+                        .map(|a| a.value(i).to_owned())
+                        .unwrap_or_default(),
+                ),
+                DataType::Int64 => Value::BigInt(
+                    c.as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map(|a| a.value(i))
+                        .unwrap_or_default(),
+                ),
+                DataType::Float64 => Value::Double(
+                    c.as_any()
+                        .downcast_ref::<Float64Array>()
+                        .map(|a| a.value(i))
+                        .unwrap_or_default(),
+                ),
+                DataType::Boolean => Value::Boolean(
+                    c.as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .map(|a| a.value(i))
+                        .unwrap_or_default(),
+                ),
                 DataType::Timestamp(TimeUnit::Microsecond, _) => Value::Timestamp(
-                    c.as_any().downcast_ref::<TimestampMicrosecondArray>().map(|a| a.value(i)).unwrap_or_default(),
+                    c.as_any()
+                        .downcast_ref::<TimestampMicrosecondArray>()
+                        .map(|a| a.value(i))
+                        .unwrap_or_default(),
                 ),
                 other => panic!("unexpected column type {other}"),
             }
@@ -90,8 +123,10 @@ pub fn row(batch: &RecordBatch, i: usize) -> Vec<Value> {
 
 /// All rows under `dir`, sorted.
 pub fn read_rows(dir: &Path) -> Vec<Vec<Value>> {
-    let mut rows: Vec<Vec<Value>> =
-        read_batches(dir).iter().flat_map(|b| (0..b.num_rows()).map(move |i| row(b, i))).collect();
+    let mut rows: Vec<Vec<Value>> = read_batches(dir)
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| row(b, i)))
+        .collect();
     sort_rows(&mut rows);
     rows
 }
@@ -112,7 +147,9 @@ fn sort_key(v: &Value) -> String {
 /// Whether two values are equal, doubles to a relative 1e-9.
 pub fn close(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Double(x), Value::Double(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        (Value::Double(x), Value::Double(y)) => {
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
         _ => a == b,
     }
 }

@@ -24,9 +24,9 @@ out["pyarrow"] = {
 
 glob = f"{folder}/**/*.parquet"
 con = duckdb.connect()
-rows, readings = con.sql(f"select count(*), sum(readings) from read_parquet('{glob}', hive_partitioning=true)").fetchone()
-types = con.sql(f"describe select * from read_parquet('{glob}', hive_partitioning=true)").fetchall()
-parts = con.sql(f"select distinct date::varchar || '/' || hour::varchar from read_parquet('{glob}', hive_partitioning=true) order by 1").fetchall()
+rows, readings = con.execute(f"select count(*), sum(readings) from read_parquet('{glob}', hive_partitioning=true)").fetchone()
+types = con.execute(f"describe select * from read_parquet('{glob}', hive_partitioning=true)").fetchall()
+parts = con.execute(f"select distinct date::varchar || '/' || hour::varchar from read_parquet('{glob}', hive_partitioning=true) order by 1").fetchall()
 out["duckdb"] = {
     "rows": rows,
     "columns": [f"{name}:{ty}" for name, ty, *_ in types],
