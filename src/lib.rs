@@ -34,6 +34,7 @@ pub mod operators;
 pub mod query;
 pub mod sink;
 pub mod source;
+pub mod sync;
 pub mod time;
 pub mod types;
 pub mod window;

@@ -17,7 +17,7 @@ use crate::operators::window_partial::WindowPartial;
 use crate::operators::write_late::WriteLate;
 use crate::operators::write_parquet::{OnCommit, WriteParquet};
 use crate::query::QueryPlan;
-use crate::sink::{Layout, late_schema, result_schema};
+use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
 use crate::source::OpenInput;
 use crate::window::assign::WindowAssigner;
 
@@ -87,6 +87,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         )
         .write_parquet(
             shared.layout.clone(),
+            unique_result_column(&plan),
             shared.on_commit.clone(),
             shared.control.clone(),
             shared.metrics.clone(),

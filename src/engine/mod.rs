@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use summary::{RunSummary, peak_rss_bytes};
+pub use summary::{RunSummary, peak_rss_bytes, quantile};
 
 use self::control::{Control, Metrics};
 use self::dataflow::Shared;

@@ -19,6 +19,7 @@ pub trait WriteParquet {
     fn write_parquet(
         self,
         layout: Layout,
+        unique: Option<String>,
         on_commit: OnCommit,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -29,6 +30,7 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
     fn write_parquet(
         self,
         layout: Layout,
+        unique: Option<String>,
         on_commit: OnCommit,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -42,7 +44,12 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
                             continue;
                         }
                         let relative = layout.window_file(window.start, worker);
-                        match write_parquet(&layout, relative, &window.batch) {
+                        match write_parquet(
+                            &layout,
+                            relative,
+                            &window.batch,
+                            unique.as_deref().as_slice(),
+                        ) {
                             Ok(file) => {
                                 Metrics::add(&metrics.rows, file.rows);
                                 Metrics::add(&metrics.files, 1);

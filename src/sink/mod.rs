@@ -46,6 +46,8 @@ pub struct CommittedFile {
     pub bytes: u64,
     /// Rows in it.
     pub rows: u64,
+    /// MD5 of the content, hex: how sync recognises the same file in the target.
+    pub md5: String,
 }
 
 fn timestamp() -> ArrowType {
@@ -78,19 +80,35 @@ pub fn late_schema(plan: &QueryPlan) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Encodes `batch` and commits it at `relative` under the layout's root.
+/// The result column that is a window's only group key, if the query has exactly one
+/// key and selects it plainly: its values are unique in every result file.
+pub fn unique_result_column(plan: &QueryPlan) -> Option<String> {
+    use crate::query::expr::{ExprKind, OutputLeaf};
+    if plan.keys.len() != 1 {
+        return None;
+    }
+    plan.outputs
+        .iter()
+        .find(|o| matches!(o.expr.kind, ExprKind::Leaf(OutputLeaf::Key(0, _))))
+        .map(|o| o.name.clone())
+}
+
+/// Encodes `batch` and commits it at `relative` under the layout's root; `unique` names
+/// columns whose values are all different (see [`parquet::writer_properties`]).
 pub fn write_parquet(
     layout: &Layout,
     relative: String,
     batch: &RecordBatch,
+    unique: &[&str],
 ) -> Result<CommittedFile, SinkError> {
     let path = layout.absolute(&relative);
-    let bytes = parquet::encode(batch).map_err(|source| SinkError::Parquet {
+    let bytes = parquet::encode(batch, unique).map_err(|source| SinkError::Parquet {
         path: path.clone(),
         source,
     })?;
     commit::commit_bytes(&path, &bytes).map_err(|source| SinkError::Io { path, source })?;
     Ok(CommittedFile {
+        md5: crate::sync::upload::md5_hex(&bytes),
         relative,
         bytes: bytes.len() as u64,
         rows: batch.num_rows() as u64,

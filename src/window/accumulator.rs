@@ -388,6 +388,55 @@ impl Accumulator {
         }
     }
 
+    /// A new accumulator holding `slots` of this one, in that order.
+    pub fn gather(&self, slots: &[u32]) -> Accumulator {
+        fn pick<T: Clone>(v: &[T], slots: &[u32]) -> Vec<T> {
+            slots.iter().map(|&s| v[s as usize].clone()).collect()
+        }
+        match self {
+            Accumulator::Count { skip_nulls, n } => Accumulator::Count {
+                skip_nulls: *skip_nulls,
+                n: pick(n, slots),
+            },
+            Accumulator::SumInt { sum, flags } => Accumulator::SumInt {
+                sum: pick(sum, slots),
+                flags: pick(flags, slots),
+            },
+            Accumulator::SumFloat { avg, sum, comp, n } => Accumulator::SumFloat {
+                avg: *avg,
+                sum: pick(sum, slots),
+                comp: pick(comp, slots),
+                n: pick(n, slots),
+            },
+            Accumulator::ExtremeInt { max, v, flags } => Accumulator::ExtremeInt {
+                max: *max,
+                v: pick(v, slots),
+                flags: pick(flags, slots),
+            },
+            Accumulator::ExtremeFloat { max, v, flags } => Accumulator::ExtremeFloat {
+                max: *max,
+                v: pick(v, slots),
+                flags: pick(flags, slots),
+            },
+            Accumulator::ExtremeBool { max, v, flags } => Accumulator::ExtremeBool {
+                max: *max,
+                v: pick(v, slots),
+                flags: pick(flags, slots),
+            },
+            Accumulator::ExtremeText { max, v } => Accumulator::ExtremeText {
+                max: *max,
+                v: pick(v, slots),
+            },
+        }
+    }
+
+    /// Resets `slots` to empty so they can be reused.
+    pub fn reset_slots(&mut self, slots: &[u32]) {
+        for &s in slots {
+            self.reset(s as usize);
+        }
+    }
+
     /// Appends slot `slot` of `other` (same kind) as a new slot of `self`.
     pub fn push_from(&mut self, other: &Accumulator, slot: usize) {
         self.push_empty();

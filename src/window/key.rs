@@ -138,7 +138,7 @@ impl KeyMapper {
                     v.push(if id == 0 {
                         None
                     } else {
-                        Some(interner.get(id - 1).to_owned())
+                        Some(interner.get_bytes(id - 1))
                     });
                 }
             }
@@ -161,11 +161,48 @@ pub struct KeyRows {
     pub len: usize,
 }
 
+/// Text values back to back, as Arrow lays them out: no allocation per value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextColumn {
+    /// `offsets[i]..offsets[i + 1]` is value `i` in `bytes`.
+    offsets: Vec<u32>,
+    bytes: Vec<u8>,
+    valid: Vec<bool>,
+}
+
+impl TextColumn {
+    fn push(&mut self, value: Option<&[u8]>) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        if let Some(v) = value {
+            self.bytes.extend_from_slice(v);
+        }
+        self.offsets.push(self.bytes.len() as u32);
+        self.valid.push(value.is_some());
+    }
+
+    /// Value `i`, `None` for NULL.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.valid[i].then(|| &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+    }
+
+    /// The first sixteen bytes of value `i`, big-endian, zero-padded (0 for NULL): orders
+    /// like the values themselves except between values that tie on those bytes.
+    fn prefix(&self, i: usize) -> u128 {
+        let Some(v) = self.get(i) else { return 0 };
+        let mut buf = [0u8; 16];
+        let n = v.len().min(16);
+        buf[..n].copy_from_slice(&v[..n]);
+        u128::from_be_bytes(buf)
+    }
+}
+
 /// The values of one key column.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KeyColumn {
     /// `TEXT`.
-    Text(Vec<Option<String>>),
+    Text(TextColumn),
     /// `BIGINT` and `TIMESTAMP`.
     Int(Vec<Option<i64>>),
     /// `DOUBLE`.
@@ -177,7 +214,7 @@ pub enum KeyColumn {
 impl KeyColumn {
     fn push_part(&mut self, part: Part, interner: &Interner) {
         match (self, part) {
-            (KeyColumn::Text(v), Part::Text(id)) => v.push(Some(interner.get(id).to_owned())),
+            (KeyColumn::Text(v), Part::Text(id)) => v.push(Some(interner.get_bytes(id))),
             (KeyColumn::Int(v), Part::Int(i)) => v.push(Some(i)),
             (KeyColumn::Double(v), Part::Float(bits)) => v.push(Some(f64::from_bits(bits))),
             (KeyColumn::Bool(v), Part::Bool(b)) => v.push(Some(b)),
@@ -190,7 +227,7 @@ impl KeyColumn {
 
     fn hash_row<H: Hasher>(&self, row: usize, state: &mut H) {
         match self {
-            KeyColumn::Text(v) => v[row].hash(state),
+            KeyColumn::Text(v) => v.get(row).hash(state),
             KeyColumn::Int(v) => v[row].hash(state),
             KeyColumn::Double(v) => v[row].map(f64::to_bits).hash(state),
             KeyColumn::Bool(v) => v[row].hash(state),
@@ -199,7 +236,7 @@ impl KeyColumn {
 
     fn cmp_rows(&self, a: usize, other: &KeyColumn, b: usize) -> Ordering {
         match (self, other) {
-            (KeyColumn::Text(x), KeyColumn::Text(y)) => x[a].cmp(&y[b]),
+            (KeyColumn::Text(x), KeyColumn::Text(y)) => x.get(a).cmp(&y.get(b)),
             (KeyColumn::Int(x), KeyColumn::Int(y)) => x[a].cmp(&y[b]),
             (KeyColumn::Double(x), KeyColumn::Double(y)) => match (x[a], y[b]) {
                 (Some(p), Some(q)) => p.total_cmp(&q),
@@ -210,22 +247,45 @@ impl KeyColumn {
         }
     }
 
-    fn take(&mut self, row: usize) -> KeyValueOwned {
-        match self {
-            KeyColumn::Text(v) => KeyValueOwned::Text(v[row].take()),
-            KeyColumn::Int(v) => KeyValueOwned::Int(v[row]),
-            KeyColumn::Double(v) => KeyValueOwned::Double(v[row]),
-            KeyColumn::Bool(v) => KeyValueOwned::Bool(v[row]),
+    /// Appends row `row` of `other` (same kind).
+    fn push_from(&mut self, other: &KeyColumn, row: usize) {
+        match (self, other) {
+            (KeyColumn::Text(v), KeyColumn::Text(o)) => v.push(o.get(row)),
+            (KeyColumn::Int(v), KeyColumn::Int(o)) => v.push(o[row]),
+            (KeyColumn::Double(v), KeyColumn::Double(o)) => v.push(o[row]),
+            (KeyColumn::Bool(v), KeyColumn::Bool(o)) => v.push(o[row]),
+            _ => {}
         }
     }
 
-    fn push_owned(&mut self, value: KeyValueOwned) {
-        match (self, value) {
-            (KeyColumn::Text(v), KeyValueOwned::Text(x)) => v.push(x),
-            (KeyColumn::Int(v), KeyValueOwned::Int(x)) => v.push(x),
-            (KeyColumn::Double(v), KeyValueOwned::Double(x)) => v.push(x),
-            (KeyColumn::Bool(v), KeyValueOwned::Bool(x)) => v.push(x),
-            _ => {}
+    /// The column as an Arrow array of type `ty`, rows in `order`.
+    pub fn to_arrow(&self, order: &[usize], ty: DataType) -> arrow::array::ArrayRef {
+        use arrow::array::{
+            BooleanArray, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
+        };
+        use std::sync::Arc;
+        match self {
+            KeyColumn::Text(v) => {
+                let mut b = StringBuilder::with_capacity(order.len(), v.bytes.len());
+                for &r in order {
+                    // Only UTF-8 is ever interned, so every value converts.
+                    b.append_option(v.get(r).map(|t| std::str::from_utf8(t).unwrap_or_default()));
+                }
+                Arc::new(b.finish())
+            }
+            KeyColumn::Int(v) if ty == DataType::Timestamp => Arc::new(
+                TimestampMicrosecondArray::from(order.iter().map(|&r| v[r]).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            KeyColumn::Int(v) => Arc::new(Int64Array::from(
+                order.iter().map(|&r| v[r]).collect::<Vec<_>>(),
+            )),
+            KeyColumn::Double(v) => Arc::new(Float64Array::from(
+                order.iter().map(|&r| v[r]).collect::<Vec<_>>(),
+            )),
+            KeyColumn::Bool(v) => Arc::new(BooleanArray::from(
+                order.iter().map(|&r| v[r]).collect::<Vec<_>>(),
+            )),
         }
     }
 
@@ -244,9 +304,9 @@ impl KeyColumn {
             KeyColumn::Text(v) => {
                 let values = order
                     .iter()
-                    .map(|&r| v[r].as_deref().map_or(0, |t| interner.intern(t)))
+                    .map(|&r| v.get(r).map_or(0, |t| interner.intern_utf8(t)))
                     .collect();
-                let validity: Vec<bool> = order.iter().map(|&r| v[r].is_some()).collect();
+                let validity: Vec<bool> = order.iter().map(|&r| v.valid[r]).collect();
                 let any_null = validity.iter().any(|ok| !ok);
                 Column {
                     values: ColumnValues::Text(values),
@@ -280,20 +340,13 @@ impl KeyColumn {
     }
 }
 
-enum KeyValueOwned {
-    Text(Option<String>),
-    Int(Option<i64>),
-    Double(Option<f64>),
-    Bool(Option<bool>),
-}
-
 impl KeyRows {
     /// Empty rows for the plan's keys.
     pub fn new(keys: &[GroupKey]) -> Self {
         let columns = keys
             .iter()
             .map(|k| match k.ty {
-                DataType::Text => KeyColumn::Text(Vec::new()),
+                DataType::Text => KeyColumn::Text(TextColumn::default()),
                 DataType::BigInt | DataType::Timestamp => KeyColumn::Int(Vec::new()),
                 DataType::Double => KeyColumn::Double(Vec::new()),
                 DataType::Boolean => KeyColumn::Bool(Vec::new()),
@@ -308,7 +361,7 @@ impl KeyRows {
             .columns
             .iter()
             .map(|c| match c {
-                KeyColumn::Text(_) => KeyColumn::Text(Vec::new()),
+                KeyColumn::Text(_) => KeyColumn::Text(TextColumn::default()),
                 KeyColumn::Int(_) => KeyColumn::Int(Vec::new()),
                 KeyColumn::Double(_) => KeyColumn::Double(Vec::new()),
                 KeyColumn::Bool(_) => KeyColumn::Bool(Vec::new()),
@@ -342,18 +395,39 @@ impl KeyRows {
         Ordering::Equal
     }
 
-    /// Moves row `row` of `other` to the end of `self`.
-    pub fn push_taken(&mut self, other: &mut KeyRows, row: usize) {
-        for (to, from) in self.columns.iter_mut().zip(other.columns.iter_mut()) {
-            to.push_owned(from.take(row));
+    /// Appends row `row` of `other` to `self`.
+    pub fn push_from(&mut self, other: &KeyRows, row: usize) {
+        for (to, from) in self.columns.iter_mut().zip(&other.columns) {
+            to.push_from(from, row);
         }
         self.len += 1;
     }
 
-    /// Row indexes in key order.
+    /// Row indexes in key order (NULL first).
     pub fn sorted_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.len).collect();
-        order.sort_unstable_by(|&a, &b| self.cmp_rows(a, self, b));
+        let (mut order, heads): (Vec<usize>, Vec<u128>) = match self.columns.first() {
+            // Leading text: the first twelve bytes and the row index packed in one u128 sort
+            // as plain integers; only runs that tie on those twelve bytes need a closer look.
+            Some(KeyColumn::Text(text)) if self.len <= u32::MAX as usize => {
+                let mut packed: Vec<u128> = (0..self.len)
+                    .map(|r| (text.prefix(r) >> 32 << 32) | r as u128)
+                    .collect();
+                packed.sort_unstable();
+                packed.iter().map(|&p| (p as u32 as usize, p >> 32)).unzip()
+            }
+            _ => ((0..self.len).collect(), vec![0; self.len]),
+        };
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            while end < order.len() && heads[end] == heads[start] {
+                end += 1;
+            }
+            if end - start > 1 {
+                order[start..end].sort_unstable_by(|&a, &b| self.cmp_rows(a, self, b));
+            }
+            start = end;
+        }
         order
     }
 }
@@ -365,12 +439,12 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// The row of `rows` equal to row `row` of `probe`, if any; otherwise calls `insert`
-    /// (which must append the probe row to `rows`) and indexes the new row.
+    /// The row of `rows` equal to row `row` of `probe`, appending it to `rows` when new;
+    /// returns the row and whether it is new.
     pub fn find_or_insert(
         &mut self,
         rows: &mut KeyRows,
-        probe: &mut KeyRows,
+        probe: &KeyRows,
         row: usize,
     ) -> (usize, bool) {
         let hash = probe.hash_row(row);
@@ -378,7 +452,7 @@ impl KeyIndex {
             return (found, false);
         }
         let new = rows.len;
-        rows.push_taken(probe, row);
+        rows.push_from(probe, row);
         let rows_ref: &KeyRows = rows;
         self.table
             .insert_unique(hash, new, |&r| rows_ref.hash_row(r));

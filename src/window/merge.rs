@@ -12,7 +12,7 @@ use crate::batch::arrow::to_arrow;
 use crate::batch::{Column, ColumnValues, Interner};
 use crate::eval::{Scope, eval, selection};
 use crate::query::QueryPlan;
-use crate::query::expr::OutputLeaf;
+use crate::query::expr::{ExprKind, OutputLeaf};
 
 /// Collects the partials of one window.
 #[derive(Debug, Default)]
@@ -52,14 +52,14 @@ impl WindowMerger {
         let mut indexed = keys.empty_like();
         let mut merged_accs: Vec<Accumulator> = accs.iter().map(Accumulator::empty_like).collect();
         for row in 0..keys.len {
-            index.find_or_insert(&mut indexed, &mut keys, row);
+            index.find_or_insert(&mut indexed, &keys, row);
             for (to, from) in merged_accs.iter_mut().zip(&accs) {
                 to.push_from(from, row);
             }
         }
-        for mut part in rest {
+        for part in rest {
             for row in 0..part.keys.len {
-                let (at, new) = index.find_or_insert(&mut indexed, &mut part.keys, row);
+                let (at, new) = index.find_or_insert(&mut indexed, &part.keys, row);
                 for (to, from) in merged_accs.iter_mut().zip(&part.accs) {
                     if new {
                         to.push_from(from, row);
@@ -77,6 +77,9 @@ impl WindowMerger {
 
 /// Computes the result rows of a window from merged state: sorted by key, `HAVING`
 /// applied, `SELECT` expressions evaluated.
+///
+/// Columns that are plainly a key, a window bound or an aggregate go straight to Arrow;
+/// only other expressions are evaluated, over key columns interned on demand.
 pub fn window_rows(
     plan: &QueryPlan,
     schema: &SchemaRef,
@@ -88,12 +91,6 @@ pub fn window_rows(
     let order = keys.sorted_order();
     let n = order.len();
     let mut interner = Interner::new();
-    let key_columns: Vec<Column> = keys
-        .columns
-        .iter()
-        .zip(&plan.keys)
-        .map(|(c, k)| c.to_column(&order, k.ty, &mut interner))
-        .collect();
     let mut overflows = 0;
     let agg_columns: Vec<Column> = accs
         .iter()
@@ -112,6 +109,20 @@ pub fn window_rows(
         values: ColumnValues::Timestamp(vec![end; n]),
         validity: None,
     };
+    let evaluated = plan.having.is_some()
+        || plan
+            .outputs
+            .iter()
+            .any(|o| !matches!(o.expr.kind, ExprKind::Leaf(_)));
+    let key_columns: Vec<Column> = if evaluated {
+        keys.columns
+            .iter()
+            .zip(&plan.keys)
+            .map(|(c, k)| c.to_column(&order, k.ty, &mut interner))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let leaf = |leaf: &OutputLeaf| -> &Column {
         match leaf {
             OutputLeaf::Key(i, _) => &key_columns[*i],
@@ -128,15 +139,25 @@ pub fn window_rows(
         let keep = selection(h, &scope, &mut interner);
         (0..n).filter(|&i| keep[i]).collect()
     });
+    let kept_rows: Vec<usize> = match &kept {
+        Some(k) => k.iter().map(|&i| order[i]).collect(),
+        None => order.clone(),
+    };
     let mut arrays = Vec::with_capacity(plan.outputs.len());
     for output in &plan.outputs {
-        let column = eval(&output.expr, &scope, &mut interner);
-        arrays.push(to_arrow(
-            &column,
-            output.expr.ty,
-            &interner,
-            kept.as_deref(),
-        ));
+        let array = match &output.expr.kind {
+            ExprKind::Leaf(OutputLeaf::Key(i, _)) => {
+                keys.columns[*i].to_arrow(&kept_rows, output.expr.ty)
+            }
+            ExprKind::Leaf(OutputLeaf::Aggregate(i, _)) => {
+                to_arrow(&agg_columns[*i], output.expr.ty, &interner, kept.as_deref())
+            }
+            _ => {
+                let column = eval(&output.expr, &scope, &mut interner);
+                to_arrow(&column, output.expr.ty, &interner, kept.as_deref())
+            }
+        };
+        arrays.push(array);
     }
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     Ok(WindowRows { batch, overflows })

@@ -223,46 +223,55 @@ impl WindowState {
         let closing = self.slots.windows.partition_point(|w| w.end <= limit);
         let mut out = Vec::new();
         for window in self.slots.windows.drain(..closing).collect::<Vec<_>>() {
-            let mut parts: Vec<PartialWindow> = (0..peers)
-                .map(|target| PartialWindow {
+            let mut keys = self.key_template.empty_like();
+            for &key in &window.keys {
+                self.keys.push_values(key, interner, &mut keys);
+            }
+            if peers == 1 {
+                let accs = self
+                    .slots
+                    .accs
+                    .iter()
+                    .map(|a| a.gather(&window.slots))
+                    .collect();
+                out.push(PartialWindow {
                     start: window.start,
                     end: window.end,
-                    target,
+                    target: 0,
                     from: worker,
-                    keys: self.key_template.empty_like(),
-                    accs: self
-                        .slots
-                        .accs
-                        .iter()
-                        .map(Accumulator::empty_like)
-                        .collect(),
-                })
-                .collect();
-            // Key values are materialised once; with several workers each row then moves
-            // to the part of the worker that owns it.
-            let mut all = self.key_template.empty_like();
-            if peers > 1 {
-                for &key in &window.keys {
-                    self.keys.push_values(key, interner, &mut all);
+                    keys,
+                    accs,
+                });
+            } else {
+                let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); peers];
+                for row in 0..keys.len {
+                    rows_of[(keys.hash_row(row) % peers as u64) as usize].push(row);
+                }
+                for (target, rows) in rows_of
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, r)| !r.is_empty())
+                {
+                    let mut part = self.key_template.empty_like();
+                    for &row in &rows {
+                        part.push_from(&keys, row);
+                    }
+                    let slots: Vec<u32> = rows.iter().map(|&row| window.slots[row]).collect();
+                    let accs = self.slots.accs.iter().map(|a| a.gather(&slots)).collect();
+                    out.push(PartialWindow {
+                        start: window.start,
+                        end: window.end,
+                        target,
+                        from: worker,
+                        keys: part,
+                        accs,
+                    });
                 }
             }
-            for (i, (&key, &slot)) in window.keys.iter().zip(&window.slots).enumerate() {
-                let part = if peers == 1 {
-                    let part = &mut parts[0];
-                    self.keys.push_values(key, interner, &mut part.keys);
-                    part
-                } else {
-                    let part = &mut parts[(all.hash_row(i) % peers as u64) as usize];
-                    part.keys.push_taken(&mut all, i);
-                    part
-                };
-                for (to, from) in part.accs.iter_mut().zip(&mut self.slots.accs) {
-                    to.push_from(from, slot as usize);
-                    from.reset(slot as usize);
-                }
-                self.slots.free.push(slot);
+            for acc in &mut self.slots.accs {
+                acc.reset_slots(&window.slots);
             }
-            out.extend(parts.into_iter().filter(|p| p.keys.len > 0));
+            self.slots.free.extend_from_slice(&window.slots);
         }
         self.slots.last = 0;
         out

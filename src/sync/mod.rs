@@ -1,0 +1,734 @@
+//! Sync: committed files go from the local disk to object storage, whenever the uplink
+//! allows, exactly once.
+//!
+//! Every committed file is recorded in a crash-safe [`journal`] before anything else
+//! happens to it. A background task on its own thread (a small tokio runtime) uploads
+//! pending files, data before logs and oldest first, with create-only puts under
+//! deterministic keys ([`upload`]); retryable failures back off with jitter and are tried
+//! again without limit, a non-retryable one (bad credentials, missing bucket) stops the
+//! uploader and is reported once. A local disk quota either pauses the sources or drops
+//! the oldest pending files, loudly. Uploaded files are deleted locally after a retention
+//! period. On a restart the journal resumes where it stopped, and files committed but not
+//! yet journaled (a crash in between) are found by scanning the output folder.
+
+pub mod journal;
+pub mod target;
+pub mod upload;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use self::journal::{FileKind, FileState, Journal, JournalError, Record, now_ms};
+use self::target::Target;
+use self::upload::{Outcome, UploadConfig, md5_hex, upload};
+use crate::sink::CommittedFile;
+
+/// Uploads in flight at once.
+const CONCURRENCY: usize = 4;
+/// Longest wait between attempts while the target fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the uploader looks for closed log files and files past retention.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+/// A log file not written to for this long is closed and can be shipped.
+const LOG_QUIET: Duration = Duration::from_secs(120);
+
+/// What to do when pending files fill the local quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum QuotaPolicy {
+    /// Pause the sources until uploads make room: nothing is lost.
+    Backpressure,
+    /// Delete the oldest pending files to make room, counting and logging each.
+    DropOldest,
+}
+
+/// How to sync.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Where to.
+    pub target: Target,
+    /// Multipart settings.
+    pub upload: UploadConfig,
+    /// Local quota for files not yet uploaded.
+    pub max_pending_bytes: Option<u64>,
+    /// What to do when it is full.
+    pub on_quota: QuotaPolicy,
+    /// How long uploaded files stay on local disk.
+    pub retention: Duration,
+}
+
+/// Why sync did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The target refused in a way retrying cannot fix.
+    #[error(
+        "sync to {target} stopped: {reason}; {files} file(s) ({bytes} bytes) stay pending in the journal, run `edgeflow sync {root} --to {target}` after fixing it"
+    )]
+    Halted {
+        /// Target URL.
+        target: String,
+        /// The refusal.
+        reason: String,
+        /// Files pending.
+        files: usize,
+        /// Bytes pending.
+        bytes: u64,
+        /// Output root.
+        root: String,
+    },
+    /// The target stayed unreachable past the timeout.
+    #[error("sync to {target} incomplete after {waited:?}: {files} file(s) ({bytes} bytes) pending{}; they stay in the journal, run `edgeflow sync {root} --to {target}` to finish", last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default())]
+    Timeout {
+        /// Target URL.
+        target: String,
+        /// How long we waited.
+        waited: Duration,
+        /// Files pending.
+        files: usize,
+        /// Bytes pending.
+        bytes: u64,
+        /// The last failure.
+        last_error: Option<String>,
+        /// Output root.
+        root: String,
+    },
+    /// The background thread could not start.
+    #[error("sync could not start: {0}")]
+    Start(String),
+}
+
+/// What sync did, for summaries and `edgeflow status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Target URL.
+    pub target: String,
+    /// Files in the target.
+    pub uploaded_files: usize,
+    /// Their bytes.
+    pub uploaded_bytes: u64,
+    /// Files still pending.
+    pub pending_files: usize,
+    /// Their bytes.
+    pub pending_bytes: u64,
+    /// Age of the oldest pending file, seconds.
+    pub oldest_pending_s: Option<f64>,
+    /// Files whose key holds other content.
+    pub conflicts: Vec<String>,
+    /// Files dropped by the quota policy.
+    pub dropped_files: usize,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Commit to visible in the target, ms: p50, p99 (files uploaded by this process).
+    pub lag_ms: Option<[f64; 2]>,
+    /// Upload throughput of this process, MB/s of wall time spent uploading.
+    pub upload_mb_per_s: Option<f64>,
+}
+
+impl SyncReport {
+    /// Summarises a journal.
+    pub fn from_journal(journal: &Journal, target: &str) -> Self {
+        let now = now_ms();
+        let mut r = SyncReport {
+            target: target.into(),
+            ..SyncReport::default()
+        };
+        for rec in journal.records() {
+            match &rec.state {
+                s if s.is_pending() => {
+                    r.pending_files += 1;
+                    r.pending_bytes += rec.size;
+                    let age = (now - rec.committed_ms) as f64 / 1e3;
+                    r.oldest_pending_s = Some(r.oldest_pending_s.map_or(age, |a: f64| a.max(age)));
+                    if let FileState::Failed { reason, .. } = s {
+                        r.last_error = Some(reason.clone());
+                    }
+                }
+                FileState::Uploaded { .. } | FileState::Deleted => {
+                    r.uploaded_files += 1;
+                    r.uploaded_bytes += rec.size;
+                }
+                FileState::Conflict { .. } => r.conflicts.push(rec.path.clone()),
+                FileState::Dropped => r.dropped_files += 1,
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+impl std::fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "target       {}", self.target)?;
+        writeln!(
+            f,
+            "uploaded     {} file(s), {:.1} MB",
+            self.uploaded_files,
+            self.uploaded_bytes as f64 / 1e6
+        )?;
+        write!(
+            f,
+            "pending      {} file(s), {:.1} MB",
+            self.pending_files,
+            self.pending_bytes as f64 / 1e6
+        )?;
+        if let Some(age) = self.oldest_pending_s {
+            write!(f, ", oldest {age:.0} s")?;
+        }
+        writeln!(f)?;
+        if !self.conflicts.is_empty() {
+            writeln!(
+                f,
+                "conflicts    {} (kept locally, never overwritten): {}",
+                self.conflicts.len(),
+                self.conflicts.join(", ")
+            )?;
+        }
+        if self.dropped_files > 0 {
+            writeln!(
+                f,
+                "dropped      {} file(s) by the drop-oldest quota policy",
+                self.dropped_files
+            )?;
+        }
+        if let Some([p50, p99]) = self.lag_ms {
+            writeln!(
+                f,
+                "sync lag     commit to visible: p50 {p50:.0} ms, p99 {p99:.0} ms"
+            )?;
+        }
+        if let Some(mbps) = self.upload_mb_per_s {
+            writeln!(f, "upload       {mbps:.1} MB/s")?;
+        }
+        write!(
+            f,
+            "last error   {}",
+            self.last_error.as_deref().unwrap_or("none")
+        )
+    }
+}
+
+/// State shared between the engine, the uploader and the caller.
+struct Shared {
+    root: PathBuf,
+    config: SyncConfig,
+    journal: Mutex<Journal>,
+    /// Bytes of pending files (the quota counts these).
+    pending_bytes: AtomicU64,
+    /// Set when new work may be there.
+    wake: tokio::sync::Notify,
+    /// Signalled whenever the pending set shrinks or the uploader halts.
+    progress: (Mutex<()>, Condvar),
+    halted: Mutex<Option<String>>,
+    last_error: Mutex<Option<String>>,
+    stop: AtomicBool,
+    /// (commit to visible ms, bytes, upload seconds) of uploads by this process.
+    stats: Mutex<Vec<(f64, u64, f64)>>,
+}
+
+/// A running sync: record files as they are committed, then [`Syncer::finish`].
+pub struct Syncer {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn recompute_pending(&self, journal: &Journal) {
+        let pending: u64 = journal
+            .records()
+            .filter(|r| r.state.is_pending())
+            .map(|r| r.size)
+            .sum();
+        self.pending_bytes.store(pending, Ordering::Relaxed);
+    }
+
+    fn signal(&self) {
+        let _guard = lock(&self.progress.0);
+        self.progress.1.notify_all();
+    }
+
+    /// Records a committed file; applies the drop-oldest policy.
+    fn record(&self, record: Record) -> Result<(), JournalError> {
+        let mut journal = lock(&self.journal);
+        // A rerun may rewrite a file that is already in the target: if the content is the
+        // same, nothing changes; otherwise it is pending again (and the target decides).
+        if journal.get(&record.path).is_some_and(|old| {
+            old.md5 == record.md5 && !matches!(old.state, FileState::Dropped | FileState::Deleted)
+        }) {
+            return Ok(());
+        }
+        journal.put(record)?;
+        if let (Some(quota), QuotaPolicy::DropOldest) =
+            (self.config.max_pending_bytes, self.config.on_quota)
+        {
+            self.drop_oldest(&mut journal, quota)?;
+        }
+        self.recompute_pending(&journal);
+        drop(journal);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn drop_oldest(&self, journal: &mut Journal, quota: u64) -> Result<(), JournalError> {
+        let mut pending: Vec<Record> = journal
+            .records()
+            .filter(|r| matches!(r.state, FileState::Committed | FileState::Failed { .. }))
+            .cloned()
+            .collect();
+        pending.sort_by_key(|r| (r.committed_ms, r.path.clone()));
+        let mut total: u64 = journal
+            .records()
+            .filter(|r| r.state.is_pending())
+            .map(|r| r.size)
+            .sum();
+        for victim in pending {
+            if total <= quota {
+                break;
+            }
+            std::fs::remove_file(self.root.join(&victim.path)).ok();
+            journal.set_state(&victim.path, FileState::Dropped)?;
+            total -= victim.size;
+            tracing::error!(file = %victim.path, bytes = victim.size, quota, "Local quota full: dropped the oldest pending file before it was uploaded");
+        }
+        Ok(())
+    }
+}
+
+impl Syncer {
+    /// Opens the journal of `root`, finds committed files it does not know yet, and
+    /// starts the uploader.
+    pub fn start(root: &Path, config: SyncConfig) -> Result<Syncer, SyncError> {
+        let journal = Journal::open(root)?;
+        let shared = Arc::new(Shared {
+            root: root.to_owned(),
+            config,
+            journal: Mutex::new(journal),
+            pending_bytes: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            progress: (Mutex::new(()), Condvar::new()),
+            halted: Mutex::new(None),
+            last_error: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            stats: Mutex::new(Vec::new()),
+        });
+        adopt_local_files(&shared, false)?;
+        let runner = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("edgeflow-sync".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(uploader(runner)),
+                    Err(e) => {
+                        *lock(&runner.halted) =
+                            Some(format!("cannot start the upload runtime: {e}"));
+                        runner.signal();
+                    }
+                }
+            })
+            .map_err(|e| SyncError::Start(e.to_string()))?;
+        Ok(Syncer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// A callback for sinks: records every committed file.
+    pub fn on_commit(&self) -> crate::operators::write_parquet::OnCommit {
+        let shared = self.shared.clone();
+        Arc::new(move |file: &CommittedFile| {
+            let record = Record {
+                path: file.relative.clone(),
+                size: file.bytes,
+                md5: file.md5.clone(),
+                kind: FileKind::Data,
+                committed_ms: now_ms(),
+                attempts: 0,
+                state: FileState::Committed,
+            };
+            if let Err(e) = shared.record(record) {
+                tracing::error!(error = %e, "Could not record a committed file in the sync journal");
+                *lock(&shared.halted) = Some(e.to_string());
+            }
+        })
+    }
+
+    /// Whether the sources should wait: pending files fill the quota under the
+    /// backpressure policy.
+    pub fn should_pause(&self) -> bool {
+        pause(&self.shared)
+    }
+
+    /// A handle the sources poll to pause.
+    pub fn pause_gate(&self) -> PauseGate {
+        PauseGate(self.shared.clone())
+    }
+
+    /// Bytes not yet uploaded.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.pending_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Ships logs, then waits until every pending file is in the target, the target
+    /// refuses for good, or `timeout` passes; then stops the uploader.
+    pub fn finish(mut self, timeout: Duration) -> Result<SyncReport, SyncError> {
+        adopt_local_files(&self.shared, true)?;
+        self.shared.wake.notify_one();
+        let started = Instant::now();
+        let outcome = loop {
+            let pending = lock(&self.shared.journal)
+                .records()
+                .filter(|r| r.state.is_pending())
+                .count();
+            if pending == 0 {
+                break Ok(());
+            }
+            if let Some(reason) = lock(&self.shared.halted).clone() {
+                break Err(reason);
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                break Err(String::new());
+            }
+            let guard = lock(&self.shared.progress.0);
+            let _ = self
+                .shared
+                .progress
+                .1
+                .wait_timeout(guard, (timeout - waited).min(Duration::from_millis(200)));
+        };
+        self.stop();
+        let report = self.report();
+        match outcome {
+            Ok(()) => Ok(report),
+            Err(reason) if reason.is_empty() => Err(SyncError::Timeout {
+                target: report.target.clone(),
+                waited: started.elapsed(),
+                files: report.pending_files,
+                bytes: report.pending_bytes,
+                last_error: lock(&self.shared.last_error).clone().or(report.last_error),
+                root: self.shared.root.display().to_string(),
+            }),
+            Err(reason) => Err(SyncError::Halted {
+                target: report.target.clone(),
+                reason,
+                files: report.pending_files,
+                bytes: report.pending_bytes,
+                root: self.shared.root.display().to_string(),
+            }),
+        }
+    }
+
+    /// What has been synced so far.
+    pub fn report(&self) -> SyncReport {
+        let mut report =
+            SyncReport::from_journal(&lock(&self.shared.journal), &self.shared.config.target.url);
+        let stats = lock(&self.shared.stats);
+        if !stats.is_empty() {
+            let mut lags: Vec<f64> = stats.iter().map(|s| s.0).collect();
+            lags.sort_by(f64::total_cmp);
+            let q = |p: f64| crate::engine::quantile(&lags, p);
+            report.lag_ms = Some([q(0.5), q(0.99)]);
+            let bytes: u64 = stats.iter().map(|s| s.1).sum();
+            let seconds: f64 =
+                stats.iter().map(|s| s.2).sum::<f64>() / CONCURRENCY.min(stats.len()) as f64;
+            report.upload_mb_per_s = (seconds > 0.0).then(|| bytes as f64 / 1e6 / seconds);
+        }
+        if report.last_error.is_none() {
+            report.last_error = lock(&self.shared.last_error).clone();
+        }
+        report
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Lets sources check the backpressure quota without holding the syncer.
+#[derive(Clone)]
+pub struct PauseGate(Arc<Shared>);
+
+impl PauseGate {
+    /// Whether the sources should wait for uploads to make room.
+    pub fn should_pause(&self) -> bool {
+        pause(&self.0)
+    }
+}
+
+fn pause(shared: &Shared) -> bool {
+    match (shared.config.max_pending_bytes, shared.config.on_quota) {
+        (Some(quota), QuotaPolicy::Backpressure) => {
+            shared.pending_bytes.load(Ordering::Relaxed) > quota
+        }
+        _ => false,
+    }
+}
+
+/// Adds output files the journal does not know (committed just before a crash, or
+/// written by a run without sync) and, with `logs_too`, every log file.
+fn adopt_local_files(shared: &Shared, logs_too: bool) -> Result<(), JournalError> {
+    let mut found = Vec::new();
+    collect_files(&shared.root, &shared.root, &mut found);
+    let quiet = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() >= LOG_QUIET)
+    };
+    let mut journal = lock(&shared.journal);
+    let known: HashSet<String> = journal.records().map(|r| r.path.clone()).collect();
+    for (relative, kind) in found {
+        if known.contains(&relative) {
+            continue;
+        }
+        let path = shared.root.join(&relative);
+        if kind == FileKind::Log && !logs_too && !quiet(&path) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let record = Record {
+            path: relative,
+            size: bytes.len() as u64,
+            md5: md5_hex(&bytes),
+            kind,
+            committed_ms: now_ms(),
+            attempts: 0,
+            state: FileState::Committed,
+        };
+        journal.put(record)?;
+    }
+    shared.recompute_pending(&journal);
+    Ok(())
+}
+
+/// Output files under `dir`: Parquet (data) and `_logs/*.log` (logs); skips `_sync` and
+/// files being written.
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if name != "_sync" && name != "_deadletter" {
+                collect_files(root, &path, out);
+            }
+            continue;
+        }
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue;
+        };
+        let relative = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if name.ends_with(".parquet") {
+            out.push((relative, FileKind::Data));
+        } else if relative.starts_with("_logs/")
+            && name.contains(".log")
+            && !name.ends_with(".inprogress")
+        {
+            out.push((relative, FileKind::Log));
+        }
+    }
+}
+
+/// The upload loop: runs until told to stop.
+async fn uploader(shared: Arc<Shared>) {
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut tasks: tokio::task::JoinSet<(Record, Outcome, f64)> = tokio::task::JoinSet::new();
+    let mut failures = 0u32;
+    let mut not_before = Instant::now();
+    let mut housekeeping = Instant::now();
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            tasks.abort_all();
+            break;
+        }
+        if housekeeping.elapsed() >= HOUSEKEEPING {
+            housekeeping = Instant::now();
+            if let Err(e) = adopt_local_files(&shared, false) {
+                tracing::error!(error = %e, "Sync journal");
+            }
+            expire_uploaded(&shared);
+        }
+        let halted = lock(&shared.halted).is_some();
+        if !halted && Instant::now() >= not_before {
+            let mut next: Vec<Record> = lock(&shared.journal)
+                .records()
+                .filter(|r| r.state.is_pending() && !in_flight.contains(&r.path))
+                .filter(|r| {
+                    !matches!(
+                        r.state,
+                        FileState::Failed {
+                            retryable: false,
+                            ..
+                        }
+                    )
+                })
+                .cloned()
+                .collect();
+            next.sort_by_key(|r| (r.kind, r.committed_ms, r.path.clone()));
+            for record in next
+                .into_iter()
+                .take(CONCURRENCY.saturating_sub(tasks.len()))
+            {
+                let look_first = !matches!(record.state, FileState::Committed);
+                if let Err(e) = lock(&shared.journal).set_state(&record.path, FileState::Uploading)
+                {
+                    tracing::error!(error = %e, "Sync journal");
+                    continue;
+                }
+                in_flight.insert(record.path.clone());
+                let (target, root, config) = (
+                    shared.config.target.clone(),
+                    shared.root.clone(),
+                    shared.config.upload,
+                );
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let outcome = upload(&target, &root, &record, config, look_first).await;
+                    (record, outcome, started.elapsed().as_secs_f64())
+                });
+            }
+        }
+        let wait = if halted {
+            HOUSEKEEPING
+        } else {
+            not_before
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+                .min(HOUSEKEEPING)
+        };
+        tokio::select! {
+            done = tasks.join_next(), if !tasks.is_empty() => {
+                let Some(Ok((record, outcome, seconds))) = done else { continue };
+                in_flight.remove(&record.path);
+                let retry = settle(&shared, &record, outcome, seconds);
+                if retry {
+                    failures = failures.saturating_add(1);
+                    not_before = Instant::now() + backoff(failures);
+                } else {
+                    failures = 0;
+                }
+                shared.signal();
+            }
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: up to 100 ms × 2^n, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1 << failures.min(16))
+        .min(MAX_BACKOFF);
+    let jitter = (now_ms() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    ceiling.mul_f64(0.5 + 0.5 * (jitter as f64 / (1u64 << 53) as f64))
+}
+
+/// Journals the outcome of an attempt; returns whether it was a retryable failure.
+fn settle(shared: &Shared, record: &Record, outcome: Outcome, seconds: f64) -> bool {
+    let mut journal = lock(&shared.journal);
+    let (state, retry) = match outcome {
+        Outcome::Uploaded { etag } => {
+            let at_ms = now_ms();
+            lock(&shared.stats).push(((at_ms - record.committed_ms) as f64, record.size, seconds));
+            (FileState::Uploaded { etag, at_ms }, false)
+        }
+        Outcome::Conflict {
+            remote_size,
+            remote_etag,
+        } => {
+            tracing::error!(file = %record.path, remote_size, "The target holds other content under this key; keeping the local file and not overwriting");
+            (
+                FileState::Conflict {
+                    remote_size,
+                    remote_etag,
+                },
+                false,
+            )
+        }
+        Outcome::Missing => {
+            tracing::warn!(file = %record.path, "A pending file is gone from local disk; nothing to upload");
+            (FileState::Dropped, false)
+        }
+        Outcome::Failed { reason, retryable } => {
+            if retryable {
+                tracing::warn!(file = %record.path, error = %reason, "Upload failed, will retry");
+            } else {
+                tracing::error!(target_url = %shared.config.target.url, error = %reason, "Upload refused; sync stops until this is fixed");
+                let mut halted = lock(&shared.halted);
+                if halted.is_none() {
+                    *halted = Some(reason.clone());
+                }
+            }
+            *lock(&shared.last_error) = Some(reason.clone());
+            (FileState::Failed { reason, retryable }, retryable)
+        }
+    };
+    if let Err(e) = journal.set_state(&record.path, state) {
+        tracing::error!(error = %e, "Sync journal");
+    }
+    shared.recompute_pending(&journal);
+    retry
+}
+
+/// Deletes local copies of files uploaded longer ago than the retention period.
+fn expire_uploaded(shared: &Shared) {
+    let cutoff = now_ms() - shared.config.retention.as_millis() as i64;
+    let mut journal = lock(&shared.journal);
+    let expired: Vec<String> = journal
+        .records()
+        .filter(|r| matches!(r.state, FileState::Uploaded { at_ms, .. } if at_ms <= cutoff))
+        .map(|r| r.path.clone())
+        .collect();
+    for path in expired {
+        match std::fs::remove_file(shared.root.join(&path)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path, error = %e, "Could not delete an uploaded file past retention");
+                continue;
+            }
+        }
+        if let Err(e) = journal.set_state(&path, FileState::Deleted) {
+            tracing::error!(error = %e, "Sync journal");
+        }
+    }
+}
+
+/// The journal of an output root, summarised (for `edgeflow status`).
+pub fn status(root: &Path) -> Result<SyncReport, JournalError> {
+    let journal = Journal::open(root)?;
+    Ok(SyncReport::from_journal(&journal, ""))
+}

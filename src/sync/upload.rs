@@ -1,0 +1,248 @@
+//! Putting one file into the target, idempotently.
+//!
+//! Keys are deterministic and puts are create-only, so a retry, a rerun or a second
+//! machine can never write a key twice. When the key is already taken, the object is
+//! compared with the local file (size, then the content hash we store as metadata, the
+//! e-tag of a single-part put, or the bytes themselves for a local folder): the same
+//! content counts as uploaded, other content is a conflict and is never overwritten. After
+//! a failed or interrupted attempt the next one looks before it writes.
+
+use std::path::Path;
+
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload,
+};
+
+use super::journal::Record;
+use super::target::Target;
+
+/// Metadata key holding the MD5 of the content.
+const MD5_KEY: &str = "edgeflow-md5";
+
+/// How large files go up.
+#[derive(Clone, Copy, Debug)]
+pub struct UploadConfig {
+    /// Files at least this large use multipart uploads.
+    pub multipart_threshold: u64,
+    /// Size of each part.
+    pub part_size: usize,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            multipart_threshold: 64 << 20,
+            part_size: 8 << 20,
+        }
+    }
+}
+
+/// What an attempt achieved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The object holds the file's bytes.
+    Uploaded {
+        /// Its e-tag.
+        etag: Option<String>,
+    },
+    /// The key holds other content.
+    Conflict {
+        /// Size of what is there.
+        remote_size: u64,
+        /// Its e-tag.
+        remote_etag: Option<String>,
+    },
+    /// It did not work this time.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether trying again can help.
+        retryable: bool,
+    },
+    /// The local file is gone, so there is nothing to upload.
+    Missing,
+}
+
+/// Whether an object store error is worth retrying, and a message for people.
+pub fn classify(error: &object_store::Error) -> (String, bool) {
+    use object_store::Error as E;
+    let message = error.to_string();
+    let retryable = match error {
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => false,
+        // A PUT answered 404 means the bucket is missing.
+        E::NotFound { .. } => false,
+        E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => false,
+        _ => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+            let mut network = false;
+            while let Some(s) = source {
+                network |= s
+                    .downcast_ref::<object_store::client::HttpError>()
+                    .is_some()
+                    || s.downcast_ref::<std::io::Error>().is_some();
+                source = s.source();
+            }
+            // Other 4xx answers (a malformed request, a missing bucket) will not change by
+            // themselves; 408 and 429 are the server asking us to come back later.
+            let client_error = ["status code: 4", "status: 4"]
+                .iter()
+                .any(|p| message.contains(p))
+                && !["status code: 408", "status code: 429", "SlowDown"]
+                    .iter()
+                    .any(|p| message.contains(p));
+            network || !client_error
+        }
+    };
+    (message, retryable)
+}
+
+fn failed(error: &object_store::Error) -> Outcome {
+    let (reason, retryable) = classify(error);
+    Outcome::Failed { reason, retryable }
+}
+
+fn strip_quotes(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// What the target holds under `key`, compared with the local file; `Ok(None)` if nothing.
+async fn compare(
+    target: &Target,
+    record: &Record,
+    local: &[u8],
+) -> Result<Option<Outcome>, object_store::Error> {
+    let key = target.key(&record.path);
+    let head = match target
+        .store
+        .get_opts(
+            &key,
+            GetOptions {
+                head: true,
+                ..GetOptions::default()
+            },
+        )
+        .await
+    {
+        Ok(h) => h,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let etag = head.meta.e_tag.clone();
+    let conflict = Outcome::Conflict {
+        remote_size: head.meta.size,
+        remote_etag: etag.clone(),
+    };
+    if head.meta.size != record.size {
+        return Ok(Some(conflict));
+    }
+    let same = if target.metadata {
+        match head.attributes.get(&Attribute::Metadata(MD5_KEY.into())) {
+            Some(md5) => md5.as_ref() == record.md5,
+            None => etag
+                .as_deref()
+                .is_some_and(|e| strip_quotes(e) == record.md5),
+        }
+    } else {
+        let remote = target.store.get(&key).await?.bytes().await?;
+        remote.as_ref() == local
+    };
+    Ok(Some(if same {
+        Outcome::Uploaded { etag }
+    } else {
+        conflict
+    }))
+}
+
+/// MD5 of some bytes, hex.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Uploads the file of `record` under `root`. With `look_first`, checks the target before
+/// writing (an earlier attempt may have landed).
+pub async fn upload(
+    target: &Target,
+    root: &Path,
+    record: &Record,
+    config: UploadConfig,
+    look_first: bool,
+) -> Outcome {
+    let bytes = match tokio::fs::read(root.join(&record.path)).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Missing,
+        Err(e) => {
+            return Outcome::Failed {
+                reason: format!("reading {}: {e}", record.path),
+                retryable: true,
+            };
+        }
+    };
+    let key = target.key(&record.path);
+    let multipart = bytes.len() as u64 >= config.multipart_threshold;
+    if look_first || multipart {
+        match compare(target, record, &bytes).await {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(e) => return failed(&e),
+        }
+    }
+    let mut attributes = Attributes::new();
+    if target.metadata {
+        attributes.insert(
+            Attribute::Metadata(MD5_KEY.into()),
+            record.md5.clone().into(),
+        );
+    }
+    if !multipart {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            attributes,
+            ..PutOptions::default()
+        };
+        return match target
+            .store
+            .put_opts(&key, PutPayload::from(bytes.clone()), options)
+            .await
+        {
+            Ok(result) => Outcome::Uploaded { etag: result.e_tag },
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => match compare(target, record, &bytes).await {
+                Ok(Some(outcome)) => outcome,
+                Ok(None) => Outcome::Failed {
+                    reason: "the key was taken, then vanished".into(),
+                    retryable: true,
+                },
+                Err(e) => failed(&e),
+            },
+            Err(e) => failed(&e),
+        };
+    }
+    // Multipart uploads cannot be made create-only in object_store 0.13: we looked first,
+    // and an incomplete upload is aborted, so a half-written object never becomes visible.
+    let options = PutMultipartOptions {
+        attributes,
+        ..PutMultipartOptions::default()
+    };
+    let mut upload = match target.store.put_multipart_opts(&key, options).await {
+        Ok(u) => u,
+        Err(e) => return failed(&e),
+    };
+    for part in bytes.chunks(config.part_size.max(5 << 20)) {
+        if let Err(e) = upload.put_part(PutPayload::from(part.to_vec())).await {
+            upload.abort().await.ok();
+            return failed(&e);
+        }
+    }
+    match upload.complete().await {
+        Ok(result) => Outcome::Uploaded { etag: result.e_tag },
+        Err(e) => {
+            upload.abort().await.ok();
+            failed(&e)
+        }
+    }
+}
