@@ -10,15 +10,6 @@ use edgeflow::error::ErrorKind;
 
 use cli::{Cli, Command};
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGEFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn exit_code(error: &anyhow::Error) -> u8 {
     match error
         .downcast_ref::<edgeflow::Error>()
@@ -39,9 +30,15 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let log_dir = match &cli.command {
+        Command::Run(args) => Some(cli::sync::log_dir(&args.output)),
+        _ => None,
+    };
+    let logs = cli::logging::init(log_dir.as_deref());
     let result = match &cli.command {
-        Command::Run(args) => cli::run::run(args),
+        Command::Run(args) => cli::run::run(args, logs),
+        Command::Sync(args) => cli::sync::sync(args),
+        Command::Status(args) => cli::sync::status(args),
         Command::Check(args) => cli::check::check(args),
         Command::Gen(args) => cli::gen_cmd::generate(args),
         Command::Bench(args) => cli::bench::bench(args),

@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod check;
 pub mod gen_cmd;
+pub mod logging;
 pub mod run;
+pub mod sync;
 
 use std::path::PathBuf;
 
@@ -31,6 +33,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Write deterministic synthetic traffic readings as JSON lines (or CSV).
     Gen(gen_cmd::GenArgs),
+    /// Upload an output folder's pending files to object storage.
+    Sync(sync::SyncArgs),
+    /// Show an output folder's sync journal: pending, uploaded, last error.
+    Status(sync::StatusArgs),
     /// Measure the pipeline end to end at several worker counts, next to a plain loop.
     Bench(bench::BenchArgs),
 }

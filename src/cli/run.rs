@@ -7,7 +7,10 @@ use clap::Args;
 use edgeflow::decode::Format;
 use edgeflow::engine::{self, RunConfig};
 use edgeflow::source::{DEFAULT_CHUNK_BYTES, Input};
+use edgeflow::sync::Syncer;
 
+use super::logging::FileLogs;
+use super::sync::SyncFlags;
 use super::{GenFormat, GeneratorArgs, default_output, is_dash};
 
 /// Arguments of `run`.
@@ -34,13 +37,17 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sync settings.
+    #[command(flatten)]
+    pub sync: SyncFlags,
     /// Generator settings, used when there is no `--input`.
     #[command(flatten)]
     pub generator: GeneratorArgs,
 }
 
-/// Runs `run`.
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+/// Runs `run`; `logs` are this process's log files, closed and shipped after the
+/// results.
+pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     let plan = edgeflow::query::load(&args.query)?;
     let input = match &args.input {
         Some(path) if is_dash(path) => Input::Stdin {
@@ -64,10 +71,43 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     config.workers = workers;
     config.chunk_bytes = args.chunk_bytes.max(4096);
     config.progress = std::io::stderr().is_terminal();
-    let summary = engine::run(config)?;
+    tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
+    let syncer = match args.sync.config()? {
+        Some(mut sync) => {
+            sync.own_logs = logs.as_ref().map(|l| l.prefix.clone());
+            Some(Syncer::start(&args.output, sync, false)?)
+        }
+        None => None,
+    };
+    if let Some(syncer) = &syncer {
+        config.on_commit = Some(syncer.on_commit());
+        config.pause = Some(syncer.pause_check());
+    }
+    let mut summary = engine::run(config)?;
+    tracing::info!(
+        query = %summary.query,
+        readings = summary.readings,
+        bad = summary.bad,
+        late = summary.late,
+        rows = summary.rows,
+        files = summary.files,
+        elapsed_s = summary.elapsed.as_secs_f64(),
+        "Run finished"
+    );
+    let mut result = Ok(());
+    if let Some(syncer) = syncer {
+        let (report, outcome) = syncer.finish(args.sync.sync_timeout, move || drop(logs));
+        summary.sync = Some(report);
+        result = outcome;
+    }
+    print_summary(&summary, args.json)?;
+    Ok(result?)
+}
+
+fn print_summary(summary: &engine::RunSummary, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
+    if json {
+        serde_json::to_writer_pretty(&mut out, summary)?;
         writeln!(out)?;
     } else {
         writeln!(out, "{summary}")?;

@@ -2,8 +2,8 @@
 //! error, which stops the sources so the dataflow drains and the run ends cleanly.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -87,14 +87,49 @@ impl Metrics {
     }
 }
 
-/// The run's shared stop switch and first fatal error.
-#[derive(Debug, Default)]
+/// Asked by the sources before each chunk: while it says yes, they wait (sync's
+/// backpressure quota uses it).
+pub type PauseCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The run's shared stop switch, pause hook and first fatal error.
+#[derive(Default)]
 pub struct Control {
     stop: AtomicBool,
     fatal: Mutex<Option<Error>>,
+    pause: Option<PauseCheck>,
+    paused_once: AtomicBool,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("stop", &self.stop)
+            .field("pause", &self.pause.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Control {
+    /// A control whose sources wait while `pause` says so.
+    pub fn with_pause(pause: Option<PauseCheck>) -> Self {
+        Control {
+            pause,
+            ..Control::default()
+        }
+    }
+
+    /// Whether sources should wait before reading more; says so in the log the first
+    /// time.
+    pub fn paused(&self) -> bool {
+        let paused = self.pause.as_ref().is_some_and(|p| p());
+        if paused && !self.paused_once.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "Sources paused: files waiting for upload fill the local quota (--max-pending-bytes); reading resumes as uploads make room"
+            );
+        }
+        paused
+    }
+
     /// Records a fatal error (the first one wins) and stops the sources.
     pub fn fail(&self, error: Error) {
         if let Ok(mut f) = self.fatal.lock()

@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Told about every committed file.
     pub on_commit: Option<OnCommit>,
+    /// Sources wait while this says so.
+    pub pause: Option<control::PauseCheck>,
 }
 
 impl RunConfig {
@@ -48,6 +50,7 @@ impl RunConfig {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             progress: false,
             on_commit: None,
+            pause: None,
         }
     }
 }
@@ -108,7 +111,7 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     let layout = Layout::new(&config.output, &plan.name, workers);
     prepare_output(&layout)?;
     let input = source::open(&config.input, &plan.source, config.chunk_bytes.max(1))?;
-    let control = Arc::new(Control::default());
+    let control = Arc::new(Control::with_pause(config.pause.clone()));
     let metrics = Arc::new(Metrics::default());
     let progress = match input.total_bytes() {
         Some(total) if config.progress => Some(progress_bar(total, metrics.clone())),

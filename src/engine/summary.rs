@@ -54,6 +54,9 @@ pub struct RunSummary {
     pub peak_rss_bytes: Option<u64>,
     /// Milliseconds from a window's close to its result file being durable: p50, p99, max.
     pub close_to_durable_ms: Option<[f64; 3]>,
+    /// What sync did, when the run synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncReport>,
 }
 
 /// The `q` quantile (0..=1) of sorted samples, nearest rank.
@@ -108,6 +111,7 @@ impl RunSummary {
                 (!ms.is_empty())
                     .then(|| [quantile(&ms, 0.5), quantile(&ms, 0.99), quantile(&ms, 1.0)])
             }),
+            sync: None,
         }
     }
 
@@ -187,6 +191,9 @@ impl fmt::Display for RunSummary {
                 ", {:.1} MB/s",
                 self.input_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
             )?;
+        }
+        if let Some(sync) = &self.sync {
+            write!(f, "\n-- sync\n{sync}")?;
         }
         Ok(())
     }

@@ -24,6 +24,9 @@ use crate::source::{OpenInput, SourcePoll};
 /// waits to learn about chunks other workers are reading.
 const MAX_BACKLOG: usize = 4;
 
+/// How often a paused reader looks again.
+const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Shared between this worker's reader and stamp operators: how many chunks wait for
 /// their stamp, and how to wake the reader when the backlog drains.
 #[derive(Default)]
@@ -113,6 +116,10 @@ pub fn read_chunks<'s>(
                 return;
             }
             if backlog.full() {
+                return;
+            }
+            if control.paused() {
+                activator.activate_after(PAUSE_POLL);
                 return;
             }
             let polled = source.poll(&mut interner.borrow_mut());

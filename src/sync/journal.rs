@@ -165,6 +165,27 @@ impl Journal {
         Ok(journal)
     }
 
+    /// The target this root was last synced to.
+    pub fn target(&self) -> Result<Option<String>, JournalError> {
+        let path = self.target_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(JournalError { path, source }),
+        }
+    }
+
+    /// Remembers the target this root is synced to.
+    pub fn set_target(&self, url: &str) -> Result<(), JournalError> {
+        let path = self.target_file();
+        crate::sink::commit::commit_bytes(&path, url.as_bytes())
+            .map_err(|source| JournalError { path, source })
+    }
+
+    fn target_file(&self) -> PathBuf {
+        self.path.with_file_name("target")
+    }
+
     /// All records, by path.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.records.values()

@@ -59,6 +59,9 @@ pub struct SyncConfig {
     pub on_quota: QuotaPolicy,
     /// How long uploaded files stay on local disk.
     pub retention: Duration,
+    /// Name prefix of this process's log files: the newest of them is still being
+    /// written, so it is shipped only at [`Syncer::finish`].
+    pub own_logs: Option<String>,
 }
 
 /// Why sync did not finish.
@@ -99,6 +102,14 @@ pub enum SyncError {
         last_error: Option<String>,
         /// Output root.
         root: String,
+    },
+    /// Some keys in the target hold other content; those files were not uploaded.
+    #[error("{} file(s) conflict with other content under the same key in {target} and were not overwritten: {}; they stay local", files.len(), files.join(", "))]
+    Conflicts {
+        /// Target URL.
+        target: String,
+        /// The files.
+        files: Vec<String>,
     },
     /// The background thread could not start.
     #[error("sync could not start: {0}")]
@@ -308,8 +319,17 @@ impl Shared {
 impl Syncer {
     /// Opens the journal of `root`, finds committed files it does not know yet, and
     /// starts the uploader.
-    pub fn start(root: &Path, config: SyncConfig) -> Result<Syncer, SyncError> {
+    /// With `all`, files already uploaded are checked against the target again (and
+    /// uploaded if missing); the same happens when the target differs from the last one
+    /// this root was synced to.
+    pub fn start(root: &Path, config: SyncConfig, all: bool) -> Result<Syncer, SyncError> {
         let journal = Journal::open(root)?;
+        let previous = journal.target()?;
+        let retarget = previous.as_deref().is_some_and(|p| p != config.target.url);
+        if retarget {
+            tracing::warn!(previous = previous.as_deref().unwrap_or_default(), target = %config.target.url, "Sync target changed: files uploaded to the previous target are checked and uploaded again");
+        }
+        journal.set_target(&config.target.url)?;
         let shared = Arc::new(Shared {
             root: root.to_owned(),
             config,
@@ -323,6 +343,9 @@ impl Syncer {
             stats: Mutex::new(Vec::new()),
         });
         adopt_local_files(&shared, false)?;
+        if all || retarget {
+            requeue_present(&shared)?;
+        }
         let runner = shared.clone();
         let thread = std::thread::Builder::new()
             .name("edgeflow-sync".into())
@@ -367,70 +390,103 @@ impl Syncer {
         })
     }
 
-    /// Whether the sources should wait: pending files fill the quota under the
-    /// backpressure policy.
-    pub fn should_pause(&self) -> bool {
-        pause(&self.shared)
-    }
-
-    /// A handle the sources poll to pause.
-    pub fn pause_gate(&self) -> PauseGate {
-        PauseGate(self.shared.clone())
-    }
-
     /// Bytes not yet uploaded.
     pub fn pending_bytes(&self) -> u64 {
         self.shared.pending_bytes.load(Ordering::Relaxed)
     }
 
-    /// Ships logs, then waits until every pending file is in the target, the target
-    /// refuses for good, or `timeout` passes; then stops the uploader.
-    pub fn finish(mut self, timeout: Duration) -> Result<SyncReport, SyncError> {
-        adopt_local_files(&self.shared, true)?;
-        self.shared.wake.notify_one();
+    /// Waits until every pending result file is in the target, then runs `close_logs`
+    /// (which must flush and close this process's log files), ships the logs, and waits
+    /// for them too; gives up when the target refuses for good or `timeout` passes.
+    /// Stops the uploader either way.
+    pub fn finish(
+        mut self,
+        timeout: Duration,
+        close_logs: impl FnOnce(),
+    ) -> (SyncReport, Result<(), SyncError>) {
         let started = Instant::now();
-        let outcome = loop {
+        let deadline = started + timeout;
+        let mut outcome = match adopt_local_files(&self.shared, false) {
+            Ok(()) => self.wait_until_synced(deadline, Some(FileKind::Data)),
+            Err(e) => Err(Some(e.to_string())),
+        };
+        close_logs();
+        // Closed logs are journaled even when sync failed, so a later `edgeflow sync`
+        // ships them with the rest.
+        let adopted = adopt_local_files(&self.shared, true);
+        if outcome.is_ok() {
+            outcome = match adopted {
+                Ok(()) => self.wait_until_synced(deadline, None),
+                Err(e) => Err(Some(e.to_string())),
+            };
+        }
+        self.stop();
+        expire_uploaded(&self.shared);
+        let report = self.report();
+        let root = self.shared.root.display().to_string();
+        let result = match outcome {
+            Ok(()) if report.conflicts.is_empty() => Ok(()),
+            Ok(()) => Err(SyncError::Conflicts {
+                target: report.target.clone(),
+                files: report.conflicts.clone(),
+            }),
+            Err(None) => Err(SyncError::Timeout {
+                target: report.target.clone(),
+                waited: started.elapsed(),
+                files: report.pending_files,
+                bytes: report.pending_bytes,
+                last_error: lock(&self.shared.last_error)
+                    .clone()
+                    .or(report.last_error.clone()),
+                root,
+            }),
+            Err(Some(reason)) => Err(SyncError::Halted {
+                target: report.target.clone(),
+                reason,
+                files: report.pending_files,
+                bytes: report.pending_bytes,
+                root,
+            }),
+        };
+        (report, result)
+    }
+
+    /// Waits until no file (of `kind`, if given) is pending. `Err(Some(reason))` when
+    /// the uploader halted, `Err(None)` at the deadline.
+    fn wait_until_synced(
+        &self,
+        deadline: Instant,
+        kind: Option<FileKind>,
+    ) -> Result<(), Option<String>> {
+        self.shared.wake.notify_one();
+        loop {
             let pending = lock(&self.shared.journal)
                 .records()
-                .filter(|r| r.state.is_pending())
+                .filter(|r| r.state.is_pending() && kind.is_none_or(|k| r.kind == k))
                 .count();
             if pending == 0 {
-                break Ok(());
+                return Ok(());
             }
             if let Some(reason) = lock(&self.shared.halted).clone() {
-                break Err(reason);
+                return Err(Some(reason));
             }
-            let waited = started.elapsed();
-            if waited >= timeout {
-                break Err(String::new());
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(None);
             }
             let guard = lock(&self.shared.progress.0);
             let _ = self
                 .shared
                 .progress
                 .1
-                .wait_timeout(guard, (timeout - waited).min(Duration::from_millis(200)));
-        };
-        self.stop();
-        let report = self.report();
-        match outcome {
-            Ok(()) => Ok(report),
-            Err(reason) if reason.is_empty() => Err(SyncError::Timeout {
-                target: report.target.clone(),
-                waited: started.elapsed(),
-                files: report.pending_files,
-                bytes: report.pending_bytes,
-                last_error: lock(&self.shared.last_error).clone().or(report.last_error),
-                root: self.shared.root.display().to_string(),
-            }),
-            Err(reason) => Err(SyncError::Halted {
-                target: report.target.clone(),
-                reason,
-                files: report.pending_files,
-                bytes: report.pending_bytes,
-                root: self.shared.root.display().to_string(),
-            }),
+                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)));
         }
+    }
+
+    /// A pause hook for the engine's sources (backpressure quota).
+    pub fn pause_check(&self) -> crate::engine::control::PauseCheck {
+        let shared = self.shared.clone();
+        Arc::new(move || pause(&shared))
     }
 
     /// What has been synced so far.
@@ -469,17 +525,6 @@ impl Drop for Syncer {
     }
 }
 
-/// Lets sources check the backpressure quota without holding the syncer.
-#[derive(Clone)]
-pub struct PauseGate(Arc<Shared>);
-
-impl PauseGate {
-    /// Whether the sources should wait for uploads to make room.
-    pub fn should_pause(&self) -> bool {
-        pause(&self.0)
-    }
-}
-
 fn pause(shared: &Shared) -> bool {
     match (shared.config.max_pending_bytes, shared.config.on_quota) {
         (Some(quota), QuotaPolicy::Backpressure) => {
@@ -494,8 +539,27 @@ fn pause(shared: &Shared) -> bool {
 fn adopt_local_files(shared: &Shared, logs_too: bool) -> Result<(), JournalError> {
     let mut found = Vec::new();
     collect_files(&shared.root, &shared.root, &mut found);
-    let quiet = |p: &Path| {
-        std::fs::metadata(p)
+    let own = shared.config.own_logs.as_deref();
+    let is_own = |relative: &str| {
+        own.is_some_and(|prefix| {
+            relative
+                .rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with(prefix))
+        })
+    };
+    let newest_own = found
+        .iter()
+        .filter(|(relative, kind)| *kind == FileKind::Log && is_own(relative))
+        .map(|(relative, _)| relative.clone())
+        .max();
+    // A log file is done when it is not the one this process writes to now and nobody
+    // has written to it for a while (another process may still own it).
+    let closed = |relative: &str| {
+        if is_own(relative) {
+            return newest_own.as_deref() != Some(relative);
+        }
+        std::fs::metadata(shared.root.join(relative))
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() >= LOG_QUIET)
     };
@@ -505,11 +569,10 @@ fn adopt_local_files(shared: &Shared, logs_too: bool) -> Result<(), JournalError
         if known.contains(&relative) {
             continue;
         }
-        let path = shared.root.join(&relative);
-        if kind == FileKind::Log && !logs_too && !quiet(&path) {
+        if kind == FileKind::Log && !logs_too && !closed(&relative) {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = std::fs::read(shared.root.join(&relative)) else {
             continue;
         };
         let record = Record {
@@ -522,6 +585,34 @@ fn adopt_local_files(shared: &Shared, logs_too: bool) -> Result<(), JournalError
             state: FileState::Committed,
         };
         journal.put(record)?;
+    }
+    shared.recompute_pending(&journal);
+    Ok(())
+}
+
+/// Makes every settled file that is still on local disk pending again; the uploader
+/// looks before it writes, so files already in the target are only confirmed.
+fn requeue_present(shared: &Shared) -> Result<(), JournalError> {
+    let mut journal = lock(&shared.journal);
+    let settled: Vec<String> = journal
+        .records()
+        .filter(|r| {
+            matches!(
+                r.state,
+                FileState::Uploaded { .. } | FileState::Conflict { .. }
+            )
+        })
+        .filter(|r| shared.root.join(&r.path).is_file())
+        .map(|r| r.path.clone())
+        .collect();
+    for path in settled {
+        journal.set_state(
+            &path,
+            FileState::Failed {
+                reason: "checking against the target again".into(),
+                retryable: true,
+            },
+        )?;
     }
     shared.recompute_pending(&journal);
     Ok(())
@@ -585,15 +676,6 @@ async fn uploader(shared: Arc<Shared>) {
             let mut next: Vec<Record> = lock(&shared.journal)
                 .records()
                 .filter(|r| r.state.is_pending() && !in_flight.contains(&r.path))
-                .filter(|r| {
-                    !matches!(
-                        r.state,
-                        FileState::Failed {
-                            retryable: false,
-                            ..
-                        }
-                    )
-                })
                 .cloned()
                 .collect();
             next.sort_by_key(|r| (r.kind, r.committed_ms, r.path.clone()));
@@ -730,5 +812,6 @@ fn expire_uploaded(shared: &Shared) {
 /// The journal of an output root, summarised (for `edgeflow status`).
 pub fn status(root: &Path) -> Result<SyncReport, JournalError> {
     let journal = Journal::open(root)?;
-    Ok(SyncReport::from_journal(&journal, ""))
+    let target = journal.target()?.unwrap_or_else(|| "(never synced)".into());
+    Ok(SyncReport::from_journal(&journal, &target))
 }

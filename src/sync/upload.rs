@@ -67,7 +67,7 @@ pub enum Outcome {
 /// Whether an object store error is worth retrying, and a message for people.
 pub fn classify(error: &object_store::Error) -> (String, bool) {
     use object_store::Error as E;
-    let message = error.to_string();
+    let message = tidy(&error.to_string());
     let retryable = match error {
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => false,
         // A PUT answered 404 means the bucket is missing.
@@ -95,6 +95,31 @@ pub fn classify(error: &object_store::Error) -> (String, bool) {
         }
     };
     (message, retryable)
+}
+
+/// Replaces an S3 XML error body in a message with its code and message.
+fn tidy(message: &str) -> String {
+    let Some(start) = message.find("<?xml") else {
+        return message.to_owned();
+    };
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let from = message.find(&open)? + open.len();
+        let to = message[from..].find("</")? + from;
+        Some(message[from..to].to_owned())
+    };
+    let mut tidy = message[..start].trim_end().trim_end_matches(':').to_owned();
+    if let Some(code) = tag("Code") {
+        tidy.push_str(": ");
+        tidy.push_str(&code);
+    }
+    if let Some(text) = tag("Message") {
+        tidy.push_str(&format!(" ({text})"));
+    }
+    if let Some(end) = message.rfind("</Error>") {
+        tidy.push_str(&message[end + "</Error>".len()..]);
+    }
+    tidy
 }
 
 fn failed(error: &object_store::Error) -> Outcome {

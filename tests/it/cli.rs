@@ -4,7 +4,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn edgeflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+    // Runs here sync to the default target; keep it out of the working tree.
+    let target = std::env::temp_dir().join("edgeflow-cli-tests-sync");
+    command.env("EDGEFLOW_SYNC", format!("file://{}", target.display()));
+    command
 }
 
 fn canonical() -> String {

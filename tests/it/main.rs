@@ -8,4 +8,6 @@ mod oracle;
 mod parquet_files;
 mod query_errors;
 mod query_files;
+mod s3_server;
 mod support;
+mod sync;

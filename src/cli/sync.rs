@@ -1,0 +1,214 @@
+//! Sync flags of `run`, and the `sync` and `status` commands.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use edgeflow::sync::target::{S3Options, Target};
+use edgeflow::sync::upload::UploadConfig;
+use edgeflow::sync::{QuotaPolicy, SyncConfig, Syncer};
+
+/// Where `run` syncs when no `--sync` is given: a local folder, so the default needs no
+/// server.
+pub fn default_target() -> PathBuf {
+    PathBuf::from("edgeflow-sync")
+}
+
+/// How committed files are shipped to object storage.
+#[derive(Debug, Clone, Args)]
+pub struct SyncFlags {
+    /// Sync target: s3://bucket/prefix or file:///path (default: the local folder
+    /// ./edgeflow-sync).
+    #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
+    pub sync: Option<String>,
+    /// Do not sync; results stay in the output folder only.
+    #[arg(long, conflicts_with = "sync")]
+    pub no_sync: bool,
+    /// Local quota for files not yet uploaded, e.g. 512MiB or 2G (default: no quota).
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_pending_bytes: Option<u64>,
+    /// What to do when the quota is full.
+    #[arg(long, value_enum, default_value_t = QuotaPolicy::Backpressure)]
+    pub on_quota: QuotaPolicy,
+    /// How long uploaded files stay on local disk, e.g. 24h, 30m, 0s.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// How long a finite run waits at its end for the target to take the last files.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub sync_timeout: Duration,
+    /// Files at least this large are uploaded in parts.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (at least 5MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_part_size)]
+    pub part_size: u64,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Options,
+}
+
+impl SyncFlags {
+    /// The sync configuration, or `None` with `--no-sync`.
+    pub fn config(&self) -> anyhow::Result<Option<SyncConfig>> {
+        if self.no_sync {
+            return Ok(None);
+        }
+        let target = match &self.sync {
+            Some(url) => Target::open(url, &self.s3)?,
+            None => Target::local(&default_target())?,
+        };
+        Ok(Some(self.config_for(target)))
+    }
+
+    /// The configuration for a given target.
+    pub fn config_for(&self, target: Target) -> SyncConfig {
+        SyncConfig {
+            target,
+            upload: UploadConfig {
+                multipart_threshold: self.multipart_threshold,
+                part_size: self.part_size as usize,
+            },
+            max_pending_bytes: self.max_pending_bytes,
+            on_quota: self.on_quota,
+            retention: self.retention,
+            own_logs: None,
+        }
+    }
+}
+
+/// Parses `1000`, `64KiB`, `8MiB`, `2G` (powers of 1000 without the `i`).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512MiB or 2G"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+    };
+    Ok((number * scale) as u64)
+}
+
+fn parse_part_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes < 5 << 20 {
+        return Err("S3 parts must be at least 5MiB".into());
+    }
+    Ok(bytes)
+}
+
+/// Arguments of `sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The output root of earlier runs.
+    pub dir: PathBuf,
+    /// Target: s3://bucket/prefix or file:///path.
+    #[arg(long)]
+    pub to: String,
+    /// Check every file still on local disk against the target, not only pending ones.
+    #[arg(long)]
+    pub all: bool,
+    /// Give up after this long if the target stays unreachable.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Files at least this large are uploaded in parts.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (at least 5MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_part_size)]
+    pub part_size: u64,
+    /// How long uploaded files stay on local disk.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Options,
+}
+
+/// Runs `sync`: exits 0 only when every file is in the target.
+pub fn sync(args: &SyncArgs) -> anyhow::Result<()> {
+    if !args.dir.is_dir() {
+        anyhow::bail!("{}: not a folder", args.dir.display());
+    }
+    let config = SyncConfig {
+        target: Target::open(&args.to, &args.s3)?,
+        upload: UploadConfig {
+            multipart_threshold: args.multipart_threshold,
+            part_size: args.part_size as usize,
+        },
+        max_pending_bytes: None,
+        on_quota: QuotaPolicy::Backpressure,
+        retention: args.retention,
+        own_logs: None,
+    };
+    let syncer = Syncer::start(&args.dir, config, args.all)?;
+    let (report, outcome) = syncer.finish(args.timeout, || {});
+    print_report(&report, args.json)?;
+    Ok(outcome?)
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The output root.
+    pub dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `status`.
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    if !args.dir.is_dir() {
+        anyhow::bail!("{}: not a folder", args.dir.display());
+    }
+    let report = edgeflow::sync::status(&args.dir)?;
+    print_report(&report, args.json)
+}
+
+fn print_report(report: &edgeflow::sync::SyncReport, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{report}")?;
+    }
+    Ok(())
+}
+
+/// Where `run` writes its own log files.
+pub fn log_dir(output: &Path) -> PathBuf {
+    output.join("_logs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse_with_decimal_and_binary_units() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1.5kb"), Ok(1500));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3 parsecs").is_err());
+    }
+}
