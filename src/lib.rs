@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod operators;
+pub mod outputs;
 pub mod query;
 pub mod sink;
 pub mod source;

@@ -38,6 +38,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => cli::run::run(args, logs),
         Command::Sync(args) => cli::sync::sync(args),
+        Command::Query(args) => cli::query::query(args),
+        Command::Tables(args) => cli::query::tables(args),
         Command::Status(args) => cli::sync::status(args),
         Command::Check(args) => cli::check::check(args),
         Command::Gen(args) => cli::gen_cmd::generate(args),

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod gen_cmd;
 pub mod logging;
+pub mod query;
 pub mod run;
 pub mod sync;
 
@@ -33,6 +34,11 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Write deterministic synthetic traffic readings as JSON lines (or CSV).
     Gen(gen_cmd::GenArgs),
+    /// Run SQL over the Parquet outputs (local, in the bucket, or both); without SQL,
+    /// an interactive shell.
+    Query(query::QueryArgs),
+    /// List the tables `query` sees.
+    Tables(query::TablesArgs),
     /// Upload an output folder's pending files to object storage.
     Sync(sync::SyncArgs),
     /// Show an output folder's sync journal: pending, uploaded, last error.

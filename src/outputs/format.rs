@@ -1,0 +1,102 @@
+//! Query results as an aligned table, CSV with a header, JSON lines or Parquet.
+
+use std::io::Write;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// How results are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned table for a terminal.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row, per line.
+    Json,
+    /// A Parquet file (needs --out).
+    Parquet,
+}
+
+/// Why results could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Encoding failed.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// Parquet encoding failed.
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Writing failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes `batches` (of `schema`) to `out` in `format`.
+pub fn write<W: Write + Send>(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    mut out: W,
+) -> Result<(), FormatError> {
+    match format {
+        OutputFormat::Table => {
+            let empty;
+            let shown = if batches.is_empty() {
+                empty = [RecordBatch::new_empty(schema.clone())];
+                &empty[..]
+            } else {
+                batches
+            };
+            let table = arrow::util::pretty::pretty_format_batches(shown)?;
+            writeln!(out, "{table}")?;
+        }
+        OutputFormat::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            if batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+            }
+            for batch in batches {
+                writer.write(batch)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+        }
+        OutputFormat::Parquet => {
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), None)?;
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.close()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The first row of a result as display strings (empty if there is none).
+pub fn first_row(batches: &[RecordBatch]) -> Vec<String> {
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Vec::new();
+    };
+    let options = FormatOptions::default().with_null("NULL");
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            ArrayFormatter::try_new(column.as_ref(), &options)
+                .map(|f| f.value(0).to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
