@@ -31,7 +31,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_dir = match &cli.command {
-        Command::Run(args) => Some(cli::sync::log_dir(&args.output)),
+        // An output folder that cannot be made is reported by `run` itself.
+        Command::Run(args) => Some(cli::sync::log_dir(&args.output))
+            .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
         _ => None,
     };
     let logs = cli::logging::init(log_dir.as_deref());

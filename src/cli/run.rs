@@ -72,6 +72,9 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     config.chunk_bytes = args.chunk_bytes.max(4096);
     config.progress = std::io::stderr().is_terminal();
     tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
+    // The output folder is checked before sync opens its journal there, so an unusable
+    // folder is reported as such.
+    engine::ensure_writable(&args.output)?;
     let syncer = match args.sync.config()? {
         Some(mut sync) => {
             sync.own_logs = logs.as_ref().map(|l| l.prefix.clone());

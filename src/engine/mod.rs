@@ -55,19 +55,26 @@ impl RunConfig {
     }
 }
 
+/// Creates the output root if needed and checks that files can be written in it.
+pub fn ensure_writable(root: &std::path::Path) -> Result<(), Error> {
+    let fail = |source: std::io::Error| Error::Output {
+        path: root.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(fail)?;
+    let probe = root.join(format!(".edgeflow-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
+
 /// Makes sure the output root exists and is writable, and clears half-written files of
 /// a crashed run.
 fn prepare_output(layout: &Layout) -> Result<(), Error> {
+    ensure_writable(layout.root())?;
     let fail = |source: std::io::Error| Error::Output {
         path: layout.root().to_owned(),
         source,
     };
-    std::fs::create_dir_all(layout.root()).map_err(fail)?;
-    let probe = layout
-        .root()
-        .join(format!(".edgeflow-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)?;
     for dir in [layout.results_dir(), layout.late_dir()] {
         let removed = commit::remove_stale(&dir).map_err(fail)?;
         if removed > 0 {

@@ -4,7 +4,7 @@
 //! Every committed file is recorded in a crash-safe [`journal`] before anything else
 //! happens to it. A background task on its own thread (a small tokio runtime) uploads
 //! pending files, data before logs and oldest first, with create-only puts under
-//! deterministic keys ([`upload`]); retryable failures back off with jitter and are tried
+//! deterministic keys ([`mod@upload`]); retryable failures back off with jitter and are tried
 //! again without limit, a non-retryable one (bad credentials, missing bucket) stops the
 //! uploader and is reported once. A local disk quota either pauses the sources or drops
 //! the oldest pending files, loudly. Uploaded files are deleted locally after a retention

@@ -271,3 +271,18 @@ pub async fn upload(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tidy;
+
+    #[test]
+    fn s3_error_bodies_shrink_to_code_and_message() {
+        let raw = "Error performing PUT http://h/b/k in 20ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The signature does not match.</Message><RequestId>x</RequestId></Error>";
+        assert_eq!(
+            tidy(raw),
+            "Error performing PUT http://h/b/k in 20ms - Server returned non-2xx status code: 403 Forbidden: SignatureDoesNotMatch (The signature does not match.)"
+        );
+        assert_eq!(tidy("connection refused"), "connection refused");
+    }
+}
