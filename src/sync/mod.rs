@@ -525,10 +525,13 @@ impl Drop for Syncer {
     }
 }
 
+/// Whether the sources should wait. Once the target has refused for good no upload will
+/// make room, so the sources go on (the files stay pending, nothing is lost) and the run
+/// ends with the refusal instead of waiting forever.
 fn pause(shared: &Shared) -> bool {
     match (shared.config.max_pending_bytes, shared.config.on_quota) {
         (Some(quota), QuotaPolicy::Backpressure) => {
-            shared.pending_bytes.load(Ordering::Relaxed) > quota
+            shared.pending_bytes.load(Ordering::Relaxed) > quota && lock(&shared.halted).is_none()
         }
         _ => false,
     }

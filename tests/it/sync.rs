@@ -643,3 +643,36 @@ fn quota_drop_oldest_drops_loudly_and_ships_the_rest() {
         drops
     );
 }
+
+#[test]
+fn quota_backpressure_does_not_hang_when_the_target_refuses() {
+    let case = Case::s3("quota-backpressure-refused");
+    let Place::S3 { moto, .. } = &case.place else {
+        unreachable!()
+    };
+    let wrong = Creds {
+        key: moto.creds.key.clone(),
+        secret: "wrong-secret-for-backpressure".into(),
+    };
+    let mut run = case.run_many(&["--max-pending-bytes", "20KB"]);
+    moto.env_with(&mut run, &wrong);
+    let out = output(&mut run);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("readings     40000"),
+        "{}",
+        text(&out.stdout)
+    );
+    let local = local_outputs(&case.out());
+    let status = case.status();
+    assert_eq!(
+        status["pending_files"].as_u64(),
+        Some(local.len() as u64),
+        "{status}"
+    );
+    assert_success(
+        &output(&mut case.sync(&[])),
+        "edgeflow sync with the right key",
+    );
+    case.place.mirrors(&case.out());
+}
