@@ -15,6 +15,37 @@ pub fn default_target() -> PathBuf {
     PathBuf::from("edgeflow-sync")
 }
 
+/// Upload and retention settings shared by `run` and `sync`.
+#[derive(Debug, Clone, Args)]
+pub struct UploadFlags {
+    /// How long uploaded files stay on local disk, e.g. 24h, 30m, 0s.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// Files at least this large are uploaded in parts.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (at least 5MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_part_size)]
+    pub part_size: u64,
+}
+
+impl UploadFlags {
+    /// The sync configuration for `target` with these settings and no quota.
+    pub fn config_for(&self, target: Target) -> SyncConfig {
+        SyncConfig {
+            target,
+            upload: UploadConfig {
+                multipart_threshold: self.multipart_threshold,
+                part_size: self.part_size as usize,
+            },
+            max_pending_bytes: None,
+            on_quota: QuotaPolicy::Backpressure,
+            retention: self.retention,
+            own_logs: None,
+        }
+    }
+}
+
 /// How committed files are shipped to object storage.
 #[derive(Debug, Clone, Args)]
 pub struct SyncFlags {
@@ -31,18 +62,12 @@ pub struct SyncFlags {
     /// What to do when the quota is full.
     #[arg(long, value_enum, default_value_t = QuotaPolicy::Backpressure)]
     pub on_quota: QuotaPolicy,
-    /// How long uploaded files stay on local disk, e.g. 24h, 30m, 0s.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
     /// How long a finite run waits at its end for the target to take the last files.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub sync_timeout: Duration,
-    /// Files at least this large are uploaded in parts.
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
-    pub multipart_threshold: u64,
-    /// Part size of multipart uploads (at least 5MiB).
-    #[arg(long, default_value = "8MiB", value_parser = parse_part_size)]
-    pub part_size: u64,
+    /// Upload and retention settings.
+    #[command(flatten)]
+    pub upload: UploadFlags,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Options,
@@ -64,15 +89,9 @@ impl SyncFlags {
     /// The configuration for a given target.
     pub fn config_for(&self, target: Target) -> SyncConfig {
         SyncConfig {
-            target,
-            upload: UploadConfig {
-                multipart_threshold: self.multipart_threshold,
-                part_size: self.part_size as usize,
-            },
             max_pending_bytes: self.max_pending_bytes,
             on_quota: self.on_quota,
-            retention: self.retention,
-            own_logs: None,
+            ..self.upload.config_for(target)
         }
     }
 }
@@ -124,15 +143,9 @@ pub struct SyncArgs {
     /// Give up after this long if the target stays unreachable.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Files at least this large are uploaded in parts.
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
-    pub multipart_threshold: u64,
-    /// Part size of multipart uploads (at least 5MiB).
-    #[arg(long, default_value = "8MiB", value_parser = parse_part_size)]
-    pub part_size: u64,
-    /// How long uploaded files stay on local disk.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
+    /// Upload and retention settings.
+    #[command(flatten)]
+    pub upload: UploadFlags,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -146,17 +159,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<()> {
     if !args.dir.is_dir() {
         anyhow::bail!("{}: not a folder", args.dir.display());
     }
-    let config = SyncConfig {
-        target: Target::open(&args.to, &args.s3)?,
-        upload: UploadConfig {
-            multipart_threshold: args.multipart_threshold,
-            part_size: args.part_size as usize,
-        },
-        max_pending_bytes: None,
-        on_quota: QuotaPolicy::Backpressure,
-        retention: args.retention,
-        own_logs: None,
-    };
+    let config = args.upload.config_for(Target::open(&args.to, &args.s3)?);
     let syncer = Syncer::start(&args.dir, config, args.all)?;
     let (report, outcome) = syncer.finish(args.timeout, || {});
     print_report(&report, args.json)?;

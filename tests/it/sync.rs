@@ -140,6 +140,18 @@ impl Case {
         command
     }
 
+    /// Makes `command` sign with our key id but a wrong secret: the server refuses it.
+    fn refused<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        let Place::S3 { moto, .. } = &self.place else {
+            panic!("refused credentials need the S3 place")
+        };
+        let wrong = Creds {
+            key: moto.creds.key.clone(),
+            secret: "not-the-secret-0123456789".into(),
+        };
+        moto.env_with(command, &wrong)
+    }
+
     fn status(&self) -> serde_json::Value {
         let out = output(
             self.place
@@ -541,15 +553,8 @@ fn engine_killed_mid_sync_resumes_with_edgeflow_sync() {
 #[test]
 fn wrong_credentials_fail_clearly_and_keep_files_pending() {
     let case = Case::s3("wrong-credentials");
-    let Place::S3 { moto, .. } = &case.place else {
-        unreachable!()
-    };
-    let wrong = Creds {
-        key: moto.creds.key.clone(),
-        secret: "not-the-secret-0123456789".into(),
-    };
     let mut run = case.run(&[]);
-    moto.env_with(&mut run, &wrong);
+    case.refused(&mut run);
     let out = output(&mut run);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -604,16 +609,9 @@ fn quota_backpressure_pauses_sources_and_loses_nothing() {
 #[test]
 fn quota_drop_oldest_drops_loudly_and_ships_the_rest() {
     let case = Case::s3("quota-drop-oldest");
-    let Place::S3 { moto, .. } = &case.place else {
-        unreachable!()
-    };
     // With a refused key nothing leaves, so the quota fills and old files are dropped.
-    let wrong = Creds {
-        key: moto.creds.key.clone(),
-        secret: "wrong-secret-for-the-quota-test".into(),
-    };
     let mut run = case.run_many(&["--max-pending-bytes", "30KB", "--on-quota", "drop-oldest"]);
-    moto.env_with(&mut run, &wrong);
+    case.refused(&mut run);
     let out = output(&mut run);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -647,15 +645,8 @@ fn quota_drop_oldest_drops_loudly_and_ships_the_rest() {
 #[test]
 fn quota_backpressure_does_not_hang_when_the_target_refuses() {
     let case = Case::s3("quota-backpressure-refused");
-    let Place::S3 { moto, .. } = &case.place else {
-        unreachable!()
-    };
-    let wrong = Creds {
-        key: moto.creds.key.clone(),
-        secret: "wrong-secret-for-backpressure".into(),
-    };
     let mut run = case.run_many(&["--max-pending-bytes", "20KB"]);
-    moto.env_with(&mut run, &wrong);
+    case.refused(&mut run);
     let out = output(&mut run);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
