@@ -3,28 +3,45 @@
 //! Decoding interns text fields as it reads them, so grouping by a text column costs one
 //! hash of the raw bytes per reading and nothing more: the id is the group key. Ids are
 //! local to one worker; anything that crosses workers carries the text itself.
+//!
+//! The table is hand-rolled open addressing rather than a general hash map because its
+//! slot layout is the cost at a million keys: see [`Slot`].
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-
-/// Strings up to this long live in the hash-table entry itself, so finding one touches
-/// the table and nothing else: at a million distinct keys every extra access is a cache
-/// miss.
+/// Strings up to this long live in the table slot itself, so finding one touches the
+/// slot and nothing else: at a million distinct keys every extra access is a cache miss.
 const INLINE: usize = 16;
 
-/// A hash-table entry: the id, and the text inline when it is short.
+/// One slot of the open-addressing table. 32 bytes and aligned to 32, so a slot never
+/// straddles two cache lines: a lookup that hits its first slot costs one miss, where a
+/// table with separate control bytes costs two.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+#[repr(C, align(32))]
+struct Slot {
+    /// The full hash: compared before the text, and reused when the table grows, so
+    /// growing never reads the strings.
+    hash: u64,
+    /// The id plus one; 0 marks an empty slot.
     id: u32,
     len: u32,
     inline: [u8; INLINE],
 }
 
+const EMPTY: Slot = Slot {
+    hash: 0,
+    id: 0,
+    len: 0,
+    inline: [0; INLINE],
+};
+
 /// A set of strings, each with a dense id in order of first appearance.
 #[derive(Debug, Default)]
 pub struct Interner {
-    table: HashTable<Entry>,
+    /// Linear probing over a power-of-two table, at most seven eighths full: lookups of
+    /// known keys (the common case) rarely probe past the next slot, and a fuller table
+    /// stays in cache longer.
+    slots: Vec<Slot>,
     /// `ends[i]` is where string `i` ends in `bytes`; it starts where `i - 1` ends.
     ends: Vec<u32>,
     /// UTF-8 text of every string, back to back.
@@ -32,8 +49,6 @@ pub struct Interner {
     hasher: foldhash::fast::FixedState,
 }
 
-/// Equality of short byte strings without a call to `memcmp`: interned keys are mostly a
-/// few bytes long, where the call costs more than the comparison.
 #[inline(always)]
 fn load4(s: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or_default())
@@ -81,21 +96,40 @@ impl Interner {
         self.intern_utf8(text.as_bytes())
     }
 
+    /// The slot holding `text` (of hash `hash`), or the empty slot where it belongs.
+    #[inline]
+    fn probe(&self, hash: u64, text: &[u8]) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            let slot = &self.slots[at];
+            if slot.id == 0 {
+                return at;
+            }
+            if slot.hash == hash && slot.len as usize == text.len() {
+                let same = if text.len() <= INLINE {
+                    bytes_eq(&slot.inline[..text.len()], text)
+                } else {
+                    bytes_eq(&self.bytes[Self::slice(&self.ends, slot.id - 1)], text)
+                };
+                if same {
+                    return at;
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
     /// The id of `text`, which the caller has checked is UTF-8.
     #[inline]
     pub fn intern_utf8(&mut self, text: &[u8]) -> u32 {
+        if (self.ends.len() + 1) * 8 > self.slots.len() * 7 {
+            self.grow();
+        }
         let hash = self.hasher.hash_one(text);
-        let (ends, bytes) = (&self.ends, &self.bytes);
-        let found = self.table.find(hash, |e| {
-            e.len as usize == text.len()
-                && if text.len() <= INLINE {
-                    bytes_eq(&e.inline[..text.len()], text)
-                } else {
-                    bytes_eq(&bytes[Self::slice(ends, e.id)], text)
-                }
-        });
-        if let Some(e) = found {
-            return e.id;
+        let at = self.probe(hash, text);
+        if self.slots[at].id != 0 {
+            return self.slots[at].id - 1;
         }
         let id = self.ends.len() as u32;
         self.bytes.extend_from_slice(text);
@@ -104,24 +138,37 @@ impl Interner {
         if text.len() <= INLINE {
             inline[..text.len()].copy_from_slice(text);
         }
-        let entry = Entry {
-            id,
+        self.slots[at] = Slot {
+            hash,
+            id: id + 1,
             len: text.len() as u32,
             inline,
         };
-        let (ends, bytes, hasher) = (&self.ends, &self.bytes, &self.hasher);
-        self.table.insert_unique(hash, entry, |e| {
-            hasher.hash_one(&bytes[Self::slice(ends, e.id)])
-        });
         id
+    }
+
+    /// Doubles the table, placing slots by their stored hashes.
+    #[cold]
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity]);
+        let mask = capacity - 1;
+        for slot in old.into_iter().filter(|s| s.id != 0) {
+            let mut at = slot.hash as usize & mask;
+            while self.slots[at].id != 0 {
+                at = (at + 1) & mask;
+            }
+            self.slots[at] = slot;
+        }
     }
 
     /// The id of `text` if it was interned before.
     pub fn lookup(&self, text: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(text.as_bytes());
-        self.table
-            .find(hash, |e| self.get(e.id) == text)
-            .map(|e| e.id)
+        if self.slots.is_empty() {
+            return None;
+        }
+        let slot = &self.slots[self.probe(self.hasher.hash_one(text.as_bytes()), text.as_bytes())];
+        slot.id.checked_sub(1)
     }
 
     /// The UTF-8 bytes of an id handed out by this interner.
@@ -151,7 +198,7 @@ impl Interner {
     pub fn heap_bytes(&self) -> usize {
         self.bytes.capacity()
             + self.ends.capacity() * 4
-            + self.table.capacity() * (std::mem::size_of::<Entry>() + 1)
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 }
 

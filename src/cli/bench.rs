@@ -86,7 +86,15 @@ fn engine_run(query: &Path, input: &Path, workers: usize) -> anyhow::Result<RunS
         .arg(query)
         .arg("--input")
         .arg(input)
-        .args(["--workers", &workers.to_string(), "--json", "--output"])
+        // Each run writes a fresh temporary output; syncing it would measure the target
+        // and, with the default folder, collide with the files of earlier benches.
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--json",
+            "--no-sync",
+            "--output",
+        ])
         .arg(out.path())
         .output()
         .context("starting edgeflow run")?;

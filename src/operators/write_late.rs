@@ -106,7 +106,7 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
                     .collect();
                 for (hour, part) in split_by(&all, &hours) {
                     let relative = layout.late_file(e * epoch, hour, worker);
-                    match write_parquet(&layout, relative, &part, &[]) {
+                    match write_parquet(&layout, relative, &part, &[], || {}) {
                         Ok(file) => {
                             Metrics::add(&metrics.files, 1);
                             Metrics::add(&metrics.bytes_written, file.bytes);

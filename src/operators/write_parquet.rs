@@ -49,12 +49,12 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
                             relative,
                             &window.batch,
                             unique.as_deref().as_slice(),
+                            || metrics.window_durable(window.start),
                         ) {
                             Ok(file) => {
                                 Metrics::add(&metrics.rows, file.rows);
                                 Metrics::add(&metrics.files, 1);
                                 Metrics::add(&metrics.bytes_written, file.bytes);
-                                metrics.window_durable(window.start);
                                 on_commit(&file);
                             }
                             Err(e) => control.fail(e.into()),

@@ -95,11 +95,14 @@ pub fn unique_result_column(plan: &QueryPlan) -> Option<String> {
 
 /// Encodes `batch` and commits it at `relative` under the layout's root; `unique` names
 /// columns whose values are all different (see [`parquet::writer_properties`]).
+/// `durable` runs as soon as the file is durable, before the checksum for the sync
+/// journal is computed, so close-to-durable latency measures exactly that.
 pub fn write_parquet(
     layout: &Layout,
     relative: String,
     batch: &RecordBatch,
     unique: &[&str],
+    durable: impl FnOnce(),
 ) -> Result<CommittedFile, SinkError> {
     let path = layout.absolute(&relative);
     let bytes = parquet::encode(batch, unique).map_err(|source| SinkError::Parquet {
@@ -107,8 +110,10 @@ pub fn write_parquet(
         source,
     })?;
     commit::commit_bytes(&path, &bytes).map_err(|source| SinkError::Io { path, source })?;
+    durable();
+    let md5 = crate::sync::upload::md5_hex(&bytes);
     Ok(CommittedFile {
-        md5: crate::sync::upload::md5_hex(&bytes),
+        md5,
         relative,
         bytes: bytes.len() as u64,
         rows: batch.num_rows() as u64,

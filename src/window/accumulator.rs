@@ -530,11 +530,10 @@ impl Accumulator {
                 validity: None,
             },
             Accumulator::SumInt { sum, flags } => {
-                let validity = slots.iter().map(|&s| flags[s] == ANY).collect::<Vec<_>>();
                 overflows = slots.iter().filter(|&&s| flags[s] & OVERFLOW != 0).count() as u64;
                 Column {
                     values: ColumnValues::BigInt(slots.iter().map(|&s| sum[s]).collect()),
-                    validity: Some(validity),
+                    validity: validity(slots, |s| flags[s] == ANY),
                 }
             }
             Accumulator::SumFloat { avg, sum, comp, n } => {
@@ -549,23 +548,22 @@ impl Accumulator {
                         }
                     })
                     .collect();
-                let validity = slots.iter().map(|&s| n[s] > 0).collect();
                 Column {
                     values: ColumnValues::Double(values),
-                    validity: Some(validity),
+                    validity: validity(slots, |s| n[s] > 0),
                 }
             }
             Accumulator::ExtremeInt { v, flags, .. } => Column {
                 values: ColumnValues::BigInt(slots.iter().map(|&s| v[s]).collect()),
-                validity: Some(slots.iter().map(|&s| flags[s] != 0).collect()),
+                validity: validity(slots, |s| flags[s] != 0),
             },
             Accumulator::ExtremeFloat { v, flags, .. } => Column {
                 values: ColumnValues::Double(slots.iter().map(|&s| v[s]).collect()),
-                validity: Some(slots.iter().map(|&s| flags[s] != 0).collect()),
+                validity: validity(slots, |s| flags[s] != 0),
             },
             Accumulator::ExtremeBool { v, flags, .. } => Column {
                 values: ColumnValues::Boolean(slots.iter().map(|&s| v[s]).collect()),
-                validity: Some(slots.iter().map(|&s| flags[s] != 0).collect()),
+                validity: validity(slots, |s| flags[s] != 0),
             },
             Accumulator::ExtremeText { v, .. } => Column {
                 values: ColumnValues::Text(
@@ -574,11 +572,20 @@ impl Accumulator {
                         .map(|&s| v[s].as_deref().map_or(0, |t| interner.intern(t)))
                         .collect(),
                 ),
-                validity: Some(slots.iter().map(|&s| v[s].is_some()).collect()),
+                validity: validity(slots, |s| v[s].is_some()),
             },
         };
         (column, overflows)
     }
+}
+
+/// The validity of `slots` when any is NULL; `None` (no null buffer at all, which Arrow
+/// and the Parquet writer handle faster) when every value is set.
+fn validity(slots: &[usize], valid: impl Fn(usize) -> bool) -> Option<Vec<bool>> {
+    if slots.iter().all(|&s| valid(s)) {
+        return None;
+    }
+    Some(slots.iter().map(|&s| valid(s)).collect())
 }
 
 /// Timestamps stay timestamps: `MIN`/`MAX` over a `TIMESTAMP` argument finish as

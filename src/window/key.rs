@@ -54,6 +54,8 @@ enum Mapper {
     Text {
         /// Source column.
         column: usize,
+        /// The interned texts in sorted order, for closing windows in key order.
+        order: TextOrder,
     },
     /// Anything else: a table of tuples.
     Tuple {
@@ -73,7 +75,10 @@ impl KeyMapper {
     pub fn new(keys: &[GroupKey]) -> Self {
         KeyMapper(match keys {
             [] => Mapper::Global,
-            [k] if k.ty == DataType::Text => Mapper::Text { column: k.column },
+            [k] if k.ty == DataType::Text => Mapper::Text {
+                column: k.column,
+                order: TextOrder::default(),
+            },
             _ => Mapper::Tuple {
                 columns: keys.iter().map(|k| k.column).collect(),
                 tuples: Vec::new(),
@@ -88,7 +93,7 @@ impl KeyMapper {
         ids.clear();
         match &mut self.0 {
             Mapper::Global => ids.resize(batch.len, 0),
-            Mapper::Text { column } => {
+            Mapper::Text { column, .. } => {
                 let column = &batch.columns[*column];
                 if let ColumnValues::Text(v) = &column.values {
                     match &column.validity {
@@ -129,6 +134,41 @@ impl KeyMapper {
         }
     }
 
+    /// The positions of `keys` (ids from this mapper) in ascending key order, when the
+    /// mapper can tell cheaply: for a text key once the set of texts has settled. `None`
+    /// means the caller sorts the key values itself.
+    pub fn sorted_positions(&mut self, keys: &[u32], interner: &Interner) -> Option<Vec<u32>> {
+        let Mapper::Text { order, .. } = &mut self.0 else {
+            return None;
+        };
+        if !order.refresh(interner, keys.len()) || keys.len() > u32::MAX as usize {
+            return None;
+        }
+        // NULL (id 0) first, then texts by rank.
+        let mut packed: Vec<u64> = keys
+            .iter()
+            .enumerate()
+            .map(|(pos, &id)| {
+                let rank = if id == 0 {
+                    0
+                } else {
+                    u64::from(order.rank[id as usize - 1]) + 1
+                };
+                rank << 32 | pos as u64
+            })
+            .collect();
+        radsort::sort_by_key(&mut packed, |p| p >> 32);
+        Some(packed.iter().map(|&p| p as u32).collect())
+    }
+
+    /// Heap bytes of the mapper's own structures.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Mapper::Text { order, .. } => (order.sorted.capacity() + order.rank.capacity()) * 4,
+            _ => 0,
+        }
+    }
+
     /// Appends the values of key `id` to `rows`.
     pub fn push_values(&self, id: u32, interner: &Interner, rows: &mut KeyRows) {
         match &self.0 {
@@ -152,6 +192,90 @@ impl KeyMapper {
     }
 }
 
+/// Interned texts in sorted order, kept across windows.
+///
+/// Devices report window after window, so once the set of keys settles, ordering a
+/// closing window is a radix sort of small integer ranks instead of a sort of strings.
+/// While many keys are new (a growing fleet, a million devices each seen a few times)
+/// keeping ranks would cost more than it saves, and windows are sorted by value instead.
+#[derive(Debug, Default)]
+struct TextOrder {
+    /// Interned ids `0..rank.len()` sorted by text.
+    sorted: Vec<u32>,
+    /// `rank[id]`: the position of id `id` in `sorted`.
+    rank: Vec<u32>,
+    /// Interner size at the previous call.
+    seen: usize,
+}
+
+impl TextOrder {
+    /// Ranks every interned text if few arrived since the previous call (compared with
+    /// `window_keys`, the size of the window being closed); returns whether all are ranked.
+    fn refresh(&mut self, interner: &Interner, window_keys: usize) -> bool {
+        let n = interner.len();
+        let grown = n.saturating_sub(self.seen);
+        self.seen = n;
+        let ranked = self.rank.len();
+        if ranked == n {
+            return true;
+        }
+        if grown.saturating_mul(4) > window_keys || n > u32::MAX as usize {
+            return false;
+        }
+        let text = |id: u32| interner.get_bytes(id);
+        let new = sort_by_text(ranked as u32..n as u32, interner);
+        // Splice the new ids in by binary search: old ids are copied in runs, never compared.
+        let mut merged = Vec::with_capacity(n);
+        let mut from = 0;
+        for &id in &new {
+            let at = from + self.sorted[from..].partition_point(|&old| text(old) < text(id));
+            merged.extend_from_slice(&self.sorted[from..at]);
+            merged.push(id);
+            from = at;
+        }
+        merged.extend_from_slice(&self.sorted[from..]);
+        self.rank.resize(n, 0);
+        for (r, &id) in merged.iter().enumerate() {
+            self.rank[id as usize] = r as u32;
+        }
+        self.sorted = merged;
+        true
+    }
+}
+
+/// The first twelve bytes of `text`, big-endian and zero-padded, above 32 free bits:
+/// orders like the texts except between texts that tie on those bytes.
+fn head(text: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    let n = text.len().min(12);
+    buf[..n].copy_from_slice(&text[..n]);
+    u128::from_be_bytes(buf)
+}
+
+/// Interned ids sorted by their text: a radix sort on the first twelve bytes, which
+/// passes only over the bytes that differ between texts (ids like `dev-000123` share most
+/// of theirs), then a comparison sort of each run that ties on them.
+fn sort_by_text(ids: std::ops::Range<u32>, interner: &Interner) -> Vec<u32> {
+    let mut packed: Vec<u128> = ids
+        .map(|id| head(interner.get_bytes(id)) | u128::from(id))
+        .collect();
+    radsort::sort_by_key(&mut packed, |p| p >> 32);
+    let mut sorted: Vec<u32> = packed.iter().map(|&p| p as u32).collect();
+    let mut start = 0;
+    while start < packed.len() {
+        let mut end = start + 1;
+        while end < packed.len() && packed[end] >> 32 == packed[start] >> 32 {
+            end += 1;
+        }
+        if end - start > 1 {
+            sorted[start..end]
+                .sort_unstable_by(|&a, &b| interner.get_bytes(a).cmp(interner.get_bytes(b)));
+        }
+        start = end;
+    }
+    sorted
+}
+
 /// Key values of many rows, by column: the keys of a partial window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyRows {
@@ -159,6 +283,8 @@ pub struct KeyRows {
     pub columns: Vec<KeyColumn>,
     /// Number of rows.
     pub len: usize,
+    /// Whether the rows are known to be in ascending key order.
+    pub sorted: bool,
 }
 
 /// Text values back to back, as Arrow lays them out: no allocation per value.
@@ -185,6 +311,35 @@ impl TextColumn {
     /// Value `i`, `None` for NULL.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         self.valid[i].then(|| &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+    }
+
+    /// Values in `order` as an Arrow array, built from the bytes directly: one UTF-8
+    /// check over the whole buffer instead of one per value.
+    fn to_arrow(&self, order: &[usize]) -> arrow::array::StringArray {
+        use arrow::array::StringArray;
+        use arrow::buffer::{NullBuffer, OffsetBuffer};
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        let mut offsets = Vec::with_capacity(order.len() + 1);
+        offsets.push(0i32);
+        for &r in order {
+            if let Some(v) = self.get(r) {
+                bytes.extend_from_slice(v);
+            }
+            offsets.push(bytes.len() as i32);
+        }
+        let nulls = order
+            .iter()
+            .any(|&r| !self.valid[r])
+            .then(|| NullBuffer::from_iter(order.iter().map(|&r| self.valid[r])));
+        let offsets = OffsetBuffer::new(offsets.into());
+        // Only UTF-8 is ever interned, and a window holds far less than 2 GiB of keys, so
+        // this cannot fail; the builder path stays as the fallback all the same.
+        StringArray::try_new(offsets, bytes.into(), nulls).unwrap_or_else(|_| {
+            order
+                .iter()
+                .map(|&r| self.get(r).and_then(|t| std::str::from_utf8(t).ok()))
+                .collect()
+        })
     }
 
     /// The first sixteen bytes of value `i`, big-endian, zero-padded (0 for NULL): orders
@@ -260,19 +415,10 @@ impl KeyColumn {
 
     /// The column as an Arrow array of type `ty`, rows in `order`.
     pub fn to_arrow(&self, order: &[usize], ty: DataType) -> arrow::array::ArrayRef {
-        use arrow::array::{
-            BooleanArray, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
-        };
+        use arrow::array::{BooleanArray, Float64Array, Int64Array, TimestampMicrosecondArray};
         use std::sync::Arc;
         match self {
-            KeyColumn::Text(v) => {
-                let mut b = StringBuilder::with_capacity(order.len(), v.bytes.len());
-                for &r in order {
-                    // Only UTF-8 is ever interned, so every value converts.
-                    b.append_option(v.get(r).map(|t| std::str::from_utf8(t).unwrap_or_default()));
-                }
-                Arc::new(b.finish())
-            }
+            KeyColumn::Text(v) => Arc::new(v.to_arrow(order)),
             KeyColumn::Int(v) if ty == DataType::Timestamp => Arc::new(
                 TimestampMicrosecondArray::from(order.iter().map(|&r| v[r]).collect::<Vec<_>>())
                     .with_timezone("UTC"),
@@ -352,7 +498,11 @@ impl KeyRows {
                 DataType::Boolean => KeyColumn::Bool(Vec::new()),
             })
             .collect();
-        KeyRows { columns, len: 0 }
+        KeyRows {
+            columns,
+            len: 0,
+            sorted: false,
+        }
     }
 
     /// Rows with the same columns and no values.
@@ -367,7 +517,11 @@ impl KeyRows {
                 KeyColumn::Bool(_) => KeyColumn::Bool(Vec::new()),
             })
             .collect();
-        KeyRows { columns, len: 0 }
+        KeyRows {
+            columns,
+            len: 0,
+            sorted: false,
+        }
     }
 
     /// A hash of row `row`'s values, the same in every worker and process.
@@ -406,13 +560,15 @@ impl KeyRows {
     /// Row indexes in key order (NULL first).
     pub fn sorted_order(&self) -> Vec<usize> {
         let (mut order, heads): (Vec<usize>, Vec<u128>) = match self.columns.first() {
-            // Leading text: the first twelve bytes and the row index packed in one u128 sort
-            // as plain integers; only runs that tie on those twelve bytes need a closer look.
+            // Leading text: the first twelve bytes and the row index packed in one u128.
+            // A radix sort on the twelve bytes passes only over the bytes that differ
+            // between keys (ids like `dev-000123` share most of theirs), and is stable, so
+            // rows that tie stay in row order; only those runs need a closer look.
             Some(KeyColumn::Text(text)) if self.len <= u32::MAX as usize => {
                 let mut packed: Vec<u128> = (0..self.len)
                     .map(|r| (text.prefix(r) >> 32 << 32) | r as u128)
                     .collect();
-                packed.sort_unstable();
+                radsort::sort_by_key(&mut packed, |p| p >> 32);
                 packed.iter().map(|&p| (p as u32 as usize, p >> 32)).unzip()
             }
             _ => ((0..self.len).collect(), vec![0; self.len]),
@@ -457,5 +613,88 @@ impl KeyIndex {
         self.table
             .insert_unique(hash, new, |&r| rows_ref.hash_row(r));
         (new, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text_mapper() -> KeyMapper {
+        KeyMapper::new(&[GroupKey {
+            column: 0,
+            name: "k".into(),
+            ty: DataType::Text,
+        }])
+    }
+
+    /// Key values of `ids` (mapper ids: 0 is NULL) in the order given.
+    fn values(ids: &[u32], interner: &Interner) -> Vec<Option<Vec<u8>>> {
+        ids.iter()
+            .map(|&id| (id > 0).then(|| interner.get_bytes(id - 1).to_vec()))
+            .collect()
+    }
+
+    proptest! {
+        /// Once the texts settle, windows close in key order by rank, and that order is
+        /// the order of the values (NULL first), whatever arrives later.
+        #[test]
+        fn ranked_order_is_value_order(
+            first in prop::collection::vec("[a-c]{0,14}", 1..200),
+            later in prop::collection::vec(prop::collection::vec("[a-c]{0,14}", 1..60), 1..6),
+        ) {
+            let mut interner = Interner::new();
+            let mut mapper = text_mapper();
+            let intern = |texts: &[String], interner: &mut Interner| -> Vec<u32> {
+                let mut ids: Vec<u32> = texts.iter().map(|t| interner.intern(t) + 1).collect();
+                ids.push(0);
+                ids.sort_unstable();
+                ids.dedup();
+                ids.reverse();
+                ids
+            };
+            let window = intern(&first, &mut interner);
+            // Everything is new in the first window: the caller sorts by value.
+            prop_assert!(mapper.sorted_positions(&window, &interner).is_none());
+            let mut ranked = false;
+            for texts in &later {
+                let window = intern(texts, &mut interner);
+                if let Some(order) = mapper.sorted_positions(&window, &interner) {
+                    ranked = true;
+                    let got: Vec<u32> = order.iter().map(|&p| window[p as usize]).collect();
+                    let mut want = values(&window, &interner);
+                    want.sort();
+                    prop_assert_eq!(values(&got, &interner), want);
+                }
+            }
+            // A window of known keys only is always ranked.
+            let window = intern(&first, &mut interner);
+            ranked |= mapper.sorted_positions(&window, &interner).is_some();
+            prop_assert!(ranked);
+        }
+    }
+
+    #[test]
+    fn sorted_order_ties_beyond_the_prefix() {
+        let mut rows = KeyRows::new(&[GroupKey {
+            column: 0,
+            name: "k".into(),
+            ty: DataType::Text,
+        }]);
+        let texts: [Option<&[u8]>; 5] = [
+            Some(b"device-0000012"),
+            None,
+            Some(b"device-0000011"),
+            Some(b"device-00000"),
+            Some(b"a"),
+        ];
+        if let Some(KeyColumn::Text(column)) = rows.columns.first_mut() {
+            for t in texts {
+                column.push(t);
+            }
+        }
+        rows.len = texts.len();
+        assert_eq!(rows.sorted_order(), vec![1, 4, 3, 2, 0]);
     }
 }

@@ -88,7 +88,11 @@ pub fn window_rows(
     keys: &KeyRows,
     accs: &[Accumulator],
 ) -> Result<WindowRows, ArrowError> {
-    let order = keys.sorted_order();
+    let order = if keys.sorted {
+        (0..keys.len).collect()
+    } else {
+        keys.sorted_order()
+    };
     let n = order.len();
     let mut interner = Interner::new();
     let mut overflows = 0;

@@ -6,6 +6,8 @@
 //! newly opened windows (so the operator can hold a capability for each) and partial
 //! aggregates routed to the worker that owns each key.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::accumulator::{Accumulator, Pairs};
@@ -224,7 +226,16 @@ impl WindowState {
         let mut out = Vec::new();
         for window in self.slots.windows.drain(..closing).collect::<Vec<_>>() {
             let mut keys = self.key_template.empty_like();
-            for &key in &window.keys {
+            // Slots in key order when the mapper can sort cheaply; `window.slots` keeps
+            // the allocation order, which resets and the free list walk faster.
+            let mut key_order = Cow::Borrowed(&window.keys);
+            let mut slot_order = Cow::Borrowed(&window.slots);
+            if let Some(order) = self.keys.sorted_positions(&window.keys, interner) {
+                key_order = Cow::Owned(order.iter().map(|&p| window.keys[p as usize]).collect());
+                slot_order = Cow::Owned(order.iter().map(|&p| window.slots[p as usize]).collect());
+                keys.sorted = true;
+            }
+            for &key in key_order.iter() {
                 self.keys.push_values(key, interner, &mut keys);
             }
             if peers == 1 {
@@ -232,7 +243,7 @@ impl WindowState {
                     .slots
                     .accs
                     .iter()
-                    .map(|a| a.gather(&window.slots))
+                    .map(|a| a.gather(&slot_order))
                     .collect();
                 out.push(PartialWindow {
                     start: window.start,
@@ -256,7 +267,9 @@ impl WindowState {
                     for &row in &rows {
                         part.push_from(&keys, row);
                     }
-                    let slots: Vec<u32> = rows.iter().map(|&row| window.slots[row]).collect();
+                    // A subsequence of sorted rows is sorted.
+                    part.sorted = keys.sorted;
+                    let slots: Vec<u32> = rows.iter().map(|&row| slot_order[row]).collect();
                     let accs = self.slots.accs.iter().map(|a| a.gather(&slots)).collect();
                     out.push(PartialWindow {
                         start: window.start,
@@ -302,7 +315,10 @@ impl WindowState {
             .iter()
             .map(|w| w.slot_of_key.capacity() * 4 + (w.keys.capacity() + w.slots.capacity()) * 4)
             .sum();
-        per_slot * self.slots.capacity as usize + index + self.slots.free.capacity() * 4
+        per_slot * self.slots.capacity as usize
+            + index
+            + self.slots.free.capacity() * 4
+            + self.keys.heap_bytes()
     }
 }
 
