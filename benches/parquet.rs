@@ -1,7 +1,9 @@
 #![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented entry points
 //! Parquet encoding of closed windows: merged state to sorted result rows to a zstd
-//! Parquet file in memory (no disk). The number is result rows per second on one thread
-//! for the canonical query, for a window of 100k devices, split into the two steps.
+//! Parquet file in memory (no disk). The number is result rows per second for the
+//! canonical query, for a window of 100k devices, split into the two steps. Result rows
+//! are computed on one thread; encoding spreads a window's columns over up to
+//! `min(cores, MAX_ENCODE_THREADS)` threads, as the engine does.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use edgeflow::batch::{Column, Interner};
