@@ -252,28 +252,45 @@ fn head(text: &[u8]) -> u128 {
     u128::from_be_bytes(buf)
 }
 
-/// Interned ids sorted by their text: a radix sort on the first twelve bytes, which
-/// passes only over the bytes that differ between texts (ids like `dev-000123` share most
-/// of theirs), then a comparison sort of each run that ties on them.
-fn sort_by_text(ids: std::ops::Range<u32>, interner: &Interner) -> Vec<u32> {
-    let mut packed: Vec<u128> = ids
-        .map(|id| head(interner.get_bytes(id)) | u128::from(id))
-        .collect();
+/// Indexes `0..len` in the order of `cmp`: a radix sort on each index's `head` (see
+/// [`head`]), which passes only over the bytes that differ between heads (ids like
+/// `dev-000123` share most of theirs), then `cmp` within each run that ties on its head.
+fn sort_by_head(
+    len: usize,
+    head_of: impl Fn(usize) -> u128,
+    cmp: impl Fn(usize, usize) -> Ordering,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if len > u32::MAX as usize {
+        order.sort_unstable_by(|&a, &b| cmp(a, b));
+        return order;
+    }
+    let mut packed: Vec<u128> = (0..len).map(|i| head_of(i) | i as u128).collect();
     radsort::sort_by_key(&mut packed, |p| p >> 32);
-    let mut sorted: Vec<u32> = packed.iter().map(|&p| p as u32).collect();
     let mut start = 0;
-    while start < packed.len() {
+    while start < len {
         let mut end = start + 1;
-        while end < packed.len() && packed[end] >> 32 == packed[start] >> 32 {
+        while end < len && packed[end] >> 32 == packed[start] >> 32 {
             end += 1;
         }
+        for (k, p) in packed[start..end].iter().enumerate() {
+            order[start + k] = *p as u32 as usize;
+        }
         if end - start > 1 {
-            sorted[start..end]
-                .sort_unstable_by(|&a, &b| interner.get_bytes(a).cmp(interner.get_bytes(b)));
+            order[start..end].sort_unstable_by(|&a, &b| cmp(a, b));
         }
         start = end;
     }
-    sorted
+    order
+}
+
+/// Interned ids `ids` sorted by their text.
+fn sort_by_text(ids: std::ops::Range<u32>, interner: &Interner) -> Vec<u32> {
+    let text = |i: usize| interner.get_bytes(ids.start + i as u32);
+    sort_by_head(ids.len(), |i| head(text(i)), |a, b| text(a).cmp(text(b)))
+        .into_iter()
+        .map(|i| ids.start + i as u32)
+        .collect()
 }
 
 /// Key values of many rows, by column: the keys of a partial window.
@@ -340,16 +357,6 @@ impl TextColumn {
                 .map(|&r| self.get(r).and_then(|t| std::str::from_utf8(t).ok()))
                 .collect()
         })
-    }
-
-    /// The first sixteen bytes of value `i`, big-endian, zero-padded (0 for NULL): orders
-    /// like the values themselves except between values that tie on those bytes.
-    fn prefix(&self, i: usize) -> u128 {
-        let Some(v) = self.get(i) else { return 0 };
-        let mut buf = [0u8; 16];
-        let n = v.len().min(16);
-        buf[..n].copy_from_slice(&v[..n]);
-        u128::from_be_bytes(buf)
     }
 }
 
@@ -559,32 +566,13 @@ impl KeyRows {
 
     /// Row indexes in key order (NULL first).
     pub fn sorted_order(&self) -> Vec<usize> {
-        let (mut order, heads): (Vec<usize>, Vec<u128>) = match self.columns.first() {
-            // Leading text: the first twelve bytes and the row index packed in one u128.
-            // A radix sort on the twelve bytes passes only over the bytes that differ
-            // between keys (ids like `dev-000123` share most of theirs), and is stable, so
-            // rows that tie stay in row order; only those runs need a closer look.
-            Some(KeyColumn::Text(text)) if self.len <= u32::MAX as usize => {
-                let mut packed: Vec<u128> = (0..self.len)
-                    .map(|r| (text.prefix(r) >> 32 << 32) | r as u128)
-                    .collect();
-                radsort::sort_by_key(&mut packed, |p| p >> 32);
-                packed.iter().map(|&p| (p as u32 as usize, p >> 32)).unzip()
+        let cmp = |a: usize, b: usize| self.cmp_rows(a, self, b);
+        match self.columns.first() {
+            Some(KeyColumn::Text(text)) => {
+                sort_by_head(self.len, |r| text.get(r).map_or(0, head), cmp)
             }
-            _ => ((0..self.len).collect(), vec![0; self.len]),
-        };
-        let mut start = 0;
-        while start < order.len() {
-            let mut end = start + 1;
-            while end < order.len() && heads[end] == heads[start] {
-                end += 1;
-            }
-            if end - start > 1 {
-                order[start..end].sort_unstable_by(|&a, &b| self.cmp_rows(a, self, b));
-            }
-            start = end;
+            _ => sort_by_head(self.len, |_| 0, cmp),
         }
-        order
     }
 }
 
