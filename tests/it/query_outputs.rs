@@ -39,6 +39,20 @@ fn check(command: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `command` set up to run the canonical query over `input` at two workers into `out`.
+fn canonical_run<'c>(command: &'c mut Command, input: &Path, out: &Path) -> &'c mut Command {
+    command
+        .arg("run")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/queries/device_traffic.sql"
+        ))
+        .arg("--input")
+        .arg(input)
+        .args(["--workers", "2", "--output"])
+        .arg(out)
+}
+
 /// Generates out-of-order readings with some late ones, runs the canonical query over
 /// them at two workers, and returns the raw readings.
 fn produce(dir: &Path, extra: &[&str]) -> Vec<Reading> {
@@ -67,17 +81,7 @@ fn produce(dir: &Path, extra: &[&str]) -> Vec<Reading> {
         "edgeflow gen",
     );
     check(
-        edgeflow()
-            .arg("run")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/queries/device_traffic.sql"
-            ))
-            .arg("--input")
-            .arg(&input)
-            .args(["--workers", "2", "--output"])
-            .arg(dir.join("out"))
-            .args(extra),
+        canonical_run(&mut edgeflow(), &input, &dir.join("out")).args(extra),
         "edgeflow run",
     );
     let text = std::fs::read_to_string(&input).unwrap_or_else(|e| panic!("{e}"));
@@ -299,16 +303,7 @@ fn the_bucket_copy_answers_the_same_and_shared_files_count_once() {
             "edgeflow gen",
         );
         check(
-            command
-                .arg("run")
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/queries/device_traffic.sql"
-                ))
-                .arg("--input")
-                .arg(&input)
-                .args(["--workers", "2", "--sync", url, "--output"])
-                .arg(dir.path().join("out")),
+            canonical_run(&mut command, &input, &dir.path().join("out")).args(["--sync", url]),
             "edgeflow run --sync s3",
         );
         20_000i64

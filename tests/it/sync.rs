@@ -163,6 +163,23 @@ impl Case {
         assert_success(&out, "edgeflow status");
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}"))
     }
+
+    /// After a run the target refused: every local output is still pending, and
+    /// `edgeflow sync` with the right key then ships them all.
+    fn pending_until_resynced(&self) {
+        let local = local_outputs(&self.out());
+        let status = self.status();
+        assert_eq!(
+            status["pending_files"].as_u64(),
+            Some(local.len() as u64),
+            "{status}"
+        );
+        assert_success(
+            &output(&mut self.sync(&[])),
+            "edgeflow sync with the right key",
+        );
+        self.place.mirrors(&self.out());
+    }
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -564,19 +581,8 @@ fn wrong_credentials_fail_clearly_and_keep_files_pending() {
     );
     assert!(!err.contains("not-the-secret"), "the secret leaked: {err}");
     assert!(!text(&out.stdout).contains("not-the-secret"));
-    let local = local_outputs(&case.out());
-    let status = case.status();
-    assert_eq!(
-        status["pending_files"].as_u64(),
-        Some(local.len() as u64),
-        "{status}"
-    );
     assert!(case.place.objects().is_empty());
-    assert_success(
-        &output(&mut case.sync(&[])),
-        "edgeflow sync with the right key",
-    );
-    case.place.mirrors(&case.out());
+    case.pending_until_resynced();
 }
 
 #[test]
@@ -654,16 +660,5 @@ fn quota_backpressure_does_not_hang_when_the_target_refuses() {
         "{}",
         text(&out.stdout)
     );
-    let local = local_outputs(&case.out());
-    let status = case.status();
-    assert_eq!(
-        status["pending_files"].as_u64(),
-        Some(local.len() as u64),
-        "{status}"
-    );
-    assert_success(
-        &output(&mut case.sync(&[])),
-        "edgeflow sync with the right key",
-    );
-    case.place.mirrors(&case.out());
+    case.pending_until_resynced();
 }
