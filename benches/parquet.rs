@@ -60,7 +60,9 @@ fn encode_windows(c: &mut Criterion) {
     let schema = result_schema(&plan);
     let unique = unique_result_column(&plan);
     let unique: Vec<&str> = unique.as_deref().into_iter().collect();
-    let rows = match window_rows(&plan, &schema, part.start, part.end, &part.keys, &part.accs) {
+    let rows = match window_rows(
+        &plan, &schema, part.start, part.end, &part.keys, &part.accs, 0,
+    ) {
         Ok(r) => r.batch,
         Err(e) => panic!("{e}"),
     };
@@ -70,8 +72,10 @@ fn encode_windows(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("result-rows/100k-keys", |b| {
         b.iter(|| {
-            window_rows(&plan, &schema, part.start, part.end, &part.keys, &part.accs)
-                .map(|r| r.batch.num_rows())
+            window_rows(
+                &plan, &schema, part.start, part.end, &part.keys, &part.accs, 0,
+            )
+            .map(|r| r.batch.num_rows())
         })
     });
     group.bench_function("encode-zstd/100k-keys", |b| {

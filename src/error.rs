@@ -38,6 +38,9 @@ pub enum Error {
     /// Writing results failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The stream state kept in the output folder cannot be used.
+    #[error(transparent)]
+    State(#[from] crate::stream::StateError),
     /// A worker or the engine failed in a way that is our bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,6 +51,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Query(_) | Error::Output { .. } => ErrorKind::User,
+            Error::State(crate::stream::StateError::Io { .. }) => ErrorKind::External,
+            Error::State(_) => ErrorKind::User,
             Error::Source(
                 SourceError::Open { .. }
                 | SourceError::CsvHeader { .. }

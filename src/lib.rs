@@ -35,6 +35,7 @@ pub mod outputs;
 pub mod query;
 pub mod sink;
 pub mod source;
+pub mod stream;
 pub mod sync;
 pub mod time;
 pub mod types;

@@ -11,6 +11,9 @@ use edgeflow::error::ErrorKind;
 use cli::{Cli, Command};
 
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(cli::run::Interrupted(signal)) = error.downcast_ref() {
+        return (128 + signal).clamp(0, 255) as u8;
+    }
     match error
         .downcast_ref::<edgeflow::Error>()
         .map(edgeflow::Error::kind)

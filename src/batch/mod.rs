@@ -176,6 +176,29 @@ impl Batch {
         }
     }
 
+    /// Keeps the rows whose `keep` entry is true, in order.
+    pub fn retain(&mut self, keep: &[bool]) {
+        fn filter<T: Copy>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                keep.get(i - 1).copied().unwrap_or(true)
+            });
+        }
+        for c in &mut self.columns {
+            match &mut c.values {
+                ColumnValues::Text(v) => filter(v, keep),
+                ColumnValues::BigInt(v) | ColumnValues::Timestamp(v) => filter(v, keep),
+                ColumnValues::Double(v) => filter(v, keep),
+                ColumnValues::Boolean(v) => filter(v, keep),
+            }
+            if let Some(v) = &mut c.validity {
+                filter(v, keep);
+            }
+        }
+        self.len = keep.iter().filter(|k| **k).count() + self.len.saturating_sub(keep.len());
+    }
+
     /// Timestamps of a column known to be the (non-null) event-time column.
     pub fn timestamps(&self, column: usize) -> &[i64] {
         match &self.columns[column].values {

@@ -2,9 +2,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use edgeflow::decode::Format;
+use edgeflow::engine::control::Control;
 use edgeflow::engine::{self, RunConfig};
 use edgeflow::source::{DEFAULT_CHUNK_BYTES, Input};
 use edgeflow::sync::Syncer;
@@ -37,6 +39,11 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Forget what earlier runs left in the output folder for this query (open windows,
+    /// consumed inputs, watermark) and compute from scratch; windows written again
+    /// become new revisions.
+    #[arg(long)]
+    pub fresh: bool,
     /// Sync settings.
     #[command(flatten)]
     pub sync: SyncFlags,
@@ -71,6 +78,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     config.workers = workers;
     config.chunk_bytes = args.chunk_bytes.max(4096);
     config.progress = std::io::stderr().is_terminal();
+    config.fresh = args.fresh;
     tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
     // The output folder is checked before sync opens its journal there, so an unusable
     // folder is reported as such.
@@ -82,10 +90,14 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let control = Arc::new(Control::with_pause(
+        syncer.as_ref().map(|syncer| syncer.pause_check()),
+    ));
     if let Some(syncer) = &syncer {
         config.on_commit = Some(syncer.on_commit());
-        config.pause = Some(syncer.pause_check());
     }
+    config.control = control.clone();
+    interrupt_on_signals(control);
     let mut summary = engine::run(config)?;
     tracing::info!(
         query = %summary.query,
@@ -104,7 +116,52 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         result = outcome;
     }
     print_summary(&summary, args.json)?;
-    Ok(result?)
+    result?;
+    match summary.interrupted_by {
+        Some(signal) => Err(Interrupted(signal).into()),
+        None => Ok(()),
+    }
+}
+
+/// A run ended early by a signal, after writing what it had as the end of input would:
+/// exits with 128 + the signal's number, as shells expect.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped by signal {0}; open windows were written and kept, and the next run on this output folder resumes the input"
+)]
+pub struct Interrupted(pub i32);
+
+/// On SIGINT or SIGTERM, ends the input gracefully: open windows are written and kept,
+/// the input position saved.
+fn interrupt_on_signals(control: Arc<Control>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let number = tokio::select! {
+                    _ = int.recv() => 2,
+                    _ = term.recv() => 15,
+                };
+                tracing::warn!(
+                    signal = number,
+                    "Stopping: writing open windows and keeping them for the next run"
+                );
+                control.interrupt(number);
+            }
+        });
+    });
 }
 
 fn print_summary(summary: &engine::RunSummary, json: bool) -> anyhow::Result<()> {

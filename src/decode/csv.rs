@@ -26,7 +26,8 @@ pub struct CsvDecoder {
     positions: Vec<usize>,
     names: Vec<String>,
     width: usize,
-    event_time: usize,
+    pub(super) event_time: usize,
+    pub(super) max_future_skew: i64,
     types: Vec<crate::types::DataType>,
 }
 
@@ -64,6 +65,7 @@ impl CsvDecoder {
             names: schema.columns.iter().map(|c| c.name.clone()).collect(),
             width: fields.len(),
             event_time: schema.event_time,
+            max_future_skew: schema.max_future_skew,
             types: schema.types(),
         })
     }
@@ -73,6 +75,7 @@ impl CsvDecoder {
         let mut batch = Batch::new(&self.types, data.len() / 64 + 1);
         let mut bad = Vec::new();
         let mut max_ts: Option<i64> = None;
+        let mut row_starts = Vec::new();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -117,6 +120,7 @@ impl CsvDecoder {
                         max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
                     }
                     batch.len += 1;
+                    row_starts.push(record.position().map_or(start, |p| p.byte() as usize));
                 }
                 Err(reason) => {
                     batch.rollback_row();
@@ -137,6 +141,7 @@ impl CsvDecoder {
             bad,
             lines,
             max_event_time: max_ts,
+            row_starts,
             bytes: data.len() as u64,
         }
     }

@@ -5,6 +5,7 @@
 //! does not fit the schema is rolled back out of the batch and reported as a
 //! [`BadRecord`]; decoding always goes on with the next line.
 
+pub mod clock;
 mod csv;
 mod field;
 mod json;
@@ -70,6 +71,9 @@ pub struct DecodedChunk {
     pub lines: u64,
     /// Largest event time among good readings.
     pub max_event_time: Option<i64>,
+    /// Byte offset in the chunk where each good reading's line starts (for dead letters
+    /// of readings rejected after decoding).
+    pub row_starts: Vec<usize>,
     /// Input bytes the chunk covered.
     pub bytes: u64,
 }
@@ -82,6 +86,7 @@ impl DecodedChunk {
             bad: Vec::new(),
             lines: 0,
             max_event_time: None,
+            row_starts: Vec::new(),
             bytes: 0,
         }
     }
@@ -98,11 +103,15 @@ pub enum Decoder {
 
 impl Decoder {
     /// Decodes a chunk of whole lines.
+    /// Readings too far ahead of the rest of the chunk are quarantined
+    /// ([`clock::quarantine_future`]).
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
-        match self {
-            Decoder::Json(d) => d.decode(data, interner),
-            Decoder::Csv(d) => d.decode(data, interner),
-        }
+        let (mut chunk, event_time, skew) = match self {
+            Decoder::Json(d) => (d.decode(data, interner), d.event_time, d.max_future_skew),
+            Decoder::Csv(d) => (d.decode(data, interner), d.event_time, d.max_future_skew),
+        };
+        clock::quarantine_future(&mut chunk, data, event_time, skew);
+        chunk
     }
 }
 

@@ -2,7 +2,7 @@
 //! error, which stops the sources so the dataflow drains and the run ends cleanly.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,10 @@ pub struct Metrics {
     pub bytes_written: AtomicU64,
     /// Input bytes read.
     pub input_bytes: AtomicU64,
+    /// Windows written while still open and kept for the next run.
+    pub kept_windows: AtomicU64,
+    /// Result files of older revisions moved to `<query>_revisions/`.
+    pub superseded: AtomicU64,
     /// Integer sums that overflowed (written as NULL).
     pub overflows: AtomicU64,
     /// Largest number of open (window, key) groups seen on one worker.
@@ -91,13 +95,53 @@ impl Metrics {
 /// backpressure quota uses it).
 pub type PauseCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Which chunks the sources have read, and where a graceful stop cuts the input.
+///
+/// A stop must leave a clean cut: every chunk before it processed, none after it, so
+/// the next run resumes exactly there. Readers claim each chunk under this lock and a
+/// stop sets the cut under it, so no chunk can slip past a cut made at the same moment.
+#[derive(Debug)]
+struct Cut {
+    /// Chunks `0..read_upto` include every chunk claimed so far.
+    read_upto: u64,
+    /// Chunks at or after this index are not read.
+    stop_at: u64,
+}
+
+impl Default for Cut {
+    fn default() -> Self {
+        Cut {
+            read_upto: 0,
+            stop_at: u64::MAX,
+        }
+    }
+}
+
 /// The run's shared stop switch, pause hook and first fatal error.
-#[derive(Default)]
 pub struct Control {
     stop: AtomicBool,
     fatal: Mutex<Option<Error>>,
     pause: Option<PauseCheck>,
     paused_once: AtomicBool,
+    cut: Mutex<Cut>,
+    interrupted_by: Mutex<Option<i32>>,
+    lines: AtomicU64,
+    max_event_time: AtomicI64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            stop: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            pause: None,
+            paused_once: AtomicBool::new(false),
+            cut: Mutex::new(Cut::default()),
+            interrupted_by: Mutex::new(None),
+            lines: AtomicU64::new(0),
+            max_event_time: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -148,6 +192,68 @@ impl Control {
     /// Whether sources should stop.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether a fatal error has been recorded: work not finished must not be published.
+    pub fn failed(&self) -> bool {
+        self.fatal.lock().map_or(true, |f| f.is_some())
+    }
+
+    /// Ends the input gracefully, as its end would (after `signal`, e.g. SIGINT): sources
+    /// stop after the chunks already claimed, so the input is cut cleanly.
+    pub fn interrupt(&self, signal: i32) {
+        if let Ok(mut cut) = self.cut.lock() {
+            cut.stop_at = cut.stop_at.min(cut.read_upto);
+        }
+        if let Ok(mut by) = self.interrupted_by.lock() {
+            by.get_or_insert(signal);
+        }
+    }
+
+    /// The signal that interrupted the run, if one did.
+    pub fn interrupted_by(&self) -> Option<i32> {
+        self.interrupted_by.lock().ok().and_then(|s| *s)
+    }
+
+    /// A source claims chunk `index` before emitting it; `false` means the input was cut
+    /// before it and the source is done.
+    pub fn claim_chunk(&self, index: u64) -> bool {
+        let Ok(mut cut) = self.cut.lock() else {
+            return false;
+        };
+        if index >= cut.stop_at {
+            return false;
+        }
+        cut.read_upto = cut.read_upto.max(index + 1);
+        true
+    }
+
+    /// Where the input was cut: `Some(chunks)` when the run stopped after that many
+    /// chunks, `None` when it read its input to the end.
+    pub fn cut_at(&self) -> Option<u64> {
+        self.cut
+            .lock()
+            .ok()
+            .and_then(|c| (c.stop_at != u64::MAX).then_some(c.stop_at))
+    }
+
+    /// Counts what a claimed chunk holds: lines and largest event time.
+    pub fn note_chunk(&self, lines: u64, max_event_time: Option<i64>) {
+        self.lines.fetch_add(lines, Ordering::Relaxed);
+        if let Some(m) = max_event_time {
+            self.max_event_time.fetch_max(m, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines in the chunks read.
+    pub fn lines_read(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+
+    /// Largest event time in the chunks read.
+    pub fn max_event_time(&self) -> Option<i64> {
+        let m = self.max_event_time.load(Ordering::Relaxed);
+        (m != i64::MIN).then_some(m)
     }
 
     /// Takes the fatal error, if any.

@@ -5,6 +5,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::Scope;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::ToStream;
 
 use super::control::{Control, Metrics};
 use crate::batch::Interner;
@@ -15,11 +17,13 @@ use crate::operators::stamp::Stamp;
 use crate::operators::window_merge::WindowMerge;
 use crate::operators::window_partial::WindowPartial;
 use crate::operators::write_late::WriteLate;
-use crate::operators::write_parquet::{OnCommit, WriteParquet};
+use crate::operators::write_parquet::{Notify, WriteParquet};
 use crate::query::QueryPlan;
 use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
 use crate::source::OpenInput;
+use crate::stream::Continuation;
 use crate::window::assign::WindowAssigner;
+use crate::window::state::{PartialWindow, RESUMED, window_owner};
 
 /// What every worker shares.
 #[derive(Clone)]
@@ -30,8 +34,12 @@ pub struct Shared {
     pub input: Arc<dyn OpenInput>,
     /// Where outputs go.
     pub layout: Layout,
-    /// Told about every committed file.
-    pub on_commit: OnCommit,
+    /// Told about every committed and superseded file.
+    pub notify: Notify,
+    /// What earlier runs left and this run adds to the stream.
+    pub stream: Arc<Continuation>,
+    /// Line number of the first line this run reads.
+    pub first_line: u64,
     /// Input description for dead letters.
     pub input_name: String,
     /// Stop switch and fatal error.
@@ -51,13 +59,20 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         ReadChunks {
             input: shared.input.clone(),
             max_out_of_orderness: ooo,
+            resumed_max_event_time: shared.stream.max_event_time,
             interner: interner.clone(),
             backlog: backlog.clone(),
             control: shared.control.clone(),
             metrics: shared.metrics.clone(),
         },
     );
-    let (stamped, bad) = chunks.stamp(summaries, ooo, shared.input.line_base(), backlog);
+    let (stamped, bad) = chunks.stamp(
+        summaries,
+        shared.stream.max_event_time,
+        ooo,
+        shared.first_line,
+        backlog,
+    );
     bad.dead_letters(
         shared.layout.dead_letter_file(),
         shared.input_name.clone(),
@@ -74,21 +89,40 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     late.write_late(
         shared.layout.clone(),
         epoch,
-        shared.on_commit.clone(),
+        shared.notify.commit.clone(),
         shared.control.clone(),
         shared.metrics.clone(),
     );
+    // Windows an earlier run left open join this run's partials at their owner.
+    let (index, peers) = (scope.index(), scope.peers());
+    let resumed: Vec<PartialWindow> = shared
+        .stream
+        .resumed
+        .iter()
+        .filter(|w| window_owner(w.start, peers) == index)
+        .map(|w| PartialWindow {
+            start: w.start,
+            end: w.end,
+            target: index,
+            from: RESUMED,
+            keys: w.keys.clone(),
+            accs: w.accs.clone(),
+        })
+        .collect();
     partials
+        .concat(resumed.to_stream(scope))
         .window_merge(
             plan.clone(),
             result_schema(&plan),
+            shared.stream.clone(),
             shared.control.clone(),
             shared.metrics.clone(),
         )
         .write_parquet(
             shared.layout.clone(),
             unique_result_column(&plan),
-            shared.on_commit.clone(),
+            shared.stream.clone(),
+            shared.notify.clone(),
             shared.control.clone(),
             shared.metrics.clone(),
         );

@@ -13,10 +13,12 @@ pub use summary::{RunSummary, peak_rss_bytes, quantile};
 use self::control::{Control, Metrics};
 use self::dataflow::Shared;
 use crate::Error;
-use crate::operators::write_parquet::OnCommit;
+use crate::operators::write_parquet::{Notify, OnCommit, OnSupersede};
 use crate::query::QueryPlan;
 use crate::sink::{Layout, commit};
 use crate::source::{self, DEFAULT_CHUNK_BYTES, Input};
+use crate::stream::input::{self as consumed, StartAt};
+use crate::stream::{Continuation, StreamState};
 
 /// How to run a query.
 #[derive(Clone)]
@@ -35,8 +37,14 @@ pub struct RunConfig {
     pub progress: bool,
     /// Told about every committed file.
     pub on_commit: Option<OnCommit>,
-    /// Sources wait while this says so.
-    pub pause: Option<control::PauseCheck>,
+    /// Told about every result file moved out by a newer revision.
+    pub on_supersede: Option<OnSupersede>,
+    /// The run's control: pause hook, graceful interrupt ([`Control::interrupt`]).
+    pub control: Arc<Control>,
+    /// Forget what earlier runs on the output folder left (open windows, consumed
+    /// inputs, watermark) and compute from scratch; windows written again become new
+    /// revisions.
+    pub fresh: bool,
 }
 
 impl RunConfig {
@@ -50,7 +58,9 @@ impl RunConfig {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             progress: false,
             on_commit: None,
-            pause: None,
+            on_supersede: None,
+            control: Arc::new(Control::default()),
+            fresh: false,
         }
     }
 }
@@ -75,7 +85,11 @@ fn prepare_output(layout: &Layout) -> Result<(), Error> {
         path: layout.root().to_owned(),
         source,
     };
-    for dir in [layout.results_dir(), layout.late_dir()] {
+    for dir in [
+        layout.results_dir(),
+        layout.late_dir(),
+        layout.revisions_dir(),
+    ] {
         let removed = commit::remove_stale(&dir).map_err(fail)?;
         if removed > 0 {
             tracing::info!(dir = %dir.display(), removed, "Removed files left half-written by an earlier run");
@@ -110,25 +124,73 @@ fn progress_bar(
     (done, handle)
 }
 
-/// Runs the query to the end of its input.
+/// Runs the query to the end of its input (or until [`Control::interrupt`]), as the
+/// continuation of the stream kept in the output folder.
 pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     let started = Instant::now();
     let workers = config.workers.max(1);
     let plan = Arc::new(config.plan);
-    let layout = Layout::new(&config.output, &plan.name, workers);
+    let mut state = if config.fresh {
+        let mut state =
+            StreamState::load(&config.output, &plan).unwrap_or_else(|_| StreamState::new(&plan));
+        if !state.open.is_empty() || !state.inputs.is_empty() {
+            tracing::warn!(
+                query = %plan.name,
+                open_windows = state.open.len(),
+                consumed_inputs = state.inputs.len(),
+                "--fresh: forgetting the open windows, consumed inputs and watermark kept in the output folder; windows written again become new revisions"
+            );
+        }
+        state.forget(&plan);
+        state
+    } else {
+        StreamState::load(&config.output, &plan)?
+    };
+    let layout = Layout::new(&config.output, &plan.name, workers, state.runs);
     prepare_output(&layout)?;
-    let input = source::open(&config.input, &plan.source, config.chunk_bytes.max(1))?;
-    let control = Arc::new(Control::with_pause(config.pause.clone()));
+    let (position, lines_before) = match consumed::start_at(&config.input, &state.inputs) {
+        StartAt::Beginning => (0, 0),
+        StartAt::Resume { position, lines } => {
+            tracing::info!(input = %config.input.describe(), position, "Resuming the input where an earlier run stopped");
+            (position, lines)
+        }
+        StartAt::Done { .. } => {
+            let mut summary = RunSummary::collect(
+                &plan,
+                &config.input,
+                &layout,
+                workers,
+                &Metrics::default(),
+                started.elapsed(),
+            );
+            summary.already_consumed = true;
+            return Ok(summary);
+        }
+    };
+    let input = source::open(
+        &config.input,
+        &plan.source,
+        config.chunk_bytes.max(1),
+        position,
+    )?;
+    let control = config.control.clone();
     let metrics = Arc::new(Metrics::default());
     let progress = match input.total_bytes() {
         Some(total) if config.progress => Some(progress_bar(total, metrics.clone())),
         _ => None,
     };
+    let stream = Arc::new(Continuation::of(&state));
+    let notify = Notify {
+        commit: config.on_commit.unwrap_or_else(|| Arc::new(|_| {})),
+        supersede: config.on_supersede.unwrap_or_else(|| Arc::new(|_| {})),
+    };
     let shared = Shared {
         plan: plan.clone(),
-        input,
+        input: input.clone(),
         layout: layout.clone(),
-        on_commit: config.on_commit.unwrap_or_else(|| Arc::new(|_| {})),
+        notify,
+        stream: stream.clone(),
+        first_line: input.line_base() + lines_before,
         input_name: config.input.describe(),
         control: control.clone(),
         metrics: metrics.clone(),
@@ -149,14 +211,42 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         }
     }
     if let Some(error) = control.take_error() {
+        // The state stays as the last good run left it: the next run redoes this one.
         return Err(error);
     }
-    Ok(RunSummary::collect(
+    let cut = control.cut_at();
+    let end = input.position_after(cut);
+    consumed::record(
+        &mut state.inputs,
+        &config.input,
+        end,
+        lines_before + control.lines_read(),
+        cut.is_none(),
+    );
+    state.max_event_time = state.max_event_time.max(control.max_event_time());
+    if let Ok(written) = stream.written.lock() {
+        state
+            .revisions
+            .extend(written.iter().map(|(&k, &v)| (k, v)));
+    }
+    state.open = stream
+        .kept
+        .lock()
+        .map(|mut k| std::mem::take(&mut *k))
+        .unwrap_or_default();
+    state.open.sort_by_key(|w| w.start);
+    state.runs += 1;
+    state.save(&config.output, &plan.name)?;
+    Metrics::add(&metrics.kept_windows, state.open.len() as u64);
+    let mut summary = RunSummary::collect(
         &plan,
         &config.input,
         &layout,
         workers,
         &metrics,
         started.elapsed(),
-    ))
+    );
+    summary.resumed_at = (position > 0).then_some(position);
+    summary.interrupted_by = control.interrupted_by();
+    Ok(summary)
 }

@@ -54,6 +54,22 @@ pub struct RunSummary {
     pub peak_rss_bytes: Option<u64>,
     /// Milliseconds from a window's close to its result file being durable: p50, p99, max.
     pub close_to_durable_ms: Option<[f64; 3]>,
+    /// The input was consumed entirely by earlier runs on this output folder: nothing
+    /// was read.
+    #[serde(default)]
+    pub already_consumed: bool,
+    /// Where this run resumed the input (bytes, or readings for the generator).
+    #[serde(default)]
+    pub resumed_at: Option<u64>,
+    /// Windows written while still open and kept for the next run.
+    #[serde(default)]
+    pub kept_windows: u64,
+    /// Older revisions moved to `<query>_revisions/`.
+    #[serde(default)]
+    pub superseded: u64,
+    /// The signal that ended the run early (2 SIGINT, 15 SIGTERM).
+    #[serde(default)]
+    pub interrupted_by: Option<i32>,
     /// What sync did, when the run synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<crate::sync::SyncReport>,
@@ -111,6 +127,11 @@ impl RunSummary {
                 (!ms.is_empty())
                     .then(|| [quantile(&ms, 0.5), quantile(&ms, 0.99), quantile(&ms, 1.0)])
             }),
+            already_consumed: false,
+            resumed_at: None,
+            kept_windows: Metrics::get(&m.kept_windows),
+            superseded: Metrics::get(&m.superseded),
+            interrupted_by: None,
             sync: None,
         }
     }
@@ -136,6 +157,25 @@ impl fmt::Display for RunSummary {
             if self.workers == 1 { "" } else { "s" }
         )?;
         writeln!(f, "input        {}", self.input)?;
+        if self.already_consumed {
+            writeln!(
+                f,
+                "             already consumed by earlier runs on this output folder: nothing to do (--fresh to compute it again)"
+            )?;
+            return Ok(());
+        }
+        if let Some(at) = self.resumed_at {
+            writeln!(
+                f,
+                "             resumed at {at} where an earlier run stopped"
+            )?;
+        }
+        if let Some(signal) = self.interrupted_by {
+            writeln!(
+                f,
+                "             stopped early by signal {signal}; the next run resumes here"
+            )?;
+        }
         writeln!(f, "readings     {}", self.readings)?;
         let dead = if self.bad > 0 {
             format!("  (see {})", self.dead_letters.display())
@@ -156,6 +196,20 @@ impl fmt::Display for RunSummary {
             self.bytes_written as f64 / 1e6,
             self.results.display()
         )?;
+        if self.kept_windows > 0 {
+            writeln!(
+                f,
+                "open         {} windows written as they stand and kept for the next run",
+                self.kept_windows
+            )?;
+        }
+        if self.superseded > 0 {
+            writeln!(
+                f,
+                "revised      {} windows written again; older revisions in {}_revisions",
+                self.superseded, self.query
+            )?;
+        }
         if self.overflows > 0 {
             writeln!(
                 f,

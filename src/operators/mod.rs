@@ -62,6 +62,8 @@ pub struct ClosedWindow {
     pub start: i64,
     /// Window end, microseconds.
     pub end: i64,
+    /// Which revision of the window's rows this is (0 first).
+    pub revision: u32,
     /// The rows.
     pub batch: RecordBatch,
 }

@@ -63,6 +63,8 @@ pub struct ReadChunks {
     pub input: Arc<dyn OpenInput>,
     /// The query's allowed out-of-orderness, microseconds.
     pub max_out_of_orderness: i64,
+    /// Largest event time of earlier runs on the same stream.
+    pub resumed_max_event_time: Option<i64>,
     /// This worker's interner, shared with the window operator.
     pub interner: Rc<RefCell<Interner>>,
     /// Shared with the stamp operator.
@@ -85,6 +87,7 @@ pub fn read_chunks<'s>(
     let ReadChunks {
         input,
         max_out_of_orderness,
+        resumed_max_event_time,
         interner,
         backlog,
         control,
@@ -106,7 +109,7 @@ pub fn read_chunks<'s>(
 
     builder.build(move |capabilities| {
         let mut capabilities = Some(capabilities);
-        let mut own_max: Option<i64> = None;
+        let mut own_max: Option<i64> = resumed_max_event_time;
         move |_frontiers| {
             let Some(caps) = capabilities.as_mut() else {
                 return;
@@ -125,6 +128,12 @@ pub fn read_chunks<'s>(
             let polled = source.poll(&mut interner.borrow_mut());
             match polled {
                 Ok(SourcePoll::Chunk(index, chunk)) => {
+                    // A graceful stop cut the input before this chunk.
+                    if !control.claim_chunk(index) {
+                        capabilities = None;
+                        return;
+                    }
+                    control.note_chunk(chunk.lines, chunk.max_event_time);
                     Metrics::add(&metrics.readings, chunk.batch.len as u64);
                     Metrics::add(&metrics.bad, chunk.bad.len() as u64);
                     Metrics::add(&metrics.input_bytes, chunk.bytes);

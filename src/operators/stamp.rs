@@ -35,11 +35,13 @@ struct Prefix {
 
 /// Stamps chunks with their watermark and line numbers.
 pub trait Stamp<'s> {
-    /// Stamps `self` (this worker's chunks) using every worker's `summaries`. Returns the
-    /// stamped chunks and their bad records with global line numbers.
+    /// Stamps `self` (this worker's chunks) using every worker's `summaries`, starting
+    /// from the largest event time `resumed_max` of earlier runs. Returns the stamped
+    /// chunks and their bad records with global line numbers.
     fn stamp(
         self,
         summaries: StreamVec<'s, Time, ChunkSummary>,
+        resumed_max: Option<i64>,
         max_out_of_orderness: i64,
         line_base: u64,
         backlog: Rc<Backlog>,
@@ -53,6 +55,7 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
     fn stamp(
         self,
         summaries: StreamVec<'s, Time, ChunkSummary>,
+        resumed_max: Option<i64>,
         max_out_of_orderness: i64,
         line_base: u64,
         backlog: Rc<Backlog>,
@@ -73,7 +76,10 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
         builder.build(move |_capabilities| {
             let mut waiting: VecDeque<(u64, [Capability<Time>; 2], DecodedChunk)> = VecDeque::new();
             let mut known: BTreeMap<u64, ChunkSummary> = BTreeMap::new();
-            let mut prefix = Prefix::default();
+            let mut prefix = Prefix {
+                max_event_time: resumed_max,
+                ..Prefix::default()
+            };
             move |_frontiers| {
                 chunks_in.for_each_stamp(|cap, data| {
                     for batch in data {
@@ -169,6 +175,7 @@ mod tests {
                 bad,
                 lines: 10,
                 max_event_time: Some(max),
+                row_starts: Vec::new(),
                 bytes: 0,
             },
         }
@@ -193,7 +200,8 @@ mod tests {
                     .to_vec()
                     .to_stream(scope)
                     .container::<Vec<_>>();
-                let (stamped, bad) = chunks.stamp(summaries, 100, 1, Rc::new(Backlog::default()));
+                let (stamped, bad) =
+                    chunks.stamp(summaries, None, 100, 1, Rc::new(Backlog::default()));
                 (
                     stamped.map(|c| (c.index, c.watermark)).capture(),
                     bad.map(|r| r.line).capture(),

@@ -1,5 +1,12 @@
-//! The owner side of a window: merge every worker's partial for the keys this worker
-//! owns, and once the frontier has passed the window, compute its rows.
+//! The owner side of a window: merge every worker's partial (and the state a previous
+//! run kept), and once the frontier has passed the window, compute its rows.
+//!
+//! When the input ends, the frontier empties and every window is flushed. Windows the
+//! watermark has not passed are *open*: their rows are written as a revision so results
+//! are visible, and their merged state is kept for the next run ([`crate::stream`]). A
+//! window only this run's kept state feeds, with nothing new, is not written again.
+//! After a fatal error nothing more is written: a failed run publishes nothing
+//! half-done.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,16 +20,18 @@ use timely::dataflow::operators::generic::Operator;
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
 use crate::query::QueryPlan;
+use crate::stream::{Continuation, KeptWindow};
 use crate::window::merge::{WindowMerger, window_rows};
 use crate::window::state::PartialWindow;
 
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
-    /// Routes partials to their target worker and emits each closed window's rows.
+    /// Routes partials to their window's owner and emits each closed window's rows.
     fn window_merge(
         self,
         plan: Arc<QueryPlan>,
         schema: SchemaRef,
+        stream: Arc<Continuation>,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow>;
@@ -33,6 +42,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         self,
         plan: Arc<QueryPlan>,
         schema: SchemaRef,
+        stream: Arc<Continuation>,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow> {
@@ -54,27 +64,69 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         }
                     }
                 });
+                let input_ended = frontier.frontier().is_empty();
+                if input_ended && control.failed() {
+                    open.clear();
+                    return;
+                }
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+                // Where the watermark stands at the end of the input: windows ending
+                // after it stay open.
+                let final_watermark = if input_ended {
+                    control
+                        .max_event_time()
+                        .max(stream.max_event_time)
+                        .map_or(Time::MIN, |m| {
+                            m.saturating_sub(plan.source.max_out_of_orderness)
+                        })
+                } else {
+                    Time::MAX
+                };
                 while let Some(entry) = open.first_entry() {
                     let (end, start) = *entry.key();
                     if end > limit {
                         break;
                     }
                     let (cap, merger) = entry.remove();
-                    metrics.window_closed(start);
+                    let still_open = end > final_watermark;
+                    if !still_open {
+                        metrics.window_closed(start);
+                    }
+                    let fresh = merger.is_fresh();
                     let Some((keys, accs)) = merger.merge() else {
                         continue;
                     };
-                    match window_rows(&plan, &schema, start, end, &keys, &accs) {
+                    if !fresh {
+                        if still_open {
+                            stream.keep(KeptWindow {
+                                start,
+                                end,
+                                keys,
+                                accs,
+                            });
+                        }
+                        continue;
+                    }
+                    let revision = stream.next_revision(start);
+                    match window_rows(&plan, &schema, start, end, &keys, &accs, revision) {
                         Ok(rows) => {
                             Metrics::add(&metrics.overflows, rows.overflows);
                             output.session(&cap).give(ClosedWindow {
                                 start,
                                 end,
+                                revision,
                                 batch: rows.batch,
                             });
                         }
                         Err(e) => control.fail(crate::Error::Internal(format!("window rows: {e}"))),
+                    }
+                    if still_open {
+                        stream.keep(KeptWindow {
+                            start,
+                            end,
+                            keys,
+                            accs,
+                        });
                     }
                 }
             }

@@ -1,4 +1,5 @@
-//! Commits each closed window's rows as one Parquet file.
+//! Commits each closed window's rows as one Parquet file, and moves the revision it
+//! replaces out of the result table.
 
 use std::sync::Arc;
 
@@ -8,19 +9,66 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
-use crate::sink::{CommittedFile, Layout, write_parquet};
+use crate::sink::{CommittedFile, Layout, Superseded, write_parquet};
+use crate::stream::Continuation;
 
 /// Called with every committed file (the sync journal listens here).
 pub type OnCommit = Arc<dyn Fn(&CommittedFile) + Send + Sync>;
 
+/// Called when a result file was replaced by a newer revision and moved locally.
+pub type OnSupersede = Arc<dyn Fn(&Superseded) + Send + Sync>;
+
+/// Where a run's committed and superseded files are reported.
+#[derive(Clone)]
+pub struct Notify {
+    /// Every committed file.
+    pub commit: OnCommit,
+    /// Every superseded revision.
+    pub supersede: OnSupersede,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            commit: Arc::new(|_| {}),
+            supersede: Arc::new(|_| {}),
+        }
+    }
+}
+
+/// Moves revision `revision - 1` of the window at `start` to the revisions folder, once
+/// `revision` is durable: the result table then holds each window once.
+fn supersede_previous(
+    layout: &Layout,
+    start: i64,
+    revision: u32,
+) -> std::io::Result<Option<Superseded>> {
+    let Some(previous) = revision.checked_sub(1) else {
+        return Ok(None);
+    };
+    let moved = Superseded {
+        from: layout.window_file(start, previous),
+        to: layout.superseded_file(start, previous),
+    };
+    let from = layout.absolute(&moved.from);
+    let to = layout.absolute(&moved.to);
+    // Gone already: moved by a run that failed after it, or deleted by retention once
+    // uploaded; sync still converges the target.
+    if from.exists() {
+        crate::sink::commit::move_durably(&from, &to)?;
+    }
+    Ok(Some(moved))
+}
+
 /// Writes closed windows.
 pub trait WriteParquet {
-    /// Writes each window as `<query>/date=../hour=../window-<start>-w<i>of<n>.parquet`.
+    /// Writes each window as `<query>/date=../hour=../window-<start>-r<revision>.parquet`.
     fn write_parquet(
         self,
         layout: Layout,
         unique: Option<String>,
-        on_commit: OnCommit,
+        stream: Arc<Continuation>,
+        notify: Notify,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     );
@@ -31,33 +79,54 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
         self,
         layout: Layout,
         unique: Option<String>,
-        on_commit: OnCommit,
+        stream: Arc<Continuation>,
+        notify: Notify,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) {
-        let worker = self.scope().index();
         self.sink(Pipeline, "WriteParquet", move |(input, _frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for windows in data {
                     for window in windows.drain(..) {
-                        if window.batch.num_rows() == 0 {
+                        if window.batch.num_rows() == 0 && window.revision == 0 {
                             continue;
                         }
-                        let relative = layout.window_file(window.start, worker);
-                        match write_parquet(
+                        let relative = layout.window_file(window.start, window.revision);
+                        let file = write_parquet(
                             &layout,
                             relative,
                             &window.batch,
                             unique.as_deref().as_slice(),
                             || metrics.window_durable(window.start),
-                        ) {
-                            Ok(file) => {
-                                Metrics::add(&metrics.rows, file.rows);
-                                Metrics::add(&metrics.files, 1);
-                                Metrics::add(&metrics.bytes_written, file.bytes);
-                                on_commit(&file);
+                        );
+                        let file = match file {
+                            Ok(file) => file,
+                            Err(e) => {
+                                control.fail(e.into());
+                                continue;
                             }
-                            Err(e) => control.fail(e.into()),
+                        };
+                        Metrics::add(&metrics.rows, file.rows);
+                        Metrics::add(&metrics.files, 1);
+                        Metrics::add(&metrics.bytes_written, file.bytes);
+                        (notify.commit)(&file);
+                        stream.wrote(window.start, window.revision);
+                        match supersede_previous(&layout, window.start, window.revision) {
+                            Ok(Some(moved)) => {
+                                Metrics::add(&metrics.superseded, 1);
+                                (notify.supersede)(&moved);
+                            }
+                            Ok(None) => {}
+                            Err(source) => control.fail(
+                                crate::sink::SinkError::Io {
+                                    path: layout.absolute(&layout.window_file(
+                                        window.start,
+                                        window.revision.saturating_sub(1),
+                                    )),
+                                    source,
+                                }
+                                .into(),
+                            ),
                         }
                     }
                 }

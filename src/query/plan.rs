@@ -33,6 +33,10 @@ pub struct SourceSchema {
     /// How far behind the largest event time seen a reading may be and still be on time,
     /// in microseconds: the watermark is `max event time seen - max_out_of_orderness`.
     pub max_out_of_orderness: i64,
+    /// How far ahead of the rest of its chunk a reading may be, in microseconds, before
+    /// it is quarantined as a bad clock instead of moving the watermark (see
+    /// [`crate::source::clock`]).
+    pub max_future_skew: i64,
 }
 
 impl SourceSchema {
@@ -183,6 +187,11 @@ impl fmt::Display for QueryPlan {
             "event time  {}  (watermark = max seen - {})",
             s.columns[s.event_time].name,
             format_duration(s.max_out_of_orderness)
+        )?;
+        writeln!(
+            f,
+            "clock       readings more than {} ahead of their chunk's median are quarantined",
+            format_duration(s.max_future_skew)
         )?;
         writeln!(f, "window      {}", self.window)?;
         if let Some(filter) = &self.filter {

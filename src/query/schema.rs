@@ -10,7 +10,11 @@ use super::plan::{Field, SourceSchema};
 use super::scalar::sql_type;
 use crate::types::DataType;
 
-const OPTIONS: &str = "event_time, max_out_of_orderness";
+/// Default `max_future_skew`: a reading an hour ahead of the readings around it is a bad
+/// clock, not traffic.
+pub const DEFAULT_MAX_FUTURE_SKEW: i64 = 3_600_000_000;
+
+const OPTIONS: &str = "event_time, max_out_of_orderness, max_future_skew";
 
 /// Finds a declared column by name: exact spelling first, then ignoring case.
 pub fn find_column(columns: &[Field], name: &str) -> Option<usize> {
@@ -86,6 +90,7 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
     };
     let mut event_time = None;
     let mut max_ooo = 0;
+    let mut max_future_skew = DEFAULT_MAX_FUTURE_SKEW;
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
             return Err(PlanError::at(option.span(), "expected key = 'value'"));
@@ -114,6 +119,10 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
                 let text = string_option(value)?;
                 max_ooo = duration_option(&text, value.span(), true)?;
             }
+            "max_future_skew" => {
+                let text = string_option(value)?;
+                max_future_skew = duration_option(&text, value.span(), false)?;
+            }
             other => {
                 return Err(PlanError::at(
                     key.span,
@@ -133,5 +142,6 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
         columns,
         event_time,
         max_out_of_orderness: max_ooo,
+        max_future_skew,
     })
 }

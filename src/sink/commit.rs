@@ -32,6 +32,15 @@ pub fn commit_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// Moves the file at `from` to `to` (same file system) durably: both folders fsync'd.
+pub fn move_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let to_dir = to.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(to_dir)?;
+    fs::rename(from, to)?;
+    sync_dir(to_dir)?;
+    sync_dir(from.parent().unwrap_or(Path::new(".")))
+}
+
 /// Removes `*.inprogress` files under `dir` left by a crashed run; returns how many.
 pub fn remove_stale(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;

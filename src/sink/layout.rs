@@ -1,14 +1,17 @@
 //! Where outputs go: Hive-partitioned folders and deterministic file names.
 //!
 //! ```text
-//! <root>/<query>/date=YYYY-MM-DD/hour=HH/window-<start>-w<i>of<n>.parquet   results
-//! <root>/<query>_late/date=.../hour=.../late-<epoch>-w<i>of<n>.parquet     late readings
-//! <root>/_deadletter/<query>.jsonl                                          bad lines
+//! <root>/<query>/date=YYYY-MM-DD/hour=HH/window-<start>-r<rev>.parquet           results
+//! <root>/<query>_revisions/date=.../hour=.../window-<start>-r<rev>.parquet       superseded revisions
+//! <root>/<query>_late/date=.../hour=.../late-<epoch>-n<run>-w<i>of<n>.parquet    late readings
+//! <root>/_deadletter/<query>.jsonl                                                bad lines
+//! <root>/_state/<query>/stream.json                                               kept stream state
 //! ```
 //!
-//! A name depends only on the window (or late epoch), the worker and the worker count,
-//! so a rerun over the same input rewrites the same files with the same bytes, and an
-//! upload can be retried under the same key.
+//! A result file's name depends only on the window and its revision, never on the
+//! worker count, so each window is in one file however many workers wrote it, and a
+//! redone run writes the same names with the same bytes. Late files carry the number of
+//! the run on the folder, so runs that continue each other never reuse a name.
 
 use std::path::{Path, PathBuf};
 
@@ -20,15 +23,18 @@ pub struct Layout {
     root: PathBuf,
     query: String,
     workers: usize,
+    run: u64,
 }
 
 impl Layout {
-    /// The layout of `query` under `root` for a run with `workers` workers.
-    pub fn new(root: &Path, query: &str, workers: usize) -> Self {
+    /// The layout of `query` under `root` for run number `run` of the folder, with
+    /// `workers` workers.
+    pub fn new(root: &Path, query: &str, workers: usize, run: u64) -> Self {
         Layout {
             root: root.to_owned(),
             query: query.to_owned(),
             workers,
+            run,
         }
     }
 
@@ -59,15 +65,29 @@ impl Layout {
             .join(format!("{}.jsonl", self.query))
     }
 
-    /// Path, relative to the root, of the result file of the window starting at `start`
-    /// written by `worker`.
-    pub fn window_file(&self, start: i64, worker: usize) -> String {
+    /// Folder of superseded revisions.
+    pub fn revisions_dir(&self) -> PathBuf {
+        self.root.join(format!("{}_revisions", self.query))
+    }
+
+    /// Path, relative to the root, of revision `revision` of the result file of the
+    /// window starting at `start`.
+    pub fn window_file(&self, start: i64, revision: u32) -> String {
         format!(
-            "{}/{}/window-{}-w{worker}of{}.parquet",
+            "{}/{}/window-{}-r{revision}.parquet",
             self.query,
             partition_path(start),
             compact_stamp(start),
-            self.workers
+        )
+    }
+
+    /// Where revision `revision` of that file goes once a newer one supersedes it.
+    pub fn superseded_file(&self, start: i64, revision: u32) -> String {
+        format!(
+            "{}_revisions/{}/window-{}-r{revision}.parquet",
+            self.query,
+            partition_path(start),
+            compact_stamp(start),
         )
     }
 
@@ -75,10 +95,11 @@ impl Layout {
     /// whose missed window lies in the partition of `partition_time`.
     pub fn late_file(&self, epoch: i64, partition_time: i64, worker: usize) -> String {
         format!(
-            "{}_late/{}/late-{}-w{worker}of{}.parquet",
+            "{}_late/{}/late-{}-n{}-w{worker}of{}.parquet",
             self.query,
             partition_path(partition_time),
             compact_stamp(epoch),
+            self.run,
             self.workers
         )
     }

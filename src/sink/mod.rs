@@ -50,18 +50,32 @@ pub struct CommittedFile {
     pub md5: String,
 }
 
+/// A result file replaced by a newer revision: moved locally from `from` to `to` (both
+/// relative to the output root).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Superseded {
+    /// Where it was, in the result table.
+    pub from: String,
+    /// Where it is now, in `<query>_revisions/`.
+    pub to: String,
+}
+
 fn timestamp() -> ArrowType {
     ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// The schema of a query's result files.
+/// Name of the column that numbers the revisions of a window's rows (0 first).
+pub const REVISION_COLUMN: &str = "revision";
+
+/// The schema of a query's result files: the `SELECT` list, then [`REVISION_COLUMN`].
 pub fn result_schema(plan: &QueryPlan) -> SchemaRef {
-    Arc::new(Schema::new(
-        plan.outputs
-            .iter()
-            .map(|o| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable))
-            .collect::<Vec<_>>(),
-    ))
+    let mut fields: Vec<Field> = plan
+        .outputs
+        .iter()
+        .map(|o| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable))
+        .collect();
+    fields.push(Field::new(REVISION_COLUMN, ArrowType::Int32, false));
+    Arc::new(Schema::new(fields))
 }
 
 /// The schema of a query's late files: the source columns, then the window the reading

@@ -59,12 +59,14 @@ fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<usiz
 }
 
 impl FileInput {
-    /// Opens `path`; for CSV, reads and checks the header.
+    /// Opens `path`, to be read from byte `position` on (0: the start); for CSV, reads
+    /// and checks the header.
     pub fn open(
         path: &Path,
         format: Format,
         schema: &SourceSchema,
         chunk_bytes: usize,
+        position: u64,
     ) -> Result<Self, SourceError> {
         let open_error = |source| SourceError::Open {
             path: path.to_owned(),
@@ -106,7 +108,7 @@ impl FileInput {
             path: path.to_owned(),
             file: Arc::new(file),
             len,
-            data_start,
+            data_start: data_start.max(position).min(len),
             chunk_bytes: chunk_bytes.max(1) as u64,
             decoder,
         })
@@ -140,6 +142,44 @@ impl OpenInput for FileInput {
     fn total_bytes(&self) -> Option<u64> {
         Some(self.len)
     }
+
+    fn position_after(&self, chunks: Option<u64>) -> u64 {
+        match chunks {
+            Some(k) if k < self.chunks() => {
+                let at = self.data_start + k * self.chunk_bytes;
+                line_start(&self.file, &self.path, self.len, self.data_start, at)
+                    .unwrap_or(self.len)
+            }
+            _ => self.len,
+        }
+    }
+}
+
+/// The first line start at or after `at` (a line starts after a line break), at or
+/// after `data_start`.
+fn line_start(
+    file: &File,
+    path: &Path,
+    len: u64,
+    data_start: u64,
+    at: u64,
+) -> Result<u64, SourceError> {
+    if at <= data_start {
+        return Ok(data_start);
+    }
+    let mut block = [0u8; 4096];
+    let mut offset = at - 1;
+    while offset < len {
+        let n = read_at(file, path, &mut block, offset)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(k) = memchr::memchr(b'\n', &block[..n]) {
+            return Ok(offset + k as u64 + 1);
+        }
+        offset += n as u64;
+    }
+    Ok(len)
 }
 
 struct FileChunks {
@@ -156,24 +196,8 @@ struct FileChunks {
 }
 
 impl FileChunks {
-    /// The first line start at or after `at` (a line starts after a line break).
     fn line_start(&self, at: u64) -> Result<u64, SourceError> {
-        if at <= self.data_start {
-            return Ok(self.data_start);
-        }
-        let mut block = [0u8; 4096];
-        let mut offset = at - 1;
-        while offset < self.len {
-            let n = read_at(&self.file, &self.path, &mut block, offset)?;
-            if n == 0 {
-                break;
-            }
-            if let Some(k) = memchr::memchr(b'\n', &block[..n]) {
-                return Ok(offset + k as u64 + 1);
-            }
-            offset += n as u64;
-        }
-        Ok(self.len)
+        line_start(&self.file, &self.path, self.len, self.data_start, at)
     }
 }
 

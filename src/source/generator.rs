@@ -201,15 +201,19 @@ pub struct GeneratorInput {
     fields: Vec<GenField>,
     event_time: usize,
     chunk_readings: u64,
+    /// Readings an earlier run consumed: generation starts after them.
+    skip: u64,
 }
 
 impl GeneratorInput {
     /// Maps the declared columns onto generated fields; chunks hold about as many
-    /// readings as `chunk_bytes` of JSON lines would.
+    /// readings as `chunk_bytes` of JSON lines would. Generation starts at reading
+    /// `skip`.
     pub fn new(
         config: GeneratorConfig,
         schema: &SourceSchema,
         chunk_bytes: usize,
+        skip: u64,
     ) -> Result<Self, SourceError> {
         let mut fields = Vec::with_capacity(schema.columns.len());
         for c in &schema.columns {
@@ -241,6 +245,7 @@ impl GeneratorInput {
             fields,
             event_time: schema.event_time,
             chunk_readings: (chunk_bytes / READING_BYTES).max(1) as u64,
+            skip,
         })
     }
 }
@@ -253,6 +258,7 @@ impl OpenInput for GeneratorInput {
             fields: self.fields.clone(),
             event_time: self.event_time,
             chunk_readings: self.chunk_readings,
+            skip: self.skip,
             next: worker as u64,
             step: peers as u64,
             device_ids: Vec::new(),
@@ -266,6 +272,14 @@ impl OpenInput for GeneratorInput {
     fn total_bytes(&self) -> Option<u64> {
         None
     }
+
+    fn position_after(&self, chunks: Option<u64>) -> u64 {
+        chunks.map_or(self.config.readings, |k| {
+            self.skip
+                .saturating_add(k.saturating_mul(self.chunk_readings))
+                .min(self.config.readings)
+        })
+    }
 }
 
 struct GeneratorChunks {
@@ -274,6 +288,7 @@ struct GeneratorChunks {
     fields: Vec<GenField>,
     event_time: usize,
     chunk_readings: u64,
+    skip: u64,
     next: u64,
     step: u64,
     /// Interned id + 1 of each device's name, 0 until first used.
@@ -283,7 +298,7 @@ struct GeneratorChunks {
 impl ChunkSource for GeneratorChunks {
     fn poll(&mut self, interner: &mut Interner) -> Result<SourcePoll, SourceError> {
         let k = self.next;
-        let first = k * self.chunk_readings;
+        let first = self.skip + k * self.chunk_readings;
         if first >= self.config.readings {
             return Ok(SourcePoll::Done);
         }
@@ -333,6 +348,7 @@ impl ChunkSource for GeneratorChunks {
                 bad: Vec::new(),
                 lines: n as u64,
                 max_event_time,
+                row_starts: Vec::new(),
                 bytes: 0,
             },
         ))

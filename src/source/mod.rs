@@ -117,21 +117,33 @@ pub trait OpenInput: Send + Sync {
     fn line_base(&self) -> u64;
     /// Total input bytes when known in advance (files), for progress.
     fn total_bytes(&self) -> Option<u64>;
+    /// The input position (bytes for files, readings for the generator) after its first
+    /// `chunks` chunks, or after all of it for `None`: where the next run resumes.
+    fn position_after(&self, chunks: Option<u64>) -> u64;
 }
 
-/// Opens an input for a schema.
+/// Opens an input for a schema, from `position` on (a byte offset for files, a reading
+/// count for the generator; ignored for stdin), as an earlier run left it.
 pub fn open(
     input: &Input,
     schema: &SourceSchema,
     chunk_bytes: usize,
+    position: u64,
 ) -> Result<Arc<dyn OpenInput>, SourceError> {
     Ok(match input {
-        Input::File { path, format } => {
-            Arc::new(FileInput::open(path, *format, schema, chunk_bytes)?)
-        }
+        Input::File { path, format } => Arc::new(FileInput::open(
+            path,
+            *format,
+            schema,
+            chunk_bytes,
+            position,
+        )?),
         Input::Stdin { format } => Arc::new(StdinInput::open(*format, schema, chunk_bytes)?),
-        Input::Generator(config) => {
-            Arc::new(GeneratorInput::new(config.clone(), schema, chunk_bytes)?)
-        }
+        Input::Generator(config) => Arc::new(GeneratorInput::new(
+            config.clone(),
+            schema,
+            chunk_bytes,
+            position,
+        )?),
     })
 }

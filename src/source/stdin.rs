@@ -190,6 +190,11 @@ impl OpenInput for StdinInput {
     fn total_bytes(&self) -> Option<u64> {
         None
     }
+
+    fn position_after(&self, _chunks: Option<u64>) -> u64 {
+        // Standard input cannot be read again: there is nothing to resume.
+        0
+    }
 }
 
 struct StdinChunks {

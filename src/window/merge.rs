@@ -7,7 +7,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::accumulator::{Accumulator, retype};
 use super::key::{KeyIndex, KeyRows};
-use super::state::PartialWindow;
+use super::state::{PartialWindow, RESUMED};
 use crate::batch::arrow::to_arrow;
 use crate::batch::{Column, ColumnValues, Interner};
 use crate::eval::{Scope, eval, selection};
@@ -18,6 +18,7 @@ use crate::query::expr::{ExprKind, OutputLeaf};
 #[derive(Debug, Default)]
 pub struct WindowMerger {
     parts: Vec<PartialWindow>,
+    fresh: bool,
 }
 
 /// What a closed window produced.
@@ -32,13 +33,20 @@ pub struct WindowRows {
 impl WindowMerger {
     /// Adds one worker's partial.
     pub fn add(&mut self, part: PartialWindow) {
+        self.fresh |= part.from != RESUMED;
         self.parts.push(part);
+    }
+
+    /// Whether this run added readings to the window (beyond what a previous run kept).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Merges the partials: keys and accumulators with one slot per distinct key.
     pub fn merge(mut self) -> Option<(KeyRows, Vec<Accumulator>)> {
-        // Merge in worker order so that float sums combine the same way on every run.
-        self.parts.sort_by_key(|p| p.from);
+        // Merge in a fixed order (kept state first, then by worker) so that float sums
+        // combine the same way on every run.
+        self.parts.sort_by_key(|p| (p.from != RESUMED, p.from));
         let mut parts = self.parts.into_iter();
         let first = parts.next()?;
         let mut keys = first.keys;
@@ -76,7 +84,7 @@ impl WindowMerger {
 }
 
 /// Computes the result rows of a window from merged state: sorted by key, `HAVING`
-/// applied, `SELECT` expressions evaluated.
+/// applied, `SELECT` expressions evaluated, and the `revision` column last.
 ///
 /// Columns that are plainly a key, a window bound or an aggregate go straight to Arrow;
 /// only other expressions are evaluated, over key columns interned on demand.
@@ -87,6 +95,7 @@ pub fn window_rows(
     end: i64,
     keys: &KeyRows,
     accs: &[Accumulator],
+    revision: u32,
 ) -> Result<WindowRows, ArrowError> {
     let order = if keys.sorted {
         (0..keys.len).collect()
@@ -163,6 +172,11 @@ pub fn window_rows(
         };
         arrays.push(array);
     }
+    let rows = arrays.first().map_or(0, |a| a.len());
+    arrays.push(std::sync::Arc::new(arrow::array::Int32Array::from(vec![
+        revision as i32;
+        rows
+    ])));
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     Ok(WindowRows { batch, overflows })
 }

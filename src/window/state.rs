@@ -31,8 +31,22 @@ pub struct LateRow {
     pub watermark: i64,
 }
 
+/// Marks a partial that holds the state a previous run kept ([`crate::stream`]) rather
+/// than a worker's share of this run.
+pub const RESUMED: usize = usize::MAX;
+
+/// The worker of `peers` that merges and writes the window starting at `start`.
+///
+/// A window is owned whole by one worker, so its file is one file whatever the worker
+/// count (its name and content do not depend on it); consecutive windows go to different
+/// workers, which spreads the merging of a stream of windows.
+pub fn window_owner(start: i64, peers: usize) -> usize {
+    let mixed = (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) % peers.max(1) as u64) as usize
+}
+
 /// The aggregates of one worker's share of a window, bound for the worker that owns
-/// the keys.
+/// the window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PartialWindow {
     /// Window start.
@@ -41,7 +55,7 @@ pub struct PartialWindow {
     pub end: i64,
     /// Worker that owns these keys.
     pub target: usize,
-    /// Worker that computed it.
+    /// Worker that computed it, or [`RESUMED`].
     pub from: usize,
     /// Key values, one row per group.
     pub keys: KeyRows,
@@ -213,8 +227,8 @@ impl WindowState {
         std::mem::take(&mut self.slots.opened)
     }
 
-    /// Closes every window with `end <= limit` and returns its partial aggregates, split
-    /// by the worker (of `peers`) that owns each key.
+    /// Closes every window with `end <= limit` and returns its partial aggregates, bound
+    /// for the worker (of `peers`) that owns the window.
     pub fn close_until(
         &mut self,
         limit: i64,
@@ -238,49 +252,20 @@ impl WindowState {
             for &key in key_order.iter() {
                 self.keys.push_values(key, interner, &mut keys);
             }
-            if peers == 1 {
-                let accs = self
-                    .slots
-                    .accs
-                    .iter()
-                    .map(|a| a.gather(&slot_order))
-                    .collect();
-                out.push(PartialWindow {
-                    start: window.start,
-                    end: window.end,
-                    target: 0,
-                    from: worker,
-                    keys,
-                    accs,
-                });
-            } else {
-                let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); peers];
-                for row in 0..keys.len {
-                    rows_of[(keys.hash_row(row) % peers as u64) as usize].push(row);
-                }
-                for (target, rows) in rows_of
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, r)| !r.is_empty())
-                {
-                    let mut part = self.key_template.empty_like();
-                    for &row in &rows {
-                        part.push_from(&keys, row);
-                    }
-                    // A subsequence of sorted rows is sorted.
-                    part.sorted = keys.sorted;
-                    let slots: Vec<u32> = rows.iter().map(|&row| slot_order[row]).collect();
-                    let accs = self.slots.accs.iter().map(|a| a.gather(&slots)).collect();
-                    out.push(PartialWindow {
-                        start: window.start,
-                        end: window.end,
-                        target,
-                        from: worker,
-                        keys: part,
-                        accs,
-                    });
-                }
-            }
+            let accs = self
+                .slots
+                .accs
+                .iter()
+                .map(|a| a.gather(&slot_order))
+                .collect();
+            out.push(PartialWindow {
+                start: window.start,
+                end: window.end,
+                target: window_owner(window.start, peers),
+                from: worker,
+                keys,
+                accs,
+            });
             for acc in &mut self.slots.accs {
                 acc.reset_slots(&window.slots);
             }
@@ -436,14 +421,22 @@ mod tests {
         assert!(ingest(&mut state, &b, i64::MIN, &interner).is_empty());
         assert_eq!(state.take_opened(), vec![(0, 10 * s), (5 * s, 15 * s)]);
         let parts = state.close_until(i64::MAX, 1, 3, &interner);
-        // Two windows, each split over up to three owners; every key once per window.
-        assert_eq!(parts.iter().map(|p| p.keys.len).sum::<usize>(), 100);
+        // Two windows, each whole at its owner; every key once per window.
+        assert_eq!(parts.len(), 2);
         for part in &parts {
             assert_eq!(part.from, 1);
-            for row in 0..part.keys.len {
-                assert_eq!((part.keys.hash_row(row) % 3) as usize, part.target);
-            }
+            assert_eq!(part.keys.len, 50);
+            assert_eq!(part.target, window_owner(part.start, 3));
         }
         assert_eq!(state.open_groups(), 0);
+    }
+
+    #[test]
+    fn consecutive_windows_spread_over_owners() {
+        let minute = 60_000_000;
+        let owners: std::collections::BTreeSet<usize> =
+            (0..16).map(|i| window_owner(i * minute, 4)).collect();
+        assert_eq!(owners.len(), 4);
+        assert!((0..16).all(|i| window_owner(i * minute, 1) == 0));
     }
 }

@@ -35,7 +35,8 @@ struct Key {
 #[derive(Debug)]
 pub struct JsonDecoder {
     fields: Vec<JsonField>,
-    event_time: usize,
+    pub(super) event_time: usize,
+    pub(super) max_future_skew: i64,
     /// `seen[c] == stamp` when column `c` was set on the current line.
     seen: Vec<u64>,
     stamp: u64,
@@ -59,6 +60,7 @@ impl JsonDecoder {
             seen: vec![0; fields.len()],
             fields,
             event_time: schema.event_time,
+            max_future_skew: schema.max_future_skew,
             stamp: 0,
             types: schema.types(),
             scratch: Vec::new(),
@@ -71,6 +73,7 @@ impl JsonDecoder {
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
         let mut batch = Batch::new(&self.types, data.len() / 96 + 1);
         let mut bad = Vec::new();
+        let mut row_starts = Vec::with_capacity(data.len() / 96 + 1);
         let mut pos = 0;
         let mut line = 0u64;
         while pos < data.len() {
@@ -89,6 +92,7 @@ impl JsonDecoder {
             if self.shape.is_set() {
                 if let Some(end) = self.fast_object(data, i, &mut batch, interner) {
                     batch.len += 1;
+                    row_starts.push(start);
                     self.shape.record(true);
                     pos = end + 1;
                     continue;
@@ -99,6 +103,7 @@ impl JsonDecoder {
             match self.object(data, i, &mut batch, interner) {
                 Ok(end) => {
                     batch.len += 1;
+                    row_starts.push(start);
                     if self.shape.wants() {
                         self.shape.learn(&self.keys, &self.types);
                     }
@@ -123,6 +128,7 @@ impl JsonDecoder {
             bad,
             lines: line,
             max_event_time,
+            row_starts,
             bytes: data.len() as u64,
         }
     }

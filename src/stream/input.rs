@@ -1,0 +1,201 @@
+//! Which inputs an output folder has consumed, and how far.
+//!
+//! A file is known by its canonical path and a fingerprint of the part consumed (its
+//! first and last 64 KiB), so a file that grew (an hourly file still being written, a
+//! log appended to) resumes where the last run stopped, and a file replaced by other
+//! content under the same name is read as new. The generator is known by its settings.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::source::Input;
+
+/// Bytes of each end of the consumed part that go into the fingerprint.
+const FINGERPRINT_BYTES: u64 = 64 * 1024;
+
+/// Hex MD5 of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Md5::digest(bytes))
+}
+
+/// What identifies an input across runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InputKey {
+    /// A file, by canonical path.
+    File {
+        /// Canonical path.
+        path: String,
+    },
+    /// The built-in generator, by its settings.
+    Generator {
+        /// The settings, as JSON.
+        config: String,
+    },
+}
+
+impl InputKey {
+    /// The key of `input`; `None` for inputs that cannot be read twice (stdin).
+    pub fn of(input: &Input) -> Option<InputKey> {
+        match input {
+            Input::File { path, .. } => Some(InputKey::File {
+                path: std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+                    .to_string(),
+            }),
+            Input::Generator(config) => Some(InputKey::Generator {
+                config: serde_json::to_string(config).unwrap_or_default(),
+            }),
+            Input::Stdin { .. } => None,
+        }
+    }
+}
+
+/// How far an input has been consumed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumedInput {
+    /// Which input.
+    pub key: InputKey,
+    /// Position up to which it is reflected in the outputs and the kept state: a byte
+    /// offset for files, a reading count for the generator.
+    pub position: u64,
+    /// Lines (readings) before that position, so line numbers go on where they stopped.
+    pub lines: u64,
+    /// Whether the position was the end of the input when it was consumed.
+    pub complete: bool,
+    /// Fingerprint of the consumed part (files).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+/// Fingerprint of the first `len` bytes of the file at `path`.
+pub fn fingerprint(path: &Path, len: u64) -> std::io::Result<String> {
+    let file = File::open(path)?;
+    let mut hasher = Md5::new();
+    let head = len.min(FINGERPRINT_BYTES);
+    let tail_start = len.saturating_sub(FINGERPRINT_BYTES).max(head);
+    for (offset, n) in [(0, head), (tail_start, len - tail_start)] {
+        let mut buf = vec![0u8; n as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        hasher.update(&buf);
+    }
+    hasher.update(len.to_le_bytes());
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Where to start reading `input` given what was consumed before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// From the beginning.
+    Beginning,
+    /// From a position, with the lines before it.
+    Resume {
+        /// Position (bytes or readings).
+        position: u64,
+        /// Lines before it.
+        lines: u64,
+    },
+    /// Nothing is left to read.
+    Done {
+        /// Position (the end).
+        position: u64,
+    },
+}
+
+/// Decides where `input` starts, from the inputs consumed before.
+pub fn start_at(input: &Input, consumed: &[ConsumedInput]) -> StartAt {
+    let Some(key) = InputKey::of(input) else {
+        return StartAt::Beginning;
+    };
+    let Some(before) = consumed.iter().find(|c| c.key == key) else {
+        return StartAt::Beginning;
+    };
+    let current_end = match input {
+        Input::File { path, .. } => {
+            let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+                return StartAt::Beginning;
+            };
+            if len < before.position
+                || fingerprint(path, before.position).ok() != before.fingerprint
+            {
+                tracing::warn!(input = %input.describe(), "The input changed since an earlier run consumed it; reading it as new input");
+                return StartAt::Beginning;
+            }
+            len
+        }
+        Input::Generator(config) => config.readings,
+        Input::Stdin { .. } => return StartAt::Beginning,
+    };
+    if before.position >= current_end {
+        StartAt::Done {
+            position: before.position,
+        }
+    } else {
+        StartAt::Resume {
+            position: before.position,
+            lines: before.lines,
+        }
+    }
+}
+
+/// Records that `input` is consumed up to `position` (with `lines` before it).
+pub fn record(
+    consumed: &mut Vec<ConsumedInput>,
+    input: &Input,
+    position: u64,
+    lines: u64,
+    complete: bool,
+) {
+    let Some(key) = InputKey::of(input) else {
+        return;
+    };
+    let fingerprint = match input {
+        Input::File { path, .. } => fingerprint(path, position).ok(),
+        _ => None,
+    };
+    consumed.retain(|c| c.key != key);
+    consumed.push(ConsumedInput {
+        key,
+        position,
+        lines,
+        complete,
+        fingerprint,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Format;
+
+    #[test]
+    fn a_grown_file_resumes_and_a_replaced_one_is_new() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(&path, b"line one\nline two\n")?;
+        let input = Input::File {
+            path: path.clone(),
+            format: Format::Jsonl,
+        };
+        let mut consumed = Vec::new();
+        assert_eq!(start_at(&input, &consumed), StartAt::Beginning);
+        record(&mut consumed, &input, 18, 2, true);
+        assert_eq!(start_at(&input, &consumed), StartAt::Done { position: 18 });
+        std::fs::write(&path, b"line one\nline two\nline three\n")?;
+        assert_eq!(
+            start_at(&input, &consumed),
+            StartAt::Resume {
+                position: 18,
+                lines: 2
+            }
+        );
+        std::fs::write(&path, b"other on\nline two\nline three\n")?;
+        assert_eq!(start_at(&input, &consumed), StartAt::Beginning);
+        Ok(())
+    }
+}

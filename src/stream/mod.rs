@@ -1,0 +1,263 @@
+//! An output folder is one stream: what a run leaves there for the next one.
+//!
+//! Runs on one output folder continue each other. At the end of a run the folder keeps,
+//! per query, in `<root>/_state/<query>/stream.json`:
+//!
+//! * the largest event time seen, so the next run starts under the same watermark and
+//!   a reading that was late stays late;
+//! * the windows the watermark had not passed yet, as merged aggregate state: they were
+//!   written (so results are visible) and the next run resumes them; a window that gets
+//!   more readings is written again as a new **revision**;
+//! * the last revision written of every window, so a window written again never reuses
+//!   a file name (an uploaded object is never overwritten);
+//! * the inputs consumed and how far ([`input`]), so an input is never fed twice.
+//!
+//! The state is written atomically after every file of the run is committed, and only
+//! by a run that did not fail: a failed run leaves the previous state in place, and the
+//! next run redoes its work, writing the same files with the same bytes under the same
+//! names.
+
+pub mod input;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use input::{ConsumedInput, InputKey};
+
+use crate::query::QueryPlan;
+use crate::window::accumulator::Accumulator;
+use crate::window::key::KeyRows;
+
+/// Format version of `stream.json`; a newer edgeflow reads older versions or refuses.
+pub const STATE_VERSION: u32 = 1;
+
+/// A stream state that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Reading or writing the state failed.
+    #[error("stream state {}: {source}", path.display())]
+    Io {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state file is not what this edgeflow writes.
+    #[error("stream state {}: {reason}", path.display())]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The query changed since the state was kept: its open windows cannot be resumed.
+    #[error(
+        "{query}: the query differs from the one whose open windows and inputs {} keeps; run with --fresh to start this query's stream again (windows written again become new revisions)",
+        path.display()
+    )]
+    QueryChanged {
+        /// Query name.
+        query: String,
+        /// The state file.
+        path: PathBuf,
+    },
+}
+
+/// A window left open at the end of a run: merged over every worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeptWindow {
+    /// Window start, microseconds.
+    pub start: i64,
+    /// Window end.
+    pub end: i64,
+    /// Group keys, one row per group.
+    pub keys: KeyRows,
+    /// One accumulator per aggregate.
+    pub accs: Vec<Accumulator>,
+}
+
+/// What an output folder keeps of one query's stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Format version.
+    pub version: u32,
+    /// Fingerprint of the plan the open windows belong to.
+    pub plan: String,
+    /// Runs completed on this folder; numbers late files so runs never collide.
+    pub runs: u64,
+    /// Largest event time accepted so far (microseconds).
+    pub max_event_time: Option<i64>,
+    /// Inputs consumed, and how far.
+    pub inputs: Vec<ConsumedInput>,
+    /// Last revision written, by window start.
+    pub revisions: BTreeMap<i64, u32>,
+    /// Windows still open.
+    pub open: Vec<KeptWindow>,
+}
+
+/// A fingerprint of what makes kept window state meaningful: the plan without its file
+/// path (moving a query file is fine).
+pub fn plan_fingerprint(plan: &QueryPlan) -> String {
+    let mut plan = plan.clone();
+    plan.file = PathBuf::new();
+    let text = serde_json::to_vec(&plan).unwrap_or_default();
+    input::md5_hex(&text)
+}
+
+impl StreamState {
+    /// Where `query`'s state lives under `root`.
+    pub fn path(root: &Path, query: &str) -> PathBuf {
+        root.join("_state").join(query).join("stream.json")
+    }
+
+    /// A new stream for `plan`.
+    pub fn new(plan: &QueryPlan) -> Self {
+        StreamState {
+            version: STATE_VERSION,
+            plan: plan_fingerprint(plan),
+            ..StreamState::default()
+        }
+    }
+
+    /// Loads the state of `plan` under `root`, or a new one when there is none.
+    pub fn load(root: &Path, plan: &QueryPlan) -> Result<Self, StateError> {
+        let path = Self::path(root, &plan.name);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(StreamState::new(plan));
+            }
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        let version = value.get("version").and_then(serde_json::Value::as_u64);
+        if version != Some(u64::from(STATE_VERSION)) {
+            return Err(corrupt(format!(
+                "format version {}, this edgeflow reads version {STATE_VERSION}",
+                version.map_or("missing".into(), |v| v.to_string())
+            )));
+        }
+        let state: StreamState =
+            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        if state.plan != plan_fingerprint(plan) && (!state.open.is_empty()) {
+            return Err(StateError::QueryChanged {
+                query: plan.name.clone(),
+                path,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Forgets the open windows, the watermark and the consumed inputs, keeping the
+    /// revision numbers so that windows written again supersede what is there.
+    pub fn forget(&mut self, plan: &QueryPlan) {
+        self.plan = plan_fingerprint(plan);
+        self.max_event_time = None;
+        self.inputs.clear();
+        self.open.clear();
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, root: &Path, query: &str) -> Result<(), StateError> {
+        let path = Self::path(root, query);
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec(self).map_err(|e| io(std::io::Error::other(e)))?;
+        crate::sink::commit::commit_bytes(&path, &bytes).map_err(io)
+    }
+}
+
+/// What one run reads from and adds to its stream, shared by every worker.
+#[derive(Debug, Default)]
+pub struct Continuation {
+    /// Largest event time of earlier runs: the watermark starts from it.
+    pub max_event_time: Option<i64>,
+    /// Last revision of each window written by earlier runs.
+    pub revisions: BTreeMap<i64, u32>,
+    /// Windows earlier runs left open, to resume.
+    pub resumed: Vec<KeptWindow>,
+    /// Revisions this run wrote.
+    pub written: std::sync::Mutex<BTreeMap<i64, u32>>,
+    /// Windows this run leaves open.
+    pub kept: std::sync::Mutex<Vec<KeptWindow>>,
+}
+
+impl Continuation {
+    /// The continuation of `state`.
+    pub fn of(state: &StreamState) -> Self {
+        Continuation {
+            max_event_time: state.max_event_time,
+            revisions: state.revisions.clone(),
+            resumed: state.open.clone(),
+            ..Continuation::default()
+        }
+    }
+
+    /// The revision the next write of the window starting at `start` gets.
+    pub fn next_revision(&self, start: i64) -> u32 {
+        self.revisions.get(&start).map_or(0, |r| r + 1)
+    }
+
+    /// Notes that revision `revision` of the window starting at `start` was written.
+    pub fn wrote(&self, start: i64, revision: u32) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(start, revision);
+        }
+    }
+
+    /// Keeps a window open for the next run.
+    pub fn keep(&self, window: KeptWindow) {
+        if let Ok(mut k) = self.kept.lock() {
+            k.push(window);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> QueryPlan {
+        crate::query::parse("q", Path::new("q.sql"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const Q: &str = "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts');
+        SELECT k, window_start, SUM(v) AS s FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY k, window_start";
+
+    #[test]
+    fn round_trips_and_refuses_a_changed_query_with_open_windows() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
+            path: PathBuf::new(),
+            source,
+        })?;
+        let p = plan(Q);
+        let mut state = StreamState::load(dir.path(), &p)?;
+        assert_eq!(state, StreamState::new(&p));
+        state.max_event_time = Some(42);
+        state.revisions.insert(0, 3);
+        state.open.push(KeptWindow {
+            start: 0,
+            end: 60_000_000,
+            keys: KeyRows::default(),
+            accs: Vec::new(),
+        });
+        state.save(dir.path(), "q")?;
+        assert_eq!(StreamState::load(dir.path(), &p)?, state);
+        let other = plan(&Q.replace("SUM(v)", "MAX(v)"));
+        assert!(matches!(
+            StreamState::load(dir.path(), &other),
+            Err(StateError::QueryChanged { .. })
+        ));
+        Ok(())
+    }
+}
