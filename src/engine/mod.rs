@@ -98,6 +98,38 @@ fn prepare_output(layout: &Layout) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--fresh` computes the late rows again: the late files of earlier runs move to
+/// `<query>_late_revisions/` (and so in the bucket) rather than count twice.
+fn retire_late_files(layout: &Layout, on_supersede: Option<&OnSupersede>) -> Result<(), Error> {
+    let fail = |source: std::io::Error| Error::Output {
+        path: layout.late_dir(),
+        source,
+    };
+    let late = format!("{}_late", layout.query());
+    for path in commit::files_under(&layout.late_dir()).map_err(fail)? {
+        let Some(relative) = path
+            .strip_prefix(layout.root())
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let Some(rest) = relative.strip_prefix(&late) else {
+            continue;
+        };
+        let moved = crate::sink::Superseded {
+            to: format!("{late}_revisions{rest}"),
+            from: relative,
+        };
+        commit::move_durably(&path, &layout.absolute(&moved.to)).map_err(fail)?;
+        if let Some(notify) = on_supersede {
+            notify(&moved);
+        }
+    }
+    Ok(())
+}
+
 fn progress_bar(
     total: u64,
     metrics: Arc<Metrics>,
@@ -148,6 +180,9 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     };
     let layout = Layout::new(&config.output, &plan.name, workers, state.runs);
     prepare_output(&layout)?;
+    if config.fresh {
+        retire_late_files(&layout, config.on_supersede.as_ref())?;
+    }
     let (position, lines_before) = match consumed::start_at(&config.input, &state.inputs) {
         StartAt::Beginning => (0, 0),
         StartAt::Resume { position, lines } => {

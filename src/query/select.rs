@@ -545,6 +545,14 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
                 format!("output column `{name}` appears twice; give it an alias"),
             ));
         }
+        if name.eq_ignore_ascii_case(crate::sink::REVISION_COLUMN) {
+            return Err(PlanError::at(
+                span,
+                format!(
+                    "`{name}` is the column edgeflow adds to number a window's revisions; give this output another alias"
+                ),
+            ));
+        }
         let aggregates = &output.aggregates;
         let nullable = planned.nullable(&|leaf: &OutputLeaf| match leaf {
             OutputLeaf::WindowStart | OutputLeaf::WindowEnd => false,

@@ -41,6 +41,30 @@ pub fn move_durably(from: &Path, to: &Path) -> std::io::Result<()> {
     sync_dir(from.parent().unwrap_or(Path::new(".")))
 }
 
+/// Every committed `.parquet` file under `dir` (none when `dir` does not exist), sorted.
+pub fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Removes `*.inprogress` files under `dir` left by a crashed run; returns how many.
 pub fn remove_stale(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;

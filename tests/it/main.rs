@@ -10,5 +10,6 @@ mod query_errors;
 mod query_files;
 mod query_outputs;
 mod s3_server;
+mod stream;
 mod support;
 mod sync;

@@ -45,7 +45,7 @@ fn result_files_are_hive_partitioned_zstd_with_utc_micros() {
             "{rel}"
         );
         assert!(
-            parts[3].starts_with("window-") && parts[3].ends_with("of2.parquet"),
+            parts[3].starts_with("window-") && parts[3].ends_with("-r0.parquet"),
             "{rel}"
         );
 
@@ -82,7 +82,8 @@ fn result_files_are_hive_partitioned_zstd_with_utc_micros() {
             "bytes_in",
             "bytes_out",
             "max_bytes_in",
-            "avg_latency_ms"
+            "avg_latency_ms",
+            "revision"
         ]
     );
     assert_eq!(
@@ -158,7 +159,8 @@ fn null_aggregates_and_timestamp_extremes_round_trip() {
                 Value::BigInt(1),
                 Value::Timestamp(1_767_225_603_000_000),
                 Value::Null,
-                Value::BigInt(15)
+                Value::BigInt(15),
+                Value::BigInt(0)
             ],
             vec![
                 Value::Text("a".into()),
@@ -167,7 +169,8 @@ fn null_aggregates_and_timestamp_extremes_round_trip() {
                 Value::BigInt(0),
                 Value::Timestamp(1_767_225_601_000_000),
                 Value::Boolean(true),
-                Value::Null
+                Value::Null,
+                Value::BigInt(0)
             ],
         ]
     );

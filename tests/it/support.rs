@@ -97,6 +97,12 @@ pub fn row(batch: &RecordBatch, i: usize) -> Vec<Value> {
                         .map(|a| a.value(i))
                         .unwrap_or_default(),
                 ),
+                DataType::Int32 => Value::BigInt(
+                    c.as_any()
+                        .downcast_ref::<arrow::array::Int32Array>()
+                        .map(|a| i64::from(a.value(i)))
+                        .unwrap_or_default(),
+                ),
                 DataType::Float64 => Value::Double(
                     c.as_any()
                         .downcast_ref::<Float64Array>()
@@ -121,14 +127,45 @@ pub fn row(batch: &RecordBatch, i: usize) -> Vec<Value> {
         .collect()
 }
 
-/// All rows under `dir`, sorted.
+/// Drops the `revision` column of result files, so rows compare with an oracle.
+fn without_revision(batch: &RecordBatch) -> RecordBatch {
+    match batch.schema().index_of(edgeflow::sink::REVISION_COLUMN) {
+        Ok(i) => {
+            let keep: Vec<usize> = (0..batch.num_columns()).filter(|&c| c != i).collect();
+            batch
+                .project(&keep)
+                .unwrap_or_else(|e| panic!("dropping the revision column: {e}"))
+        }
+        Err(_) => batch.clone(),
+    }
+}
+
+/// All rows under `dir` (without the `revision` column of result files), sorted.
 pub fn read_rows(dir: &Path) -> Vec<Vec<Value>> {
     let mut rows: Vec<Vec<Value>> = read_batches(dir)
         .iter()
-        .flat_map(|b| (0..b.num_rows()).map(move |i| row(b, i)))
+        .map(without_revision)
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .map(move |i| row(&b, i))
+                .collect::<Vec<_>>()
+        })
         .collect();
     sort_rows(&mut rows);
     rows
+}
+
+/// The `revision` of every result row under `dir`.
+pub fn revisions(dir: &Path) -> Vec<i32> {
+    read_batches(dir)
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(edgeflow::sink::REVISION_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
+                .map(|a| a.values().to_vec())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Sorts rows by their text form: a total order good enough to line up two row sets.

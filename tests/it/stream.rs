@@ -1,0 +1,362 @@
+//! An output folder is one stream: bad clocks, reruns, consecutive files and interrupted
+//! runs all end with the rows of one clean, uninterrupted run over the whole input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeflow::decode::Format;
+use edgeflow::engine::{self, RunConfig, RunSummary};
+use edgeflow::source::Input;
+use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, write_readings};
+
+use super::oracle::{Late, Spec, late_rows, oracle};
+use super::support::{assert_rows_eq, parquet_files, plan, read_rows, revisions};
+
+const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
+
+fn spec() -> Spec {
+    Spec {
+        size_ms: 60_000,
+        slide_ms: 60_000,
+        ooo_ms: 5_000,
+        filtered: false,
+    }
+}
+
+fn config(readings: u64, seed: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        devices: 100,
+        readings,
+        rate: 100.0,
+        disorder_ms: 4_000,
+        late_fraction: 0.01,
+        seed,
+        ..GeneratorConfig::default()
+    }
+}
+
+/// The generator's readings as JSON lines, one string per line.
+fn lines(config: &GeneratorConfig) -> Vec<String> {
+    let mut bytes = Vec::new();
+    write_readings(config, Format::Jsonl, TimestampFormat::Millis, &mut bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn readings(config: &GeneratorConfig) -> Vec<Reading> {
+    (0..config.readings).map(|i| config.reading(i)).collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn json_input(path: &Path) -> Input {
+    Input::File {
+        path: path.to_owned(),
+        format: Format::Jsonl,
+    }
+}
+
+fn try_run(
+    sql: &str,
+    input: Input,
+    out: &Path,
+    workers: usize,
+    fresh: bool,
+) -> Result<RunSummary, edgeflow::Error> {
+    let mut config = RunConfig::new(plan(sql), input, out.to_owned());
+    config.workers = workers;
+    config.chunk_bytes = 16 * 1024;
+    config.fresh = fresh;
+    engine::run(config)
+}
+
+fn run(sql: &str, input: Input, out: &Path, workers: usize, fresh: bool) -> RunSummary {
+    try_run(sql, input, out, workers, fresh).unwrap_or_else(|e| panic!("run failed: {e}"))
+}
+
+/// The folder's results and late rows equal the oracle's answer for `readings`.
+fn assert_stream_equals_oracle(out: &Path, readings: &[Reading], context: &str) {
+    let (want, want_late): (_, Vec<Late>) = oracle(&spec(), readings);
+    assert_rows_eq(&read_rows(&out.join("q")), &want, context);
+    assert_eq!(
+        late_rows(&out.join("q_late")),
+        want_late,
+        "{context}: late rows"
+    );
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+fn bad_clock_line(device: &str, ts_ms: i64) -> String {
+    format!(
+        r#"{{"device_id":"{device}","ts":{ts_ms},"bytes_in":1,"bytes_out":1,"packets":1,"latency_ms":1.0}}"#
+    )
+}
+
+#[test]
+fn bad_clocks_leave_every_other_row_as_a_clean_run_has_it() {
+    let config = config(12_000, 3);
+    let clean = lines(&config);
+    let start = config.reading(0).ts_ms;
+    let mid = config.reading(6_000).ts_ms;
+    let cases: Vec<(&str, Vec<(usize, String)>)> = vec![
+        (
+            "first line a year ahead",
+            vec![(0, bad_clock_line("d-bad", start + YEAR_MS))],
+        ),
+        (
+            "middle line a year ahead",
+            vec![(6_000, bad_clock_line("d-bad", mid + YEAR_MS))],
+        ),
+        (
+            "several devices, several clocks",
+            vec![
+                (0, bad_clock_line("d-x", start + 30 * 24 * 3600 * 1000)),
+                (2_000, bad_clock_line("d-y", start + YEAR_MS)),
+                (2_001, bad_clock_line("d-z", start + 2 * YEAR_MS)),
+                (9_000, bad_clock_line("d-x", mid + 3 * 3600 * 1000)),
+                (11_000, bad_clock_line("d-w", mid + 10 * YEAR_MS)),
+            ],
+        ),
+    ];
+    for (name, bad) in cases {
+        let mut input = clean.clone();
+        for (at, line) in bad.iter().rev() {
+            input.insert(*at, line.clone());
+        }
+        for workers in [1, 2, 4] {
+            let dir = tempdir();
+            let path = dir.path().join("in.jsonl");
+            write_lines(&path, &input);
+            let out = dir.path().join("out");
+            let summary = run(&spec().sql(), json_input(&path), &out, workers, false);
+            let context = format!("{name}, {workers} workers");
+            assert_eq!(summary.bad, bad.len() as u64, "{context}: quarantined");
+            let letters = std::fs::read_to_string(out.join("_deadletter/q.jsonl"))
+                .unwrap_or_else(|e| panic!("{context}: {e}"));
+            assert_eq!(
+                letters.matches("timestamp too far ahead").count(),
+                bad.len(),
+                "{context}: {letters}"
+            );
+            assert_stream_equals_oracle(&out, &readings(&config), &context);
+        }
+    }
+}
+
+#[test]
+fn a_whole_fleet_moving_forward_is_followed() {
+    // Every device jumps two days ahead half-way through: nothing is quarantined, and
+    // the second half is on time under the new clock.
+    let mut config = config(6_000, 5);
+    config.late_fraction = 0.0;
+    let mut input = lines(&config);
+    let second: Vec<String> = lines(&config)
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}"));
+            let ts = v["ts"].as_i64().unwrap_or_default() + 2 * 24 * 3600 * 1000;
+            let mut v = v;
+            v["ts"] = ts.into();
+            v.to_string()
+        })
+        .collect();
+    input.extend(second);
+    let dir = tempdir();
+    let path = dir.path().join("in.jsonl");
+    write_lines(&path, &input);
+    let summary = run(
+        &spec().sql(),
+        json_input(&path),
+        &dir.path().join("out"),
+        2,
+        false,
+    );
+    assert_eq!(summary.bad, 0);
+    assert_eq!(summary.late, 0);
+    assert_eq!(summary.readings, 12_000);
+}
+
+#[test]
+fn reruns_with_other_worker_counts_count_once() {
+    let config = config(8_000, 9);
+    let dir = tempdir();
+    let path = dir.path().join("in.jsonl");
+    write_lines(&path, &lines(&config));
+    let out = dir.path().join("out");
+    let first = run(&spec().sql(), json_input(&path), &out, 2, false);
+    assert!(!first.already_consumed);
+    for workers in [1, 4] {
+        let again = run(&spec().sql(), json_input(&path), &out, workers, false);
+        assert!(again.already_consumed, "{workers} workers: fed twice");
+        assert_eq!(again.readings, 0);
+    }
+    assert_stream_equals_oracle(&out, &readings(&config), "after reruns");
+    // A window is one file whatever the worker count.
+    let files = parquet_files(&out.join("q"));
+    assert!(
+        files
+            .iter()
+            .all(|f| f.to_string_lossy().contains("-r0.parquet"))
+    );
+
+    // --fresh recomputes with another worker count: every window becomes revision 1,
+    // the first revisions leave the table, and nothing counts twice.
+    let fresh = run(&spec().sql(), json_input(&path), &out, 4, true);
+    assert_eq!(fresh.readings, config.readings);
+    assert_stream_equals_oracle(&out, &readings(&config), "after --fresh");
+    assert!(revisions(&out.join("q")).iter().all(|&r| r == 1));
+    assert_eq!(
+        parquet_files(&out.join("q_revisions")).len(),
+        files.len(),
+        "superseded revisions are kept"
+    );
+}
+
+fn split(lines: &[String], parts: usize) -> Vec<Vec<String>> {
+    let per = lines.len().div_ceil(parts);
+    lines.chunks(per).map(<[String]>::to_vec).collect()
+}
+
+#[test]
+fn consecutive_files_equal_one_run_over_the_whole() {
+    let config = config(12_000, 21);
+    let all = lines(&config);
+    for parts in [3, 10] {
+        let dir = tempdir();
+        let out = dir.path().join("out");
+        let mut revised = 0;
+        for (i, part) in split(&all, parts).iter().enumerate() {
+            let path = dir.path().join(format!("hour-{i:02}.jsonl"));
+            write_lines(&path, part);
+            let workers = [1, 2, 4][i % 3];
+            let summary = run(&spec().sql(), json_input(&path), &out, workers, false);
+            revised += summary.superseded;
+        }
+        assert!(revised > 0, "{parts} files: no window spanned two files");
+        assert_stream_equals_oracle(&out, &readings(&config), &format!("{parts} files"));
+    }
+}
+
+#[test]
+fn a_file_that_grew_is_resumed_where_it_stopped() {
+    let config = config(9_000, 33);
+    let all = lines(&config);
+    let dir = tempdir();
+    let path = dir.path().join("growing.jsonl");
+    let out = dir.path().join("out");
+    write_lines(&path, &all[..4_000]);
+    run(&spec().sql(), json_input(&path), &out, 2, false);
+    write_lines(&path, &all);
+    let second = run(&spec().sql(), json_input(&path), &out, 1, false);
+    assert!(second.resumed_at.is_some());
+    assert_eq!(second.readings, 5_000);
+    assert_stream_equals_oracle(&out, &readings(&config), "grown file");
+}
+
+#[test]
+fn a_changed_query_with_open_windows_is_refused_until_fresh() {
+    let config = config(3_000, 1);
+    let dir = tempdir();
+    let path = dir.path().join("in.jsonl");
+    write_lines(&path, &lines(&config));
+    let out = dir.path().join("out");
+    let first = run(&spec().sql(), json_input(&path), &out, 1, false);
+    assert!(first.kept_windows > 0);
+    let other = spec().sql().replace("MAX(bytes_in)", "MIN(bytes_in)");
+    let refused = try_run(&other, json_input(&path), &out, 1, false);
+    match refused {
+        Err(e) => assert!(e.to_string().contains("--fresh"), "{e}"),
+        Ok(_) => panic!("a changed query resumed windows of the old one"),
+    }
+    let fresh = run(&other, json_input(&path), &out, 1, true);
+    assert_eq!(fresh.readings, config.readings);
+}
+
+fn edgeflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+}
+
+fn write_query(dir: &Path) -> PathBuf {
+    let path = dir.join("q.sql");
+    std::fs::write(&path, spec().sql()).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+#[test]
+fn a_run_stopped_by_sigint_resumes_to_the_uninterrupted_answer() {
+    let mut config = config(400_000, 17);
+    config.devices = 50;
+    let dir = tempdir();
+    let path = dir.path().join("big.jsonl");
+    {
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = std::io::BufWriter::new(file);
+        write_readings(&config, Format::Jsonl, TimestampFormat::Millis, &mut w)
+            .unwrap_or_else(|e| panic!("{e}"));
+        w.flush().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let query = write_query(dir.path());
+    let out = dir.path().join("out");
+    let args = |cmd: &mut Command| {
+        cmd.arg("run")
+            .arg(&query)
+            .arg("--input")
+            .arg(&path)
+            .arg("--output")
+            .arg(&out)
+            .args(["--workers", "2", "--no-sync", "--chunk-bytes", "65536"]);
+    };
+    let mut first = edgeflow();
+    args(&mut first);
+    let mut child = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Wait until windows are being written, i.e. the run is well under way.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while parquet_files(&out.join("q")).len() < 3 {
+        assert!(Instant::now() < deadline, "no result files after 120 s");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended before it could be interrupted: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(killed.success());
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(130), "exit code after SIGINT");
+
+    let mut second = edgeflow();
+    args(&mut second);
+    let output = second
+        .arg("--json")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let resumed_at = summary["resumed_at"].as_u64().unwrap_or_default();
+    assert!(resumed_at > 0, "the second run did not resume: {summary}");
+    assert!(summary["readings"].as_u64().unwrap_or_default() < config.readings);
+    assert_stream_equals_oracle(&out, &readings(&config), "interrupted and resumed");
+}
