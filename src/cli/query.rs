@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use clap::Args;
 use edgeflow::outputs::format::{self, OutputFormat};
-use edgeflow::outputs::{Outputs, QueryResult};
+use edgeflow::outputs::{Outputs, OutputsError, QueryResult, Settings};
 use edgeflow::sync::target::{S3Options, Target};
 
 use super::default_output;
+use super::sync::parse_bytes;
 
 /// Where the outputs are.
 #[derive(Debug, Args)]
@@ -28,7 +29,11 @@ pub struct OutputsArgs {
 }
 
 impl OutputsArgs {
-    fn open(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Outputs> {
+    fn open(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        settings: Settings,
+    ) -> anyhow::Result<Outputs> {
         let remote = self
             .remote
             .as_deref()
@@ -39,7 +44,13 @@ impl OutputsArgs {
             (None, None) => Some(default_output()),
             (None, Some(_)) => None,
         };
-        Ok(runtime.block_on(Outputs::open(root.as_deref(), remote.as_ref()))?)
+        let outputs = runtime.block_on(Outputs::open_with(
+            root.as_deref(),
+            remote.as_ref(),
+            settings,
+        ))?;
+        print_warnings(&outputs);
+        Ok(outputs)
     }
 }
 
@@ -57,6 +68,15 @@ pub struct QueryArgs {
     /// Print rows, files scanned and time taken on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Also run statements that are not queries (CREATE, DROP, INSERT, COPY, SET, ...);
+    /// without it they are refused.
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// Memory query execution may use (sorts, joins, aggregations): 512MiB, 2G, ... A
+    /// query needing more fails with "Resources exhausted" instead of exhausting the
+    /// machine.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_memory_limit)]
+    pub memory_limit: usize,
     /// Where the outputs are.
     #[command(flatten)]
     pub outputs: OutputsArgs,
@@ -70,6 +90,32 @@ pub struct TablesArgs {
     pub outputs: OutputsArgs,
 }
 
+fn parse_memory_limit(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes == 0 {
+        return Err("the memory limit must be more than 0 bytes".into());
+    }
+    usize::try_from(bytes).map_err(|_| format!("`{text}` is more memory than can be addressed"))
+}
+
+/// Files and folders the tables left out, on stderr: the user should know the answer
+/// does not include them.
+fn print_warnings(outputs: &Outputs) {
+    for warning in outputs.take_warnings() {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// A refused write says how to allow it.
+fn with_hint(error: OutputsError) -> anyhow::Error {
+    match error {
+        OutputsError::ReadOnly { .. } => {
+            anyhow::anyhow!("{error} (start with --allow-writes to run it)")
+        }
+        other => other.into(),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,7 +125,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs `query`.
 pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
-    let outputs = args.outputs.open(&runtime)?;
+    let settings = Settings {
+        memory_limit: args.memory_limit,
+        allow_writes: args.allow_writes,
+    };
+    let outputs = args.outputs.open(&runtime, settings)?;
     let Some(sql) = &args.sql else {
         return shell(&runtime, &outputs);
     };
@@ -90,7 +140,9 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let result = runtime.block_on(outputs.sql(sql))?;
+    let result = runtime.block_on(outputs.sql(sql));
+    print_warnings(&outputs);
+    let result = result.map_err(with_hint)?;
     let (schema, batches) = (&result.schema, &result.batches);
     match &args.out {
         Some(path) => {
@@ -123,7 +175,7 @@ fn stats(result: &QueryResult, started: Instant) -> String {
 /// Runs `tables`.
 pub fn tables(args: &TablesArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
-    let outputs = args.outputs.open(&runtime)?;
+    let outputs = args.outputs.open(&runtime, Settings::default())?;
     let mut out = std::io::stdout().lock();
     write_tables(&outputs, &mut out)?;
     Ok(())
@@ -202,7 +254,9 @@ fn shell(runtime: &tokio::runtime::Runtime, outputs: &Outputs) -> anyhow::Result
         }
         editor.add_history_entry(statement.trim()).ok();
         let started = Instant::now();
-        match runtime.block_on(outputs.sql(&statement)) {
+        let result = runtime.block_on(outputs.sql(&statement));
+        print_warnings(outputs);
+        match result {
             Ok(result) => {
                 let stdout = BufWriter::new(std::io::stdout());
                 if let Err(e) =
@@ -212,7 +266,7 @@ fn shell(runtime: &tokio::runtime::Runtime, outputs: &Outputs) -> anyhow::Result
                 }
                 eprintln!("{}", stats(&result, started));
             }
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => eprintln!("error: {}", with_hint(e)),
         }
         statement.clear();
     }
@@ -233,7 +287,9 @@ fn meta_command(runtime: &tokio::runtime::Runtime, outputs: &Outputs, line: &str
             }
         }
         (Some("\\d"), Some(table)) => {
-            match runtime.block_on(outputs.describe(table.trim_end_matches(';'))) {
+            let described = runtime.block_on(outputs.describe(table.trim_end_matches(';')));
+            print_warnings(outputs);
+            match described {
                 Ok(text) => {
                     if let Err(e) = writeln!(std::io::stdout().lock(), "{text}") {
                         eprintln!("error: {e}");

@@ -5,9 +5,15 @@
 //! (`device_traffic`, `device_traffic_late`, …) with the Hive partition columns `date`
 //! (DATE) and `hour` (INT) added, so filters on them prune whole folders before any file
 //! is opened. Local and remote copies are merged by an [`overlay::Overlay`]: a file in
-//! both places is read once, from local disk.
+//! both places is read once, from local disk. Tables list through a
+//! [`listing::Curated`] store: the latest revision of each window only, and no file or
+//! folder that would make every query fail (each named in a warning instead).
+//!
+//! The outputs are read-only here unless [`Settings::allow_writes`] says otherwise, and
+//! query execution is held to [`Settings::memory_limit`].
 
 pub mod format;
+pub mod listing;
 pub mod overlay;
 
 use std::collections::BTreeSet;
@@ -16,6 +22,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::TableReference;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -23,13 +30,16 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 
+use self::listing::Curated;
 use self::overlay::{Layer, Overlay};
 use crate::sync::target::Target;
 
@@ -61,6 +71,12 @@ pub enum OutputsError {
         /// Why.
         source: object_store::Error,
     },
+    /// The statement would change something, and writes are not allowed.
+    #[error("{message}: the outputs are read-only here; only queries are allowed")]
+    ReadOnly {
+        /// DataFusion's description of what was refused.
+        message: String,
+    },
     /// The local root cannot be used.
     #[error("{path}: {message}")]
     Root {
@@ -69,6 +85,33 @@ pub enum OutputsError {
         /// Why.
         message: String,
     },
+}
+
+/// How statements are run.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Memory that query execution may hold for sorts, joins and aggregations, in bytes;
+    /// a query needing more fails with DataFusion's resources-exhausted error (after
+    /// spilling to temporary files where an operator can). Default: 1 GiB.
+    pub memory_limit: usize,
+    /// Whether statements other than queries run: DDL (`CREATE`, `DROP`), DML (`INSERT`,
+    /// `COPY`) and others (`SET`). Default: false.
+    pub allow_writes: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            memory_limit: 1 << 30,
+            allow_writes: false,
+        }
+    }
+}
+
+/// `name` as a SQL identifier, whatever it holds: quoted, inner quotes doubled, so case,
+/// dashes, spaces and dots are kept as they are.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A table and what it holds.
@@ -118,12 +161,24 @@ fn scanned_files(plan: &dyn ExecutionPlan, files: &mut BTreeSet<String>) {
 pub struct Outputs {
     ctx: SessionContext,
     tables: Vec<TableInfo>,
+    store: Arc<Curated>,
+    options: SQLOptions,
 }
 
 impl Outputs {
-    /// Opens the outputs under a local `root`, a synced `remote` copy, or both (local
-    /// first), and registers a table per output folder.
+    /// [`Outputs::open_with`] default [`Settings`].
     pub async fn open(root: Option<&Path>, remote: Option<&Target>) -> Result<Self, OutputsError> {
+        Self::open_with(root, remote, Settings::default()).await
+    }
+
+    /// Opens the outputs under a local `root`, a synced `remote` copy, or both (local
+    /// first), and registers a table per output folder. A folder whose table cannot be
+    /// set up is left out with a warning (see [`Outputs::take_warnings`]).
+    pub async fn open_with(
+        root: Option<&Path>,
+        remote: Option<&Target>,
+        settings: Settings,
+    ) -> Result<Self, OutputsError> {
         let mut layers = Vec::new();
         if let Some(root) = root {
             let fail = |message: String| OutputsError::Root {
@@ -154,16 +209,40 @@ impl Outputs {
                 name: target.url.clone(),
             });
         }
-        let overlay = Arc::new(Overlay::new(layers));
-        let ctx = SessionContext::new();
+        let store = Arc::new(Curated::new(Arc::new(Overlay::new(layers))));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(settings.memory_limit, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         let url = url::Url::parse(OUTPUTS_URL)
             .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
-        ctx.register_object_store(&url, overlay.clone());
-        let tables = discover(&overlay).await?;
-        for table in &tables {
-            register(&ctx, &table.name).await?;
+        ctx.register_object_store(&url, store.clone());
+        let mut tables = Vec::new();
+        for table in discover(&store).await? {
+            // One folder DataFusion cannot make a table of (files whose schemas conflict,
+            // say) must not take the others down with it.
+            match register(&ctx, &table.name).await {
+                Ok(()) => tables.push(table),
+                Err(e) => store.warn(format!("skipping table {}: {e}", table.name)),
+            }
         }
-        Ok(Outputs { ctx, tables })
+        let allowed = settings.allow_writes;
+        let options = SQLOptions::new()
+            .with_allow_ddl(allowed)
+            .with_allow_dml(allowed)
+            .with_allow_statements(allowed);
+        Ok(Outputs {
+            ctx,
+            tables,
+            store,
+            options,
+        })
+    }
+
+    /// Files and folders left out of the tables since the last call (unreadable or
+    /// misplaced), one message each, naming them; each is reported once.
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.store.take_warnings()
     }
 
     /// The tables, by name.
@@ -173,8 +252,21 @@ impl Outputs {
 
     /// Runs one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, OutputsError> {
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| self.explain(e))?;
+        if let Err(e) = self.options.verify_plan(&plan) {
+            let message = match e {
+                DataFusionError::Plan(message) => message,
+                other => other.strip_backtrace(),
+            };
+            return Err(OutputsError::ReadOnly { message });
+        }
         let run = async {
-            let frame = self.ctx.sql(sql).await?;
+            let frame = self.ctx.execute_logical_plan(plan).await?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let plan = frame.create_physical_plan().await?;
             let mut files = BTreeSet::new();
@@ -193,7 +285,7 @@ impl Outputs {
     pub async fn describe(&self, table: &str) -> Result<String, OutputsError> {
         let provider = self
             .ctx
-            .table_provider(table)
+            .table_provider(TableReference::bare(table))
             .await
             .map_err(|e| self.explain(e))?;
         let schema = provider.schema();
@@ -214,9 +306,14 @@ impl Outputs {
         } else {
             time.unwrap_or("")
         };
+        let from = quote_ident(table);
         let query = match time {
-            Some(start) => format!("SELECT count(*), min({start}), max({end}) FROM \"{table}\""),
-            None => format!("SELECT count(*) FROM \"{table}\""),
+            Some(start) => format!(
+                "SELECT count(*), min({}), max({}) FROM {from}",
+                quote_ident(start),
+                quote_ident(end)
+            ),
+            None => format!("SELECT count(*) FROM {from}"),
         };
         let result = self.sql(&query).await?;
         let row = format::first_row(&result.batches);
@@ -258,15 +355,12 @@ impl Outputs {
 
 /// Output folders with Parquet files in them; `_`-prefixed folders (logs, journal, dead
 /// letters) are not tables.
-async fn discover(overlay: &Overlay) -> Result<Vec<TableInfo>, OutputsError> {
+async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
     let store_error = |source| OutputsError::Store {
-        location: overlay.to_string(),
+        location: store.to_string(),
         source,
     };
-    let top = overlay
-        .list_with_delimiter(None)
-        .await
-        .map_err(store_error)?;
+    let top = store.list_with_delimiter(None).await.map_err(store_error)?;
     let mut tables = Vec::new();
     for prefix in top.common_prefixes {
         let Some(name) = prefix.filename().map(str::to_owned) else {
@@ -275,7 +369,7 @@ async fn discover(overlay: &Overlay) -> Result<Vec<TableInfo>, OutputsError> {
         if name.starts_with('_') || name.starts_with('.') {
             continue;
         }
-        let files: Vec<_> = overlay
+        let files: Vec<_> = store
             .list(Some(&prefix))
             .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
             .try_collect()
@@ -300,8 +394,18 @@ async fn discover(overlay: &Overlay) -> Result<Vec<TableInfo>, OutputsError> {
 /// (`hour=7`), which would miss them; so the listing table keeps `hour` as text and the
 /// view casts it to an integer, which DataFusion prunes by evaluating the filter on each
 /// folder's value instead.
+///
+/// Every name in the generated SQL is quoted: folder and column names may hold capitals,
+/// dashes or spaces.
 async fn register(ctx: &SessionContext, name: &str) -> Result<(), OutputsError> {
-    let url = ListingTableUrl::parse(format!("{OUTPUTS_URL}{name}/"))?;
+    let mut url = url::Url::parse(OUTPUTS_URL)
+        .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
+    // Pushed as a path segment, so the name is percent-encoded rather than parsed.
+    url.path_segments_mut()
+        .map_err(|()| DataFusionError::Internal(format!("{OUTPUTS_URL} has no path")))?
+        .pop_if_empty()
+        .extend([name, ""]);
+    let url = ListingTableUrl::try_new(url, None)?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![
@@ -312,16 +416,21 @@ async fn register(ctx: &SessionContext, name: &str) -> Result<(), OutputsError> 
     let columns: Vec<String> = schema
         .fields()
         .iter()
-        .map(|f| format!("\"{}\"", f.name()))
+        .map(|f| quote_ident(f.name()))
         .collect();
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
     let files = format!("{HIDDEN_PREFIX}{name}");
-    ctx.register_table(&files, Arc::new(ListingTable::try_new(config)?))?;
+    ctx.register_table(
+        TableReference::bare(files.clone()),
+        Arc::new(ListingTable::try_new(config)?),
+    )?;
     ctx.sql(&format!(
-        "CREATE VIEW \"{name}\" AS SELECT {}, date, CAST(hour AS INT) AS hour FROM \"{files}\"",
-        columns.join(", ")
+        "CREATE VIEW {} AS SELECT {}, \"date\", CAST(\"hour\" AS INT) AS \"hour\" FROM {}",
+        quote_ident(name),
+        columns.join(", "),
+        quote_ident(&files)
     ))
     .await?;
     Ok(())

@@ -8,6 +8,7 @@ mod oracle;
 mod parquet_files;
 mod query_errors;
 mod query_files;
+mod query_hardening;
 mod query_outputs;
 mod s3_server;
 mod stream;
