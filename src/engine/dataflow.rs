@@ -74,8 +74,9 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         backlog,
     );
     bad.dead_letters(
-        shared.layout.dead_letter_file(),
+        shared.layout.clone(),
         shared.input_name.clone(),
+        shared.notify.commit.clone(),
         shared.control.clone(),
     );
     let (partials, late) = stamped.window_partial(

@@ -48,7 +48,7 @@ pub struct RunSummary {
     pub overflows: u64,
     /// Result folder.
     pub results: PathBuf,
-    /// Dead-letter file.
+    /// Dead-letter folder.
     pub dead_letters: PathBuf,
     /// Peak resident memory of the process, bytes (Linux).
     pub peak_rss_bytes: Option<u64>,
@@ -119,7 +119,7 @@ impl RunSummary {
             peak_state_bytes: Metrics::get(&m.peak_state_bytes),
             overflows: Metrics::get(&m.overflows),
             results: layout.results_dir(),
-            dead_letters: layout.dead_letter_file(),
+            dead_letters: layout.dead_letter_dir(),
             peak_rss_bytes: peak_rss_bytes(),
             close_to_durable_ms: m.close_to_durable.lock().ok().and_then(|samples| {
                 let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();

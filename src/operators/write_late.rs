@@ -3,7 +3,9 @@
 //! Late rows are grouped by the epoch (one window slide long) of the watermark they met,
 //! and an epoch is written once the frontier has passed it, as one file per partition of
 //! the windows they missed. Grouping by watermark rather than by arrival keeps file
-//! contents independent of scheduling.
+//! contents independent of scheduling. An epoch that piles up more than
+//! [`FLUSH_ROWS`] rows before the frontier passes it is written early, as a further
+//! part, so memory stays bounded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +47,41 @@ fn split_by(batch: &RecordBatch, keys: &[i64]) -> BTreeMap<i64, RecordBatch> {
         .collect()
 }
 
+/// Late rows of one epoch held before they are written anyway.
+pub const FLUSH_ROWS: usize = 1 << 20;
+
+/// Writes the late rows of epoch `e` as part `part`, one file per partition.
+#[allow(clippy::too_many_arguments)]
+fn write_epoch(
+    layout: &Layout,
+    epoch: i64,
+    e: i64,
+    part: u32,
+    worker: usize,
+    batches: &[RecordBatch],
+    on_commit: &OnCommit,
+    metrics: &Metrics,
+) -> Result<(), crate::Error> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(());
+    };
+    let all = concat_batches(&schema, batches)
+        .map_err(|e| crate::Error::Internal(format!("late rows: {e}")))?;
+    let window_start = schema.fields().len() - 3;
+    let hours: Vec<i64> = timestamps(&all, window_start)
+        .into_iter()
+        .map(hour_floor)
+        .collect();
+    for (hour, rows) in split_by(&all, &hours) {
+        let relative = layout.late_file(e * epoch, hour, part, worker);
+        let file = write_parquet(layout, relative, &rows, &[], || {})?;
+        Metrics::add(&metrics.files, 1);
+        Metrics::add(&metrics.bytes_written, file.bytes);
+        on_commit(&file);
+    }
+    Ok(())
+}
+
 /// Writes late rows.
 pub trait WriteLate {
     /// Writes late rows in epochs of `epoch` microseconds.
@@ -68,8 +105,10 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
         metrics: Arc<Metrics>,
     ) {
         let worker = self.scope().index();
-        let mut buffered: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+        let mut buffered: BTreeMap<i64, (Vec<RecordBatch>, usize)> = BTreeMap::new();
+        let mut parts: BTreeMap<i64, u32> = BTreeMap::new();
         self.sink(Pipeline, "WriteLate", move |(input, frontier)| {
+            let mut full = Vec::new();
             input.for_each_stamp(|_cap, data| {
                 for rows in data {
                     for LateRows { batch } in rows.drain(..) {
@@ -77,43 +116,39 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
                         let epochs: Vec<i64> =
                             watermark.iter().map(|w| w.div_euclid(epoch)).collect();
                         for (e, part) in split_by(&batch, &epochs) {
-                            buffered.entry(e).or_default().push(part);
+                            let entry = buffered.entry(e).or_default();
+                            entry.1 += part.num_rows();
+                            entry.0.push(part);
+                            if entry.1 >= FLUSH_ROWS {
+                                full.push(e);
+                            }
                         }
                     }
                 }
             });
+            // A failed run publishes nothing half-done: the next run redoes these epochs
+            // under the same names.
+            if frontier.frontier().is_empty() && control.failed() {
+                buffered.clear();
+                return;
+            }
             let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            while let Some(entry) = buffered.first_entry() {
-                let e = *entry.key();
-                if (e + 1).saturating_mul(epoch) > limit {
-                    break;
-                }
-                let batches = entry.remove();
-                let Some(schema) = batches.first().map(RecordBatch::schema) else {
+            let due: Vec<i64> = buffered
+                .keys()
+                .copied()
+                .filter(|&e| (e + 1).saturating_mul(epoch) <= limit || full.contains(&e))
+                .collect();
+            for e in due {
+                let Some((batches, _)) = buffered.remove(&e) else {
                     continue;
                 };
-                let all = match concat_batches(&schema, &batches) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        control.fail(crate::Error::Internal(format!("late rows: {e}")));
-                        continue;
-                    }
-                };
-                let window_start = schema.fields().len() - 3;
-                let hours: Vec<i64> = timestamps(&all, window_start)
-                    .into_iter()
-                    .map(hour_floor)
-                    .collect();
-                for (hour, part) in split_by(&all, &hours) {
-                    let relative = layout.late_file(e * epoch, hour, worker);
-                    match write_parquet(&layout, relative, &part, &[], || {}) {
-                        Ok(file) => {
-                            Metrics::add(&metrics.files, 1);
-                            Metrics::add(&metrics.bytes_written, file.bytes);
-                            on_commit(&file);
-                        }
-                        Err(err) => control.fail(err.into()),
-                    }
+                let part = parts.entry(e).or_insert(0);
+                let written = write_epoch(
+                    &layout, epoch, e, *part, worker, &batches, &on_commit, &metrics,
+                );
+                *part += 1;
+                if let Err(err) = written {
+                    control.fail(err);
                 }
             }
         });

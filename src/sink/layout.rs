@@ -4,7 +4,7 @@
 //! <root>/<query>/date=YYYY-MM-DD/hour=HH/window-<start>-r<rev>.parquet           results
 //! <root>/<query>_revisions/date=.../hour=.../window-<start>-r<rev>.parquet       superseded revisions
 //! <root>/<query>_late/date=.../hour=.../late-<epoch>-n<run>-w<i>of<n>.parquet    late readings
-//! <root>/_deadletter/<query>.jsonl                                                bad lines
+//! <root>/_deadletter/<query>/deadletters-n<run>-<part>.jsonl                     bad lines
 //! <root>/_state/<query>/stream.json                                               kept stream state
 //! ```
 //!
@@ -58,11 +58,17 @@ impl Layout {
         self.root.join(format!("{}_late", self.query))
     }
 
-    /// The dead-letter file.
-    pub fn dead_letter_file(&self) -> PathBuf {
-        self.root
-            .join("_deadletter")
-            .join(format!("{}.jsonl", self.query))
+    /// The folder of the query's dead-letter files.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.root.join("_deadletter").join(&self.query)
+    }
+
+    /// Path, relative to the root, of part `part` of this run's dead letters.
+    pub fn dead_letter_part(&self, part: u32) -> String {
+        format!(
+            "_deadletter/{}/deadletters-n{}-{part}.jsonl",
+            self.query, self.run
+        )
     }
 
     /// Folder of superseded revisions.
@@ -93,9 +99,15 @@ impl Layout {
 
     /// Path, relative to the root, of the late file for late epoch `epoch`, holding rows
     /// whose missed window lies in the partition of `partition_time`.
-    pub fn late_file(&self, epoch: i64, partition_time: i64, worker: usize) -> String {
+    /// `part` counts the files of one epoch written early because it grew large.
+    pub fn late_file(&self, epoch: i64, partition_time: i64, part: u32, worker: usize) -> String {
+        let part = if part == 0 {
+            String::new()
+        } else {
+            format!("-p{part}")
+        };
         format!(
-            "{}_late/{}/late-{}-n{}-w{worker}of{}.parquet",
+            "{}_late/{}/late-{}-n{}-w{worker}of{}{part}.parquet",
             self.query,
             partition_path(partition_time),
             compact_stamp(epoch),

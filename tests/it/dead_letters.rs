@@ -95,8 +95,7 @@ fn bad_lines_go_to_dead_letters_in_order_for_any_worker_count() {
             want,
             "{workers} workers: good lines all counted"
         );
-        let letters: Vec<DeadLetter> = std::fs::read_to_string(out.join("_deadletter/q.jsonl"))
-            .unwrap_or_else(|e| panic!("{e}"))
+        let letters: Vec<DeadLetter> = super::support::dead_letters(&out, "q")
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
             .collect();
@@ -137,8 +136,7 @@ fn csv_bad_records_carry_file_line_numbers_after_the_header() {
         4096,
     );
     assert_eq!((summary.readings, summary.bad), (2, 2));
-    let text =
-        std::fs::read_to_string(out.join("_deadletter/q.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+    let text = super::support::dead_letters(&out, "q");
     let lines: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

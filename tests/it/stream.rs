@@ -143,8 +143,7 @@ fn bad_clocks_leave_every_other_row_as_a_clean_run_has_it() {
             let summary = run(&spec().sql(), json_input(&path), &out, workers, false);
             let context = format!("{name}, {workers} workers");
             assert_eq!(summary.bad, bad.len() as u64, "{context}: quarantined");
-            let letters = std::fs::read_to_string(out.join("_deadletter/q.jsonl"))
-                .unwrap_or_else(|e| panic!("{context}: {e}"));
+            let letters = super::support::dead_letters(&out, "q");
             assert_eq!(
                 letters.matches("timestamp too far ahead").count(),
                 bad.len(),

@@ -214,3 +214,16 @@ pub fn csv_line(row: &[Value]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// The text of every dead-letter file of `query` under the output root `out`, in order.
+pub fn dead_letters(out: &Path, query: &str) -> String {
+    let dir = out.join("_deadletter").join(query);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+        .collect()
+}
