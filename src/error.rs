@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::lock::LockError;
 use crate::query::QueryError;
 use crate::sink::SinkError;
 use crate::source::SourceError;
@@ -38,6 +39,9 @@ pub enum Error {
     /// Writing results failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Another process holds the output folder, or its lock file cannot be made.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// A worker or the engine failed in a way that is our bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,7 +51,9 @@ impl Error {
     /// Who can fix it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Query(_) | Error::Output { .. } => ErrorKind::User,
+            // A folder in use, or one where the lock cannot be created, is the user's to
+            // sort out, like any other unusable output folder.
+            Error::Query(_) | Error::Output { .. } | Error::Locked(_) => ErrorKind::User,
             Error::Source(
                 SourceError::Open { .. }
                 | SourceError::CsvHeader { .. }

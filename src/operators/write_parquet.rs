@@ -8,10 +8,14 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
-use crate::sink::{CommittedFile, Layout, write_parquet};
+use crate::sink::{CommittedFile, Layout, Superseded, write_parquet};
 
 /// Called with every committed file (the sync journal listens here).
 pub type OnCommit = Arc<dyn Fn(&CommittedFile) + Send + Sync>;
+
+/// Called after a result file was moved aside because a newer revision replaces it (the
+/// sync journal listens here, so the target follows the move).
+pub type OnSupersede = Arc<dyn Fn(&Superseded) + Send + Sync>;
 
 /// Writes closed windows.
 pub trait WriteParquet {

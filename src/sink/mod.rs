@@ -50,6 +50,15 @@ pub struct CommittedFile {
     pub md5: String,
 }
 
+/// A result file replaced by a newer revision: moved locally from `from` to `to` (both relative to the output root).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Superseded {
+    /// Where the file was (`<query>/…/window-<stamp>-r<rev>.parquet`): also its old object key.
+    pub from: String,
+    /// Where it is now (`<query>_revisions/…`): also its new object key.
+    pub to: String,
+}
+
 fn timestamp() -> ArrowType {
     ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
