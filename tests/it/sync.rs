@@ -907,9 +907,18 @@ fn quota_backpressure_pauses_sources_and_loses_nothing() {
     );
     assert!(pending_while_paused > 0);
     assert!(peak > QUOTA, "the quota never filled: peak {peak}");
+    // The bound backpressure gives. A reader checks the quota before it takes each chunk,
+    // but chunks it took earlier are still on their way: each of the 2 workers has up to
+    // MAX_BACKLOG = 4 chunks waiting for their stamp plus 1 being read, so 10 chunks of at
+    // most 4096 bytes. A generated line is at least 108 bytes, so that is at most
+    // 10 × 37 readings = 3.7 s of event time at 100 readings/s (disorder only moves readings
+    // earlier), which closes at most 5 one-second windows, each written as up to one file
+    // per worker: 10 files past the quota, never more. (Not "one file": the engine's
+    // read-ahead, not sync, sets this.)
+    let most = QUOTA + 10 * largest;
     assert!(
-        peak <= QUOTA + largest,
-        "pending result bytes reached {peak}, more than one file ({largest} bytes) past the quota {QUOTA}"
+        peak <= most,
+        "pending result bytes reached {peak}, past quota + 10 files of at most {largest} bytes ({most})"
     );
     case.mirrors();
     let status = edgeflow::sync::status(&case.out()).unwrap_or_else(|e| panic!("{e}"));
