@@ -544,7 +544,63 @@ fn supersede_after_upload_moves_the_key(case: &Case) {
         matches!(states[TO].as_str(), "uploaded" | "deleted"),
         "{states:?}"
     );
+    // Retention treats `_revisions` like any other folder: uploaded, so deleted locally.
+    assert!(
+        !root.join(kept_to).exists(),
+        "an uploaded revision kept past retention"
+    );
     assert_eq!(case.status()["moved_files"], 2);
+}
+
+/// The new key of a superseded revision already holds other bytes: a conflict, reported
+/// and not overwritten, and the old key stays (deleting it would lose the revision).
+fn supersede_onto_other_bytes_keeps_the_old_key(case: &Case) {
+    let root = case.out();
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{e}"));
+    let ours = b"our revision 0";
+    let file = commit_file(&root, FROM, ours);
+    put_object(&case.place.url(), &case.place.options(), FROM, ours);
+    put_object(
+        &case.place.url(),
+        &case.place.options(),
+        TO,
+        b"someone else's bytes",
+    );
+    let mut journal = Journal::open(&root).unwrap_or_else(|e| panic!("{e}"));
+    journal
+        .put(Record {
+            path: file.relative.clone(),
+            size: file.bytes,
+            md5: file.md5.clone(),
+            kind: FileKind::Data,
+            committed_ms: 1,
+            from: None,
+            attempts: 1,
+            state: FileState::Uploaded {
+                etag: None,
+                at_ms: 1,
+            },
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(journal);
+    move_local(&root, FROM, TO);
+    let syncer = start_syncer(case, Duration::from_secs(3600));
+    (syncer.on_supersede())(&superseded(FROM, TO));
+    let (report, result) = syncer.finish(LONG, || {});
+    assert!(
+        matches!(result, Err(edgeflow::sync::SyncError::Conflicts { ref files, .. }) if files == &[TO]),
+        "{result:?}"
+    );
+    assert_eq!(report.superseded_files, 1);
+    let objects = case.place.objects();
+    assert_eq!(objects[TO], b"someone else's bytes", "overwritten");
+    assert_eq!(
+        objects[FROM], ours,
+        "the old key went before the new one held the bytes"
+    );
+    let states = journal_states(&root);
+    assert_eq!(states[FROM], "superseded");
+    assert_eq!(states[TO], "conflict");
 }
 
 /// A crash after the new key was copied and before the old one was deleted (and before
@@ -633,6 +689,7 @@ conformance!(
     supersede_before_upload_puts_only_the_new_key,
     supersede_after_upload_moves_the_key,
     crash_between_copy_and_delete_is_finished_by_sync,
+    supersede_onto_other_bytes_keeps_the_old_key,
     startup_scan_takes_revisions_and_skips_state_and_inprogress
 );
 
