@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::lock::LockError;
 use crate::query::QueryError;
 use crate::sink::SinkError;
 use crate::source::SourceError;
@@ -41,6 +42,9 @@ pub enum Error {
     /// The stream state kept in the output folder cannot be used.
     #[error(transparent)]
     State(#[from] crate::stream::StateError),
+    /// Another process holds the output folder, or its lock file cannot be made.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// A worker or the engine failed in a way that is our bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -50,7 +54,7 @@ impl Error {
     /// Who can fix it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Query(_) | Error::Output { .. } => ErrorKind::User,
+            Error::Query(_) | Error::Output { .. } | Error::Locked(_) => ErrorKind::User,
             Error::State(crate::stream::StateError::Io { .. }) => ErrorKind::External,
             Error::State(_) => ErrorKind::User,
             Error::Source(

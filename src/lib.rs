@@ -30,6 +30,7 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod lock;
 pub mod operators;
 pub mod outputs;
 pub mod query;

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The one test command: provisions what the tests need on a fresh machine, then runs
 # every test. Python packages (pyarrow, duckdb, polars to read outputs independently;
-# moto as the S3-compatible server) go into target/test-venv; the tests start their own
+# moto as the S3-compatible server), pinned in tests/requirements.txt, go into
+# target/test-venv; the tests start their own
 # servers from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${EDGEFLOW_VENV:-target/test-venv}"
-packages=(pyarrow duckdb polars 'moto[server]' boto3)
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb, polars, moto, boto3' 2>/dev/null; then
-    echo "tests/run.sh: creating $venv with ${packages[*]}" >&2
+# Exact versions (tests/requirements.txt); the venv is rebuilt when the pins change.
+requirements=tests/requirements.txt
+stamp="$venv/.edgeflow-requirements"
+if ! cmp -s "$requirements" "$stamp" \
+    || ! "$venv/bin/python" -c 'import pyarrow, duckdb, polars, moto, boto3' 2>/dev/null; then
+    echo "tests/run.sh: creating $venv from $requirements" >&2
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "${packages[@]}"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
 fi
 export EDGEFLOW_PYTHON="$PWD/$venv/bin/python"
 export EDGEFLOW_MOTO="$PWD/$venv/bin/moto_server"

@@ -1,6 +1,7 @@
 //! Logging: human-readable lines on stderr, and for `run` also JSON lines in rotating
 //! files under `<output>/_logs/`, which sync ships after the results.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -25,6 +26,8 @@ fn filter(default: &str) -> EnvFilter {
 pub fn init(file_dir: Option<&Path>) -> Option<FileLogs> {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Escape codes only help a person at a terminal; in files and pipes they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter("warn"));
     let prefix = format!(
         "edgeflow-{}-{}",

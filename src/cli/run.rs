@@ -83,6 +83,8 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     // The output folder is checked before sync opens its journal there, so an unusable
     // folder is reported as such.
     engine::ensure_writable(&args.output)?;
+    // One writer per output folder, held until the run and its sync are done.
+    let _lock = edgeflow::lock::OutputLock::acquire(&args.output).map_err(edgeflow::Error::from)?;
     let syncer = match args.sync.config()? {
         Some(mut sync) => {
             sync.own_logs = logs.as_ref().map(|l| l.prefix.clone());
@@ -95,6 +97,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     ));
     if let Some(syncer) = &syncer {
         config.on_commit = Some(syncer.on_commit());
+        config.on_supersede = Some(syncer.on_supersede());
     }
     config.control = control.clone();
     interrupt_on_signals(control);

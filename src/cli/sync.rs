@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use edgeflow::lock::OutputLock;
 use edgeflow::sync::target::{S3Options, Target};
 use edgeflow::sync::upload::UploadConfig;
 use edgeflow::sync::{QuotaPolicy, SyncConfig, Syncer};
 
 /// Where `run` syncs when no `--sync` is given: a local folder, so the default needs no
-/// server.
+/// server. Each output folder gets its own subfolder there
+/// ([`edgeflow::sync::folder_name`]), so unrelated output folders never collide.
 pub fn default_target() -> PathBuf {
     PathBuf::from("edgeflow-sync")
 }
@@ -42,6 +44,7 @@ impl UploadFlags {
             on_quota: QuotaPolicy::Backpressure,
             retention: self.retention,
             own_logs: None,
+            subfolder_per_output: false,
         }
     }
 }
@@ -50,7 +53,7 @@ impl UploadFlags {
 #[derive(Debug, Clone, Args)]
 pub struct SyncFlags {
     /// Sync target: s3://bucket/prefix or file:///path (default: the local folder
-    /// ./edgeflow-sync).
+    /// ./edgeflow-sync/<output folder name>-<hash of its path>/).
     #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
     pub sync: Option<String>,
     /// Do not sync; results stay in the output folder only.
@@ -79,11 +82,14 @@ impl SyncFlags {
         if self.no_sync {
             return Ok(None);
         }
-        let target = match &self.sync {
-            Some(url) => Target::open(url, &self.s3)?,
-            None => Target::local(&default_target())?,
+        let config = match &self.sync {
+            Some(url) => self.config_for(Target::open(url, &self.s3)?),
+            None => SyncConfig {
+                subfolder_per_output: true,
+                ..self.config_for(Target::local(&default_target())?)
+            },
         };
-        Ok(Some(self.config_for(target)))
+        Ok(Some(config))
     }
 
     /// The configuration for a given target.
@@ -159,6 +165,9 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<()> {
     if !args.dir.is_dir() {
         anyhow::bail!("{}: not a folder", args.dir.display());
     }
+    // One writer per output folder: a run (or another sync) of this folder would race on
+    // its journal.
+    let _lock = OutputLock::acquire(&args.dir).map_err(edgeflow::Error::from)?;
     let config = args.upload.config_for(Target::open(&args.to, &args.s3)?);
     let syncer = Syncer::start(&args.dir, config, args.all)?;
     let (report, outcome) = syncer.finish(args.timeout, || {});

@@ -6,6 +6,16 @@
 //! happened yet; a torn last line is ignored. The log is rewritten (to a temporary file,
 //! fsync'd and renamed) when it has grown well past the records it holds, dropping files
 //! that were uploaded and deleted locally long ago.
+//!
+//! A superseded revision is two records: the old path goes to
+//! [`FileState::Superseded`] (its object, if we uploaded one, must go once the new path is
+//! in the target) and then [`FileState::Moved`]; the new path is an ordinary record whose
+//! `from` names the old path, so that when the local file is gone the object can be copied
+//! in the target instead. Both lines are written with one fsync; a crash after the first
+//! line only is repaired when sync starts ([`Journal::superseded_without_successor`]).
+//!
+//! Every path read back is checked ([`super::paths`]): one that is absolute, has `..` or
+//! leads out of the output root through a symlink is skipped, logged and counted.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -59,6 +69,17 @@ pub enum FileState {
     Dropped,
     /// Uploaded, then removed locally after the retention period.
     Deleted,
+    /// Replaced by a newer revision and moved locally to `to`; the object under this
+    /// path, if it holds our bytes, is deleted once `to` is in the target.
+    Superseded {
+        /// The path the file moved to (relative to the output root).
+        to: String,
+    },
+    /// Superseded, and the target no longer holds our bytes under this path.
+    Moved {
+        /// The path the file moved to.
+        to: String,
+    },
 }
 
 impl FileState {
@@ -85,6 +106,10 @@ pub struct Record {
     pub kind: FileKind,
     /// When it was committed locally, epoch ms.
     pub committed_ms: i64,
+    /// For a superseded revision's new place: the path it was moved from, whose object
+    /// can be copied to this key when the local file is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     /// Upload attempts so far.
     #[serde(default)]
     pub attempts: u32,
@@ -107,9 +132,23 @@ pub struct JournalError {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    /// `None` when opened read-only ([`Journal::read`]).
+    file: Option<File>,
     records: BTreeMap<String, Record>,
     lines: usize,
+    rejected: usize,
+}
+
+/// Whether every path a record names stays inside `root`.
+fn check_record(root: &Path, record: &Record) -> Result<(), super::paths::PathError> {
+    super::paths::resolve(root, &record.path)?;
+    if let Some(from) = &record.from {
+        super::paths::resolve(root, from)?;
+    }
+    if let FileState::Superseded { to } | FileState::Moved { to } = &record.state {
+        super::paths::resolve(root, to)?;
+    }
+    Ok(())
 }
 
 /// Now, in epoch milliseconds.
@@ -128,41 +167,64 @@ impl Journal {
     /// Opens (or creates) the journal of `root`, replaying it.
     pub fn open(root: &Path) -> Result<Self, JournalError> {
         let path = Self::path_for(root);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let mut journal = Self::read(root)?;
+        journal.file = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| journal.error(e))?,
+        );
+        journal.compact_if_large()?;
+        Ok(journal)
+    }
+
+    /// Replays the journal of `root` without creating, writing or compacting anything:
+    /// safe while another process syncs the folder (`edgeflow status`).
+    pub fn read(root: &Path) -> Result<Self, JournalError> {
+        let path = Self::path_for(root);
         let fail = |source| JournalError {
             path: path.clone(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
         let mut records = BTreeMap::new();
-        let mut lines = 0;
+        let (mut lines, mut rejected) = (0, 0);
         if let Ok(file) = File::open(&path) {
             for line in BufReader::new(file).lines() {
                 let line = line.map_err(fail)?;
                 // A torn last line from a crash is not a record; anything else that fails
                 // to parse is skipped the same way rather than losing the rest.
                 if let Ok(record) = serde_json::from_str::<Record>(&line) {
-                    records.insert(record.path.clone(), record);
                     lines += 1;
+                    if let Err(e) = check_record(root, &record) {
+                        tracing::error!(journal = %path.display(), error = %e, "Skipping a journal record whose path leaves the output root");
+                        rejected += 1;
+                        continue;
+                    }
+                    records.insert(record.path.clone(), record);
                 } else if !line.trim().is_empty() {
                     tracing::warn!(journal = %path.display(), "Skipping an unreadable journal line");
                 }
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(fail)?;
-        let mut journal = Journal {
+        Ok(Journal {
             path,
-            file,
+            file: None,
             records,
             lines,
-        };
-        journal.compact_if_large()?;
-        Ok(journal)
+            rejected,
+        })
+    }
+
+    /// Journal records skipped because their paths leave the output root.
+    pub fn rejected(&self) -> usize {
+        self.rejected
     }
 
     /// The target this root was last synced to.
@@ -175,10 +237,11 @@ impl Journal {
         }
     }
 
-    /// Remembers the target this root is synced to.
+    /// Remembers the target this root is synced to (without any credentials written into
+    /// the URL, since `edgeflow status` prints it).
     pub fn set_target(&self, url: &str) -> Result<(), JournalError> {
         let path = self.target_file();
-        crate::sink::commit::commit_bytes(&path, url.as_bytes())
+        crate::sink::commit::commit_bytes(&path, without_userinfo(url).as_bytes())
             .map_err(|source| JournalError { path, source })
     }
 
@@ -198,13 +261,68 @@ impl Journal {
 
     /// Writes a record durably and makes it current.
     pub fn put(&mut self, record: Record) -> Result<(), JournalError> {
-        let mut line = serde_json::to_vec(&record).map_err(|e| self.error(e.into()))?;
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| self.error(e))?;
-        self.file.sync_data().map_err(|e| self.error(e))?;
-        self.records.insert(record.path.clone(), record);
-        self.lines += 1;
+        self.put_all(vec![record])
+    }
+
+    /// Writes records durably with one fsync, in order, and makes them current. A crash
+    /// can keep a prefix of them. A record whose paths leave the output root is refused.
+    pub fn put_all(&mut self, records: Vec<Record>) -> Result<(), JournalError> {
+        let root = self.root();
+        for record in &records {
+            if let Err(e) = check_record(&root, record) {
+                self.rejected += 1;
+                return Err(self.error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)));
+            }
+        }
+        let mut text = Vec::new();
+        for record in &records {
+            serde_json::to_writer(&mut text, record).map_err(|e| self.error(e.into()))?;
+            text.push(b'\n');
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(self.error(std::io::Error::other("the journal was opened read-only")));
+        };
+        let written = file.write_all(&text).and_then(|()| file.sync_data());
+        written.map_err(|e| self.error(e))?;
+        for record in records {
+            self.records.insert(record.path.clone(), record);
+            self.lines += 1;
+        }
         self.compact_if_large()
+    }
+
+    /// Records that `from` was replaced by a newer revision and moved to `to`. `to_record`
+    /// is the new place's record (`from` set), or `None` when the journal already has it.
+    /// The old path's line goes first: a crash after it alone is repaired at start-up.
+    pub fn supersede(
+        &mut self,
+        from_record: Record,
+        to_record: Option<Record>,
+    ) -> Result<(), JournalError> {
+        let mut records = vec![from_record];
+        records.extend(to_record);
+        self.put_all(records)
+    }
+
+    /// Superseded records whose new place has no record (a crash between the two lines).
+    pub fn superseded_without_successor(&self) -> Vec<(Record, String)> {
+        self.records
+            .values()
+            .filter_map(|r| match &r.state {
+                FileState::Superseded { to } if !self.records.contains_key(to) => {
+                    Some((r.clone(), to.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// Changes the state of a known path; returns the new record.
@@ -237,7 +355,10 @@ impl Journal {
         }
         let cutoff = now_ms() - FORGET_AFTER_MS;
         self.records.retain(|_, r| {
-            !(matches!(r.state, FileState::Deleted | FileState::Dropped) && r.committed_ms < cutoff)
+            !(matches!(
+                r.state,
+                FileState::Deleted | FileState::Dropped | FileState::Moved { .. }
+            ) && r.committed_ms < cutoff)
         });
         let temp = self.path.with_extension("jsonl.rewrite");
         let mut text = Vec::new();
@@ -247,12 +368,26 @@ impl Journal {
         }
         crate::sink::commit::commit_bytes(&temp, &text).map_err(|e| self.error(e))?;
         std::fs::rename(&temp, &self.path).map_err(|e| self.error(e))?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| self.error(e))?;
+        self.file = Some(
+            OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| self.error(e))?,
+        );
         self.lines = self.records.len();
         Ok(())
+    }
+}
+
+/// `scheme://user:secret@host/...` without `user:secret@`.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
@@ -267,6 +402,7 @@ mod tests {
             md5: "x".into(),
             kind: FileKind::Data,
             committed_ms: 1,
+            from: None,
             attempts: 0,
             state: FileState::Committed,
         }
@@ -339,5 +475,138 @@ mod tests {
         let j = Journal::open(dir.path())?;
         assert_eq!(j.get("b").map(|r| r.attempts), Some(3000));
         Ok(())
+    }
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
+        move |source| JournalError {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    #[test]
+    fn a_supersede_is_two_durable_records_that_survive_reopen_and_compaction()
+    -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let mut j = Journal::open(dir.path())?;
+        let old = Record {
+            state: FileState::Uploaded {
+                etag: None,
+                at_ms: 3,
+            },
+            ..record("q/date=2026-01-01/hour=00/window-1-r0.parquet")
+        };
+        j.put(old.clone())?;
+        let to = "q_revisions/date=2026-01-01/hour=00/window-1-r0.parquet";
+        let new = Record {
+            path: to.into(),
+            from: Some(old.path.clone()),
+            ..record(to)
+        };
+        j.supersede(
+            Record {
+                state: FileState::Superseded { to: to.into() },
+                ..old.clone()
+            },
+            Some(new.clone()),
+        )?;
+        drop(j);
+        let mut j = Journal::open(dir.path())?;
+        assert_eq!(
+            j.get(&old.path).map(|r| r.state.clone()),
+            Some(FileState::Superseded { to: to.into() })
+        );
+        assert_eq!(j.get(to), Some(&new));
+        assert!(j.superseded_without_successor().is_empty());
+        // Compaction rewrites the journal: both records and the link between them stay.
+        for _ in 0..3000 {
+            j.set_state(to, FileState::Uploading)?;
+        }
+        j.set_state(&old.path, FileState::Moved { to: to.into() })?;
+        drop(j);
+        let j = Journal::open(dir.path())?;
+        assert_eq!(
+            j.get(&old.path).map(|r| r.state.clone()),
+            Some(FileState::Moved { to: to.into() })
+        );
+        assert_eq!(j.get(to).and_then(|r| r.from.clone()), Some(old.path));
+        Ok(())
+    }
+
+    #[test]
+    fn a_supersede_torn_after_its_first_line_is_found_on_reopen() -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let mut j = Journal::open(dir.path())?;
+        let to = "q_revisions/f-r0.parquet";
+        j.supersede(
+            Record {
+                state: FileState::Superseded { to: to.into() },
+                ..record("q/f-r0.parquet")
+            },
+            None,
+        )?;
+        drop(j);
+        let j = Journal::open(dir.path())?;
+        let torn = j.superseded_without_successor();
+        assert_eq!(torn.len(), 1);
+        assert_eq!(torn[0].0.path, "q/f-r0.parquet");
+        assert_eq!(torn[0].1, to);
+        Ok(())
+    }
+
+    #[test]
+    fn paths_leaving_the_root_are_skipped_and_counted() -> Result<(), Box<dyn std::error::Error>> {
+        let outside = tempfile::tempdir()?;
+        let dir = tempfile::tempdir()?;
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("q"))?;
+        let mut j = Journal::open(dir.path())?;
+        j.put(record("ok/f.parquet"))?;
+        // The journal refuses to write them...
+        assert!(j.put(record("q/f.parquet")).is_err());
+        assert!(j.put(record("../f.parquet")).is_err());
+        drop(j);
+        // ...and skips them when someone else did.
+        let path = Journal::path_for(dir.path());
+        let mut f = OpenOptions::new().append(true).open(&path)?;
+        for bad in [
+            record("/etc/passwd"),
+            record("a/../../b"),
+            record("q/f.parquet"),
+            Record {
+                state: FileState::Superseded {
+                    to: "../elsewhere".into(),
+                },
+                ..record("ok/g.parquet")
+            },
+        ] {
+            serde_json::to_writer(&mut f, &bad)?;
+            f.write_all(b"\n")?;
+        }
+        drop(f);
+        let j = Journal::read(dir.path())?;
+        assert_eq!(j.rejected(), 4);
+        assert_eq!(
+            j.records().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["ok/f.parquet"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_read_only_journal_creates_and_writes_nothing() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut j = Journal::read(dir.path())?;
+        assert_eq!(j.records().count(), 0);
+        assert!(j.put(record("a")).is_err());
+        assert!(!dir.path().join("_sync").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn credentials_in_a_target_url_are_not_remembered() {
+        assert_eq!(
+            without_userinfo("s3://key:secret@bucket/prefix/a@b"),
+            "s3://bucket/prefix/a@b"
+        );
+        assert_eq!(without_userinfo("file:///tmp/x"), "file:///tmp/x");
     }
 }

@@ -10,8 +10,14 @@
 //! the oldest pending files, loudly. Uploaded files are deleted locally after a retention
 //! period. On a restart the journal resumes where it stopped, and files committed but not
 //! yet journaled (a crash in between) are found by scanning the output folder.
+//!
+//! When the engine writes a window again, it moves the old revision's file to
+//! `<query>_revisions/…` and reports it ([`Syncer::on_supersede`]); the target follows:
+//! the new key gets the bytes (uploaded, or copied from the old key if the local file is
+//! gone), then the old key is deleted. Each step is journaled and idempotent.
 
 pub mod journal;
+pub mod paths;
 pub mod target;
 pub mod upload;
 
@@ -24,9 +30,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use self::journal::{FileKind, FileState, Journal, JournalError, Record, now_ms};
-use self::target::Target;
-use self::upload::{Outcome, UploadConfig, md5_hex, upload};
-use crate::sink::CommittedFile;
+use self::target::{Target, TargetError};
+use self::upload::{Outcome, UploadConfig, md5_hex, retire, upload};
+use crate::sink::{CommittedFile, Superseded};
 
 /// Uploads in flight at once.
 const CONCURRENCY: usize = 4;
@@ -62,6 +68,41 @@ pub struct SyncConfig {
     /// Name prefix of this process's log files: the newest of them is still being
     /// written, so it is shipped only at [`Syncer::finish`].
     pub own_logs: Option<String>,
+    /// The target is a folder shared by unrelated output folders (the default
+    /// `./edgeflow-sync`): each output folder syncs into its own subfolder
+    /// `<target>/<name>/`, named by [`folder_name`], so two of them never collide.
+    pub subfolder_per_output: bool,
+}
+
+/// The name of an output folder's own subfolder in a shared target: its file name (made
+/// URL-safe) and a short hash of its canonical path, so it is stable across runs of that
+/// folder and different for folders that share a file name.
+pub fn folder_name(root: &Path) -> String {
+    let canonical = root
+        .canonicalize()
+        .or_else(|_| std::path::absolute(root))
+        .unwrap_or_else(|_| root.to_owned());
+    let base: String = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let base = base.trim_matches('.');
+    let hash = md5_hex(canonical.as_os_str().as_encoded_bytes());
+    let short = hash.get(..10).unwrap_or(&hash);
+    if base.is_empty() {
+        format!("output-{short}")
+    } else {
+        format!("{base}-{short}")
+    }
 }
 
 /// Why sync did not finish.
@@ -71,6 +112,9 @@ pub enum SyncError {
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The target could not be opened.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// The target refused in a way retrying cannot fix.
     #[error(
         "sync to {target} stopped: {reason}; {files} file(s) ({bytes} bytes) stay pending in the journal, run `edgeflow sync {root} --to {target}` after fixing it"
@@ -135,6 +179,15 @@ pub struct SyncReport {
     pub conflicts: Vec<String>,
     /// Files dropped by the quota policy.
     pub dropped_files: usize,
+    /// Superseded revisions whose old key is still to be removed from the target.
+    #[serde(default)]
+    pub superseded_files: usize,
+    /// Superseded revisions moved to `<query>_revisions/` in the target too.
+    #[serde(default)]
+    pub moved_files: usize,
+    /// Journal records skipped because their paths leave the output root.
+    #[serde(default)]
+    pub rejected_paths: usize,
     /// Last failure.
     pub last_error: Option<String>,
     /// Commit to visible in the target, ms: p50, p99 (files uploaded by this process).
@@ -149,6 +202,7 @@ impl SyncReport {
         let now = now_ms();
         let mut r = SyncReport {
             target: target.into(),
+            rejected_paths: journal.rejected(),
             ..SyncReport::default()
         };
         for rec in journal.records() {
@@ -168,6 +222,8 @@ impl SyncReport {
                 }
                 FileState::Conflict { .. } => r.conflicts.push(rec.path.clone()),
                 FileState::Dropped => r.dropped_files += 1,
+                FileState::Superseded { .. } => r.superseded_files += 1,
+                FileState::Moved { .. } => r.moved_files += 1,
                 _ => {}
             }
         }
@@ -207,6 +263,21 @@ impl std::fmt::Display for SyncReport {
                 f,
                 "dropped      {} file(s) by the drop-oldest quota policy",
                 self.dropped_files
+            )?;
+        }
+        if self.superseded_files + self.moved_files > 0 {
+            writeln!(
+                f,
+                "revisions    {} superseded file(s) moved to _revisions, {} old key(s) still to remove",
+                self.superseded_files + self.moved_files,
+                self.superseded_files
+            )?;
+        }
+        if self.rejected_paths > 0 {
+            writeln!(
+                f,
+                "rejected     {} journal path(s) leaving the output folder (skipped)",
+                self.rejected_paths
             )?;
         }
         if let Some([p50, p99]) = self.lag_ms {
@@ -291,6 +362,32 @@ impl Shared {
         Ok(())
     }
 
+    /// Records that a result file was moved aside for a newer revision.
+    fn supersede(&self, moved: &Superseded) -> Result<(), JournalError> {
+        let mut journal = lock(&self.journal);
+        supersede_in(&self.root, &mut journal, moved)?;
+        self.recompute_pending(&journal);
+        drop(journal);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Files (of `kind`, if given) the uploader still has work for: pending uploads, and
+    /// superseded old keys whose new key is in the target or on its way there.
+    fn outstanding(&self, journal: &Journal, kind: Option<FileKind>) -> usize {
+        journal
+            .records()
+            .filter(|r| kind.is_none_or(|k| r.kind == k))
+            .filter(|r| match &r.state {
+                FileState::Superseded { to } => journal.get(to).is_some_and(|t| {
+                    t.state.is_pending()
+                        || matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
+                }),
+                state => state.is_pending(),
+            })
+            .count()
+    }
+
     fn drop_oldest(&self, journal: &mut Journal, quota: u64) -> Result<(), JournalError> {
         let mut pending: Vec<Record> = journal
             .records()
@@ -307,7 +404,12 @@ impl Shared {
             if total <= quota {
                 break;
             }
-            std::fs::remove_file(self.root.join(&victim.path)).ok();
+            match paths::resolve(&self.root, &victim.path) {
+                Ok(local) => {
+                    std::fs::remove_file(local).ok();
+                }
+                Err(e) => tracing::error!(error = %e, "Not deleting outside the output folder"),
+            }
             journal.set_state(&victim.path, FileState::Dropped)?;
             total -= victim.size;
             tracing::error!(file = %victim.path, bytes = victim.size, quota, "Local quota full: dropped the oldest pending file before it was uploaded");
@@ -322,8 +424,16 @@ impl Syncer {
     /// With `all`, files already uploaded are checked against the target again (and
     /// uploaded if missing); the same happens when the target differs from the last one
     /// this root was synced to.
-    pub fn start(root: &Path, config: SyncConfig, all: bool) -> Result<Syncer, SyncError> {
-        let journal = Journal::open(root)?;
+    pub fn start(root: &Path, mut config: SyncConfig, all: bool) -> Result<Syncer, SyncError> {
+        if config.subfolder_per_output {
+            config.target = config.target.subfolder(&folder_name(root))?;
+            config.subfolder_per_output = false;
+        }
+        let mut journal = Journal::open(root)?;
+        // A crash between the two lines of a supersede left the new place unrecorded.
+        for (old, to) in journal.superseded_without_successor() {
+            journal.put(successor(&old, &to))?;
+        }
         let previous = journal.target()?;
         let retarget = previous.as_deref().is_some_and(|p| p != config.target.url);
         if retarget {
@@ -380,11 +490,25 @@ impl Syncer {
                 md5: file.md5.clone(),
                 kind: FileKind::Data,
                 committed_ms: now_ms(),
+                from: None,
                 attempts: 0,
                 state: FileState::Committed,
             };
             if let Err(e) = shared.record(record) {
                 tracing::error!(error = %e, "Could not record a committed file in the sync journal");
+                *lock(&shared.halted) = Some(e.to_string());
+            }
+        })
+    }
+
+    /// A callback for the engine: a result file was moved aside for a newer revision
+    /// (after the local rename). The journal records it durably; the uploader then makes
+    /// the target hold the file under `to` and no longer under `from`.
+    pub fn on_supersede(&self) -> crate::operators::write_parquet::OnSupersede {
+        let shared = self.shared.clone();
+        Arc::new(move |moved: &Superseded| {
+            if let Err(e) = shared.supersede(moved) {
+                tracing::error!(error = %e, from = %moved.from, to = %moved.to, "Could not record a superseded revision in the sync journal");
                 *lock(&shared.halted) = Some(e.to_string());
             }
         })
@@ -460,10 +584,7 @@ impl Syncer {
     ) -> Result<(), Option<String>> {
         self.shared.wake.notify_one();
         loop {
-            let pending = lock(&self.shared.journal)
-                .records()
-                .filter(|r| r.state.is_pending() && kind.is_none_or(|k| r.kind == k))
-                .count();
+            let pending = self.shared.outstanding(&lock(&self.shared.journal), kind);
             if pending == 0 {
                 return Ok(());
             }
@@ -578,19 +699,128 @@ fn adopt_local_files(shared: &Shared, logs_too: bool) -> Result<(), JournalError
         let Ok(bytes) = std::fs::read(shared.root.join(&relative)) else {
             continue;
         };
+        let md5 = md5_hex(&bytes);
+        if let Some(moved) = unreported_move(&shared.root, &journal, &relative, &md5) {
+            supersede_in(&shared.root, &mut journal, &moved)?;
+            continue;
+        }
         let record = Record {
             path: relative,
             size: bytes.len() as u64,
-            md5: md5_hex(&bytes),
+            md5,
             kind,
             committed_ms: now_ms(),
+            from: None,
             attempts: 0,
             state: FileState::Committed,
         };
-        journal.put(record)?;
+        match journal.put(record) {
+            Ok(()) => {}
+            // A name the journal refuses (a backslash, say) costs that file, not the scan.
+            Err(e) if e.source.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::error!(error = %e, "Not adopting a file");
+            }
+            Err(e) => return Err(e),
+        }
     }
     shared.recompute_pending(&journal);
     Ok(())
+}
+
+/// The record of a superseded file's new place: the same bytes, pending, remembering
+/// where it came from so the target can copy it if the local file is gone.
+fn successor(old: &Record, to: &str) -> Record {
+    Record {
+        path: to.to_owned(),
+        size: old.size,
+        md5: old.md5.clone(),
+        kind: old.kind,
+        committed_ms: old.committed_ms,
+        from: Some(old.path.clone()),
+        attempts: 0,
+        state: FileState::Committed,
+    }
+}
+
+/// Journals a supersede: the old path becomes [`FileState::Superseded`] and the new path
+/// gets a pending record (unless it already has one with the same bytes). Reporting the
+/// same move twice changes nothing.
+fn supersede_in(
+    root: &Path,
+    journal: &mut Journal,
+    moved: &Superseded,
+) -> Result<(), JournalError> {
+    let old = journal.get(&moved.from).cloned();
+    if let Some(FileState::Superseded { to } | FileState::Moved { to }) =
+        old.as_ref().map(|r| &r.state)
+        && *to == moved.to
+    {
+        return Ok(());
+    }
+    let old = match old {
+        Some(old) => old,
+        // Never journaled (written by a run without sync): the moved file tells its bytes.
+        None => {
+            let bytes = paths::resolve(root, &moved.to)
+                .ok()
+                .and_then(|local| std::fs::read(local).ok());
+            let Some(bytes) = bytes else {
+                tracing::warn!(from = %moved.from, to = %moved.to, "A superseded file unknown to the journal is not on local disk either; nothing to sync");
+                return Ok(());
+            };
+            Record {
+                path: moved.from.clone(),
+                size: bytes.len() as u64,
+                md5: md5_hex(&bytes),
+                kind: FileKind::Data,
+                committed_ms: now_ms(),
+                from: None,
+                attempts: 0,
+                state: FileState::Committed,
+            }
+        }
+    };
+    let new = match journal.get(&moved.to) {
+        Some(existing)
+            if existing.md5 == old.md5
+                && !matches!(existing.state, FileState::Dropped | FileState::Deleted) =>
+        {
+            None
+        }
+        _ => Some(successor(&old, &moved.to)),
+    };
+    let old = Record {
+        state: FileState::Superseded {
+            to: moved.to.clone(),
+        },
+        ..old
+    };
+    journal.supersede(old, new)
+}
+
+/// A file found under `<query>_revisions/` whose old place `<query>/…` the journal knows
+/// with the same bytes but which is gone from local disk: the engine moved it and the
+/// process died before the journal heard of it.
+fn unreported_move(
+    root: &Path,
+    journal: &Journal,
+    relative: &str,
+    md5: &str,
+) -> Option<Superseded> {
+    let (top, rest) = relative.split_once('/')?;
+    let query = top.strip_suffix("_revisions")?;
+    let from = format!("{query}/{rest}");
+    let old = journal.get(&from)?;
+    let moved = old.md5 == md5
+        && !matches!(
+            old.state,
+            FileState::Superseded { .. } | FileState::Moved { .. }
+        )
+        && !root.join(&from).exists();
+    moved.then(|| Superseded {
+        from,
+        to: relative.to_owned(),
+    })
 }
 
 /// Makes every settled file that is still on local disk pending again; the uploader
@@ -621,8 +851,10 @@ fn requeue_present(shared: &Shared) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Output files under `dir`: Parquet (data) and `_logs/*.log` (logs); skips `_sync` and
-/// files being written.
+/// Output files under `dir`: Parquet (data, `<query>_revisions/` included) and
+/// `_logs/*.log` (logs); skips `_sync`, `_deadletter`, the engine's stream state in
+/// `_state`, files being written, and symlinks (never followed, so nothing outside the
+/// root is picked up).
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -630,10 +862,16 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() {
-            if name != "_sync" && name != "_deadletter" {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            if !matches!(name.as_str(), "_sync" | "_deadletter" | "_state") {
                 collect_files(root, &path, out);
             }
+            continue;
+        }
+        if !file_type.is_file() || name.ends_with(".inprogress") {
             continue;
         }
         let Ok(relative) = path.strip_prefix(root) else {
@@ -658,7 +896,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
 /// The upload loop: runs until told to stop.
 async fn uploader(shared: Arc<Shared>) {
     let mut in_flight: HashSet<String> = HashSet::new();
-    let mut tasks: tokio::task::JoinSet<(Record, Outcome, f64)> = tokio::task::JoinSet::new();
+    let mut tasks: tokio::task::JoinSet<(Record, Job, Outcome, f64)> = tokio::task::JoinSet::new();
     let mut failures = 0u32;
     let mut not_before = Instant::now();
     let mut housekeeping = Instant::now();
@@ -676,18 +914,16 @@ async fn uploader(shared: Arc<Shared>) {
         }
         let halted = lock(&shared.halted).is_some();
         if !halted && Instant::now() >= not_before {
-            let mut next: Vec<Record> = lock(&shared.journal)
-                .records()
-                .filter(|r| r.state.is_pending() && !in_flight.contains(&r.path))
-                .cloned()
-                .collect();
-            next.sort_by_key(|r| (r.kind, r.committed_ms, r.path.clone()));
-            for record in next
+            let mut next = next_jobs(&shared, &in_flight);
+            next.sort_by_key(|(r, _)| (r.kind, r.committed_ms, r.path.clone()));
+            for (record, job) in next
                 .into_iter()
                 .take(CONCURRENCY.saturating_sub(tasks.len()))
             {
                 let look_first = !matches!(record.state, FileState::Committed);
-                if let Err(e) = lock(&shared.journal).set_state(&record.path, FileState::Uploading)
+                if job == Job::Upload
+                    && let Err(e) =
+                        lock(&shared.journal).set_state(&record.path, FileState::Uploading)
                 {
                     tracing::error!(error = %e, "Sync journal");
                     continue;
@@ -700,8 +936,11 @@ async fn uploader(shared: Arc<Shared>) {
                 );
                 tasks.spawn(async move {
                     let started = Instant::now();
-                    let outcome = upload(&target, &root, &record, config, look_first).await;
-                    (record, outcome, started.elapsed().as_secs_f64())
+                    let outcome = match job {
+                        Job::Upload => upload(&target, &root, &record, config, look_first).await,
+                        Job::Retire => retire(&target, &record).await,
+                    };
+                    (record, job, outcome, started.elapsed().as_secs_f64())
                 });
             }
         }
@@ -715,9 +954,12 @@ async fn uploader(shared: Arc<Shared>) {
         };
         tokio::select! {
             done = tasks.join_next(), if !tasks.is_empty() => {
-                let Some(Ok((record, outcome, seconds))) = done else { continue };
+                let Some(Ok((record, job, outcome, seconds))) = done else { continue };
                 in_flight.remove(&record.path);
-                let retry = settle(&shared, &record, outcome, seconds);
+                let retry = match job {
+                    Job::Upload => settle(&shared, &record, outcome, seconds),
+                    Job::Retire => settle_retire(&shared, &record, outcome),
+                };
                 if retry {
                     failures = failures.saturating_add(1);
                     not_before = Instant::now() + backoff(failures);
@@ -732,6 +974,80 @@ async fn uploader(shared: Arc<Shared>) {
     }
 }
 
+/// What the uploader does for a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    /// Put the file under its key.
+    Upload,
+    /// Remove a superseded file's old key.
+    Retire,
+}
+
+/// Work that can start now: pending uploads, and old keys of superseded files whose new
+/// key is in the target (so deleting the old one can never lose the revision). Nothing for
+/// a path already in flight: an upload of an old path that was superseded meanwhile must
+/// finish before its key is looked at for deletion.
+fn next_jobs(shared: &Shared, in_flight: &HashSet<String>) -> Vec<(Record, Job)> {
+    let journal = lock(&shared.journal);
+    journal
+        .records()
+        .filter(|r| !in_flight.contains(&r.path))
+        .filter_map(|r| match &r.state {
+            FileState::Superseded { to } => {
+                let ready = !in_flight.contains(to)
+                    && journal.get(to).is_some_and(|t| {
+                        matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
+                    });
+                ready.then(|| (r.clone(), Job::Retire))
+            }
+            state if state.is_pending() => Some((r.clone(), Job::Upload)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Journals the outcome of removing an old key; returns whether to back off and retry.
+fn settle_retire(shared: &Shared, record: &Record, outcome: Outcome) -> bool {
+    let FileState::Superseded { to } = &record.state else {
+        return false;
+    };
+    let mut journal = lock(&shared.journal);
+    let retry = match outcome {
+        Outcome::Retired { deleted } => {
+            tracing::info!(from = %record.path, to = %to, deleted, "Superseded revision moved in the target");
+            let moved = FileState::Moved { to: to.clone() };
+            if let Err(e) = journal.set_state(&record.path, moved) {
+                tracing::error!(error = %e, "Sync journal");
+            }
+            false
+        }
+        Outcome::Failed { reason, retryable } => {
+            note_failure(shared, &record.path, &reason, retryable);
+            retryable
+        }
+        other => {
+            tracing::error!(file = %record.path, outcome = ?other, "Unexpected outcome removing an old key");
+            false
+        }
+    };
+    shared.recompute_pending(&journal);
+    retry
+}
+
+/// Logs a failed attempt and remembers it; a refusal halts the uploader.
+fn note_failure(shared: &Shared, path: &str, reason: &str, retryable: bool) {
+    if retryable {
+        tracing::warn!(file = %path, error = %reason, "Upload failed, will retry");
+    } else {
+        tracing::error!(target_url = %shared.config.target.url, error = %reason, "Upload refused; sync stops until this is fixed");
+        let mut halted = lock(&shared.halted);
+        if halted.is_none() {
+            *halted = Some(reason.to_owned());
+        }
+    }
+    *lock(&shared.last_error) = Some(reason.to_owned());
+}
+
 /// Exponential backoff with full jitter: up to 100 ms × 2^n, at most [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {
     let ceiling = Duration::from_millis(100)
@@ -744,6 +1060,15 @@ fn backoff(failures: u32) -> Duration {
 /// Journals the outcome of an attempt; returns whether it was a retryable failure.
 fn settle(shared: &Shared, record: &Record, outcome: Outcome, seconds: f64) -> bool {
     let mut journal = lock(&shared.journal);
+    if !journal
+        .get(&record.path)
+        .is_some_and(|r| matches!(r.state, FileState::Uploading))
+    {
+        // Superseded while the upload was in flight: that state stands, and removing the
+        // old key looks at the target itself, whatever this attempt left there.
+        tracing::debug!(file = %record.path, outcome = ?outcome, "Upload of a superseded path finished");
+        return false;
+    }
     let (state, retry) = match outcome {
         Outcome::Uploaded { etag } => {
             let at_ms = now_ms();
@@ -768,17 +1093,23 @@ fn settle(shared: &Shared, record: &Record, outcome: Outcome, seconds: f64) -> b
             (FileState::Dropped, false)
         }
         Outcome::Failed { reason, retryable } => {
-            if retryable {
-                tracing::warn!(file = %record.path, error = %reason, "Upload failed, will retry");
-            } else {
-                tracing::error!(target_url = %shared.config.target.url, error = %reason, "Upload refused; sync stops until this is fixed");
-                let mut halted = lock(&shared.halted);
-                if halted.is_none() {
-                    *halted = Some(reason.clone());
-                }
-            }
-            *lock(&shared.last_error) = Some(reason.clone());
+            note_failure(shared, &record.path, &reason, retryable);
             (FileState::Failed { reason, retryable }, retryable)
+        }
+        Outcome::Unsafe(reason) => {
+            tracing::error!(file = %record.path, error = %reason, "Not uploading a path that leaves the output folder");
+            (FileState::Dropped, false)
+        }
+        Outcome::Retired { .. } => {
+            tracing::error!(file = %record.path, "An upload reported a removal; trying again");
+            let reason = "internal: unexpected outcome of an upload".to_owned();
+            (
+                FileState::Failed {
+                    reason,
+                    retryable: true,
+                },
+                true,
+            )
         }
     };
     if let Err(e) = journal.set_state(&record.path, state) {
@@ -798,7 +1129,14 @@ fn expire_uploaded(shared: &Shared) {
         .map(|r| r.path.clone())
         .collect();
     for path in expired {
-        match std::fs::remove_file(shared.root.join(&path)) {
+        let local = match paths::resolve(&shared.root, &path) {
+            Ok(local) => local,
+            Err(e) => {
+                tracing::error!(error = %e, "Not deleting outside the output folder");
+                continue;
+            }
+        };
+        match std::fs::remove_file(local) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -813,8 +1151,9 @@ fn expire_uploaded(shared: &Shared) {
 }
 
 /// The journal of an output root, summarised (for `edgeflow status`).
+/// Reads without writing or locking, so it works while a run syncs the folder.
 pub fn status(root: &Path) -> Result<SyncReport, JournalError> {
-    let journal = Journal::open(root)?;
+    let journal = Journal::read(root)?;
     let target = journal.target()?.unwrap_or_else(|| "(never synced)".into());
     Ok(SyncReport::from_journal(&journal, &target))
 }

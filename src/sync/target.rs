@@ -186,6 +186,22 @@ impl Target {
         }
     }
 
+    /// The same store with `name` appended to the prefix: a subfolder of a local target,
+    /// a deeper prefix in a bucket.
+    pub fn subfolder(&self, name: &str) -> Result<Target, TargetError> {
+        let url = format!("{}/{name}", self.url.trim_end_matches('/'));
+        if !self.metadata {
+            // A local folder store is rooted at its folder, so the subfolder is a new store.
+            return Target::open(&url, &S3Options::default());
+        }
+        Ok(Target {
+            store: self.store.clone(),
+            prefix: self.key(name),
+            url,
+            metadata: self.metadata,
+        })
+    }
+
     /// A local folder target, for the default.
     pub fn local(dir: &std::path::Path) -> Result<Target, TargetError> {
         let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());

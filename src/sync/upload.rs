@@ -6,9 +6,15 @@
 //! e-tag of a single-part put, or the bytes themselves for a local folder): the same
 //! content counts as uploaded, other content is a conflict and is never overwritten. After
 //! a failed or interrupted attempt the next one looks before it writes.
+//!
+//! A superseded revision's new key is filled from the local file when there is one, else
+//! by a server-side copy of the old key (after a HEAD shows the new key free: S3 has no
+//! create-only copy in object_store 0.13); the old key is deleted ([`retire`]) only once
+//! the new one holds the bytes, and only if it holds our bytes.
 
 use std::path::Path;
 
+use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
     PutOptions, PutPayload,
@@ -62,6 +68,13 @@ pub enum Outcome {
     },
     /// The local file is gone, so there is nothing to upload.
     Missing,
+    /// The journal path leads out of the output root; nothing was read.
+    Unsafe(String),
+    /// A superseded path's old key no longer holds our bytes.
+    Retired {
+        /// Whether this attempt deleted it (false: it was gone, or held other bytes).
+        deleted: bool,
+    },
 }
 
 /// Whether an object store error is worth retrying, and a message for people.
@@ -131,17 +144,28 @@ fn strip_quotes(etag: &str) -> &str {
     etag.trim_matches('"')
 }
 
-/// What the target holds under `key`, compared with the local file; `Ok(None)` if nothing.
+/// What the target holds under the record's key, compared with the local file; `Ok(None)`
+/// if nothing.
 async fn compare(
     target: &Target,
     record: &Record,
     local: &[u8],
 ) -> Result<Option<Outcome>, object_store::Error> {
-    let key = target.key(&record.path);
+    compare_key(target, &target.key(&record.path), record, Some(local)).await
+}
+
+/// What the target holds under `key`, compared with the record's size and content (the
+/// local bytes when given, else its MD5); `Ok(None)` if nothing.
+async fn compare_key(
+    target: &Target,
+    key: &ObjectPath,
+    record: &Record,
+    local: Option<&[u8]>,
+) -> Result<Option<Outcome>, object_store::Error> {
     let head = match target
         .store
         .get_opts(
-            &key,
+            key,
             GetOptions {
                 head: true,
                 ..GetOptions::default()
@@ -169,8 +193,11 @@ async fn compare(
                 .is_some_and(|e| strip_quotes(e) == record.md5),
         }
     } else {
-        let remote = target.store.get(&key).await?.bytes().await?;
-        remote.as_ref() == local
+        let remote = target.store.get(key).await?.bytes().await?;
+        match local {
+            Some(local) => remote.as_ref() == local,
+            None => md5_hex(&remote) == record.md5,
+        }
     };
     Ok(Some(if same {
         Outcome::Uploaded { etag }
@@ -195,9 +222,18 @@ pub async fn upload(
     config: UploadConfig,
     look_first: bool,
 ) -> Outcome {
-    let bytes = match tokio::fs::read(root.join(&record.path)).await {
+    let local = match super::paths::resolve(root, &record.path) {
+        Ok(local) => local,
+        Err(e) => return Outcome::Unsafe(e.to_string()),
+    };
+    let bytes = match tokio::fs::read(local).await {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Missing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match &record.from {
+                Some(from) => copy_from(target, record, from).await,
+                None => Outcome::Missing,
+            };
+        }
         Err(e) => {
             return Outcome::Failed {
                 reason: format!("reading {}: {e}", record.path),
@@ -269,6 +305,64 @@ pub async fn upload(
             upload.abort().await.ok();
             failed(&e)
         }
+    }
+}
+
+/// Fills the key of a superseded revision's new place from its old key, in the target:
+/// the local file is gone (retention deleted it after the old key was uploaded).
+async fn copy_from(target: &Target, record: &Record, from: &str) -> Outcome {
+    let to_key = target.key(&record.path);
+    match compare_key(target, &to_key, record, None).await {
+        Ok(Some(outcome)) => return outcome,
+        Ok(None) => {}
+        Err(e) => return failed(&e),
+    }
+    let from_key = target.key(from);
+    match compare_key(target, &from_key, record, None).await {
+        Ok(Some(Outcome::Uploaded { .. })) => {}
+        // Neither the local disk nor the old key has the bytes: nothing can be put there.
+        Ok(_) => return Outcome::Missing,
+        Err(e) => return failed(&e),
+    }
+    // We looked: `to` was free. A local folder can copy create-only (a hard link); S3 in
+    // object_store 0.13 cannot, so a writer racing us in the instant since the HEAD could
+    // be overwritten. Keys are deterministic per output folder, which has one writer.
+    let copied = if target.metadata {
+        target.store.copy(&from_key, &to_key).await
+    } else {
+        target.store.copy_if_not_exists(&from_key, &to_key).await
+    };
+    match copied {
+        Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
+        Err(e) => return failed(&e),
+    }
+    match compare_key(target, &to_key, record, None).await {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => Outcome::Failed {
+            reason: format!("copied {from} to {}, then it was not there", record.path),
+            retryable: true,
+        },
+        Err(e) => failed(&e),
+    }
+}
+
+/// Deletes the old key of a superseded revision (`record` is the old path's record) if it
+/// holds our bytes; other bytes there are not ours to delete.
+pub async fn retire(target: &Target, record: &Record) -> Outcome {
+    let key = target.key(&record.path);
+    match compare_key(target, &key, record, None).await {
+        Ok(None) => Outcome::Retired { deleted: false },
+        Ok(Some(Outcome::Uploaded { .. })) => match target.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                Outcome::Retired { deleted: true }
+            }
+            Err(e) => failed(&e),
+        },
+        Ok(Some(_)) => {
+            tracing::warn!(file = %record.path, "The old key of a superseded revision holds other content; leaving it");
+            Outcome::Retired { deleted: false }
+        }
+        Err(e) => failed(&e),
     }
 }
 
