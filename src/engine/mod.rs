@@ -98,9 +98,13 @@ fn prepare_output(layout: &Layout) -> Result<(), Error> {
     Ok(())
 }
 
-/// `--fresh` computes the late rows again: the late files of earlier runs move to
-/// `<query>_late_revisions/` (and so in the bucket) rather than count twice.
-fn retire_late_files(layout: &Layout, on_supersede: Option<&OnSupersede>) -> Result<(), Error> {
+/// Moves the late files whose names `retire` picks to `<query>_late_revisions/` (and so
+/// in the bucket): their rows are being computed again and must not count twice.
+fn retire_late_files(
+    layout: &Layout,
+    on_supersede: Option<&OnSupersede>,
+    retire: impl Fn(&str) -> bool,
+) -> Result<(), Error> {
     let fail = |source: std::io::Error| Error::Output {
         path: layout.late_dir(),
         source,
@@ -118,6 +122,13 @@ fn retire_late_files(layout: &Layout, on_supersede: Option<&OnSupersede>) -> Res
         let Some(rest) = relative.strip_prefix(&late) else {
             continue;
         };
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(&retire)
+        {
+            continue;
+        }
         let moved = crate::sink::Superseded {
             to: format!("{late}_revisions{rest}"),
             from: relative,
@@ -181,7 +192,17 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     let layout = Layout::new(&config.output, &plan.name, workers, state.runs);
     prepare_output(&layout)?;
     if config.fresh {
-        retire_late_files(&layout, config.on_supersede.as_ref())?;
+        retire_late_files(&layout, config.on_supersede.as_ref(), |_| true)?;
+    } else {
+        // Late files of this run number come from an attempt that died before it saved
+        // the stream state. This attempt redoes that input: with the same worker count
+        // it writes the same files again; with another, its files have other names, so
+        // the dead attempt's ones must go or their rows would count twice.
+        let run = format!("-n{}-", state.runs);
+        let (whole, part) = (format!("of{workers}.parquet"), format!("of{workers}-p"));
+        retire_late_files(&layout, config.on_supersede.as_ref(), |name| {
+            name.contains(&run) && !name.ends_with(&whole) && !name.contains(&part)
+        })?;
     }
     let (position, lines_before) = match consumed::start_at(&config.input, &state.inputs) {
         StartAt::Beginning => (0, 0),

@@ -280,7 +280,8 @@ pub fn local_outputs(root: &Path) -> BTreeMap<String, Vec<u8>> {
                 .unwrap_or_else(|e| panic!("{e}"))
                 .to_string_lossy()
                 .into_owned();
-            if name.ends_with(".parquet") || relative.starts_with("_logs/") {
+            let dead_letters = relative.starts_with("_deadletter/") && name.ends_with(".jsonl");
+            if name.ends_with(".parquet") || relative.starts_with("_logs/") || dead_letters {
                 let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
                 files.insert(relative, bytes);
             }
