@@ -295,17 +295,8 @@ fn write_query(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_run_stopped_by_sigint_resumes_to_the_uninterrupted_answer() {
-    let mut config = config(400_000, 17);
-    config.devices = 50;
     let dir = tempdir();
-    let path = dir.path().join("big.jsonl");
-    {
-        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-        let mut w = std::io::BufWriter::new(file);
-        write_readings(&config, Format::Jsonl, TimestampFormat::Millis, &mut w)
-            .unwrap_or_else(|e| panic!("{e}"));
-        w.flush().unwrap_or_else(|e| panic!("{e}"));
-    }
+    let (path, config) = big_input(dir.path(), 400_000, 17);
     let query = write_query(dir.path());
     let out = dir.path().join("out");
     let args = |cmd: &mut Command| {
@@ -317,22 +308,9 @@ fn a_run_stopped_by_sigint_resumes_to_the_uninterrupted_answer() {
             .arg(&out)
             .args(["--workers", "2", "--no-sync", "--chunk-bytes", "65536"]);
     };
-    let mut first = edgeflow();
-    args(&mut first);
-    let mut child = first
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = start_run(&query, &path, &out, "2");
     // Wait until windows are being written, i.e. the run is well under way.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while parquet_files(&out.join("q")).len() < 3 {
-        assert!(Instant::now() < deadline, "no result files after 120 s");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended before it could be interrupted: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_files(&mut child, &out, 3);
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -507,4 +485,90 @@ fn consecutive_files_and_reruns_land_once_in_the_bucket() {
         objects.keys().any(|k| k.starts_with("q_revisions/")),
         "superseded revisions are kept in the bucket"
     );
+}
+
+/// Writes a large generated input and returns its path and readings' config.
+fn big_input(dir: &Path, readings: u64, seed: u64) -> (PathBuf, GeneratorConfig) {
+    let mut config = config(readings, seed);
+    config.devices = 50;
+    let path = dir.join("big.jsonl");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut w = std::io::BufWriter::new(file);
+    write_readings(&config, Format::Jsonl, TimestampFormat::Millis, &mut w)
+        .unwrap_or_else(|e| panic!("{e}"));
+    w.flush().unwrap_or_else(|e| panic!("{e}"));
+    (path, config)
+}
+
+fn start_run(query: &Path, input: &Path, out: &Path, workers: &str) -> std::process::Child {
+    edgeflow()
+        .arg("run")
+        .arg(query)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args(["--workers", workers, "--no-sync", "--chunk-bytes", "65536"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until the run has committed `files` result files.
+fn wait_for_files(child: &mut std::process::Child, out: &Path, files: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while parquet_files(&out.join("q")).len() < files {
+        assert!(Instant::now() < deadline, "no result files after 120 s");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended too early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_process_on_the_same_folder_is_refused_with_the_holders_pid() {
+    let dir = tempdir();
+    let (input, _) = big_input(dir.path(), 400_000, 8);
+    let query = write_query(dir.path());
+    let out = dir.path().join("out");
+    let mut first = start_run(&query, &input, &out, "1");
+    wait_for_files(&mut first, &out, 1);
+    let second = edgeflow()
+        .arg("run")
+        .arg(&query)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .arg("--no-sync")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let pid = first.id().to_string();
+    first.kill().ok();
+    first.wait().ok();
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&pid),
+        "the error names the holder: {stderr}"
+    );
+}
+
+#[test]
+fn a_run_killed_with_sigkill_is_redone_by_the_next_with_another_worker_count() {
+    let dir = tempdir();
+    let (input, config) = big_input(dir.path(), 300_000, 12);
+    let query = write_query(dir.path());
+    let out = dir.path().join("out");
+    let mut first = start_run(&query, &input, &out, "2");
+    wait_for_files(&mut first, &out, 3);
+    first.kill().unwrap_or_else(|e| panic!("{e}"));
+    first.wait().ok();
+    let status = start_run(&query, &input, &out, "1")
+        .wait()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "the redo failed: {status}");
+    assert_stream_equals_oracle(&out, &readings(&config), "killed, then redone at 1 worker");
 }
