@@ -12,7 +12,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use crate::source::Input;
+use crate::source::{GeneratorConfig, Input};
 
 /// Bytes of each end of the consumed part that go into the fingerprint.
 const FINGERPRINT_BYTES: u64 = 64 * 1024;
@@ -31,7 +31,8 @@ pub enum InputKey {
         /// Canonical path.
         path: String,
     },
-    /// The built-in generator, by its settings.
+    /// The built-in generator, by its settings except how many readings to make: its
+    /// readings are one endless sequence, so a longer run of it resumes a shorter one.
     Generator {
         /// The settings, as JSON.
         config: String,
@@ -49,7 +50,11 @@ impl InputKey {
                     .to_string(),
             }),
             Input::Generator(config) => Some(InputKey::Generator {
-                config: serde_json::to_string(config).unwrap_or_default(),
+                config: serde_json::to_string(&GeneratorConfig {
+                    readings: 0,
+                    ..config.clone()
+                })
+                .unwrap_or_default(),
             }),
             Input::Stdin { .. } => None,
         }

@@ -147,13 +147,18 @@ impl StreamState {
         }
         let state: StreamState =
             serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-        if state.plan != plan_fingerprint(plan) && (!state.open.is_empty()) {
+        let fingerprint = plan_fingerprint(plan);
+        if state.plan != fingerprint && !state.open.is_empty() {
             return Err(StateError::QueryChanged {
                 query: plan.name.clone(),
                 path,
             });
         }
-        Ok(state)
+        // No open windows depend on the old plan: the stream goes on under the new one.
+        Ok(StreamState {
+            plan: fingerprint,
+            ..state
+        })
     }
 
     /// Forgets the open windows, the watermark and the consumed inputs, keeping the

@@ -572,3 +572,22 @@ fn a_run_killed_with_sigkill_is_redone_by_the_next_with_another_worker_count() {
     assert!(status.success(), "the redo failed: {status}");
     assert_stream_equals_oracle(&out, &readings(&config), "killed, then redone at 1 worker");
 }
+
+#[test]
+fn a_longer_generator_run_continues_a_shorter_one() {
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let short = config(3_000, 4);
+    let long = config(7_000, 4);
+    run(&spec().sql(), Input::Generator(short), &out, 2, false);
+    let second = run(
+        &spec().sql(),
+        Input::Generator(long.clone()),
+        &out,
+        1,
+        false,
+    );
+    assert_eq!(second.resumed_at, Some(3_000));
+    assert_eq!(second.readings, 4_000);
+    assert_stream_equals_oracle(&out, &readings(&long), "generator continued");
+}
