@@ -170,6 +170,7 @@ mod tests {
                 lines: 10,
                 max_event_time: Some(max),
                 bytes: 0,
+                row_starts: Vec::new(),
             },
         }
     }

@@ -334,6 +334,8 @@ impl ChunkSource for GeneratorChunks {
                 lines: n as u64,
                 max_event_time,
                 bytes: 0,
+                // Generated readings have no input bytes to point into.
+                row_starts: Vec::new(),
             },
         ))
     }
