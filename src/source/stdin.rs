@@ -189,10 +189,12 @@ impl<R: Read> ChunkCutter<R> {
     /// The next chunk: whole lines, and the last line when it was over the limit.
     /// `None` at the end of the input.
     fn next_chunk(&mut self) -> std::io::Result<Option<(Vec<u8>, Option<LongLine>)>> {
-        let chunk_bytes = self.limits.chunk_bytes;
-        while !self.eof && self.carry.len() < chunk_bytes {
+        // Read a chunk's worth past the carried start of a line, so that every call
+        // makes progress even when that start is as long as a chunk.
+        let want = self.carry.len() + self.limits.chunk_bytes;
+        while !self.eof && self.carry.len() < want {
             let old = self.carry.len();
-            self.carry.resize(chunk_bytes.max(old + 4096), 0);
+            self.carry.resize(want.max(old + 4096), 0);
             match self.read(false, old) {
                 Ok(n) => {
                     self.carry.truncate(old + n);
@@ -344,12 +346,21 @@ mod tests {
 
     #[test]
     fn a_long_line_is_skipped_as_it_streams_by() {
+        a_long_line_is_skipped(LIMITS);
+        // A line start as long as a chunk must not stall the reader.
+        a_long_line_is_skipped(SourceLimits {
+            chunk_bytes: 500,
+            max_line_bytes: 500,
+        });
+    }
+
+    fn a_long_line_is_skipped(limits: SourceLimits) {
         let long = 10u64 << 20;
         let stream = good_lines(0, 50)
             .chain(std::io::repeat(b'x').take(long))
             .chain(Cursor::new(b"\n".to_vec()))
             .chain(good_lines(50, 50));
-        let mut cutter = ChunkCutter::new(stream, LIMITS);
+        let mut cutter = ChunkCutter::new(stream, limits);
         let mut decoder = decoder();
         let mut interner = Interner::new();
         let (mut good, mut bad, mut lines) = (0, Vec::new(), 0);
