@@ -38,21 +38,14 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
 }
 
 /// Runs `edgeflow run` on 2 workers with `stdin` and returns (exit code, summary, stderr).
-fn run(dir: &Path, query: &str, input: &str, stdin: Stdio) -> (i32, Option<Summary>, String) {
+fn run(dir: &Path, query: &str, input: &[&str], stdin: Stdio) -> (i32, Option<Summary>, String) {
     let q = dir.join("q.sql");
     ok(std::fs::write(&q, query));
     let out = ok(Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .arg("run")
         .arg(&q)
-        .args([
-            "--input",
-            input,
-            "--workers",
-            "2",
-            "--no-sync",
-            "--json",
-            "--output",
-        ])
+        .args(input)
+        .args(["--workers", "2", "--no-sync", "--json", "--output"])
         .arg(dir.join("out"))
         .stdin(stdin)
         .output());
@@ -117,7 +110,7 @@ fn a_gigabyte_line_is_one_dead_letter_in_bounded_memory() {
     let (code, summary, err) = run(
         dir.path(),
         JSON_QUERY,
-        &input.display().to_string(),
+        &["--input", &input.display().to_string()],
         Stdio::null(),
     );
     ok(std::fs::remove_file(&input));
@@ -162,7 +155,12 @@ fn an_unclosed_csv_quote_is_cut_at_its_line_on_stdin_in_bounded_memory() {
     }
     let stdin = Stdio::from(ok(File::open(&input)));
     let query = JSON_QUERY.replace("v BIGINT)", "v BIGINT, pad TEXT)");
-    let (code, summary, err) = run(dir.path(), &query, "-", stdin);
+    let (code, summary, err) = run(
+        dir.path(),
+        &query,
+        &["--input", "-", "--format", "csv"],
+        stdin,
+    );
     ok(std::fs::remove_file(&input));
     assert_eq!(code, 0, "{err}");
     let summary = summary.unwrap_or_else(|| panic!("no summary: {err}"));
@@ -192,7 +190,7 @@ fn a_read_error_on_stdin_fails_the_run() {
     let dir = ok(tempfile::tempdir());
     // Reading a directory fails with EISDIR: a read error, not the end of the input.
     let stdin = Stdio::from(ok(File::open(dir.path())));
-    let (code, _, err) = run(dir.path(), JSON_QUERY, "-", stdin);
+    let (code, _, err) = run(dir.path(), JSON_QUERY, &["--input", "-"], stdin);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("reading -"), "{err}");
 }
