@@ -42,8 +42,10 @@ pub struct Interner {
     /// known keys (the common case) rarely probe past the next slot, and a fuller table
     /// stays in cache longer.
     slots: Vec<Slot>,
-    /// `ends[i]` is where string `i` ends in `bytes`; it starts where `i - 1` ends.
-    ends: Vec<u32>,
+    /// `ends[i]` is where string `i` ends in `bytes`; it starts where `i - 1` ends. `u64`
+    /// because a long-running worker can intern more than 4 GiB of text over its life,
+    /// and a `u32` offset would wrap and hand back the wrong text.
+    ends: Vec<u64>,
     /// UTF-8 text of every string, back to back.
     bytes: Vec<u8>,
     hasher: foldhash::fast::FixedState,
@@ -84,7 +86,7 @@ impl Interner {
     }
 
     #[inline]
-    fn slice(ends: &[u32], id: u32) -> std::ops::Range<usize> {
+    fn slice(ends: &[u64], id: u32) -> std::ops::Range<usize> {
         let id = id as usize;
         let start = if id == 0 { 0 } else { ends[id - 1] as usize };
         start..ends[id] as usize
@@ -131,9 +133,11 @@ impl Interner {
         if self.slots[at].id != 0 {
             return self.slots[at].id - 1;
         }
+        // Ids stay below 2^32: that many distinct texts would need over 128 GiB of slots,
+        // so memory runs out long before an id could wrap.
         let id = self.ends.len() as u32;
         self.bytes.extend_from_slice(text);
-        self.ends.push(self.bytes.len() as u32);
+        self.ends.push(self.bytes.len() as u64);
         let mut inline = [0u8; INLINE];
         if text.len() <= INLINE {
             inline[..text.len()].copy_from_slice(text);
@@ -141,7 +145,9 @@ impl Interner {
         self.slots[at] = Slot {
             hash,
             id: id + 1,
-            len: text.len() as u32,
+            // A text over 4 GiB (beyond any line limit) gets a length no lookup matches:
+            // it is interned again rather than confused with another.
+            len: u32::try_from(text.len()).unwrap_or(u32::MAX),
             inline,
         };
         id
@@ -197,7 +203,7 @@ impl Interner {
     /// Heap bytes held, for state accounting.
     pub fn heap_bytes(&self) -> usize {
         self.bytes.capacity()
-            + self.ends.capacity() * 4
+            + self.ends.capacity() * std::mem::size_of::<u64>()
             + self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 }

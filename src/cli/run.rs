@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Input chunk size in bytes: the unit of work dealt to workers.
     #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES, hide_short_help = true)]
     pub chunk_bytes: usize,
+    /// Longest input line read (e.g. 1MiB, 64KiB); a longer line is a dead letter
+    /// holding its first KiB, skipped in one pass.
+    #[arg(long, default_value = "1MiB", value_parser = parse_line_limit)]
+    pub max_line_bytes: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +83,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     config.chunk_bytes = args.chunk_bytes.max(4096);
     config.progress = std::io::stderr().is_terminal();
     config.fresh = args.fresh;
+    config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
     tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
     // The output folder is checked before sync opens its journal there, so an unusable
     // folder is reported as such.
@@ -123,6 +128,13 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     match summary.interrupted_by {
         Some(signal) => Err(Interrupted(signal).into()),
         None => Ok(()),
+    }
+}
+
+fn parse_line_limit(text: &str) -> Result<u64, String> {
+    match super::sync::parse_bytes(text) {
+        Ok(0) => Err("the line limit must be at least 1 byte".into()),
+        other => other,
     }
 }
 

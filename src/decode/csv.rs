@@ -1,13 +1,30 @@
 //! CSV with a header line, decoded with the `csv` crate into typed columns.
 //!
 //! The header is read once by the source; every declared column must appear in it (extra
-//! columns are ignored). Empty fields are NULL. Records are one line each: a quoted field
-//! with a line break inside cannot be split across workers and is reported as bad.
+//! columns are ignored). Empty fields are NULL. Records are one line each, ended by `\n`
+//! (or `\r\n`): a quoted field with a line break inside cannot be split across workers,
+//! so its line is reported as bad and the next line is read as the next record. A lone
+//! `\r` is not a line break.
 
 use super::field::{FieldError, push_text_value};
-use super::{BadRecord, DecodedChunk, raw_line};
+use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
 use crate::batch::{Batch, ColumnValues, Interner};
 use crate::query::SourceSchema;
+
+/// A reader over lines ended by `\n` only, so that a lone `\r` never splits a line into
+/// two records and line numbers stay those of the file.
+fn line_reader(data: &[u8]) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(data)
+}
+
+/// Where the line starting at `start` ends: its `\n`, or the end of the data.
+fn line_end(data: &[u8], start: usize) -> usize {
+    memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |k| start + k)
+}
 
 /// The header does not name every declared column.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +46,7 @@ pub struct CsvDecoder {
     pub(super) event_time: usize,
     pub(super) max_future_skew: i64,
     types: Vec<crate::types::DataType>,
+    max_line: usize,
 }
 
 impl CsvDecoder {
@@ -67,69 +85,112 @@ impl CsvDecoder {
             event_time: schema.event_time,
             max_future_skew: schema.max_future_skew,
             types: schema.types(),
+            max_line: DEFAULT_MAX_LINE_BYTES,
         })
     }
 
-    /// Decodes a chunk of whole records.
+    /// Sets the longest line decoded (default [`DEFAULT_MAX_LINE_BYTES`]); a longer one
+    /// is a bad record.
+    pub fn with_max_line_bytes(mut self, limit: usize) -> Self {
+        self.max_line = limit;
+        self
+    }
+
+    /// Decodes a chunk of whole lines, one record per line.
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
         let mut batch = Batch::new(&self.types, data.len() / 64 + 1);
         let mut bad = Vec::new();
-        let mut max_ts: Option<i64> = None;
         let mut row_starts = Vec::new();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(data);
+        let mut max_ts: Option<i64> = None;
         let mut record = csv::ByteRecord::new();
-        loop {
-            let start = reader.position().byte() as usize;
-            let line = reader.position().line();
-            let read = reader.read_byte_record(&mut record);
-            let end = reader.position().byte() as usize;
-            let raw = || raw_line(&data[start.min(data.len())..end.min(data.len())]);
-            // Lines of the record start where the record does; blank lines were skipped.
-            let record_line = record
-                .position()
-                .map_or(line, |p| p.line())
-                .saturating_sub(1);
-            match read {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
+        // Where the current reader starts in `data`, and how many lines precede it.
+        let mut base = 0usize;
+        let mut base_line = 0u64;
+        'readers: while base < data.len() {
+            let mut reader = line_reader(&data[base..]);
+            loop {
+                let read = reader.read_byte_record(&mut record);
+                let end = base + reader.position().byte() as usize;
+                // The position is where the reader stood, before the blank lines it
+                // skipped; the record starts after them.
+                let (mut start, mut line) = match record.position() {
+                    Some(p) => (base + p.byte() as usize, base_line + p.line() - 1),
+                    None => break 'readers,
+                };
+                while data.get(start) == Some(&b'\n') {
+                    start += 1;
+                    line += 1;
+                }
+                let start = start.min(data.len());
+                match read {
+                    Ok(false) => break 'readers,
+                    Ok(true) => {}
+                    Err(e) => {
+                        let line_end = line_end(data, start);
+                        bad.push(BadRecord {
+                            line,
+                            reason: format!("invalid CSV: {e}"),
+                            raw: raw_line(&data[start..line_end]),
+                        });
+                        base = line_end + 1;
+                        base_line = line + 1;
+                        continue 'readers;
+                    }
+                }
+                let line_end = line_end(data, start);
+                if line_end - start > self.max_line {
+                    bad.push(line_too_long(
+                        line,
+                        (line_end - start) as u64,
+                        self.max_line,
+                        &data[start..line_end],
+                    ));
+                } else if end > line_end + 1 {
+                    // A quoted field went on past its line: records are one line each, so
+                    // the line is bad and reading starts again on the next one. The reader
+                    // never looks past the chunk, which the source bounds.
                     bad.push(BadRecord {
-                        line: record_line,
-                        reason: format!("invalid CSV: {e}"),
-                        raw: raw(),
+                        line,
+                        reason: "invalid CSV: quoted field not closed on its line".into(),
+                        raw: raw_line(&data[start..line_end]),
+                    });
+                } else if record.len() == 1 && record.get(0) == Some(b"\r") {
+                    // A blank CRLF line.
+                    continue;
+                } else if record.len() != self.width {
+                    bad.push(BadRecord {
+                        line,
+                        reason: format!("expected {} fields, found {}", self.width, record.len()),
+                        raw: raw_line(&data[start..line_end]),
                     });
                     continue;
-                }
-            }
-            if record.len() != self.width {
-                bad.push(BadRecord {
-                    line: record_line,
-                    reason: format!("expected {} fields, found {}", self.width, record.len()),
-                    raw: raw(),
-                });
-                continue;
-            }
-            match self.push_record(&record, &mut batch, interner) {
-                Ok(()) => {
-                    if let ColumnValues::Timestamp(ts) = &batch.columns[self.event_time].values
-                        && let Some(&t) = ts.last()
-                    {
-                        max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
+                } else {
+                    match self.push_record(&record, &mut batch, interner) {
+                        Ok(()) => {
+                            if let ColumnValues::Timestamp(ts) =
+                                &batch.columns[self.event_time].values
+                                && let Some(&t) = ts.last()
+                            {
+                                max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
+                            }
+                            batch.len += 1;
+                            row_starts.push(start);
+                        }
+                        Err(reason) => {
+                            batch.rollback_row();
+                            bad.push(BadRecord {
+                                line,
+                                reason,
+                                raw: raw_line(&data[start..line_end]),
+                            });
+                        }
                     }
-                    batch.len += 1;
-                    row_starts.push(record.position().map_or(start, |p| p.byte() as usize));
+                    continue;
                 }
-                Err(reason) => {
-                    batch.rollback_row();
-                    bad.push(BadRecord {
-                        line: record_line,
-                        reason,
-                        raw: raw(),
-                    });
-                }
+                // Too long or broken across lines: go on after the line.
+                base = line_end + 1;
+                base_line = line + 1;
+                continue 'readers;
             }
         }
         let mut lines = memchr::memchr_iter(b'\n', data).count() as u64;
@@ -141,8 +202,8 @@ impl CsvDecoder {
             bad,
             lines,
             max_event_time: max_ts,
-            row_starts,
             bytes: data.len() as u64,
+            row_starts,
         }
     }
 
@@ -152,8 +213,15 @@ impl CsvDecoder {
         batch: &mut Batch,
         interner: &mut Interner,
     ) -> Result<(), String> {
+        let last = record.len().saturating_sub(1);
         for (c, &p) in self.positions.iter().enumerate() {
             let text = record.get(p).unwrap_or_default();
+            // Only `\n` ends a record, so a CRLF line leaves its `\r` on the last field.
+            let text = if p == last {
+                text.strip_suffix(b"\r").unwrap_or(text)
+            } else {
+                text
+            };
             let column = &mut batch.columns[c];
             if c == self.event_time && text.is_empty() {
                 return Err(format!(

@@ -8,6 +8,8 @@
 pub mod clock;
 mod csv;
 mod field;
+#[cfg(test)]
+mod fuzz;
 mod json;
 pub mod number;
 
@@ -45,6 +47,30 @@ impl Format {
             Some(ext) if ext.eq_ignore_ascii_case("csv") => Format::Csv,
             _ => Format::Jsonl,
         }
+    }
+}
+
+/// Default longest line, not counting its `\n`: long enough for any reading, short
+/// enough that hostile input cannot make a chunk, or a dead letter, grow without bound.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// How much of a too-long line its dead letter keeps.
+pub const LONG_LINE_RAW_BYTES: usize = 1024;
+
+/// The dead letter of a line longer than `limit`: its length and its first
+/// [`LONG_LINE_RAW_BYTES`], never the whole line. `line` is 0-based in its chunk.
+pub fn line_too_long(line: u64, len: u64, limit: usize, head: &[u8]) -> BadRecord {
+    let head = &head[..head.len().min(LONG_LINE_RAW_BYTES)];
+    // A file with old Mac line endings reads as one long line: say why.
+    let hint = if memchr::memchr(b'\r', head).is_some_and(|k| head.get(k + 1) != Some(&b'\n')) {
+        "; it holds a carriage return without a line feed: lines must end in \\n or \\r\\n"
+    } else {
+        ""
+    };
+    BadRecord {
+        line,
+        reason: format!("line too long ({len} bytes, limit {limit}){hint}"),
+        raw: String::from_utf8_lossy(head).into_owned(),
     }
 }
 
@@ -102,6 +128,15 @@ pub enum Decoder {
 }
 
 impl Decoder {
+    /// Sets the longest line decoded (default [`DEFAULT_MAX_LINE_BYTES`]); a longer
+    /// one is a bad record holding its first [`LONG_LINE_RAW_BYTES`].
+    pub fn with_max_line_bytes(self, limit: usize) -> Self {
+        match self {
+            Decoder::Json(d) => Decoder::Json(d.with_max_line_bytes(limit)),
+            Decoder::Csv(d) => Decoder::Csv(d.with_max_line_bytes(limit)),
+        }
+    }
+
     /// Decodes a chunk of whole lines.
     /// Readings too far ahead of the rest of the chunk are quarantined
     /// ([`clock::quarantine_future`]).

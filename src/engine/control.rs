@@ -31,7 +31,8 @@ pub struct Metrics {
     pub kept_windows: AtomicU64,
     /// Result files of older revisions moved to `<query>_revisions/`.
     pub superseded: AtomicU64,
-    /// Integer sums that overflowed (written as NULL).
+    /// Sums and averages whose final value overflowed (integer sums past `BIGINT`,
+    /// `DOUBLE` sums that ended infinite), written as NULL.
     pub overflows: AtomicU64,
     /// Largest number of open (window, key) groups seen on one worker.
     pub peak_groups: AtomicU64,

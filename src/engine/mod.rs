@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub workers: usize,
     /// Input chunk size in bytes (default [`DEFAULT_CHUNK_BYTES`]).
     pub chunk_bytes: usize,
+    /// Longest line read; a longer one is a dead letter (default
+    /// [`crate::decode::DEFAULT_MAX_LINE_BYTES`], 1 MiB).
+    pub max_line_bytes: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// Told about every committed file.
@@ -56,6 +59,7 @@ impl RunConfig {
             output,
             workers: 1,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            max_line_bytes: crate::decode::DEFAULT_MAX_LINE_BYTES,
             progress: false,
             on_commit: None,
             on_supersede: None,
@@ -223,12 +227,11 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
             return Ok(summary);
         }
     };
-    let input = source::open(
-        &config.input,
-        &plan.source,
-        config.chunk_bytes.max(1),
-        position,
-    )?;
+    let limits = source::SourceLimits {
+        chunk_bytes: config.chunk_bytes,
+        max_line_bytes: config.max_line_bytes,
+    };
+    let input = source::open(&config.input, &plan.source, limits, position)?;
     let control = config.control.clone();
     let metrics = Arc::new(Metrics::default());
     let progress = match input.total_bytes() {

@@ -44,7 +44,7 @@ pub struct RunSummary {
     pub peak_groups: u64,
     /// State bytes on that worker then.
     pub peak_state_bytes: u64,
-    /// Integer sums that overflowed and were written as NULL.
+    /// Sums and averages whose final value overflowed, written as NULL.
     pub overflows: u64,
     /// Result folder.
     pub results: PathBuf,
@@ -213,7 +213,7 @@ impl fmt::Display for RunSummary {
         if self.overflows > 0 {
             writeln!(
                 f,
-                "overflows    {}  (integer sums too large, written as NULL)",
+                "overflows    {}  (sums too large, written as NULL)",
                 self.overflows
             )?;
         }

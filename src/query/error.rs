@@ -40,6 +40,17 @@ pub enum QueryError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A file name that cannot name the query's output folder.
+    #[error(
+        "{}: a query is named after its file, and `{name}` is not a valid query name: use only letters, digits, `_` and `-`",
+        file.display()
+    )]
+    BadName {
+        /// The query file.
+        file: PathBuf,
+        /// The name its file gives.
+        name: String,
+    },
     /// A syntax or planning mistake at a position.
     #[error("{}", Located(self))]
     At {
@@ -80,7 +91,7 @@ impl QueryError {
     pub fn position(&self) -> Option<Position> {
         match self {
             QueryError::At { position, .. } => Some(*position),
-            QueryError::Read { .. } => None,
+            QueryError::Read { .. } | QueryError::BadName { .. } => None,
         }
     }
 
@@ -89,6 +100,7 @@ impl QueryError {
         match self {
             QueryError::At { message, .. } => message.clone(),
             QueryError::Read { source, .. } => source.to_string(),
+            QueryError::BadName { .. } => self.to_string(),
         }
     }
 }

@@ -7,6 +7,8 @@
 mod duration;
 mod error;
 pub mod expr;
+#[cfg(test)]
+mod fuzz;
 mod plan;
 mod scalar;
 mod schema;
@@ -38,14 +40,47 @@ pub fn load(path: &Path) -> Result<QueryPlan, QueryError> {
     parse(&name, path, &text)
 }
 
-/// Plans query text; `file` is only used in error messages and the plan.
+/// Whether `name` can name a query: it names output folders and files, so nothing that
+/// could climb out of the output root (`..`) or need quoting.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Plans query text; `name` must match `[A-Za-z0-9_-]+`; `file` is only used in error
+/// messages and the plan.
 pub fn parse(name: &str, file: &Path, text: &str) -> Result<QueryPlan, QueryError> {
+    if !is_valid_name(name) {
+        return Err(QueryError::BadName {
+            file: file.to_owned(),
+            name: name.to_owned(),
+        });
+    }
     plan_text(name, file, text).map_err(|e| e.in_file(file.to_owned()))
 }
 
+/// sqlparser's own recursion limit, well above [`scalar::MAX_EXPR_DEPTH`] so that our
+/// check, which knows the position, is the one that fires; sqlparser guards its stack
+/// itself (`recursive-protection`).
+const PARSER_RECURSION_LIMIT: usize = 4 * scalar::MAX_EXPR_DEPTH;
+
 fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError> {
-    let statements =
-        Parser::parse_sql(&GenericDialect {}, text).map_err(|e| PlanError::from_parser(&e))?;
+    let statements = Parser::new(&GenericDialect {})
+        .with_recursion_limit(PARSER_RECURSION_LIMIT)
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| match e {
+            sqlparser::parser::ParserError::RecursionLimitExceeded => PlanError {
+                position: deepest_parenthesis(text),
+                message: format!(
+                    "expression nested more than {} levels deep",
+                    scalar::MAX_EXPR_DEPTH
+                ),
+            },
+            e => PlanError::from_parser(&e),
+        })?;
     let mut create = None;
     let mut query = None;
     for statement in &statements {
@@ -97,4 +132,39 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
         having: select.having,
         outputs: select.outputs,
     })
+}
+
+/// Where parentheses first nest deepest in `text` (quotes and `--` comments skipped):
+/// the position for a nesting error sqlparser reports without one.
+fn deepest_parenthesis(text: &str) -> Position {
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, Position { line: 1, column: 1 });
+    let (mut line, mut column) = (1u64, 0u64);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        match (c, quote) {
+            ('\n', _) => {
+                line += 1;
+                column = 0;
+                comment = false;
+            }
+            _ if comment => {}
+            (q, Some(open)) if q == open => quote = None,
+            (_, Some(_)) => {}
+            ('\'' | '"', None) => quote = Some(c),
+            ('-', None) if chars.peek() == Some(&'-') => comment = true,
+            ('(', None) => {
+                depth += 1;
+                if depth > deepest {
+                    deepest = depth;
+                    at = Position { line, column };
+                }
+            }
+            (')', None) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    at
 }

@@ -22,9 +22,30 @@ pub trait Resolver {
     fn function(&mut self, function: &Function) -> PlanResult<TypedExpr<Self::Leaf>>;
 }
 
+/// How deep expressions may nest: far beyond any real query, and shallow enough that
+/// planning and evaluating (both recursive) stay within a thread's stack.
+pub const MAX_EXPR_DEPTH: usize = 64;
+
 /// Plans `expr` with names resolved by `resolver`.
 pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<TypedExpr<R::Leaf>> {
+    plan_expr_at(expr, resolver, 1)
+}
+
+/// [`plan_expr`] for an expression `depth` levels down.
+fn plan_expr_at<R: Resolver>(
+    expr: &Expr,
+    resolver: &mut R,
+    depth: usize,
+) -> PlanResult<TypedExpr<R::Leaf>> {
     let span = expr.span();
+    if depth > MAX_EXPR_DEPTH {
+        return Err(PlanError::at(
+            span,
+            format!(
+                "expression nested more than {MAX_EXPR_DEPTH} levels deep; for long lists of alternatives use IN (...)"
+            ),
+        ));
+    }
     match expr {
         Expr::Identifier(ident) => resolver.column(std::slice::from_ref(ident), span),
         Expr::CompoundIdentifier(idents) => resolver.column(idents, span),
@@ -33,11 +54,11 @@ pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<Typed
             ty,
         }),
         Expr::TypedString(ts) => typed_string(ts, span),
-        Expr::Nested(inner) => plan_expr(inner, resolver),
+        Expr::Nested(inner) => plan_expr_at(inner, resolver, depth + 1),
         Expr::Function(f) => resolver.function(f),
         Expr::UnaryOp { op, expr: inner } => {
             let inner_span = inner.span();
-            let e = plan_expr(inner, resolver)?;
+            let e = plan_expr_at(inner, resolver, depth + 1)?;
             match op {
                 UnaryOperator::Not => {
                     expect_type(&e, DataType::Boolean, inner_span, "NOT")?;
@@ -89,12 +110,12 @@ pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<Typed
         }
         Expr::BinaryOp { left, op, right } => {
             let op = binary_op(op, span)?;
-            let l = plan_expr(left, resolver)?;
-            let r = plan_expr(right, resolver)?;
+            let l = plan_expr_at(left, resolver, depth + 1)?;
+            let r = plan_expr_at(right, resolver, depth + 1)?;
             binary(op, l, r, left.span(), right.span())
         }
         Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
-            let e = plan_expr(inner, resolver)?;
+            let e = plan_expr_at(inner, resolver, depth + 1)?;
             let negated = matches!(expr, Expr::IsNotNull(_));
             Ok(TypedExpr {
                 kind: ExprKind::IsNull {
@@ -109,11 +130,11 @@ pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<Typed
             list,
             negated,
         } => {
-            let e = plan_expr(inner, resolver)?;
+            let e = plan_expr_at(inner, resolver, depth + 1)?;
             let mut values = Vec::with_capacity(list.len());
             for item in list {
                 let item_span = item.span();
-                let planned = plan_expr(item, resolver)?;
+                let planned = plan_expr_at(item, resolver, depth + 1)?;
                 let ExprKind::Literal(value) = planned.kind else {
                     return Err(PlanError::at(
                         item_span,
@@ -137,9 +158,9 @@ pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<Typed
             low,
             high,
         } => {
-            let e = plan_expr(inner, resolver)?;
-            let lo = plan_expr(low, resolver)?;
-            let hi = plan_expr(high, resolver)?;
+            let e = plan_expr_at(inner, resolver, depth + 1)?;
+            let lo = plan_expr_at(low, resolver, depth + 1)?;
+            let hi = plan_expr_at(high, resolver, depth + 1)?;
             let ge = binary(BinaryOp::GtEq, e.clone(), lo, inner.span(), low.span())?;
             let le = binary(BinaryOp::LtEq, e, hi, inner.span(), high.span())?;
             let both = TypedExpr {
@@ -166,7 +187,7 @@ pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<Typed
             pattern,
             escape_char: None,
         } => {
-            let e = plan_expr(inner, resolver)?;
+            let e = plan_expr_at(inner, resolver, depth + 1)?;
             expect_type(&e, DataType::Text, inner.span(), "LIKE")?;
             let pattern = match pattern.as_ref() {
                 Expr::Value(v) => match &v.value {
@@ -200,7 +221,7 @@ pub fn plan_expr<R: Resolver>(expr: &Expr, resolver: &mut R) -> PlanResult<Typed
             data_type,
             ..
         } => {
-            let e = plan_expr(inner, resolver)?;
+            let e = plan_expr_at(inner, resolver, depth + 1)?;
             let target = sql_type(data_type, span)?;
             cast(e, target, span)
         }

@@ -14,6 +14,7 @@ use super::plan::{
 };
 use super::scalar::{Resolver, plan_expr};
 use super::schema::find_column;
+use crate::time::format_duration;
 use crate::types::DataType;
 
 /// Everything a SELECT contributes to the plan.
@@ -27,6 +28,14 @@ pub struct SelectPlan {
 }
 
 const AGGREGATES: &str = "COUNT, SUM, MIN, MAX, AVG";
+
+/// Shortest window size or hop slide, in microseconds (1 ms): below it a window holds
+/// next to nothing and their count per second of input explodes.
+pub const MIN_WINDOW_MICROS: i64 = 1_000;
+
+/// Most windows one reading may fall in (`HOP` size / slide): each costs a state update
+/// and a partial row per reading.
+pub const MAX_WINDOWS_PER_READING: i64 = 100;
 
 fn is_window_bound(name: &str) -> Option<OutputLeaf> {
     match name.to_ascii_lowercase().as_str() {
@@ -363,13 +372,46 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
             ));
         }
     }
+    let at_least_minimum = |arg: &Expr, us: i64, what: &str| {
+        if us < MIN_WINDOW_MICROS {
+            Err(PlanError::at(
+                arg.span(),
+                format!(
+                    "{what} is {}, below the minimum of {}",
+                    format_duration(us),
+                    format_duration(MIN_WINDOW_MICROS)
+                ),
+            ))
+        } else {
+            Ok(us)
+        }
+    };
     let window = if function == "TUMBLE" {
         WindowSpec::Tumble {
-            size: interval_expr(&args[2], "window size")?,
+            size: at_least_minimum(
+                &args[2],
+                interval_expr(&args[2], "window size")?,
+                "window size",
+            )?,
         }
     } else {
-        let slide = interval_expr(&args[2], "hop slide")?;
-        let size = interval_expr(&args[3], "window size")?;
+        let slide = at_least_minimum(&args[2], interval_expr(&args[2], "hop slide")?, "hop slide")?;
+        let size = at_least_minimum(
+            &args[3],
+            interval_expr(&args[3], "window size")?,
+            "window size",
+        )?;
+        if size / slide > MAX_WINDOWS_PER_READING {
+            return Err(PlanError::at(
+                args[3].span(),
+                format!(
+                    "a window size of {} every {} puts each reading in {} windows; at most {MAX_WINDOWS_PER_READING} are allowed",
+                    format_duration(size),
+                    format_duration(slide),
+                    size / slide
+                ),
+            ));
+        }
         if size % slide != 0 {
             return Err(PlanError::at(
                 args[3].span(),

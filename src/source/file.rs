@@ -3,13 +3,18 @@
 //! Chunk `k` holds the lines that start in bytes `[k*C, (k+1)*C)` of the data (after a
 //! CSV header), so each worker finds its chunk boundaries by itself: no reader thread,
 //! no copying between threads.
+//!
+//! A worker reads its range and the rest of the last line starting in it, and nothing
+//! else: a chunk inside a long line finds no line start and is empty, and the chunk where
+//! the line starts scans past it once, keeping only its first KiB when it is over the
+//! line limit. So every byte is read at most twice and a chunk holds at most `C + limit`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ChunkSource, OpenInput, SourceError, SourcePoll};
+use super::{ChunkSource, LongLine, OpenInput, SCAN_BLOCK, SourceError, SourceLimits, SourcePoll};
 use crate::batch::Interner;
 use crate::decode::{CsvDecoder, Decoder, Format, JsonDecoder};
 use crate::query::SourceSchema;
@@ -20,8 +25,11 @@ pub struct FileInput {
     path: PathBuf,
     file: Arc<File>,
     len: u64,
+    /// Whether a CSV header precedes the data (line numbers start at 2).
+    header: bool,
     data_start: u64,
     chunk_bytes: u64,
+    max_line: usize,
     decoder: DecoderTemplate,
 }
 
@@ -32,11 +40,12 @@ enum DecoderTemplate {
 }
 
 impl DecoderTemplate {
-    fn decoder(&self) -> Decoder {
+    fn decoder(&self, max_line: usize) -> Decoder {
         match self {
             DecoderTemplate::Json(schema) => Decoder::Json(JsonDecoder::new(schema)),
             DecoderTemplate::Csv(csv) => Decoder::Csv(csv.clone()),
         }
+        .with_max_line_bytes(max_line)
     }
 }
 
@@ -59,15 +68,16 @@ fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<usiz
 }
 
 impl FileInput {
-    /// Opens `path`, to be read from byte `position` on (0: the start); for CSV, reads
-    /// and checks the header.
+    /// Opens `path`, to be read from byte `position` on (0: the start; an earlier run
+    /// stopped at a line start); for CSV, reads and checks the header.
     pub fn open(
         path: &Path,
         format: Format,
         schema: &SourceSchema,
-        chunk_bytes: usize,
+        limits: SourceLimits,
         position: u64,
     ) -> Result<Self, SourceError> {
+        let limits = limits.sane();
         let open_error = |source| SourceError::Open {
             path: path.to_owned(),
             source,
@@ -95,6 +105,12 @@ impl FileInput {
                     if n == 0 {
                         break;
                     }
+                    if header.len() > limits.max_line_bytes {
+                        return Err(SourceError::HeaderTooLong {
+                            path: path.to_owned(),
+                            limit: limits.max_line_bytes,
+                        });
+                    }
                 }
                 let csv =
                     CsvDecoder::new(schema, &header).map_err(|source| SourceError::CsvHeader {
@@ -108,8 +124,10 @@ impl FileInput {
             path: path.to_owned(),
             file: Arc::new(file),
             len,
+            header: data_start > 0,
             data_start: data_start.max(position).min(len),
-            chunk_bytes: chunk_bytes.max(1) as u64,
+            chunk_bytes: limits.chunk_bytes.max(1) as u64,
+            max_line: limits.max_line_bytes.max(1),
             decoder,
         })
     }
@@ -130,13 +148,16 @@ impl OpenInput for FileInput {
             chunks: self.chunks(),
             next: worker as u64,
             step: peers as u64,
-            decoder: self.decoder.decoder(),
+            max_line: self.max_line,
+            decoder: self.decoder.decoder(self.max_line),
             buf: Vec::new(),
+            scratch: Vec::new(),
+            bytes_read: 0,
         })
     }
 
     fn line_base(&self) -> u64 {
-        if self.data_start > 0 { 2 } else { 1 }
+        if self.header { 2 } else { 1 }
     }
 
     fn total_bytes(&self) -> Option<u64> {
@@ -156,7 +177,7 @@ impl OpenInput for FileInput {
 }
 
 /// The first line start at or after `at` (a line starts after a line break), at or
-/// after `data_start`.
+/// after `data_start`: where chunk `(at - data_start) / chunk_bytes` begins.
 fn line_start(
     file: &File,
     path: &Path,
@@ -167,7 +188,7 @@ fn line_start(
     if at <= data_start {
         return Ok(data_start);
     }
-    let mut block = [0u8; 4096];
+    let mut block = vec![0u8; SCAN_BLOCK];
     let mut offset = at - 1;
     while offset < len {
         let n = read_at(file, path, &mut block, offset)?;
@@ -191,13 +212,66 @@ struct FileChunks {
     chunks: u64,
     next: u64,
     step: u64,
+    max_line: usize,
     decoder: Decoder,
     buf: Vec<u8>,
+    /// Blocks read while skipping a long line.
+    scratch: Vec<u8>,
+    /// Bytes read so far, to check that work stays linear in the input.
+    bytes_read: u64,
 }
 
 impl FileChunks {
-    fn line_start(&self, at: u64) -> Result<u64, SourceError> {
-        line_start(&self.file, &self.path, self.len, self.data_start, at)
+    /// Appends to `buf` the rest of its last line, which starts at `buf[tail..]` (file
+    /// offset `line_start`) and goes on at file offset `offset`. Returns the offset after
+    /// that line and, when the line is over the limit, the line (then cut from `buf`).
+    fn finish_last_line(
+        &mut self,
+        tail: usize,
+        line_start: u64,
+        mut offset: u64,
+    ) -> Result<(u64, Option<LongLine>), SourceError> {
+        // Read on into the chunk while the line is within the limit, in blocks that
+        // start small (most lines end within a few hundred bytes) and grow.
+        let mut block = 4096;
+        loop {
+            let old = self.buf.len();
+            self.buf.resize(old + block, 0);
+            block = (block * 2).min(SCAN_BLOCK);
+            let n = read_at(&self.file, &self.path, &mut self.buf[old..], offset)?;
+            self.bytes_read += n as u64;
+            self.buf.truncate(old + n);
+            let nl = memchr::memchr(b'\n', &self.buf[old..]);
+            if nl.map_or(self.buf.len(), |k| old + k) - tail > self.max_line {
+                break;
+            }
+            match nl {
+                Some(k) => {
+                    self.buf.truncate(old + k + 1);
+                    return Ok((offset + k as u64 + 1, None));
+                }
+                None if n == 0 => return Ok((offset, None)),
+                None => offset += n as u64,
+            }
+        }
+        // Over the limit: keep its head, then scan to its end keeping nothing. The scan
+        // starts again at `offset`, so the last block read is looked at once more.
+        let mut long = LongLine::new(&self.buf[tail..]);
+        self.buf.truncate(tail);
+        self.scratch.resize(SCAN_BLOCK, 0);
+        loop {
+            let n = read_at(&self.file, &self.path, &mut self.scratch, offset)?;
+            self.bytes_read += n as u64;
+            if let Some(k) = memchr::memchr(b'\n', &self.scratch[..n]) {
+                long.len = offset + k as u64 - line_start;
+                return Ok((offset + k as u64 + 1, Some(long)));
+            }
+            if n == 0 {
+                long.len = offset - line_start;
+                return Ok((offset, Some(long)));
+            }
+            offset += n as u64;
+        }
     }
 }
 
@@ -209,13 +283,194 @@ impl ChunkSource for FileChunks {
         let k = self.next;
         self.next += self.step;
         let lo = self.data_start + k * self.chunk_bytes;
-        let start = self.line_start(lo)?;
-        let end = self.line_start(lo + self.chunk_bytes)?;
-        let size = end.saturating_sub(start) as usize;
-        self.buf.resize(size, 0);
-        let n = read_at(&self.file, &self.path, &mut self.buf, start)?;
+        let hi = (lo + self.chunk_bytes).min(self.len);
+        // The byte before `lo` says whether a line starts at `lo`.
+        let from = if lo > self.data_start { lo - 1 } else { lo };
+        self.buf.resize((hi - from) as usize, 0);
+        let n = read_at(&self.file, &self.path, &mut self.buf, from)?;
+        self.bytes_read += n as u64;
         self.buf.truncate(n);
-        let chunk = self.decoder.decode(&self.buf, interner);
+        let skip = if lo > self.data_start {
+            match memchr::memchr(b'\n', &self.buf) {
+                Some(p) => p + 1,
+                // Inside a line that started in an earlier chunk, which reads it.
+                None => self.buf.len(),
+            }
+        } else {
+            0
+        };
+        if skip >= self.buf.len() {
+            return Ok(SourcePoll::Chunk(k, self.decoder.decode(&[], interner)));
+        }
+        let start = from + skip as u64;
+        let mut end = from + self.buf.len() as u64;
+        let mut long = None;
+        if end < self.len && self.buf.last() != Some(&b'\n') {
+            let tail = memchr::memrchr(b'\n', &self.buf[skip..]).map_or(skip, |q| skip + q + 1);
+            let line_start = from + tail as u64;
+            (end, long) = self.finish_last_line(tail, line_start, end)?;
+        }
+        let mut chunk = self.decoder.decode(&self.buf[skip..], interner);
+        if let Some(long) = long {
+            long.append_to(&mut chunk, self.max_line);
+        }
+        chunk.bytes = end - start;
         Ok(SourcePoll::Chunk(k, chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{BadRecord, DecodedChunk};
+    use crate::query;
+
+    fn schema() -> SourceSchema {
+        match query::parse(
+            "t",
+            Path::new("t.sql"),
+            "CREATE TABLE r (device_id TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts');
+             SELECT COUNT(*) FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
+        ) {
+            Ok(p) => p.source,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Every chunk of `input` read by `peers` workers, in chunk order, with the bytes
+    /// all workers read.
+    fn read_all(input: &FileInput, peers: usize) -> (Vec<(u64, DecodedChunk)>, u64) {
+        let mut chunks = Vec::new();
+        let mut read = 0;
+        let mut interner = Interner::new();
+        for w in 0..peers {
+            let mut source = FileChunks {
+                path: input.path.clone(),
+                file: input.file.clone(),
+                len: input.len,
+                data_start: input.data_start,
+                chunk_bytes: input.chunk_bytes,
+                chunks: input.chunks(),
+                next: w as u64,
+                step: peers as u64,
+                max_line: input.max_line,
+                decoder: input.decoder.decoder(input.max_line),
+                buf: Vec::new(),
+                scratch: Vec::new(),
+                bytes_read: 0,
+            };
+            loop {
+                match source.poll(&mut interner) {
+                    Ok(SourcePoll::Chunk(k, c)) => {
+                        assert!(
+                            source.buf.capacity() as u64
+                                <= input.chunk_bytes
+                                    + input.max_line as u64
+                                    + 2 * SCAN_BLOCK as u64,
+                            "chunk buffer grew to {}",
+                            source.buf.capacity()
+                        );
+                        chunks.push((k, c));
+                    }
+                    Ok(_) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            read += source.bytes_read;
+        }
+        chunks.sort_by_key(|(k, _)| *k);
+        (chunks, read)
+    }
+
+    /// Good rows, and bad records with file line numbers (1-based).
+    fn outcome(chunks: &[(u64, DecodedChunk)], base: u64) -> (usize, Vec<BadRecord>, u64) {
+        let mut line = base;
+        let mut good = 0;
+        let mut bad = Vec::new();
+        let mut bytes = 0;
+        for (_, c) in chunks {
+            good += c.batch.len;
+            bad.extend(c.bad.iter().map(|b| BadRecord {
+                line: line + b.line,
+                ..b.clone()
+            }));
+            line += c.lines;
+            bytes += c.bytes;
+        }
+        (good, bad, bytes)
+    }
+
+    fn good_line(i: usize) -> String {
+        format!("{{\"device_id\":\"d{i}\",\"ts\":{i},\"v\":1}}\n")
+    }
+
+    #[test]
+    fn long_lines_are_skipped_in_one_pass_for_any_worker_count() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("in.jsonl");
+        let mut text = String::new();
+        for i in 0..50 {
+            text.push_str(&good_line(i));
+        }
+        // Far longer than a chunk, with no line break: old Mac line endings.
+        let long = "{\"device_id\":\"x\"}\r".repeat(20_000);
+        text.push_str(&long);
+        text.push('\n');
+        // Longer than the limit but within a chunk: the decoder catches it.
+        text.push_str(&"y".repeat(700));
+        text.push('\n');
+        for i in 50..100 {
+            text.push_str(&good_line(i));
+        }
+        // A long last line without a line break.
+        text.push_str(&"z".repeat(5000));
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        let limits = SourceLimits {
+            chunk_bytes: 1000,
+            max_line_bytes: 500,
+        };
+        let input = FileInput::open(&path, Format::Jsonl, &schema(), limits, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for peers in [1, 2, 3] {
+            let (chunks, read) = read_all(&input, peers);
+            let (good, bad, bytes) = outcome(&chunks, 1);
+            assert_eq!(good, 100, "{peers} workers");
+            assert_eq!(bytes, text.len() as u64);
+            let lines: Vec<u64> = bad.iter().map(|b| b.line).collect();
+            assert_eq!(lines, vec![51, 52, 103], "{peers} workers");
+            assert!(
+                bad[0].reason.starts_with(&format!(
+                    "line too long ({} bytes, limit 500); it holds a carriage return",
+                    long.len()
+                )),
+                "{}",
+                bad[0].reason
+            );
+            assert_eq!(bad[0].raw.len(), 1024);
+            assert_eq!(bad[1].reason, "line too long (700 bytes, limit 500)");
+            assert_eq!(bad[2].reason, "line too long (5000 bytes, limit 500)");
+            // Each byte is read by its own chunk and at most once more by the chunk
+            // where its line starts, plus a small block per chunk past its end.
+            assert!(
+                read <= 2 * text.len() as u64 + input.chunks() * 4096,
+                "{peers} workers read {read} bytes of {}",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn csv_header_longer_than_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "x".repeat(200_000)).unwrap_or_else(|e| panic!("{e}"));
+        let limits = SourceLimits {
+            chunk_bytes: 1000,
+            max_line_bytes: 500,
+        };
+        match FileInput::open(&path, Format::Csv, &schema(), limits, 0) {
+            Err(SourceError::HeaderTooLong { limit: 500, .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -350,6 +350,7 @@ impl ChunkSource for GeneratorChunks {
                 max_event_time,
                 row_starts: Vec::new(),
                 bytes: 0,
+                // Generated readings have no input bytes to point into.
             },
         ))
     }

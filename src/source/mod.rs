@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::batch::Interner;
-use crate::decode::{CsvHeaderError, DecodedChunk, Format};
+use crate::decode::{
+    CsvHeaderError, DEFAULT_MAX_LINE_BYTES, DecodedChunk, Format, LONG_LINE_RAW_BYTES,
+    line_too_long,
+};
 use crate::query::SourceSchema;
 
 pub use file::FileInput;
@@ -25,6 +28,68 @@ pub use stdin::StdinInput;
 /// Default chunk size: large enough to amortise per-chunk work, small enough that every
 /// worker gets many chunks of a modest file.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Bounds on what one source holds in memory, whatever the input looks like.
+///
+/// A chunk never grows beyond `chunk_bytes + max_line_bytes` (plus one read block), and a
+/// line longer than `max_line_bytes` is skipped in one forward scan and becomes a dead
+/// letter holding its length and first KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// Input bytes per chunk, the unit of work dealt to workers (default
+    /// [`DEFAULT_CHUNK_BYTES`], 1 MiB).
+    pub chunk_bytes: usize,
+    /// Longest line, not counting its `\n` (default [`DEFAULT_MAX_LINE_BYTES`], 1 MiB).
+    pub max_line_bytes: usize,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits {
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+impl SourceLimits {
+    /// Zero sizes would make no progress; they are taken as 1.
+    pub(crate) fn sane(self) -> Self {
+        SourceLimits {
+            chunk_bytes: self.chunk_bytes.max(1),
+            max_line_bytes: self.max_line_bytes.max(1),
+        }
+    }
+}
+
+/// Bytes read at a time when scanning past a long line.
+const SCAN_BLOCK: usize = 64 * 1024;
+
+/// A line over the limit, skipped: what its dead letter needs and nothing more.
+#[derive(Debug)]
+struct LongLine {
+    /// Its first [`LONG_LINE_RAW_BYTES`].
+    head: Vec<u8>,
+    /// Its length without the `\n`.
+    len: u64,
+}
+
+impl LongLine {
+    fn new(line: &[u8]) -> Self {
+        LongLine {
+            head: line[..line.len().min(LONG_LINE_RAW_BYTES)].to_vec(),
+            len: line.len() as u64,
+        }
+    }
+
+    /// Adds the line to the end of a decoded chunk, as its last line.
+    fn append_to(self, chunk: &mut DecodedChunk, limit: usize) {
+        chunk
+            .bad
+            .push(line_too_long(chunk.lines, self.len, limit, &self.head));
+        chunk.lines += 1;
+    }
+}
 
 /// What to read.
 #[derive(Clone, Debug)]
@@ -84,6 +149,14 @@ pub enum SourceError {
         /// Why.
         source: CsvHeaderError,
     },
+    /// A CSV header line longer than the line limit.
+    #[error("{}: CSV header longer than {limit} bytes", path.display())]
+    HeaderTooLong {
+        /// The input.
+        path: PathBuf,
+        /// The line limit.
+        limit: usize,
+    },
     /// A declared column the generator cannot fill.
     #[error("{0}")]
     Generator(String),
@@ -122,27 +195,25 @@ pub trait OpenInput: Send + Sync {
     fn position_after(&self, chunks: Option<u64>) -> u64;
 }
 
-/// Opens an input for a schema, from `position` on (a byte offset for files, a reading
-/// count for the generator; ignored for stdin), as an earlier run left it.
+/// Opens an input for a schema within `limits`, from `position` on (a byte offset for
+/// files, a reading count for the generator; ignored for stdin), as an earlier run on
+/// the same output folder left it.
 pub fn open(
     input: &Input,
     schema: &SourceSchema,
-    chunk_bytes: usize,
+    limits: SourceLimits,
     position: u64,
 ) -> Result<Arc<dyn OpenInput>, SourceError> {
+    let limits = limits.sane();
     Ok(match input {
-        Input::File { path, format } => Arc::new(FileInput::open(
-            path,
-            *format,
-            schema,
-            chunk_bytes,
-            position,
-        )?),
-        Input::Stdin { format } => Arc::new(StdinInput::open(*format, schema, chunk_bytes)?),
+        Input::File { path, format } => {
+            Arc::new(FileInput::open(path, *format, schema, limits, position)?)
+        }
+        Input::Stdin { format } => Arc::new(StdinInput::open(*format, schema, limits)?),
         Input::Generator(config) => Arc::new(GeneratorInput::new(
             config.clone(),
             schema,
-            chunk_bytes,
+            limits.chunk_bytes,
             position,
         )?),
     })

@@ -1,5 +1,10 @@
 //! Standard input: one reader thread cuts the stream into chunks at line breaks and deals
 //! them to the workers in turn, waking each worker as its chunk arrives.
+//!
+//! A chunk holds at most `chunk_bytes + max_line_bytes` (plus one read): a last line that
+//! grows past the limit is skipped to its end as it is read, keeping only its first KiB
+//! for the dead letter. A read error goes to the worker due the next chunk, which fails
+//! the run with it: a broken pipe or device is not the end of the input.
 
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
@@ -7,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use timely::scheduling::SyncActivator;
 
-use super::{ChunkSource, OpenInput, SourceError, SourcePoll};
+use super::{ChunkSource, LongLine, OpenInput, SCAN_BLOCK, SourceError, SourceLimits, SourcePoll};
 use crate::batch::Interner;
 use crate::decode::{CsvDecoder, Decoder, Format, JsonDecoder};
 use crate::query::SourceSchema;
@@ -15,14 +20,16 @@ use crate::query::SourceSchema;
 /// Chunks in flight per worker: enough to keep a worker busy while the reader reads.
 const QUEUE: usize = 2;
 
-type Chunk = (u64, Vec<u8>);
+/// What the reader thread sends: chunk `index`, its whole lines, and a last line that was
+/// too long; or the read error that stopped it.
+type Chunk = Result<(u64, Vec<u8>, Option<LongLine>), std::io::Error>;
 
 /// Standard input, opened: the reader thread starts when the first worker asks for its
 /// source.
 pub struct StdinInput {
     schema: Arc<SourceSchema>,
     csv: Option<CsvDecoder>,
-    chunk_bytes: usize,
+    limits: SourceLimits,
     hub: Mutex<Hub>,
 }
 
@@ -38,8 +45,9 @@ impl StdinInput {
     pub fn open(
         format: Format,
         schema: &SourceSchema,
-        chunk_bytes: usize,
+        limits: SourceLimits,
     ) -> Result<Self, SourceError> {
+        let limits = limits.sane();
         let csv = match format {
             Format::Jsonl => None,
             Format::Csv => {
@@ -53,6 +61,12 @@ impl StdinInput {
                             header.push(byte[0]);
                             if byte[0] == b'\n' {
                                 break;
+                            }
+                            if header.len() > limits.max_line_bytes {
+                                return Err(SourceError::HeaderTooLong {
+                                    path: "-".into(),
+                                    limit: limits.max_line_bytes,
+                                });
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -76,7 +90,7 @@ impl StdinInput {
         Ok(StdinInput {
             schema: Arc::new(schema.clone()),
             csv,
-            chunk_bytes: chunk_bytes.max(1),
+            limits,
             hub: Mutex::new(Hub::default()),
         })
     }
@@ -93,23 +107,19 @@ impl StdinInput {
             .map(|mut a| a.resize_with(peers, || None))
             .ok();
         let activators = hub.activators.clone();
-        let chunk_bytes = self.chunk_bytes;
-        std::thread::spawn(move || read_stdin(senders, activators, chunk_bytes));
+        let limits = self.limits;
+        std::thread::spawn(move || read_stdin(senders, activators, limits));
         hub.started = true;
     }
 }
 
-/// Reads stdin to its end, sending chunk `k` to worker `k % peers`. Read errors end the
-/// input; the engine reports the input as it got it.
+/// Reads stdin to its end, sending chunk `k` to worker `k % peers`; a read error is sent
+/// in place of the next chunk and ends the reading.
 fn read_stdin(
     senders: Vec<SyncSender<Chunk>>,
     activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
-    chunk_bytes: usize,
+    limits: SourceLimits,
 ) {
-    let mut carry = Vec::new();
-    let mut stdin = std::io::stdin().lock();
-    let mut index = 0u64;
-    let mut eof = false;
     let wake = |worker: usize| {
         if let Ok(a) = activators.lock()
             && let Some(Some(a)) = a.get(worker)
@@ -117,43 +127,113 @@ fn read_stdin(
             a.activate().ok();
         }
     };
-    while !eof {
-        let mut buf = std::mem::take(&mut carry);
-        buf.reserve(chunk_bytes);
-        while buf.len() < chunk_bytes {
-            let old = buf.len();
-            buf.resize(chunk_bytes.max(old + 4096), 0);
-            match stdin.read(&mut buf[old..]) {
-                Ok(0) => {
-                    buf.truncate(old);
-                    eof = true;
-                    break;
-                }
-                Ok(n) => buf.truncate(old + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(old),
-                Err(_) => {
-                    buf.truncate(old);
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        if !eof && let Some(nl) = memchr::memrchr(b'\n', &buf) {
-            carry = buf.split_off(nl + 1);
-        }
-        if buf.is_empty() && eof {
-            break;
-        }
+    let mut cutter = ChunkCutter::new(std::io::stdin().lock(), limits);
+    let mut index = 0u64;
+    loop {
         let worker = (index % senders.len() as u64) as usize;
-        if senders[worker].send((index, buf)).is_err() {
+        let (chunk, last) = match cutter.next_chunk() {
+            Ok(None) => break,
+            Ok(Some((bytes, long))) => (Ok((index, bytes, long)), false),
+            Err(e) => (Err(e), true),
+        };
+        if senders[worker].send(chunk).is_err() {
             break;
         }
         wake(worker);
         index += 1;
+        if last {
+            break;
+        }
     }
     drop(senders);
     for worker in 0..activators.lock().map(|a| a.len()).unwrap_or(0) {
         wake(worker);
+    }
+}
+/// Cuts a byte stream into chunks of whole lines within [`SourceLimits`].
+struct ChunkCutter<R> {
+    reader: R,
+    limits: SourceLimits,
+    /// The start of a line that the next chunk completes.
+    carry: Vec<u8>,
+    scratch: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read> ChunkCutter<R> {
+    fn new(reader: R, limits: SourceLimits) -> Self {
+        ChunkCutter {
+            reader,
+            limits,
+            carry: Vec::new(),
+            scratch: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Reads into `buf[at..]`, retrying interruptions; 0 is the end of the input.
+    fn read(&mut self, into_scratch: bool, at: usize) -> std::io::Result<usize> {
+        loop {
+            let buf = if into_scratch {
+                &mut self.scratch[at..]
+            } else {
+                &mut self.carry[at..]
+            };
+            match self.reader.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// The next chunk: whole lines, and the last line when it was over the limit.
+    /// `None` at the end of the input.
+    fn next_chunk(&mut self) -> std::io::Result<Option<(Vec<u8>, Option<LongLine>)>> {
+        // Read a chunk's worth past the carried start of a line, so that every call
+        // makes progress even when that start is as long as a chunk.
+        let want = self.carry.len() + self.limits.chunk_bytes;
+        while !self.eof && self.carry.len() < want {
+            let old = self.carry.len();
+            self.carry.resize(want.max(old + 4096), 0);
+            match self.read(false, old) {
+                Ok(n) => {
+                    self.carry.truncate(old + n);
+                    self.eof = n == 0;
+                }
+                Err(e) => {
+                    self.carry.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+        let mut buf = std::mem::take(&mut self.carry);
+        if self.eof {
+            // Every line is whole; the decoder bounds the last one like any other.
+            return Ok(Some(buf).filter(|b| !b.is_empty()).map(|b| (b, None)));
+        }
+        let tail = memchr::memrchr(b'\n', &buf).map_or(0, |p| p + 1);
+        if buf.len() - tail <= self.limits.max_line_bytes {
+            self.carry = buf.split_off(tail);
+            return Ok(Some((buf, None)));
+        }
+        // The last line is already over the limit: keep its head, skip to its end.
+        let mut long = LongLine::new(&buf[tail..]);
+        buf.truncate(tail);
+        self.scratch.resize(SCAN_BLOCK, 0);
+        loop {
+            let n = self.read(true, 0)?;
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            if let Some(k) = memchr::memchr(b'\n', &self.scratch[..n]) {
+                long.len += k as u64;
+                self.carry.extend_from_slice(&self.scratch[k + 1..n]);
+                break;
+            }
+            long.len += n as u64;
+        }
+        Ok(Some((buf, Some(long))))
     }
 }
 
@@ -174,12 +254,14 @@ impl OpenInput for StdinInput {
         let decoder = match &self.csv {
             Some(csv) => Decoder::Csv(csv.clone()),
             None => Decoder::Json(JsonDecoder::new(&self.schema)),
-        };
+        }
+        .with_max_line_bytes(self.limits.max_line_bytes);
         Box::new(StdinChunks {
             worker,
             receiver,
             activators,
             decoder,
+            max_line: self.limits.max_line_bytes,
         })
     }
 
@@ -202,6 +284,7 @@ struct StdinChunks {
     receiver: Option<Receiver<Chunk>>,
     activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
     decoder: Decoder,
+    max_line: usize,
 }
 
 impl ChunkSource for StdinChunks {
@@ -210,10 +293,17 @@ impl ChunkSource for StdinChunks {
             return Ok(SourcePoll::Done);
         };
         match receiver.try_recv() {
-            Ok((index, bytes)) => Ok(SourcePoll::Chunk(
-                index,
-                self.decoder.decode(&bytes, interner),
-            )),
+            Ok(Ok((index, bytes, long))) => {
+                let mut chunk = self.decoder.decode(&bytes, interner);
+                if let Some(long) = long {
+                    long.append_to(&mut chunk, self.max_line);
+                }
+                Ok(SourcePoll::Chunk(index, chunk))
+            }
+            Ok(Err(source)) => Err(SourceError::Read {
+                path: "-".into(),
+                source,
+            }),
             Err(TryRecvError::Empty) => Ok(SourcePoll::Pending),
             Err(TryRecvError::Disconnected) => Ok(SourcePoll::Done),
         }
@@ -225,5 +315,112 @@ impl ChunkSource for StdinChunks {
         {
             *slot = Some(activator);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use super::*;
+    use crate::query;
+
+    fn decoder() -> Decoder {
+        match query::parse(
+            "t",
+            std::path::Path::new("t.sql"),
+            "CREATE TABLE r (device_id TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts');
+             SELECT COUNT(*) FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
+        ) {
+            Ok(p) => Decoder::Json(JsonDecoder::new(&p.source)).with_max_line_bytes(500),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn good_lines(from: usize, n: usize) -> Cursor<Vec<u8>> {
+        let text: String = (from..from + n)
+            .map(|i| format!("{{\"device_id\":\"d{i}\",\"ts\":{i},\"v\":1}}\n"))
+            .collect();
+        Cursor::new(text.into_bytes())
+    }
+
+    const LIMITS: SourceLimits = SourceLimits {
+        chunk_bytes: 1000,
+        max_line_bytes: 500,
+    };
+
+    #[test]
+    fn a_long_line_is_skipped_as_it_streams_by() {
+        a_long_line_is_skipped(LIMITS);
+        // A line start as long as a chunk must not stall the reader.
+        a_long_line_is_skipped(SourceLimits {
+            chunk_bytes: 500,
+            max_line_bytes: 500,
+        });
+    }
+
+    fn a_long_line_is_skipped(limits: SourceLimits) {
+        let long = 10u64 << 20;
+        let stream = good_lines(0, 50)
+            .chain(std::io::repeat(b'x').take(long))
+            .chain(Cursor::new(b"\n".to_vec()))
+            .chain(good_lines(50, 50));
+        let mut cutter = ChunkCutter::new(stream, limits);
+        let mut decoder = decoder();
+        let mut interner = Interner::new();
+        let (mut good, mut bad, mut lines) = (0, Vec::new(), 0);
+        loop {
+            match cutter.next_chunk() {
+                Ok(Some((bytes, long))) => {
+                    assert!(
+                        bytes.len() <= 1000 + 500 + 4096 + SCAN_BLOCK,
+                        "chunk of {}",
+                        bytes.len()
+                    );
+                    assert!(cutter.carry.capacity() <= 1000 + 500 + 4096 + SCAN_BLOCK);
+                    let mut chunk = decoder.decode(&bytes, &mut interner);
+                    if let Some(l) = long {
+                        l.append_to(&mut chunk, 500);
+                    }
+                    good += chunk.batch.len;
+                    bad.extend(chunk.bad.iter().map(|b| (lines + b.line, b.reason.clone())));
+                    lines += chunk.lines;
+                }
+                Ok(None) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((good, lines), (100, 101));
+        assert_eq!(
+            bad,
+            vec![(50, format!("line too long ({long} bytes, limit 500)"))]
+        );
+    }
+
+    struct Broken;
+
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("device gone"))
+        }
+    }
+
+    #[test]
+    fn a_read_error_is_reported_not_taken_for_the_end() {
+        let mut cutter = ChunkCutter::new(good_lines(0, 10).chain(Broken), LIMITS);
+        let mut outcome = Vec::new();
+        for _ in 0..5 {
+            match cutter.next_chunk() {
+                Ok(Some(_)) => outcome.push("chunk"),
+                Ok(None) => outcome.push("end"),
+                Err(e) => {
+                    assert_eq!(e.to_string(), "device gone");
+                    outcome.push("error");
+                    break;
+                }
+            }
+        }
+        assert_eq!(outcome.last(), Some(&"error"), "{outcome:?}");
+        assert!(!outcome.contains(&"end"), "{outcome:?}");
     }
 }

@@ -7,6 +7,12 @@
 //!
 //! `DOUBLE` sums use Neumaier's compensated summation so that the result hardly depends
 //! on the order partial sums are combined in, which varies with the number of workers.
+//!
+//! Overflow is decided on the final value only, never on a partial: an integer sum keeps
+//! its wrapped `i64` plus a count of wraps, so `[i64::MAX, 1, -1]` sums to `i64::MAX`
+//! however it is split over workers, and a sum whose final value does not fit is NULL
+//! and counted. A `DOUBLE` sum or average that ends infinite or NaN is NULL and counted
+//! in the same way, so no output holds an infinity.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +22,6 @@ use crate::types::DataType;
 
 /// Set when a slot has seen a non-null value.
 const ANY: u8 = 1;
-/// Set when an integer sum overflowed; the result is then NULL.
-const OVERFLOW: u8 = 2;
 
 /// The state of one aggregate for every slot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,11 +33,15 @@ pub enum Accumulator {
         /// Count per slot.
         n: Vec<i64>,
     },
-    /// `SUM` of `BIGINT`.
+    /// `SUM` of `BIGINT`: the exact sum is `sum + wraps * 2^64`. Four bytes of wrap
+    /// count instead of an `i128` keep the slot at 13 bytes; the count is exact while a
+    /// slot has fewer than 2^31 readings (each reading wraps at most once).
     SumInt {
-        /// Sum per slot.
+        /// Wrapping sum per slot.
         sum: Vec<i64>,
-        /// `ANY` / `OVERFLOW` flags per slot.
+        /// Net number of times the sum wrapped (up positive, down negative).
+        wraps: Vec<i32>,
+        /// `ANY` flag per slot.
         flags: Vec<u8>,
     },
     /// `SUM` and `AVG` of `DOUBLE` (and `AVG` of `BIGINT`).
@@ -92,6 +100,13 @@ fn neumaier(sum: &mut f64, comp: &mut f64, x: f64) {
         *comp += (x - t) + *sum;
     }
     *sum = t;
+}
+
+/// The change in wrap count when adding `x` wrapped (`overflow`): up for a positive `x`,
+/// down for a negative one. Branch-free, as it runs once per reading.
+#[inline(always)]
+fn wrap(overflow: bool, x: i64) -> i32 {
+    i32::from(overflow) * (((x >> 63) as i32) | 1)
 }
 
 /// Rows and slots of one batch update: row `rows[i]` goes to slot `slots[i]`.
@@ -153,6 +168,7 @@ impl Accumulator {
             },
             (AggregateFunction::Sum, Some(DataType::BigInt)) => Accumulator::SumInt {
                 sum: Vec::new(),
+                wraps: Vec::new(),
                 flags: Vec::new(),
             },
             (AggregateFunction::Sum | AggregateFunction::Avg, _) => Accumulator::SumFloat {
@@ -189,6 +205,7 @@ impl Accumulator {
             },
             Accumulator::SumInt { .. } => Accumulator::SumInt {
                 sum: Vec::new(),
+                wraps: Vec::new(),
                 flags: Vec::new(),
             },
             Accumulator::SumFloat { avg, .. } => Accumulator::SumFloat {
@@ -241,9 +258,8 @@ impl Accumulator {
     pub fn bytes_per_slot(&self) -> usize {
         match self {
             Accumulator::Count { .. } => 8,
-            Accumulator::SumInt { .. }
-            | Accumulator::ExtremeInt { .. }
-            | Accumulator::ExtremeFloat { .. } => 9,
+            Accumulator::SumInt { .. } => 13,
+            Accumulator::ExtremeInt { .. } | Accumulator::ExtremeFloat { .. } => 9,
             Accumulator::SumFloat { .. } => 24,
             Accumulator::ExtremeBool { .. } => 2,
             Accumulator::ExtremeText { .. } => 24,
@@ -254,8 +270,9 @@ impl Accumulator {
     pub fn push_empty(&mut self) {
         match self {
             Accumulator::Count { n, .. } => n.push(0),
-            Accumulator::SumInt { sum, flags } => {
+            Accumulator::SumInt { sum, wraps, flags } => {
                 sum.push(0);
+                wraps.push(0);
                 flags.push(0);
             }
             Accumulator::SumFloat { sum, comp, n, .. } => {
@@ -283,8 +300,9 @@ impl Accumulator {
     pub fn reset(&mut self, slot: usize) {
         match self {
             Accumulator::Count { n, .. } => n[slot] = 0,
-            Accumulator::SumInt { sum, flags } => {
+            Accumulator::SumInt { sum, wraps, flags } => {
                 sum[slot] = 0;
+                wraps[slot] = 0;
                 flags[slot] = 0;
             }
             Accumulator::SumFloat { sum, comp, n, .. } => {
@@ -311,12 +329,14 @@ impl Accumulator {
                     }
                 }
             },
-            (Accumulator::SumInt { sum, flags }, Some(column)) => {
+            (Accumulator::SumInt { sum, wraps, flags }, Some(column)) => {
                 if let ColumnValues::BigInt(values) = &column.values {
                     for_valid_pairs!(pairs, column, |row, slot| {
-                        let (s, overflow) = sum[slot].overflowing_add(values[row]);
+                        let x = values[row];
+                        let (s, overflow) = sum[slot].overflowing_add(x);
                         sum[slot] = s;
-                        flags[slot] |= ANY | (u8::from(overflow) << 1);
+                        wraps[slot] = wraps[slot].wrapping_add(wrap(overflow, x));
+                        flags[slot] |= ANY;
                     });
                 }
             }
@@ -398,8 +418,9 @@ impl Accumulator {
                 skip_nulls: *skip_nulls,
                 n: pick(n, slots),
             },
-            Accumulator::SumInt { sum, flags } => Accumulator::SumInt {
+            Accumulator::SumInt { sum, wraps, flags } => Accumulator::SumInt {
                 sum: pick(sum, slots),
+                wraps: pick(wraps, slots),
                 flags: pick(flags, slots),
             },
             Accumulator::SumFloat { avg, sum, comp, n } => Accumulator::SumFloat {
@@ -448,10 +469,20 @@ impl Accumulator {
     pub fn merge_slot(&mut self, to: usize, other: &Accumulator, from: usize) {
         match (self, other) {
             (Accumulator::Count { n, .. }, Accumulator::Count { n: o, .. }) => n[to] += o[from],
-            (Accumulator::SumInt { sum, flags }, Accumulator::SumInt { sum: os, flags: of }) => {
+            (
+                Accumulator::SumInt { sum, wraps, flags },
+                Accumulator::SumInt {
+                    sum: os,
+                    wraps: ow,
+                    flags: of,
+                },
+            ) => {
                 let (s, overflow) = sum[to].overflowing_add(os[from]);
                 sum[to] = s;
-                flags[to] |= of[from] | (u8::from(overflow) << 1);
+                wraps[to] = wraps[to]
+                    .wrapping_add(ow[from])
+                    .wrapping_add(wrap(overflow, os[from]));
+                flags[to] |= of[from];
             }
             (
                 Accumulator::SumFloat { sum, comp, n, .. },
@@ -521,7 +552,8 @@ impl Accumulator {
     }
 
     /// The final values of the given slots as a column; text results are interned into
-    /// `interner`. Returns the number of integer sums that overflowed (reported as NULL).
+    /// `interner`. Returns the number of sums and averages that overflowed (an integer
+    /// sum outside `i64`, a `DOUBLE` one that is infinite or NaN), reported as NULL.
     pub fn finish(&self, slots: &[usize], interner: &mut Interner) -> (Column, u64) {
         let mut overflows = 0;
         let column = match self {
@@ -529,28 +561,39 @@ impl Accumulator {
                 values: ColumnValues::BigInt(slots.iter().map(|&s| n[s]).collect()),
                 validity: None,
             },
-            Accumulator::SumInt { sum, flags } => {
-                overflows = slots.iter().filter(|&&s| flags[s] & OVERFLOW != 0).count() as u64;
+            Accumulator::SumInt { sum, wraps, flags } => {
+                overflows = slots
+                    .iter()
+                    .filter(|&&s| flags[s] & ANY != 0 && wraps[s] != 0)
+                    .count() as u64;
                 Column {
                     values: ColumnValues::BigInt(slots.iter().map(|&s| sum[s]).collect()),
-                    validity: validity(slots, |s| flags[s] == ANY),
+                    validity: validity(slots, |s| flags[s] & ANY != 0 && wraps[s] == 0),
                 }
             }
             Accumulator::SumFloat { avg, sum, comp, n } => {
-                let values = slots
+                let total = |s: usize| {
+                    let total = sum[s] + comp[s];
+                    if *avg && n[s] > 0 {
+                        total / n[s] as f64
+                    } else {
+                        total
+                    }
+                };
+                overflows = slots
                     .iter()
-                    .map(|&s| {
-                        let total = sum[s] + comp[s];
-                        if *avg && n[s] > 0 {
-                            total / n[s] as f64
-                        } else {
-                            total
-                        }
-                    })
-                    .collect();
+                    .filter(|&&s| n[s] > 0 && !total(s).is_finite())
+                    .count() as u64;
                 Column {
-                    values: ColumnValues::Double(values),
-                    validity: validity(slots, |s| n[s] > 0),
+                    // A NULL slot holds 0 rather than the infinity, so nothing downstream
+                    // (HAVING, output arithmetic) ever meets a non-finite value.
+                    values: ColumnValues::Double(
+                        slots
+                            .iter()
+                            .map(|&s| Some(total(s)).filter(|t| t.is_finite()).unwrap_or(0.0))
+                            .collect(),
+                    ),
+                    validity: validity(slots, |s| n[s] > 0 && total(s).is_finite()),
                 }
             }
             Accumulator::ExtremeInt { v, flags, .. } => Column {
@@ -659,7 +702,118 @@ mod tests {
         assert_eq!(out.validity, Some(vec![false]));
     }
 
+    fn bigints(values: &[i64]) -> Column {
+        Column {
+            values: ColumnValues::BigInt(values.to_vec()),
+            validity: None,
+        }
+    }
+
+    /// One slot of `call` folded over `values`.
+    fn folded(c: &AggregateCall, values: &Column) -> Accumulator {
+        let mut acc = Accumulator::new(c);
+        acc.push_empty();
+        let mut pairs = Pairs::default();
+        for i in 0..values.len() {
+            pairs.push(i as u32, 0);
+        }
+        acc.update(&pairs, Some(values), &Interner::new());
+        acc
+    }
+
+    #[test]
+    fn integer_sums_decide_overflow_on_the_final_value() {
+        let c = call(AggregateFunction::Sum, DataType::BigInt);
+        let whole = folded(&c, &bigints(&[i64::MAX, 1, -1]));
+        let (out, overflows) = whole.finish(&[0], &mut Interner::new());
+        assert_eq!(overflows, 0);
+        assert_eq!(out.values, ColumnValues::BigInt(vec![i64::MAX]));
+        assert_eq!(out.validity, None);
+        // The same values split so that one partial overflows on its own.
+        let mut merged = Accumulator::new(&c);
+        merged.push_empty();
+        for part in [&[i64::MAX, 1][..], &[-1][..]] {
+            merged.merge_slot(0, &folded(&c, &bigints(part)), 0);
+        }
+        assert_eq!(merged.finish(&[0], &mut Interner::new()), (out, 0));
+        // Going below i64::MIN is an overflow too.
+        let low = folded(&c, &bigints(&[i64::MIN, -1]));
+        let (out, overflows) = low.finish(&[0], &mut Interner::new());
+        assert_eq!((out.validity, overflows), (Some(vec![false]), 1));
+    }
+
+    #[test]
+    fn double_sums_and_averages_that_overflow_are_null_and_counted() {
+        for func in [AggregateFunction::Sum, AggregateFunction::Avg] {
+            let c = call(func, DataType::Double);
+            let acc = folded(&c, &doubles(&[f64::MAX, f64::MAX, 1.0]));
+            let (out, overflows) = acc.finish(&[0], &mut Interner::new());
+            assert_eq!(overflows, 1, "{func:?}");
+            assert_eq!(out.validity, Some(vec![false]), "{func:?}");
+            assert_eq!(out.values, ColumnValues::Double(vec![0.0]), "{func:?}");
+        }
+        // Still NULL after merging with a finite partial, never NaN.
+        let c = call(AggregateFunction::Sum, DataType::Double);
+        let mut merged = folded(&c, &doubles(&[f64::MAX, f64::MAX]));
+        merged.merge_slot(0, &folded(&c, &doubles(&[-1.0])), 0);
+        let (out, overflows) = merged.finish(&[0], &mut Interner::new());
+        assert_eq!((out.validity, overflows), (Some(vec![false]), 1));
+    }
+
+    #[test]
+    fn per_slot_state_is_small() {
+        let c = call(AggregateFunction::Sum, DataType::BigInt);
+        assert_eq!(Accumulator::new(&c).bytes_per_slot(), 13);
+    }
+
+    /// Values that make integer sums wrap often: the extremes, near them, and small ones.
+    fn wild_i64() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MAX),
+            Just(i64::MIN),
+            (i64::MAX - 1000..=i64::MAX),
+            (i64::MIN..=i64::MIN + 1000),
+            -1000i64..1000,
+            any::<i64>(),
+        ]
+    }
+
     proptest! {
+        /// Integer sums split at random points into partials and merged equal one pass,
+        /// and both equal the exact sum: its value when it fits in i64, else NULL and one
+        /// overflow.
+        #[test]
+        fn integer_sums_do_not_depend_on_the_split(
+            values in prop::collection::vec(wild_i64(), 1..200),
+            splits in prop::collection::vec(0usize..200, 0..6),
+        ) {
+            let c = call(AggregateFunction::Sum, DataType::BigInt);
+            let whole = folded(&c, &bigints(&values));
+            let mut cuts: Vec<usize> = splits.iter().map(|s| s % values.len()).collect();
+            cuts.push(0);
+            cuts.push(values.len());
+            cuts.sort_unstable();
+            let mut merged = Accumulator::new(&c);
+            merged.push_empty();
+            for w in cuts.windows(2) {
+                merged.merge_slot(0, &folded(&c, &bigints(&values[w[0]..w[1]])), 0);
+            }
+            let exact: i128 = values.iter().map(|&v| i128::from(v)).sum();
+            for acc in [&whole, &merged] {
+                let (col, overflows) = acc.finish(&[0], &mut Interner::new());
+                match i64::try_from(exact) {
+                    Ok(v) => {
+                        prop_assert_eq!(col, bigints(&[v]));
+                        prop_assert_eq!(overflows, 0);
+                    }
+                    Err(_) => {
+                        prop_assert_eq!(col.validity, Some(vec![false]));
+                        prop_assert_eq!(overflows, 1);
+                    }
+                }
+            }
+        }
+
         /// Splitting values over workers and merging gives the same sum as one pass, bit
         /// for bit, for the kind of values readings carry.
         #[test]

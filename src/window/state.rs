@@ -396,6 +396,7 @@ mod tests {
             parts[0].accs[1],
             Accumulator::SumInt {
                 sum: vec![2],
+                wraps: vec![0],
                 flags: vec![1]
             }
         );

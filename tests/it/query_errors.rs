@@ -121,3 +121,84 @@ fn source_declaration_mistakes_point_at_the_declaration() {
     }
     assert!(error("SELECT 1").starts_with("queries/bad.sql:1:1: expected CREATE TABLE"));
 }
+
+#[test]
+fn plans_that_would_explode_are_refused_with_position() {
+    let deep = format!("{}bytes > 0{}", "(".repeat(70), ")".repeat(70));
+    let chain = (0..80)
+        .map(|i| format!("bytes = {i}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "SELECT device_id, window_start, COUNT(*) FROM HOP(readings, ts, INTERVAL '1' SECOND, INTERVAL '1' HOUR) GROUP BY device_id, window_start".into(),
+            "queries/bad.sql:3:95: a window size of 1h every 1s puts each reading in 3600 windows; at most 100 are allowed",
+        ),
+        (
+            "SELECT window_start, COUNT(*) FROM TUMBLE(readings, ts, '500us') GROUP BY window_start".into(),
+            "queries/bad.sql:3:57: window size is 500us, below the minimum of 1ms",
+        ),
+        (
+            "SELECT window_start, COUNT(*) FROM HOP(readings, ts, '100us', INTERVAL '1' MINUTE) GROUP BY window_start".into(),
+            "queries/bad.sql:3:54: hop slide is 100us, below the minimum of 1ms",
+        ),
+        (
+            format!("SELECT window_start, COUNT(*) FROM TUMBLE(readings, ts, '1s') WHERE {deep} GROUP BY window_start"),
+            "expression nested more than 64 levels deep",
+        ),
+        (
+            format!("SELECT window_start, COUNT(*) FROM TUMBLE(readings, ts, '1s') WHERE {chain} GROUP BY window_start"),
+            "expression nested more than 64 levels deep; for long lists of alternatives use IN (...)",
+        ),
+        (
+            format!("SELECT window_start, COUNT(*) FROM TUMBLE(readings, ts, '1s') WHERE {} GROUP BY window_start", "NOT ".repeat(100) + "bytes > 0"),
+            "expression nested more than 64 levels deep",
+        ),
+        // Deeper than sqlparser's own limit: the error is still ours, at the deepest
+        // parenthesis.
+        (
+            format!("SELECT window_start, COUNT(*) FROM TUMBLE(readings, ts, '1s') WHERE {}bytes > 0{} GROUP BY window_start", "(".repeat(300), ")".repeat(300)),
+            "queries/bad.sql:3:368: expression nested more than 64 levels deep",
+        ),
+    ];
+    for (select, want) in &cases {
+        let got = error(&format!("{SOURCE}{select}"));
+        assert!(
+            got.contains(want),
+            "query: {select}\n got: {got}\nwant: {want}"
+        );
+        assert!(got.starts_with("queries/bad.sql:3:"), "{got}");
+    }
+}
+
+#[test]
+fn query_names_come_from_file_names_that_can_name_a_folder() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "{SOURCE}SELECT window_start, COUNT(*) FROM TUMBLE(readings, ts, '1s') GROUP BY window_start"
+    );
+    for (file, name) in [
+        ("...sql", ".."),
+        ("my query.sql", "my query"),
+        ("a.b.sql", "a.b"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        match edgeflow::query::load(&path) {
+            Ok(plan) => panic!("{file}: planned as `{}`", plan.name),
+            Err(e) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{}: a query is named after its file, and `{name}` is not a valid query name: use only letters, digits, `_` and `-`",
+                    path.display()
+                )
+            ),
+        }
+    }
+    let ok = dir.path().join("Edge-7_traffic.sql");
+    std::fs::write(&ok, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        edgeflow::query::load(&ok).map(|p| p.name).ok().as_deref(),
+        Some("Edge-7_traffic")
+    );
+}

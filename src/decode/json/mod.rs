@@ -11,7 +11,7 @@ mod general;
 mod scan;
 mod shape;
 
-use super::{BadRecord, DecodedChunk, raw_line};
+use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
 use crate::batch::{Batch, Interner};
 use crate::query::SourceSchema;
 use scan::skip_ws;
@@ -44,6 +44,7 @@ pub struct JsonDecoder {
     scratch: Vec<u8>,
     keys: Vec<Key>,
     shape: Shape,
+    max_line: usize,
 }
 
 impl JsonDecoder {
@@ -66,7 +67,15 @@ impl JsonDecoder {
             scratch: Vec::new(),
             keys: Vec::new(),
             shape: Shape::default(),
+            max_line: DEFAULT_MAX_LINE_BYTES,
         }
+    }
+
+    /// Sets the longest line decoded (default [`DEFAULT_MAX_LINE_BYTES`]); a longer one
+    /// is a bad record.
+    pub fn with_max_line_bytes(mut self, limit: usize) -> Self {
+        self.max_line = limit;
+        self
     }
 
     /// Decodes a chunk of whole lines.
@@ -76,32 +85,49 @@ impl JsonDecoder {
         let mut row_starts = Vec::with_capacity(data.len() / 96 + 1);
         let mut pos = 0;
         let mut line = 0u64;
+        let limit = self.max_line;
+        // The length check runs once per line, on the end the parser found anyway.
+        let too_long = |start: usize, end: usize| end - start > limit;
         while pos < data.len() {
             let start = pos;
             let i = skip_ws(data, pos);
-            if i >= data.len() {
+            if i >= data.len() || data[i] == b'\n' {
                 line += 1;
-                break;
-            }
-            if data[i] == b'\n' {
+                if too_long(start, i) {
+                    bad.push(line_too_long(
+                        line - 1,
+                        (i - start) as u64,
+                        limit,
+                        &data[start..i],
+                    ));
+                }
                 pos = i + 1;
-                line += 1;
                 continue;
             }
             line += 1;
             if self.shape.is_set() {
                 if let Some(end) = self.fast_object(data, i, &mut batch, interner) {
-                    batch.len += 1;
-                    row_starts.push(start);
                     self.shape.record(true);
                     pos = end + 1;
+                    if too_long(start, end) {
+                        batch.rollback_row();
+                        bad.push(line_too_long(
+                            line - 1,
+                            (end - start) as u64,
+                            limit,
+                            &data[start..end],
+                        ));
+                    } else {
+                        batch.len += 1;
+                        row_starts.push(start);
+                    }
                     continue;
                 }
                 batch.rollback_row();
                 self.shape.record(false);
             }
             match self.object(data, i, &mut batch, interner) {
-                Ok(end) => {
+                Ok(end) if !too_long(start, end) => {
                     batch.len += 1;
                     row_starts.push(start);
                     if self.shape.wants() {
@@ -109,14 +135,28 @@ impl JsonDecoder {
                     }
                     pos = end + 1;
                 }
+                Ok(end) => {
+                    batch.rollback_row();
+                    bad.push(line_too_long(
+                        line - 1,
+                        (end - start) as u64,
+                        limit,
+                        &data[start..end],
+                    ));
+                    pos = end + 1;
+                }
                 Err(e) => {
                     batch.rollback_row();
                     let at = e.at.min(data.len());
                     let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |k| at + k);
-                    bad.push(BadRecord {
-                        line: line - 1,
-                        reason: format!("column {}: {}", at - start + 1, e.reason),
-                        raw: raw_line(&data[start..end]),
+                    bad.push(if too_long(start, end) {
+                        line_too_long(line - 1, (end - start) as u64, limit, &data[start..end])
+                    } else {
+                        BadRecord {
+                            line: line - 1,
+                            reason: format!("column {}: {}", at - start + 1, e.reason),
+                            raw: raw_line(&data[start..end]),
+                        }
                     });
                     pos = end + 1;
                 }
@@ -128,8 +168,8 @@ impl JsonDecoder {
             bad,
             lines: line,
             max_event_time,
-            row_starts,
             bytes: data.len() as u64,
+            row_starts,
         }
     }
 }
