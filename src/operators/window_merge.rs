@@ -96,29 +96,23 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     let Some((keys, accs)) = merger.merge() else {
                         continue;
                     };
-                    if !fresh {
-                        if still_open {
-                            stream.keep(KeptWindow {
-                                start,
-                                end,
-                                keys,
-                                accs,
-                            });
+                    // A window only kept state feeds is already written as it stands.
+                    if fresh {
+                        let revision = stream.next_revision(start);
+                        match window_rows(&plan, &schema, start, end, &keys, &accs, revision) {
+                            Ok(rows) => {
+                                Metrics::add(&metrics.overflows, rows.overflows);
+                                output.session(&cap).give(ClosedWindow {
+                                    start,
+                                    end,
+                                    revision,
+                                    batch: rows.batch,
+                                });
+                            }
+                            Err(e) => {
+                                control.fail(crate::Error::Internal(format!("window rows: {e}")))
+                            }
                         }
-                        continue;
-                    }
-                    let revision = stream.next_revision(start);
-                    match window_rows(&plan, &schema, start, end, &keys, &accs, revision) {
-                        Ok(rows) => {
-                            Metrics::add(&metrics.overflows, rows.overflows);
-                            output.session(&cap).give(ClosedWindow {
-                                start,
-                                end,
-                                revision,
-                                batch: rows.batch,
-                            });
-                        }
-                        Err(e) => control.fail(crate::Error::Internal(format!("window rows: {e}"))),
                     }
                     if still_open {
                         stream.keep(KeptWindow {

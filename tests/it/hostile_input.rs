@@ -58,7 +58,7 @@ fn run(dir: &Path, query: &str, input: &[&str], stdin: Stdio) -> (i32, Option<Su
 }
 
 fn dead_letters(dir: &Path) -> Vec<DeadLetter> {
-    ok(std::fs::read_to_string(dir.join("out/_deadletter/q.jsonl")))
+    super::support::dead_letters(&dir.join("out"), "q")
         .lines()
         .map(|l| ok(serde_json::from_str(l)))
         .collect()

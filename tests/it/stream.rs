@@ -58,6 +58,13 @@ fn write_lines(path: &Path, lines: &[String]) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
+/// The generator's readings written as `in.jsonl` under `dir`.
+fn input_file(dir: &Path, config: &GeneratorConfig) -> PathBuf {
+    let path = dir.join("in.jsonl");
+    write_lines(&path, &lines(config));
+    path
+}
+
 fn json_input(path: &Path) -> Input {
     Input::File {
         path: path.to_owned(),
@@ -191,8 +198,7 @@ fn a_whole_fleet_moving_forward_is_followed() {
 fn reruns_with_other_worker_counts_count_once() {
     let config = config(8_000, 9);
     let dir = tempdir();
-    let path = dir.path().join("in.jsonl");
-    write_lines(&path, &lines(&config));
+    let path = input_file(dir.path(), &config);
     let out = dir.path().join("out");
     let first = run(&spec().sql(), json_input(&path), &out, 2, false);
     assert!(!first.already_consumed);
@@ -268,8 +274,7 @@ fn a_file_that_grew_is_resumed_where_it_stopped() {
 fn a_changed_query_with_open_windows_is_refused_until_fresh() {
     let config = config(3_000, 1);
     let dir = tempdir();
-    let path = dir.path().join("in.jsonl");
-    write_lines(&path, &lines(&config));
+    let path = input_file(dir.path(), &config);
     let out = dir.path().join("out");
     let first = run(&spec().sql(), json_input(&path), &out, 1, false);
     assert!(first.kept_windows > 0);
