@@ -35,7 +35,7 @@ pub struct SourceSchema {
     pub max_out_of_orderness: i64,
     /// How far ahead of the rest of its chunk a reading may be, in microseconds, before
     /// it is quarantined as a bad clock instead of moving the watermark (see
-    /// [`crate::source::clock`]).
+    /// [`crate::decode::clock`]).
     pub max_future_skew: i64,
 }
 
