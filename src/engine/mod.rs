@@ -282,19 +282,7 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         lines_before + control.lines_read(),
         cut.is_none(),
     );
-    state.max_event_time = state.max_event_time.max(control.max_event_time());
-    if let Ok(written) = stream.written.lock() {
-        state
-            .revisions
-            .extend(written.iter().map(|(&k, &v)| (k, v)));
-    }
-    state.open = stream
-        .kept
-        .lock()
-        .map(|mut k| std::mem::take(&mut *k))
-        .unwrap_or_default();
-    state.open.sort_by_key(|w| w.start);
-    state.runs += 1;
+    state.advance(&stream, control.max_event_time());
     state.save(&config.output, &plan.name)?;
     Metrics::add(&metrics.kept_windows, state.open.len() as u64);
     let mut summary = RunSummary::collect(

@@ -170,6 +170,22 @@ impl StreamState {
         self.open.clear();
     }
 
+    /// Folds in what a run that ended well did: its largest event time, the revisions
+    /// it wrote and the windows it left open.
+    pub fn advance(&mut self, run: &Continuation, max_event_time: Option<i64>) {
+        self.max_event_time = self.max_event_time.max(max_event_time);
+        if let Ok(written) = run.written.lock() {
+            self.revisions.extend(written.iter().map(|(&k, &v)| (k, v)));
+        }
+        self.open = run
+            .kept
+            .lock()
+            .map(|mut k| std::mem::take(&mut *k))
+            .unwrap_or_default();
+        self.open.sort_by_key(|w| w.start);
+        self.runs += 1;
+    }
+
     /// Writes the state atomically and durably.
     pub fn save(&self, root: &Path, query: &str) -> Result<(), StateError> {
         let path = Self::path(root, query);
