@@ -46,19 +46,15 @@ pub fn quarantine_future(
         return;
     };
     let keep: Vec<bool> = ts.iter().map(|&t| t <= limit).collect();
+    let starts = good_line_starts(data, &chunk.bad);
     for (row, &t) in ts.iter().enumerate() {
         if keep[row] {
             continue;
         }
-        let start = chunk
-            .row_starts
-            .get(row)
-            .copied()
-            .unwrap_or(0)
-            .min(data.len());
+        let (line, start) = starts.get(row).copied().unwrap_or((0, 0));
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |k| start + k);
         chunk.bad.push(BadRecord {
-            line: memchr::memchr_iter(b'\n', &data[..start]).count() as u64,
+            line,
             reason: format!(
                 "{TOO_FAR_AHEAD}: {} is more than {} after the other readings around it (max_future_skew)",
                 crate::time::format_rfc3339_micros(t),
@@ -67,15 +63,33 @@ pub fn quarantine_future(
             raw: raw_line(&data[start..end]),
         });
     }
+    chunk.bad.sort_by_key(|b| b.line);
     chunk.batch.retain(&keep);
-    chunk.row_starts = chunk
-        .row_starts
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(s, _)| *s)
-        .collect();
     chunk.max_event_time = chunk.batch.timestamps(event_time).iter().copied().max();
+}
+
+/// The (chunk line, byte offset) of every line that decoded to a reading, in order: the
+/// lines that are neither blank (only spaces, tabs and carriage returns) nor bad. Both
+/// decoders read one record per line, so row `i` of the batch came from entry `i`.
+/// Computed only when a reading is quarantined, so decoding keeps no per-row offsets.
+pub(crate) fn good_line_starts(data: &[u8], bad: &[BadRecord]) -> Vec<(u64, usize)> {
+    let mut bad_lines: Vec<u64> = bad.iter().map(|b| b.line).collect();
+    bad_lines.sort_unstable();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut line = 0u64;
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |k| start + k);
+        let blank = data[start..end]
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r'));
+        if !blank && bad_lines.binary_search(&line).is_err() {
+            out.push((line, start));
+        }
+        line += 1;
+        start = end + 1;
+    }
+    out
 }
 
 /// The largest event time to keep, or `None` when every reading stays.

@@ -100,7 +100,6 @@ impl CsvDecoder {
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
         let mut batch = Batch::new(&self.types, data.len() / 64 + 1);
         let mut bad = Vec::new();
-        let mut row_starts = Vec::new();
         let mut max_ts: Option<i64> = None;
         let mut record = csv::ByteRecord::new();
         // Where the current reader starts in `data`, and how many lines precede it.
@@ -174,7 +173,6 @@ impl CsvDecoder {
                                 max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
                             }
                             batch.len += 1;
-                            row_starts.push(start);
                         }
                         Err(reason) => {
                             batch.rollback_row();
@@ -203,7 +201,6 @@ impl CsvDecoder {
             lines,
             max_event_time: max_ts,
             bytes: data.len() as u64,
-            row_starts,
         }
     }
 

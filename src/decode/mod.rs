@@ -97,9 +97,6 @@ pub struct DecodedChunk {
     pub lines: u64,
     /// Largest event time among good readings.
     pub max_event_time: Option<i64>,
-    /// Byte offset in the chunk where each good reading's line starts (for dead letters
-    /// of readings rejected after decoding).
-    pub row_starts: Vec<usize>,
     /// Input bytes the chunk covered.
     pub bytes: u64,
 }
@@ -112,7 +109,6 @@ impl DecodedChunk {
             bad: Vec::new(),
             lines: 0,
             max_event_time: None,
-            row_starts: Vec::new(),
             bytes: 0,
         }
     }

@@ -175,7 +175,6 @@ mod tests {
                 bad,
                 lines: 10,
                 max_event_time: Some(max),
-                row_starts: Vec::new(),
                 bytes: 0,
             },
         }

@@ -348,7 +348,6 @@ impl ChunkSource for GeneratorChunks {
                 bad: Vec::new(),
                 lines: n as u64,
                 max_event_time,
-                row_starts: Vec::new(),
                 bytes: 0,
                 // Generated readings have no input bytes to point into.
             },

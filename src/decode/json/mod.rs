@@ -82,7 +82,6 @@ impl JsonDecoder {
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
         let mut batch = Batch::new(&self.types, data.len() / 96 + 1);
         let mut bad = Vec::new();
-        let mut row_starts = Vec::with_capacity(data.len() / 96 + 1);
         let mut pos = 0;
         let mut line = 0u64;
         let limit = self.max_line;
@@ -119,7 +118,6 @@ impl JsonDecoder {
                         ));
                     } else {
                         batch.len += 1;
-                        row_starts.push(start);
                     }
                     continue;
                 }
@@ -129,7 +127,6 @@ impl JsonDecoder {
             match self.object(data, i, &mut batch, interner) {
                 Ok(end) if !too_long(start, end) => {
                     batch.len += 1;
-                    row_starts.push(start);
                     if self.shape.wants() {
                         self.shape.learn(&self.keys, &self.types);
                     }
@@ -169,7 +166,6 @@ impl JsonDecoder {
             lines: line,
             max_event_time,
             bytes: data.len() as u64,
-            row_starts,
         }
     }
 }
