@@ -17,7 +17,7 @@ use crate::operators::stamp::Stamp;
 use crate::operators::window_merge::WindowMerge;
 use crate::operators::window_partial::WindowPartial;
 use crate::operators::write_late::WriteLate;
-use crate::operators::write_parquet::{Notify, WriteParquet};
+use crate::operators::write_parquet::{Notify, WriteParquet, Writers};
 use crate::query::QueryPlan;
 use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
 use crate::source::OpenInput;
@@ -46,6 +46,8 @@ pub struct Shared {
     pub control: Arc<Control>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The result writers' threads, joined when the workers are done.
+    pub writers: Writers,
 }
 
 /// Builds the dataflow of one worker in `scope`.
@@ -126,5 +128,6 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
             shared.notify.clone(),
             shared.control.clone(),
             shared.metrics.clone(),
+            shared.writers.clone(),
         );
 }

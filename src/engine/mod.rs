@@ -239,6 +239,7 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         _ => None,
     };
     let stream = Arc::new(Continuation::of(&state));
+    let writers: crate::operators::write_parquet::Writers = Arc::default();
     let notify = Notify {
         commit: config.on_commit.unwrap_or_else(|| Arc::new(|_| {})),
         supersede: config.on_supersede.unwrap_or_else(|| Arc::new(|_| {})),
@@ -253,6 +254,7 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         input_name: config.input.describe(),
         control: control.clone(),
         metrics: metrics.clone(),
+        writers: writers.clone(),
     };
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let shared = shared.clone();
@@ -260,6 +262,16 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     })
     .map_err(|e| Error::Internal(format!("starting workers: {e}")))?;
     let results = guards.join();
+    // Every result file is committed before the run counts as done.
+    let handles = writers
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default();
+    for handle in handles {
+        if handle.join().is_err() {
+            control.fail(Error::Internal("a result writer panicked".into()));
+        }
+    }
     if let Some((done, handle)) = progress {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         handle.join().ok();

@@ -60,9 +60,73 @@ fn supersede_previous(
     Ok(Some(moved))
 }
 
+/// Windows handed to a writer thread and not yet taken: enough to keep encoding busy
+/// while the worker merges the next window, few enough to bound memory.
+const QUEUED_WINDOWS: usize = 2;
+
+/// The writer threads of a run, joined before the run counts as done.
+pub type Writers = Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>;
+
+/// Everything a writer thread needs to commit windows.
+struct WindowWriter {
+    layout: Layout,
+    unique: Option<String>,
+    stream: Arc<Continuation>,
+    notify: Notify,
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+}
+
+impl WindowWriter {
+    /// Commits one window, then moves the revision it replaces.
+    fn write(&self, window: &ClosedWindow) {
+        if window.batch.num_rows() == 0 && window.revision == 0 {
+            return;
+        }
+        let (layout, metrics) = (&self.layout, &self.metrics);
+        let relative = layout.window_file(window.start, window.revision);
+        let file = write_parquet(
+            layout,
+            relative,
+            &window.batch,
+            self.unique.as_deref().as_slice(),
+            || metrics.window_durable(window.start),
+        );
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => return self.control.fail(e.into()),
+        };
+        Metrics::add(&metrics.rows, file.rows);
+        Metrics::add(&metrics.files, 1);
+        Metrics::add(&metrics.bytes_written, file.bytes);
+        (self.notify.commit)(&file);
+        self.stream.wrote(window.start, window.revision);
+        match supersede_previous(layout, window.start, window.revision) {
+            Ok(Some(moved)) => {
+                Metrics::add(&metrics.superseded, 1);
+                (self.notify.supersede)(&moved);
+            }
+            Ok(None) => {}
+            Err(source) => self.control.fail(
+                crate::sink::SinkError::Io {
+                    path: layout.absolute(
+                        &layout.window_file(window.start, window.revision.saturating_sub(1)),
+                    ),
+                    source,
+                }
+                .into(),
+            ),
+        }
+    }
+}
+
 /// Writes closed windows.
 pub trait WriteParquet {
-    /// Writes each window as `<query>/date=../hour=../window-<start>-r<revision>.parquet`.
+    /// Writes each window as `<query>/date=../hour=../window-<start>-r<revision>.parquet`
+    /// on a thread of its own (registered in `writers`), so encoding and fsync never
+    /// stall this worker's part of the dataflow; windows are committed in the order
+    /// they close.
+    #[allow(clippy::too_many_arguments)]
     fn write_parquet(
         self,
         layout: Layout,
@@ -71,6 +135,7 @@ pub trait WriteParquet {
         notify: Notify,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
+        writers: Writers,
     );
 }
 
@@ -83,54 +148,53 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
         notify: Notify,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
+        writers: Writers,
     ) {
-        self.sink(Pipeline, "WriteParquet", move |(input, _frontier)| {
+        let writer = WindowWriter {
+            layout,
+            unique,
+            stream,
+            notify,
+            control: control.clone(),
+            metrics,
+        };
+        let (queue, windows) = std::sync::mpsc::sync_channel::<ClosedWindow>(QUEUED_WINDOWS);
+        let spawned = std::thread::Builder::new()
+            .name(format!("edgeflow-writer-{}", self.scope().index()))
+            .spawn(move || {
+                for window in windows {
+                    writer.write(&window);
+                }
+            });
+        let mut queue = match spawned {
+            Ok(handle) => {
+                if let Ok(mut w) = writers.lock() {
+                    w.push(handle);
+                }
+                Some(queue)
+            }
+            Err(e) => {
+                control.fail(crate::Error::Internal(format!(
+                    "starting a writer thread: {e}"
+                )));
+                None
+            }
+        };
+        self.sink(Pipeline, "WriteParquet", move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for windows in data {
                     for window in windows.drain(..) {
-                        if window.batch.num_rows() == 0 && window.revision == 0 {
-                            continue;
-                        }
-                        let relative = layout.window_file(window.start, window.revision);
-                        let file = write_parquet(
-                            &layout,
-                            relative,
-                            &window.batch,
-                            unique.as_deref().as_slice(),
-                            || metrics.window_durable(window.start),
-                        );
-                        let file = match file {
-                            Ok(file) => file,
-                            Err(e) => {
-                                control.fail(e.into());
-                                continue;
-                            }
-                        };
-                        Metrics::add(&metrics.rows, file.rows);
-                        Metrics::add(&metrics.files, 1);
-                        Metrics::add(&metrics.bytes_written, file.bytes);
-                        (notify.commit)(&file);
-                        stream.wrote(window.start, window.revision);
-                        match supersede_previous(&layout, window.start, window.revision) {
-                            Ok(Some(moved)) => {
-                                Metrics::add(&metrics.superseded, 1);
-                                (notify.supersede)(&moved);
-                            }
-                            Ok(None) => {}
-                            Err(source) => control.fail(
-                                crate::sink::SinkError::Io {
-                                    path: layout.absolute(&layout.window_file(
-                                        window.start,
-                                        window.revision.saturating_sub(1),
-                                    )),
-                                    source,
-                                }
-                                .into(),
-                            ),
+                        // A closed queue means the writer is gone; its error is recorded.
+                        if queue.as_ref().is_some_and(|q| q.send(window).is_err()) {
+                            queue = None;
                         }
                     }
                 }
             });
+            // The writer drains what it has and ends once the input does.
+            if frontier.frontier().is_empty() {
+                queue = None;
+            }
         });
     }
 }
