@@ -12,6 +12,7 @@ use super::control::{Control, Metrics};
 use crate::batch::Interner;
 use crate::operators::Time;
 use crate::operators::dead_letter::DeadLetters;
+use crate::operators::key_merge::KeyMerge;
 use crate::operators::read_chunks::{Backlog, ReadChunks, read_chunks};
 use crate::operators::stamp::Stamp;
 use crate::operators::window_merge::WindowMerge;
@@ -23,7 +24,7 @@ use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
 use crate::source::OpenInput;
 use crate::stream::Continuation;
 use crate::window::assign::WindowAssigner;
-use crate::window::state::{PartialWindow, RESUMED, window_owner};
+use crate::window::state::{PartialWindow, RESUMED, split_by_key_owner};
 
 /// What every worker shares.
 #[derive(Clone)]
@@ -96,24 +97,23 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         shared.control.clone(),
         shared.metrics.clone(),
     );
-    // Windows an earlier run left open join this run's partials at their owner.
-    let (index, peers) = (scope.index(), scope.peers());
-    let resumed: Vec<PartialWindow> = shared
-        .stream
-        .resumed
-        .iter()
-        .filter(|w| window_owner(w.start, peers) == index)
-        .map(|w| PartialWindow {
-            start: w.start,
-            end: w.end,
-            target: index,
-            from: RESUMED,
-            keys: w.keys.clone(),
-            accs: w.accs.clone(),
-        })
-        .collect();
+    // Windows an earlier run left open join this run's partials at their keys' owners;
+    // worker 0 hands them out.
+    let resumed: Vec<PartialWindow> = if scope.index() == 0 {
+        shared
+            .stream
+            .resumed
+            .iter()
+            .flat_map(|w| {
+                split_by_key_owner(w.start, w.end, &w.keys, &w.accs, RESUMED, scope.peers())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     partials
         .concat(resumed.to_stream(scope))
+        .key_merge()
         .window_merge(
             plan.clone(),
             result_schema(&plan),

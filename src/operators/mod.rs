@@ -6,6 +6,7 @@
 //! their end; there is no second watermark mechanism beside timely's progress tracking.
 
 pub mod dead_letter;
+pub mod key_merge;
 pub mod read_chunks;
 pub mod stamp;
 pub mod window_merge;

@@ -1,5 +1,6 @@
-//! The owner side of a window: merge every worker's partial (and the state a previous
-//! run kept), and once the frontier has passed the window, compute its rows.
+//! The owner side of a window: append the parts its key owners merged
+//! ([`super::key_merge`]), and once the frontier has passed the window, compute its
+//! rows.
 //!
 //! When the input ends, the frontier empties and every window is flushed. Windows the
 //! watermark has not passed are *open*: their rows are written as a revision so results
@@ -54,9 +55,9 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     for parts in data {
                         for part in parts.drain(..) {
                             let Some(time) = cap.least() else { continue };
-                            let entry = open
-                                .entry((part.end, part.start))
-                                .or_insert_with(|| (cap.delayed(time, 0), WindowMerger::default()));
+                            let entry = open.entry((part.end, part.start)).or_insert_with(|| {
+                                (cap.delayed(time, 0), WindowMerger::disjoint())
+                            });
                             if time < entry.0.time() {
                                 entry.0 = cap.delayed(time, 0);
                             }

@@ -556,6 +556,17 @@ impl KeyRows {
         Ordering::Equal
     }
 
+    /// The rows `rows` of `self`, in that order; sorted when `self` is (a subsequence of
+    /// sorted rows is sorted).
+    pub fn select(&self, rows: &[u32]) -> KeyRows {
+        let mut out = self.empty_like();
+        for &row in rows {
+            out.push_from(self, row as usize);
+        }
+        out.sorted = self.sorted && rows.windows(2).all(|w| w[0] < w[1]);
+        out
+    }
+
     /// Appends row `row` of `other` to `self`.
     pub fn push_from(&mut self, other: &KeyRows, row: usize) {
         for (to, from) in self.columns.iter_mut().zip(&other.columns) {

@@ -19,6 +19,7 @@ use crate::query::expr::{ExprKind, OutputLeaf};
 pub struct WindowMerger {
     parts: Vec<PartialWindow>,
     fresh: bool,
+    disjoint: bool,
 }
 
 /// What a closed window produced.
@@ -31,6 +32,15 @@ pub struct WindowRows {
 }
 
 impl WindowMerger {
+    /// A merger of parts that share no key (each already merged at its key's owner):
+    /// merging them is appending them.
+    pub fn disjoint() -> Self {
+        WindowMerger {
+            disjoint: true,
+            ..WindowMerger::default()
+        }
+    }
+
     /// Adds one worker's partial.
     pub fn add(&mut self, part: PartialWindow) {
         self.fresh |= part.from != RESUMED;
@@ -47,12 +57,25 @@ impl WindowMerger {
         // Merge in a fixed order (kept state first, then by worker) so that float sums
         // combine the same way on every run.
         self.parts.sort_by_key(|p| (p.from != RESUMED, p.from));
+        let disjoint = self.disjoint;
         let mut parts = self.parts.into_iter();
         let first = parts.next()?;
         let mut keys = first.keys;
         let mut accs = first.accs;
         let mut rest = parts.peekable();
         if rest.peek().is_none() {
+            return Some((keys, accs));
+        }
+        if disjoint {
+            for part in rest {
+                for row in 0..part.keys.len {
+                    keys.push_from(&part.keys, row);
+                    for (to, from) in accs.iter_mut().zip(&part.accs) {
+                        to.push_from(from, row);
+                    }
+                }
+            }
+            keys.sorted = false;
             return Some((keys, accs));
         }
         // Index the first part's keys, then fold every other part in.

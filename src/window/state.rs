@@ -35,7 +35,41 @@ pub struct LateRow {
 /// than a worker's share of this run.
 pub const RESUMED: usize = usize::MAX;
 
-/// The worker of `peers` that merges and writes the window starting at `start`.
+/// The worker of `peers` that merges every worker's partial for the key in `row`.
+pub fn key_owner(keys: &KeyRows, row: usize, peers: usize) -> usize {
+    (keys.hash_row(row) % peers.max(1) as u64) as usize
+}
+
+/// Splits merged state (`accs` slot `i` for key row `i`) into partials bound for each
+/// key's owner, marked as coming `from`.
+pub fn split_by_key_owner(
+    start: i64,
+    end: i64,
+    keys: &KeyRows,
+    accs: &[Accumulator],
+    from: usize,
+    peers: usize,
+) -> Vec<PartialWindow> {
+    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
+    for row in 0..keys.len {
+        rows_of[key_owner(keys, row, peers)].push(row as u32);
+    }
+    rows_of
+        .into_iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(target, rows)| PartialWindow {
+            start,
+            end,
+            target,
+            from,
+            keys: keys.select(&rows),
+            accs: accs.iter().map(|a| a.gather(&rows)).collect(),
+        })
+        .collect()
+}
+
+/// The worker of `peers` that writes the window starting at `start`.
 ///
 /// A window is owned whole by one worker, so its file is one file whatever the worker
 /// count (its name and content do not depend on it); consecutive windows go to different
@@ -227,8 +261,8 @@ impl WindowState {
         std::mem::take(&mut self.slots.opened)
     }
 
-    /// Closes every window with `end <= limit` and returns its partial aggregates, bound
-    /// for the worker (of `peers`) that owns the window.
+    /// Closes every window with `end <= limit` and returns its partial aggregates, split
+    /// by the worker (of `peers`) that owns each key.
     pub fn close_until(
         &mut self,
         limit: i64,
@@ -252,20 +286,24 @@ impl WindowState {
             for &key in key_order.iter() {
                 self.keys.push_values(key, interner, &mut keys);
             }
-            let accs = self
-                .slots
-                .accs
-                .iter()
-                .map(|a| a.gather(&slot_order))
-                .collect();
-            out.push(PartialWindow {
-                start: window.start,
-                end: window.end,
-                target: window_owner(window.start, peers),
-                from: worker,
-                keys,
-                accs,
-            });
+            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
+            for row in 0..keys.len {
+                rows_of[key_owner(&keys, row, peers)].push(row as u32);
+            }
+            for (target, rows) in rows_of.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let slots: Vec<u32> = rows.iter().map(|&r| slot_order[r as usize]).collect();
+                out.push(PartialWindow {
+                    start: window.start,
+                    end: window.end,
+                    target,
+                    from: worker,
+                    keys: keys.select(&rows),
+                    accs: self.slots.accs.iter().map(|a| a.gather(&slots)).collect(),
+                });
+            }
             for acc in &mut self.slots.accs {
                 acc.reset_slots(&window.slots);
             }
@@ -422,12 +460,13 @@ mod tests {
         assert!(ingest(&mut state, &b, i64::MIN, &interner).is_empty());
         assert_eq!(state.take_opened(), vec![(0, 10 * s), (5 * s, 15 * s)]);
         let parts = state.close_until(i64::MAX, 1, 3, &interner);
-        // Two windows, each whole at its owner; every key once per window.
-        assert_eq!(parts.len(), 2);
+        // Two windows, each split over up to three key owners; every key once per window.
+        assert_eq!(parts.iter().map(|p| p.keys.len).sum::<usize>(), 100);
         for part in &parts {
             assert_eq!(part.from, 1);
-            assert_eq!(part.keys.len, 50);
-            assert_eq!(part.target, window_owner(part.start, 3));
+            for row in 0..part.keys.len {
+                assert_eq!(key_owner(&part.keys, row, 3), part.target);
+            }
         }
         assert_eq!(state.open_groups(), 0);
     }

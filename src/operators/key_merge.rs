@@ -1,0 +1,72 @@
+//! The first step of merging a window: every worker merges, for the keys it owns, the
+//! partials all workers (and the state a previous run kept) hold for them, and sends the
+//! result to the window's owner.
+//!
+//! Merging by key owner keeps the hashing work of a big window spread over every
+//! worker; the window's owner then only appends parts that share no key
+//! ([`WindowMerger::disjoint`]).
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use super::Time;
+use crate::window::merge::WindowMerger;
+use crate::window::state::{PartialWindow, RESUMED, window_owner};
+
+/// Merges partial windows at the owner of their keys.
+pub trait KeyMerge<'s> {
+    /// Routes partials to their keys' owner; once the frontier has passed a window,
+    /// emits the merged keys of this worker, bound for the window's owner (`from` is
+    /// [`RESUMED`] when only kept state fed them).
+    fn key_merge(self) -> StreamVec<'s, Time, PartialWindow>;
+}
+
+impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
+    fn key_merge(self) -> StreamVec<'s, Time, PartialWindow> {
+        let (index, peers) = (self.scope().index(), self.scope().peers());
+        let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
+        self.unary_frontier(exchange, "KeyMerge", move |_cap, _info| {
+            let mut open: BTreeMap<(i64, i64), (Capability<Time>, WindowMerger)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    for parts in data {
+                        for part in parts.drain(..) {
+                            let Some(time) = cap.least() else { continue };
+                            let entry = open
+                                .entry((part.end, part.start))
+                                .or_insert_with(|| (cap.delayed(time, 0), WindowMerger::default()));
+                            if time < entry.0.time() {
+                                entry.0 = cap.delayed(time, 0);
+                            }
+                            entry.1.add(part);
+                        }
+                    }
+                });
+                let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+                while let Some(entry) = open.first_entry() {
+                    let (end, start) = *entry.key();
+                    if end > limit {
+                        break;
+                    }
+                    let (cap, merger) = entry.remove();
+                    let from = if merger.is_fresh() { index } else { RESUMED };
+                    let Some((keys, accs)) = merger.merge() else {
+                        continue;
+                    };
+                    output.session(&cap).give(PartialWindow {
+                        start,
+                        end,
+                        target: window_owner(start, peers),
+                        from,
+                        keys,
+                        accs,
+                    });
+                }
+            }
+        })
+    }
+}
