@@ -54,9 +54,18 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     }
                     let (cap, merger) = entry.remove();
                     let from = if merger.is_fresh() { index } else { RESUMED };
-                    let Some((keys, accs)) = merger.merge() else {
+                    let Some((mut keys, mut accs)) = merger.merge() else {
                         continue;
                     };
+                    // Sorted here, on every worker at once, so the window's owner only
+                    // merges sorted runs.
+                    if !keys.sorted {
+                        let order: Vec<u32> =
+                            keys.sorted_order().into_iter().map(|r| r as u32).collect();
+                        keys = keys.select(&order);
+                        keys.sorted = true;
+                        accs = accs.iter().map(|a| a.gather(&order)).collect();
+                    }
                     output.session(&cap).give(PartialWindow {
                         start,
                         end,

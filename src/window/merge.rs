@@ -60,6 +60,11 @@ impl WindowMerger {
         let disjoint = self.disjoint;
         let mut parts = self.parts.into_iter();
         let first = parts.next()?;
+        let first_meta = PartialWindow {
+            keys: KeyRows::default(),
+            accs: Vec::new(),
+            ..first
+        };
         let mut keys = first.keys;
         let mut accs = first.accs;
         let mut rest = parts.peekable();
@@ -67,16 +72,14 @@ impl WindowMerger {
             return Some((keys, accs));
         }
         if disjoint {
-            for part in rest {
-                for row in 0..part.keys.len {
-                    keys.push_from(&part.keys, row);
-                    for (to, from) in accs.iter_mut().zip(&part.accs) {
-                        to.push_from(from, row);
-                    }
-                }
-            }
-            keys.sorted = false;
-            return Some((keys, accs));
+            let mut parts: Vec<PartialWindow> = std::iter::once(PartialWindow {
+                keys,
+                accs,
+                ..first_meta
+            })
+            .chain(rest)
+            .collect();
+            return Some(append_disjoint(&mut parts));
         }
         // Index the first part's keys, then fold every other part in.
         let mut index = KeyIndex::default();
@@ -104,6 +107,47 @@ impl WindowMerger {
         accs = merged_accs;
         Some((keys, accs))
     }
+}
+
+/// Appends parts that share no key; when each is sorted, a merge of the sorted runs
+/// keeps the result sorted, so the owner never sorts a big window.
+fn append_disjoint(parts: &mut [PartialWindow]) -> (KeyRows, Vec<Accumulator>) {
+    let mut keys = parts[0].keys.empty_like();
+    let mut accs: Vec<Accumulator> = parts[0].accs.iter().map(Accumulator::empty_like).collect();
+    let mut push = |part: &PartialWindow, row: usize, keys: &mut KeyRows| {
+        keys.push_from(&part.keys, row);
+        for (to, from) in accs.iter_mut().zip(&part.accs) {
+            to.push_from(from, row);
+        }
+    };
+    if parts.iter().all(|p| p.keys.sorted) {
+        let mut next = vec![0usize; parts.len()];
+        loop {
+            let mut best: Option<usize> = None;
+            for (i, part) in parts.iter().enumerate() {
+                if next[i] >= part.keys.len {
+                    continue;
+                }
+                best = match best {
+                    Some(b) if parts[b].keys.cmp_rows(next[b], &part.keys, next[i]).is_le() => {
+                        Some(b)
+                    }
+                    _ => Some(i),
+                };
+            }
+            let Some(b) = best else { break };
+            push(&parts[b], next[b], &mut keys);
+            next[b] += 1;
+        }
+        keys.sorted = true;
+    } else {
+        for part in parts.iter() {
+            for row in 0..part.keys.len {
+                push(part, row, &mut keys);
+            }
+        }
+    }
+    (keys, accs)
 }
 
 /// Computes the result rows of a window from merged state: sorted by key, `HAVING`
