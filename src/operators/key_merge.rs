@@ -6,14 +6,12 @@
 //! worker; the window's owner then only appends parts that share no key
 //! ([`WindowMerger::disjoint`]).
 
-use std::collections::BTreeMap;
-
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Time;
+use super::window_merge::Collecting;
 use crate::window::merge::WindowMerger;
 use crate::window::state::{PartialWindow, RESUMED, window_owner};
 
@@ -30,29 +28,17 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         let (index, peers) = (self.scope().index(), self.scope().peers());
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
         self.unary_frontier(exchange, "KeyMerge", move |_cap, _info| {
-            let mut open: BTreeMap<(i64, i64), (Capability<Time>, WindowMerger)> = BTreeMap::new();
+            let mut open = Collecting::new(WindowMerger::default);
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for parts in data {
                         for part in parts.drain(..) {
-                            let Some(time) = cap.least() else { continue };
-                            let entry = open
-                                .entry((part.end, part.start))
-                                .or_insert_with(|| (cap.delayed(time, 0), WindowMerger::default()));
-                            if time < entry.0.time() {
-                                entry.0 = cap.delayed(time, 0);
-                            }
-                            entry.1.add(part);
+                            open.add(&cap, part);
                         }
                     }
                 });
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-                while let Some(entry) = open.first_entry() {
-                    let (end, start) = *entry.key();
-                    if end > limit {
-                        break;
-                    }
-                    let (cap, merger) = entry.remove();
+                while let Some((start, end, cap, merger)) = open.next_closed(limit) {
                     let from = if merger.is_fresh() { index } else { RESUMED };
                     let Some((mut keys, mut accs)) = merger.merge() else {
                         continue;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
 
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
@@ -24,6 +24,55 @@ use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
 use crate::window::merge::{WindowMerger, window_rows};
 use crate::window::state::PartialWindow;
+
+/// The windows whose parts an operator is collecting, by end, each with the capability
+/// to emit it at (the least time of its parts).
+pub(super) struct Collecting {
+    open: BTreeMap<(i64, i64), (Capability<Time>, WindowMerger)>,
+    merger: fn() -> WindowMerger,
+}
+
+impl Collecting {
+    /// Collects parts merged by `merger`'s kind.
+    pub(super) fn new(merger: fn() -> WindowMerger) -> Self {
+        Collecting {
+            open: BTreeMap::new(),
+            merger,
+        }
+    }
+
+    /// Adds a part that arrived under `cap`.
+    pub(super) fn add(&mut self, cap: &InputCapability<Time>, part: PartialWindow) {
+        let Some(time) = cap.least() else { return };
+        let entry = self
+            .open
+            .entry((part.end, part.start))
+            .or_insert_with(|| (cap.delayed(time, 0), (self.merger)()));
+        if time < entry.0.time() {
+            entry.0 = cap.delayed(time, 0);
+        }
+        entry.1.add(part);
+    }
+
+    /// The next window ending at or before `limit`: start, end, capability, parts.
+    pub(super) fn next_closed(
+        &mut self,
+        limit: Time,
+    ) -> Option<(i64, i64, Capability<Time>, WindowMerger)> {
+        let entry = self.open.first_entry()?;
+        let (end, start) = *entry.key();
+        if end > limit {
+            return None;
+        }
+        let (cap, merger) = entry.remove();
+        Some((start, end, cap, merger))
+    }
+
+    /// Drops every window.
+    pub(super) fn clear(&mut self) {
+        self.open.clear();
+    }
+}
 
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
@@ -49,19 +98,12 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
     ) -> StreamVec<'s, Time, ClosedWindow> {
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
         self.unary_frontier(exchange, "WindowMerge", move |_cap, _info| {
-            let mut open: BTreeMap<(i64, i64), (Capability<Time>, WindowMerger)> = BTreeMap::new();
+            let mut open = Collecting::new(WindowMerger::disjoint);
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for parts in data {
                         for part in parts.drain(..) {
-                            let Some(time) = cap.least() else { continue };
-                            let entry = open.entry((part.end, part.start)).or_insert_with(|| {
-                                (cap.delayed(time, 0), WindowMerger::disjoint())
-                            });
-                            if time < entry.0.time() {
-                                entry.0 = cap.delayed(time, 0);
-                            }
-                            entry.1.add(part);
+                            open.add(&cap, part);
                         }
                     }
                 });
@@ -83,12 +125,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 } else {
                     Time::MAX
                 };
-                while let Some(entry) = open.first_entry() {
-                    let (end, start) = *entry.key();
-                    if end > limit {
-                        break;
-                    }
-                    let (cap, merger) = entry.remove();
+                while let Some((start, end, cap, merger)) = open.next_closed(limit) {
                     let still_open = end > final_watermark;
                     if !still_open {
                         metrics.window_closed(start);
