@@ -153,8 +153,8 @@ impl CsvDecoder {
                         reason: "invalid CSV: quoted field not closed on its line".into(),
                         raw: raw_line(&data[start..line_end]),
                     });
-                } else if record.len() == 1 && record.get(0) == Some(b"\r") {
-                    // A blank CRLF line.
+                } else if &data[start..line_end] == b"\r" {
+                    // A blank CRLF line (not a quoted `"\r`, which parses the same).
                     continue;
                 } else if record.len() != self.width {
                     bad.push(BadRecord {
