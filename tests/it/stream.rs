@@ -304,15 +304,6 @@ fn a_run_stopped_by_sigint_resumes_to_the_uninterrupted_answer() {
     let (path, config) = big_input(dir.path(), 400_000, 17);
     let query = write_query(dir.path());
     let out = dir.path().join("out");
-    let args = |cmd: &mut Command| {
-        cmd.arg("run")
-            .arg(&query)
-            .arg("--input")
-            .arg(&path)
-            .arg("--output")
-            .arg(&out)
-            .args(["--workers", "2", "--no-sync", "--chunk-bytes", "65536"]);
-    };
     let mut child = start_run(&query, &path, &out, "2");
     // Wait until windows are being written, i.e. the run is well under way.
     wait_for_files(&mut child, &out, 3);
@@ -324,9 +315,7 @@ fn a_run_stopped_by_sigint_resumes_to_the_uninterrupted_answer() {
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
 
-    let mut second = edgeflow();
-    args(&mut second);
-    let output = second
+    let output = run_command(&query, &path, &out, "2")
         .arg("--json")
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -505,15 +494,22 @@ fn big_input(dir: &Path, readings: u64, seed: u64) -> (PathBuf, GeneratorConfig)
     (path, config)
 }
 
-fn start_run(query: &Path, input: &Path, out: &Path, workers: &str) -> std::process::Child {
-    edgeflow()
+/// `edgeflow run` of `query` over `input` into `out`, unsynced, in 64 KiB chunks.
+fn run_command(query: &Path, input: &Path, out: &Path, workers: &str) -> Command {
+    let mut command = edgeflow();
+    command
         .arg("run")
         .arg(query)
         .arg("--input")
         .arg(input)
         .arg("--output")
         .arg(out)
-        .args(["--workers", workers, "--no-sync", "--chunk-bytes", "65536"])
+        .args(["--workers", workers, "--no-sync", "--chunk-bytes", "65536"]);
+    command
+}
+
+fn start_run(query: &Path, input: &Path, out: &Path, workers: &str) -> std::process::Child {
+    run_command(query, input, out, workers)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -540,14 +536,7 @@ fn a_second_process_on_the_same_folder_is_refused_with_the_holders_pid() {
     let out = dir.path().join("out");
     let mut first = start_run(&query, &input, &out, "1");
     wait_for_files(&mut first, &out, 1);
-    let second = edgeflow()
-        .arg("run")
-        .arg(&query)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .arg("--no-sync")
+    let second = run_command(&query, &input, &out, "1")
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&second.stderr);
