@@ -45,6 +45,9 @@ pub enum Error {
     /// Another process holds the output folder, or its lock file cannot be made.
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// The live node cannot start or run.
+    #[error(transparent)]
+    Node(#[from] crate::serve::NodeError),
     /// A worker or the engine failed in a way that is our bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,6 +66,10 @@ impl Error {
                 | SourceError::Generator(_),
             ) => ErrorKind::User,
             Error::Source(_) | Error::Sink(_) => ErrorKind::External,
+            Error::Node(
+                crate::serve::NodeError::Listen { .. } | crate::serve::NodeError::Runtime(_),
+            ) => ErrorKind::External,
+            Error::Node(_) => ErrorKind::User,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

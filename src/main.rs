@@ -37,11 +37,17 @@ fn main() -> ExitCode {
         // An output folder that cannot be made is reported by `run` itself.
         Command::Run(args) => Some(cli::sync::log_dir(&args.output))
             .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
+        Command::Serve(args) => args
+            .file()
+            .ok()
+            .map(|file| cli::sync::log_dir(&args.output(&file)))
+            .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
         _ => None,
     };
     let logs = cli::logging::init(log_dir.as_deref());
     let result = match &cli.command {
         Command::Run(args) => cli::run::run(args, logs),
+        Command::Serve(args) => cli::serve::serve(args, logs),
         Command::Sync(args) => cli::sync::sync(args),
         Command::Query(args) => cli::query::query(args),
         Command::Tables(args) => cli::query::tables(args),

@@ -6,6 +6,7 @@ pub mod gen_cmd;
 pub mod logging;
 pub mod query;
 pub mod run;
+pub mod serve;
 pub mod sync;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a query over an input to its end and write the windows as Parquet.
     Run(run::RunArgs),
+    /// Run a live node: queries over devices polled, pushed or on MQTT, until stopped.
+    Serve(serve::ServeArgs),
     /// Validate a query file and print its plan.
     Check(check::CheckArgs),
     /// Write deterministic synthetic traffic readings as JSON lines (or CSV).

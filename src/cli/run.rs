@@ -1,17 +1,24 @@
 //! `edgeflow run QUERY.sql`: run a query over an input to its end.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use edgeflow::decode::Format;
 use edgeflow::engine::control::Control;
 use edgeflow::engine::{self, RunConfig};
+use edgeflow::query::QueryPlan;
+use edgeflow::query::connector::ConnectorKind;
+use edgeflow::serve::Tokens;
 use edgeflow::source::{DEFAULT_CHUNK_BYTES, Input};
 use edgeflow::sync::Syncer;
 
 use super::logging::FileLogs;
+use super::serve::{DEFAULT_LISTEN, NodeSettings, run_node};
 use super::sync::SyncFlags;
 use super::{GenFormat, GeneratorArgs, default_output, is_dash};
 
@@ -21,7 +28,7 @@ pub struct RunArgs {
     /// The query file.
     pub query: PathBuf,
     /// Input file, or `-` for standard input. Without it, readings come from the
-    /// built-in generator (see the generator options).
+    /// query's `connector`, or the built-in generator when it names none.
     #[arg(long, short)]
     pub input: Option<PathBuf>,
     /// Input format (default: from the file extension; JSON lines otherwise).
@@ -48,6 +55,13 @@ pub struct RunArgs {
     /// become new revisions.
     #[arg(long)]
     pub fresh: bool,
+    /// With a live source (http_poll, http_push, mqtt, a followed file glob): stop
+    /// after this long, as SIGTERM would (e.g. 90s, 2h).
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub run_for: Option<Duration>,
+    /// With an http_push source: where to take pushed readings.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
     /// Sync settings.
     #[command(flatten)]
     pub sync: SyncFlags,
@@ -56,35 +70,96 @@ pub struct RunArgs {
     pub generator: GeneratorArgs,
 }
 
+/// What `run` reads.
+enum Inputs {
+    /// One input, read to its end.
+    One(Input),
+    /// The files a glob matches, in name order, one after the other (each continues
+    /// the stream of the one before); with `follow`, new files and files that grew are
+    /// read as they appear, until a signal or `--for`.
+    Files {
+        pattern: PathBuf,
+        format: Option<Format>,
+        follow: bool,
+        poll: Duration,
+    },
+}
+
+impl Inputs {
+    fn of(args: &RunArgs, plan: &QueryPlan) -> anyhow::Result<Inputs> {
+        let format = |path: &std::path::Path| {
+            args.format
+                .map_or_else(|| Format::from_path(path), Format::from)
+        };
+        if let Some(path) = &args.input {
+            return Ok(Inputs::One(if is_dash(path) {
+                Input::Stdin {
+                    format: args.format.map_or(Format::Jsonl, Format::from),
+                }
+            } else {
+                Input::File {
+                    path: path.clone(),
+                    format: format(path),
+                }
+            }));
+        }
+        Ok(match &plan.source.connector.kind {
+            ConnectorKind::File(spec) => Inputs::Files {
+                pattern: spec.path.clone(),
+                format: args.format.map(Format::from).or(spec.format),
+                follow: spec.follow,
+                poll: Duration::from_micros(u64::try_from(spec.poll_interval).unwrap_or(1)),
+            },
+            ConnectorKind::Stdin(spec) => Inputs::One(Input::Stdin {
+                format: args.format.map_or(spec.format, Format::from),
+            }),
+            ConnectorKind::Generator(spec) => {
+                let mut config = args.generator.config().map_err(anyhow::Error::msg)?;
+                config.devices = spec.devices;
+                config.readings = spec.readings;
+                config.rate = spec.rate as f64;
+                config.seed = spec.seed;
+                Inputs::One(Input::Generator(config))
+            }
+            _ => Inputs::One(Input::Generator(
+                args.generator.config().map_err(anyhow::Error::msg)?,
+            )),
+        })
+    }
+}
+
 /// Runs `run`; `logs` are this process's log files, closed and shipped after the
 /// results.
 pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     let plan = edgeflow::query::load(&args.query)?;
-    let input = match &args.input {
-        Some(path) if is_dash(path) => Input::Stdin {
-            format: args.format.map_or(Format::Jsonl, Format::from),
-        },
-        Some(path) => Input::File {
-            path: path.clone(),
-            format: args
-                .format
-                .map_or_else(|| Format::from_path(path), Format::from),
-        },
-        None => Input::Generator(args.generator.config().map_err(anyhow::Error::msg)?),
-    };
+    let connector = &plan.source.connector;
+    if args.input.is_none()
+        && connector.is_live()
+        && !matches!(connector.kind, ConnectorKind::File(_))
+    {
+        // A live source has no end: the query runs as a one-query node.
+        let listen = matches!(connector.kind, ConnectorKind::HttpPush(_)).then_some(args.listen);
+        let settings = NodeSettings {
+            output: args.output.clone(),
+            workers: args.workers,
+            listen,
+            insecure: false,
+            tokens: Tokens::default(),
+            run_for: args.run_for,
+            fresh: args.fresh,
+            max_line_bytes: args.max_line_bytes,
+            json: args.json,
+            sync: args.sync.clone(),
+        };
+        return run_node(vec![plan], &settings, logs);
+    }
+    let inputs = Inputs::of(args, &plan)?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
-    let mut config = RunConfig::new(plan, input, args.output.clone());
-    config.workers = workers;
-    config.chunk_bytes = args.chunk_bytes.max(4096);
-    config.progress = std::io::stderr().is_terminal();
-    config.fresh = args.fresh;
-    config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
-    tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
     // The output folder is checked before sync opens its journal there, so an unusable
     // folder is reported as such.
     engine::ensure_writable(&args.output)?;
@@ -97,38 +172,123 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let control = Arc::new(Control::with_pause(
-        syncer.as_ref().map(|syncer| syncer.pause_check()),
-    ));
-    if let Some(syncer) = &syncer {
-        config.on_commit = Some(syncer.on_commit());
-        config.on_supersede = Some(syncer.on_supersede());
+    let signals = Signals::install();
+    let deadline = args.run_for.map(|d| Instant::now() + d);
+    let run_one = |input: Input| -> anyhow::Result<engine::RunSummary> {
+        let mut config = RunConfig::new(plan.clone(), input, args.output.clone());
+        config.workers = workers;
+        config.chunk_bytes = args.chunk_bytes.max(4096);
+        config.progress = std::io::stderr().is_terminal();
+        config.fresh = args.fresh;
+        config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
+        let control = Arc::new(Control::with_pause(
+            syncer.as_ref().map(|syncer| syncer.pause_check()),
+        ));
+        if let Some(syncer) = &syncer {
+            config.on_commit = Some(syncer.on_commit());
+            config.on_supersede = Some(syncer.on_supersede());
+        }
+        config.control = control.clone();
+        signals.watch(control);
+        tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
+        let summary = engine::run(config)?;
+        tracing::info!(
+            query = %summary.query,
+            readings = summary.readings,
+            bad = summary.bad,
+            late = summary.late,
+            rows = summary.rows,
+            files = summary.files,
+            elapsed_s = summary.elapsed.as_secs_f64(),
+            "Run finished"
+        );
+        Ok(summary)
+    };
+    let mut summaries = Vec::new();
+    let mut failure = None;
+    match inputs {
+        Inputs::One(input) => match run_one(input) {
+            Ok(summary) => summaries.push(summary),
+            Err(e) => failure = Some(e),
+        },
+        Inputs::Files {
+            pattern,
+            format,
+            follow,
+            poll,
+        } => {
+            let mut seen: std::collections::HashMap<PathBuf, u64> = Default::default();
+            'follow: loop {
+                for path in matching_files(&pattern)? {
+                    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    if seen.get(&path) == Some(&len) {
+                        continue;
+                    }
+                    seen.insert(path.clone(), len);
+                    let format = format.unwrap_or_else(|| Format::from_path(&path));
+                    match run_one(Input::File { path, format }) {
+                        Ok(summary) => summaries.push(summary),
+                        Err(e) => {
+                            failure = Some(e);
+                            break 'follow;
+                        }
+                    }
+                    if signals.received().is_some() {
+                        break 'follow;
+                    }
+                }
+                if seen.is_empty() && !follow {
+                    failure = Some(anyhow::anyhow!(
+                        "no file matches {} (connector = 'file')",
+                        pattern.display()
+                    ));
+                }
+                if !follow {
+                    break;
+                }
+                let next = Instant::now() + poll;
+                while Instant::now() < next {
+                    if signals.received().is_some() || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        break 'follow;
+                    }
+                    std::thread::sleep(Duration::from_millis(50).min(poll));
+                }
+            }
+        }
     }
-    config.control = control.clone();
-    interrupt_on_signals(control);
-    let mut summary = engine::run(config)?;
-    tracing::info!(
-        query = %summary.query,
-        readings = summary.readings,
-        bad = summary.bad,
-        late = summary.late,
-        rows = summary.rows,
-        files = summary.files,
-        elapsed_s = summary.elapsed.as_secs_f64(),
-        "Run finished"
-    );
     let mut result = Ok(());
     if let Some(syncer) = syncer {
         let (report, outcome) = syncer.finish(args.sync.sync_timeout, move || drop(logs));
-        summary.sync = Some(report);
+        if let Some(last) = summaries.last_mut() {
+            last.sync = Some(report);
+        }
         result = outcome;
     }
-    print_summary(&summary, args.json)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    print_summaries(&summaries, args.json)?;
     result?;
-    match summary.interrupted_by {
+    match signals.received() {
         Some(signal) => Err(Interrupted(signal).into()),
         None => Ok(()),
     }
+}
+
+/// The files a pattern matches, in name order (a plain path matches itself).
+fn matching_files(pattern: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let text = pattern.to_string_lossy();
+    if !text.contains(['*', '?', '[']) {
+        return Ok(vec![pattern.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = glob::glob(&text)
+        .map_err(|e| anyhow::anyhow!("bad glob {text}: {e}"))?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn parse_line_limit(text: &str) -> Result<u64, String> {
@@ -146,37 +306,84 @@ fn parse_line_limit(text: &str) -> Result<u64, String> {
 )]
 pub struct Interrupted(pub i32);
 
-/// On SIGINT or SIGTERM, ends the input gracefully: open windows are written and kept,
-/// the input position saved.
-fn interrupt_on_signals(control: Arc<Control>) {
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
+/// SIGINT and SIGTERM: each ends the run in progress gracefully (open windows are
+/// written and kept, the input position saved) and no further input is started.
+struct Signals {
+    current: Arc<Mutex<Option<Arc<Control>>>>,
+    received: Arc<AtomicI32>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let signals = Signals {
+            current: Arc::default(),
+            received: Arc::new(AtomicI32::new(0)),
         };
-        runtime.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+        let (current, received) = (signals.current.clone(), signals.received.clone());
+        std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
-            loop {
-                let number = tokio::select! {
-                    _ = int.recv() => 2,
-                    _ = term.recv() => 15,
+            runtime.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
                 };
-                tracing::warn!(
-                    signal = number,
-                    "Stopping: writing open windows and keeping them for the next run"
-                );
-                control.interrupt(number);
-            }
+                loop {
+                    let number = tokio::select! {
+                        _ = int.recv() => 2,
+                        _ = term.recv() => 15,
+                    };
+                    tracing::warn!(
+                        signal = number,
+                        "Stopping: writing open windows and keeping them for the next run"
+                    );
+                    received.store(number, Ordering::SeqCst);
+                    if let Ok(current) = current.lock()
+                        && let Some(control) = current.as_ref()
+                    {
+                        control.interrupt(number);
+                    }
+                }
+            });
         });
-    });
+        signals
+    }
+
+    /// Makes `control` the run a signal interrupts.
+    fn watch(&self, control: Arc<Control>) {
+        if let Ok(mut current) = self.current.lock() {
+            let signal = self.received.load(Ordering::SeqCst);
+            if signal != 0 {
+                control.interrupt(signal);
+            }
+            *current = Some(control);
+        }
+    }
+
+    /// The signal received, if any.
+    fn received(&self) -> Option<i32> {
+        Some(self.received.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+}
+
+fn print_summaries(summaries: &[engine::RunSummary], json: bool) -> anyhow::Result<()> {
+    match summaries {
+        [one] => print_summary(one, json),
+        many if json => {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, many)?;
+            writeln!(out)?;
+            Ok(())
+        }
+        many => many.iter().try_for_each(|s| print_summary(s, false)),
+    }
 }
 
 fn print_summary(summary: &engine::RunSummary, json: bool) -> anyhow::Result<()> {

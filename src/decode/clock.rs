@@ -45,6 +45,51 @@ pub fn quarantine_future(
     let Some(limit) = accepted_limit(ts, max_future_skew) else {
         return;
     };
+    quarantine_above(chunk, data, event_time, limit, |t| {
+        format!(
+            "{TOO_FAR_AHEAD}: {} is more than {} after the other readings around it (max_future_skew)",
+            crate::time::format_rfc3339_micros(t),
+            crate::time::format_duration(max_future_skew)
+        )
+    });
+}
+
+/// Reason given in the dead letters for a live reading ahead of the node's clock.
+pub const AHEAD_OF_CLOCK: &str = "timestamp ahead of the node's clock";
+
+/// Quarantines the readings of a live `chunk` stamped more than `max_ahead` after
+/// `clock` (the node's clock when they arrived, microseconds): a device whose clock
+/// is wrong must not drag the watermark into the future.
+pub fn quarantine_ahead_of_clock(
+    chunk: &mut DecodedChunk,
+    data: &[u8],
+    event_time: usize,
+    clock: i64,
+    max_ahead: i64,
+) {
+    let limit = clock.saturating_add(max_ahead);
+    if chunk.max_event_time.is_none_or(|m| m <= limit) {
+        return;
+    }
+    quarantine_above(chunk, data, event_time, limit, |t| {
+        format!(
+            "{AHEAD_OF_CLOCK}: {} is more than {} after the node's clock ({}) (max_ahead_of_clock)",
+            crate::time::format_rfc3339_micros(t),
+            crate::time::format_duration(max_ahead),
+            crate::time::format_rfc3339_micros(clock),
+        )
+    });
+}
+
+/// Moves the readings stamped after `limit` to the chunk's bad records.
+fn quarantine_above(
+    chunk: &mut DecodedChunk,
+    data: &[u8],
+    event_time: usize,
+    limit: i64,
+    reason: impl Fn(i64) -> String,
+) {
+    let ts = chunk.batch.timestamps(event_time);
     let keep: Vec<bool> = ts.iter().map(|&t| t <= limit).collect();
     let starts = good_line_starts(data, &chunk.bad);
     for (row, &t) in ts.iter().enumerate() {
@@ -55,11 +100,7 @@ pub fn quarantine_future(
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |k| start + k);
         chunk.bad.push(BadRecord {
             line,
-            reason: format!(
-                "{TOO_FAR_AHEAD}: {} is more than {} after the other readings around it (max_future_skew)",
-                crate::time::format_rfc3339_micros(t),
-                crate::time::format_duration(max_future_skew)
-            ),
+            reason: reason(t),
             raw: raw_line(&data[start..end]),
         });
     }

@@ -4,6 +4,7 @@
 //! `SELECT`. sqlparser (the parser DataFusion uses) parses; this module resolves names,
 //! checks types and reports mistakes as `file:line:column: what was expected`.
 
+pub mod connector;
 mod duration;
 mod error;
 pub mod expr;
@@ -119,7 +120,8 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
             "expected a SELECT after CREATE TABLE",
         ));
     };
-    let source = schema::plan_source(create)?;
+    let base = file.parent().unwrap_or(Path::new(""));
+    let source = schema::plan_source(create, base)?;
     let select = select::plan_select(query, &source)?;
     Ok(QueryPlan {
         name: name.to_owned(),

@@ -22,7 +22,7 @@ pub struct Field {
 }
 
 /// The source table of a query: `CREATE TABLE ... WITH (event_time = ..., ...)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceSchema {
     /// Table name.
     pub name: String,
@@ -37,9 +37,16 @@ pub struct SourceSchema {
     /// it is quarantined as a bad clock instead of moving the watermark (see
     /// [`crate::decode::clock`]).
     pub max_future_skew: i64,
+    /// Where the readings come from (`connector = ...` and its options).
+    pub connector: super::connector::Connector,
 }
 
 impl SourceSchema {
+    /// The declared column called `name` (exact spelling first, then ignoring case).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        super::schema::find_column(&self.columns, name)
+    }
+
     /// Column types in order.
     pub fn types(&self) -> Vec<DataType> {
         self.columns.iter().map(|c| c.ty).collect()

@@ -4,6 +4,7 @@ use sqlparser::ast::{
     CreateTable, CreateTableOptions, Expr, Spanned, SqlOption, Value as SqlValue,
 };
 
+use super::connector::{TableOption, plan_connector};
 use super::duration::duration_option;
 use super::error::{PlanError, PlanResult};
 use super::plan::{Field, SourceSchema};
@@ -13,8 +14,6 @@ use crate::types::DataType;
 /// Default `max_future_skew`: a reading an hour ahead of the readings around it is a bad
 /// clock, not traffic.
 pub const DEFAULT_MAX_FUTURE_SKEW: i64 = 3_600_000_000;
-
-const OPTIONS: &str = "event_time, max_out_of_orderness, max_future_skew";
 
 /// Finds a declared column by name: exact spelling first, then ignoring case.
 pub fn find_column(columns: &[Field], name: &str) -> Option<usize> {
@@ -36,8 +35,9 @@ fn string_option(expr: &Expr) -> PlanResult<String> {
     }
 }
 
-/// Plans the source table declaration.
-pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
+/// Plans the source table declaration; relative paths in its options are taken from
+/// `base`, the query file's folder.
+pub fn plan_source(create: &CreateTable, base: &std::path::Path) -> PlanResult<SourceSchema> {
     let span = create.name.span();
     let name = create
         .name
@@ -88,25 +88,47 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
             ));
         }
     };
-    let mut event_time = None;
-    let mut max_ooo = 0;
-    let mut max_future_skew = DEFAULT_MAX_FUTURE_SKEW;
+    let mut table_options = Vec::with_capacity(options.len());
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
             return Err(PlanError::at(option.span(), "expected key = 'value'"));
         };
-        match key.value.to_ascii_lowercase().as_str() {
+        let key_name = key.value.to_ascii_lowercase();
+        if let Some(first) = table_options
+            .iter()
+            .find(|o: &&TableOption| o.key == key_name)
+        {
+            return Err(PlanError::at(
+                key.span,
+                format!(
+                    "option `{key_name}` is given twice (first at line {})",
+                    first.key_span.start.line
+                ),
+            ));
+        }
+        table_options.push(TableOption {
+            key: key_name,
+            value: string_option(value)?,
+            key_span: key.span,
+            value_span: value.span(),
+        });
+    }
+    let mut event_time = None;
+    let mut max_ooo = 0;
+    let mut max_future_skew = DEFAULT_MAX_FUTURE_SKEW;
+    for option in &table_options {
+        match option.key.as_str() {
             "event_time" => {
-                let column = string_option(value)?;
-                let index = find_column(&columns, &column).ok_or_else(|| {
+                let column = &option.value;
+                let index = find_column(&columns, column).ok_or_else(|| {
                     PlanError::at(
-                        value.span(),
+                        option.value_span,
                         format!("event_time names `{column}`, which is not a declared column"),
                     )
                 })?;
                 if columns[index].ty != DataType::Timestamp {
                     return Err(PlanError::at(
-                        value.span(),
+                        option.value_span,
                         format!(
                             "event_time column `{column}` must be TIMESTAMP, not {}",
                             columns[index].ty
@@ -116,21 +138,15 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
                 event_time = Some(index);
             }
             "max_out_of_orderness" => {
-                let text = string_option(value)?;
-                max_ooo = duration_option(&text, value.span(), true)?;
+                max_ooo = duration_option(&option.value, option.value_span, true)?;
             }
             "max_future_skew" => {
-                let text = string_option(value)?;
-                max_future_skew = duration_option(&text, value.span(), false)?;
+                max_future_skew = duration_option(&option.value, option.value_span, false)?;
             }
-            other => {
-                return Err(PlanError::at(
-                    key.span,
-                    format!("unknown option `{other}`; expected one of: {OPTIONS}"),
-                ));
-            }
+            _ => {}
         }
     }
+    let connector = plan_connector(&table_options, &columns, span, base)?;
     let event_time = event_time.ok_or_else(|| {
         PlanError::at(
             span,
@@ -143,5 +159,6 @@ pub fn plan_source(create: &CreateTable) -> PlanResult<SourceSchema> {
         event_time,
         max_out_of_orderness: max_ooo,
         max_future_skew,
+        connector,
     })
 }

@@ -9,6 +9,11 @@
 
 mod file;
 pub mod generator;
+pub mod http_poll;
+pub mod http_push;
+pub mod live;
+pub mod mqtt;
+pub mod records;
 mod stdin;
 
 use std::path::PathBuf;
@@ -108,6 +113,8 @@ pub enum Input {
     },
     /// Synthetic readings.
     Generator(GeneratorConfig),
+    /// Readings that arrive while the node runs, from a live connector.
+    Live(Arc<live::LiveInput>),
 }
 
 impl Input {
@@ -117,6 +124,7 @@ impl Input {
             Input::File { path, .. } => path.display().to_string(),
             Input::Stdin { .. } => "-".into(),
             Input::Generator(_) => "generator".into(),
+            Input::Live(live) => live.describe(),
         }
     }
 }
@@ -216,5 +224,6 @@ pub fn open(
             limits.chunk_bytes,
             position,
         )?),
+        Input::Live(live) => live.clone(),
     })
 }

@@ -56,7 +56,7 @@ impl InputKey {
                 })
                 .unwrap_or_default(),
             }),
-            Input::Stdin { .. } => None,
+            Input::Stdin { .. } | Input::Live(_) => None,
         }
     }
 }
@@ -134,7 +134,7 @@ pub fn start_at(input: &Input, consumed: &[ConsumedInput]) -> StartAt {
             len
         }
         Input::Generator(config) => config.readings,
-        Input::Stdin { .. } => return StartAt::Beginning,
+        Input::Stdin { .. } | Input::Live(_) => return StartAt::Beginning,
     };
     if before.position >= current_end {
         StartAt::Done {

@@ -1,0 +1,353 @@
+//! `edgeflow serve [QUERY.sql ...|queries/]`: the live node, until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use edgeflow::query::QueryPlan;
+use edgeflow::serve::{Node, NodeConfig, NodeFile, NodeSummary};
+use edgeflow::source::SourceLimits;
+use edgeflow::sync::target::S3Options;
+use edgeflow::sync::{QuotaPolicy, Syncer};
+
+use super::default_output;
+use super::logging::FileLogs;
+use super::sync::{SyncFlags, UploadFlags, parse_bytes};
+
+/// Where `serve` listens by default, and where `ctl` looks for it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Query files, or folders whose `*.sql` files are all served (default: the
+    /// `queries` of --config).
+    pub queries: Vec<PathBuf>,
+    /// Node settings file (listen address, tokens, output, sync, quota); flags win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address for push ingest and health checks.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Listen beyond loopback without tokens (anyone who reaches the node can push).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Output root; each query's results go to `<output>/<query name>/`.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Worker threads per query (default: one per core).
+    #[arg(long, short)]
+    pub workers: Option<usize>,
+    /// Stop by itself after this long (e.g. 90s, 2h), as SIGTERM would.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub run_for: Option<Duration>,
+    /// Forget what earlier runs kept for each query and start from scratch.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Longest reading line (JSON) taken.
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_line_bytes: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Sync target: s3://bucket/prefix or file:///path (default: the config file's, else
+    /// the local folder ./edgeflow-sync/<output folder name>-<hash of its path>/).
+    #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
+    pub sync: Option<String>,
+    /// Do not sync.
+    #[arg(long, conflicts_with = "sync")]
+    pub no_sync: bool,
+    /// Local quota for files not yet uploaded, e.g. 512MiB or 2G.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_pending_bytes: Option<u64>,
+    /// What to do when the quota is full (default backpressure: push answers 503,
+    /// polls wait).
+    #[arg(long, value_enum)]
+    pub on_quota: Option<QuotaPolicy>,
+    /// How long a stopping node waits for the target to take the last files.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub sync_timeout: Duration,
+    /// Upload and retention settings.
+    #[command(flatten)]
+    pub upload: UploadFlags,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Options,
+}
+
+impl ServeArgs {
+    /// The config file, or an empty one.
+    pub fn file(&self) -> anyhow::Result<NodeFile> {
+        Ok(match &self.config {
+            Some(path) => NodeFile::load(path)?,
+            None => NodeFile::default(),
+        })
+    }
+
+    /// The output root: the flag, the config file's, or the default.
+    pub fn output(&self, file: &NodeFile) -> PathBuf {
+        self.output
+            .clone()
+            .or_else(|| file.output.clone())
+            .unwrap_or_else(default_output)
+    }
+}
+
+/// The query files named by `paths`: files as they are, folders as their `*.sql`.
+pub fn query_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("{} holds no .sql query file", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Runs `serve`.
+pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
+    let file = args.file()?;
+    let paths = if args.queries.is_empty() {
+        file.queries.clone()
+    } else {
+        args.queries.clone()
+    };
+    if paths.is_empty() {
+        anyhow::bail!(
+            "no query to serve: name query files or folders (edgeflow serve queries/live_traffic.sql)"
+        );
+    }
+    let plans = query_files(&paths)?
+        .iter()
+        .map(|p| edgeflow::query::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listen = match (args.listen, &file.listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("listen = \"{text}\" in the config file: {e}"))?,
+        (None, None) => DEFAULT_LISTEN.parse()?,
+    };
+    let sync = SyncFlags {
+        sync: args.sync.clone().or_else(|| file.sync.target.clone()),
+        no_sync: args.no_sync || file.sync.enabled == Some(false),
+        max_pending_bytes: match (args.max_pending_bytes, &file.sync.max_pending_bytes) {
+            (Some(n), _) => Some(n),
+            (None, Some(text)) => Some(parse_bytes(text).map_err(anyhow::Error::msg)?),
+            (None, None) => None,
+        },
+        on_quota: match (args.on_quota, &file.sync.on_quota) {
+            (Some(policy), _) => policy,
+            (None, Some(text)) => clap::ValueEnum::from_str(text, true)
+                .map_err(|e| anyhow::anyhow!("on_quota = \"{text}\" in the config file: {e}"))?,
+            (None, None) => QuotaPolicy::Backpressure,
+        },
+        sync_timeout: args.sync_timeout,
+        upload: args.upload.clone(),
+        s3: args.s3.clone(),
+    };
+    let settings = NodeSettings {
+        output: args.output(&file),
+        workers: args.workers.or(file.workers),
+        listen: Some(listen),
+        insecure: args.insecure || file.insecure,
+        tokens: file.tokens.clone(),
+        run_for: args.run_for,
+        fresh: args.fresh,
+        max_line_bytes: args.max_line_bytes,
+        json: args.json,
+        sync,
+    };
+    run_node(plans, &settings, logs)
+}
+
+/// What `serve`, and `run` on a live query, need to start a node.
+pub struct NodeSettings {
+    /// Output root.
+    pub output: PathBuf,
+    /// Workers per query.
+    pub workers: Option<usize>,
+    /// HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// Listen beyond loopback without tokens.
+    pub insecure: bool,
+    /// Tokens from the config file (the environment's are added).
+    pub tokens: edgeflow::serve::Tokens,
+    /// `--for`.
+    pub run_for: Option<Duration>,
+    /// `--fresh`.
+    pub fresh: bool,
+    /// Longest line.
+    pub max_line_bytes: u64,
+    /// JSON summary.
+    pub json: bool,
+    /// Sync.
+    pub sync: SyncFlags,
+}
+
+/// Runs `plans` as one node until a signal (or `--for`), then syncs and prints the
+/// summary.
+pub fn run_node(
+    plans: Vec<QueryPlan>,
+    settings: &NodeSettings,
+    logs: Option<FileLogs>,
+) -> anyhow::Result<()> {
+    let workers = settings
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    edgeflow::engine::ensure_writable(&settings.output)?;
+    let _lock =
+        edgeflow::lock::OutputLock::acquire(&settings.output).map_err(edgeflow::Error::from)?;
+    let syncer = match settings.sync.config()? {
+        Some(mut sync) => {
+            sync.own_logs = logs.as_ref().map(|l| l.prefix.clone());
+            Some(Arc::new(Syncer::start(&settings.output, sync, false)?))
+        }
+        None => None,
+    };
+    let node = Node::new(NodeConfig {
+        queries: plans,
+        output: settings.output.clone(),
+        workers,
+        limits: SourceLimits {
+            max_line_bytes: usize::try_from(settings.max_line_bytes).unwrap_or(usize::MAX),
+            ..SourceLimits::default()
+        },
+        listen: settings.listen,
+        tokens: settings.tokens.clone().with_env(),
+        insecure: settings.insecure,
+        run_for: settings.run_for,
+        syncer: syncer.clone(),
+        forget_state: settings.fresh,
+    });
+    stop_on_signals(node.stop_handle());
+    let summary = node.run()?;
+    let mut result = Ok(());
+    let mut sync_report = None;
+    if let Some(syncer) = syncer {
+        match Arc::try_unwrap(syncer) {
+            Ok(syncer) => {
+                let (report, outcome) =
+                    syncer.finish(settings.sync.sync_timeout, move || drop(logs));
+                sync_report = Some(report);
+                result = outcome.map_err(anyhow::Error::from);
+            }
+            Err(_) => tracing::error!(
+                "the sync is still in use; the last files are shipped by the next start"
+            ),
+        }
+    }
+    print_summary(&summary, sync_report.as_ref(), settings.json)?;
+    if let Some((query, error)) = summary.failed.first() {
+        anyhow::bail!("query {query} failed: {error}");
+    }
+    result
+}
+
+/// SIGINT or SIGTERM stops the node in order.
+fn stop_on_signals(stop: edgeflow::serve::StopHandle) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let number = tokio::select! {
+                    _ = int.recv() => 2,
+                    _ = term.recv() => 15,
+                };
+                tracing::warn!(signal = number, "Stopping the node: sources stop, received readings are processed, open windows written and kept");
+                stop.stop();
+            }
+        });
+    });
+}
+
+fn print_summary(
+    summary: &NodeSummary,
+    sync: Option<&edgeflow::sync::SyncReport>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({ "node": summary, "sync": sync });
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for (table, poll) in &summary.polls {
+        writeln!(
+            out,
+            "table {table}: {} rounds, {} polls ok, {} failed, {} skipped (still running), {} held (node behind), {} counter resets",
+            poll.rounds,
+            poll.polls_ok,
+            poll.polls_failed,
+            poll.polls_skipped,
+            poll.polls_held,
+            poll.counter_resets
+        )?;
+        if let (Some(p50), Some(p99)) = (poll.round_p50_ms, poll.round_p99_ms) {
+            writeln!(out, "  round completion p50 {p50:.1} ms, p99 {p99:.1} ms")?;
+        }
+        for device in &poll.silent_devices {
+            writeln!(
+                out,
+                "  device {} not answering ({} polls in a row failed): {}",
+                device.id,
+                device.failing_in_a_row,
+                device.last_error.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    for (table, mqtt) in &summary.mqtt {
+        writeln!(
+            out,
+            "table {table}: {} MQTT messages, {} connections, {} lost",
+            mqtt.messages, mqtt.connections, mqtt.disconnects
+        )?;
+    }
+    for run in &summary.queries {
+        writeln!(out, "{run}")?;
+        if run.kept_windows > 0 {
+            writeln!(
+                out,
+                "             {} windows closed early at shutdown: written, and kept so the next start resumes them as new revisions",
+                run.kept_windows
+            )?;
+        }
+    }
+    for (query, error) in &summary.failed {
+        writeln!(out, "query {query} FAILED: {error}")?;
+    }
+    if let Some(sync) = sync {
+        writeln!(out, "{sync}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! `connector = 'http_push'`: readings POSTed to `/ingest/<table>` as JSON lines or a
+//! JSON array, gzip accepted.
+//!
+//! A request is checked whole before it is answered: every line is decoded with the
+//! table's schema (and a reading too far ahead of the node's clock is refused), so the
+//! answer says exactly what was accepted and names the bad lines, which go to the dead
+//! letters. Nothing is accepted that the node cannot keep: when the queries cannot take
+//! more, or the sync quota is full under `backpressure`, the answer is 503 with
+//! `Retry-After`, never 200 and a silent drop.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::live::{Arrival, Feed, Reject, now_micros};
+use crate::batch::Interner;
+use crate::decode::{Decoder, JsonDecoder, clock};
+use crate::query::SourceSchema;
+use crate::query::connector::HttpPushSpec;
+
+/// Bad lines named in an answer; the rest are only counted (all go to dead letters).
+pub const ERRORS_IN_ANSWER: usize = 10;
+
+/// The answer to an accepted request.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Readings accepted.
+    pub accepted: u64,
+    /// Lines refused (dead-lettered).
+    pub rejected: u64,
+    /// The first few refusals, with their line numbers (1-based, in the request).
+    pub errors: Vec<PushLineError>,
+}
+
+/// One refused line.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PushLineError {
+    /// Line in the request (element, for a JSON array), from 1.
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Why a request was refused whole.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushRefusal {
+    /// The body is over the limit (413).
+    #[error("body larger than {limit} bytes (max_body)")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A content type or encoding the endpoint does not read (415).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The body cannot be read at all (400).
+    #[error("{0}")]
+    Malformed(String),
+    /// The node cannot keep more now (503).
+    #[error("the node cannot take more readings now; retry later")]
+    Busy,
+}
+
+/// One pushable table.
+pub struct PushTable {
+    schema: Arc<SourceSchema>,
+    spec: HttpPushSpec,
+    feed: Arc<Feed>,
+    /// Whether the node keeps what it accepts now (false while the sync quota is full
+    /// under `backpressure`).
+    accepting: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl PushTable {
+    /// The endpoint of `schema`'s table, publishing into `feed`.
+    pub fn new(
+        schema: &SourceSchema,
+        spec: &HttpPushSpec,
+        feed: Arc<Feed>,
+        accepting: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Self {
+        PushTable {
+            schema: Arc::new(schema.clone()),
+            spec: spec.clone(),
+            feed,
+            accepting,
+        }
+    }
+
+    /// The longest body taken, before decompression too.
+    pub fn max_body(&self) -> usize {
+        self.spec.max_body
+    }
+
+    /// Takes one request's body: `content_type` and `content_encoding` as sent,
+    /// `origin` naming the request in dead letters.
+    pub fn ingest(
+        &self,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+        origin: &str,
+    ) -> Result<PushOutcome, PushRefusal> {
+        let kind = content_type
+            .map(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        if !matches!(
+            kind.as_str(),
+            "" | "application/x-ndjson"
+                | "application/ndjson"
+                | "application/jsonl"
+                | "application/json-lines"
+                | "application/json"
+                | "text/plain"
+        ) {
+            return Err(PushRefusal::Unsupported(format!(
+                "content type {kind} is not read here: send application/x-ndjson (JSON lines) or application/json (an array)"
+            )));
+        }
+        if body.len() > self.spec.max_body {
+            return Err(PushRefusal::TooLarge {
+                limit: self.spec.max_body,
+            });
+        }
+        let inflated;
+        let body = match content_encoding
+            .map(|e| e.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("identity") => body,
+            Some("gzip") | Some("x-gzip") => {
+                inflated = gunzip(body, self.spec.max_body)?;
+                &inflated[..]
+            }
+            Some(other) => {
+                return Err(PushRefusal::Unsupported(format!(
+                    "content encoding {other} is not read here: send gzip or nothing"
+                )));
+            }
+        };
+        let lines = as_lines(body)?;
+        if !(self.accepting)() || !self.feed.has_room(lines.len()) {
+            return Err(PushRefusal::Busy);
+        }
+        let mut decoder = Decoder::Json(JsonDecoder::new(&self.schema));
+        let mut interner = Interner::new();
+        let mut chunk = decoder.decode(&lines, &mut interner);
+        let clock_now = now_micros();
+        clock::quarantine_ahead_of_clock(
+            &mut chunk,
+            &lines,
+            self.schema.event_time,
+            clock_now,
+            self.schema.connector.max_ahead_of_clock,
+        );
+        let mut outcome = PushOutcome {
+            accepted: chunk.batch.len as u64,
+            rejected: chunk.bad.len() as u64,
+            errors: Vec::new(),
+        };
+        let mut rejects = Vec::with_capacity(chunk.bad.len());
+        let mut good = Vec::with_capacity(lines.len());
+        let mut bad_lines: Vec<u64> = chunk.bad.iter().map(|b| b.line).collect();
+        bad_lines.sort_unstable();
+        for bad in &chunk.bad {
+            if outcome.errors.len() < ERRORS_IN_ANSWER {
+                outcome.errors.push(PushLineError {
+                    line: bad.line + 1,
+                    reason: bad.reason.clone(),
+                });
+            }
+            rejects.push(Reject {
+                reason: format!("{origin} line {}: {}", bad.line + 1, bad.reason),
+                raw: bad.raw.clone(),
+            });
+        }
+        for (i, line) in lines.split_inclusive(|&b| b == b'\n').enumerate() {
+            if bad_lines.binary_search(&(i as u64)).is_err() && !line.trim_ascii().is_empty() {
+                good.extend_from_slice(line);
+                if !line.ends_with(b"\n") {
+                    good.push(b'\n');
+                }
+            }
+        }
+        self.feed.publish(Arrival {
+            lines: good,
+            rejects,
+            at: clock_now,
+        });
+        Ok(outcome)
+    }
+}
+
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, PushRefusal> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| PushRefusal::Malformed(format!("broken gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(PushRefusal::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// JSON lines as they are; a JSON array (or one object) as one line per element.
+fn as_lines(body: &[u8]) -> Result<Vec<u8>, PushRefusal> {
+    let trimmed = body.trim_ascii_start();
+    if !trimmed.starts_with(b"[") {
+        return Ok(body.to_vec());
+    }
+    let elements: Vec<serde_json::Value> = serde_json::from_slice(trimmed)
+        .map_err(|e| PushRefusal::Malformed(format!("broken JSON array: {e}")))?;
+    let mut lines = Vec::with_capacity(body.len());
+    for element in elements {
+        // One line per element, whatever its layout in the request.
+        serde_json::to_writer(&mut lines, &element)
+            .map_err(|e| PushRefusal::Malformed(e.to_string()))?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
+}

@@ -1,0 +1,186 @@
+//! `connector = 'mqtt'`: readings from an MQTT broker, one reading or a JSON array per
+//! message.
+//!
+//! The client keeps a persistent session (a fixed client id, `clean_session` off), so
+//! the broker queues QoS 1 messages while the node is away, and acknowledges a QoS 1
+//! message (PUBACK) only once its readings are handed to the queries: a message the
+//! node could not take yet is not acknowledged, and the broker sends it again. A lost
+//! connection is retried with a growing pause (100 ms doubling to 30 s), reset by every
+//! successful connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::live::{Arrival, Feed};
+use super::records::{Counters, Shaper, split_body};
+use crate::query::SourceSchema;
+use crate::query::connector::MqttSpec;
+
+/// First pause before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause before reconnecting.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Why the MQTT source cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MqttError {
+    /// A named environment variable is not set.
+    #[error("environment variable {0} (named by {1}) is not set")]
+    MissingEnv(String, &'static str),
+}
+
+/// What the MQTT source did, for the summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MqttReport {
+    /// Messages received.
+    pub messages: u64,
+    /// Connections made (the first and every reconnection).
+    pub connections: u64,
+    /// Connections lost.
+    pub disconnects: u64,
+}
+
+/// Subscribes to a broker and publishes what arrives into a [`Feed`].
+pub struct MqttSource {
+    spec: MqttSpec,
+    options: MqttOptions,
+    shaper: Shaper,
+    feed: Arc<Feed>,
+    messages: AtomicU64,
+    connections: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+impl MqttSource {
+    /// Prepares the client for `spec` (credentials are read from the environment now).
+    pub fn new(
+        spec: &MqttSpec,
+        schema: &SourceSchema,
+        feed: Arc<Feed>,
+    ) -> Result<Arc<MqttSource>, MqttError> {
+        let client_id = spec
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("edgeflow-{}", schema.name));
+        let mut options = MqttOptions::new(client_id, spec.host.clone(), spec.port);
+        options
+            .set_keep_alive(Duration::from_secs(15))
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(spec.max_body, 64 * 1024);
+        let env =
+            |name: &Option<String>, option: &'static str| -> Result<Option<String>, MqttError> {
+                name.as_ref()
+                    .map(|n| std::env::var(n).map_err(|_| MqttError::MissingEnv(n.clone(), option)))
+                    .transpose()
+            };
+        let user = env(&spec.username_env, "username_env")?;
+        let password = env(&spec.password_env, "password_env")?;
+        if user.is_some() || password.is_some() {
+            options.set_credentials(user.unwrap_or_default(), password.unwrap_or_default());
+        }
+        Ok(Arc::new(MqttSource {
+            spec: spec.clone(),
+            options,
+            shaper: Shaper::new(schema),
+            feed,
+            messages: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+        }))
+    }
+
+    /// What it did so far.
+    pub fn report(&self) -> MqttReport {
+        MqttReport {
+            messages: self.messages.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Receives until `stop` turns true, then disconnects.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let (client, mut events) = AsyncClient::new(self.options.clone(), 1024);
+        let qos = if self.spec.qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        let counters = Counters::default();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let event = tokio::select! {
+                event = events.poll() => event,
+                _ = stop.changed() => break,
+            };
+            if *stop.borrow() {
+                break;
+            }
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff = BACKOFF_MIN;
+                    self.connections.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(host = %self.spec.host, port = self.spec.port, session_present = ack.session_present, "Connected to the MQTT broker");
+                    if !ack.session_present {
+                        for topic in &self.spec.topics {
+                            if let Err(e) = client.subscribe(topic.clone(), qos).await {
+                                tracing::error!(topic = %topic, error = %e, "Cannot subscribe");
+                            }
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    self.messages.fetch_add(1, Ordering::Relaxed);
+                    let origin = format!("mqtt topic {}", publish.topic);
+                    let (records, mut rejects) = split_body(&publish.payload, &origin);
+                    let device = self.spec.device_id_from_topic.and_then(|level| {
+                        publish.topic.split('/').nth(level - 1).map(str::to_owned)
+                    });
+                    let mut lines = Vec::new();
+                    let at = super::live::now_micros();
+                    self.shaper.shape(
+                        records,
+                        device.as_deref(),
+                        at / 1000,
+                        &counters,
+                        &mut lines,
+                        &mut rejects,
+                        &origin,
+                    );
+                    // Holding the acknowledgement is what makes the broker keep the
+                    // message: wait for room rather than drop it.
+                    while !self.feed.has_room(lines.len()) && !*stop.borrow() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    self.feed.publish(Arrival { lines, rejects, at });
+                    if let Err(e) = client.ack(&publish).await {
+                        tracing::warn!(error = %e, "Cannot acknowledge an MQTT message");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(host = %self.spec.host, port = self.spec.port, error = %e, retry_in = ?backoff, "MQTT connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        client.disconnect().await.ok();
+        // Lets the disconnect go out; the broker keeps the session for the next start.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while events.poll().await.is_ok() {}
+        })
+        .await;
+    }
+}

@@ -1,0 +1,326 @@
+//! What live connectors receive (a JSON object, a JSON array, or JSON lines) turned into
+//! JSON lines in the table's schema, with the gaps filled the way the connector says:
+//! the device id from the URL or topic, the event time from the node's clock, and
+//! cumulative counters turned into deltas.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{Map, Value};
+
+use super::live::Reject;
+use crate::decode::LONG_LINE_RAW_BYTES;
+use crate::query::SourceSchema;
+
+/// A record as received, before it is shaped.
+pub type Record = Map<String, Value>;
+
+/// Splits a body into records: one JSON object, a JSON array of objects, or JSON lines.
+/// Whatever is not an object becomes a reject naming `origin` and the line or element.
+pub fn split_body(body: &[u8], origin: &str) -> (Vec<Record>, Vec<Reject>) {
+    let trimmed = body.trim_ascii();
+    let mut records = Vec::new();
+    let mut rejects = Vec::new();
+    if trimmed.is_empty() {
+        rejects.push(Reject {
+            reason: format!("{origin}: empty body, expected a JSON object, array or JSON lines"),
+            raw: String::new(),
+        });
+        return (records, rejects);
+    }
+    if trimmed.starts_with(b"[") {
+        match serde_json::from_slice::<Vec<Value>>(trimmed) {
+            Ok(values) => {
+                for (i, value) in values.into_iter().enumerate() {
+                    match value {
+                        Value::Object(map) => records.push(map),
+                        other => rejects.push(Reject {
+                            reason: format!(
+                                "{origin}: element {i} of the array is not a JSON object"
+                            ),
+                            raw: cut(other.to_string().as_bytes()),
+                        }),
+                    }
+                }
+            }
+            Err(e) => rejects.push(Reject {
+                reason: format!("{origin}: broken JSON array: {e}"),
+                raw: cut(trimmed),
+            }),
+        }
+        return (records, rejects);
+    }
+    for (i, line) in trimmed.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(map)) => records.push(map),
+            Ok(_) => rejects.push(Reject {
+                reason: format!("{origin}: line {}: expected a JSON object", i + 1),
+                raw: cut(line),
+            }),
+            Err(e) => rejects.push(Reject {
+                reason: format!("{origin}: line {}: broken JSON: {e}", i + 1),
+                raw: cut(line),
+            }),
+        }
+    }
+    (records, rejects)
+}
+
+/// The first KiB of what was received, for a dead letter.
+pub fn cut(raw: &[u8]) -> String {
+    let end = raw.len().min(LONG_LINE_RAW_BYTES);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// How a connector fills and shapes records.
+#[derive(Clone, Debug)]
+pub struct Shaper {
+    /// The `device_id` column's name, if the table has one.
+    device_column: Option<String>,
+    /// The event-time column's name.
+    event_time: String,
+    /// Fill the event time with the arrival time.
+    poll_time: bool,
+    /// Counter columns' names.
+    counters: Vec<String>,
+    /// 32 or 64.
+    counter_bits: u32,
+    /// The `interval_ms` column's name, filled with counters.
+    interval_column: Option<String>,
+}
+
+impl Shaper {
+    /// Passes records through, filling only the device id.
+    pub fn new(schema: &SourceSchema) -> Self {
+        Shaper {
+            device_column: schema
+                .find("device_id")
+                .map(|i| schema.columns[i].name.clone()),
+            event_time: schema.columns[schema.event_time].name.clone(),
+            poll_time: false,
+            counters: Vec::new(),
+            counter_bits: 64,
+            interval_column: None,
+        }
+    }
+
+    /// Fills the event time with the arrival time, for devices without a clock.
+    pub fn with_poll_time(mut self, on: bool) -> Self {
+        self.poll_time = on;
+        self
+    }
+
+    /// Turns the columns `counters` (indexes into the schema) into deltas of `bits`-wide
+    /// counters, and fills `interval` with the time between answers.
+    pub fn with_counters(
+        mut self,
+        schema: &SourceSchema,
+        counters: &[usize],
+        bits: u32,
+        interval: Option<usize>,
+    ) -> Self {
+        self.counters = counters
+            .iter()
+            .map(|&i| schema.columns[i].name.clone())
+            .collect();
+        self.counter_bits = bits;
+        self.interval_column = interval.map(|i| schema.columns[i].name.clone());
+        self
+    }
+
+    /// Whether counters are turned into deltas.
+    pub fn has_counters(&self) -> bool {
+        !self.counters.is_empty()
+    }
+
+    /// Shapes `records` received from `device` (the URL's `{id}` or a topic level) at
+    /// `at_ms`, appending one JSON line per reading to `out`. With counters, a device's
+    /// first answer yields no reading.
+    pub fn shape(
+        &self,
+        records: Vec<Record>,
+        device: Option<&str>,
+        at_ms: i64,
+        counters: &Counters,
+        out: &mut Vec<u8>,
+        rejects: &mut Vec<Reject>,
+        origin: &str,
+    ) {
+        for mut record in records {
+            if let (Some(column), Some(device)) = (&self.device_column, device)
+                && !record.contains_key(column)
+            {
+                record.insert(column.clone(), Value::String(device.to_owned()));
+            }
+            if self.poll_time {
+                record.insert(self.event_time.clone(), Value::from(at_ms));
+            }
+            if self.has_counters() {
+                let key = self
+                    .device_column
+                    .as_ref()
+                    .and_then(|c| record.get(c))
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .or_else(|| device.map(str::to_owned))
+                    .unwrap_or_default();
+                match counters.delta(self, &key, &mut record, at_ms) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(reason) => {
+                        rejects.push(Reject {
+                            reason: format!("{origin}: {reason}"),
+                            raw: cut(Value::Object(record).to_string().as_bytes()),
+                        });
+                        continue;
+                    }
+                }
+            }
+            if serde_json::to_writer(&mut *out, &record).is_ok() {
+                out.push(b'\n');
+            }
+        }
+    }
+}
+
+/// A device's counters at its previous answer.
+#[derive(Clone, Debug)]
+struct Previous {
+    values: Vec<u64>,
+    at_ms: i64,
+}
+
+/// What counters did: resets seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterStats {
+    /// Counters that went down (reboot) and were taken from zero.
+    pub resets: u64,
+    /// 32-bit counters that wrapped.
+    pub wraps: u64,
+}
+
+/// Every device's previous counter values, for deltas.
+#[derive(Debug, Default)]
+pub struct Counters {
+    previous: Mutex<HashMap<String, Previous>>,
+    stats: Mutex<CounterStats>,
+}
+
+impl Counters {
+    /// Resets and wraps so far.
+    pub fn stats(&self) -> CounterStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Replaces the counters of `record` by their deltas since `device`'s previous
+    /// answer; `Ok(false)` for the device's first answer, which yields no reading.
+    fn delta(
+        &self,
+        shaper: &Shaper,
+        device: &str,
+        record: &mut Record,
+        at_ms: i64,
+    ) -> Result<bool, String> {
+        let mut values = Vec::with_capacity(shaper.counters.len());
+        for name in &shaper.counters {
+            let value = match record.get(name) {
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(s)) => s.trim().parse().ok(),
+                _ => None,
+            };
+            let Some(value) = value else {
+                return Err(format!(
+                    "counter `{name}` is missing or not a whole number of at least 0"
+                ));
+            };
+            values.push(value);
+        }
+        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let before = previous.insert(
+            device.to_owned(),
+            Previous {
+                values: values.clone(),
+                at_ms,
+            },
+        );
+        drop(previous);
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        let mut stats = CounterStats::default();
+        for ((name, now), then) in shaper.counters.iter().zip(&values).zip(&before.values) {
+            let delta = counter_delta(*then, *now, shaper.counter_bits, &mut stats);
+            record.insert(
+                name.clone(),
+                Value::from(i64::try_from(delta).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(column) = &shaper.interval_column {
+            record.insert(column.clone(), Value::from((at_ms - before.at_ms).max(0)));
+        }
+        if stats != CounterStats::default()
+            && let Ok(mut total) = self.stats.lock()
+        {
+            total.resets += stats.resets;
+            total.wraps += stats.wraps;
+        }
+        Ok(true)
+    }
+}
+
+/// The growth of a counter from `then` to `now`: a 32-bit counter that went down from
+/// near the top wrapped (the delta is taken modulo 2^32); any other drop is a reset
+/// (reboot), and the new value is the delta.
+pub fn counter_delta(then: u64, now: u64, bits: u32, stats: &mut CounterStats) -> u64 {
+    if now >= then {
+        return now - then;
+    }
+    if bits == 32 && then <= u64::from(u32::MAX) && then >= 3 << 30 && now < 1 << 30 {
+        stats.wraps += 1;
+        return (now + (1u64 << 32)) - then;
+    }
+    stats.resets += 1;
+    now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_grow_reset_and_wrap() {
+        let mut stats = CounterStats::default();
+        assert_eq!(counter_delta(100, 250, 64, &mut stats), 150);
+        assert_eq!(counter_delta(5_000, 40, 64, &mut stats), 40);
+        assert_eq!(stats.resets, 1);
+        let near_top = u64::from(u32::MAX) - 99;
+        assert_eq!(counter_delta(near_top, 50, 32, &mut stats), 150);
+        assert_eq!(stats.wraps, 1);
+        // A 32-bit counter that drops from low down is a reboot, not a wrap.
+        assert_eq!(counter_delta(70_000, 10, 32, &mut stats), 10);
+        assert_eq!(stats.resets, 2);
+    }
+
+    #[test]
+    fn bodies_of_every_shape_split_into_records() {
+        let (r, e) = split_body(br#"{"a":1}"#, "u");
+        assert_eq!((r.len(), e.len()), (1, 0));
+        let (r, e) = split_body(br#"[{"a":1},{"a":2},3]"#, "u");
+        assert_eq!((r.len(), e.len()), (2, 1));
+        let (r, e) = split_body(b"{\"a\":1}\n\n{\"a\":\n{\"a\":3}\n", "u");
+        assert_eq!((r.len(), e.len()), (2, 1));
+        assert!(
+            e[0].reason.starts_with("u: line 3: broken JSON"),
+            "{:?}",
+            e[0]
+        );
+        let (r, e) = split_body(b"<html>oops</html>", "u");
+        assert_eq!((r.len(), e.len()), (0, 1));
+    }
+}
