@@ -137,10 +137,35 @@ impl Decoder {
     /// Readings too far ahead of the rest of the chunk are quarantined
     /// ([`clock::quarantine_future`]).
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
+        self.decode_at(data, interner, None)
+    }
+
+    /// Decodes a chunk of live readings that arrived when the node's clock read
+    /// `clock`: readings more than `max_ahead` after it are quarantined first
+    /// ([`clock::quarantine_ahead_of_clock`]), then the chunk's own rule applies.
+    pub fn decode_live(
+        &mut self,
+        data: &[u8],
+        interner: &mut Interner,
+        clock: i64,
+        max_ahead: i64,
+    ) -> DecodedChunk {
+        self.decode_at(data, interner, Some((clock, max_ahead)))
+    }
+
+    fn decode_at(
+        &mut self,
+        data: &[u8],
+        interner: &mut Interner,
+        node_clock: Option<(i64, i64)>,
+    ) -> DecodedChunk {
         let (mut chunk, event_time, skew) = match self {
             Decoder::Json(d) => (d.decode(data, interner), d.event_time, d.max_future_skew),
             Decoder::Csv(d) => (d.decode(data, interner), d.event_time, d.max_future_skew),
         };
+        if let Some((clock, max_ahead)) = node_clock {
+            clock::quarantine_ahead_of_clock(&mut chunk, data, event_time, clock, max_ahead);
+        }
         clock::quarantine_future(&mut chunk, data, event_time, skew);
         chunk
     }

@@ -124,6 +124,8 @@ pub struct Control {
     fatal: Mutex<Option<Error>>,
     pause: Option<PauseCheck>,
     paused_once: AtomicBool,
+    /// Set by [`Control::drain`].
+    draining: AtomicBool,
     cut: Mutex<Cut>,
     interrupted_by: Mutex<Option<i32>>,
     lines: AtomicU64,
@@ -137,6 +139,7 @@ impl Default for Control {
             fatal: Mutex::new(None),
             pause: None,
             paused_once: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             cut: Mutex::new(Cut::default()),
             interrupted_by: Mutex::new(None),
             lines: AtomicU64::new(0),
@@ -166,6 +169,9 @@ impl Control {
     /// Whether sources should wait before reading more; says so in the log the first
     /// time.
     pub fn paused(&self) -> bool {
+        if self.draining.load(Ordering::Relaxed) {
+            return false;
+        }
         let paused = self.pause.as_ref().is_some_and(|p| p());
         if paused && !self.paused_once.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -173,6 +179,12 @@ impl Control {
             );
         }
         paused
+    }
+
+    /// Reads what is left regardless of the quota: a stopping node processes every
+    /// reading it accepted, even if that takes the local disk past the quota.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Records a fatal error (the first one wins) and stops the sources.

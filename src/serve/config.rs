@@ -63,10 +63,6 @@ pub struct SyncFile {
     pub max_pending_bytes: Option<String>,
     /// `on_quota = "backpressure"` or `"drop-oldest"`.
     pub on_quota: Option<String>,
-    /// `retention = "24h"`.
-    pub retention: Option<String>,
-    /// `timeout = "5m"`: how long a stopping node waits for the target.
-    pub timeout: Option<String>,
 }
 
 /// Bearer tokens by scope. `ingest` may push readings; `admin` may do anything.

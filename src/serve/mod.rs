@@ -193,6 +193,7 @@ impl Node {
 
         // Subscriptions first, so no reading published later misses a query.
         let mut runs = Vec::new();
+        let mut controls = Vec::new();
         for plan in &config.queries {
             let Some(ingest) = ingests.iter().find(|i| i.queries.contains(&plan.name)) else {
                 continue;
@@ -208,6 +209,7 @@ impl Node {
                 run.on_supersede = Some(syncer.on_supersede());
                 run.control = Arc::new(Control::with_pause(Some(syncer.pause_check())));
             }
+            controls.push(run.control.clone());
             runs.push(run);
         }
 
@@ -365,6 +367,9 @@ impl Node {
         });
         for ingest in &ingests {
             ingest.feed.close();
+        }
+        for control in &controls {
+            control.drain();
         }
         for thread in threads {
             thread.join().ok();

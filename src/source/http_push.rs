@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::live::{Arrival, Feed, Reject, now_micros};
 use crate::batch::Interner;
-use crate::decode::{Decoder, JsonDecoder, clock};
+use crate::decode::{Decoder, JsonDecoder};
 use crate::query::SourceSchema;
 use crate::query::connector::HttpPushSpec;
 
@@ -152,12 +152,10 @@ impl PushTable {
         }
         let mut decoder = Decoder::Json(JsonDecoder::new(&self.schema));
         let mut interner = Interner::new();
-        let mut chunk = decoder.decode(&lines, &mut interner);
         let clock_now = now_micros();
-        clock::quarantine_ahead_of_clock(
-            &mut chunk,
+        let chunk = decoder.decode_live(
             &lines,
-            self.schema.event_time,
+            &mut interner,
             clock_now,
             self.schema.connector.max_ahead_of_clock,
         );

@@ -25,7 +25,7 @@ use timely::scheduling::SyncActivator;
 
 use super::{ChunkSource, OpenInput, SourceError, SourceLimits, SourcePoll};
 use crate::batch::Interner;
-use crate::decode::{BadRecord, Decoder, JsonDecoder, clock};
+use crate::decode::{BadRecord, Decoder, JsonDecoder};
 use crate::query::SourceSchema;
 
 /// How long a chunk waits for more readings before it goes out part-full: short enough
@@ -299,7 +299,6 @@ impl OpenInput for LiveInput {
             activators,
             decoder: Decoder::Json(JsonDecoder::new(&self.schema))
                 .with_max_line_bytes(self.limits.max_line_bytes),
-            event_time: self.schema.event_time,
             max_ahead: self.schema.connector.max_ahead_of_clock,
         })
     }
@@ -446,7 +445,6 @@ struct LiveChunks {
     receiver: Option<Receiver<LiveChunk>>,
     activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
     decoder: Decoder,
-    event_time: usize,
     max_ahead: i64,
 }
 
@@ -457,14 +455,9 @@ impl ChunkSource for LiveChunks {
         };
         match receiver.try_recv() {
             Ok(live) => {
-                let mut chunk = self.decoder.decode(&live.lines, interner);
-                clock::quarantine_ahead_of_clock(
-                    &mut chunk,
-                    &live.lines,
-                    self.event_time,
-                    live.clock,
-                    self.max_ahead,
-                );
+                let mut chunk =
+                    self.decoder
+                        .decode_live(&live.lines, interner, live.clock, self.max_ahead);
                 for reject in live.rejects {
                     chunk.bad.push(BadRecord {
                         line: chunk.lines,

@@ -5,6 +5,7 @@ mod dead_letters;
 mod determinism;
 mod hostile_input;
 mod interop;
+mod live;
 mod oracle;
 mod parquet_files;
 mod query_errors;

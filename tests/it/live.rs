@@ -1,0 +1,466 @@
+//! The live node: `edgeflow serve` fed over HTTP push, its event-time rules on a live
+//! source, and what it writes when stopped. Real processes, real HTTP on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeflow::types::Value;
+
+use crate::s3_server::{free_port, wait_until};
+use crate::support::{dead_letters, parquet_files, read_rows, sort_rows};
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+/// The node's clock, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A running `edgeflow serve` (or `run` on a live query).
+pub struct LiveNode {
+    child: Option<Child>,
+    pub port: u16,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl LiveNode {
+    /// Starts `edgeflow <args>` with `--listen` on a free port and waits until it
+    /// answers `/healthz`.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> LiveNode {
+        let port = free_port();
+        let out = dir.join("out");
+        let stdout = dir.join(format!("node-{port}.out"));
+        let stderr = dir.join(format!("node-{port}.err"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+        command
+            .args(args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--output")
+            .arg(&out)
+            .env_remove("EDGEFLOW_INGEST_TOKEN")
+            .env_remove("EDGEFLOW_ADMIN_TOKEN")
+            .stdout(file(&stdout))
+            .stderr(file(&stderr));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("edgeflow: {e}"));
+        let mut node = LiveNode {
+            child: Some(child),
+            port,
+            stdout,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(port, "GET", "/healthz", &[], b"").0 != 200 {
+            if let Some(child) = node.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the node exited with {status}: {}", node.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node never answered /healthz"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns its code and stdout.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let Some(mut child) = self.child.take() else {
+            return (None, String::new());
+        };
+        signal(&child, "TERM");
+        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        (
+            status.code(),
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+        )
+    }
+}
+
+impl Drop for LiveNode {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+fn file(path: &Path) -> Stdio {
+    Stdio::from(std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(ok.success());
+}
+
+/// One HTTP/1.1 request over a plain socket: (status, headers, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new(), Vec::new());
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    if stream.write_all(request.as_bytes()).is_err() || stream.write_all(body).is_err() {
+        return (0, String::new(), Vec::new());
+    }
+    let mut reply = Vec::new();
+    if stream.read_to_end(&mut reply).is_err() && reply.is_empty() {
+        return (0, String::new(), Vec::new());
+    }
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(reply.len());
+    let head = String::from_utf8_lossy(&reply[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut body = reply[(split + 4).min(reply.len())..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+}
+
+/// A push table in ten-second windows, with an idle timeout.
+pub const PUSH_QUERY: &str = "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
+WITH (connector = 'http_push', event_time = 'ts', max_out_of_orderness = '1s', idle_timeout = '1s');
+SELECT device_id, window_start, window_end, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
+FROM TUMBLE(readings, ts, INTERVAL '10' SECOND)
+GROUP BY device_id, window_start, window_end;";
+
+pub fn write_query(dir: &Path, name: &str, sql: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.sql"));
+    std::fs::write(&path, sql).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn line(device: &str, ts: i64, bytes: i64) -> String {
+    format!("{{\"device_id\":\"{device}\",\"ts\":{ts},\"bytes_in\":{bytes}}}\n")
+}
+
+/// (device, window start µs) -> (count, sum), the plain computation.
+type Expected = BTreeMap<(String, i64), (i64, i64)>;
+
+fn add(expected: &mut Expected, device: &str, ts_ms: i64, bytes: i64) {
+    let start = ts_ms.div_euclid(10_000) * 10_000 * 1000;
+    let e = expected.entry((device.to_owned(), start)).or_default();
+    e.0 += 1;
+    e.1 += bytes;
+}
+
+/// The latest revision of each window's rows, as (device, window start) -> (n, sum).
+fn written(out: &Path, query: &str) -> Expected {
+    let mut rows = read_rows(&out.join(query));
+    sort_rows(&mut rows);
+    let mut latest: BTreeMap<(String, i64), (i32, i64, i64)> = BTreeMap::new();
+    for row in rows {
+        let (Value::Text(device), Value::Timestamp(start), Value::BigInt(n), Value::BigInt(sum)) =
+            (&row[0], &row[1], &row[3], &row[4])
+        else {
+            panic!("unexpected row {row:?}");
+        };
+        let revision = match row.last() {
+            Some(Value::BigInt(r)) => *r as i32,
+            _ => 0,
+        };
+        let entry = latest
+            .entry((device.clone(), *start))
+            .or_insert((revision, *n, *sum));
+        if revision >= entry.0 {
+            *entry = (revision, *n, *sum);
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(k, (_, n, s))| (k, (n, s)))
+        .collect()
+}
+
+#[test]
+fn push_needs_a_token_keeps_every_good_line_and_names_the_bad_ones() {
+    let dir = tempdir();
+    // No idle timeout: the clock must not close windows between the requests.
+    let query = write_query(
+        dir.path(),
+        "pushed",
+        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
+    );
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "2",
+        ],
+        &[("EDGEFLOW_INGEST_TOKEN", "s3cret")],
+    );
+    let t0 = now_ms() - 30_000;
+    let good = line("a", t0, 10);
+    for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let (status, head, _) = http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &headers,
+            good.as_bytes(),
+        );
+        assert_eq!(status, 401, "auth {auth:?}: {head}");
+    }
+    let mut expected = Expected::new();
+    let mut batch = String::new();
+    for i in 0..50 {
+        let (device, ts, bytes) = (format!("d{}", i % 5), t0 + i * 700, 100 + i);
+        batch.push_str(&line(&device, ts, bytes));
+        add(&mut expected, &device, ts, bytes);
+        if i % 10 == 3 {
+            batch.push_str("{\"device_id\":\"broken\",\"ts\":\n");
+        }
+    }
+    // A year ahead of the node's clock: refused, and never moves the watermark.
+    batch.push_str(&line("future", now_ms() + 365 * 86_400_000, 1));
+    let auth = [
+        ("Authorization", "Bearer s3cret"),
+        ("Content-Type", "application/x-ndjson"),
+    ];
+    let (status, head, body) = http(
+        node.port,
+        "POST",
+        "/ingest/readings",
+        &auth,
+        batch.as_bytes(),
+    );
+    assert_eq!(status, 200, "{head}");
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["accepted"], 50, "{answer}");
+    assert_eq!(answer["rejected"], 6, "{answer}");
+    let lines: Vec<u64> = answer["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["line"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(lines, vec![5, 16, 27, 38, 49, 56], "{answer}");
+    assert!(
+        answer["errors"][5]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ahead of the node's clock")),
+        "{answer}"
+    );
+    // A JSON array, gzip-compressed.
+    let last = t0 + 49 * 700;
+    let array = format!(
+        "[{{\"device_id\":\"z\",\"ts\":{last},\"bytes_in\":7}}, {{\"device_id\":\"z\",\"ts\":{},\"bytes_in\":8}}]",
+        last + 1
+    );
+    add(&mut expected, "z", last, 7);
+    add(&mut expected, "z", last + 1, 8);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, array.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let gz = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+    let headers = [
+        ("Authorization", "Bearer s3cret"),
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", "gzip"),
+    ];
+    let (status, _, body) = http(node.port, "POST", "/ingest/readings", &headers, &gz);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = http(
+        node.port,
+        "POST",
+        "/ingest/readings",
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("Content-Type", "image/png"),
+        ],
+        b"x",
+    );
+    assert_eq!(status, 415);
+    let (status, _, _) = http(node.port, "POST", "/ingest/nowhere", &auth, good.as_bytes());
+    assert_eq!(status, 404);
+
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        written(&dir.path().join("out"), "pushed"),
+        expected,
+        "{stdout}"
+    );
+    let letters = dead_letters(&dir.path().join("out"), "pushed");
+    assert_eq!(letters.lines().count(), 6, "{letters}");
+    assert!(letters.contains("line 5:"), "{letters}");
+    assert!(letters.contains("POST /ingest/readings"), "{letters}");
+}
+
+#[test]
+fn a_quiet_source_closes_its_windows_after_idle_timeout() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "quiet", PUSH_QUERY);
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "2",
+        ],
+        &[],
+    );
+    // Readings of a window that ends now: once the source has been quiet for a
+    // second, the watermark follows the clock and the window closes, with no more
+    // readings and no stop.
+    let t = now_ms() - 10_000;
+    let mut batch = String::new();
+    for i in 0..20 {
+        batch.push_str(&line("dev", t + i, 1));
+    }
+    let (status, _, body) = http(node.port, "POST", "/ingest/readings", &[], batch.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let results = dir.path().join("out").join("quiet");
+    wait_until(
+        "the window to close while the node runs",
+        Duration::from_secs(60),
+        || !parquet_files(&results).is_empty(),
+    );
+    let rows = read_rows(&results);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][3], Value::BigInt(20));
+    let (code, _) = node.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn under_a_full_quota_push_answers_503_and_never_drops_what_it_accepted() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "quota", PUSH_QUERY);
+    // A target nobody answers at keeps every file pending: one closed window fills a
+    // 1-byte quota.
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--workers",
+            "1",
+            "--sync",
+            "s3://nowhere/edge",
+            "--s3-endpoint",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--s3-allow-http",
+            "--max-pending-bytes",
+            "1",
+            "--sync-timeout",
+            "1s",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    let mut expected = Expected::new();
+    let t = now_ms() - 60_000;
+    let mut accepted = 0;
+    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while refused == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never refused: the quota is not enforced"
+        );
+        let ts = t + i * 10_000;
+        let (status, head, body) = http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &[],
+            line("q", ts, 5).as_bytes(),
+        );
+        match status {
+            200 => {
+                accepted += 1;
+                add(&mut expected, "q", ts, 5);
+            }
+            503 => {
+                refused += 1;
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after: "),
+                    "{head}"
+                );
+            }
+            other => panic!("{other}: {}", String::from_utf8_lossy(&body)),
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(accepted >= 1);
+    let (code, stdout) = node.stop();
+    // Sync could not finish: the node says so, but every accepted reading is written.
+    assert!(code.is_some(), "{stdout}");
+    assert_eq!(
+        written(&dir.path().join("out"), "quota"),
+        expected,
+        "{stdout}"
+    );
+}
