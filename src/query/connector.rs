@@ -77,6 +77,54 @@ impl Connector {
     }
 }
 
+impl std::fmt::Display for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = crate::time::format_duration;
+        match &self.kind {
+            ConnectorKind::Unspecified => f.write_str("none (run reads --input, or the generator)"),
+            ConnectorKind::File(s) => write!(
+                f,
+                "file {}{}",
+                s.path.display(),
+                if s.follow { ", followed" } else { "" }
+            ),
+            ConnectorKind::Stdin(s) => write!(f, "stdin ({})", s.format),
+            ConnectorKind::Generator(s) => write!(
+                f,
+                "generator ({} devices, {} readings, {}/s, seed {})",
+                s.devices, s.readings, s.rate, s.seed
+            ),
+            ConnectorKind::HttpPoll(s) => {
+                let devices = match &s.ids {
+                    DeviceIds::Range { first, last } => format!("ids {first}..{last}"),
+                    DeviceIds::File(path) => format!("devices from {}", path.display()),
+                };
+                write!(
+                    f,
+                    "http_poll {} over {devices}, every {}, timeout {}, {} at a time",
+                    s.url,
+                    micros(s.interval),
+                    micros(s.timeout),
+                    s.concurrency
+                )?;
+                if !s.counters.is_empty() {
+                    write!(f, "; {} cumulative counters as deltas", s.counters.len())?;
+                }
+                Ok(())
+            }
+            ConnectorKind::HttpPush(_) => f.write_str("http_push (POST /ingest/<table>)"),
+            ConnectorKind::Mqtt(s) => write!(
+                f,
+                "mqtt {}:{} topics {} at QoS {}",
+                s.host,
+                s.port,
+                s.topics.join(", "),
+                s.qos
+            ),
+        }
+    }
+}
+
 /// The connectors.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub enum ConnectorKind {

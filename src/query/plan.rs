@@ -200,6 +200,21 @@ impl fmt::Display for QueryPlan {
             "clock       readings more than {} ahead of their chunk's median are quarantined",
             format_duration(s.max_future_skew)
         )?;
+        writeln!(f, "connector   {}", s.connector)?;
+        if s.connector.is_live() {
+            writeln!(
+                f,
+                "live        readings more than {} ahead of the node's clock are quarantined; {}",
+                format_duration(s.connector.max_ahead_of_clock),
+                match s.connector.idle_timeout {
+                    Some(idle) => format!(
+                        "after {} without readings the watermark follows the clock",
+                        format_duration(idle)
+                    ),
+                    None => "the watermark waits for readings (no idle_timeout)".into(),
+                }
+            )?;
+        }
         writeln!(f, "window      {}", self.window)?;
         if let Some(filter) = &self.filter {
             writeln!(f, "filter      {filter}")?;

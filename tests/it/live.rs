@@ -12,6 +12,9 @@ use edgeflow::types::Value;
 use crate::s3_server::{free_port, wait_until};
 use crate::support::{dead_letters, parquet_files, read_rows, sort_rows};
 
+/// The files of `queries/` over live sources, each run by a test here.
+pub const LIVE_QUERY_FILES: &[&str] = &["live_traffic.sql"];
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
 }

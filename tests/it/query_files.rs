@@ -4,6 +4,8 @@
 //! (`queries/expected/<name>.csv`); a file in `queries/errors/` fails with the message its
 //! first line states.
 //!
+//! Queries over live sources run against the simulated fleet in `tests/it/live.rs`.
+//!
 //! `EDGEFLOW_BLESS=1 ./tests/run.sh --test it query_files` rewrites the expected rows after
 //! a deliberate change, but only with an output DuckDB agrees with; review the diff.
 
@@ -195,6 +197,16 @@ fn every_example_query_produces_duckdbs_rows_and_its_expected_rows() {
     let bless = std::env::var_os("EDGEFLOW_BLESS").is_some();
     for file in files {
         let plan = edgeflow::query::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        if plan.source.connector.is_live() {
+            // A live query runs against the simulated fleet instead (tests/it/live.rs).
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            assert!(
+                super::live::LIVE_QUERY_FILES.contains(&name),
+                "{}: a live query file needs a test in tests/it/live.rs",
+                file.display()
+            );
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let summary = run(
             &plan,
