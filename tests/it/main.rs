@@ -6,6 +6,7 @@ mod determinism;
 mod hostile_input;
 mod interop;
 mod live;
+mod live_poll;
 mod oracle;
 mod parquet_files;
 mod query_errors;
