@@ -23,10 +23,14 @@
 //!
 //! The plan every stage reads comes from a query file ([`query`]); [`engine`] wires the
 //! dataflow and runs it on timely workers.
+//!
+//! [`devices`] simulates a fleet of devices to poll or to receive readings from, for
+//! demos, tests and benchmarks.
 
 pub mod batch;
 pub mod bench;
 pub mod decode;
+pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::check(args),
         Command::Gen(args) => cli::gen_cmd::generate(args),
         Command::Bench(args) => cli::bench::bench(args),
+        Command::Devices(args) => cli::devices::devices(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

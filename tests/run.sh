@@ -18,6 +18,11 @@ if ! cmp -s "$requirements" "$stamp" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
 fi
+# mosquitto: the MQTT broker and independent subscriber of the device simulator's tests.
+if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+    echo "tests/run.sh: installing mosquitto" >&2
+    apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
 export EDGEFLOW_PYTHON="$PWD/$venv/bin/python"
 export EDGEFLOW_MOTO="$PWD/$venv/bin/moto_server"
 

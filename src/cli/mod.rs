@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod devices;
 pub mod gen_cmd;
 pub mod logging;
 pub mod query;
@@ -48,6 +49,9 @@ pub enum Command {
     Status(sync::StatusArgs),
     /// Measure the pipeline end to end at several worker counts, next to a plain loop.
     Bench(bench::BenchArgs),
+    /// Simulate a device fleet: answer polls over HTTP, or publish readings over MQTT or
+    /// HTTP push.
+    Devices(devices::DevicesArgs),
 }
 
 /// Settings of the synthetic reading generator, shared by `run` and `gen`.

@@ -3,6 +3,7 @@
 mod cli;
 mod dead_letters;
 mod determinism;
+mod devices;
 mod hostile_input;
 mod interop;
 mod live;
