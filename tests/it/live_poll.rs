@@ -257,8 +257,9 @@ fn faulty_devices_are_counted_and_dead_lettered_and_the_others_rows_are_complete
         .unwrap_or_default();
     let letters = dead_letters(&dir.path().join("out"), "faulty");
     for (id, _, reason) in faults {
-        let error = silent.get(id).unwrap_or_else(|| panic!("device {id} not reported: {polls}"));
-        assert!(error.contains(reason), "device {id}: {error}");
+        // Its last error may be the simulator's own shutdown; the dead letters hold
+        // every failure.
+        assert!(silent.contains_key(id), "device {id} not reported: {polls}");
         let url = format!("http://127.0.0.1:{port}/device/{id}:");
         assert!(
             letters.lines().any(|l| l.contains(&url) && l.contains(reason)),
