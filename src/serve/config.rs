@@ -103,6 +103,17 @@ impl Tokens {
         self
     }
 
+    /// Whether `token` may read status and metrics.
+    pub fn may_read(&self, token: Option<&str>) -> bool {
+        self.is_empty()
+            || token.is_some_and(|t| {
+                self.read
+                    .iter()
+                    .chain(&self.admin)
+                    .any(|k| same(k.as_bytes(), t.as_bytes()))
+            })
+    }
+
     /// Whether `token` may push readings.
     pub fn may_ingest(&self, token: Option<&str>) -> bool {
         self.is_empty()

@@ -2,7 +2,8 @@
 //!
 //! `POST /ingest/<table>` takes JSON lines or a JSON array (gzip accepted) for a table
 //! declared with `connector = 'http_push'`; `GET /healthz` answers while the process
-//! lives, `GET /readyz` while it takes readings.
+//! lives, `GET /readyz` while it takes readings; `GET /api/v1/ingest` gives the
+//! readings each table received.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use serde_json::json;
 
 use super::config::Tokens;
 use crate::source::http_push::{PushRefusal, PushTable};
+use crate::source::live::Feed;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -32,7 +34,14 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Cleared while the node stops.
     pub ready: Arc<AtomicBool>,
+    /// Every table's feed, for the ingest figures.
+    pub feeds: BTreeMap<String, Arc<Feed>>,
+    /// Every polled or subscribed table's source figures.
+    pub sources: BTreeMap<String, SourceStatus>,
 }
+
+/// A source's figures now, as JSON.
+pub type SourceStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
@@ -47,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest/{table}", post(ingest))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/api/v1/ingest", get(ingest_status))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -57,6 +67,25 @@ async fn ready(State(state): State<AppState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
     }
+}
+
+/// Readings received per table since the node started.
+async fn ingest_status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.tokens.may_read(bearer(&headers)) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let tables: serde_json::Map<String, serde_json::Value> = state
+        .feeds
+        .iter()
+        .map(|(table, feed)| {
+            let source = state.sources.get(table).map(|status| status());
+            (
+                table.clone(),
+                json!({ "received": feed.published(), "source": source }),
+            )
+        })
+        .collect();
+    axum::Json(json!({ "tables": tables })).into_response()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -265,6 +265,11 @@ impl Node {
                     push,
                     tokens: config.tokens.clone(),
                     ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                    feeds: ingests
+                        .iter()
+                        .map(|i| (i.table.clone(), i.feed.clone()))
+                        .collect(),
+                    sources: source_status(&pollers, &brokers),
                 };
                 let app = http::router(state);
                 let mut stopped = stop.subscribe();
@@ -409,6 +414,29 @@ impl Node {
         runtime.shutdown_timeout(Duration::from_secs(1));
         Ok(summary)
     }
+}
+
+/// Each source's figures for the status route.
+fn source_status(
+    pollers: &[(String, Arc<Poller>)],
+    brokers: &[(String, Arc<MqttSource>)],
+) -> BTreeMap<String, http::SourceStatus> {
+    let mut status: BTreeMap<String, http::SourceStatus> = BTreeMap::new();
+    for (table, poller) in pollers {
+        let poller = poller.clone();
+        status.insert(
+            table.clone(),
+            Arc::new(move || serde_json::to_value(poller.report()).unwrap_or_default()),
+        );
+    }
+    for (table, broker) in brokers {
+        let broker = broker.clone();
+        status.insert(
+            table.clone(),
+            Arc::new(move || serde_json::to_value(broker.report()).unwrap_or_default()),
+        );
+    }
+    status
 }
 
 fn connector_name(kind: &ConnectorKind) -> String {

@@ -44,6 +44,8 @@ pub struct MqttReport {
     pub connections: u64,
     /// Connections lost.
     pub disconnects: u64,
+    /// Connected now.
+    pub connected: bool,
 }
 
 /// Subscribes to a broker and publishes what arrives into a [`Feed`].
@@ -55,6 +57,7 @@ pub struct MqttSource {
     messages: AtomicU64,
     connections: AtomicU64,
     disconnects: AtomicU64,
+    connected: std::sync::atomic::AtomicBool,
 }
 
 impl MqttSource {
@@ -93,6 +96,7 @@ impl MqttSource {
             messages: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            connected: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -102,6 +106,7 @@ impl MqttSource {
             messages: self.messages.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             disconnects: self.disconnects.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
         }
     }
 
@@ -127,6 +132,7 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = BACKOFF_MIN;
                     self.connections.fetch_add(1, Ordering::Relaxed);
+                    self.connected.store(true, Ordering::Relaxed);
                     tracing::info!(host = %self.spec.host, port = self.spec.port, session_present = ack.session_present, "Connected to the MQTT broker");
                     if !ack.session_present {
                         for topic in &self.spec.topics {
@@ -166,7 +172,9 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.disconnects.fetch_add(1, Ordering::Relaxed);
+                    if self.connected.swap(false, Ordering::Relaxed) {
+                        self.disconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::warn!(host = %self.spec.host, port = self.spec.port, error = %e, retry_in = ?backoff, "MQTT connection lost");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

@@ -155,9 +155,16 @@ fn written_rows(results: &Path) -> Rows {
             Value::BigInt(n) => *n,
             other => panic!("not a BIGINT: {other:?}"),
         };
-        let values = [number(&row[2]), number(&row[3]), number(&row[4]), number(&row[5])];
+        let values = [
+            number(&row[2]),
+            number(&row[3]),
+            number(&row[4]),
+            number(&row[5]),
+        ];
         let revision = row.get(6).map_or(0, number);
-        let slot = latest.entry((device.clone(), *start)).or_insert((revision, values));
+        let slot = latest
+            .entry((device.clone(), *start))
+            .or_insert((revision, values));
         if revision >= slot.0 {
             *slot = (revision, values);
         }
@@ -183,12 +190,28 @@ fn polling_200_devices_gives_the_plain_computation_over_what_they_served() {
         // Some devices reboot every third answer: their counters drop to zero.
         let fleet = Fleet::start(
             dir.path(),
-            &["--devices", "200", "--seed", "7", "--rebooting", "0.1", "--reboot-every", "3"],
+            &[
+                "--devices",
+                "200",
+                "--seed",
+                "7",
+                "--rebooting",
+                "0.1",
+                "--reboot-every",
+                "3",
+            ],
         );
         let query = write_query(dir.path(), "polled", &poll_query(fleet.port, "0..199", ""));
         let node = LiveNode::start(
             dir.path(),
-            &["serve", query.to_str().unwrap_or_default(), "--no-sync", "--json", "--workers", workers],
+            &[
+                "serve",
+                query.to_str().unwrap_or_default(),
+                "--no-sync",
+                "--json",
+                "--workers",
+                workers,
+            ],
             &[],
         );
         // Four rounds of every device.
@@ -197,7 +220,10 @@ fn polling_200_devices_gives_the_plain_computation_over_what_they_served() {
         let (code, stdout) = node.stop();
         assert_eq!(code, Some(0), "{stdout}");
         let (want, resets) = expected_rows(&served);
-        assert!(resets > 0, "no device rebooted: the test would not cover resets");
+        assert!(
+            resets > 0,
+            "no device rebooted: the test would not cover resets"
+        );
         let got = written_rows(&dir.path().join("out").join("polled"));
         assert_eq!(got.len(), want.len(), "{workers} workers: windows");
         assert_eq!(got, want, "{workers} workers");
@@ -205,7 +231,10 @@ fn polling_200_devices_gives_the_plain_computation_over_what_they_served() {
         let run = &summary["node"]["queries"][0];
         assert_eq!(run["late"], 0, "{workers} workers: {run}");
         let polls = &summary["node"]["polls"]["readings"];
-        assert!(polls["counter_resets"].as_u64().unwrap_or(0) >= 1, "{polls}");
+        assert!(
+            polls["counter_resets"].as_u64().unwrap_or(0) >= 1,
+            "{polls}"
+        );
     }
 }
 
@@ -219,7 +248,12 @@ fn faulty_devices_are_counted_and_dead_lettered_and_the_others_rows_are_complete
         ("6", "huge", "body larger than"),
         ("7", "broken", "broken JSON"),
     ];
-    let mut args = vec!["--devices".to_owned(), "20".to_owned(), "--seed".to_owned(), "3".to_owned()];
+    let mut args = vec![
+        "--devices".to_owned(),
+        "20".to_owned(),
+        "--seed".to_owned(),
+        "3".to_owned(),
+    ];
     for (id, mode, _) in faults {
         args.push("--fault".into());
         args.push(format!("{id}={mode}"));
@@ -230,7 +264,14 @@ fn faulty_devices_are_counted_and_dead_lettered_and_the_others_rows_are_complete
     let query = write_query(dir.path(), "faulty", &poll_query(fleet.port, "0..19", ""));
     let node = LiveNode::start(
         dir.path(),
-        &["serve", query.to_str().unwrap_or_default(), "--no-sync", "--json", "--workers", "2"],
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--json",
+            "--workers",
+            "2",
+        ],
         &[],
     );
     // Enough rounds for every faulty device to fail three times in a row.
@@ -262,7 +303,9 @@ fn faulty_devices_are_counted_and_dead_lettered_and_the_others_rows_are_complete
         assert!(silent.contains_key(id), "device {id} not reported: {polls}");
         let url = format!("http://127.0.0.1:{port}/device/{id}:");
         assert!(
-            letters.lines().any(|l| l.contains(&url) && l.contains(reason)),
+            letters
+                .lines()
+                .any(|l| l.contains(&url) && l.contains(reason)),
             "no dead letter for device {id} with {reason}:\n{letters}"
         );
     }
@@ -301,7 +344,9 @@ fn two_queries_on_one_table_poll_each_device_once_and_stop_with_every_window_syn
     let (code, stdout) = node.stop();
     assert_eq!(code, Some(0), "{stdout}");
     let summary = summary(&stdout);
-    let rounds = summary["node"]["polls"]["readings"]["rounds"].as_u64().unwrap_or(0) as usize;
+    let rounds = summary["node"]["polls"]["readings"]["rounds"]
+        .as_u64()
+        .unwrap_or(0) as usize;
     // One poll per device and round, whatever the number of queries.
     let mut per_device: BTreeMap<String, usize> = BTreeMap::new();
     for reading in &served {
@@ -318,7 +363,11 @@ fn two_queries_on_one_table_poll_each_device_once_and_stop_with_every_window_syn
     assert_eq!(written_rows(&dir.path().join("out").join("first")), want);
     let second_rows = written_rows(&dir.path().join("out").join("second"));
     let total = |rows: &Rows| rows.values().map(|r| r[1]).sum::<i64>();
-    assert_eq!(total(&second_rows), total(&want), "both queries saw every reading");
+    assert_eq!(
+        total(&second_rows),
+        total(&want),
+        "both queries saw every reading"
+    );
     // Every result file is in the target: SIGTERM waited for sync.
     assert_eq!(summary["sync"]["pending_files"], 0, "{}", summary["sync"]);
     let out = dir.path().join("out");

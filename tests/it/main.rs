@@ -7,6 +7,7 @@ mod devices;
 mod hostile_input;
 mod interop;
 mod live;
+mod live_mqtt;
 mod live_poll;
 mod oracle;
 mod parquet_files;

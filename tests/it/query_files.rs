@@ -199,7 +199,10 @@ fn every_example_query_produces_duckdbs_rows_and_its_expected_rows() {
         let plan = edgeflow::query::load(&file).unwrap_or_else(|e| panic!("{e}"));
         if plan.source.connector.is_live() {
             // A live query runs against the simulated fleet instead (tests/it/live.rs).
-            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             assert!(
                 super::live::LIVE_QUERY_FILES.contains(&name),
                 "{}: a live query file needs a test in tests/it/live.rs",

@@ -1,0 +1,234 @@
+//! MQTT through a real mosquitto broker: QoS 1 readings all arrive across a broker
+//! restart (persistent session, acknowledged only once handed to the queries).
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeflow::types::Value;
+
+use crate::live::{LiveNode, http, signal, tempdir, write_query};
+use crate::s3_server::{free_port, wait_until};
+use crate::support::read_rows;
+
+/// mosquitto on a loopback port with persistence in a folder of the test, so queued
+/// QoS 1 messages and sessions survive a restart.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    config: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let port = free_port();
+        let data = dir.join("mosquitto");
+        std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\n",
+                data.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut broker = Broker {
+            child: None,
+            port,
+            config,
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "mosquitto: {e} (install it: apt-get install -y mosquitto mosquitto-clients; ./tests/run.sh does)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("mosquitto ended: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto not listening after 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM (mosquitto saves its persistence file), then starts it again.
+    fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            child.wait().ok();
+        }
+        self.launch();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+#[test]
+fn qos1_readings_all_arrive_across_a_broker_restart() {
+    let dir = tempdir();
+    let mut broker = Broker::start(dir.path());
+    // One row per reading, so that every published reading can be found.
+    let sql = format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT,
+                       packets BIGINT, latency_ms DOUBLE)
+WITH (connector = 'mqtt', broker = 'mqtt://127.0.0.1:{}', topic = 'devices/+/traffic', qos = '1',
+      device_id_from_topic = '2', client_id = 'edge-node-test', event_time = 'ts',
+      max_out_of_orderness = '1h');
+SELECT device_id, ts, bytes_in, window_start, COUNT(*) AS n
+FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)
+GROUP BY device_id, ts, bytes_in, window_start;",
+        broker.port
+    );
+    let query = write_query(dir.path(), "mqtt_in", &sql);
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--json",
+            "--workers",
+            "2",
+        ],
+        &[],
+    );
+    // The node's subscription exists before publishing starts.
+    wait_until("the node to connect", Duration::from_secs(30), || {
+        let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v["tables"]["readings"]["source"]["connected"] == true)
+    });
+    let log = dir.path().join("published.jsonl");
+    let readings = 3000;
+    let mut publisher = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["devices", "--devices", "20", "--seed", "5", "--rate", "300"])
+        .args([
+            "--readings",
+            &readings.to_string(),
+            "--qos",
+            "1",
+            "--client-id",
+            "fleet-pub",
+        ])
+        .arg("--mqtt")
+        .arg(format!("mqtt://127.0.0.1:{}", broker.port))
+        .arg("--log")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let logged = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "a third of the readings to be published",
+        Duration::from_secs(60),
+        || logged() >= readings / 3,
+    );
+    broker.restart();
+    let status = publisher.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "the publisher ended with {status}");
+
+    let published: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(published.len(), readings);
+    let mut want: BTreeMap<(String, i64, i64), u64> = BTreeMap::new();
+    for r in &published {
+        let key = (
+            r["device_id"].as_str().unwrap_or_default().to_owned(),
+            r["ts"].as_i64().unwrap_or_default() * 1000,
+            r["bytes_in"].as_i64().unwrap_or_default(),
+        );
+        *want.entry(key).or_default() += 1;
+    }
+    // Every reading the broker acknowledged reaches the node: stop it once it has them.
+    wait_until(
+        "the node to receive every reading",
+        Duration::from_secs(120),
+        || {
+            let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["tables"]["readings"]["received"].as_u64())
+                .is_some_and(|n| n >= readings as u64)
+        },
+    );
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let received = summary["node"]["received"]["readings"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        received >= readings as u64,
+        "{received} of {readings} readings received: {}",
+        summary["node"]
+    );
+    let mut got: BTreeMap<(String, i64, i64), u64> = BTreeMap::new();
+    for row in read_rows(&dir.path().join("out").join("mqtt_in")) {
+        let (Value::Text(device), Value::Timestamp(ts), Value::BigInt(bytes), Value::BigInt(n)) =
+            (&row[0], &row[1], &row[2], &row[4])
+        else {
+            panic!("unexpected row {row:?}");
+        };
+        *got.entry((device.clone(), *ts, *bytes)).or_default() += *n as u64;
+    }
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "readings lost across the restart: {missing:?}"
+    );
+    // At least once: a redelivered message may count twice, never more.
+    for (key, n) in &got {
+        let w = want.get(key).copied().unwrap_or(0);
+        assert!(w > 0, "a reading nobody published: {key:?}");
+        assert!(*n <= 2 * w, "{key:?} counted {n} times");
+    }
+    assert!(
+        summary["node"]["mqtt"]["readings"]["disconnects"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "the node never saw the broker go: {}",
+        summary["node"]["mqtt"]
+    );
+}
