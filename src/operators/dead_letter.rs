@@ -6,7 +6,7 @@
 //! stalled frontier is written once it passes [`FLUSH_BYTES`], so memory stays bounded.
 //!
 //! Files rotate: `_deadletter/<query>/deadletters-n<run>-<part>.jsonl`, a new part past
-//! [`ROTATE_BYTES`] and at the end of the run. A finished part is fsync'd and reported
+//! [`ROTATE_BYTES`] or [`ROTATE_AGE`] and at the end of the run. A finished part is fsync'd and reported
 //! like any committed file, so sync ships it and the disk quota counts it.
 
 use std::fs::{File, OpenOptions};
@@ -29,6 +29,9 @@ use crate::sink::{CommittedFile, Layout, SinkError};
 pub const FLUSH_BYTES: usize = 16 << 20;
 /// A dead-letter file is closed and a new part started past this size.
 pub const ROTATE_BYTES: u64 = 64 << 20;
+/// ... or this long after it was opened: a live node's dead letters reach the bucket
+/// within minutes, not at the end of a run that may last months.
+pub const ROTATE_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Serialize)]
 struct DeadLetter<'a> {
@@ -44,6 +47,7 @@ struct Part {
     file: File,
     bytes: u64,
     md5: Md5,
+    opened: std::time::Instant,
 }
 
 /// The dead-letter files of one run.
@@ -91,6 +95,7 @@ impl Writer {
                 file,
                 bytes: 0,
                 md5: Md5::new(),
+                opened: std::time::Instant::now(),
             });
         }
         let Some(part) = self.current.as_mut() else {
@@ -191,7 +196,11 @@ impl DeadLetters for StreamVec<'_, Time, BadRecord> {
                     result = writer.append(&records);
                 }
                 // A failed run's last part stays unreported: the next run redoes it.
-                if result.is_ok() && limit.is_none() && !control.failed() {
+                let old = writer
+                    .current
+                    .as_ref()
+                    .is_some_and(|p| p.opened.elapsed() >= ROTATE_AGE);
+                if result.is_ok() && (limit.is_none() || old) && !control.failed() {
                     result = writer.close();
                 }
                 if let Err(e) = result {
