@@ -531,7 +531,7 @@ impl Fleet {
         state.requests += 1;
         let t = self.traffic(p, state, elapsed);
         match p.reboot {
-            Reboot::EveryThird if state.requests % 3 == 0 => {
+            Reboot::EveryThird if state.requests.is_multiple_of(3) => {
                 state.bytes_in = 0;
                 state.bytes_out = 0;
                 state.packets = 0;
