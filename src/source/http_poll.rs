@@ -22,6 +22,9 @@ use super::records::{Counters, Shaper, cut, split_body};
 use crate::query::SourceSchema;
 use crate::query::connector::{DeviceIds, HttpPollSpec, PollTimestamp};
 
+/// Poll durations kept for the figures: the most recent ones.
+pub const LATENCY_SAMPLES: usize = 16_384;
+
 /// A device is reported as not answering after this many failed polls in a row.
 pub const SILENT_AFTER: u64 = 3;
 
@@ -107,9 +110,15 @@ pub struct PollReport {
     /// 32-bit counters that wrapped.
     pub counter_wraps: u64,
     /// Round completion time (first poll due to last answer), milliseconds: median.
+    /// Polls are spread over the interval, so a healthy round takes about one interval.
     pub round_p50_ms: Option<f64>,
     /// ... and 99th percentile.
     pub round_p99_ms: Option<f64>,
+    /// One poll, request to answer (or failure), milliseconds, over the last
+    /// [`LATENCY_SAMPLES`] polls: median.
+    pub poll_p50_ms: Option<f64>,
+    /// ... and 99th percentile.
+    pub poll_p99_ms: Option<f64>,
     /// Devices that failed their last [`SILENT_AFTER`] polls or more.
     pub silent_devices: Vec<DeviceReport>,
 }
@@ -126,6 +135,7 @@ pub struct Poller {
     held: AtomicU64,
     rounds: AtomicU64,
     round_ms: std::sync::Mutex<Vec<f64>>,
+    poll_ms: std::sync::Mutex<std::collections::VecDeque<f64>>,
 }
 
 impl Poller {
@@ -189,6 +199,7 @@ impl Poller {
             held: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             round_ms: std::sync::Mutex::new(Vec::new()),
+            poll_ms: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }))
     }
 
@@ -254,7 +265,14 @@ impl Poller {
     }
 
     async fn poll(&self, device: &Device) {
+        let asked = Instant::now();
         let result = self.fetch(&device.url).await;
+        if let Ok(mut ms) = self.poll_ms.lock() {
+            if ms.len() >= LATENCY_SAMPLES {
+                ms.pop_front();
+            }
+            ms.push_back(asked.elapsed().as_secs_f64() * 1000.0);
+        }
         let at_ms = super::live::now_micros() / 1000;
         let mut lines = Vec::new();
         let mut rejects = Vec::new();
@@ -379,7 +397,16 @@ impl Poller {
         let stats = self.counters.stats();
         report.counter_resets = stats.resets;
         report.counter_wraps = stats.wraps;
-        if let Ok(mut ms) = self.round_ms.lock() {
+        if let Ok(ms) = self.poll_ms.lock() {
+            let mut ms: Vec<f64> = ms.iter().copied().collect();
+            ms.sort_by(f64::total_cmp);
+            if !ms.is_empty() {
+                report.poll_p50_ms = Some(crate::engine::quantile(&ms, 0.5));
+                report.poll_p99_ms = Some(crate::engine::quantile(&ms, 0.99));
+            }
+        }
+        if let Ok(ms) = self.round_ms.lock() {
+            let mut ms = ms.clone();
             ms.sort_by(f64::total_cmp);
             if !ms.is_empty() {
                 report.round_p50_ms = Some(crate::engine::quantile(&ms, 0.5));
