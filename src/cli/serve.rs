@@ -314,7 +314,10 @@ fn print_summary(
             poll.counter_resets
         )?;
         if let (Some(p50), Some(p99)) = (poll.round_p50_ms, poll.round_p99_ms) {
-            writeln!(out, "  round completion p50 {p50:.1} ms, p99 {p99:.1} ms (polls spread over the interval)")?;
+            writeln!(
+                out,
+                "  round completion p50 {p50:.1} ms, p99 {p99:.1} ms (polls spread over the interval)"
+            )?;
         }
         if let (Some(p50), Some(p99)) = (poll.poll_p50_ms, poll.poll_p99_ms) {
             writeln!(out, "  one poll p50 {p50:.1} ms, p99 {p99:.1} ms")?;

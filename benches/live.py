@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Figures of the live node: polling, push and MQTT throughput, idle cost.
+
+Benchmarks, not tests: they print figures and assert nothing. Every process is real
+(`edgeflow devices` as the fleet, `edgeflow serve` as the node, mosquitto as the broker)
+on 127.0.0.1. The node's CPU time and peak RSS come from the kernel (wait4), so they are
+the node's own, not the simulator's that shares the machine.
+
+    cargo build --release
+    python3 benches/live.py [--bin target/release/edgeflow] [poll idle push mqtt]
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, condition, timeout=120.0):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def get_json(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.load(r)
+    except OSError:
+        return None
+
+
+class Node:
+    """`edgeflow serve` with its rusage collected at exit."""
+
+    def __init__(self, binary, query, workers, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="edgeflow-bench-")
+        self.port = free_port()
+        self.out = open(os.path.join(self.dir, "node.out"), "w+")
+        self.proc = subprocess.Popen(
+            [binary, "serve", query, "--listen", f"127.0.0.1:{self.port}", "--output",
+             os.path.join(self.dir, "out"), "--no-sync", "--json", "--workers", str(workers),
+             *extra],
+            stdout=self.out, stderr=subprocess.DEVNULL)
+        self.started = time.time()
+        wait_for("the node", lambda: get_json(f"http://127.0.0.1:{self.port}/api/v1/ingest"))
+
+    def received(self, table="readings"):
+        status = get_json(f"http://127.0.0.1:{self.port}/api/v1/ingest") or {}
+        return status.get("tables", {}).get(table, {}).get("received", 0)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.time() - self.started
+        self.out.seek(0)
+        summary = json.load(self.out)
+        return {
+            "wall_s": wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024,
+            "summary": summary,
+        }
+
+
+def fleet(binary, devices, tmp):
+    port_file = os.path.join(tmp, "fleet.port")
+    proc = subprocess.Popen(
+        [binary, "devices", "--devices", str(devices), "--listen", "127.0.0.1:0",
+         "--port-file", port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("the fleet", lambda: os.path.exists(port_file))
+    with open(port_file) as f:
+        return proc, int(f.read().strip())
+
+
+POLL = """CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT,
+                       packets BIGINT, latency_ms DOUBLE, interval_ms BIGINT)
+WITH (connector = 'http_poll', url = 'http://127.0.0.1:{port}/device/{{id}}', ids = '0..{last}',
+      interval = '10s', timeout = '2s', concurrency = '64',
+      counters = 'bytes_in,bytes_out,packets', event_time = 'ts', max_out_of_orderness = '5s');
+SELECT device_id, window_start, window_end, COUNT(*) AS polls, SUM(bytes_in) AS bytes_in,
+       SUM(bytes_out) AS bytes_out, SUM(interval_ms) AS ms
+FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start, window_end;
+"""
+
+PUSH = """CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT,
+                       packets BIGINT, latency_ms DOUBLE)
+WITH (connector = '{connector}', {options} event_time = 'ts', max_out_of_orderness = '5s');
+SELECT device_id, window_start, window_end, COUNT(*) AS readings, SUM(bytes_in) AS bytes_in,
+       SUM(bytes_out) AS bytes_out, MAX(bytes_in) AS max_in, AVG(latency_ms) AS latency
+FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start, window_end;
+"""
+
+
+def write(tmp, name, text):
+    path = os.path.join(tmp, f"{name}.sql")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def poll(binary, devices, seconds, workers):
+    tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    sim, port = fleet(binary, devices, tmp)
+    query = write(tmp, "polled", POLL.format(port=port, last=devices - 1))
+    node = Node(binary, query, workers)
+    time.sleep(seconds)
+    result = node.stop()
+    sim.terminate()
+    sim.wait()
+    report = result["summary"]["node"]["polls"]["readings"]
+    print(json.dumps({
+        "figure": f"poll {devices} devices every 10s for {seconds}s, {workers} worker(s)",
+        "node_cpu_percent_of_a_core": round(100 * result["cpu_s"] / result["wall_s"], 2),
+        "node_peak_rss_mb": round(result["peak_rss_mb"], 1),
+        "rounds": report["rounds"], "polls_ok": report["polls_ok"],
+        "polls_failed": report["polls_failed"], "polls_skipped": report["polls_skipped"],
+        "round_p99_ms": report["round_p99_ms"], "poll_p50_ms": report["poll_p50_ms"],
+        "poll_p99_ms": report["poll_p99_ms"],
+    }))
+
+
+def push(binary, readings, workers):
+    tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    query = write(tmp, "pushed", PUSH.format(connector="http_push", options=""))
+    node = Node(binary, query, workers)
+    start = time.time()
+    client = subprocess.run(
+        [binary, "devices", "--devices", "10000", "--push",
+         f"http://127.0.0.1:{node.port}/ingest/readings", "--batch", "1000",
+         "--rate", "100000000", "--readings", str(readings), "--json"],
+        capture_output=True, text=True, check=True)
+    wait_for("every pushed reading", lambda: node.received() >= readings)
+    elapsed = time.time() - start
+    result = node.stop()
+    sent = json.loads(client.stdout)
+    print(json.dumps({
+        "figure": f"push {readings} readings in 1,000-line NDJSON batches, {workers} worker(s)",
+        "readings_per_s": round(readings / elapsed),
+        "client_readings_per_s": sent.get("readings_per_s"),
+        "node_cpu_s": round(result["cpu_s"], 2),
+        "readings_per_node_cpu_s": round(readings / max(result["cpu_s"], 1e-9)),
+        "node_peak_rss_mb": round(result["peak_rss_mb"], 1),
+    }))
+
+
+def mqtt(binary, readings, qos):
+    tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    port = free_port()
+    conf = os.path.join(tmp, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000000\nuser root\n")
+    broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    wait_for("mosquitto", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0)
+    publish = [binary, "devices", "--devices", "1000", "--mqtt", f"mqtt://127.0.0.1:{port}",
+               "--qos", str(qos), "--rate", "100000000", "--readings", str(readings)]
+    # The broker's own ceiling: a plain subscriber that only counts.
+    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", str(qos),
+                            "-t", "devices/+/traffic", "-C", str(readings)],
+                           stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    start = time.time()
+    subprocess.run(publish + ["--client-id", "bench-pub-1"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sub.wait()
+    ceiling = readings / (time.time() - start)
+    options = (f"broker = 'mqtt://127.0.0.1:{port}', topic = 'devices/+/traffic', "
+               f"qos = '{qos}', client_id = 'bench-node-{qos}',")
+    query = write(tmp, "mqtt_in", PUSH.format(connector="mqtt", options=options))
+    node = Node(binary, query, 2)
+    wait_for("the node's subscription", lambda: (get_json(
+        f"http://127.0.0.1:{node.port}/api/v1/ingest") or {}).get("tables", {}).get(
+            "readings", {}).get("source", {}).get("connected"))
+    start = time.time()
+    subprocess.run(publish + ["--client-id", "bench-pub-2"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("every MQTT reading", lambda: node.received() >= readings, timeout=600)
+    elapsed = time.time() - start
+    result = node.stop()
+    broker.terminate()
+    broker.wait()
+    print(json.dumps({
+        "figure": f"mqtt {readings} readings, one per message, QoS {qos}",
+        "node_readings_per_s": round(readings / elapsed),
+        "mosquitto_sub_readings_per_s": round(ceiling),
+        "node_cpu_s": round(result["cpu_s"], 2),
+    }))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bin", default="target/release/edgeflow")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="fraction of the readings and seconds, for a quick look")
+    parser.add_argument("figures", nargs="*", default=["poll", "idle", "push", "mqtt"])
+    args = parser.parse_args()
+    n = lambda x: max(1, int(x * args.scale))
+    for figure in args.figures:
+        if figure == "poll":
+            poll(args.bin, 10_000, n(65), 2)
+        elif figure == "idle":
+            poll(args.bin, 1_000, n(60), 1)
+        elif figure == "push":
+            for workers in (1, 2):
+                push(args.bin, n(2_000_000), workers)
+        elif figure == "mqtt":
+            for qos in (0, 1):
+                mqtt(args.bin, n(100_000), qos)
+        else:
+            sys.exit(f"unknown figure {figure}: poll, idle, push, mqtt")
+
+
+if __name__ == "__main__":
+    main()
