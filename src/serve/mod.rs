@@ -316,7 +316,7 @@ impl Node {
                     }
                     done.send((name, result)).ok();
                 })
-                .map_err(|e| NodeError::Runtime(e))?;
+                .map_err(NodeError::Runtime)?;
             threads.push(thread);
         }
         drop(done_tx);

@@ -274,34 +274,35 @@ impl Poller {
             ms.push_back(asked.elapsed().as_secs_f64() * 1000.0);
         }
         let at_ms = super::live::now_micros() / 1000;
-        let mut lines = Vec::new();
-        let mut rejects = Vec::new();
+        let mut arrival = Arrival {
+            at: at_ms * 1000,
+            ..Arrival::default()
+        };
         match result {
             Ok(body) => {
                 let (records, mut bad) = split_body(&body, &device.url);
-                rejects.append(&mut bad);
+                arrival.rejects.append(&mut bad);
                 self.shaper.shape(
                     records,
                     Some(&device.id),
                     at_ms,
                     &self.counters,
-                    &mut lines,
-                    &mut rejects,
+                    &mut arrival,
                     &device.url,
                 );
             }
-            Err(reject) => rejects.push(reject),
+            Err(reject) => arrival.rejects.push(reject),
         }
-        let failed = !rejects.is_empty() && lines.is_empty();
+        let failed = !arrival.rejects.is_empty() && arrival.lines.is_empty();
         if failed {
             device.failed.fetch_add(1, Ordering::Relaxed);
             let in_a_row = device.failing_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
             if let Ok(mut last) = device.last_error.lock() {
-                *last = rejects.first().map(|r| r.reason.clone());
+                *last = arrival.rejects.first().map(|r| r.reason.clone());
             }
             if in_a_row == SILENT_AFTER {
                 tracing::warn!(table = %self.table, device = %device.id, url = %device.url,
-                    error = rejects.first().map_or("", |r| r.reason.as_str()),
+                    error = arrival.rejects.first().map_or("", |r| r.reason.as_str()),
                     "Device stopped answering");
             }
         } else {
@@ -311,11 +312,7 @@ impl Poller {
                 tracing::info!(table = %self.table, device = %device.id, failed_polls = was, "Device answers again");
             }
         }
-        self.feed.publish(Arrival {
-            lines,
-            rejects,
-            at: at_ms * 1000,
-        });
+        self.feed.publish(arrival);
     }
 
     /// One GET: the body of a 200 answer in JSON, or why not.

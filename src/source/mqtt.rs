@@ -148,27 +148,30 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     self.messages.fetch_add(1, Ordering::Relaxed);
                     let origin = format!("mqtt topic {}", publish.topic);
-                    let (records, mut rejects) = split_body(&publish.payload, &origin);
+                    let (records, rejects) = split_body(&publish.payload, &origin);
                     let device = self.spec.device_id_from_topic.and_then(|level| {
                         publish.topic.split('/').nth(level - 1).map(str::to_owned)
                     });
-                    let mut lines = Vec::new();
                     let at = super::live::now_micros();
+                    let mut arrival = Arrival {
+                        lines: Vec::new(),
+                        rejects,
+                        at,
+                    };
                     self.shaper.shape(
                         records,
                         device.as_deref(),
                         at / 1000,
                         &counters,
-                        &mut lines,
-                        &mut rejects,
+                        &mut arrival,
                         &origin,
                     );
                     // Not reading on while the queries are full is what makes the
                     // broker hold the next messages: wait for room, never drop.
-                    while !self.feed.has_room(lines.len()) && !*stop.borrow() {
+                    while !self.feed.has_room(arrival.lines.len()) && !*stop.borrow() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    self.feed.publish(Arrival { lines, rejects, at });
+                    self.feed.publish(arrival);
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 
-use super::live::Reject;
+use super::live::{Arrival, Reject};
 use crate::decode::LONG_LINE_RAW_BYTES;
 use crate::query::SourceSchema;
 
@@ -138,7 +138,8 @@ impl Shaper {
     }
 
     /// Shapes `records` received from `device` (the URL's `{id}` or a topic level) at
-    /// `at_ms`, appending one JSON line per reading to `out`. With counters, a device's
+    /// `at_ms`, appending one JSON line per reading to `out` (and what cannot be shaped
+    /// to its rejects). With counters, a device's
     /// first answer yields no reading.
     pub fn shape(
         &self,
@@ -146,8 +147,7 @@ impl Shaper {
         device: Option<&str>,
         at_ms: i64,
         counters: &Counters,
-        out: &mut Vec<u8>,
-        rejects: &mut Vec<Reject>,
+        out: &mut Arrival,
         origin: &str,
     ) {
         for mut record in records {
@@ -174,7 +174,7 @@ impl Shaper {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(reason) => {
-                        rejects.push(Reject {
+                        out.rejects.push(Reject {
                             reason: format!("{origin}: {reason}"),
                             raw: cut(Value::Object(record).to_string().as_bytes()),
                         });
@@ -182,8 +182,8 @@ impl Shaper {
                     }
                 }
             }
-            if serde_json::to_writer(&mut *out, &record).is_ok() {
-                out.push(b'\n');
+            if serde_json::to_writer(&mut out.lines, &record).is_ok() {
+                out.lines.push(b'\n');
             }
         }
     }
