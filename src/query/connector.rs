@@ -273,7 +273,7 @@ const COMMON: &[&str] = &[
     "max_ahead_of_clock",
 ];
 
-/// Builds the connector from a table's options (those of [`COMMON`] are read here too
+/// Builds the connector from a table's options (the options every table takes are read here too
 /// where they concern live sources); `columns` are the declared columns and `base` the
 /// query file's folder, for relative paths.
 pub fn plan_connector(
