@@ -467,3 +467,70 @@ fn under_a_full_quota_push_answers_503_and_never_drops_what_it_accepted() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_followed_glob_reads_new_files_and_files_that_grew_as_they_appear() {
+    let dir = tempdir();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap_or_else(|e| panic!("{e}"));
+    let sql = PUSH_QUERY
+        .replace(
+            "connector = 'http_push'",
+            "connector = 'file', path = 'inbox/*.jsonl', follow = 'true', poll_interval = '100ms'",
+        )
+        .replace(", idle_timeout = '1s'", "");
+    let query = write_query(dir.path(), "hourly", &sql);
+    let mut expected = Expected::new();
+    let t0 = 1_767_225_600_000i64;
+    let mut text = String::new();
+    for i in 0..30 {
+        text.push_str(&line("a", t0 + i * 1000, i));
+        add(&mut expected, "a", t0 + i * 1000, i);
+    }
+    std::fs::write(inbox.join("h00.jsonl"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .arg("run")
+        .arg(&query)
+        .arg("--output")
+        .arg(&out)
+        .args(["--no-sync", "--workers", "2", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let results = out.join("hourly");
+    wait_until("the first file's windows", Duration::from_secs(60), || {
+        parquet_files(&results).len() >= 2
+    });
+    // The next hour's file appears...
+    let mut next = String::new();
+    for i in 30..60 {
+        next.push_str(&line("a", t0 + i * 1000, i));
+        add(&mut expected, "a", t0 + i * 1000, i);
+    }
+    std::fs::write(inbox.join("h01.jsonl"), &next).unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the new file to be read", Duration::from_secs(60), || {
+        written(&out, "hourly") == expected
+    });
+    // ... and an earlier one grows: it is read from where it was left.
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(inbox.join("h00.jsonl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut grown, line("b", t0 + 70_000, 7).as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    add(&mut expected, "b", t0 + 70_000, 7);
+    drop(grown);
+    wait_until("the grown file to be read", Duration::from_secs(60), || {
+        written(&out, "hourly") == expected
+    });
+    signal(&child, "TERM");
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_string(&mut stdout).ok();
+    }
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(143), "{stdout}");
+    assert_eq!(written(&out, "hourly"), expected);
+}
