@@ -54,6 +54,35 @@ pub enum Command {
     Devices(devices::DevicesArgs),
 }
 
+/// Calls `on_signal` with the signal's number (2 or 15) on every SIGINT and SIGTERM,
+/// from a thread of its own.
+pub fn on_signals(on_signal: impl Fn(i32) + Send + 'static) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let number = tokio::select! {
+                    _ = int.recv() => 2,
+                    _ = term.recv() => 15,
+                };
+                on_signal(number);
+            }
+        });
+    });
+}
+
 /// Settings of the synthetic reading generator, shared by `run` and `gen`.
 #[derive(Debug, Clone, Args)]
 pub struct GeneratorArgs {

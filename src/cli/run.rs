@@ -320,38 +320,17 @@ impl Signals {
             received: Arc::new(AtomicI32::new(0)),
         };
         let (current, received) = (signals.current.clone(), signals.received.clone());
-        std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
-                loop {
-                    let number = tokio::select! {
-                        _ = int.recv() => 2,
-                        _ = term.recv() => 15,
-                    };
-                    tracing::warn!(
-                        signal = number,
-                        "Stopping: writing open windows and keeping them for the next run"
-                    );
-                    received.store(number, Ordering::SeqCst);
-                    if let Ok(current) = current.lock()
-                        && let Some(control) = current.as_ref()
-                    {
-                        control.interrupt(number);
-                    }
-                }
-            });
+        super::on_signals(move |number| {
+            tracing::warn!(
+                signal = number,
+                "Stopping: writing open windows and keeping them for the next run"
+            );
+            received.store(number, Ordering::SeqCst);
+            if let Ok(current) = current.lock()
+                && let Some(control) = current.as_ref()
+            {
+                control.interrupt(number);
+            }
         });
         signals
     }

@@ -263,30 +263,12 @@ pub fn run_node(
 
 /// SIGINT or SIGTERM stops the node in order.
 fn stop_on_signals(stop: edgeflow::serve::StopHandle) {
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            loop {
-                let number = tokio::select! {
-                    _ = int.recv() => 2,
-                    _ = term.recv() => 15,
-                };
-                tracing::warn!(signal = number, "Stopping the node: sources stop, received readings are processed, open windows written and kept");
-                stop.stop();
-            }
-        });
+    super::on_signals(move |number| {
+        tracing::warn!(
+            signal = number,
+            "Stopping the node: sources stop, received readings are processed, open windows written and kept"
+        );
+        stop.stop();
     });
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use timely::scheduling::SyncActivator;
 
-use super::{ChunkSource, OpenInput, SourceError, SourceLimits, SourcePoll};
+use super::{ChunkSource, OpenInput, SourceError, SourceLimits, SourcePoll, Wakers};
 use crate::batch::Interner;
 use crate::decode::{BadRecord, Decoder, JsonDecoder};
 use crate::query::SourceSchema;
@@ -211,7 +211,7 @@ struct LiveChunk {
 #[derive(Default)]
 struct Hub {
     receivers: Vec<Option<Receiver<LiveChunk>>>,
-    activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
+    wakers: Wakers,
     started: bool,
 }
 
@@ -254,13 +254,11 @@ impl LiveInput {
             senders.push(tx);
             hub.receivers.push(Some(rx));
         }
-        if let Ok(mut a) = hub.activators.lock() {
-            a.resize_with(peers, || None);
-        }
+        hub.wakers.resize(peers);
         let dispatcher = Dispatcher {
             queue: self.queue.clone(),
             senders,
-            activators: hub.activators.clone(),
+            wakers: hub.wakers.clone(),
             chunk_bytes: self.limits.chunk_bytes,
             idle_timeout: self
                 .schema
@@ -281,22 +279,22 @@ impl LiveInput {
 
 impl OpenInput for LiveInput {
     fn worker_source(&self, worker: usize, peers: usize) -> Box<dyn ChunkSource> {
-        let (receiver, activators) = match self.hub.lock() {
+        let (receiver, wakers) = match self.hub.lock() {
             Ok(mut hub) => {
                 if !hub.started {
                     self.start(&mut hub, peers);
                 }
                 (
                     hub.receivers.get_mut(worker).and_then(Option::take),
-                    hub.activators.clone(),
+                    hub.wakers.clone(),
                 )
             }
-            Err(_) => (None, Arc::default()),
+            Err(_) => (None, Wakers::default()),
         };
         Box::new(LiveChunks {
             worker,
             receiver,
-            activators,
+            wakers,
             decoder: Decoder::Json(JsonDecoder::new(&self.schema))
                 .with_max_line_bytes(self.limits.max_line_bytes),
             max_ahead: self.schema.connector.max_ahead_of_clock,
@@ -320,7 +318,7 @@ impl OpenInput for LiveInput {
 struct Dispatcher {
     queue: Arc<Queue>,
     senders: Vec<SyncSender<LiveChunk>>,
-    activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
+    wakers: Wakers,
     chunk_bytes: usize,
     idle_timeout: Option<Duration>,
 }
@@ -335,18 +333,10 @@ struct Filling {
 }
 
 impl Dispatcher {
-    fn wake(&self, worker: usize) {
-        if let Ok(a) = self.activators.lock()
-            && let Some(Some(a)) = a.get(worker)
-        {
-            a.activate().ok();
-        }
-    }
-
     fn send(&self, index: &mut u64, chunk: LiveChunk) -> bool {
         let worker = (*index % self.senders.len() as u64) as usize;
         let ok = self.senders[worker].send(chunk).is_ok();
-        self.wake(worker);
+        self.wakers.wake(worker);
         *index += 1;
         ok
     }
@@ -416,14 +406,7 @@ impl Dispatcher {
             }
         }
         drop(self.senders);
-        let workers = self.activators.lock().map(|a| a.len()).unwrap_or(0);
-        for worker in 0..workers {
-            if let Ok(a) = self.activators.lock()
-                && let Some(Some(a)) = a.get(worker)
-            {
-                a.activate().ok();
-            }
-        }
+        self.wakers.wake_all();
     }
 
     fn flush(&self, index: &mut u64, filling: &mut Filling) -> bool {
@@ -443,7 +426,7 @@ impl Dispatcher {
 struct LiveChunks {
     worker: usize,
     receiver: Option<Receiver<LiveChunk>>,
-    activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
+    wakers: Wakers,
     decoder: Decoder,
     max_ahead: i64,
 }
@@ -477,10 +460,6 @@ impl ChunkSource for LiveChunks {
     }
 
     fn set_activator(&mut self, activator: SyncActivator) {
-        if let Ok(mut a) = self.activators.lock()
-            && let Some(slot) = a.get_mut(self.worker)
-        {
-            *slot = Some(activator);
-        }
+        self.wakers.set(self.worker, activator);
     }
 }

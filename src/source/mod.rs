@@ -67,6 +67,46 @@ impl SourceLimits {
     }
 }
 
+/// How a thread that deals chunks to the workers wakes each worker's source operator:
+/// one slot per worker, filled when the worker's operator hands its activator over.
+#[derive(Clone, Default)]
+pub(crate) struct Wakers(Arc<std::sync::Mutex<Vec<Option<timely::scheduling::SyncActivator>>>>);
+
+impl Wakers {
+    /// Makes room for `workers` slots.
+    pub(crate) fn resize(&self, workers: usize) {
+        if let Ok(mut slots) = self.0.lock() {
+            slots.resize_with(workers, || None);
+        }
+    }
+
+    /// Worker `worker`'s operator can be woken with `activator`.
+    pub(crate) fn set(&self, worker: usize, activator: timely::scheduling::SyncActivator) {
+        if let Ok(mut slots) = self.0.lock()
+            && let Some(slot) = slots.get_mut(worker)
+        {
+            *slot = Some(activator);
+        }
+    }
+
+    /// Wakes worker `worker`'s operator (once it has said how).
+    pub(crate) fn wake(&self, worker: usize) {
+        if let Ok(slots) = self.0.lock()
+            && let Some(Some(a)) = slots.get(worker)
+        {
+            a.activate().ok();
+        }
+    }
+
+    /// Wakes every worker: the input ended.
+    pub(crate) fn wake_all(&self) {
+        let workers = self.0.lock().map(|s| s.len()).unwrap_or(0);
+        for worker in 0..workers {
+            self.wake(worker);
+        }
+    }
+}
+
 /// Bytes read at a time when scanning past a long line.
 const SCAN_BLOCK: usize = 64 * 1024;
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use timely::scheduling::SyncActivator;
 
-use super::{ChunkSource, LongLine, OpenInput, SCAN_BLOCK, SourceError, SourceLimits, SourcePoll};
+use super::{
+    ChunkSource, LongLine, OpenInput, SCAN_BLOCK, SourceError, SourceLimits, SourcePoll, Wakers,
+};
 use crate::batch::Interner;
 use crate::decode::{CsvDecoder, Decoder, Format, JsonDecoder};
 use crate::query::SourceSchema;
@@ -36,7 +38,7 @@ pub struct StdinInput {
 #[derive(Default)]
 struct Hub {
     receivers: Vec<Option<Receiver<Chunk>>>,
-    activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
+    wakers: Wakers,
     started: bool,
 }
 
@@ -102,31 +104,17 @@ impl StdinInput {
             senders.push(tx);
             hub.receivers.push(Some(rx));
         }
-        hub.activators
-            .lock()
-            .map(|mut a| a.resize_with(peers, || None))
-            .ok();
-        let activators = hub.activators.clone();
+        hub.wakers.resize(peers);
+        let wakers = hub.wakers.clone();
         let limits = self.limits;
-        std::thread::spawn(move || read_stdin(senders, activators, limits));
+        std::thread::spawn(move || read_stdin(senders, wakers, limits));
         hub.started = true;
     }
 }
 
 /// Reads stdin to its end, sending chunk `k` to worker `k % peers`; a read error is sent
 /// in place of the next chunk and ends the reading.
-fn read_stdin(
-    senders: Vec<SyncSender<Chunk>>,
-    activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
-    limits: SourceLimits,
-) {
-    let wake = |worker: usize| {
-        if let Ok(a) = activators.lock()
-            && let Some(Some(a)) = a.get(worker)
-        {
-            a.activate().ok();
-        }
-    };
+fn read_stdin(senders: Vec<SyncSender<Chunk>>, wakers: Wakers, limits: SourceLimits) {
     let mut cutter = ChunkCutter::new(std::io::stdin().lock(), limits);
     let mut index = 0u64;
     loop {
@@ -139,16 +127,14 @@ fn read_stdin(
         if senders[worker].send(chunk).is_err() {
             break;
         }
-        wake(worker);
+        wakers.wake(worker);
         index += 1;
         if last {
             break;
         }
     }
     drop(senders);
-    for worker in 0..activators.lock().map(|a| a.len()).unwrap_or(0) {
-        wake(worker);
-    }
+    wakers.wake_all();
 }
 /// Cuts a byte stream into chunks of whole lines within [`SourceLimits`].
 struct ChunkCutter<R> {
@@ -239,17 +225,17 @@ impl<R: Read> ChunkCutter<R> {
 
 impl OpenInput for StdinInput {
     fn worker_source(&self, worker: usize, peers: usize) -> Box<dyn ChunkSource> {
-        let (receiver, activators) = match self.hub.lock() {
+        let (receiver, wakers) = match self.hub.lock() {
             Ok(mut hub) => {
                 if !hub.started {
                     self.start(&mut hub, peers);
                 }
                 (
                     hub.receivers.get_mut(worker).and_then(Option::take),
-                    hub.activators.clone(),
+                    hub.wakers.clone(),
                 )
             }
-            Err(_) => (None, Arc::default()),
+            Err(_) => (None, Wakers::default()),
         };
         let decoder = match &self.csv {
             Some(csv) => Decoder::Csv(csv.clone()),
@@ -259,7 +245,7 @@ impl OpenInput for StdinInput {
         Box::new(StdinChunks {
             worker,
             receiver,
-            activators,
+            wakers,
             decoder,
             max_line: self.limits.max_line_bytes,
         })
@@ -282,7 +268,7 @@ impl OpenInput for StdinInput {
 struct StdinChunks {
     worker: usize,
     receiver: Option<Receiver<Chunk>>,
-    activators: Arc<Mutex<Vec<Option<SyncActivator>>>>,
+    wakers: Wakers,
     decoder: Decoder,
     max_line: usize,
 }
@@ -310,11 +296,7 @@ impl ChunkSource for StdinChunks {
     }
 
     fn set_activator(&mut self, activator: SyncActivator) {
-        if let Ok(mut a) = self.activators.lock()
-            && let Some(slot) = a.get_mut(self.worker)
-        {
-            *slot = Some(activator);
-        }
+        self.wakers.set(self.worker, activator);
     }
 }
 
