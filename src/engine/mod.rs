@@ -76,7 +76,13 @@ pub fn ensure_writable(root: &std::path::Path) -> Result<(), Error> {
         source,
     };
     std::fs::create_dir_all(root).map_err(fail)?;
-    let probe = root.join(format!(".edgeflow-write-check-{}", std::process::id()));
+    // Unique per call: queries of one node check the same root at the same time.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let probe = root.join(format!(
+        ".edgeflow-write-check-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)
 }
