@@ -178,7 +178,7 @@ impl Node {
             return Err(NodeError::Insecure(addr).into());
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("edgeflow-io")
             .enable_all()
             .build()

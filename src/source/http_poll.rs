@@ -22,6 +22,9 @@ use super::records::{Counters, Shaper, cut, split_body};
 use crate::query::SourceSchema;
 use crate::query::connector::{DeviceIds, HttpPollSpec, PollTimestamp};
 
+/// Polls due within one tick go out together.
+const TICK: Duration = Duration::from_millis(100);
+
 /// Poll durations kept for the figures: the most recent ones.
 pub const LATENCY_SAMPLES: usize = 16_384;
 
@@ -226,7 +229,11 @@ impl Poller {
                 poller: self.clone(),
             });
             for (i, device) in self.devices.iter().enumerate() {
-                let due = round_start + interval.mul_f64(i as f64 / n as f64);
+                // Due times are gathered into ticks: a handful of polls per wake-up
+                // instead of one wake-up per device, still spread over the interval.
+                let offset = interval.mul_f64(i as f64 / n as f64);
+                let ticks = (offset.as_secs_f64() / TICK.as_secs_f64()).ceil();
+                let due = round_start + TICK.mul_f64(ticks).min(interval);
                 tokio::select! {
                     _ = tokio::time::sleep_until(due) => {}
                     _ = stop.changed() => break 'rounds,

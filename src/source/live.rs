@@ -30,7 +30,7 @@ use crate::query::SourceSchema;
 
 /// How long a chunk waits for more readings before it goes out part-full: short enough
 /// that a window closes promptly, long enough to amortise a chunk's cost at high rates.
-pub const LINGER: Duration = Duration::from_millis(100);
+pub const LINGER: Duration = Duration::from_millis(500);
 
 /// How often an idle source moves its watermark to the clock.
 const IDLE_TICK: Duration = Duration::from_millis(500);
