@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => cli::gen_cmd::generate(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Devices(args) => cli::devices::devices(args),
+        Command::Ctl(args) => cli::ctl::ctl(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

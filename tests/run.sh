@@ -18,10 +18,16 @@ if ! cmp -s "$requirements" "$stamp" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
 fi
-# mosquitto: the MQTT broker and independent subscriber of the device simulator's tests.
-if ! command -v mosquitto >/dev/null || ! command -v mosquitto_sub >/dev/null; then
-    echo "tests/run.sh: installing mosquitto" >&2
-    apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+# mosquitto: the MQTT broker and independent subscriber of the device simulator's tests;
+# chromium and chromedriver: the real browser that drives the node's status page.
+missing=()
+command -v mosquitto >/dev/null && command -v mosquitto_sub >/dev/null \
+    || missing+=(mosquitto mosquitto-clients)
+command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+    || missing+=(chromium chromium-driver)
+if ((${#missing[@]})); then
+    echo "tests/run.sh: installing ${missing[*]}" >&2
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export EDGEFLOW_PYTHON="$PWD/$venv/bin/python"
 export EDGEFLOW_MOTO="$PWD/$venv/bin/moto_server"

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod ctl;
 pub mod devices;
 pub mod gen_cmd;
 pub mod logging;
@@ -34,6 +35,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run a live node: queries over devices polled, pushed or on MQTT, until stopped.
     Serve(serve::ServeArgs),
+    /// Steer a running node: list, add, start, stop, remove and watch its queries.
+    Ctl(ctl::CtlArgs),
     /// Validate a query file and print its plan.
     Check(check::CheckArgs),
     /// Write deterministic synthetic traffic readings as JSON lines (or CSV).

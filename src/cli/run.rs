@@ -145,6 +145,8 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             listen,
             insecure: false,
             tokens: Tokens::default(),
+            tls: None,
+            http: Default::default(),
             run_for: args.run_for,
             fresh: args.fresh,
             max_line_bytes: args.max_line_bytes,

@@ -2,12 +2,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use edgeflow::query::QueryPlan;
+use edgeflow::serve::config::Scope;
+use edgeflow::serve::http::HttpLimits;
+use edgeflow::serve::tls::TlsFiles;
 use edgeflow::serve::{Node, NodeConfig, NodeFile, NodeSummary};
 use edgeflow::source::SourceLimits;
 use edgeflow::sync::target::S3Options;
@@ -29,16 +33,38 @@ pub struct ServeArgs {
     /// Node settings file (listen address, tokens, output, sync, quota); flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Address for push ingest and health checks.
+    /// Address of the API, status page, metrics and push ingest.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Listen beyond loopback without tokens (anyone who reaches the node can push).
+    /// Listen beyond loopback without tokens (anyone who reaches the node can push and
+    /// steer it).
     #[arg(long)]
     pub insecure: bool,
+    /// File holding the admin token (first line): may do anything.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the ingest token: may only push readings.
+    #[arg(long, value_name = "FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// File holding the read token: may read status and metrics.
+    #[arg(long, value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the listener; with --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Longest an HTTP request may take, body included.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Push requests per second taken from one client address (0: no limit).
+    #[arg(long, default_value_t = 200)]
+    pub ingest_rate_limit: u32,
     /// Output root; each query's results go to `<output>/<query name>/`.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Worker threads per query (default: one per core).
+    /// Timely worker threads, shared by every query (default: one per core).
     #[arg(long, short)]
     pub workers: Option<usize>,
     /// Stop by itself after this long (e.g. 90s, 2h), as SIGTERM would.
@@ -127,8 +153,8 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         args.queries.clone()
     };
     if paths.is_empty() {
-        anyhow::bail!(
-            "no query to serve: name query files or folders (edgeflow serve queries/live_traffic.sql)"
+        tracing::info!(
+            "No query file given: the node serves the queries added over the API (edgeflow ctl add FILE.sql)"
         );
     }
     let plans = query_files(&paths)?
@@ -160,12 +186,35 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         upload: args.upload.clone(),
         s3: args.s3.clone(),
     };
+    let mut tokens = file.tokens.clone();
+    for (path, scope) in [
+        (&args.admin_token_file, Scope::Admin),
+        (&args.ingest_token_file, Scope::Ingest),
+        (&args.read_token_file, Scope::Read),
+    ] {
+        if let Some(path) = path {
+            tokens.add_file(scope, path)?;
+        }
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let settings = NodeSettings {
         output: args.output(&file),
         workers: args.workers.or(file.workers),
         listen: Some(listen),
         insecure: args.insecure || file.insecure,
-        tokens: file.tokens.clone(),
+        tokens,
+        tls,
+        http: HttpLimits {
+            request_timeout: args.request_timeout,
+            ingest_per_client: NonZeroU32::new(args.ingest_rate_limit),
+            ..HttpLimits::default()
+        },
         run_for: args.run_for,
         fresh: args.fresh,
         max_line_bytes: args.max_line_bytes,
@@ -187,6 +236,10 @@ pub struct NodeSettings {
     pub insecure: bool,
     /// Tokens from the config file (the environment's are added).
     pub tokens: edgeflow::serve::Tokens,
+    /// TLS certificate and key for the listener.
+    pub tls: Option<TlsFiles>,
+    /// Timeouts and limits of the HTTP routes.
+    pub http: HttpLimits,
     /// `--for`.
     pub run_for: Option<Duration>,
     /// `--fresh`.
@@ -236,6 +289,8 @@ pub fn run_node(
         run_for: settings.run_for,
         syncer: syncer.clone(),
         forget_state: settings.fresh,
+        tls: settings.tls.clone(),
+        http: settings.http.clone(),
     });
     stop_on_signals(node.stop_handle());
     let summary = node.run()?;

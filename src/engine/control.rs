@@ -1,7 +1,7 @@
 //! What workers share while a run goes: counters for the summary, and the first fatal
 //! error, which stops the sources so the dataflow drains and the run ends cleanly.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +44,19 @@ pub struct Metrics {
     closing: Mutex<HashMap<i64, Instant>>,
     /// From a window's close to its result file being durable, one sample per file.
     pub close_to_durable: Mutex<Vec<Duration>>,
+    /// Each worker's open windows, groups and state bytes now.
+    state: Mutex<BTreeMap<usize, OpenState>>,
+}
+
+/// What is open on the workers now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenState {
+    /// Windows with open groups (the largest count on any worker: windows span workers).
+    pub windows: u64,
+    /// Open (window, key) groups, over every worker.
+    pub keys: u64,
+    /// Bytes of aggregate state, over every worker.
+    pub bytes: u64,
 }
 
 impl Metrics {
@@ -62,6 +75,32 @@ impl Metrics {
         if groups > self.peak_groups.fetch_max(groups, Ordering::Relaxed) {
             self.peak_state_bytes.store(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// Records what is open on `worker` now.
+    pub fn state_now(&self, worker: usize, windows: u64, keys: u64, bytes: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.insert(
+                worker,
+                OpenState {
+                    windows,
+                    keys,
+                    bytes,
+                },
+            );
+        }
+    }
+
+    /// What is open on the workers now.
+    pub fn open_state(&self) -> OpenState {
+        let Ok(state) = self.state.lock() else {
+            return OpenState::default();
+        };
+        state.values().fold(OpenState::default(), |all, w| OpenState {
+            windows: all.windows.max(w.windows),
+            keys: all.keys + w.keys,
+            bytes: all.bytes + w.bytes,
+        })
     }
 
     /// Records a closed window.
@@ -118,6 +157,35 @@ impl Default for Cut {
     }
 }
 
+/// What happens to the windows still open when the input ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndOfInput {
+    /// Write them as they stand and keep their state: the next run resumes them and
+    /// writes them again as new revisions (the end of every `edgeflow run`).
+    #[default]
+    Keep,
+    /// Write them as final: the stream's watermark moves past them, so a reading for
+    /// one of them that comes later is late.
+    Close,
+    /// Neither write nor keep them: their readings are given up.
+    Discard,
+}
+
+impl std::str::FromStr for EndOfInput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "keep" => Ok(EndOfInput::Keep),
+            "close" => Ok(EndOfInput::Close),
+            "discard" => Ok(EndOfInput::Discard),
+            other => Err(format!(
+                "windows={other}: expected close (write open windows as final), keep (write them and resume them at the next start) or discard"
+            )),
+        }
+    }
+}
+
 /// The run's shared stop switch, pause hook and first fatal error.
 pub struct Control {
     stop: AtomicBool,
@@ -130,6 +198,7 @@ pub struct Control {
     interrupted_by: Mutex<Option<i32>>,
     lines: AtomicU64,
     max_event_time: AtomicI64,
+    end_of_input: Mutex<EndOfInput>,
 }
 
 impl Default for Control {
@@ -144,6 +213,7 @@ impl Default for Control {
             interrupted_by: Mutex::new(None),
             lines: AtomicU64::new(0),
             max_event_time: AtomicI64::new(i64::MIN),
+            end_of_input: Mutex::new(EndOfInput::Keep),
         }
     }
 }
@@ -267,6 +337,18 @@ impl Control {
     pub fn max_event_time(&self) -> Option<i64> {
         let m = self.max_event_time.load(Ordering::Relaxed);
         (m != i64::MIN).then_some(m)
+    }
+
+    /// Decides what the end of the input does to the open windows (before it ends).
+    pub fn set_end_of_input(&self, end: EndOfInput) {
+        if let Ok(mut e) = self.end_of_input.lock() {
+            *e = end;
+        }
+    }
+
+    /// What the end of the input does to the open windows.
+    pub fn end_of_input(&self) -> EndOfInput {
+        self.end_of_input.lock().map_or(EndOfInput::Keep, |e| *e)
     }
 
     /// Takes the fatal error, if any.

@@ -2,15 +2,17 @@
 
 pub mod control;
 mod dataflow;
+mod pool;
 mod summary;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use pool::Workers;
 pub use summary::{RunSummary, peak_rss_bytes, quantile};
 
-use self::control::{Control, Metrics};
+use self::control::{Control, EndOfInput, Metrics};
 use self::dataflow::Shared;
 use crate::Error;
 use crate::operators::write_parquet::{Notify, OnCommit, OnSupersede};
@@ -178,12 +180,43 @@ fn progress_bar(
 }
 
 /// Runs the query to the end of its input (or until [`Control::interrupt`]), as the
-/// continuation of the stream kept in the output folder.
+/// continuation of the stream kept in the output folder, on workers of its own.
 pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
+    let workers = Workers::start(config.workers)?;
+    let result = start(config, &workers).and_then(RunningQuery::wait);
+    if !workers.shutdown() && result.is_ok() {
+        return Err(Error::Internal("a worker failed".into()));
+    }
+    result
+}
+
+/// A query whose dataflow runs on a [`Workers`] pool.
+pub struct RunningQuery {
+    started: Instant,
+    config: RunConfig,
+    plan: Arc<QueryPlan>,
+    state: StreamState,
+    layout: Layout,
+    position: u64,
+    lines_before: u64,
+    input: Option<Arc<dyn source::OpenInput>>,
+    peers: usize,
+    stream: Arc<Continuation>,
+    metrics: Arc<Metrics>,
+    writers: crate::operators::write_parquet::Writers,
+    progress: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    job: Option<Arc<pool::Job>>,
+    /// Set when the input was consumed by earlier runs: nothing runs.
+    consumed: Option<RunSummary>,
+}
+
+/// Prepares the query's stream (state, output folder, input position) and builds its
+/// dataflow on `workers`.
+pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error> {
     let started = Instant::now();
-    let workers = config.workers.max(1);
-    let plan = Arc::new(config.plan);
-    let mut state = if config.fresh {
+    let peers = workers.peers();
+    let plan = Arc::new(config.plan.clone());
+    let state = if config.fresh {
         let mut state =
             StreamState::load(&config.output, &plan).unwrap_or_else(|_| StreamState::new(&plan));
         if !state.open.is_empty() || !state.inputs.is_empty() {
@@ -199,7 +232,7 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     } else {
         StreamState::load(&config.output, &plan)?
     };
-    let layout = Layout::new(&config.output, &plan.name, workers, state.runs);
+    let layout = Layout::new(&config.output, &plan.name, peers, state.runs);
     prepare_output(&layout)?;
     if config.fresh {
         retire_late_files(&layout, config.on_supersede.as_ref(), |_| true)?;
@@ -209,11 +242,12 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         // it writes the same files again; with another, its files have other names, so
         // the dead attempt's ones must go or their rows would count twice.
         let run = format!("-n{}-", state.runs);
-        let (whole, part) = (format!("of{workers}.parquet"), format!("of{workers}-p"));
+        let (whole, part) = (format!("of{peers}.parquet"), format!("of{peers}-p"));
         retire_late_files(&layout, config.on_supersede.as_ref(), |name| {
             name.contains(&run) && !name.ends_with(&whole) && !name.contains(&part)
         })?;
     }
+    let metrics = Arc::new(Metrics::default());
     let (position, lines_before) = match consumed::start_at(&config.input, &state.inputs) {
         StartAt::Beginning => (0, 0),
         StartAt::Resume { position, lines } => {
@@ -221,16 +255,26 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
             (position, lines)
         }
         StartAt::Done { .. } => {
-            let mut summary = RunSummary::collect(
-                &plan,
-                &config.input,
-                &layout,
-                workers,
-                &Metrics::default(),
-                started.elapsed(),
-            );
+            let mut summary =
+                RunSummary::collect(&plan, &config.input, &layout, peers, &metrics, started.elapsed());
             summary.already_consumed = true;
-            return Ok(summary);
+            return Ok(RunningQuery {
+                started,
+                plan,
+                state,
+                layout,
+                position: 0,
+                lines_before: 0,
+                input: None,
+                peers,
+                stream: Arc::default(),
+                metrics,
+                writers: Arc::default(),
+                progress: None,
+                job: None,
+                consumed: Some(summary),
+                config,
+            });
         }
     };
     let limits = source::SourceLimits {
@@ -238,8 +282,6 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         max_line_bytes: config.max_line_bytes,
     };
     let input = source::open(&config.input, &plan.source, limits, position)?;
-    let control = config.control.clone();
-    let metrics = Arc::new(Metrics::default());
     let progress = match input.total_bytes() {
         Some(total) if config.progress => Some(progress_bar(total, metrics.clone())),
         _ => None,
@@ -247,8 +289,11 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     let stream = Arc::new(Continuation::of(&state));
     let writers: crate::operators::write_parquet::Writers = Arc::default();
     let notify = Notify {
-        commit: config.on_commit.unwrap_or_else(|| Arc::new(|_| {})),
-        supersede: config.on_supersede.unwrap_or_else(|| Arc::new(|_| {})),
+        commit: config.on_commit.clone().unwrap_or_else(|| Arc::new(|_| {})),
+        supersede: config
+            .on_supersede
+            .clone()
+            .unwrap_or_else(|| Arc::new(|_| {})),
     };
     let shared = Shared {
         plan: plan.clone(),
@@ -258,60 +303,128 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
         stream: stream.clone(),
         first_line: input.line_base() + lines_before,
         input_name: config.input.describe(),
-        control: control.clone(),
+        control: config.control.clone(),
         metrics: metrics.clone(),
         writers: writers.clone(),
     };
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let shared = shared.clone();
-        worker.dataflow::<crate::operators::Time, _, _>(|scope| dataflow::build(scope, &shared));
+    let job = workers.build(shared)?;
+    Ok(RunningQuery {
+        started,
+        plan,
+        state,
+        layout,
+        position,
+        lines_before,
+        input: Some(input),
+        peers,
+        stream,
+        metrics,
+        writers,
+        progress,
+        job: Some(job),
+        consumed: None,
+        config,
     })
-    .map_err(|e| Error::Internal(format!("starting workers: {e}")))?;
-    let results = guards.join();
-    // Every result file is committed before the run counts as done.
-    let handles = writers
-        .lock()
-        .map(|mut w| std::mem::take(&mut *w))
-        .unwrap_or_default();
-    for handle in handles {
-        if handle.join().is_err() {
-            control.fail(Error::Internal("a result writer panicked".into()));
+}
+
+impl RunningQuery {
+    /// The run's counters, live.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The run's control.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.config.control
+    }
+
+    /// Whether the dataflow has completed (the run can be waited for without blocking).
+    pub fn is_finished(&self) -> bool {
+        self.job.as_ref().is_none_or(|j| j.is_finished())
+    }
+
+    /// Largest event time of the stream so far, this run's and earlier runs'.
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.config.control.max_event_time().max(self.state.max_event_time)
+    }
+
+    /// The query's plan.
+    pub fn plan(&self) -> &QueryPlan {
+        &self.plan
+    }
+
+    /// Waits for the dataflow to complete, then commits the run: every result file is
+    /// durable, the stream state saved, the summary made.
+    pub fn wait(self) -> Result<RunSummary, Error> {
+        let RunningQuery {
+            started,
+            config,
+            plan,
+            mut state,
+            layout,
+            position,
+            lines_before,
+            input,
+            peers,
+            stream,
+            metrics,
+            writers,
+            progress,
+            job,
+            consumed,
+        } = self;
+        let (Some(input), None) = (input, consumed.as_ref()) else {
+            return consumed.ok_or_else(|| Error::Internal("a run without input".into()));
+        };
+        let control = config.control.clone();
+        let clean = job.is_none_or(|j| j.wait());
+        // Every result file is committed before the run counts as done.
+        let handles = writers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for handle in handles {
+            if handle.join().is_err() {
+                control.fail(Error::Internal("a result writer panicked".into()));
+            }
         }
-    }
-    if let Some((done, handle)) = progress {
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        handle.join().ok();
-    }
-    for result in results {
-        if let Err(e) = result {
-            return Err(Error::Internal(format!("a worker failed: {e}")));
+        if let Some((done, handle)) = progress {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            handle.join().ok();
         }
+        if !clean {
+            return Err(Error::Internal("a worker failed".into()));
+        }
+        if let Some(error) = control.take_error() {
+            // The state stays as the last good run left it: the next run redoes this one.
+            return Err(error);
+        }
+        let cut = control.cut_at();
+        let end = input.position_after(cut);
+        consumed::record(
+            &mut state.inputs,
+            &config.input,
+            end,
+            lines_before + control.lines_read(),
+            cut.is_none(),
+        );
+        state.advance(&stream, control.max_event_time());
+        if control.end_of_input() == EndOfInput::Close {
+            let size = crate::window::assign::WindowAssigner::new(plan.window).size();
+            state.close_written(size, plan.source.max_out_of_orderness);
+        }
+        state.save(&config.output, &plan.name)?;
+        Metrics::add(&metrics.kept_windows, state.open.len() as u64);
+        let mut summary = RunSummary::collect(
+            &plan,
+            &config.input,
+            &layout,
+            peers,
+            &metrics,
+            started.elapsed(),
+        );
+        summary.resumed_at = (position > 0).then_some(position);
+        summary.interrupted_by = control.interrupted_by();
+        Ok(summary)
     }
-    if let Some(error) = control.take_error() {
-        // The state stays as the last good run left it: the next run redoes this one.
-        return Err(error);
-    }
-    let cut = control.cut_at();
-    let end = input.position_after(cut);
-    consumed::record(
-        &mut state.inputs,
-        &config.input,
-        end,
-        lines_before + control.lines_read(),
-        cut.is_none(),
-    );
-    state.advance(&stream, control.max_event_time());
-    state.save(&config.output, &plan.name)?;
-    Metrics::add(&metrics.kept_windows, state.open.len() as u64);
-    let mut summary = RunSummary::collect(
-        &plan,
-        &config.input,
-        &layout,
-        workers,
-        &metrics,
-        started.elapsed(),
-    );
-    summary.resumed_at = (position > 0).then_some(position);
-    summary.interrupted_by = control.interrupted_by();
-    Ok(summary)
 }

@@ -19,7 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use super::{ClosedWindow, Time};
-use crate::engine::control::{Control, Metrics};
+use crate::engine::control::{Control, EndOfInput, Metrics};
 use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
 use crate::window::merge::{WindowMerger, window_rows};
@@ -115,7 +115,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
                 // Where the watermark stands at the end of the input: windows ending
                 // after it stay open.
-                let final_watermark = if input_ended {
+                let end_of_input = control.end_of_input();
+                let final_watermark = if input_ended && end_of_input != EndOfInput::Close {
                     control
                         .max_event_time()
                         .max(stream.max_event_time)
@@ -127,6 +128,9 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 };
                 while let Some((start, end, cap, merger)) = open.next_closed(limit) {
                     let still_open = end > final_watermark;
+                    if still_open && end_of_input == EndOfInput::Discard {
+                        continue;
+                    }
                     if !still_open {
                         metrics.window_closed(start);
                     }

@@ -184,6 +184,12 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                     }
                     window_caps.retain(|&end, _| end > limit);
                 }
+                metrics.state_now(
+                    worker,
+                    window_caps.len() as u64,
+                    state.open_groups() as u64,
+                    state.state_bytes() as u64,
+                );
             }
         });
         (partials, late)

@@ -65,8 +65,9 @@ pub struct SyncFile {
     pub on_quota: Option<String>,
 }
 
-/// Bearer tokens by scope. `ingest` may push readings; `admin` may do anything.
-/// Tokens also come from `EDGEFLOW_INGEST_TOKEN` and `EDGEFLOW_ADMIN_TOKEN`.
+/// Bearer tokens by scope. `ingest` may push readings; `read` may read status and
+/// metrics; `admin` may do anything. Tokens also come from `EDGEFLOW_INGEST_TOKEN`,
+/// `EDGEFLOW_READ_TOKEN` and `EDGEFLOW_ADMIN_TOKEN`, and from token files.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tokens {
@@ -103,6 +104,56 @@ impl Tokens {
         self
     }
 
+    /// Adds the token kept in `path` (its first line) to `scope`: a file readable only by
+    /// the service keeps it out of the process list and the environment.
+    pub fn add_file(&mut self, scope: Scope, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "the token file is empty".into(),
+            });
+        }
+        let list = match scope {
+            Scope::Ingest => &mut self.ingest,
+            Scope::Read => &mut self.read,
+            Scope::Admin => &mut self.admin,
+        };
+        list.push(token.to_owned());
+        Ok(())
+    }
+
+    /// Whether `token` grants `scope`: admin tokens grant everything, read tokens the
+    /// read scope, ingest tokens the ingest scope.
+    pub fn check(&self, token: Option<&str>, scope: Scope) -> Access {
+        if self.is_empty() {
+            return Access::Granted;
+        }
+        let Some(token) = token else {
+            return Access::Unknown;
+        };
+        let known = |list: &[String]| list.iter().any(|k| same(k.as_bytes(), token.as_bytes()));
+        // Every list is compared, so the answer time does not tell which scope matched.
+        let (admin, read, ingest) = (known(&self.admin), known(&self.read), known(&self.ingest));
+        let granted = admin
+            || match scope {
+                Scope::Read => read,
+                Scope::Ingest => ingest,
+                Scope::Admin => false,
+            };
+        if granted {
+            Access::Granted
+        } else if read || ingest {
+            Access::Forbidden
+        } else {
+            Access::Unknown
+        }
+    }
+
     /// Whether `token` may read status and metrics.
     pub fn may_read(&self, token: Option<&str>) -> bool {
         self.is_empty()
@@ -124,6 +175,28 @@ impl Tokens {
                     .any(|k| same(k.as_bytes(), t.as_bytes()))
             })
     }
+}
+
+/// What a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Push readings.
+    Ingest,
+    /// Read status and metrics.
+    Read,
+    /// Anything, including starting and stopping queries.
+    Admin,
+}
+
+/// What a token is allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The request may go on.
+    Granted,
+    /// No token, or one this node does not know (401).
+    Unknown,
+    /// A known token without the scope (403).
+    Forbidden,
 }
 
 /// Compares in time independent of where the inputs differ, so a token cannot be

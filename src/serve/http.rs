@@ -1,91 +1,125 @@
-//! The node's HTTP listener (axum): push ingest and health.
+//! The node's HTTP listener (axum): the control API, metrics, health, the status page
+//! and push ingest.
 //!
-//! `POST /ingest/<table>` takes JSON lines or a JSON array (gzip accepted) for a table
-//! declared with `connector = 'http_push'`; `GET /healthz` answers while the process
-//! lives, `GET /readyz` while it takes readings; `GET /api/v1/ingest` gives the
-//! readings each table received.
+//! Every route but `/healthz`, `/readyz`, the page and the OpenAPI document takes a
+//! bearer token once tokens are set: read routes a read (or admin) token, control
+//! routes an admin token, `POST /ingest/<table>` an ingest (or admin) token. An unknown
+//! token is a `401`, a known one without the scope a `403`. Every route has a request
+//! timeout and a body limit; pushes are also rate-limited per client address.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::config::Tokens;
-use crate::source::http_push::{PushRefusal, PushTable};
-use crate::source::live::Feed;
+use super::config::{Access, Scope, Tokens};
+use super::ingest::Ingests;
+use super::metrics::Exporter;
+use super::queries::{ControlError, Queries};
+use crate::engine::control::EndOfInput;
+use crate::source::http_push::PushRefusal;
+use crate::sync::Syncer;
 
-/// Seconds a client is told to wait after a 503.
+/// Seconds a client is told to wait after a 503 or 429.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// Limits of the HTTP routes.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Longest a request may take, body included (`408` after).
+    pub request_timeout: Duration,
+    /// Largest body of an API request (push tables have their own `max_body`).
+    pub max_api_body: usize,
+    /// Push requests per second per client address (`429` past it); `None`: no limit.
+    pub ingest_per_client: Option<NonZeroU32>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            request_timeout: Duration::from_secs(30),
+            max_api_body: 1 << 20,
+            ingest_per_client: NonZeroU32::new(200),
+        }
+    }
+}
+
+type ClientLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// Pushable tables by name.
-    pub push: BTreeMap<String, Arc<PushTable>>,
+    /// The node's queries.
+    pub queries: Arc<Queries>,
+    /// The node's ingests.
+    pub ingests: Arc<Ingests>,
     /// Bearer tokens.
     pub tokens: Tokens,
-    /// Cleared while the node stops.
+    /// Set once the queries have started, cleared while the node stops.
     pub ready: Arc<AtomicBool>,
-    /// Every table's feed, for the ingest figures.
-    pub feeds: BTreeMap<String, Arc<Feed>>,
-    /// Every polled or subscribed table's source figures.
-    pub sources: BTreeMap<String, SourceStatus>,
+    /// The sync, if the node syncs.
+    pub syncer: Option<Arc<Syncer>>,
+    /// The Prometheus exporter.
+    pub metrics: Exporter,
+    /// Route limits.
+    pub limits: HttpLimits,
 }
 
-/// A source's figures now, as JSON.
-pub type SourceStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+#[derive(Clone)]
+struct Shared {
+    app: AppState,
+    limiter: Option<Arc<ClientLimiter>>,
+}
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
-    // The largest body any table takes; each table checks its own limit.
-    let limit = state
-        .push
-        .values()
-        .map(|t| t.max_body())
-        .max()
-        .unwrap_or(1 << 20);
-    Router::new()
+    let limits = state.limits.clone();
+    let limiter = limits.ingest_per_client.map(|per_second| {
+        Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(per_second).allow_burst(per_second.saturating_mul(
+                NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+            )),
+        ))
+    });
+    let shared = Shared {
+        app: state,
+        limiter,
+    };
+    // Each push table reads the body up to its own `max_body`.
+    let ingest = Router::new()
         .route("/ingest/{table}", post(ingest))
+        .layer(DefaultBodyLimit::disable());
+    let api = Router::new()
+        .route("/", get(super::page::index))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(super::openapi::document))
         .route("/api/v1/ingest", get(ingest_status))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
-    }
-}
-
-/// Readings received per table since the node started.
-async fn ingest_status(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !state.tokens.may_read(bearer(&headers)) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
-    let tables: serde_json::Map<String, serde_json::Value> = state
-        .feeds
-        .iter()
-        .map(|(table, feed)| {
-            let source = state.sources.get(table).map(|status| status());
-            (
-                table.clone(),
-                json!({ "received": feed.published(), "source": source }),
-            )
-        })
-        .collect();
-    axum::Json(json!({ "tables": tables })).into_response()
+        .route("/api/v1/node", get(node_status))
+        .route("/api/v1/queries", get(list).post(add))
+        .route("/api/v1/queries/{name}", get(detail).delete(remove))
+        .route("/api/v1/queries/{name}/start", post(start))
+        .route("/api/v1/queries/{name}/stop", post(stop))
+        .layer(DefaultBodyLimit::max(limits.max_api_body));
+    ingest
+        .merge(api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(shared)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -101,30 +135,275 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// `Ok` if the request's token grants `scope`, else the `401` or `403` to answer.
+fn authorize(tokens: &Tokens, headers: &HeaderMap, scope: Scope) -> Result<(), Response> {
+    match tokens.check(bearer(headers), scope) {
+        Access::Granted => Ok(()),
+        Access::Unknown => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send Authorization: Bearer <token>",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edgeflow\""),
+            );
+            Err(response)
+        }
+        Access::Forbidden => Err(error(
+            StatusCode::FORBIDDEN,
+            match scope {
+                Scope::Admin => "this route needs an admin token",
+                Scope::Read => "this route needs a read or admin token",
+                Scope::Ingest => "this route needs an ingest or admin token",
+            },
+        )),
+    }
+}
+
+fn control_error(e: ControlError) -> Response {
+    match e {
+        ControlError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        ControlError::Conflict(_) => error(StatusCode::CONFLICT, e.to_string()),
+        ControlError::Invalid {
+            message,
+            line,
+            column,
+        } => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": message, "line": line, "column": column })),
+        )
+            .into_response(),
+        ControlError::Failed(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Runs a control call off the async threads (stopping a query waits for its windows
+/// to be written).
+async fn blocking<T: serde::Serialize + Send + 'static>(
+    status: StatusCode,
+    call: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(Ok(value)) => (status, axum::Json(value)).into_response(),
+        Ok(Err(e)) => control_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Why the node is not ready, if it is not.
+fn not_ready(state: &AppState) -> Option<String> {
+    if !state.ready.load(Ordering::Relaxed) {
+        return Some("starting or stopping".into());
+    }
+    let disconnected = state.ingests.disconnected();
+    if !disconnected.is_empty() {
+        return Some(format!("sources not connected: {}", disconnected.join(", ")));
+    }
+    if let Some(syncer) = &state.syncer
+        && let Some(why) = syncer.halted()
+    {
+        return Some(format!("sync halted: {why}"));
+    }
+    None
+}
+
+async fn ready(State(shared): State<Shared>) -> Response {
+    match not_ready(&shared.app) {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+        return denied;
+    }
+    let app = shared.app.clone();
+    match tokio::task::spawn_blocking(move || {
+        app.metrics
+            .render(&app.queries, &app.ingests, app.syncer.as_deref())
+    })
+    .await
+    {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Readings received per table since the node started.
+async fn ingest_status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+        return denied;
+    }
+    axum::Json(json!({ "tables": shared.app.ingests.status() })).into_response()
+}
+
+/// The node at a glance: readiness, tables, sync.
+async fn node_status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+        return denied;
+    }
+    let app = &shared.app;
+    let sync = app.syncer.as_ref().map(|s| s.report());
+    axum::Json(json!({
+        "ready": not_ready(app).is_none(),
+        "not_ready": not_ready(app),
+        "tables": app.ingests.status(),
+        "sync": sync,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn list(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+        return denied;
+    }
+    axum::Json(json!({ "queries": shared.app.queries.list() })).into_response()
+}
+
+async fn detail(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+        return denied;
+    }
+    let queries = shared.app.queries.clone();
+    blocking(StatusCode::OK, move || queries.detail(&name)).await
+}
+
+/// `POST /api/v1/queries`: `{"name": ..., "sql": ..., "start": true}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewQuery {
+    name: String,
+    sql: String,
+    #[serde(default = "yes")]
+    start: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn add(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+        return denied;
+    }
+    let request: NewQuery = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected a JSON object {{\"name\": \"...\", \"sql\": \"...\", \"start\": true}}: {e}"
+                ),
+            );
+        }
+    };
+    let queries = shared.app.queries.clone();
+    blocking(StatusCode::CREATED, move || {
+        queries.add(&request.name, &request.sql, request.start)
+    })
+    .await
+}
+
+async fn start(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+        return denied;
+    }
+    let queries = shared.app.queries.clone();
+    blocking(StatusCode::OK, move || queries.start(&name)).await
+}
+
+#[derive(Deserialize)]
+struct StopParams {
+    windows: Option<String>,
+}
+
+async fn stop(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    Query(params): Query<StopParams>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+        return denied;
+    }
+    let Some(windows) = params.windows else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "say what becomes of the open windows: ?windows=close (write them as final), keep (write them and resume them at the next start) or discard",
+        );
+    };
+    let windows: EndOfInput = match windows.parse() {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let queries = shared.app.queries.clone();
+    blocking(StatusCode::OK, move || queries.stop(&name, windows)).await
+}
+
+async fn remove(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+        return denied;
+    }
+    let queries = shared.app.queries.clone();
+    let removed = name.clone();
+    blocking(StatusCode::OK, move || {
+        queries
+            .remove(&name)
+            .map(|()| json!({ "removed": removed }))
+    })
+    .await
+}
+
 async fn ingest(
-    State(state): State<AppState>,
+    State(shared): State<Shared>,
     Path(table): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    if !state.tokens.may_ingest(bearer(&headers)) {
+    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Ingest) {
+        return denied;
+    }
+    if let Some(limiter) = &shared.limiter
+        && limiter.check_key(&peer.ip()).is_err()
+    {
         let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: send Authorization: Bearer <ingest or admin token>",
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many pushes from {}: slow down", peer.ip()),
         );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"edgeflow\""),
-        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         return response;
     }
-    let Some(target) = state.push.get(&table).cloned() else {
-        let known: Vec<&str> = state.push.keys().map(String::as_str).collect();
+    let Some(target) = shared.app.ingests.push_table(&table) else {
+        let known = shared.app.ingests.push_tables();
         return error(
             StatusCode::NOT_FOUND,
             format!(
-                "no table `{table}` takes pushed readings here; tables with connector = 'http_push': {}",
+                "no running query reads table `{table}` over http_push here; tables that take pushes now: {}",
                 if known.is_empty() {
                     "none".into()
                 } else {
@@ -141,6 +420,22 @@ async fn ingest(
     };
     let content_type = text(header::CONTENT_TYPE);
     let encoding = text(header::CONTENT_ENCODING);
+    let limit = target.max_body();
+    let body = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
+        Ok(body) if body.len() <= limit => body,
+        Ok(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                PushRefusal::TooLarge { limit }.to_string(),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over the table's limit of {limit} bytes, or cut short: {e}"),
+            );
+        }
+    };
     let origin = format!("POST /ingest/{table} from {peer}");
     // Decoding a large batch is CPU work: off the async threads.
     let outcome = tokio::task::spawn_blocking(move || {

@@ -142,6 +142,10 @@ impl Feed {
     pub fn subscribe(self: &Arc<Self>, schema: &SourceSchema, limits: SourceLimits) -> LiveInput {
         let queue = Arc::new(Queue::default());
         if let Ok(mut queues) = self.queues.lock() {
+            queues.retain(|q| {
+                let state = q.lock();
+                !state.gone && !(state.closed && state.items.is_empty())
+            });
             queues.push(queue.clone());
         }
         LiveInput {
@@ -158,7 +162,7 @@ impl Feed {
     pub fn has_room(&self, bytes: usize) -> bool {
         self.queues().iter().all(|q| {
             let state = q.lock();
-            state.gone || state.bytes.saturating_add(bytes) <= self.capacity
+            state.gone || state.closed || state.bytes.saturating_add(bytes) <= self.capacity
         })
     }
 
@@ -173,7 +177,7 @@ impl Feed {
         let arrival = Arc::new(arrival);
         for queue in self.queues() {
             let mut state = queue.lock();
-            if state.gone {
+            if state.gone || state.closed {
                 continue;
             }
             state.items.push_back(arrival.clone());
@@ -181,6 +185,17 @@ impl Feed {
             drop(state);
             queue.ready.notify_one();
         }
+    }
+
+    /// Queries reading the table now.
+    pub fn readers(&self) -> usize {
+        self.queues()
+            .iter()
+            .filter(|q| {
+                let state = q.lock();
+                !state.gone && !state.closed
+            })
+            .count()
     }
 
     /// Readings published so far.
@@ -240,6 +255,13 @@ impl LiveInput {
         state.gone = true;
         state.items.clear();
         state.bytes = 0;
+    }
+
+    /// The query stops reading: what is queued is still processed, nothing more is
+    /// queued, and then its input ends.
+    pub fn finish(&self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
     }
 
     /// `<connector> <table>`, for summaries and dead letters.

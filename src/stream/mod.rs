@@ -188,6 +188,20 @@ impl StreamState {
         self.runs += 1;
     }
 
+    /// After a run that wrote its open windows as final: moves the watermark past the
+    /// last window written (of `size`, under `out_of_orderness`), so a reading for any
+    /// of them that comes later is late rather than the start of a window that would
+    /// replace the final one.
+    pub fn close_written(&mut self, size: i64, out_of_orderness: i64) {
+        self.open.clear();
+        if let Some(&start) = self.revisions.keys().next_back() {
+            let past = start
+                .saturating_add(size)
+                .saturating_add(out_of_orderness);
+            self.max_event_time = self.max_event_time.max(Some(past));
+        }
+    }
+
     /// Writes the state atomically and durably.
     pub fn save(&self, root: &Path, query: &str) -> Result<(), StateError> {
         let path = Self::path(root, query);

@@ -160,6 +160,17 @@ pub enum SyncError {
     Start(String),
 }
 
+/// One query's files waiting for the target.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Files not uploaded yet.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Age of the oldest, seconds.
+    pub oldest_s: Option<f64>,
+}
+
 /// What sync did, for summaries and `edgeflow status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncReport {
@@ -310,6 +321,8 @@ struct Shared {
     progress: (Mutex<()>, Condvar),
     halted: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
+    /// Upload attempts that failed.
+    failures: AtomicU64,
     stop: AtomicBool,
     /// (commit to visible ms, bytes, upload seconds) of uploads by this process.
     stats: Mutex<Vec<(f64, u64, f64)>>,
@@ -449,6 +462,7 @@ impl Syncer {
             progress: (Mutex::new(()), Condvar::new()),
             halted: Mutex::new(None),
             last_error: Mutex::new(None),
+            failures: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             stats: Mutex::new(Vec::new()),
         });
@@ -608,6 +622,48 @@ impl Syncer {
     pub fn pause_check(&self) -> crate::engine::control::PauseCheck {
         let shared = self.shared.clone();
         Arc::new(move || pause(&shared))
+    }
+
+    /// Upload attempts that failed since the sync started.
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the sync stopped shipping, if it did: the uploader halted on an error it
+    /// cannot retry past, or the local quota is full under backpressure (the node takes
+    /// no readings until uploads catch up).
+    pub fn halted(&self) -> Option<String> {
+        if let Some(reason) = lock(&self.shared.halted).clone() {
+            return Some(reason);
+        }
+        pause(&self.shared).then(|| {
+            "local disk quota full (backpressure): pushes are answered 503 until uploads catch up"
+                .to_owned()
+        })
+    }
+
+    /// Files of `query` (results, late rows, dead letters) not in the target yet.
+    pub fn backlog(&self, query: &str) -> Backlog {
+        let journal = lock(&self.shared.journal);
+        let now = now_ms();
+        let ours = |path: &str| {
+            path.split('/').next().is_some_and(|top| {
+                top == query
+                    || top.strip_prefix(query).is_some_and(|rest| rest.starts_with('_'))
+            }) || path
+                .strip_prefix("_deadletter/")
+                .is_some_and(|p| p.starts_with(query))
+        };
+        let mut backlog = Backlog::default();
+        for rec in journal.records() {
+            if rec.state.is_pending() && ours(&rec.path) {
+                backlog.files += 1;
+                backlog.bytes += rec.size;
+                let age = (now - rec.committed_ms) as f64 / 1e3;
+                backlog.oldest_s = Some(backlog.oldest_s.map_or(age, |a: f64| a.max(age)));
+            }
+        }
+        backlog
     }
 
     /// What has been synced so far.
@@ -1046,6 +1102,7 @@ fn note_failure(shared: &Shared, path: &str, reason: &str, retryable: bool) {
         }
     }
     *lock(&shared.last_error) = Some(reason.to_owned());
+    shared.failures.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Exponential backoff with full jitter: up to 100 ms × 2^n, at most [`MAX_BACKOFF`].

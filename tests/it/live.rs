@@ -39,32 +39,20 @@ impl LiveNode {
     /// answers `/healthz`.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> LiveNode {
         let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
         let out = dir.join("out");
-        let stdout = dir.join(format!("node-{port}.out"));
-        let stderr = dir.join(format!("node-{port}.err"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
-        command
-            .args(args)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--output")
-            .arg(&out)
-            .env_remove("EDGEFLOW_INGEST_TOKEN")
-            .env_remove("EDGEFLOW_ADMIN_TOKEN")
-            .stdout(file(&stdout))
-            .stderr(file(&stderr));
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().unwrap_or_else(|e| panic!("edgeflow: {e}"));
-        let mut node = LiveNode {
-            child: Some(child),
-            port,
-            stdout,
-            stderr,
-        };
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--listen", &listen, "--output", out.to_str().unwrap_or_default()]);
+        let mut node = LiveNode::spawn(dir, port, &all, env);
+        node.wait_healthy(|| http(port, "GET", "/healthz", &[], b"").0 == 200);
+        node
+    }
+
+    /// Waits until `healthy` says yes, failing with the node's log if it exits first.
+    pub fn wait_healthy(&mut self, mut healthy: impl FnMut() -> bool) {
+        let node = self;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http(port, "GET", "/healthz", &[], b"").0 != 200 {
+        while !healthy() {
             if let Some(child) = node.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
@@ -76,7 +64,30 @@ impl LiveNode {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        node
+    }
+
+    /// Starts `edgeflow <args>` (which must name its own `--listen`) without waiting.
+    pub fn spawn(dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> LiveNode {
+        let stdout = dir.join(format!("node-{port}.out"));
+        let stderr = dir.join(format!("node-{port}.err"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+        command
+            .args(args)
+            .env_remove("EDGEFLOW_INGEST_TOKEN")
+            .env_remove("EDGEFLOW_ADMIN_TOKEN")
+            .env_remove("EDGEFLOW_READ_TOKEN")
+            .stdout(file(&stdout))
+            .stderr(file(&stderr));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("edgeflow: {e}"));
+        LiveNode {
+            child: Some(child),
+            port,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -197,14 +208,14 @@ pub fn write_query(dir: &Path, name: &str, sql: &str) -> PathBuf {
     path
 }
 
-fn line(device: &str, ts: i64, bytes: i64) -> String {
+pub fn line(device: &str, ts: i64, bytes: i64) -> String {
     format!("{{\"device_id\":\"{device}\",\"ts\":{ts},\"bytes_in\":{bytes}}}\n")
 }
 
 /// (device, window start µs) -> (count, sum), the plain computation.
-type Expected = BTreeMap<(String, i64), (i64, i64)>;
+pub type Expected = BTreeMap<(String, i64), (i64, i64)>;
 
-fn add(expected: &mut Expected, device: &str, ts_ms: i64, bytes: i64) {
+pub fn add(expected: &mut Expected, device: &str, ts_ms: i64, bytes: i64) {
     let start = ts_ms.div_euclid(10_000) * 10_000 * 1000;
     let e = expected.entry((device.to_owned(), start)).or_default();
     e.0 += 1;
@@ -212,7 +223,7 @@ fn add(expected: &mut Expected, device: &str, ts_ms: i64, bytes: i64) {
 }
 
 /// The latest revision of each window's rows, as (device, window start) -> (n, sum).
-fn written(out: &Path, query: &str) -> Expected {
+pub fn written(out: &Path, query: &str) -> Expected {
     let mut rows = read_rows(&out.join(query));
     sort_rows(&mut rows);
     let mut latest: BTreeMap<(String, i64), (i32, i64, i64)> = BTreeMap::new();

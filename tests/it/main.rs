@@ -1,6 +1,7 @@
 //! edgeflow's integration tests: one binary, one module per concern.
 
 mod cli;
+mod control;
 mod dead_letters;
 mod determinism;
 mod devices;
@@ -16,6 +17,7 @@ mod query_files;
 mod query_hardening;
 mod query_outputs;
 mod s3_server;
+mod status_page;
 mod stream;
 mod support;
 mod sync;

@@ -1,0 +1,326 @@
+//! The node's ingests: one per table being read, shared by every query reading it.
+//!
+//! An ingest starts when the first query reading its table starts (subscriptions first,
+//! so no reading published later misses that query) and stops when the last one stops:
+//! a poller with no reader would poll the fleet for nobody, and a push to a table no
+//! query reads must be refused, not accepted and dropped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::NodeError;
+use crate::query::SourceSchema;
+use crate::query::connector::ConnectorKind;
+use crate::source::SourceLimits;
+use crate::source::http_poll::{PollReport, Poller};
+use crate::source::http_push::PushTable;
+use crate::source::live::{DEFAULT_QUEUE_BYTES, Feed, LiveInput};
+use crate::source::mqtt::{MqttReport, MqttSource};
+
+/// Whether the node can keep what a push would add (sync's quota).
+pub type Accepting = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What receives a table's readings.
+enum Receiver {
+    Poll(Arc<Poller>),
+    Mqtt(Arc<MqttSource>),
+    Push(Arc<PushTable>),
+}
+
+/// One table being read.
+struct Ingest {
+    kind: ConnectorKind,
+    feed: Arc<Feed>,
+    receiver: Receiver,
+    /// Stops the poller or subscription.
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Ingest {
+    fn status(&self) -> Option<Value> {
+        match &self.receiver {
+            Receiver::Poll(p) => serde_json::to_value(p.report()).ok(),
+            Receiver::Mqtt(m) => serde_json::to_value(m.report()).ok(),
+            Receiver::Push(_) => None,
+        }
+    }
+
+    /// Whether the source reaches its devices: an MQTT subscription is connected (a
+    /// poller and a push endpoint are always "connected": their devices are many).
+    fn connected(&self) -> bool {
+        match &self.receiver {
+            Receiver::Mqtt(m) => m.report().connected,
+            _ => true,
+        }
+    }
+}
+
+/// A table's figures for the status routes.
+#[derive(Debug, serde::Serialize)]
+pub struct TableStatus {
+    /// Connector name.
+    pub connector: &'static str,
+    /// Readings received since the ingest started.
+    pub received: u64,
+    /// Queries reading it now.
+    pub readers: usize,
+    /// Whether the source reaches its devices (MQTT: connected to the broker).
+    pub connected: bool,
+    /// The poller's or subscription's own figures.
+    pub source: Option<Value>,
+}
+
+/// Every table being read on this node.
+pub struct Ingests {
+    tables: Mutex<BTreeMap<String, Ingest>>,
+    runtime: tokio::runtime::Handle,
+    accepting: Accepting,
+    limits: SourceLimits,
+    /// What ingests that stopped received, so the node's figures do not go back.
+    received_before: Mutex<BTreeMap<String, u64>>,
+    /// Poll and MQTT reports of ingests that stopped, for the node's summary.
+    finished: Mutex<Reports>,
+}
+
+impl Ingests {
+    /// No table yet; sources run on `runtime`.
+    pub fn new(runtime: tokio::runtime::Handle, accepting: Accepting, limits: SourceLimits) -> Self {
+        Ingests {
+            tables: Mutex::new(BTreeMap::new()),
+            runtime,
+            accepting,
+            limits,
+            received_before: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(Reports::default()),
+        }
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Ingest>> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes `query` to its table, starting the table's ingest if it is the first
+    /// reader. A table read with another connector by a running query is refused.
+    pub fn attach(&self, query: &str, schema: &SourceSchema) -> Result<Arc<LiveInput>, NodeError> {
+        let mut tables = self.tables();
+        let kind = &schema.connector.kind;
+        if let Some(ingest) = tables.get(&schema.name) {
+            if ingest.kind == *kind {
+                return Ok(Arc::new(ingest.feed.subscribe(schema, self.limits)));
+            }
+            if ingest.feed.readers() > 0 {
+                return Err(NodeError::ConflictingTable {
+                    query: query.to_owned(),
+                    table: schema.name.clone(),
+                });
+            }
+        }
+        if let Some(old) = tables.remove(&schema.name) {
+            self.retire(&schema.name, old);
+        }
+        let feed = Feed::new(&schema.name, DEFAULT_QUEUE_BYTES);
+        let input = Arc::new(feed.subscribe(schema, self.limits));
+        let fail = |message: String| NodeError::Source {
+            query: query.to_owned(),
+            message,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let (receiver, task) = match kind {
+            ConnectorKind::HttpPoll(spec) => {
+                let poller =
+                    Poller::new(spec, schema, feed.clone()).map_err(|e| fail(e.to_string()))?;
+                let task = self.runtime.spawn(poller.clone().run(stopped));
+                (Receiver::Poll(poller), Some(task))
+            }
+            ConnectorKind::Mqtt(spec) => {
+                let source =
+                    MqttSource::new(spec, schema, feed.clone()).map_err(|e| fail(e.to_string()))?;
+                let task = self.runtime.spawn(source.clone().run(stopped));
+                (Receiver::Mqtt(source), Some(task))
+            }
+            ConnectorKind::HttpPush(spec) => (
+                Receiver::Push(Arc::new(PushTable::new(
+                    schema,
+                    spec,
+                    feed.clone(),
+                    self.accepting.clone(),
+                ))),
+                None,
+            ),
+            other => {
+                return Err(NodeError::NotLive(
+                    query.to_owned(),
+                    super::connector_name(other),
+                ));
+            }
+        };
+        tracing::info!(table = %schema.name, connector = schema.connector.name(), "Ingest started");
+        tables.insert(
+            schema.name.clone(),
+            Ingest {
+                kind: kind.clone(),
+                feed,
+                receiver,
+                stop,
+                task,
+            },
+        );
+        Ok(input)
+    }
+
+    /// Stops the ingests no query reads any more.
+    pub fn release_unread(&self) {
+        let mut tables = self.tables();
+        let unread: Vec<String> = tables
+            .iter()
+            .filter(|(_, i)| i.feed.readers() == 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in unread {
+            if let Some(ingest) = tables.remove(&table) {
+                self.retire(&table, ingest);
+            }
+        }
+    }
+
+    /// Stops an ingest's source; the feed closes once in-flight work has published.
+    fn retire(&self, table: &str, ingest: Ingest) {
+        ingest.stop.send_replace(true);
+        if let Some(task) = ingest.task {
+            // The source finishes its round (polls in flight) before it returns.
+            let runtime = self.runtime.clone();
+            std::thread::scope(|s| {
+                s.spawn(|| runtime.block_on(task).ok());
+            });
+        }
+        ingest.feed.close();
+        if let Ok(mut before) = self.received_before.lock() {
+            *before.entry(table.to_owned()).or_default() += ingest.feed.published();
+        }
+        if let Ok(mut finished) = self.finished.lock() {
+            finished.add(table, &ingest.receiver);
+        }
+        tracing::info!(table, "Ingest stopped: no running query reads the table");
+    }
+
+    /// Stops every source (polls in flight finish, subscriptions end); readings already
+    /// received stay queued for the queries.
+    pub fn stop_all(&self) {
+        let tables = std::mem::take(&mut *self.tables());
+        for (table, ingest) in tables {
+            self.retire(&table, ingest);
+        }
+    }
+
+    /// The push endpoint of `table`, if a running query reads it over `http_push`.
+    pub fn push_table(&self, table: &str) -> Option<Arc<PushTable>> {
+        match &self.tables().get(table)?.receiver {
+            Receiver::Push(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Tables that take pushed readings now.
+    pub fn push_tables(&self) -> Vec<String> {
+        self.tables()
+            .iter()
+            .filter(|(_, i)| matches!(i.receiver, Receiver::Push(_)))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Largest body any push table takes.
+    pub fn max_push_body(&self) -> Option<usize> {
+        self.tables()
+            .values()
+            .filter_map(|i| match &i.receiver {
+                Receiver::Push(p) => Some(p.max_body()),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// Every table's figures now.
+    pub fn status(&self) -> BTreeMap<String, TableStatus> {
+        let before = self
+            .received_before
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        self.tables()
+            .iter()
+            .map(|(table, ingest)| {
+                let status = TableStatus {
+                    connector: super::connector_name_static(&ingest.kind),
+                    received: ingest.feed.published() + before.get(table).copied().unwrap_or(0),
+                    readers: ingest.feed.readers(),
+                    connected: ingest.connected(),
+                    source: ingest.status(),
+                };
+                (table.clone(), status)
+            })
+            .collect()
+    }
+
+    /// Tables whose source does not reach its devices now.
+    pub fn disconnected(&self) -> Vec<String> {
+        self.tables()
+            .iter()
+            .filter(|(_, i)| !i.connected())
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Readings received per table since the node started.
+    pub fn received(&self) -> BTreeMap<String, u64> {
+        let mut received = self
+            .received_before
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        for (table, ingest) in self.tables().iter() {
+            *received.entry(table.clone()).or_default() += ingest.feed.published();
+        }
+        received
+    }
+
+    /// Poll and MQTT reports: of running ingests, and the last of stopped ones.
+    pub fn reports(&self) -> Reports {
+        let mut reports = self
+            .finished
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
+        for (table, ingest) in self.tables().iter() {
+            reports.add(table, &ingest.receiver);
+        }
+        reports
+    }
+}
+
+/// The pollers' and subscriptions' figures by table.
+#[derive(Clone, Debug, Default)]
+pub struct Reports {
+    /// Polled tables.
+    pub polls: BTreeMap<String, PollReport>,
+    /// MQTT tables.
+    pub mqtt: BTreeMap<String, MqttReport>,
+}
+
+impl Reports {
+    fn add(&mut self, table: &str, receiver: &Receiver) {
+        match receiver {
+            Receiver::Poll(p) => {
+                self.polls.insert(table.to_owned(), p.report());
+            }
+            Receiver::Mqtt(m) => {
+                self.mqtt.insert(table.to_owned(), m.report());
+            }
+            Receiver::Push(_) => {}
+        }
+    }
+}

@@ -1,0 +1,750 @@
+//! The node's queries: each one a dataflow on the node's workers that an operator starts
+//! and stops while the others run.
+//!
+//! A query comes from a file named on the command line (or in the config) or is added
+//! over the API; added ones are kept in `<output>/_state/<query>/query.sql`, and every
+//! query's wanted state (running or stopped) in `<output>/_state/<query>/node.json`, so
+//! a restarted node comes back as the operator left it. Stopping says what becomes of
+//! the open windows ([`EndOfInput`]): `close` writes them as final, `keep` writes them
+//! and resumes them at the next start, `discard` gives them up.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::ingest::Ingests;
+use crate::Error;
+use crate::engine::control::{Control, EndOfInput, Metrics, OpenState};
+use crate::engine::{self, RunConfig, RunSummary, RunningQuery, Workers};
+use crate::query::{self, QueryError, QueryPlan};
+use crate::source::live::LiveInput;
+use crate::source::{Input, SourceLimits};
+use crate::sync::{Backlog, Syncer};
+
+/// Why a control request cannot be done; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No such query (404).
+    #[error("no query named `{0}` on this node")]
+    NotFound(String),
+    /// The request does not fit the query's state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The query text is wrong (400), with its position when it has one.
+    #[error("{message}")]
+    Invalid {
+        /// `edgeflow check`'s message.
+        message: String,
+        /// 1-based line, when the mistake has a place.
+        line: Option<u64>,
+        /// 1-based column.
+        column: Option<u64>,
+    },
+    /// The node failed doing it (500).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<QueryError> for ControlError {
+    fn from(e: QueryError) -> Self {
+        let (line, column) = match &e {
+            QueryError::At { position, .. } => (Some(position.line), Some(position.column)),
+            _ => (None, None),
+        };
+        ControlError::Invalid {
+            message: e.to_string(),
+            line,
+            column,
+        }
+    }
+}
+
+/// Where a query is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryState {
+    /// Its dataflow runs.
+    Running,
+    /// Asked to stop: its last readings are being processed and its windows written.
+    Stopping,
+    /// Not running.
+    Stopped,
+    /// Its last run ended with an error.
+    Failed,
+}
+
+/// Counters of a query over every run since the node started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Readings decoded.
+    pub readings: u64,
+    /// Bad lines and rejected readings (dead letters).
+    pub bad: u64,
+    /// Late (reading, window) rows.
+    pub late: u64,
+    /// Result rows written.
+    pub rows: u64,
+    /// Files committed.
+    pub files: u64,
+    /// Bytes of committed files.
+    pub bytes: u64,
+}
+
+impl Figures {
+    fn of(metrics: &Metrics) -> Self {
+        Figures {
+            readings: Metrics::get(&metrics.readings),
+            bad: Metrics::get(&metrics.bad),
+            late: Metrics::get(&metrics.late),
+            rows: Metrics::get(&metrics.rows),
+            files: Metrics::get(&metrics.files),
+            bytes: Metrics::get(&metrics.bytes_written),
+        }
+    }
+
+    fn plus(self, o: Figures) -> Figures {
+        Figures {
+            readings: self.readings + o.readings,
+            bad: self.bad + o.bad,
+            late: self.late + o.late,
+            rows: self.rows + o.rows,
+            files: self.files + o.files,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+/// A query in the list.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueryInfo {
+    /// Name (output folder).
+    pub name: String,
+    /// State.
+    pub state: QueryState,
+    /// The table it reads.
+    pub table: String,
+    /// That table's connector.
+    pub connector: String,
+    /// `file:<path>` for a query from a file, `api` for one added at run time.
+    pub origin: String,
+    /// When it entered its state (RFC 3339).
+    pub since: String,
+}
+
+/// One query in full.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueryDetail {
+    /// What the list shows.
+    #[serde(flatten)]
+    pub info: QueryInfo,
+    /// Readings decoded per second, over the last few seconds.
+    pub readings_per_s: f64,
+    /// Counters since the node started.
+    pub figures: Figures,
+    /// The watermark (RFC 3339): windows ending before it are closed.
+    pub watermark: Option<String>,
+    /// How far the watermark is behind the node's clock, seconds.
+    pub watermark_lag_s: Option<f64>,
+    /// Windows, (window, key) groups and state bytes open now.
+    pub open: OpenState,
+    /// Its files not in the sync target yet.
+    pub sync: Option<Backlog>,
+    /// Why its last run failed.
+    pub last_error: Option<String>,
+    /// Runs since the node started.
+    pub runs: u64,
+    /// The query text.
+    pub sql: String,
+}
+
+/// The wanted state, kept across restarts.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wanted {
+    state: QueryState,
+}
+
+/// A query's running dataflow.
+struct Run {
+    query: RunningQuery,
+    input: Arc<LiveInput>,
+}
+
+/// What is read off a query while it runs or stops.
+#[derive(Clone)]
+struct Live {
+    metrics: Arc<Metrics>,
+    control: Arc<Control>,
+    started_max_event_time: Option<i64>,
+}
+
+struct Entry {
+    plan: QueryPlan,
+    sql: String,
+    origin: String,
+    state: QueryState,
+    since: SystemTime,
+    last_error: Option<String>,
+    run: Option<Run>,
+    live: Option<Live>,
+    /// Figures of finished runs.
+    done: Figures,
+    runs: u64,
+    max_event_time: Option<i64>,
+    samples: VecDeque<(Instant, u64)>,
+    /// Close-to-durable samples of the running run already handed to `/metrics`.
+    durable_seen: usize,
+    /// `--fresh` still to be applied (at the first start).
+    fresh: bool,
+}
+
+impl Entry {
+    fn figures(&self) -> Figures {
+        match &self.live {
+            Some(live) => self.done.plus(Figures::of(&live.metrics)),
+            None => self.done,
+        }
+    }
+
+    fn info(&self) -> QueryInfo {
+        QueryInfo {
+            name: self.plan.name.clone(),
+            state: self.state,
+            table: self.plan.source.name.clone(),
+            connector: self.plan.source.connector.name().to_owned(),
+            origin: self.origin.clone(),
+            since: rfc3339(self.since),
+        }
+    }
+
+    fn set_state(&mut self, state: QueryState) {
+        self.state = state;
+        self.since = SystemTime::now();
+    }
+}
+
+/// Every query of the node.
+pub struct Queries {
+    output: PathBuf,
+    workers: Arc<Workers>,
+    ingests: Arc<Ingests>,
+    syncer: Option<Arc<Syncer>>,
+    limits: SourceLimits,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Summaries of finished runs, for the node's summary.
+    finished: Mutex<Vec<RunSummary>>,
+    /// Failures, for the node's summary.
+    failures: Mutex<Vec<(String, String)>>,
+}
+
+/// How many rate samples are kept (one a second).
+const RATE_SAMPLES: usize = 6;
+
+impl Queries {
+    /// No query yet.
+    pub fn new(
+        output: PathBuf,
+        workers: Arc<Workers>,
+        ingests: Arc<Ingests>,
+        syncer: Option<Arc<Syncer>>,
+        limits: SourceLimits,
+    ) -> Self {
+        Queries {
+            output,
+            workers,
+            ingests,
+            syncer,
+            limits,
+            entries: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(Vec::new()),
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.output.join("_state").join(name)
+    }
+
+    /// Registers a query from a file of the command line; `fresh` forgets what earlier
+    /// runs kept at its first start.
+    pub fn register(&self, plan: QueryPlan, fresh: bool) -> Result<(), ControlError> {
+        let sql = std::fs::read_to_string(&plan.file).unwrap_or_default();
+        let origin = format!("file:{}", plan.file.display());
+        self.insert(plan, sql, origin, fresh)
+    }
+
+    fn insert(
+        &self,
+        plan: QueryPlan,
+        sql: String,
+        origin: String,
+        fresh: bool,
+    ) -> Result<(), ControlError> {
+        if !plan.source.connector.is_live()
+            || matches!(
+                plan.source.connector.kind,
+                crate::query::connector::ConnectorKind::File(_)
+            )
+        {
+            return Err(ControlError::Invalid {
+                message: super::NodeError::NotLive(
+                    plan.name.clone(),
+                    plan.source.connector.name().to_owned(),
+                )
+                .to_string(),
+                line: None,
+                column: None,
+            });
+        }
+        let mut entries = self.entries();
+        if entries.contains_key(&plan.name) {
+            return Err(ControlError::Conflict(format!(
+                "a query named `{}` is already on this node: query names (output folders) must differ",
+                plan.name
+            )));
+        }
+        entries.insert(
+            plan.name.clone(),
+            Entry {
+                plan,
+                sql,
+                origin,
+                state: QueryState::Stopped,
+                since: SystemTime::now(),
+                last_error: None,
+                run: None,
+                live: None,
+                done: Figures::default(),
+                runs: 0,
+                max_event_time: None,
+                samples: VecDeque::new(),
+                durable_seen: 0,
+                fresh,
+            },
+        );
+        Ok(())
+    }
+
+    /// Registers the queries added over the API by earlier runs of the node.
+    pub fn restore(&self) -> Result<Vec<String>, Error> {
+        let dir = self.output.join("_state");
+        let Ok(listing) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut restored = Vec::new();
+        let mut paths: Vec<PathBuf> = listing
+            .filter_map(|e| e.ok().map(|e| e.path().join("query.sql")))
+            .filter(|p| p.is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let Some(name) = path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            if self.entries().contains_key(&name) {
+                tracing::warn!(query = %name, "A query file of the command line has the name of a query added over the API; the file's wins");
+                continue;
+            }
+            let sql = std::fs::read_to_string(&path).map_err(|source| Error::Output {
+                path: path.clone(),
+                source,
+            })?;
+            match query::parse(&name, &path, &sql) {
+                Ok(plan) => match self.insert(plan, sql, "api".into(), false) {
+                    Ok(()) => restored.push(name),
+                    Err(e) => tracing::error!(query = %name, error = %e, "Cannot restore a query added over the API"),
+                },
+                Err(e) => {
+                    tracing::error!(query = %name, error = %e, "Cannot restore a query added over the API")
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Starts every query whose wanted state is running (all of them, unless an
+    /// operator stopped one before the node last stopped).
+    pub fn start_wanted(&self) -> Vec<(String, ControlError)> {
+        let names: Vec<String> = self.entries().keys().cloned().collect();
+        let mut failed = Vec::new();
+        for name in names {
+            match self.wanted(&name) {
+                Some(QueryState::Stopped) => {
+                    tracing::info!(query = %name, "Left stopped, as an operator stopped it: `edgeflow ctl start {name}` starts it");
+                }
+                _ => {
+                    if let Err(e) = self.start(&name) {
+                        tracing::error!(query = %name, error = %e, "Query cannot start");
+                        failed.push((name, e));
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    fn wanted(&self, name: &str) -> Option<QueryState> {
+        let text = std::fs::read(self.dir(name).join("node.json")).ok()?;
+        serde_json::from_slice::<Wanted>(&text).ok().map(|w| w.state)
+    }
+
+    fn want(&self, name: &str, state: QueryState) -> Result<(), ControlError> {
+        let bytes = serde_json::to_vec(&Wanted { state })
+            .map_err(|e| ControlError::Failed(e.to_string()))?;
+        let path = self.dir(name).join("node.json");
+        crate::sink::commit::commit_bytes(&path, &bytes)
+            .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())))
+    }
+
+    /// Adds a query from its text, keeps it for restarts, and starts it if asked.
+    pub fn add(&self, name: &str, sql: &str, start: bool) -> Result<QueryInfo, ControlError> {
+        let path = self.dir(name).join("query.sql");
+        // Errors name the query as the file it will be kept in.
+        let plan = query::parse(name, Path::new(&format!("{name}.sql")), sql)?;
+        let plan = QueryPlan { file: path.clone(), ..plan };
+        self.insert(plan, sql.to_owned(), "api".into(), false)?;
+        let keep = crate::sink::commit::commit_bytes(&path, sql.as_bytes())
+            .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())));
+        if let Err(e) = keep {
+            self.entries().remove(name);
+            return Err(e);
+        }
+        tracing::info!(query = %name, "Query added");
+        if start {
+            return self.start(name);
+        }
+        self.want(name, QueryState::Stopped)?;
+        self.info(name)
+    }
+
+    /// Starts a stopped query's dataflow on the node's workers.
+    pub fn start(&self, name: &str) -> Result<QueryInfo, ControlError> {
+        let mut entries = self.entries();
+        let entry = entries
+            .get_mut(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        if matches!(entry.state, QueryState::Running | QueryState::Stopping) {
+            return Err(ControlError::Conflict(format!(
+                "query `{name}` is {}",
+                state_word(entry.state)
+            )));
+        }
+        let input = self.ingests.attach(name, &entry.plan.source).map_err(|e| match e {
+            super::NodeError::ConflictingTable { .. } => ControlError::Conflict(e.to_string()),
+            other => ControlError::Failed(other.to_string()),
+        })?;
+        let mut run = RunConfig::new(
+            entry.plan.clone(),
+            Input::Live(input.clone()),
+            self.output.clone(),
+        );
+        run.workers = self.workers.peers();
+        run.chunk_bytes = self.limits.chunk_bytes;
+        run.max_line_bytes = self.limits.max_line_bytes;
+        run.fresh = std::mem::take(&mut entry.fresh);
+        if let Some(syncer) = &self.syncer {
+            run.on_commit = Some(syncer.on_commit());
+            run.on_supersede = Some(syncer.on_supersede());
+            run.control = Arc::new(Control::with_pause(Some(syncer.pause_check())));
+        }
+        let control = run.control.clone();
+        let started = match engine::start(run, &self.workers) {
+            Ok(started) => started,
+            Err(e) => {
+                input.leave();
+                drop(entries);
+                self.ingests.release_unread();
+                let message = e.to_string();
+                if let Some(entry) = self.entries().get_mut(name) {
+                    entry.last_error = Some(message.clone());
+                    entry.set_state(QueryState::Failed);
+                }
+                return Err(ControlError::Failed(message));
+            }
+        };
+        entry.live = Some(Live {
+            metrics: started.metrics().clone(),
+            control,
+            started_max_event_time: started.max_event_time(),
+        });
+        entry.run = Some(Run {
+            query: started,
+            input,
+        });
+        entry.runs += 1;
+        entry.last_error = None;
+        entry.samples.clear();
+        entry.durable_seen = 0;
+        entry.set_state(QueryState::Running);
+        let info = entry.info();
+        drop(entries);
+        self.want(name, QueryState::Running)?;
+        tracing::info!(query = %name, "Query started");
+        Ok(info)
+    }
+
+    /// Stops a running query: its input ends after what it has received, the open
+    /// windows are treated as `windows` says, and the call returns once that is written.
+    pub fn stop(&self, name: &str, windows: EndOfInput) -> Result<QueryInfo, ControlError> {
+        let run = {
+            let mut entries = self.entries();
+            let entry = entries
+                .get_mut(name)
+                .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+            let Some(run) = entry.run.take() else {
+                return Err(ControlError::Conflict(format!(
+                    "query `{name}` is {}",
+                    state_word(entry.state)
+                )));
+            };
+            entry.set_state(QueryState::Stopping);
+            run
+        };
+        self.want(name, QueryState::Stopped)?;
+        tracing::info!(query = %name, windows = ?windows, "Stopping query");
+        run.query.control().set_end_of_input(windows);
+        run.query.control().drain();
+        run.input.finish();
+        self.finish(name, run);
+        self.ingests.release_unread();
+        self.info(name)
+    }
+
+    /// Waits for a run that is ending and records how it ended.
+    fn finish(&self, name: &str, run: Run) {
+        let max_event_time = run.query.max_event_time();
+        let result = run.query.wait();
+        run.input.leave();
+        let mut entries = self.entries();
+        let Some(entry) = entries.get_mut(name) else {
+            return;
+        };
+        if let Some(live) = entry.live.take() {
+            entry.done = entry.done.plus(Figures::of(&live.metrics));
+        }
+        entry.max_event_time = entry.max_event_time.max(max_event_time);
+        match result {
+            Ok(summary) => {
+                entry.set_state(QueryState::Stopped);
+                if let Ok(mut f) = self.finished.lock() {
+                    f.push(summary);
+                }
+            }
+            Err(e) => {
+                tracing::error!(query = %name, error = %e, "Query failed; the node goes on with the others");
+                entry.last_error = Some(e.to_string());
+                entry.set_state(QueryState::Failed);
+                if let Ok(mut f) = self.failures.lock() {
+                    f.push((name.to_owned(), e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Removes a stopped query from the node; its outputs and stream state stay (a query
+    /// added again under its name continues its revisions).
+    pub fn remove(&self, name: &str) -> Result<(), ControlError> {
+        let mut entries = self.entries();
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        if matches!(entry.state, QueryState::Running | QueryState::Stopping) {
+            return Err(ControlError::Conflict(format!(
+                "query `{name}` is {}: stop it first (POST /api/v1/queries/{name}/stop?windows=close|keep|discard)",
+                state_word(entry.state)
+            )));
+        }
+        for file in ["query.sql", "node.json"] {
+            match std::fs::remove_file(self.dir(name).join(file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ControlError::Failed(e.to_string())),
+            }
+        }
+        entries.remove(name);
+        tracing::info!(query = %name, "Query removed; its outputs stay");
+        Ok(())
+    }
+
+    /// Records how queries whose dataflow ended by itself (a failure) ended, and takes
+    /// a rate sample of the running ones.
+    pub fn tick(&self) {
+        let ended: Vec<(String, Run)> = {
+            let mut entries = self.entries();
+            let now = Instant::now();
+            let mut ended = Vec::new();
+            for (name, entry) in entries.iter_mut() {
+                if let Some(live) = &entry.live {
+                    let readings = Metrics::get(&live.metrics.readings);
+                    entry.samples.push_back((now, readings));
+                    while entry.samples.len() > RATE_SAMPLES {
+                        entry.samples.pop_front();
+                    }
+                }
+                if entry.run.as_ref().is_some_and(|r| r.query.is_finished())
+                    && let Some(run) = entry.run.take()
+                {
+                    ended.push((name.clone(), run));
+                }
+            }
+            ended
+        };
+        for (name, run) in ended {
+            self.finish(&name, run);
+        }
+        self.ingests.release_unread();
+    }
+
+    /// Stops every running query keeping its windows (the node is stopping): the
+    /// sources have stopped, so each input ends after what was received.
+    pub fn stop_all(&self) {
+        let runs: Vec<(String, Run)> = {
+            let mut entries = self.entries();
+            entries
+                .iter_mut()
+                .filter_map(|(name, e)| {
+                    let run = e.run.take()?;
+                    e.set_state(QueryState::Stopping);
+                    Some((name.clone(), run))
+                })
+                .collect()
+        };
+        for (_, run) in &runs {
+            run.query.control().drain();
+            run.input.finish();
+        }
+        for (name, run) in runs {
+            self.finish(&name, run);
+        }
+    }
+
+    /// Every query.
+    pub fn list(&self) -> Vec<QueryInfo> {
+        self.entries().values().map(Entry::info).collect()
+    }
+
+    /// Names of the running queries.
+    pub fn running(&self) -> usize {
+        self.entries()
+            .values()
+            .filter(|e| e.state == QueryState::Running)
+            .count()
+    }
+
+    fn info(&self, name: &str) -> Result<QueryInfo, ControlError> {
+        self.entries()
+            .get(name)
+            .map(Entry::info)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))
+    }
+
+    /// One query in full.
+    pub fn detail(&self, name: &str) -> Result<QueryDetail, ControlError> {
+        let entries = self.entries();
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        let readings_per_s = match (entry.samples.front(), entry.samples.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                (b.1.saturating_sub(a.1)) as f64 / (b.0 - a.0).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let max_event_time = match &entry.live {
+            Some(live) => live
+                .control
+                .max_event_time()
+                .max(live.started_max_event_time),
+            None => entry.max_event_time,
+        };
+        let watermark =
+            max_event_time.map(|m| m.saturating_sub(entry.plan.source.max_out_of_orderness));
+        let now = crate::source::live::now_micros();
+        Ok(QueryDetail {
+            info: entry.info(),
+            readings_per_s,
+            figures: entry.figures(),
+            watermark: watermark.map(crate::time::format_rfc3339_micros),
+            watermark_lag_s: watermark.map(|w| (now - w) as f64 / 1e6),
+            open: entry
+                .live
+                .as_ref()
+                .map(|l| l.metrics.open_state())
+                .unwrap_or_default(),
+            sync: self.syncer.as_ref().map(|s| s.backlog(name)),
+            last_error: entry.last_error.clone(),
+            runs: entry.runs,
+            sql: entry.sql.clone(),
+        })
+    }
+
+    /// Every query's counters, state and watermark lag, for `/metrics`.
+    pub fn figures(&self) -> Vec<(String, QueryState, Figures, Option<f64>)> {
+        let names: Vec<String> = self.entries().keys().cloned().collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let d = self.detail(&name).ok()?;
+                Some((name, d.info.state, d.figures, d.watermark_lag_s))
+            })
+            .collect()
+    }
+
+    /// Samples of window close to durable file not handed out yet, in seconds.
+    pub fn take_close_to_durable(&self) -> Vec<(String, Vec<f64>)> {
+        self.entries()
+            .iter_mut()
+            .filter_map(|(name, e)| {
+                let live = e.live.as_ref()?;
+                let samples = live.metrics.close_to_durable.lock().ok()?;
+                let new: Vec<f64> = samples
+                    .get(e.durable_seen..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(std::time::Duration::as_secs_f64)
+                    .collect();
+                e.durable_seen = samples.len();
+                Some((name.clone(), new))
+            })
+            .collect()
+    }
+
+    /// Summaries of the runs that ended, and the failures.
+    pub fn outcomes(&self) -> (Vec<RunSummary>, Vec<(String, String)>) {
+        (
+            self.finished
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default(),
+            self.failures
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn state_word(state: QueryState) -> &'static str {
+    match state {
+        QueryState::Running => "running",
+        QueryState::Stopping => "stopping",
+        QueryState::Stopped => "stopped",
+        QueryState::Failed => "failed",
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
