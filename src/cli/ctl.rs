@@ -119,7 +119,12 @@ impl Client {
     }
 
     /// Calls the API; a non-2xx answer is an error carrying the node's message.
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -185,7 +190,8 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<()> {
             print_one(&mut out, json, &value)?;
         }
         CtlCommand::Start { name } => {
-            let value = client.call(Method::POST, &format!("/api/v1/queries/{name}/start"), None)?;
+            let value =
+                client.call(Method::POST, &format!("/api/v1/queries/{name}/start"), None)?;
             print_one(&mut out, json, &value)?;
         }
         CtlCommand::Stop { name, windows } => {
@@ -291,7 +297,16 @@ fn print_status(out: &mut impl Write, details: &[QueryDetail]) -> anyhow::Result
     writeln!(
         out,
         "{:<24} {:<9} {:>11} {:>11} {:>8} {:>10} {:>8} {:>6} {:>6} {:>14}",
-        "QUERY", "STATE", "READINGS/S", "WM LAG", "WINDOWS", "KEYS", "ROWS", "BAD", "LATE", "SYNC BACKLOG"
+        "QUERY",
+        "STATE",
+        "READINGS/S",
+        "WM LAG",
+        "WINDOWS",
+        "KEYS",
+        "ROWS",
+        "BAD",
+        "LATE",
+        "SYNC BACKLOG"
     )?;
     for d in details {
         let lag = d

@@ -15,7 +15,7 @@ use edgeflow::query::QueryPlan;
 use edgeflow::query::connector::ConnectorKind;
 use edgeflow::serve::Tokens;
 use edgeflow::source::{DEFAULT_CHUNK_BYTES, Input};
-use edgeflow::sync::Syncer;
+use edgeflow::sync::{SyncReport, Syncer};
 
 use super::logging::FileLogs;
 use super::serve::{DEFAULT_LISTEN, NodeSettings, run_node};
@@ -183,15 +183,10 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         config.progress = std::io::stderr().is_terminal();
         config.fresh = args.fresh;
         config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
-        let control = Arc::new(Control::with_pause(
-            syncer.as_ref().map(|syncer| syncer.pause_check()),
-        ));
         if let Some(syncer) = &syncer {
-            config.on_commit = Some(syncer.on_commit());
-            config.on_supersede = Some(syncer.on_supersede());
+            edgeflow::wiring::attach_sync(&mut config, &syncer.handle());
         }
-        config.control = control.clone();
-        signals.watch(control);
+        signals.watch(config.control.clone());
         tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
         let summary = engine::run(config)?;
         tracing::info!(
@@ -260,17 +255,16 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         }
     }
     let mut result = Ok(());
+    let mut sync_report = None;
     if let Some(syncer) = syncer {
         let (report, outcome) = syncer.finish(args.sync.sync_timeout, move || drop(logs));
-        if let Some(last) = summaries.last_mut() {
-            last.sync = Some(report);
-        }
+        sync_report = Some(report);
         result = outcome;
     }
     if let Some(e) = failure {
         return Err(e);
     }
-    print_summaries(&summaries, args.json)?;
+    print_summaries(&summaries, sync_report.as_ref(), args.json)?;
     result?;
     match signals.received() {
         Some(signal) => Err(Interrupted(signal).into()),
@@ -354,26 +348,34 @@ impl Signals {
     }
 }
 
-fn print_summaries(summaries: &[engine::RunSummary], json: bool) -> anyhow::Result<()> {
-    match summaries {
-        [one] => print_summary(one, json),
-        many if json => {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, many)?;
-            writeln!(out)?;
-            Ok(())
-        }
-        many => many.iter().try_for_each(|s| print_summary(s, false)),
-    }
-}
-
-fn print_summary(summary: &engine::RunSummary, json: bool) -> anyhow::Result<()> {
+/// Prints one summary per input file run; what sync did goes with the last one (as its
+/// `sync` field in JSON), since one sync served them all.
+fn print_summaries(
+    summaries: &[engine::RunSummary],
+    sync: Option<&SyncReport>,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, summary)?;
+        let mut values = summaries
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let (Some(serde_json::Value::Object(last)), Some(sync)) = (values.last_mut(), sync) {
+            last.insert("sync".into(), serde_json::to_value(sync)?);
+        }
+        match values.as_slice() {
+            [one] => serde_json::to_writer_pretty(&mut out, one)?,
+            many => serde_json::to_writer_pretty(&mut out, many)?,
+        }
         writeln!(out)?;
-    } else {
+        return Ok(());
+    }
+    for summary in summaries {
         writeln!(out, "{summary}")?;
+    }
+    if let Some(sync) = sync {
+        writeln!(out, "-- sync\n{sync}")?;
     }
     Ok(())
 }

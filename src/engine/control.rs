@@ -96,11 +96,13 @@ impl Metrics {
         let Ok(state) = self.state.lock() else {
             return OpenState::default();
         };
-        state.values().fold(OpenState::default(), |all, w| OpenState {
-            windows: all.windows.max(w.windows),
-            keys: all.keys + w.keys,
-            bytes: all.bytes + w.bytes,
-        })
+        state
+            .values()
+            .fold(OpenState::default(), |all, w| OpenState {
+                windows: all.windows.max(w.windows),
+                keys: all.keys + w.keys,
+                bytes: all.bytes + w.bytes,
+            })
     }
 
     /// Records a closed window.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use pool::Workers;
-pub use summary::{RunSummary, peak_rss_bytes, quantile};
+pub use summary::{RunSummary, peak_rss_bytes};
 
 use self::control::{Control, EndOfInput, Metrics};
 use self::dataflow::Shared;
@@ -204,7 +204,10 @@ pub struct RunningQuery {
     stream: Arc<Continuation>,
     metrics: Arc<Metrics>,
     writers: crate::operators::write_parquet::Writers,
-    progress: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    progress: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
     job: Option<Arc<pool::Job>>,
     /// Set when the input was consumed by earlier runs: nothing runs.
     consumed: Option<RunSummary>,
@@ -255,8 +258,14 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             (position, lines)
         }
         StartAt::Done { .. } => {
-            let mut summary =
-                RunSummary::collect(&plan, &config.input, &layout, peers, &metrics, started.elapsed());
+            let mut summary = RunSummary::collect(
+                &plan,
+                &config.input,
+                &layout,
+                peers,
+                &metrics,
+                started.elapsed(),
+            );
             summary.already_consumed = true;
             return Ok(RunningQuery {
                 started,
@@ -345,7 +354,10 @@ impl RunningQuery {
 
     /// Largest event time of the stream so far, this run's and earlier runs'.
     pub fn max_event_time(&self) -> Option<i64> {
-        self.config.control.max_event_time().max(self.state.max_event_time)
+        self.config
+            .control
+            .max_event_time()
+            .max(self.state.max_event_time)
     }
 
     /// The query's plan.

@@ -53,19 +53,14 @@ impl Job {
     pub(super) fn wait(&self) -> bool {
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         while left.workers > 0 {
-            left = self
-                .finished
-                .wait(left)
-                .unwrap_or_else(|p| p.into_inner());
+            left = self.finished.wait(left).unwrap_or_else(|p| p.into_inner());
         }
         !left.panicked
     }
 
     /// Whether the dataflow has completed on every worker.
     pub(super) fn is_finished(&self) -> bool {
-        self.left
-            .lock()
-            .map_or(true, |l| l.workers == 0)
+        self.left.lock().map_or(true, |l| l.workers == 0)
     }
 }
 

@@ -10,6 +10,7 @@ use super::control::Metrics;
 use crate::query::QueryPlan;
 use crate::sink::Layout;
 use crate::source::Input;
+use crate::stats::quantile;
 
 /// What a run did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,18 +71,6 @@ pub struct RunSummary {
     /// The signal that ended the run early (2 SIGINT, 15 SIGTERM).
     #[serde(default)]
     pub interrupted_by: Option<i32>,
-    /// What sync did, when the run synced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync: Option<crate::sync::SyncReport>,
-}
-
-/// The `q` quantile (0..=1) of sorted samples, nearest rank.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (`VmHWM`).
@@ -132,7 +121,6 @@ impl RunSummary {
             kept_windows: Metrics::get(&m.kept_windows),
             superseded: Metrics::get(&m.superseded),
             interrupted_by: None,
-            sync: None,
         }
     }
 
@@ -245,9 +233,6 @@ impl fmt::Display for RunSummary {
                 ", {:.1} MB/s",
                 self.input_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
             )?;
-        }
-        if let Some(sync) = &self.sync {
-            write!(f, "\n-- sync\n{sync}")?;
         }
         Ok(())
     }

@@ -86,9 +86,9 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     let limiter = limits.ingest_per_client.map(|per_second| {
         Arc::new(governor::RateLimiter::keyed(
-            governor::Quota::per_second(per_second).allow_burst(per_second.saturating_mul(
-                NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
-            )),
+            governor::Quota::per_second(per_second).allow_burst(
+                per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)),
+            ),
         ))
     });
     let shared = Shared {
@@ -114,7 +114,12 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_api_body));
     ingest
         .merge(api)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such route; see /api/v1/openapi.json",
+            )
+        })
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
@@ -135,10 +140,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// `Ok` if the request's token grants `scope`, else the `401` or `403` to answer.
-fn authorize(tokens: &Tokens, headers: &HeaderMap, scope: Scope) -> Result<(), Response> {
+/// `None` if the request's token grants `scope`, else the `401` or `403` to answer.
+fn denied(tokens: &Tokens, headers: &HeaderMap, scope: Scope) -> Option<Response> {
     match tokens.check(bearer(headers), scope) {
-        Access::Granted => Ok(()),
+        Access::Granted => None,
         Access::Unknown => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
@@ -148,9 +153,9 @@ fn authorize(tokens: &Tokens, headers: &HeaderMap, scope: Scope) -> Result<(), R
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"edgeflow\""),
             );
-            Err(response)
+            Some(response)
         }
-        Access::Forbidden => Err(error(
+        Access::Forbidden => Some(error(
             StatusCode::FORBIDDEN,
             match scope {
                 Scope::Admin => "this route needs an admin token",
@@ -198,7 +203,10 @@ fn not_ready(state: &AppState) -> Option<String> {
     }
     let disconnected = state.ingests.disconnected();
     if !disconnected.is_empty() {
-        return Some(format!("sources not connected: {}", disconnected.join(", ")));
+        return Some(format!(
+            "sources not connected: {}",
+            disconnected.join(", ")
+        ));
     }
     if let Some(syncer) = &state.syncer
         && let Some(why) = syncer.halted()
@@ -216,7 +224,7 @@ async fn ready(State(shared): State<Shared>) -> Response {
 }
 
 async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Read) {
         return denied;
     }
     let app = shared.app.clone();
@@ -240,7 +248,7 @@ async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
 
 /// Readings received per table since the node started.
 async fn ingest_status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Read) {
         return denied;
     }
     axum::Json(json!({ "tables": shared.app.ingests.status() })).into_response()
@@ -248,7 +256,7 @@ async fn ingest_status(State(shared): State<Shared>, headers: HeaderMap) -> Resp
 
 /// The node at a glance: readiness, tables, sync.
 async fn node_status(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Read) {
         return denied;
     }
     let app = &shared.app;
@@ -264,7 +272,7 @@ async fn node_status(State(shared): State<Shared>, headers: HeaderMap) -> Respon
 }
 
 async fn list(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Read) {
         return denied;
     }
     axum::Json(json!({ "queries": shared.app.queries.list() })).into_response()
@@ -275,7 +283,7 @@ async fn detail(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Read) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Read) {
         return denied;
     }
     let queries = shared.app.queries.clone();
@@ -297,7 +305,7 @@ fn yes() -> bool {
 }
 
 async fn add(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Admin) {
         return denied;
     }
     let request: NewQuery = match serde_json::from_slice(&body) {
@@ -323,7 +331,7 @@ async fn start(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Admin) {
         return denied;
     }
     let queries = shared.app.queries.clone();
@@ -341,7 +349,7 @@ async fn stop(
     Query(params): Query<StopParams>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Admin) {
         return denied;
     }
     let Some(windows) = params.windows else {
@@ -363,7 +371,7 @@ async fn remove(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Admin) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Admin) {
         return denied;
     }
     let queries = shared.app.queries.clone();
@@ -383,7 +391,7 @@ async fn ingest(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if let Err(denied) = authorize(&shared.app.tokens, &headers, Scope::Ingest) {
+    if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Ingest) {
         return denied;
     }
     if let Some(limiter) = &shared.limiter

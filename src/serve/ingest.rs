@@ -88,7 +88,11 @@ pub struct Ingests {
 
 impl Ingests {
     /// No table yet; sources run on `runtime`.
-    pub fn new(runtime: tokio::runtime::Handle, accepting: Accepting, limits: SourceLimits) -> Self {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        accepting: Accepting,
+        limits: SourceLimits,
+    ) -> Self {
         Ingests {
             tables: Mutex::new(BTreeMap::new()),
             runtime,
@@ -290,11 +294,7 @@ impl Ingests {
 
     /// Poll and MQTT reports: of running ingests, and the last of stopped ones.
     pub fn reports(&self) -> Reports {
-        let mut reports = self
-            .finished
-            .lock()
-            .map(|f| f.clone())
-            .unwrap_or_default();
+        let mut reports = self.finished.lock().map(|f| f.clone()).unwrap_or_default();
         for (table, ingest) in self.tables().iter() {
             reports.add(table, &ingest.receiver);
         }

@@ -94,12 +94,12 @@ fn record_queries(queries: &Queries) {
 }
 
 fn record_sources(ingests: &Ingests) {
+    // Received counts also tables no query reads any more, so counters never vanish.
+    for (table, received) in ingests.received() {
+        counter!("edgeflow_source_readings_total", "table" => table).absolute(received);
+    }
     for (table, status) in ingests.status() {
-        let t = [
-            ("table", table.clone()),
-            ("connector", status.connector.to_owned()),
-        ];
-        counter!("edgeflow_source_readings_total", &t).absolute(status.received);
+        let t = [("table", table)];
         gauge!("edgeflow_source_connected", &t).set(if status.connected { 1.0 } else { 0.0 });
         gauge!("edgeflow_source_queries", &t).set(status.readers as f64);
     }

@@ -196,8 +196,8 @@ impl Node {
             .map_err(NodeError::Runtime)?;
         let accepting: ingest::Accepting = match &config.syncer {
             Some(syncer) => {
-                let paused = syncer.pause_check();
-                Arc::new(move || !paused())
+                let sync = syncer.handle();
+                Arc::new(move || !sync.over_quota())
             }
             None => Arc::new(|| true),
         };
@@ -292,11 +292,7 @@ impl Node {
         }
         workers.shutdown();
         let (runs, mut failures) = queries.outcomes();
-        failures.extend(
-            failed
-                .into_iter()
-                .map(|(name, e)| (name, e.to_string())),
-        );
+        failures.extend(failed.into_iter().map(|(name, e)| (name, e.to_string())));
         let reports = ingests.reports();
         let summary = NodeSummary {
             queries: runs,

@@ -197,6 +197,8 @@ struct Entry {
     samples: VecDeque<(Instant, u64)>,
     /// Close-to-durable samples of the running run already handed to `/metrics`.
     durable_seen: usize,
+    /// Samples of ended runs not handed to `/metrics` yet, seconds.
+    durable_unseen: Vec<f64>,
     /// `--fresh` still to be applied (at the first start).
     fresh: bool,
 }
@@ -218,6 +220,21 @@ impl Entry {
             origin: self.origin.clone(),
             since: rfc3339(self.since),
         }
+    }
+
+    /// Close-to-durable samples of `metrics` not handed to `/metrics` yet, seconds.
+    fn new_durable_samples(&mut self, metrics: &Metrics) -> Vec<f64> {
+        let Ok(samples) = metrics.close_to_durable.lock() else {
+            return Vec::new();
+        };
+        let new = samples
+            .get(self.durable_seen..)
+            .unwrap_or_default()
+            .iter()
+            .map(std::time::Duration::as_secs_f64)
+            .collect();
+        self.durable_seen = samples.len();
+        new
     }
 
     fn set_state(&mut self, state: QueryState) {
@@ -326,6 +343,7 @@ impl Queries {
                 max_event_time: None,
                 samples: VecDeque::new(),
                 durable_seen: 0,
+                durable_unseen: Vec::new(),
                 fresh,
             },
         );
@@ -364,7 +382,9 @@ impl Queries {
             match query::parse(&name, &path, &sql) {
                 Ok(plan) => match self.insert(plan, sql, "api".into(), false) {
                     Ok(()) => restored.push(name),
-                    Err(e) => tracing::error!(query = %name, error = %e, "Cannot restore a query added over the API"),
+                    Err(e) => {
+                        tracing::error!(query = %name, error = %e, "Cannot restore a query added over the API")
+                    }
                 },
                 Err(e) => {
                     tracing::error!(query = %name, error = %e, "Cannot restore a query added over the API")
@@ -397,7 +417,9 @@ impl Queries {
 
     fn wanted(&self, name: &str) -> Option<QueryState> {
         let text = std::fs::read(self.dir(name).join("node.json")).ok()?;
-        serde_json::from_slice::<Wanted>(&text).ok().map(|w| w.state)
+        serde_json::from_slice::<Wanted>(&text)
+            .ok()
+            .map(|w| w.state)
     }
 
     fn want(&self, name: &str, state: QueryState) -> Result<(), ControlError> {
@@ -413,7 +435,10 @@ impl Queries {
         let path = self.dir(name).join("query.sql");
         // Errors name the query as the file it will be kept in.
         let plan = query::parse(name, Path::new(&format!("{name}.sql")), sql)?;
-        let plan = QueryPlan { file: path.clone(), ..plan };
+        let plan = QueryPlan {
+            file: path.clone(),
+            ..plan
+        };
         self.insert(plan, sql.to_owned(), "api".into(), false)?;
         let keep = crate::sink::commit::commit_bytes(&path, sql.as_bytes())
             .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())));
@@ -441,10 +466,13 @@ impl Queries {
                 state_word(entry.state)
             )));
         }
-        let input = self.ingests.attach(name, &entry.plan.source).map_err(|e| match e {
-            super::NodeError::ConflictingTable { .. } => ControlError::Conflict(e.to_string()),
-            other => ControlError::Failed(other.to_string()),
-        })?;
+        let input = self
+            .ingests
+            .attach(name, &entry.plan.source)
+            .map_err(|e| match e {
+                super::NodeError::ConflictingTable { .. } => ControlError::Conflict(e.to_string()),
+                other => ControlError::Failed(other.to_string()),
+            })?;
         let mut run = RunConfig::new(
             entry.plan.clone(),
             Input::Live(input.clone()),
@@ -455,9 +483,7 @@ impl Queries {
         run.max_line_bytes = self.limits.max_line_bytes;
         run.fresh = std::mem::take(&mut entry.fresh);
         if let Some(syncer) = &self.syncer {
-            run.on_commit = Some(syncer.on_commit());
-            run.on_supersede = Some(syncer.on_supersede());
-            run.control = Arc::new(Control::with_pause(Some(syncer.pause_check())));
+            crate::wiring::attach_sync(&mut run, &syncer.handle());
         }
         let control = run.control.clone();
         let started = match engine::start(run, &self.workers) {
@@ -533,6 +559,8 @@ impl Queries {
         };
         if let Some(live) = entry.live.take() {
             entry.done = entry.done.plus(Figures::of(&live.metrics));
+            let unseen = entry.new_durable_samples(&live.metrics);
+            entry.durable_unseen.extend(unseen);
         }
         entry.max_event_time = entry.max_event_time.max(max_event_time);
         match result {
@@ -706,17 +734,12 @@ impl Queries {
     pub fn take_close_to_durable(&self) -> Vec<(String, Vec<f64>)> {
         self.entries()
             .iter_mut()
-            .filter_map(|(name, e)| {
-                let live = e.live.as_ref()?;
-                let samples = live.metrics.close_to_durable.lock().ok()?;
-                let new: Vec<f64> = samples
-                    .get(e.durable_seen..)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(std::time::Duration::as_secs_f64)
-                    .collect();
-                e.durable_seen = samples.len();
-                Some((name.clone(), new))
+            .map(|(name, e)| {
+                let mut samples = std::mem::take(&mut e.durable_unseen);
+                if let Some(metrics) = e.live.as_ref().map(|l| l.metrics.clone()) {
+                    samples.extend(e.new_durable_samples(&metrics));
+                }
+                (name.clone(), samples)
             })
             .collect()
     }
@@ -724,14 +747,8 @@ impl Queries {
     /// Summaries of the runs that ended, and the failures.
     pub fn outcomes(&self) -> (Vec<RunSummary>, Vec<(String, String)>) {
         (
-            self.finished
-                .lock()
-                .map(|f| f.clone())
-                .unwrap_or_default(),
-            self.failures
-                .lock()
-                .map(|f| f.clone())
-                .unwrap_or_default(),
+            self.finished.lock().map(|f| f.clone()).unwrap_or_default(),
+            self.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         )
     }
 }

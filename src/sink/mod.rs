@@ -46,7 +46,7 @@ pub struct CommittedFile {
     pub bytes: u64,
     /// Rows in it.
     pub rows: u64,
-    /// MD5 of the content, hex: how sync recognises the same file in the target.
+    /// MD5 of the content, hex ([`crate::digest::md5_hex`]).
     pub md5: String,
 }
 
@@ -125,7 +125,7 @@ pub fn write_parquet(
     })?;
     commit::commit_bytes(&path, &bytes).map_err(|source| SinkError::Io { path, source })?;
     durable();
-    let md5 = crate::sync::upload::md5_hex(&bytes);
+    let md5 = crate::digest::md5_hex(&bytes);
     Ok(CommittedFile {
         md5,
         relative,

@@ -405,16 +405,16 @@ impl Poller {
             let mut ms: Vec<f64> = ms.iter().copied().collect();
             ms.sort_by(f64::total_cmp);
             if !ms.is_empty() {
-                report.poll_p50_ms = Some(crate::engine::quantile(&ms, 0.5));
-                report.poll_p99_ms = Some(crate::engine::quantile(&ms, 0.99));
+                report.poll_p50_ms = Some(crate::stats::quantile(&ms, 0.5));
+                report.poll_p99_ms = Some(crate::stats::quantile(&ms, 0.99));
             }
         }
         if let Ok(ms) = self.round_ms.lock() {
             let mut ms = ms.clone();
             ms.sort_by(f64::total_cmp);
             if !ms.is_empty() {
-                report.round_p50_ms = Some(crate::engine::quantile(&ms, 0.5));
-                report.round_p99_ms = Some(crate::engine::quantile(&ms, 0.99));
+                report.round_p50_ms = Some(crate::stats::quantile(&ms, 0.5));
+                report.round_p99_ms = Some(crate::stats::quantile(&ms, 0.99));
             }
         }
         report

@@ -144,7 +144,8 @@ impl Feed {
         if let Ok(mut queues) = self.queues.lock() {
             queues.retain(|q| {
                 let state = q.lock();
-                !state.gone && !(state.closed && state.items.is_empty())
+                // A queue stays while its reader may still take from it.
+                !(state.gone || state.closed && state.items.is_empty())
             });
             queues.push(queue.clone());
         }

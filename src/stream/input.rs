@@ -17,11 +17,6 @@ use crate::source::{GeneratorConfig, Input};
 /// Bytes of each end of the consumed part that go into the fingerprint.
 const FINGERPRINT_BYTES: u64 = 64 * 1024;
 
-/// Hex MD5 of `bytes`.
-pub fn md5_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Md5::digest(bytes))
-}
-
 /// What identifies an input across runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

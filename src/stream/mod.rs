@@ -106,7 +106,7 @@ pub fn plan_fingerprint(plan: &QueryPlan) -> String {
     // Where readings come from and how often they are polled changes nothing kept.
     plan.source.connector = Default::default();
     let text = serde_json::to_vec(&plan).unwrap_or_default();
-    input::md5_hex(&text)
+    crate::digest::md5_hex(&text)
 }
 
 impl StreamState {
@@ -195,9 +195,7 @@ impl StreamState {
     pub fn close_written(&mut self, size: i64, out_of_orderness: i64) {
         self.open.clear();
         if let Some(&start) = self.revisions.keys().next_back() {
-            let past = start
-                .saturating_add(size)
-                .saturating_add(out_of_orderness);
+            let past = start.saturating_add(size).saturating_add(out_of_orderness);
             self.max_event_time = self.max_event_time.max(Some(past));
         }
     }

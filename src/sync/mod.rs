@@ -12,7 +12,7 @@
 //! yet journaled (a crash in between) are found by scanning the output folder.
 //!
 //! When the engine writes a window again, it moves the old revision's file to
-//! `<query>_revisions/…` and reports it ([`Syncer::on_supersede`]); the target follows:
+//! `<query>_revisions/…` and reports it ([`SyncHandle::superseded`]); the target follows:
 //! the new key gets the bytes (uploaded, or copied from the old key if the local file is
 //! gone), then the old key is deleted. Each step is journaled and idempotent.
 
@@ -31,8 +31,54 @@ use serde::{Deserialize, Serialize};
 
 use self::journal::{FileKind, FileState, Journal, JournalError, Record, now_ms};
 use self::target::{Target, TargetError};
-use self::upload::{Outcome, UploadConfig, md5_hex, retire, upload};
+use self::upload::{Outcome, UploadConfig, retire, upload};
+use crate::digest::md5_hex;
 use crate::sink::{CommittedFile, Superseded};
+
+/// The small interface sync offers to whoever writes files: it hears of committed and
+/// superseded files and says when the sources should wait. It knows nothing of the
+/// engine; the command line or the node wires it to the writers.
+#[derive(Clone)]
+pub struct SyncHandle {
+    shared: Arc<Shared>,
+}
+
+impl SyncHandle {
+    /// A file is durably in place: journal it for upload.
+    pub fn committed(&self, file: &CommittedFile) {
+        let shared = &self.shared;
+        let record = Record {
+            path: file.relative.clone(),
+            size: file.bytes,
+            md5: file.md5.clone(),
+            kind: FileKind::Data,
+            committed_ms: now_ms(),
+            from: None,
+            attempts: 0,
+            state: FileState::Committed,
+        };
+        if let Err(e) = shared.record(record) {
+            tracing::error!(error = %e, "Could not record a committed file in the sync journal");
+            *lock(&shared.halted) = Some(e.to_string());
+        }
+    }
+
+    /// A result file was moved aside for a newer revision (after the local rename). The
+    /// journal records it durably; the uploader then makes the target hold the file
+    /// under `to` and no longer under `from`.
+    pub fn superseded(&self, moved: &Superseded) {
+        if let Err(e) = self.shared.supersede(moved) {
+            tracing::error!(error = %e, from = %moved.from, to = %moved.to, "Could not record a superseded revision in the sync journal");
+            *lock(&self.shared.halted) = Some(e.to_string());
+        }
+    }
+
+    /// Whether the sources should wait: pending files fill the quota under
+    /// [`QuotaPolicy::Backpressure`].
+    pub fn over_quota(&self) -> bool {
+        pause(&self.shared)
+    }
+}
 
 /// Uploads in flight at once.
 const CONCURRENCY: usize = 4;
@@ -494,38 +540,11 @@ impl Syncer {
         })
     }
 
-    /// A callback for sinks: records every committed file.
-    pub fn on_commit(&self) -> crate::operators::write_parquet::OnCommit {
-        let shared = self.shared.clone();
-        Arc::new(move |file: &CommittedFile| {
-            let record = Record {
-                path: file.relative.clone(),
-                size: file.bytes,
-                md5: file.md5.clone(),
-                kind: FileKind::Data,
-                committed_ms: now_ms(),
-                from: None,
-                attempts: 0,
-                state: FileState::Committed,
-            };
-            if let Err(e) = shared.record(record) {
-                tracing::error!(error = %e, "Could not record a committed file in the sync journal");
-                *lock(&shared.halted) = Some(e.to_string());
-            }
-        })
-    }
-
-    /// A callback for the engine: a result file was moved aside for a newer revision
-    /// (after the local rename). The journal records it durably; the uploader then makes
-    /// the target hold the file under `to` and no longer under `from`.
-    pub fn on_supersede(&self) -> crate::operators::write_parquet::OnSupersede {
-        let shared = self.shared.clone();
-        Arc::new(move |moved: &Superseded| {
-            if let Err(e) = shared.supersede(moved) {
-                tracing::error!(error = %e, from = %moved.from, to = %moved.to, "Could not record a superseded revision in the sync journal");
-                *lock(&shared.halted) = Some(e.to_string());
-            }
-        })
+    /// What the writers tell this sync through: cheap to clone, one per run.
+    pub fn handle(&self) -> SyncHandle {
+        SyncHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Bytes not yet uploaded.
@@ -618,12 +637,6 @@ impl Syncer {
         }
     }
 
-    /// A pause hook for the engine's sources (backpressure quota).
-    pub fn pause_check(&self) -> crate::engine::control::PauseCheck {
-        let shared = self.shared.clone();
-        Arc::new(move || pause(&shared))
-    }
-
     /// Upload attempts that failed since the sync started.
     pub fn failures(&self) -> u64 {
         self.shared.failures.load(Ordering::Relaxed)
@@ -649,7 +662,9 @@ impl Syncer {
         let ours = |path: &str| {
             path.split('/').next().is_some_and(|top| {
                 top == query
-                    || top.strip_prefix(query).is_some_and(|rest| rest.starts_with('_'))
+                    || top
+                        .strip_prefix(query)
+                        .is_some_and(|rest| rest.starts_with('_'))
             }) || path
                 .strip_prefix("_deadletter/")
                 .is_some_and(|p| p.starts_with(query))
@@ -674,7 +689,7 @@ impl Syncer {
         if !stats.is_empty() {
             let mut lags: Vec<f64> = stats.iter().map(|s| s.0).collect();
             lags.sort_by(f64::total_cmp);
-            let q = |p: f64| crate::engine::quantile(&lags, p);
+            let q = |p: f64| crate::stats::quantile(&lags, p);
             report.lag_ms = Some([q(0.5), q(0.99)]);
             let bytes: u64 = stats.iter().map(|s| s.1).sum();
             let seconds: f64 =

@@ -22,6 +22,7 @@ use object_store::{
 
 use super::journal::Record;
 use super::target::Target;
+use crate::digest::md5_hex;
 
 /// Metadata key holding the MD5 of the content.
 const MD5_KEY: &str = "edgeflow-md5";
@@ -204,13 +205,6 @@ async fn compare_key(
     } else {
         conflict
     }))
-}
-
-/// MD5 of some bytes, hex.
-pub fn md5_hex(bytes: &[u8]) -> String {
-    use md5::{Digest, Md5};
-    let digest = Md5::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Uploads the file of `record` under `root`. With `look_first`, checks the target before

@@ -24,7 +24,13 @@ fn tokens() -> Vec<(&'static str, &'static str)> {
 }
 
 /// A request with a bearer token (or none); (status, JSON body or Null).
-fn call(node: &LiveNode, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+fn call(
+    node: &LiveNode,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(auth) = &auth {
@@ -40,13 +46,25 @@ fn push(node: &LiveNode, token: Option<&str>, lines: &str) -> Value {
     if let Some(auth) = &auth {
         headers.push(("Authorization", auth.as_str()));
     }
-    let (status, _, body) = http(node.port, "POST", "/ingest/readings", &headers, lines.as_bytes());
+    let (status, _, body) = http(
+        node.port,
+        "POST",
+        "/ingest/readings",
+        &headers,
+        lines.as_bytes(),
+    );
     assert_eq!(status, 200, "push: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap_or(Value::Null)
 }
 
 fn state_of(node: &LiveNode, name: &str) -> String {
-    let (_, detail) = call(node, "GET", &format!("/api/v1/queries/{name}"), Some(ADMIN), "");
+    let (_, detail) = call(
+        node,
+        "GET",
+        &format!("/api/v1/queries/{name}"),
+        Some(ADMIN),
+        "",
+    );
     detail["state"].as_str().unwrap_or("").to_owned()
 }
 
@@ -66,7 +84,13 @@ fn every_route_checks_its_token_and_its_input() {
     let query = write_query(dir.path(), "steady", &steady_sql());
     let node = LiveNode::start(
         dir.path(),
-        &["serve", query.to_str().unwrap_or_default(), "--no-sync", "--workers", "1"],
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "1",
+        ],
         &tokens(),
     );
     // Health needs no token; everything else does.
@@ -77,25 +101,76 @@ fn every_route_checks_its_token_and_its_input() {
     let (status, doc) = call(&node, "GET", "/api/v1/openapi.json", None, "");
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/api/v1/queries", "/api/v1/queries/{name}/stop", "/ingest/{table}"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/api/v1/queries",
+        "/api/v1/queries/{name}/stop",
+        "/ingest/{table}",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 
     // 401 without or with a wrong token, 403 with a token lacking the scope.
-    for route in ["/api/v1/queries", "/api/v1/queries/steady", "/metrics", "/api/v1/node"] {
-        assert_eq!(call(&node, "GET", route, None, "").0, 401, "GET {route} without a token");
-        assert_eq!(call(&node, "GET", route, Some("wrong"), "").0, 401, "GET {route}, wrong token");
-        assert_eq!(call(&node, "GET", route, Some(INGEST), "").0, 403, "GET {route}, ingest token");
-        assert_eq!(call(&node, "GET", route, Some(READ), "").0, 200, "GET {route}, read token");
-        assert_eq!(call(&node, "GET", route, Some(ADMIN), "").0, 200, "GET {route}, admin token");
+    for route in [
+        "/api/v1/queries",
+        "/api/v1/queries/steady",
+        "/metrics",
+        "/api/v1/node",
+    ] {
+        assert_eq!(
+            call(&node, "GET", route, None, "").0,
+            401,
+            "GET {route} without a token"
+        );
+        assert_eq!(
+            call(&node, "GET", route, Some("wrong"), "").0,
+            401,
+            "GET {route}, wrong token"
+        );
+        assert_eq!(
+            call(&node, "GET", route, Some(INGEST), "").0,
+            403,
+            "GET {route}, ingest token"
+        );
+        assert_eq!(
+            call(&node, "GET", route, Some(READ), "").0,
+            200,
+            "GET {route}, read token"
+        );
+        assert_eq!(
+            call(&node, "GET", route, Some(ADMIN), "").0,
+            200,
+            "GET {route}, admin token"
+        );
     }
     let stop = "/api/v1/queries/steady/stop?windows=keep";
     assert_eq!(call(&node, "POST", stop, Some(READ), "").0, 403);
     assert_eq!(call(&node, "POST", stop, Some(INGEST), "").0, 403);
     assert_eq!(call(&node, "POST", stop, None, "").0, 401);
-    assert_eq!(call(&node, "POST", "/api/v1/queries", Some(READ), &add_body("x", &steady_sql())).0, 403);
-    assert_eq!(call(&node, "DELETE", "/api/v1/queries/steady", Some(READ), "").0, 403);
-    let (status, _, _) = http(node.port, "POST", "/ingest/readings", &[("Authorization", &format!("Bearer {READ}"))], b"");
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries",
+            Some(READ),
+            &add_body("x", &steady_sql())
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(&node, "DELETE", "/api/v1/queries/steady", Some(READ), "").0,
+        403
+    );
+    let (status, _, _) = http(
+        node.port,
+        "POST",
+        "/ingest/readings",
+        &[("Authorization", &format!("Bearer {READ}"))],
+        b"",
+    );
     assert_eq!(status, 403, "a read token cannot push");
 
     // Invalid SQL: 400 with check's message, line and column.
@@ -104,13 +179,25 @@ fn every_route_checks_its_token_and_its_input() {
         "POST",
         "/api/v1/queries",
         Some(ADMIN),
-        &add_body("broken", "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts');\nSELECT device_id, SUMM(x) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id"),
+        &add_body(
+            "broken",
+            "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts');\nSELECT device_id, SUMM(x) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id",
+        ),
     );
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["line"], 3, "{error}");
     assert!(error["column"].as_u64().is_some_and(|c| c > 1), "{error}");
-    assert!(error["error"].as_str().is_some_and(|e| e.contains("broken.sql:3:")), "{error}");
-    let check = write_query(dir.path(), "broken", "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts');\nSELECT device_id, SUMM(x) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.sql:3:")),
+        "{error}"
+    );
+    let check = write_query(
+        dir.path(),
+        "broken",
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts');\nSELECT device_id, SUMM(x) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id",
+    );
     let checked = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .args(["check", check.to_str().unwrap_or_default()])
         .output()
@@ -123,9 +210,33 @@ fn every_route_checks_its_token_and_its_input() {
         after_position(check_message.trim().trim_start_matches("error: ")),
         "the API and `edgeflow check` disagree"
     );
-    assert_eq!(call(&node, "POST", "/api/v1/queries", Some(ADMIN), "{not json").0, 400);
-    assert_eq!(call(&node, "POST", "/api/v1/queries", Some(ADMIN), &add_body("../up", &steady_sql())).0, 400);
-    assert_eq!(call(&node, "POST", "/api/v1/queries", Some(ADMIN), &add_body("steady", &steady_sql())).0, 409, "a second query named steady");
+    assert_eq!(
+        call(&node, "POST", "/api/v1/queries", Some(ADMIN), "{not json").0,
+        400
+    );
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries",
+            Some(ADMIN),
+            &add_body("../up", &steady_sql())
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries",
+            Some(ADMIN),
+            &add_body("steady", &steady_sql())
+        )
+        .0,
+        409,
+        "a second query named steady"
+    );
 
     // Unknown queries: 404 on every route that names one.
     for (method, route) in [
@@ -134,24 +245,98 @@ fn every_route_checks_its_token_and_its_input() {
         ("POST", "/api/v1/queries/nope/stop?windows=close"),
         ("DELETE", "/api/v1/queries/nope"),
     ] {
-        assert_eq!(call(&node, method, route, Some(ADMIN), "").0, 404, "{method} {route}");
+        assert_eq!(
+            call(&node, method, route, Some(ADMIN), "").0,
+            404,
+            "{method} {route}"
+        );
     }
 
     // State conflicts: 409. The stop needs its windows choice: 400 without it.
-    assert_eq!(call(&node, "POST", "/api/v1/queries/steady/start", Some(ADMIN), "").0, 409);
-    assert_eq!(call(&node, "DELETE", "/api/v1/queries/steady", Some(ADMIN), "").0, 409);
-    assert_eq!(call(&node, "POST", "/api/v1/queries/steady/stop", Some(ADMIN), "").0, 400);
-    assert_eq!(call(&node, "POST", "/api/v1/queries/steady/stop?windows=maybe", Some(ADMIN), "").0, 400);
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries/steady/start",
+            Some(ADMIN),
+            ""
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        call(&node, "DELETE", "/api/v1/queries/steady", Some(ADMIN), "").0,
+        409
+    );
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries/steady/stop",
+            Some(ADMIN),
+            ""
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries/steady/stop?windows=maybe",
+            Some(ADMIN),
+            ""
+        )
+        .0,
+        400
+    );
     let (status, stopped) = call(&node, "POST", stop, Some(ADMIN), "");
-    assert_eq!((status, stopped["state"].as_str()), (200, Some("stopped")), "{stopped}");
-    assert_eq!(call(&node, "POST", stop, Some(ADMIN), "").0, 409, "stop of a stopped query");
+    assert_eq!(
+        (status, stopped["state"].as_str()),
+        (200, Some("stopped")),
+        "{stopped}"
+    );
+    assert_eq!(
+        call(&node, "POST", stop, Some(ADMIN), "").0,
+        409,
+        "stop of a stopped query"
+    );
     // No running query reads the table now: a push is refused, not accepted and lost.
     let auth = format!("Bearer {INGEST}");
-    let (status, _, _) = http(node.port, "POST", "/ingest/readings", &[("Authorization", &auth), ("Content-Type", "application/x-ndjson")], line("a", 1_767_225_600_000, 1).as_bytes());
+    let (status, _, _) = http(
+        node.port,
+        "POST",
+        "/ingest/readings",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        line("a", 1_767_225_600_000, 1).as_bytes(),
+    );
     assert_eq!(status, 404);
-    let (status, started) = call(&node, "POST", "/api/v1/queries/steady/start", Some(ADMIN), "");
-    assert_eq!((status, started["state"].as_str()), (200, Some("running")), "{started}");
-    assert_eq!(call(&node, "POST", "/api/v1/queries/steady/stop?windows=discard", Some(ADMIN), "").0, 200);
+    let (status, started) = call(
+        &node,
+        "POST",
+        "/api/v1/queries/steady/start",
+        Some(ADMIN),
+        "",
+    );
+    assert_eq!(
+        (status, started["state"].as_str()),
+        (200, Some("running")),
+        "{started}"
+    );
+    assert_eq!(
+        call(
+            &node,
+            "POST",
+            "/api/v1/queries/steady/stop?windows=discard",
+            Some(ADMIN),
+            ""
+        )
+        .0,
+        200
+    );
     let (status, removed) = call(&node, "DELETE", "/api/v1/queries/steady", Some(ADMIN), "");
     assert_eq!(status, 200, "{removed}");
     let (_, list) = call(&node, "GET", "/api/v1/queries", Some(READ), "");
@@ -187,30 +372,72 @@ fn a_query_started_and_stopped_at_run_time_leaves_the_others_rows_right() {
         let query = write_query(dir.path(), "steady", &steady_sql());
         let node = LiveNode::start(
             dir.path(),
-            &["serve", query.to_str().unwrap_or_default(), "--no-sync", "--workers", workers],
+            &[
+                "serve",
+                query.to_str().unwrap_or_default(),
+                "--no-sync",
+                "--workers",
+                workers,
+            ],
             &[],
         );
         let t0 = 1_767_225_600_000i64;
         let (mut steady, mut visitor) = (Expected::new(), Expected::new());
         push(&node, None, &minute(0, 20, t0, &mut [&mut steady]));
         // The visitor reads the same table from the moment it is added.
-        let (status, added) = call(&node, "POST", "/api/v1/queries", None, &add_body("visitor", &steady_sql()));
+        let (status, added) = call(
+            &node,
+            "POST",
+            "/api/v1/queries",
+            None,
+            &add_body("visitor", &steady_sql()),
+        );
         assert_eq!(status, 201, "{added}");
-        push(&node, None, &minute(1, 20, t0, &mut [&mut steady, &mut visitor]));
-        push(&node, None, &minute(2, 20, t0, &mut [&mut steady, &mut visitor]));
-        let (status, stopped) = call(&node, "POST", "/api/v1/queries/visitor/stop?windows=close", None, "");
-        assert_eq!((status, stopped["state"].as_str()), (200, Some("stopped")), "{stopped}");
+        push(
+            &node,
+            None,
+            &minute(1, 20, t0, &mut [&mut steady, &mut visitor]),
+        );
+        push(
+            &node,
+            None,
+            &minute(2, 20, t0, &mut [&mut steady, &mut visitor]),
+        );
+        let (status, stopped) = call(
+            &node,
+            "POST",
+            "/api/v1/queries/visitor/stop?windows=close",
+            None,
+            "",
+        );
+        assert_eq!(
+            (status, stopped["state"].as_str()),
+            (200, Some("stopped")),
+            "{stopped}"
+        );
         // Its windows are final now: written, and nothing kept to resume.
         let out = dir.path().join("out");
-        assert_eq!(written(&out, "visitor"), visitor, "visitor at {workers} workers");
+        assert_eq!(
+            written(&out, "visitor"),
+            visitor,
+            "visitor at {workers} workers"
+        );
         push(&node, None, &minute(3, 20, t0, &mut [&mut steady]));
         let (status, detail) = call(&node, "GET", "/api/v1/queries/steady", None, "");
         assert_eq!(status, 200);
         assert_eq!(detail["state"], "running");
         let (code, _) = node.stop();
         assert_eq!(code, Some(0));
-        assert_eq!(written(&out, "steady"), steady, "steady at {workers} workers");
-        assert_eq!(written(&out, "visitor"), visitor, "visitor after the node stopped");
+        assert_eq!(
+            written(&out, "steady"),
+            steady,
+            "steady at {workers} workers"
+        );
+        assert_eq!(
+            written(&out, "visitor"),
+            visitor,
+            "visitor after the node stopped"
+        );
     }
 }
 
@@ -220,13 +447,28 @@ fn a_query_added_over_the_api_comes_back_after_a_restart_as_it_was_left() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let out = dir.path().join("out");
-    let args = ["serve", "--no-sync", "--workers", "2", "--listen", &listen, "--output", out.to_str().unwrap_or_default()];
+    let args = [
+        "serve",
+        "--no-sync",
+        "--workers",
+        "2",
+        "--listen",
+        &listen,
+        "--output",
+        out.to_str().unwrap_or_default(),
+    ];
     let ready = |node: &LiveNode| http(node.port, "GET", "/readyz", &[], b"").0 == 200;
 
     // A node without query files: the operator adds one.
     let mut node = LiveNode::spawn(dir.path(), port, &args, &[]);
     node.wait_healthy(|| http(port, "GET", "/readyz", &[], b"").0 == 200);
-    let (status, added) = call(&node, "POST", "/api/v1/queries", None, &add_body("added", &steady_sql()));
+    let (status, added) = call(
+        &node,
+        "POST",
+        "/api/v1/queries",
+        None,
+        &add_body("added", &steady_sql()),
+    );
     assert_eq!(status, 201, "{added}");
     let t0 = 1_767_225_600_000i64;
     let mut expected = Expected::new();
@@ -239,7 +481,13 @@ fn a_query_added_over_the_api_comes_back_after_a_restart_as_it_was_left() {
     assert!(ready(&node));
     assert_eq!(state_of(&node, "added"), "running");
     push(&node, None, &minute(1, 10, t0, &mut [&mut expected]));
-    let (status, _) = call(&node, "POST", "/api/v1/queries/added/stop?windows=keep", None, "");
+    let (status, _) = call(
+        &node,
+        "POST",
+        "/api/v1/queries/added/stop?windows=keep",
+        None,
+        "",
+    );
     assert_eq!(status, 200);
     assert_eq!(node.stop().0, Some(0));
     assert_eq!(written(&out, "added"), expected);
@@ -250,16 +498,27 @@ fn a_query_added_over_the_api_comes_back_after_a_restart_as_it_was_left() {
     assert_eq!(state_of(&node, "added"), "stopped");
     let (_, detail) = call(&node, "GET", "/api/v1/queries/added", None, "");
     assert_eq!(detail["origin"], "api");
-    assert!(detail["sql"].as_str().is_some_and(|s| s.contains("http_push")));
+    assert!(
+        detail["sql"]
+            .as_str()
+            .is_some_and(|s| s.contains("http_push"))
+    );
     // Removed, it is gone for good; its outputs stay.
-    assert_eq!(call(&node, "DELETE", "/api/v1/queries/added", None, "").0, 200);
+    assert_eq!(
+        call(&node, "DELETE", "/api/v1/queries/added", None, "").0,
+        200
+    );
     assert_eq!(node.stop().0, Some(0));
     let node = LiveNode::spawn(dir.path(), port, &args, &[]);
     let mut node = node;
     node.wait_healthy(|| http(port, "GET", "/readyz", &[], b"").0 == 200);
     assert_eq!(call(&node, "GET", "/api/v1/queries/added", None, "").0, 404);
     assert_eq!(node.stop().0, Some(0));
-    assert_eq!(written(&out, "added"), expected, "outputs stay after the removal");
+    assert_eq!(
+        written(&out, "added"),
+        expected,
+        "outputs stay after the removal"
+    );
 }
 
 /// `/metrics` parsed by the Prometheus client library's own text parser, as
@@ -293,7 +552,11 @@ print(json.dumps(out))
         .unwrap_or_else(|| panic!("no stdin"))
         .unwrap_or_else(|e| panic!("{e}"));
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(output.status.success(), "the Prometheus parser refused /metrics: {}\n{text}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the Prometheus parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     match serde_json::from_slice(&output.stdout) {
         Ok(Value::Object(map)) => map,
         other => panic!("parser output: {other:?}"),
@@ -306,7 +569,14 @@ fn metrics_parse_as_prometheus_text_and_equal_the_summary() {
     let query = write_query(dir.path(), "steady", &steady_sql());
     let node = LiveNode::start(
         dir.path(),
-        &["serve", query.to_str().unwrap_or_default(), "--no-sync", "--workers", "2", "--json"],
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "2",
+            "--json",
+        ],
         &tokens(),
     );
     let t0 = 1_767_225_600_000i64;
@@ -317,12 +587,28 @@ fn metrics_parse_as_prometheus_text_and_equal_the_summary() {
     let pushed = push(&node, Some(INGEST), &lines);
     assert_eq!(pushed["rejected"], 1, "{pushed}");
     // Stopping with close writes every window: the counters are final.
-    let (status, _) = call(&node, "POST", "/api/v1/queries/steady/stop?windows=close", Some(ADMIN), "");
+    let (status, _) = call(
+        &node,
+        "POST",
+        "/api/v1/queries/steady/stop?windows=close",
+        Some(ADMIN),
+        "",
+    );
     assert_eq!(status, 200);
     let auth = format!("Bearer {READ}");
-    let (status, head, body) = http(node.port, "GET", "/metrics", &[("Authorization", &auth)], b"");
+    let (status, head, body) = http(
+        node.port,
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        b"",
+    );
     assert_eq!(status, 200);
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
     let text = String::from_utf8_lossy(&body).into_owned();
     let metrics = parse_metrics(&text);
     let (code, stdout) = node.stop();
@@ -337,18 +623,38 @@ fn metrics_parse_as_prometheus_text_and_equal_the_summary() {
             .unwrap_or_else(|| panic!("{family}{{{labels}}} missing:\n{text}")) as u64
     };
     let q = "query=steady";
-    assert_eq!(value("edgeflow_query_readings_total", q), run["readings"].as_u64().unwrap_or(0));
-    assert_eq!(value("edgeflow_query_readings_total", q), 180);
-    assert_eq!(value("edgeflow_query_bad_total", q), run["bad"].as_u64().unwrap_or(0));
-    assert_eq!(value("edgeflow_query_bad_total", q), 1);
-    assert_eq!(value("edgeflow_query_rows_total", q), run["rows"].as_u64().unwrap_or(0));
-    assert_eq!(value("edgeflow_query_rows_total", q), expected.len() as u64);
-    assert_eq!(value("edgeflow_query_files_total", q), run["files"].as_u64().unwrap_or(0));
-    assert_eq!(value("edgeflow_query_late_total", q), run["late"].as_u64().unwrap_or(0));
-    assert_eq!(value("edgeflow_query_state", "query=steady,state=stopped"), 1);
     assert_eq!(
-        value("edgeflow_source_readings_total", "connector=http_push,table=readings"),
-        summary["node"]["received"]["readings"].as_u64().unwrap_or(0)
+        value("edgeflow_query_readings_total", q),
+        run["readings"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(value("edgeflow_query_readings_total", q), 180);
+    assert_eq!(
+        value("edgeflow_query_bad_total", q),
+        run["bad"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(value("edgeflow_query_bad_total", q), 1);
+    assert_eq!(
+        value("edgeflow_query_rows_total", q),
+        run["rows"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(value("edgeflow_query_rows_total", q), expected.len() as u64);
+    assert_eq!(
+        value("edgeflow_query_files_total", q),
+        run["files"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(
+        value("edgeflow_query_late_total", q),
+        run["late"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(
+        value("edgeflow_query_state", "query=steady,state=stopped"),
+        1
+    );
+    assert_eq!(
+        value("edgeflow_source_readings_total", "table=readings"),
+        summary["node"]["received"]["readings"]
+            .as_u64()
+            .unwrap_or(0)
     );
     assert!(value("edgeflow_window_close_to_durable_seconds_count", q) > 0);
     assert!(!text.contains("device_id=\""), "no per-device labels");
@@ -361,7 +667,14 @@ fn certificate() -> (String, String) {
     (made.cert.pem(), made.signing_key.serialize_pem())
 }
 
-fn https(port: u16, ca: &str, method: reqwest::Method, path: &str, token: &str, body: &str) -> Result<(u16, String), String> {
+fn https(
+    port: u16,
+    ca: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -403,24 +716,58 @@ fn tls_serves_the_api_and_push_with_the_nodes_certificate() {
         dir.path(),
         port,
         &[
-            "serve", query.to_str().unwrap_or_default(), "--no-sync", "--listen", &listen,
-            "--output", out.to_str().unwrap_or_default(),
-            "--tls-cert", cert_file.to_str().unwrap_or_default(),
-            "--tls-key", key_file.to_str().unwrap_or_default(),
-            "--admin-token-file", admin_file.to_str().unwrap_or_default(),
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--listen",
+            &listen,
+            "--output",
+            out.to_str().unwrap_or_default(),
+            "--tls-cert",
+            cert_file.to_str().unwrap_or_default(),
+            "--tls-key",
+            key_file.to_str().unwrap_or_default(),
+            "--admin-token-file",
+            admin_file.to_str().unwrap_or_default(),
         ],
         &[],
     );
-    node.wait_healthy(|| https(port, &cert, reqwest::Method::GET, "/readyz", "", "").is_ok_and(|(s, _)| s == 200));
-    let (status, list) = https(port, &cert, reqwest::Method::GET, "/api/v1/queries", ADMIN, "").unwrap_or_else(|e| panic!("{e}"));
+    node.wait_healthy(|| {
+        https(port, &cert, reqwest::Method::GET, "/readyz", "", "").is_ok_and(|(s, _)| s == 200)
+    });
+    let (status, list) = https(
+        port,
+        &cert,
+        reqwest::Method::GET,
+        "/api/v1/queries",
+        ADMIN,
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 200, "{list}");
     assert!(list.contains("\"steady\""));
-    let (status, _) = https(port, &cert, reqwest::Method::GET, "/api/v1/queries", "wrong", "").unwrap_or_else(|e| panic!("{e}"));
+    let (status, _) = https(
+        port,
+        &cert,
+        reqwest::Method::GET,
+        "/api/v1/queries",
+        "wrong",
+        "",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 401);
     let t0 = 1_767_225_600_000i64;
     let mut expected = Expected::new();
     let lines = minute(0, 10, t0, &mut [&mut expected]);
-    let (status, answer) = https(port, &cert, reqwest::Method::POST, "/ingest/readings", ADMIN, &lines).unwrap_or_else(|e| panic!("{e}"));
+    let (status, answer) = https(
+        port,
+        &cert,
+        reqwest::Method::POST,
+        "/ingest/readings",
+        ADMIN,
+        &lines,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 200, "{answer}");
     // Plain HTTP on the TLS port gets no answer; a client that does not trust the
     // certificate is refused.
@@ -432,15 +779,26 @@ fn tls_serves_the_api_and_push_with_the_nodes_certificate() {
     std::fs::write(&ca_file, &cert).unwrap_or_else(|e| panic!("{e}"));
     let ctl = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .args([
-            "ctl", "--node", &format!("https://localhost:{port}"),
-            "--ca-file", ca_file.to_str().unwrap_or_default(),
-            "--token-file", admin_file.to_str().unwrap_or_default(),
-            "stop", "steady", "--windows", "close",
+            "ctl",
+            "--node",
+            &format!("https://localhost:{port}"),
+            "--ca-file",
+            ca_file.to_str().unwrap_or_default(),
+            "--token-file",
+            admin_file.to_str().unwrap_or_default(),
+            "stop",
+            "steady",
+            "--windows",
+            "close",
         ])
         .env_remove("EDGEFLOW_ADMIN_TOKEN")
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(ctl.status.success(), "{}", String::from_utf8_lossy(&ctl.stderr));
+    assert!(
+        ctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
     assert!(String::from_utf8_lossy(&ctl.stdout).contains("stopped"));
     assert_eq!(node.stop().0, Some(0));
     assert_eq!(written(&out, "steady"), expected);
@@ -473,25 +831,59 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
     let port = node.port;
     let (ok, list, err) = ctl(port, &["list"]);
     assert!(ok, "{err}");
-    assert!(list.lines().any(|l| l.starts_with("steady") && l.contains("running")), "{list}");
-    let other = write_query(&dir.path().join("more"), "other", &steady_sql().replace("COUNT(*) AS n", "MAX(bytes_in) AS n"));
-    let (ok, _, err) = ctl(port, &["add", other.to_str().unwrap_or_default(), "--stopped"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("steady") && l.contains("running")),
+        "{list}"
+    );
+    std::fs::create_dir_all(dir.path().join("more")).unwrap_or_else(|e| panic!("{e}"));
+    let other = write_query(
+        &dir.path().join("more"),
+        "other",
+        &steady_sql().replace("COUNT(*) AS n", "MAX(bytes_in) AS n"),
+    );
+    let (ok, _, err) = ctl(
+        port,
+        &["add", other.to_str().unwrap_or_default(), "--stopped"],
+    );
     assert!(ok, "{err}");
     let (ok, json, _) = ctl(port, &["--json", "list"]);
     assert!(ok);
     let json: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     let states: Vec<(String, String)> = json["queries"]
         .as_array()
-        .map(|a| a.iter().map(|q| (q["name"].as_str().unwrap_or("").to_owned(), q["state"].as_str().unwrap_or("").to_owned())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|q| {
+                    (
+                        q["name"].as_str().unwrap_or("").to_owned(),
+                        q["state"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    assert_eq!(states, vec![("other".into(), "stopped".into()), ("steady".into(), "running".into())]);
+    assert_eq!(
+        states,
+        vec![
+            ("other".into(), "stopped".into()),
+            ("steady".into(), "running".into())
+        ]
+    );
     let (ok, _, err) = ctl(port, &["start", "other"]);
     assert!(ok, "{err}");
     let (ok, status, err) = ctl(port, &["status"]);
     assert!(ok, "{err}");
-    assert!(status.contains("READINGS/S") && status.contains("other") && status.contains("steady"), "{status}");
+    assert!(
+        status.contains("READINGS/S") && status.contains("other") && status.contains("steady"),
+        "{status}"
+    );
     // A mistake in a file: the node's message with line and column, exit 1.
-    let bad = write_query(dir.path(), "bad", "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts', nonsense = '1');\nSELECT 1");
+    let bad = write_query(
+        dir.path(),
+        "bad",
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts', nonsense = '1');\nSELECT 1",
+    );
     let (ok, _, err) = ctl(port, &["add", bad.to_str().unwrap_or_default()]);
     assert!(!ok);
     assert!(err.contains("400") && err.contains("bad.sql:2:"), "{err}");

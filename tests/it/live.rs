@@ -42,7 +42,12 @@ impl LiveNode {
         let listen = format!("127.0.0.1:{port}");
         let out = dir.join("out");
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--listen", &listen, "--output", out.to_str().unwrap_or_default()]);
+        all.extend([
+            "--listen",
+            &listen,
+            "--output",
+            out.to_str().unwrap_or_default(),
+        ]);
         let mut node = LiveNode::spawn(dir, port, &all, env);
         node.wait_healthy(|| http(port, "GET", "/healthz", &[], b"").0 == 200);
         node
@@ -154,8 +159,8 @@ pub fn http(
     if stream.write_all(request.as_bytes()).is_err() || stream.write_all(body).is_err() {
         return (0, String::new(), Vec::new());
     }
-    let mut reply = Vec::new();
-    if stream.read_to_end(&mut reply).is_err() && reply.is_empty() {
+    let reply = read_reply(&mut stream);
+    if reply.is_empty() {
         return (0, String::new(), Vec::new());
     }
     let split = reply
@@ -176,6 +181,29 @@ pub fn http(
         body = dechunk(&body);
     }
     (status, head, body)
+}
+
+/// Reads one reply: up to its `Content-Length` when it has one (chromedriver answers
+/// `Connection: close` and keeps the socket open), else to the end of the stream.
+fn read_reply(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(split) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&reply[..split]).to_ascii_lowercase();
+            let length = head.lines().find_map(|line| {
+                line.strip_prefix("content-length:")
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+            });
+            if length.is_some_and(|n| reply.len() >= split + 4 + n) {
+                return reply;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return reply,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

@@ -163,7 +163,11 @@ fn the_status_page_lists_the_queries_and_its_stop_button_stops_one() {
     let dir = tempdir();
     let sql = PUSH_QUERY.replace(", idle_timeout = '1s'", "");
     let first = write_query(dir.path(), "traffic", &sql);
-    let second = write_query(dir.path(), "peaks", &sql.replace("COUNT(*) AS n", "MAX(bytes_in) AS n"));
+    let second = write_query(
+        dir.path(),
+        "peaks",
+        &sql.replace("COUNT(*) AS n", "MAX(bytes_in) AS n"),
+    );
     let node = LiveNode::start(
         dir.path(),
         &[
@@ -172,39 +176,71 @@ fn the_status_page_lists_the_queries_and_its_stop_button_stops_one() {
             second.to_str().unwrap_or_default(),
             "--no-sync",
         ],
-        &[],
+        // At info the node logs each stop with the windows choice it was given.
+        &[("EDGEFLOW_LOG", "info")],
     );
     let driver = Driver::start();
     let browser = Browser::open(&driver);
     browser.go(&format!("http://127.0.0.1:{}/", node.port));
-    wait_until("the page lists both queries", Duration::from_secs(30), || {
-        browser.find("tr[data-query]").len() == 2
-    });
-    assert_eq!(browser.text("tr[data-query='traffic'] .state"), "running");
-    assert_eq!(browser.text("tr[data-query='peaks'] .state"), "running");
-    assert!(browser.text("header").contains("ready"));
+    wait_until(
+        "the page lists both queries",
+        Duration::from_secs(30),
+        || browser.find("tr[data-query]").len() == 2,
+    );
+    wait_until(
+        "the page shows both running",
+        Duration::from_secs(30),
+        || {
+            browser.text("tr[data-query='traffic'] .state") == "running"
+                && browser.text("tr[data-query='peaks'] .state") == "running"
+        },
+    );
+    wait_until(
+        "the page shows the node ready",
+        Duration::from_secs(30),
+        || browser.text("#ready") == "ready",
+    );
+    // Choose what becomes of the open windows, then stop.
+    browser.click("tr[data-query='peaks'] select option[value='close']");
     browser.screenshot(&dir.path().join("before.png"));
 
     browser.click("tr[data-query='peaks'] button.stop");
     let state = |name: &str| {
-        let (_, _, body) = http(node.port, "GET", &format!("/api/v1/queries/{name}"), &[], b"");
+        let (_, _, body) = http(
+            node.port,
+            "GET",
+            &format!("/api/v1/queries/{name}"),
+            &[],
+            b"",
+        );
         serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)["state"]
             .as_str()
             .unwrap_or("")
             .to_owned()
     };
-    wait_until("the stop button stops the query", Duration::from_secs(30), || {
-        state("peaks") == "stopped"
-    });
+    wait_until(
+        "the stop button stops the query",
+        Duration::from_secs(30),
+        || state("peaks") == "stopped",
+    );
     wait_until("the page shows it stopped", Duration::from_secs(30), || {
         browser.text("tr[data-query='peaks'] .state") == "stopped"
     });
     assert_eq!(state("traffic"), "running", "the other query runs on");
     assert_eq!(browser.text("tr[data-query='peaks'] button"), "Start");
+    let stopped_with = node.stderr();
+    assert!(
+        stopped_with.contains("windows=Close"),
+        "the stop used the chosen windows=close: {stopped_with}"
+    );
     browser.screenshot(&dir.path().join("after.png"));
     if let Ok(keep) = std::env::var("EDGEFLOW_KEEP_SCREENSHOTS") {
         for name in ["before.png", "after.png"] {
-            std::fs::copy(dir.path().join(name), std::path::Path::new(&keep).join(name)).ok();
+            std::fs::copy(
+                dir.path().join(name),
+                std::path::Path::new(&keep).join(name),
+            )
+            .ok();
         }
     }
     drop(browser);

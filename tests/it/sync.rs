@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use edgeflow::digest::md5_hex;
 use edgeflow::sink::{CommittedFile, Superseded};
 use edgeflow::sync::journal::{FileKind, FileState, Journal, Record};
 use edgeflow::sync::target::{S3Options, Target};
-use edgeflow::sync::upload::{UploadConfig, md5_hex};
+use edgeflow::sync::upload::UploadConfig;
 use edgeflow::sync::{QuotaPolicy, SyncConfig, Syncer};
 use object_store::ObjectStoreExt;
 
@@ -480,7 +481,7 @@ fn supersede_before_upload_puts_only_the_new_key(case: &Case) {
     drop(journal);
     move_local(&root, FROM, TO);
     let syncer = start_syncer(case, Duration::from_secs(3600));
-    (syncer.on_supersede())(&superseded(FROM, TO));
+    syncer.handle().superseded(&superseded(FROM, TO));
     finish_syncer(syncer);
     let objects = case.place.objects();
     assert_eq!(
@@ -505,8 +506,12 @@ fn supersede_after_upload_moves_the_key(case: &Case) {
     let syncer = start_syncer(case, Duration::ZERO);
     let kept = "q/date=2026-01-01/hour=01/window-20260101T010000Z-r0.parquet";
     let kept_to = "q_revisions/date=2026-01-01/hour=01/window-20260101T010000Z-r0.parquet";
-    (syncer.on_commit())(&commit_file(&root, FROM, b"revision 0, deleted locally"));
-    (syncer.on_commit())(&commit_file(&root, kept, b"revision 0, still local"));
+    syncer
+        .handle()
+        .committed(&commit_file(&root, FROM, b"revision 0, deleted locally"));
+    syncer
+        .handle()
+        .committed(&commit_file(&root, kept, b"revision 0, still local"));
     wait_until(
         "the old revision uploaded and deleted locally",
         LONG,
@@ -516,7 +521,7 @@ fn supersede_after_upload_moves_the_key(case: &Case) {
     assert!(case.place.objects().contains_key(FROM));
     // The engine could not move a file retention deleted; it reports the move all the
     // same, and the target copies the object.
-    (syncer.on_supersede())(&superseded(FROM, TO));
+    syncer.handle().superseded(&superseded(FROM, TO));
     wait_until("the second file uploaded", LONG, || {
         matches!(
             journal_states(&root).get(kept).map(String::as_str),
@@ -527,7 +532,7 @@ fn supersede_after_upload_moves_the_key(case: &Case) {
         .unwrap_or_else(|e| panic!("{e}"));
     // Retention may get there first; then this file goes the copy way too.
     std::fs::rename(root.join(kept), root.join(kept_to)).ok();
-    (syncer.on_supersede())(&superseded(kept, kept_to));
+    syncer.handle().superseded(&superseded(kept, kept_to));
     finish_syncer(syncer);
     let objects = case.place.objects();
     assert_eq!(
@@ -585,7 +590,7 @@ fn supersede_onto_other_bytes_keeps_the_old_key(case: &Case) {
     drop(journal);
     move_local(&root, FROM, TO);
     let syncer = start_syncer(case, Duration::from_secs(3600));
-    (syncer.on_supersede())(&superseded(FROM, TO));
+    syncer.handle().superseded(&superseded(FROM, TO));
     let (report, result) = syncer.finish(LONG, || {});
     assert!(
         matches!(result, Err(edgeflow::sync::SyncError::Conflicts { ref files, .. }) if files == &[TO]),
