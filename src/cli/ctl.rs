@@ -147,8 +147,34 @@ impl Client {
                 .get("error")
                 .and_then(Value::as_str)
                 .map_or_else(|| value.to_string(), str::to_owned);
-            anyhow::bail!("{status}: {message}")
+            let at = |key: &str| value.get(key).and_then(Value::as_u64);
+            Err(Refused {
+                status: status.as_u16(),
+                message,
+                position: at("line").zip(at("column")),
+            }
+            .into())
         })
+    }
+}
+
+/// The node answered with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// The node's message.
+    pub message: String,
+    /// Line and column of a query error.
+    pub position: Option<(u64, u64)>,
+}
+
+impl Refused {
+    /// A request the caller must fix (bad query, unknown name, wrong state or token), as
+    /// opposed to a node that failed.
+    pub fn is_users(&self) -> bool {
+        (400..500).contains(&self.status)
     }
 }
 
@@ -184,9 +210,20 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<()> {
                     .context("the file has no name to name the query after; pass --name")?,
             };
             let body = serde_json::json!({ "name": name, "sql": sql, "start": !stopped });
-            let value = client
-                .call(Method::POST, "/api/v1/queries", Some(body))
-                .with_context(|| format!("adding {}", file.display()))?;
+            let value = match client.call(Method::POST, "/api/v1/queries", Some(body)) {
+                Ok(value) => value,
+                // The node names the query text `<name>.sql`; the user knows it by its
+                // path, so a query error reads as `edgeflow check FILE` prints it.
+                Err(e) => match e.downcast::<Refused>() {
+                    Ok(mut refused) => {
+                        if let Some(rest) = refused.message.strip_prefix(&format!("{name}.sql:")) {
+                            refused.message = format!("{}:{rest}", file.display());
+                        }
+                        return Err(refused.into());
+                    }
+                    Err(e) => return Err(e.context(format!("adding {}", file.display()))),
+                },
+            };
             print_one(&mut out, json, &value)?;
         }
         CtlCommand::Start { name } => {

@@ -60,7 +60,8 @@ impl Exporter {
 }
 
 fn record_queries(queries: &Queries) {
-    for (name, state, figures, lag) in queries.figures() {
+    for detail in queries.details() {
+        let (name, state, figures) = (&detail.info.name, detail.info.state, &detail.figures);
         let q = [("query", name.clone())];
         counter!("edgeflow_query_readings_total", &q).absolute(figures.readings);
         counter!("edgeflow_query_bad_total", &q).absolute(figures.bad);
@@ -81,9 +82,12 @@ fn record_queries(queries: &Queries) {
             gauge!("edgeflow_query_state", "query" => name.clone(), "state" => label)
                 .set(if s == state { 1.0 } else { 0.0 });
         }
-        if let Some(lag) = lag {
+        if let Some(lag) = detail.watermark_lag_s {
             gauge!("edgeflow_query_watermark_lag_seconds", &q).set(lag);
         }
+        gauge!("edgeflow_query_open_windows", &q).set(detail.open.windows as f64);
+        gauge!("edgeflow_query_open_keys", &q).set(detail.open.keys as f64);
+        gauge!("edgeflow_query_state_bytes", &q).set(detail.open.bytes as f64);
     }
     for (name, samples) in queries.take_close_to_durable() {
         let h = histogram!("edgeflow_window_close_to_durable_seconds", "query" => name);

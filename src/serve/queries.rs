@@ -718,15 +718,12 @@ impl Queries {
         })
     }
 
-    /// Every query's counters, state and watermark lag, for `/metrics`.
-    pub fn figures(&self) -> Vec<(String, QueryState, Figures, Option<f64>)> {
+    /// Every query's detail, for `/metrics`.
+    pub fn details(&self) -> Vec<QueryDetail> {
         let names: Vec<String> = self.entries().keys().cloned().collect();
         names
             .into_iter()
-            .filter_map(|name| {
-                let d = self.detail(&name).ok()?;
-                Some((name, d.info.state, d.figures, d.watermark_lag_s))
-            })
+            .filter_map(|name| self.detail(&name).ok())
             .collect()
     }
 

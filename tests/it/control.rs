@@ -878,15 +878,25 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
         status.contains("READINGS/S") && status.contains("other") && status.contains("steady"),
         "{status}"
     );
-    // A mistake in a file: the node's message with line and column, exit 1.
+    // A mistake in a file: the node's message at the file's own path, line and
+    // column, exit code 2 (the user's to fix).
     let bad = write_query(
         dir.path(),
         "bad",
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts', nonsense = '1');\nSELECT 1",
     );
-    let (ok, _, err) = ctl(port, &["add", bad.to_str().unwrap_or_default()]);
-    assert!(!ok);
-    assert!(err.contains("400") && err.contains("bad.sql:2:"), "{err}");
+    let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["ctl", "add", bad.to_str().unwrap_or_default()])
+        .env("EDGEFLOW_NODE", format!("http://127.0.0.1:{port}"))
+        .env("EDGEFLOW_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("400") && err.contains(&format!("{}:2:", bad.display())),
+        "{err}"
+    );
     let (ok, _, err) = ctl(port, &["stop", "other", "--windows", "discard"]);
     assert!(ok, "{err}");
     let (ok, _, err) = ctl(port, &["stop", "other", "--windows", "discard"]);
