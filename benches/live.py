@@ -7,10 +7,11 @@ on 127.0.0.1. The node's CPU time and peak RSS come from the kernel (wait4), so 
 the node's own, not the simulator's that shares the machine.
 
     cargo build --release
-    python3 benches/live.py [--bin target/release/edgeflow] [poll idle push mqtt]
+    python3 benches/live.py [--bin target/release/edgeflow] [poll idle push mqtt control]
 """
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -202,12 +204,132 @@ def mqtt(binary, readings, qos):
     }))
 
 
+def api(port, method, path, body=None):
+    """One API call on a fresh connection: (status, JSON, seconds)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    start = time.perf_counter()
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    try:
+        return response.status, json.loads(data), elapsed
+    except ValueError:
+        return response.status, data.decode(errors="replace"), elapsed
+
+
+def quantile(samples, q):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
+
+
+def scraped_push(binary, readings, scrape):
+    """Readings/s of a push run; with `scrape`, /metrics and the query's status route
+    are each fetched 10 times a second meanwhile. Returns (readings/s, API latencies)."""
+    tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    query = write(tmp, "pushed", PUSH.format(connector="http_push", options=""))
+    node = Node(binary, query, 2)
+    latencies, done = [], threading.Event()
+
+    def scraper(path):
+        while not done.is_set():
+            started = time.perf_counter()
+            status, _, seconds = api(node.port, "GET", path)
+            if status == 200:
+                latencies.append(seconds)
+            done.wait(max(0.0, 0.1 - (time.perf_counter() - started)))
+
+    threads = [threading.Thread(target=scraper, args=(p,))
+               for p in ("/metrics", "/api/v1/queries/pushed")] if scrape else []
+    for t in threads:
+        t.start()
+    start = time.time()
+    subprocess.run(
+        [binary, "devices", "--devices", "10000", "--push",
+         f"http://127.0.0.1:{node.port}/ingest/readings", "--batch", "1000",
+         "--rate", "100000000", "--readings", str(readings)],
+        capture_output=True, check=True)
+    wait_for("every pushed reading", lambda: node.received() >= readings)
+    elapsed = time.time() - start
+    done.set()
+    for t in threads:
+        t.join()
+    node.stop()
+    return readings / elapsed, latencies
+
+
+def control(binary, readings, pairs):
+    """Cost of the control plane on ingest (A B A B), and start/stop latencies."""
+    plain, scraped, latencies = [], [], []
+    for _ in range(pairs):
+        plain.append(scraped_push(binary, readings, False)[0])
+        rate, lat = scraped_push(binary, readings, True)
+        scraped.append(rate)
+        latencies += lat
+    ratio = sum(scraped) / sum(plain)
+    print(json.dumps({
+        "figure": f"push {readings} readings, 2 workers, with /metrics and the status route "
+                  f"each scraped 10x/s vs none, {pairs} A/B pairs",
+        "readings_per_s_none": [round(r) for r in plain],
+        "readings_per_s_scraped": [round(r) for r in scraped],
+        "scraped_over_none": round(ratio, 4),
+        "api_calls": len(latencies),
+        "api_p50_ms": round(1e3 * quantile(latencies, 0.5), 2),
+        "api_p99_ms": round(1e3 * quantile(latencies, 0.99), 2),
+    }))
+
+    # Start a query on a running node fed a steady stream, and time its first window.
+    tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    query = write(tmp, "pushed", PUSH.format(connector="http_push", options=""))
+    node = Node(binary, query, 2)
+    feeder = subprocess.Popen(
+        [binary, "devices", "--devices", "1000", "--push",
+         f"http://127.0.0.1:{node.port}/ingest/readings", "--batch", "200",
+         "--rate", "20000", "--for", "60s"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("the stream", lambda: node.received() > 0)
+    second = (PUSH.format(connector="http_push", options="")
+              .replace("max_out_of_orderness = '5s'", "max_out_of_orderness = '0s'")
+              .replace("INTERVAL '1' MINUTE", "INTERVAL '1' SECOND"))
+    starts, firsts, stops = [], [], []
+    for i in range(5):
+        name = f"second_{i}"
+        status, body, seconds = api(node.port, "POST", "/api/v1/queries",
+                                    {"name": name, "sql": second})
+        if status != 201:
+            sys.exit(f"adding {name}: {status} {body}")
+        started = time.perf_counter()
+        starts.append(seconds)
+
+        def files():
+            return api(node.port, "GET", f"/api/v1/queries/{name}")[1]["figures"]["files"]
+        wait_for("the first window", lambda: files() > 0)
+        firsts.append(time.perf_counter() - started)
+        status, body, seconds = api(node.port, "POST", f"/api/v1/queries/{name}/stop?windows=close")
+        if status != 200:
+            sys.exit(f"stopping {name}: {status} {body}")
+        stops.append(seconds)
+    feeder.terminate()
+    feeder.wait()
+    node.stop()
+    print(json.dumps({
+        "figure": "add + start a query on a node ingesting 20k readings/s (1 s windows, "
+                  "0 s out-of-orderness), 5 times",
+        "start_call_ms": [round(1e3 * s, 1) for s in starts],
+        "first_window_file_after_start_ms": [round(1e3 * s, 1) for s in firsts],
+        "stop_close_call_ms": [round(1e3 * s, 1) for s in stops],
+    }))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin", default="target/release/edgeflow")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the readings and seconds, for a quick look")
-    parser.add_argument("figures", nargs="*", default=["poll", "idle", "push", "mqtt"])
+    parser.add_argument("figures", nargs="*",
+                        default=["poll", "idle", "push", "mqtt", "control"])
     args = parser.parse_args()
     n = lambda x: max(1, int(x * args.scale))
     for figure in args.figures:
@@ -221,8 +343,10 @@ def main():
         elif figure == "mqtt":
             for qos in (0, 1):
                 mqtt(args.bin, n(100_000), qos)
+        elif figure == "control":
+            control(args.bin, n(1_000_000), 3)
         else:
-            sys.exit(f"unknown figure {figure}: poll, idle, push, mqtt")
+            sys.exit(f"unknown figure {figure}: poll, idle, push, mqtt, control")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,13 @@ pub struct AppState {
 struct Shared {
     app: AppState,
     limiter: Option<Arc<ClientLimiter>>,
+    /// Pushes checked by the limiter, to prune it now and then.
+    limited: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The limiter forgets clients idle for long every this many pushes, so one entry per
+/// client address ever seen does not pile up.
+const PRUNE_EVERY: u64 = 4096;
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
@@ -94,6 +100,7 @@ pub fn router(state: AppState) -> Router {
     let shared = Shared {
         app: state,
         limiter,
+        limited: Arc::default(),
     };
     // Each push table reads the body up to its own `max_body`.
     let ingest = Router::new()
@@ -109,9 +116,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/node", get(node_status))
         .route("/api/v1/queries", get(list).post(add))
         .route("/api/v1/queries/{name}", get(detail).delete(remove))
-        .route("/api/v1/queries/{name}/start", post(start))
-        .route("/api/v1/queries/{name}/stop", post(stop))
         .layer(DefaultBodyLimit::max(limits.max_api_body));
+    // Start and stop take no body and answer once the query runs or its windows are
+    // written, which may take longer than any request timeout: a timeout would answer
+    // 408 for a stop that goes on.
+    let lifecycle = Router::new()
+        .route("/api/v1/queries/{name}/start", post(start))
+        .route("/api/v1/queries/{name}/stop", post(stop));
     ingest
         .merge(api)
         .fallback(|| async {
@@ -124,6 +135,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        .merge(lifecycle)
         .with_state(shared)
 }
 
@@ -180,6 +192,7 @@ fn control_error(e: ControlError) -> Response {
         )
             .into_response(),
         ControlError::Failed(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        ControlError::Stopping => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
@@ -393,6 +406,15 @@ async fn ingest(
 ) -> Response {
     if let Some(denied) = denied(&shared.app.tokens, &headers, Scope::Ingest) {
         return denied;
+    }
+    if let Some(limiter) = &shared.limiter
+        && shared
+            .limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % PRUNE_EVERY
+            == PRUNE_EVERY - 1
+    {
+        limiter.retain_recent();
     }
     if let Some(limiter) = &shared.limiter
         && limiter.check_key(&peer.ip()).is_err()

@@ -123,9 +123,10 @@ impl Ingests {
                 });
             }
         }
-        if let Some(old) = tables.remove(&schema.name) {
-            self.retire(&schema.name, old);
-        }
+        // An old ingest of another connector has no reader: nothing it still publishes
+        // reaches a query, so it is retired without waiting for its task (the caller may
+        // hold locks that the I/O runtime's handlers take).
+        let old = tables.remove(&schema.name);
         let feed = Feed::new(&schema.name, DEFAULT_QUEUE_BYTES);
         let input = Arc::new(feed.subscribe(schema, self.limits));
         let fail = |message: String| NodeError::Source {
@@ -173,28 +174,39 @@ impl Ingests {
                 task,
             },
         );
+        drop(tables);
+        if let Some(old) = old {
+            self.retire(&schema.name, old, false);
+        }
         Ok(input)
     }
 
     /// Stops the ingests no query reads any more.
     pub fn release_unread(&self) {
-        let mut tables = self.tables();
-        let unread: Vec<String> = tables
-            .iter()
-            .filter(|(_, i)| i.feed.readers() == 0)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for table in unread {
-            if let Some(ingest) = tables.remove(&table) {
-                self.retire(&table, ingest);
-            }
+        let unread: Vec<(String, Ingest)> = {
+            let mut tables = self.tables();
+            let names: Vec<String> = tables
+                .iter()
+                .filter(|(_, i)| i.feed.readers() == 0)
+                .map(|(t, _)| t.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|t| tables.remove(&t).map(|i| (t, i)))
+                .collect()
+        };
+        // Retired without the lock: retiring waits for the source's task, which needs
+        // the I/O runtime, whose handlers take the lock.
+        for (table, ingest) in unread {
+            self.retire(&table, ingest, true);
         }
     }
 
-    /// Stops an ingest's source; the feed closes once in-flight work has published.
-    fn retire(&self, table: &str, ingest: Ingest) {
+    /// Stops an ingest's source; with `wait`, the feed closes once in-flight work has
+    /// published.
+    fn retire(&self, table: &str, ingest: Ingest, wait: bool) {
         ingest.stop.send_replace(true);
-        if let Some(task) = ingest.task {
+        if let Some(task) = ingest.task.filter(|_| wait) {
             // The source finishes its round (polls in flight) before it returns.
             let runtime = self.runtime.clone();
             std::thread::scope(|s| {
@@ -216,14 +228,18 @@ impl Ingests {
     pub fn stop_all(&self) {
         let tables = std::mem::take(&mut *self.tables());
         for (table, ingest) in tables {
-            self.retire(&table, ingest);
+            self.retire(&table, ingest, true);
         }
     }
 
-    /// The push endpoint of `table`, if a running query reads it over `http_push`.
+    /// The push endpoint of `table`, if a running query reads it over `http_push`. A
+    /// table whose last reader is stopping takes nothing: what it accepted would go
+    /// nowhere.
     pub fn push_table(&self, table: &str) -> Option<Arc<PushTable>> {
-        match &self.tables().get(table)?.receiver {
-            Receiver::Push(p) => Some(p.clone()),
+        let tables = self.tables();
+        let ingest = tables.get(table)?;
+        match &ingest.receiver {
+            Receiver::Push(p) if ingest.feed.readers() > 0 => Some(p.clone()),
             _ => None,
         }
     }

@@ -1,9 +1,13 @@
 //! `GET /metrics`: the node's figures in the Prometheus text format.
 //!
-//! The engine counts in plain atomics on its hot path; a scrape copies them into the
-//! `metrics` crate's recorder (its Prometheus exporter renders the text), so scraping
-//! costs the engine nothing between scrapes. Labels are per query and per table,
-//! never per device: a fleet of 10,000 devices must not make 10,000 series.
+//! The engine counts in plain atomics on its hot path; a scrape copies them into a
+//! fresh recorder of the `metrics` crate (its Prometheus exporter renders the text), so
+//! scraping costs the engine nothing between scrapes, a removed query's series go with
+//! it, and a query added again under an old name starts its counters from zero (a
+//! counter reset, as Prometheus expects after a restart). Only the close-to-durable
+//! histogram, which accumulates samples, lives in a recorder kept across scrapes.
+//! Labels are per query and per table, never per device: a fleet of 10,000 devices
+//! must not make 10,000 series.
 
 use std::sync::Arc;
 
@@ -19,10 +23,10 @@ const DURABLE_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// The node's Prometheus recorder.
+/// The node's Prometheus recorder of histograms.
 #[derive(Clone)]
 pub struct Exporter {
-    recorder: Arc<PrometheusRecorder>,
+    histograms: Arc<PrometheusRecorder>,
 }
 
 impl Default for Exporter {
@@ -42,20 +46,24 @@ impl Exporter {
             )
             .unwrap_or_else(|_| PrometheusBuilder::new());
         Exporter {
-            recorder: Arc::new(builder.build_recorder()),
+            histograms: Arc::new(builder.build_recorder()),
         }
     }
 
     /// The text of a scrape now.
     pub fn render(&self, queries: &Queries, ingests: &Ingests, syncer: Option<&Syncer>) -> String {
-        with_local_recorder(self.recorder.as_ref(), || {
+        let now = PrometheusBuilder::new().build_recorder();
+        with_local_recorder(&now, || {
             record_queries(queries);
             record_sources(ingests);
             if let Some(syncer) = syncer {
                 record_sync(syncer);
             }
         });
-        self.recorder.handle().render()
+        with_local_recorder(self.histograms.as_ref(), || record_durable(queries));
+        let mut text = now.handle().render();
+        text.push_str(&self.histograms.handle().render());
+        text
     }
 }
 
@@ -89,6 +97,9 @@ fn record_queries(queries: &Queries) {
         gauge!("edgeflow_query_open_keys", &q).set(detail.open.keys as f64);
         gauge!("edgeflow_query_state_bytes", &q).set(detail.open.bytes as f64);
     }
+}
+
+fn record_durable(queries: &Queries) {
     for (name, samples) in queries.take_close_to_durable() {
         let h = histogram!("edgeflow_window_close_to_durable_seconds", "query" => name);
         for s in samples {

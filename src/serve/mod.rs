@@ -285,6 +285,8 @@ impl Node {
         );
         ready.store(false, Ordering::Relaxed);
         stop.send_replace(true);
+        // No start or add from the API after this point: every run is stopped below.
+        queries.close();
         ingests.stop_all();
         queries.stop_all();
         if let Some(server) = server {

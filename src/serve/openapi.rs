@@ -142,7 +142,9 @@ pub fn spec() -> Value {
                     "responses": {
                         "201": info_ok,
                         "400": error_response("the SQL is wrong: the message of `edgeflow check`, with line and column"),
-                        "401": unauthorized, "403": forbidden, "409": conflict
+                        "401": unauthorized, "403": forbidden, "409": conflict,
+                        "413": error_response("body over 1 MiB"),
+                        "503": error_response("the node is stopping")
                     }
                 }
             },
@@ -164,7 +166,7 @@ pub fn spec() -> Value {
                 "parameters": [query_name()],
                 "post": {
                     "summary": "start a stopped query (admin scope)",
-                    "responses": { "200": info_ok, "401": unauthorized, "403": forbidden, "404": not_found, "409": conflict }
+                    "responses": { "200": info_ok, "401": unauthorized, "403": forbidden, "404": not_found, "409": conflict, "503": error_response("the node is stopping") }
                 }
             },
             "/api/v1/queries/{name}/stop": {

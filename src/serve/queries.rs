@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -47,6 +48,9 @@ pub enum ControlError {
     /// The node failed doing it (500).
     #[error("{0}")]
     Failed(String),
+    /// The node is stopping and starts nothing more (503).
+    #[error("the node is stopping: it starts and adds no query")]
+    Stopping,
 }
 
 impl From<QueryError> for ControlError {
@@ -251,6 +255,9 @@ pub struct Queries {
     syncer: Option<Arc<Syncer>>,
     limits: SourceLimits,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Set (under the `entries` lock) when the node stops: no start or add after it,
+    /// so every run is among those [`Queries::stop_all`] stops.
+    closing: AtomicBool,
     /// Summaries of finished runs, for the node's summary.
     finished: Mutex<Vec<RunSummary>>,
     /// Failures, for the node's summary.
@@ -276,6 +283,7 @@ impl Queries {
             syncer,
             limits,
             entries: Mutex::new(BTreeMap::new()),
+            closing: AtomicBool::new(false),
             finished: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
         }
@@ -304,6 +312,19 @@ impl Queries {
         origin: String,
         fresh: bool,
     ) -> Result<(), ControlError> {
+        self.insert_kept(plan, sql, origin, fresh, || Ok(()))
+    }
+
+    /// Inserts a query; `keep` runs under the lock once the name is known to be free and
+    /// before the query is visible, so its files are written before anyone can act on it.
+    fn insert_kept(
+        &self,
+        plan: QueryPlan,
+        sql: String,
+        origin: String,
+        fresh: bool,
+        keep: impl FnOnce() -> Result<(), ControlError>,
+    ) -> Result<(), ControlError> {
         if !plan.source.connector.is_live()
             || matches!(
                 plan.source.connector.kind,
@@ -327,6 +348,7 @@ impl Queries {
                 plan.name
             )));
         }
+        keep()?;
         entries.insert(
             plan.name.clone(),
             Entry {
@@ -430,8 +452,12 @@ impl Queries {
             .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())))
     }
 
-    /// Adds a query from its text, keeps it for restarts, and starts it if asked.
+    /// Adds a query from its text, keeps it for restarts, and starts it if asked. All
+    /// or nothing: a query that cannot start is not added.
     pub fn add(&self, name: &str, sql: &str, start: bool) -> Result<QueryInfo, ControlError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(ControlError::Stopping);
+        }
         let path = self.dir(name).join("query.sql");
         // Errors name the query as the file it will be kept in.
         let plan = query::parse(name, Path::new(&format!("{name}.sql")), sql)?;
@@ -439,24 +465,29 @@ impl Queries {
             file: path.clone(),
             ..plan
         };
-        self.insert(plan, sql.to_owned(), "api".into(), false)?;
-        let keep = crate::sink::commit::commit_bytes(&path, sql.as_bytes())
-            .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())));
-        if let Err(e) = keep {
-            self.entries().remove(name);
-            return Err(e);
-        }
+        // The wanted state first: a `query.sql` is never without its `node.json`.
+        self.insert_kept(plan, sql.to_owned(), "api".into(), false, || {
+            self.want(name, QueryState::Stopped)?;
+            crate::sink::commit::commit_bytes(&path, sql.as_bytes())
+                .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())))
+        })?;
         tracing::info!(query = %name, "Query added");
-        if start {
-            return self.start(name);
+        if !start {
+            return self.info(name);
         }
-        self.want(name, QueryState::Stopped)?;
-        self.info(name)
+        self.start(name).inspect_err(|_| {
+            if let Err(e) = self.remove(name) {
+                tracing::error!(query = %name, error = %e, "Cannot take back a query that failed to start");
+            }
+        })
     }
 
     /// Starts a stopped query's dataflow on the node's workers.
     pub fn start(&self, name: &str) -> Result<QueryInfo, ControlError> {
         let mut entries = self.entries();
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(ControlError::Stopping);
+        }
         let entry = entries
             .get_mut(name)
             .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
@@ -473,6 +504,13 @@ impl Queries {
                 super::NodeError::ConflictingTable { .. } => ControlError::Conflict(e.to_string()),
                 other => ControlError::Failed(other.to_string()),
             })?;
+        // Written under the lock, so a concurrent stop's `Stopped` cannot be overwritten.
+        if let Err(e) = self.want(name, QueryState::Running) {
+            input.leave();
+            drop(entries);
+            self.ingests.release_unread();
+            return Err(e);
+        }
         let mut run = RunConfig::new(
             entry.plan.clone(),
             Input::Live(input.clone()),
@@ -516,7 +554,6 @@ impl Queries {
         entry.set_state(QueryState::Running);
         let info = entry.info();
         drop(entries);
-        self.want(name, QueryState::Running)?;
         tracing::info!(query = %name, "Query started");
         Ok(info)
     }
@@ -535,10 +572,14 @@ impl Queries {
                     state_word(entry.state)
                 )));
             };
+            // Kept before anything changes: if it cannot be, the query runs on.
+            if let Err(e) = self.want(name, QueryState::Stopped) {
+                entry.run = Some(run);
+                return Err(e);
+            }
             entry.set_state(QueryState::Stopping);
             run
         };
-        self.want(name, QueryState::Stopped)?;
         tracing::info!(query = %name, windows = ?windows, "Stopping query");
         run.query.control().set_end_of_input(windows);
         run.query.control().drain();
@@ -601,6 +642,10 @@ impl Queries {
                 Err(e) => return Err(ControlError::Failed(e.to_string())),
             }
         }
+        // The removal is durable before it is answered: the query does not come back.
+        if let Err(e) = std::fs::File::open(self.dir(name)).and_then(|d| d.sync_all()) {
+            tracing::warn!(query = %name, error = %e, "Cannot sync the query's state folder");
+        }
         entries.remove(name);
         tracing::info!(query = %name, "Query removed; its outputs stay");
         Ok(())
@@ -640,6 +685,7 @@ impl Queries {
     pub fn stop_all(&self) {
         let runs: Vec<(String, Run)> = {
             let mut entries = self.entries();
+            self.closing.store(true, Ordering::SeqCst);
             entries
                 .iter_mut()
                 .filter_map(|(name, e)| {
@@ -661,6 +707,12 @@ impl Queries {
     /// Every query.
     pub fn list(&self) -> Vec<QueryInfo> {
         self.entries().values().map(Entry::info).collect()
+    }
+
+    /// Refuses every start and add from now on (the node is stopping).
+    pub fn close(&self) {
+        let _entries = self.entries();
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Names of the running queries.

@@ -1,12 +1,10 @@
 //! Serving the routes, over TLS (rustls on `ring`) when the node has a certificate.
 //!
-//! Without TLS, axum serves the listener itself. With it, each connection does its
-//! handshake in a task of its own (a slow or hostile client never holds up the
-//! accept loop), then hyper serves the same router over the encrypted stream. Either
-//! way a stop lets requests in flight finish: a push that was accepted is answered.
+//! Each connection is served by hyper in a task of its own (a slow or hostile client
+//! never holds up the accept loop); with TLS it first does its handshake there. A stop
+//! lets requests in flight finish: a push that was accepted is answered.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,25 +60,16 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, NodeError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
+/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish
+/// (for at most [`DRAIN_TIMEOUT`]). Plain and TLS connections go through the same
+/// hyper connection, so both have a deadline for their request head: a client that
+/// trickles headers (slowloris) is cut off, not waited for.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let Some(tls) = tls else {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "The HTTP listener failed");
-        }
-        return;
-    };
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -100,17 +89,6 @@ pub async fn serve(
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %peer, "TLS handshake timed out");
-                    return;
-                }
-            };
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
@@ -118,11 +96,35 @@ pub async fn serve(
                     app.clone().oneshot(request)
                 },
             );
-            let connection = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
+                .to_owned();
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(tcp), service))
+                        .await
+                }
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(peer = %peer, error = %e, "Connection ended with an error");
             }
         });

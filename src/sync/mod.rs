@@ -659,15 +659,20 @@ impl Syncer {
     pub fn backlog(&self, query: &str) -> Backlog {
         let journal = lock(&self.shared.journal);
         let now = now_ms();
+        // The folders of `sink::Layout`: exact names, so query `a` does not count the
+        // files of query `a_b`.
+        let folders = [
+            query.to_owned(),
+            format!("{query}_late"),
+            format!("{query}_revisions"),
+        ];
         let ours = |path: &str| {
-            path.split('/').next().is_some_and(|top| {
-                top == query
-                    || top
-                        .strip_prefix(query)
-                        .is_some_and(|rest| rest.starts_with('_'))
-            }) || path
-                .strip_prefix("_deadletter/")
-                .is_some_and(|p| p.starts_with(query))
+            let mut parts = path.split('/');
+            match (parts.next(), parts.next()) {
+                (Some("_deadletter"), Some(owner)) => owner == query,
+                (Some(top), _) => folders.iter().any(|f| f == top),
+                _ => false,
+            }
         };
         let mut backlog = Backlog::default();
         for rec in journal.records() {

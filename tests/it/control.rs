@@ -907,3 +907,100 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
     assert!(!ok && err.contains("404"), "{err}");
     assert_eq!(node.stop().0, Some(0));
 }
+
+#[test]
+fn bodies_request_time_and_push_rate_are_limited() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "steady", &steady_sql());
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--request-timeout",
+            "1s",
+            "--ingest-rate-limit",
+            "5",
+        ],
+        &tokens(),
+    );
+    // An API body over 1 MiB: 413, and nothing is added.
+    let huge = add_body(
+        "huge",
+        &format!("{}\n-- {}", steady_sql(), "x".repeat(1 << 20)),
+    );
+    assert_eq!(
+        call(&node, "POST", "/api/v1/queries", Some(ADMIN), &huge).0,
+        413
+    );
+    assert_eq!(
+        call(&node, "GET", "/api/v1/queries/huge", Some(ADMIN), "").0,
+        404
+    );
+
+    // A body that stops coming: 408 once the request timeout passes.
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.port))
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let head = format!(
+            "POST /api/v1/queries HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\""
+        );
+        stream
+            .write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = [0u8; 12];
+        stream
+            .read_exact(&mut reply)
+            .unwrap_or_else(|e| panic!("no answer to a stalled body: {e}"));
+        assert_eq!(
+            &reply,
+            b"HTTP/1.1 408",
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+
+    // Pushes over 5 per second from one client: 429 with Retry-After, and what was
+    // refused is not counted as received.
+    let auth = format!("Bearer {INGEST}");
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for i in 0..20 {
+        let (status, head, _) = http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/x-ndjson"),
+            ],
+            line("a", 1_767_225_600_000 + i, 1).as_bytes(),
+        );
+        match status {
+            200 => accepted += 1,
+            429 => {
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after: 1"),
+                    "{head}"
+                );
+                refused += 1;
+            }
+            other => panic!("push {i}: {other} {head}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "20 pushes at once, 5 per second allowed: some refused"
+    );
+    assert!((5..20).contains(&accepted), "{accepted} accepted");
+    let (_, ingest) = call(&node, "GET", "/api/v1/ingest", Some(READ), "");
+    assert_eq!(
+        ingest["tables"]["readings"]["received"], accepted,
+        "{ingest}"
+    );
+    assert_eq!(node.stop().0, Some(0));
+}
