@@ -37,6 +37,7 @@ pub mod error;
 pub mod eval;
 pub mod lock;
 pub mod operators;
+#[cfg(feature = "sql")]
 pub mod outputs;
 pub mod query;
 pub mod serve;

@@ -52,7 +52,9 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args, logs),
         Command::Serve(args) => cli::serve::serve(args, logs),
         Command::Sync(args) => cli::sync::sync(args),
+        #[cfg(feature = "sql")]
         Command::Query(args) => cli::query::query(args),
+        #[cfg(feature = "sql")]
         Command::Tables(args) => cli::query::tables(args),
         Command::Status(args) => cli::sync::status(args),
         Command::Check(args) => cli::check::check(args),

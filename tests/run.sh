@@ -33,3 +33,8 @@ export EDGEFLOW_PYTHON="$PWD/$venv/bin/python"
 export EDGEFLOW_MOTO="$PWD/$venv/bin/moto_server"
 
 cargo test --all-targets "$@"
+# The slim build (no SQL over the outputs, for boxes that only collect and sync) must
+# keep compiling; a check, not a second build. Skipped when a filter picks tests.
+if (($# == 0)); then
+    cargo check --bin edgeflow --no-default-features
+fi

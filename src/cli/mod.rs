@@ -6,6 +6,7 @@ pub mod ctl;
 pub mod devices;
 pub mod gen_cmd;
 pub mod logging;
+#[cfg(feature = "sql")]
 pub mod query;
 pub mod run;
 pub mod serve;
@@ -43,8 +44,10 @@ pub enum Command {
     Gen(gen_cmd::GenArgs),
     /// Run SQL over the Parquet outputs (local, in the bucket, or both); without SQL,
     /// an interactive shell.
+    #[cfg(feature = "sql")]
     Query(query::QueryArgs),
     /// List the tables `query` sees.
+    #[cfg(feature = "sql")]
     Tables(query::TablesArgs),
     /// Upload an output folder's pending files to object storage.
     Sync(sync::SyncArgs),
