@@ -21,10 +21,35 @@ pub struct EngineRun {
     pub peak_rss_mb: Option<f64>,
     /// Window state bytes per open (key, window) at the peak.
     pub state_bytes_per_key: Option<f64>,
-    /// Window close to durable Parquet, ms: p50, p99, max.
-    pub close_to_durable_ms: Option<[f64; 3]>,
+    /// Window close to durable Parquet.
+    pub close_to_durable: Option<Latency>,
+    /// Readings per second over one worker's (filled by [`BenchReport::with_ratios`]).
+    #[serde(default)]
+    pub speedup: Option<f64>,
     /// Every run's readings per second, for spread.
     pub all_readings_per_second: Vec<f64>,
+}
+
+/// A latency's quantiles, named so a script reads them without knowing positions.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// From `[p50, p99, max]` in ms, as run summaries carry them.
+    pub fn from_ms([p50_ms, p99_ms, max_ms]: [f64; 3]) -> Self {
+        Latency {
+            p50_ms,
+            p99_ms,
+            max_ms,
+        }
+    }
 }
 
 /// The hand-written loop, measured.
@@ -59,9 +84,26 @@ pub struct BenchReport {
     pub engine: Vec<EngineRun>,
     /// The plain loop, when the query is the canonical one.
     pub baseline: Option<BaselineRun>,
+    /// Engine on one worker over the plain loop (filled by [`BenchReport::with_ratios`]).
+    #[serde(default)]
+    pub cost_ratio: Option<f64>,
 }
 
 impl BenchReport {
+    /// The report with its ratios written into it, for the JSON.
+    pub fn with_ratios(mut self) -> Self {
+        self.cost_ratio = self.cost_ratio();
+        let speedups: Vec<Option<f64>> = self
+            .engine
+            .iter()
+            .map(|r| self.speedup(r.workers))
+            .collect();
+        for (run, speedup) in self.engine.iter_mut().zip(speedups) {
+            run.speedup = speedup;
+        }
+        self
+    }
+
     /// Engine on one worker over the plain loop: at least 1 means COST = 1.
     pub fn cost_ratio(&self) -> Option<f64> {
         let one = self.engine.iter().find(|r| r.workers == 1)?;
@@ -120,8 +162,8 @@ impl fmt::Display for BenchReport {
         )?;
         for r in &self.engine {
             let [p50, p99] = r
-                .close_to_durable_ms
-                .map_or([None, None], |l| [Some(l[0]), Some(l[1])]);
+                .close_to_durable
+                .map_or([None, None], |l| [Some(l.p50_ms), Some(l.p99_ms)]);
             writeln!(
                 f,
                 "{:<10} {:>14.0} {:>14.0} {:>9.1} {:>9} {:>11} {:>9} {:>9} {:>8}",

@@ -116,7 +116,7 @@ pub fn render(report: &BenchReport) -> String {
         report
             .engine
             .iter()
-            .filter_map(|r| r.close_to_durable_ms.map(|l| l[2]))
+            .filter_map(|r| r.close_to_durable.map(|l| l.max_ms))
             .fold(0.0, f64::max),
     );
     axis(
@@ -127,9 +127,10 @@ pub fn render(report: &BenchReport) -> String {
         |v| format!("{v:.0}"),
     );
     for (i, r) in report.engine.iter().enumerate() {
-        let Some([p50, p99, max]) = r.close_to_durable_ms else {
+        let Some(latency) = r.close_to_durable else {
             continue;
         };
+        let (p50, p99, max) = (latency.p50_ms, latency.p99_ms, latency.max_ms);
         let x = x1 + 10.0 + slot * i as f64;
         for (j, (v, color, name)) in [
             (p50, "#8fb8ee", "p50"),

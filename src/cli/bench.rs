@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use edgeflow::bench::report::{BaselineRun, BenchReport, EngineRun};
+use edgeflow::bench::report::{BaselineRun, BenchReport, EngineRun, Latency};
 use edgeflow::bench::{baseline, svg};
 use edgeflow::decode::Format;
 use edgeflow::engine::RunSummary;
@@ -148,7 +148,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             input_mb_per_second: input_bytes as f64 / 1e6 / seconds,
             peak_rss_mb: s.peak_rss_bytes.map(|b| b as f64 / 1e6),
             state_bytes_per_key: s.state_bytes_per_group(),
-            close_to_durable_ms: s.close_to_durable_ms,
+            close_to_durable: s.close_to_durable_ms.map(Latency::from_ms),
+            speedup: None,
             all_readings_per_second: all,
         });
     }
@@ -186,7 +187,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         }),
         engine,
         baseline,
-    };
+        cost_ratio: None,
+    }
+    .with_ratios();
     writeln!(std::io::stdout().lock(), "{report}")?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)

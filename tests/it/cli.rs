@@ -156,3 +156,51 @@ fn check_prints_the_plan() {
         assert!(out.contains(expected), "missing `{expected}` in\n{out}");
     }
 }
+
+#[test]
+fn bench_json_names_every_figure() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let json = dir.path().join("bench.json");
+    let (code, _, err) = output(
+        edgeflow()
+            .current_dir(dir.path())
+            .args(["bench", "--query", &canonical(), "--devices", "100"])
+            .args([
+                "--readings",
+                "20000",
+                "--workers",
+                "1,2",
+                "--runs",
+                "1",
+                "--json",
+            ])
+            .arg(&json),
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{e}"));
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        report["cost_ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    let engine = report["engine"].as_array().cloned().unwrap_or_default();
+    assert_eq!(engine.len(), 2, "{report}");
+    assert_eq!(engine[0]["speedup"].as_f64(), Some(1.0), "{report}");
+    assert!(
+        engine[1]["speedup"].as_f64().is_some_and(|s| s > 0.0),
+        "{report}"
+    );
+    for run in &engine {
+        let latency = &run["close_to_durable"];
+        let (p50, p99, max) = (
+            latency["p50_ms"].as_f64(),
+            latency["p99_ms"].as_f64(),
+            latency["max_ms"].as_f64(),
+        );
+        assert!(
+            matches!((p50, p99, max), (Some(a), Some(b), Some(c)) if a <= b && b <= c),
+            "{run}"
+        );
+    }
+}
