@@ -7,7 +7,7 @@ on 127.0.0.1. The node's CPU time and peak RSS come from the kernel (wait4), so 
 the node's own, not the simulator's that shares the machine.
 
     cargo build --release
-    python3 benches/live.py [--bin target/release/edgeflow] [poll idle push mqtt control]
+    python3 benches/live.py [--bin target/release/edgeflow] [poll idle empty push mqtt control]
 """
 
 import argparse
@@ -54,7 +54,7 @@ class Node:
         self.port = free_port()
         self.out = open(os.path.join(self.dir, "node.out"), "w+")
         self.proc = subprocess.Popen(
-            [binary, "serve", query, "--listen", f"127.0.0.1:{self.port}", "--output",
+            [binary, "serve", *([query] if query else []), "--listen", f"127.0.0.1:{self.port}", "--output",
              os.path.join(self.dir, "out"), "--no-sync", "--json", "--workers", str(workers),
              *extra],
             stdout=self.out, stderr=subprocess.DEVNULL)
@@ -270,6 +270,18 @@ def scraped_push(binary, readings, scrape):
     return readings / elapsed, latencies, cpu
 
 
+def empty(binary, seconds):
+    """A node with no query: what it costs to have one running."""
+    node = Node(binary, None, 2)
+    time.sleep(seconds)
+    result = node.stop()
+    print(json.dumps({
+        "figure": f"serve with no query, 2 workers, {seconds}s",
+        "node_cpu_percent_of_a_core": round(100 * result["cpu_s"] / result["wall_s"], 3),
+        "node_peak_rss_mb": round(result["peak_rss_mb"], 1),
+    }))
+
+
 def api_cost(binary, calls=2000):
     """The node's own CPU per API call (from /proc), on one kept-alive connection."""
     tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
@@ -370,7 +382,7 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the readings and seconds, for a quick look")
     parser.add_argument("figures", nargs="*",
-                        default=["poll", "idle", "push", "mqtt", "control"])
+                        default=["poll", "idle", "empty", "push", "mqtt", "control"])
     args = parser.parse_args()
     n = lambda x: max(1, int(x * args.scale))
     for figure in args.figures:
@@ -384,10 +396,12 @@ def main():
         elif figure == "mqtt":
             for qos in (0, 1):
                 mqtt(args.bin, n(100_000), qos)
+        elif figure == "empty":
+            empty(args.bin, n(60))
         elif figure == "control":
             control(args.bin, n(2_000_000), 4)
         else:
-            sys.exit(f"unknown figure {figure}: poll, idle, push, mqtt, control")
+            sys.exit(f"unknown figure {figure}: poll, idle, empty, push, mqtt, control")
 
 
 if __name__ == "__main__":
