@@ -14,6 +14,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(cli::run::Interrupted(signal)) = error.downcast_ref() {
         return (128 + signal).clamp(0, 255) as u8;
     }
+    if error.downcast_ref::<cli::Usage>().is_some() {
+        return 2;
+    }
     if let Some(refused) = error.downcast_ref::<cli::ctl::Refused>() {
         return if refused.is_users() { 2 } else { 1 };
     }

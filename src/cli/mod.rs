@@ -193,3 +193,9 @@ pub fn default_output() -> PathBuf {
 
 /// Timestamp format flag re-exported for `gen`.
 pub type TsFormat = TimestampFormat;
+
+/// A command line that asks for something `edgeflow` does not do: the user's to fix
+/// (exit code 2), like a query error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);

@@ -1,4 +1,4 @@
-//! `edgeflow run QUERY.sql`: run a query over an input to its end.
+//! `edgeflow run QUERY.sql [QUERY.sql ...]`: run queries over an input to its end.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -20,13 +20,14 @@ use edgeflow::sync::{SyncReport, Syncer};
 use super::logging::FileLogs;
 use super::serve::{DEFAULT_LISTEN, NodeSettings, run_node};
 use super::sync::SyncFlags;
-use super::{GenFormat, GeneratorArgs, default_output, is_dash};
+use super::{GenFormat, GeneratorArgs, Usage, default_output, is_dash};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The query file.
-    pub query: PathBuf,
+    /// The query files: several run together on one set of workers over the same input.
+    #[arg(required = true, value_name = "QUERY")]
+    pub queries: Vec<PathBuf>,
     /// Input file, or `-` for standard input. Without it, readings come from the
     /// query's `connector`, or the built-in generator when it names none.
     #[arg(long, short)]
@@ -71,6 +72,7 @@ pub struct RunArgs {
 }
 
 /// What `run` reads.
+#[derive(Debug)]
 enum Inputs {
     /// One input, read to its end.
     One(Input),
@@ -131,14 +133,38 @@ impl Inputs {
 /// Runs `run`; `logs` are this process's log files, closed and shipped after the
 /// results.
 pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
-    let plan = edgeflow::query::load(&args.query)?;
-    let connector = &plan.source.connector;
-    if args.input.is_none()
-        && connector.is_live()
-        && !matches!(connector.kind, ConnectorKind::File(_))
-    {
-        // A live source has no end: the query runs as a one-query node.
-        let listen = matches!(connector.kind, ConnectorKind::HttpPush(_)).then_some(args.listen);
+    let plans = args
+        .queries
+        .iter()
+        .map(|q| edgeflow::query::load(q))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = plans.iter().find(|p| !names.insert(&p.name)) {
+        return Err(Usage(format!(
+            "two queries are named `{}`: a query's name is its output folder, so names must differ",
+            twice.name
+        ))
+        .into());
+    }
+    let is_live = |plan: &QueryPlan| {
+        let connector = &plan.source.connector;
+        args.input.is_none()
+            && connector.is_live()
+            && !matches!(connector.kind, ConnectorKind::File(_))
+    };
+    let live = plans.iter().filter(|p| is_live(p)).count();
+    if live > 0 && live < plans.len() {
+        return Err(Usage(
+            "some of these queries read live sources and some finite inputs: run them apart (`edgeflow serve` for the live ones)".into(),
+        )
+        .into());
+    }
+    if live > 0 {
+        // A live source has no end: the queries run as a node (sharing each table's ingest).
+        let listen = plans
+            .iter()
+            .any(|p| matches!(p.source.connector.kind, ConnectorKind::HttpPush(_)))
+            .then_some(args.listen);
         let settings = NodeSettings {
             output: args.output.clone(),
             workers: args.workers,
@@ -153,14 +179,32 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             json: args.json,
             sync: args.sync.clone(),
         };
-        return run_node(vec![plan], &settings, logs);
+        return run_node(plans, &settings, logs);
     }
-    let inputs = Inputs::of(args, &plan)?;
+    // Every query reads the same input; `Debug` shows every setting that decides which
+    // readings an input gives.
+    let inputs = Inputs::of(args, &plans[0])?;
+    for plan in &plans[1..] {
+        let other = Inputs::of(args, plan)?;
+        if format!("{other:?}") != format!("{inputs:?}") {
+            return Err(Usage(format!(
+                "`{}` reads {other:?} but `{}` reads {inputs:?}: queries of one run read one input (--input gives them one)",
+                plan.name, plans[0].name
+            ))
+            .into());
+        }
+    }
+    if plans.len() > 1 && matches!(inputs, Inputs::One(Input::Stdin { .. })) {
+        return Err(Usage(
+            "standard input can be read by one query only: write it to a file and give that to the queries with --input".into(),
+        )
+        .into());
+    }
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers == 0 {
-        anyhow::bail!("--workers must be at least 1");
+        return Err(Usage("--workers must be at least 1".into()).into());
     }
     // The output folder is checked before sync opens its journal there, so an unusable
     // folder is reported as such.
@@ -176,36 +220,71 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     };
     let signals = Signals::install();
     let deadline = args.run_for.map(|d| Instant::now() + d);
-    let run_one = |input: Input| -> anyhow::Result<engine::RunSummary> {
-        let mut config = RunConfig::new(plan.clone(), input, args.output.clone());
-        config.workers = workers;
-        config.chunk_bytes = args.chunk_bytes.max(4096);
-        config.progress = std::io::stderr().is_terminal();
-        config.fresh = args.fresh;
-        config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
-        if let Some(syncer) = &syncer {
-            edgeflow::wiring::attach_sync(&mut config, &syncer.handle());
+    // One set of workers for every query and every input file: each query is a dataflow
+    // of its own on them.
+    let pool = engine::Workers::start(workers)?;
+    let run_one = |input: Input| -> anyhow::Result<Vec<engine::RunSummary>> {
+        let mut running = Vec::new();
+        let mut failure = None;
+        for plan in &plans {
+            let mut config = RunConfig::new(plan.clone(), input.clone(), args.output.clone());
+            config.workers = workers;
+            config.chunk_bytes = args.chunk_bytes.max(4096);
+            // One bar per terminal: several queries would draw over each other.
+            config.progress = plans.len() == 1 && std::io::stderr().is_terminal();
+            config.fresh = args.fresh;
+            config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
+            if let Some(syncer) = &syncer {
+                edgeflow::wiring::attach_sync(&mut config, &syncer.handle());
+            }
+            signals.watch(config.control.clone());
+            tracing::info!(query = %plan.file.display(), input = %config.input.describe(), workers, "Run started");
+            match engine::start(config, &pool) {
+                Ok(query) => running.push(query),
+                Err(e) => {
+                    // The queries already started still finish cleanly, then the run fails.
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
-        signals.watch(config.control.clone());
-        tracing::info!(query = %args.query.display(), input = %config.input.describe(), workers, "Run started");
-        let summary = engine::run(config)?;
-        tracing::info!(
-            query = %summary.query,
-            readings = summary.readings,
-            bad = summary.bad,
-            late = summary.late,
-            rows = summary.rows,
-            files = summary.files,
-            elapsed_s = summary.elapsed.as_secs_f64(),
-            "Run finished"
-        );
-        Ok(summary)
+        if failure.is_some() {
+            for query in &running {
+                query.control().interrupt(15);
+            }
+        }
+        let mut summaries = Vec::new();
+        for query in running {
+            match query.wait() {
+                Ok(summary) => {
+                    tracing::info!(
+                        query = %summary.query,
+                        readings = summary.readings,
+                        bad = summary.bad,
+                        late = summary.late,
+                        rows = summary.rows,
+                        files = summary.files,
+                        elapsed_s = summary.elapsed.as_secs_f64(),
+                        "Run finished"
+                    );
+                    summaries.push(summary);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        signals.forget();
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(summaries),
+        }
     };
     let mut summaries = Vec::new();
     let mut failure = None;
     match inputs {
         Inputs::One(input) => match run_one(input) {
-            Ok(summary) => summaries.push(summary),
+            Ok(ran) => summaries.extend(ran),
             Err(e) => failure = Some(e),
         },
         Inputs::Files {
@@ -224,7 +303,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
                     seen.insert(path.clone(), len);
                     let format = format.unwrap_or_else(|| Format::from_path(&path));
                     match run_one(Input::File { path, format }) {
-                        Ok(summary) => summaries.push(summary),
+                        Ok(ran) => summaries.extend(ran),
                         Err(e) => {
                             failure = Some(e);
                             break 'follow;
@@ -253,6 +332,11 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    if !pool.shutdown() && failure.is_none() {
+        failure = Some(anyhow::Error::from(edgeflow::Error::Internal(
+            "a worker failed".into(),
+        )));
     }
     let mut result = Ok(());
     let mut sync_report = None;
@@ -305,7 +389,7 @@ pub struct Interrupted(pub i32);
 /// SIGINT and SIGTERM: each ends the run in progress gracefully (open windows are
 /// written and kept, the input position saved) and no further input is started.
 struct Signals {
-    current: Arc<Mutex<Option<Arc<Control>>>>,
+    current: Arc<Mutex<Vec<Arc<Control>>>>,
     received: Arc<AtomicI32>,
 }
 
@@ -322,23 +406,30 @@ impl Signals {
                 "Stopping: writing open windows and keeping them for the next run"
             );
             received.store(number, Ordering::SeqCst);
-            if let Ok(current) = current.lock()
-                && let Some(control) = current.as_ref()
-            {
-                control.interrupt(number);
+            if let Ok(current) = current.lock() {
+                for control in current.iter() {
+                    control.interrupt(number);
+                }
             }
         });
         signals
     }
 
-    /// Makes `control` the run a signal interrupts.
+    /// Adds `control` to the runs a signal interrupts.
     fn watch(&self, control: Arc<Control>) {
         if let Ok(mut current) = self.current.lock() {
             let signal = self.received.load(Ordering::SeqCst);
             if signal != 0 {
                 control.interrupt(signal);
             }
-            *current = Some(control);
+            current.push(control);
+        }
+    }
+
+    /// The watched runs are over.
+    fn forget(&self) {
+        if let Ok(mut current) = self.current.lock() {
+            current.clear();
         }
     }
 

@@ -204,3 +204,105 @@ fn bench_json_names_every_figure() {
         );
     }
 }
+
+/// The Parquet files under `root`, by path, with their bytes.
+fn parquet_snapshot(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    super::support::parquet_files(root)
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default();
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (name, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn several_queries_in_one_run_write_what_each_writes_alone() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("readings.jsonl");
+    let (code, _, err) = output(
+        edgeflow()
+            .args([
+                "gen",
+                "--devices",
+                "200",
+                "--readings",
+                "30000",
+                "--rate",
+                "400",
+            ])
+            .args([
+                "--disorder-ms",
+                "4000",
+                "--late-fraction",
+                "0.01",
+                "--seed",
+                "9",
+            ])
+            .arg("--output")
+            .arg(&input),
+    );
+    assert_eq!(code, 0, "{err}");
+    let queries = format!("{}/queries", env!("CARGO_MANIFEST_DIR"));
+    let traffic = format!("{queries}/device_traffic.sql");
+    let talkers = format!("{queries}/heavy_talkers_5m.sql");
+    for workers in ["1", "2", "4"] {
+        let together = dir.path().join(format!("together-{workers}"));
+        let (code, stdout, err) = output(
+            edgeflow()
+                .args([
+                    "run",
+                    &traffic,
+                    &talkers,
+                    "--no-sync",
+                    "--json",
+                    "--workers",
+                    workers,
+                ])
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&together),
+        );
+        assert_eq!(code, 0, "{err}");
+        let summaries: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        let names: Vec<&str> = summaries
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["query"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["device_traffic", "heavy_talkers_5m"], "{stdout}");
+        let alone = dir.path().join(format!("alone-{workers}"));
+        for query in [&traffic, &talkers] {
+            let (code, _, err) = output(
+                edgeflow()
+                    .args(["run", query, "--no-sync", "--workers", workers])
+                    .arg("--input")
+                    .arg(&input)
+                    .arg("--output")
+                    .arg(&alone),
+            );
+            assert_eq!(code, 0, "{err}");
+        }
+        let (together, alone) = (parquet_snapshot(&together), parquet_snapshot(&alone));
+        assert!(
+            together.keys().any(|k| k.starts_with("heavy_talkers_5m/")),
+            "{:?}",
+            together.keys()
+        );
+        assert!(
+            together == alone,
+            "{workers} worker(s): files differ: together {:?}, alone {:?}",
+            together.keys(),
+            alone.keys()
+        );
+    }
+    // Standard input is read once: it feeds one query.
+    let (code, _, err) = output(edgeflow().args(["run", &traffic, &talkers, "--input", "-"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("standard input"), "{err}");
+}
