@@ -83,8 +83,8 @@ pub struct ServeArgs {
     /// the local folder ./edgeflow-sync/<output folder name>-<hash of its path>/).
     #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
     pub sync: Option<String>,
-    /// Do not sync; wins over --sync, EDGEFLOW_SYNC and the config file.
-    #[arg(long)]
+    /// Do not sync (wins over the config file's target).
+    #[arg(long, conflicts_with = "sync")]
     pub no_sync: bool,
     /// Local quota for files not yet uploaded, e.g. 512MiB or 2G.
     #[arg(long, value_parser = parse_bytes)]

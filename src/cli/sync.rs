@@ -56,9 +56,8 @@ pub struct SyncFlags {
     /// ./edgeflow-sync/<output folder name>-<hash of its path>/).
     #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
     pub sync: Option<String>,
-    /// Do not sync; results stay in the output folder only. Wins over --sync and
-    /// EDGEFLOW_SYNC (a one-off run without sync needs no change to the environment).
-    #[arg(long)]
+    /// Do not sync; results stay in the output folder only.
+    #[arg(long, conflicts_with = "sync")]
     pub no_sync: bool,
     /// Local quota for files not yet uploaded, e.g. 512MiB or 2G (default: no quota).
     #[arg(long, value_parser = parse_bytes)]

@@ -205,6 +205,14 @@ fn bench_json_names_every_figure() {
     }
 }
 
+/// `edgeflow` for runs with `--no-sync` (which a sync target in the environment
+/// contradicts).
+fn unsynced() -> Command {
+    let mut command = edgeflow();
+    command.env_remove("EDGEFLOW_SYNC");
+    command
+}
+
 /// The Parquet files under `root`, by path, with their bytes.
 fn parquet_snapshot(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     super::support::parquet_files(root)
@@ -253,7 +261,7 @@ fn several_queries_in_one_run_write_what_each_writes_alone() {
     for workers in ["1", "2", "4"] {
         let together = dir.path().join(format!("together-{workers}"));
         let (code, stdout, err) = output(
-            edgeflow()
+            unsynced()
                 .args([
                     "run",
                     &traffic,
@@ -279,7 +287,7 @@ fn several_queries_in_one_run_write_what_each_writes_alone() {
         let alone = dir.path().join(format!("alone-{workers}"));
         for query in [&traffic, &talkers] {
             let (code, _, err) = output(
-                edgeflow()
+                unsynced()
                     .args(["run", query, "--no-sync", "--workers", workers])
                     .arg("--input")
                     .arg(&input)
