@@ -261,6 +261,12 @@ pub struct MqttSpec {
     pub password_env: Option<String>,
     /// Longest message accepted.
     pub max_body: usize,
+    /// TLS to the broker (`mqtts://`).
+    #[serde(default)]
+    pub tls: bool,
+    /// CA certificates (PEM) to trust for the broker; without it, the system's bundle.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Options every table takes, whatever its connector.
@@ -386,6 +392,7 @@ const MQTT: &[&str] = &[
     "username_env",
     "password_env",
     "max_body",
+    "ca_file",
 ];
 
 fn file_spec(opts: &Options<'_>, table_span: Span) -> PlanResult<FileSpec> {
@@ -571,20 +578,34 @@ fn id_range(option: &TableOption) -> PlanResult<DeviceIds> {
 }
 
 fn mqtt_spec(opts: &Options<'_>, table_span: Span) -> PlanResult<MqttSpec> {
-    let broker = opts.required("broker", table_span, "the broker, as 'mqtt://HOST:PORT'")?;
+    let broker = opts.required(
+        "broker",
+        table_span,
+        "the broker, as 'mqtt://HOST:PORT' or 'mqtts://HOST:PORT' (TLS)",
+    )?;
     let parsed = url::Url::parse(&broker.value).map_err(|e| {
         PlanError::at(
             broker.value_span,
-            format!("expected 'mqtt://HOST:PORT': {e}"),
+            format!("expected 'mqtt://HOST:PORT' or 'mqtts://HOST:PORT': {e}"),
         )
     })?;
-    if parsed.scheme() != "mqtt" && parsed.scheme() != "tcp" {
+    let tls = match parsed.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" | "tls" => true,
+        other => {
+            return Err(PlanError::at(
+                broker.value_span,
+                format!(
+                    "expected 'mqtt://HOST:PORT' (TCP) or 'mqtts://HOST:PORT' (TLS), found scheme '{other}'"
+                ),
+            ));
+        }
+    };
+    let ca_file = opts.get("ca_file");
+    if let (Some(option), false) = (ca_file, tls) {
         return Err(PlanError::at(
-            broker.value_span,
-            format!(
-                "expected 'mqtt://HOST:PORT' (plain TCP; this build has no MQTT over TLS), found scheme '{}'",
-                parsed.scheme()
-            ),
+            option.value_span,
+            "ca_file is for a TLS broker: write the broker as 'mqtts://HOST:PORT'",
         ));
     }
     let host = parsed
@@ -648,7 +669,7 @@ fn mqtt_spec(opts: &Options<'_>, table_span: Span) -> PlanResult<MqttSpec> {
     };
     Ok(MqttSpec {
         host,
-        port: parsed.port().unwrap_or(1883),
+        port: parsed.port().unwrap_or(if tls { 8883 } else { 1883 }),
         topics,
         qos,
         device_id_from_topic,
@@ -656,6 +677,8 @@ fn mqtt_spec(opts: &Options<'_>, table_span: Span) -> PlanResult<MqttSpec> {
         username_env: opts.env_name("username_env")?,
         password_env: opts.env_name("password_env")?,
         max_body: opts.bytes("max_body", DEFAULT_MAX_POLL_BODY)?,
+        tls,
+        ca_file: ca_file.map(|o| opts.base.join(&o.value)),
     })
 }
 

@@ -36,6 +36,51 @@ pub enum MqttError {
     /// A named environment variable is not set.
     #[error("environment variable {0} (named by {1}) is not set")]
     MissingEnv(String, &'static str),
+    /// The CA certificates to trust for a TLS broker cannot be read.
+    #[error("{}: {reason}", path.display())]
+    Ca {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the system keeps its CA bundle, on the usual Linux distributions.
+const SYSTEM_CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The PEM certificates to trust for a TLS broker: `ca_file`, else `SSL_CERT_FILE`, else
+/// the system's bundle. Read at start, so a missing file is an error then, not a retry
+/// loop of failed handshakes.
+fn trusted_pem(ca_file: Option<&std::path::Path>) -> Result<Vec<u8>, MqttError> {
+    let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let path = match (ca_file, from_env) {
+        (Some(path), _) => path.to_owned(),
+        (None, Some(path)) => path,
+        (None, None) => SYSTEM_CA_BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| MqttError::Ca {
+                path: SYSTEM_CA_BUNDLES[0].into(),
+                reason: "no system CA bundle: name the broker's CA with ca_file".into(),
+            })?,
+    };
+    let pem = std::fs::read(&path).map_err(|e| MqttError::Ca {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(MqttError::Ca {
+            path,
+            reason: "no PEM certificate in the file".into(),
+        });
+    }
+    Ok(pem)
 }
 
 /// What the MQTT source did, for the summary.
@@ -86,6 +131,16 @@ impl MqttSource {
                     .map(|n| std::env::var(n).map_err(|_| MqttError::MissingEnv(n.clone(), option)))
                     .transpose()
             };
+        if spec.tls {
+            let ca = trusted_pem(spec.ca_file.as_deref())?;
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca,
+                    alpn: None,
+                    client_auth: None,
+                },
+            ));
+        }
         let user = env(&spec.username_env, "username_env")?;
         let password = env(&spec.password_env, "password_env")?;
         if user.is_some() || password.is_some() {

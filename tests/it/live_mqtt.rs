@@ -26,15 +26,20 @@ impl Broker {
         let port = free_port();
         let data = dir.join("mosquitto");
         std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
-        let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
+        Broker::with_config(
+            dir,
+            port,
+            &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\n",
                 data.display()
             ),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// mosquitto with `config`; `port` is one it listens on.
+    fn with_config(dir: &Path, port: u16, text: &str) -> Broker {
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
         let mut broker = Broker {
             child: None,
             port,
@@ -231,4 +236,95 @@ GROUP BY device_id, ts, bytes_in, window_start;",
         "the node never saw the broker go: {}",
         summary["node"]["mqtt"]
     );
+}
+
+#[test]
+fn a_tls_broker_is_reached_with_the_ca_the_query_names() {
+    let dir = tempdir();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .unwrap_or_else(|e| panic!("rcgen: {e}"));
+    let (cert, key) = (dir.path().join("broker.pem"), dir.path().join("broker.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
+    // The node subscribes over TLS; the test publishes on a plain listener of the same
+    // broker with mosquitto's own client.
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let _broker = Broker::with_config(
+        dir.path(),
+        tls_port,
+        &format!(
+            "allow_anonymous true\nuser root\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\nlistener {plain_port} 127.0.0.1\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let sql = format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
+WITH (connector = 'mqtt', broker = 'mqtts://localhost:{tls_port}', ca_file = 'broker.pem',
+      topic = 'devices/+/traffic', qos = '1', device_id_from_topic = '2',
+      client_id = 'edge-node-tls', event_time = 'ts', max_out_of_orderness = '1h');
+SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
+FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;"
+    );
+    let query = write_query(dir.path(), "mqtt_tls", &sql);
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--json",
+        ],
+        &[],
+    );
+    wait_until(
+        "the node to connect over TLS",
+        Duration::from_secs(30),
+        || {
+            let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["tables"]["readings"]["source"]["connected"] == true)
+        },
+    );
+    let messages: String = (0..20)
+        .map(|i| {
+            format!(
+                "{{\"ts\": {}, \"bytes_in\": {i}}}\n",
+                1_767_225_600_000i64 + i * 1000
+            )
+        })
+        .collect();
+    let mut publish = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &plain_port.to_string()])
+        .args(["-t", "devices/d1/traffic", "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
+        });
+    if let Some(mut stdin) = publish.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(messages.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(publish.wait().is_ok_and(|s| s.success()));
+    wait_until(
+        "the node to receive the 20 readings",
+        Duration::from_secs(30),
+        || {
+            let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["tables"]["readings"]["received"].as_u64())
+                == Some(20)
+        },
+    );
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let rows = read_rows(&dir.path().join("out").join("mqtt_tls"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], Value::Text("d1".into()), "{rows:?}");
+    assert_eq!(rows[0][2], Value::BigInt(20), "{rows:?}");
+    assert_eq!(rows[0][3], Value::BigInt((0..20).sum()), "{rows:?}");
 }
