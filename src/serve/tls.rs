@@ -61,7 +61,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, NodeError> {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish
-/// (for at most [`DRAIN_TIMEOUT`]). Plain and TLS connections go through the same
+/// (for at most 30 s). Plain and TLS connections go through the same
 /// hyper connection, so both have a deadline for their request head: a client that
 /// trickles headers (slowloris) is cut off, not waited for.
 pub async fn serve(
