@@ -213,21 +213,6 @@ fn unsynced() -> Command {
     command
 }
 
-/// The Parquet files under `root`, by path, with their bytes.
-fn parquet_snapshot(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    super::support::parquet_files(root)
-        .into_iter()
-        .map(|p| {
-            let name = p
-                .strip_prefix(root)
-                .map(|r| r.display().to_string())
-                .unwrap_or_default();
-            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (name, bytes)
-        })
-        .collect()
-}
-
 #[test]
 fn several_queries_in_one_run_write_what_each_writes_alone() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -296,7 +281,10 @@ fn several_queries_in_one_run_write_what_each_writes_alone() {
             );
             assert_eq!(code, 0, "{err}");
         }
-        let (together, alone) = (parquet_snapshot(&together), parquet_snapshot(&alone));
+        let (together, alone) = (
+            super::support::parquet_snapshot(&together),
+            super::support::parquet_snapshot(&alone),
+        );
         assert!(
             together.keys().any(|k| k.starts_with("heavy_talkers_5m/")),
             "{:?}",

@@ -804,14 +804,19 @@ fn tls_serves_the_api_and_push_with_the_nodes_certificate() {
     assert_eq!(written(&out, "steady"), expected);
 }
 
-fn ctl(port: u16, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+/// `edgeflow ctl <args>` against the node on `port`, with the admin token.
+fn ctl_output(port: u16, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .arg("ctl")
         .args(args)
         .env("EDGEFLOW_NODE", format!("http://127.0.0.1:{port}"))
         .env("EDGEFLOW_ADMIN_TOKEN", ADMIN)
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ctl(port: u16, args: &[&str]) -> (bool, String, String) {
+    let output = ctl_output(port, args);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -885,12 +890,7 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
         "bad",
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP)\nWITH (connector = 'http_push', event_time = 'ts', nonsense = '1');\nSELECT 1",
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-        .args(["ctl", "add", bad.to_str().unwrap_or_default()])
-        .env("EDGEFLOW_NODE", format!("http://127.0.0.1:{port}"))
-        .env("EDGEFLOW_ADMIN_TOKEN", ADMIN)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let output = ctl_output(port, &["add", bad.to_str().unwrap_or_default()]);
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(

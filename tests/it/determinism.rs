@@ -1,27 +1,10 @@
 //! The same input, query and worker count give byte-identical files; any worker count
 //! gives the same rows.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use edgeflow::source::{GeneratorConfig, Input};
 
 use super::oracle::Spec;
-use super::support::{parquet_files, plan, read_rows, run};
-
-fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    parquet_files(root)
-        .into_iter()
-        .map(|p| {
-            let name = p
-                .strip_prefix(root)
-                .map(|r| r.display().to_string())
-                .unwrap_or_default();
-            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (name, bytes)
-        })
-        .collect()
-}
+use super::support::{parquet_snapshot, plan, read_rows, run};
 
 #[test]
 fn two_runs_write_identical_bytes_and_worker_counts_agree_on_rows() {
@@ -60,7 +43,7 @@ fn two_runs_write_identical_bytes_and_worker_counts_agree_on_rows() {
             workers,
             8 * 1024,
         );
-        let (sa, sb) = (snapshot(&a), snapshot(&b));
+        let (sa, sb) = (parquet_snapshot(&a), parquet_snapshot(&b));
         assert!(!sa.is_empty());
         assert_eq!(
             sa.keys().collect::<Vec<_>>(),

@@ -96,6 +96,12 @@ impl Drop for Broker {
     }
 }
 
+/// The node's `GET /api/v1/ingest`, or Null while it does not answer.
+fn ingest(node: &LiveNode) -> serde_json::Value {
+    let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
+    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+}
+
 #[test]
 fn qos1_readings_all_arrive_across_a_broker_restart() {
     let dir = tempdir();
@@ -127,9 +133,7 @@ GROUP BY device_id, ts, bytes_in, window_start;",
     );
     // The node's subscription exists before publishing starts.
     wait_until("the node to connect", Duration::from_secs(30), || {
-        let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .is_ok_and(|v| v["tables"]["readings"]["source"]["connected"] == true)
+        ingest(&node)["tables"]["readings"]["source"]["connected"] == true
     });
     let log = dir.path().join("published.jsonl");
     let readings = 3000;
@@ -185,10 +189,8 @@ GROUP BY device_id, ts, bytes_in, window_start;",
         "the node to receive every reading",
         Duration::from_secs(120),
         || {
-            let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
-            serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["tables"]["readings"]["received"].as_u64())
+            ingest(&node)["tables"]["readings"]["received"]
+                .as_u64()
                 .is_some_and(|n| n >= readings as u64)
         },
     );
@@ -312,13 +314,7 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
     wait_until(
         "the node to receive the 20 readings",
         Duration::from_secs(30),
-        || {
-            let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
-            serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["tables"]["readings"]["received"].as_u64())
-                == Some(20)
-        },
+        || ingest(&node)["tables"]["readings"]["received"].as_u64() == Some(20),
     );
     let (code, stdout) = node.stop();
     assert_eq!(code, Some(0), "{stdout}");

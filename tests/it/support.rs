@@ -227,3 +227,18 @@ pub fn dead_letters(out: &Path, query: &str) -> String {
         .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
         .collect()
 }
+
+/// The Parquet files under `root`, by path relative to it, with their bytes.
+pub fn parquet_snapshot(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    parquet_files(root)
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .strip_prefix(root)
+                .map(|r| r.display().to_string())
+                .unwrap_or_default();
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (name, bytes)
+        })
+        .collect()
+}
