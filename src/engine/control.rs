@@ -201,6 +201,8 @@ pub struct Control {
     lines: AtomicU64,
     max_event_time: AtomicI64,
     end_of_input: Mutex<EndOfInput>,
+    /// Set once a worker has seen the whole input: windows flushed after it are open.
+    input_ended: AtomicBool,
 }
 
 impl Default for Control {
@@ -216,6 +218,7 @@ impl Default for Control {
             lines: AtomicU64::new(0),
             max_event_time: AtomicI64::new(i64::MIN),
             end_of_input: Mutex::new(EndOfInput::Keep),
+            input_ended: AtomicBool::new(false),
         }
     }
 }
@@ -351,6 +354,21 @@ impl Control {
     /// What the end of the input does to the open windows.
     pub fn end_of_input(&self) -> EndOfInput {
         self.end_of_input.lock().map_or(EndOfInput::Keep, |e| *e)
+    }
+
+    /// Records that the whole input has been aggregated, before any worker flushes the
+    /// windows the watermark has not passed.
+    ///
+    /// Downstream of the flush the frontier passes those windows one by one as each
+    /// worker releases them, well before it is empty; only this mark tells a window
+    /// flushed open from one the watermark closed.
+    pub fn mark_input_ended(&self) {
+        self.input_ended.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Control::mark_input_ended`] was called.
+    pub fn input_ended(&self) -> bool {
+        self.input_ended.load(Ordering::SeqCst)
     }
 
     /// Takes the fatal error, if any.

@@ -2,8 +2,8 @@
 //! ([`super::key_merge`]), and once the frontier has passed the window, compute its
 //! rows.
 //!
-//! When the input ends, the frontier empties and every window is flushed. Windows the
-//! watermark has not passed are *open*: their rows are written as a revision so results
+//! When the input ends, every window is flushed. Windows the watermark has not passed
+//! are *open*: their rows are written as a revision so results
 //! are visible, and their merged state is kept for the next run ([`crate::stream`]). A
 //! window only this run's kept state feeds, with nothing new, is not written again.
 //! After a fatal error nothing more is written: a failed run publishes nothing
@@ -116,7 +116,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 // Where the watermark stands at the end of the input: windows ending
                 // after it stay open.
                 let end_of_input = control.end_of_input();
-                let final_watermark = if input_ended && end_of_input != EndOfInput::Close {
+                let final_watermark = if control.input_ended() && end_of_input != EndOfInput::Close
+                {
                     control
                         .max_event_time()
                         .max(stream.max_event_time)

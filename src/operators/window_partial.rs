@@ -165,11 +165,14 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                         }
                     }
                 });
-                let limit = frontiers[0]
-                    .frontier()
-                    .first()
-                    .copied()
-                    .unwrap_or(Time::MAX);
+                let limit = match frontiers[0].frontier().first() {
+                    Some(&t) => t,
+                    None => {
+                        // Marked before the flush releases any window (see `WindowMerge`).
+                        control.mark_input_ended();
+                        Time::MAX
+                    }
+                };
                 if state.earliest_end().is_some_and(|end| end <= limit) {
                     metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
                     let parts = state.close_until(limit, worker, peers, &interner.borrow());

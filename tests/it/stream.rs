@@ -92,7 +92,12 @@ fn run(sql: &str, input: Input, out: &Path, workers: usize, fresh: bool) -> RunS
 
 /// The folder's results and late rows equal the oracle's answer for `readings`.
 fn assert_stream_equals_oracle(out: &Path, readings: &[Reading], context: &str) {
-    let (want, want_late): (_, Vec<Late>) = oracle(&spec(), readings);
+    assert_stream_equals(out, &spec(), readings, context);
+}
+
+/// The folder's results and late rows equal the answer of `spec`'s oracle.
+fn assert_stream_equals(out: &Path, spec: &Spec, readings: &[Reading], context: &str) {
+    let (want, want_late): (_, Vec<Late>) = oracle(spec, readings);
     assert_rows_eq(&read_rows(&out.join("q")), &want, context);
     assert_eq!(
         late_rows(&out.join("q_late")),
@@ -251,6 +256,32 @@ fn consecutive_files_equal_one_run_over_the_whole() {
         }
         assert!(revised > 0, "{parts} files: no window spanned two files");
         assert_stream_equals_oracle(&out, &readings(&config), &format!("{parts} files"));
+    }
+}
+
+/// Every worker flushes the windows still open when the input ends, one after the
+/// other: a window flushed by one worker must not pass as closed at the next.
+#[test]
+fn hop_windows_left_open_by_several_workers_are_kept_whole() {
+    let hop = Spec {
+        size_ms: 90_000,
+        slide_ms: 30_000,
+        ..spec()
+    };
+    let config = config(12_000, 45);
+    let all = lines(&config);
+    for workers in [2, 4] {
+        for attempt in 0..3 {
+            let dir = tempdir();
+            let out = dir.path().join("out");
+            for (i, part) in split(&all, 2).iter().enumerate() {
+                let path = dir.path().join(format!("part-{i}.jsonl"));
+                write_lines(&path, part);
+                run(&hop.sql(), json_input(&path), &out, workers, false);
+            }
+            let context = format!("{workers} workers, attempt {attempt}");
+            assert_stream_equals(&out, &hop, &readings(&config), &context);
+        }
     }
 }
 
