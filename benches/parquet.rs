@@ -8,10 +8,10 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use edgeflow::batch::{Column, Interner};
 use edgeflow::decode::JsonDecoder;
+use edgeflow::operators::window_rows::window_rows;
 use edgeflow::sink::{parquet::encode, result_schema, unique_result_column};
 use edgeflow::source::GeneratorConfig;
 use edgeflow::source::generator::{TimestampFormat, write_readings};
-use edgeflow::window::merge::window_rows;
 use edgeflow::window::state::WindowState;
 
 const DEVICES: u64 = 100_000;

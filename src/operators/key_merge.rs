@@ -12,6 +12,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::Time;
 use super::window_merge::Collecting;
+use crate::window::aggregate::Aggregate;
 use crate::window::merge::WindowMerger;
 use crate::window::state::{PartialWindow, RESUMED, window_owner};
 

@@ -11,6 +11,7 @@ pub mod read_chunks;
 pub mod stamp;
 pub mod window_merge;
 pub mod window_partial;
+pub mod window_rows;
 pub mod write_late;
 pub mod write_parquet;
 

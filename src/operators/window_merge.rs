@@ -18,11 +18,12 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 
+use super::window_rows::window_rows;
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, EndOfInput, Metrics};
 use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
-use crate::window::merge::{WindowMerger, window_rows};
+use crate::window::merge::WindowMerger;
 use crate::window::state::PartialWindow;
 
 /// The windows whose parts an operator is collecting, by end, each with the capability

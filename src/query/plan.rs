@@ -101,6 +101,18 @@ pub enum AggregateFunction {
     Max,
     /// `AVG(expr)`
     Avg,
+    /// `STDDEV(expr)`, `STDDEV_SAMP(expr)`: sample standard deviation.
+    StddevSamp,
+    /// `STDDEV_POP(expr)`: population standard deviation.
+    StddevPop,
+    /// `VARIANCE(expr)`, `VAR_SAMP(expr)`: sample variance.
+    VarSamp,
+    /// `VAR_POP(expr)`: population variance.
+    VarPop,
+    /// `FIRST_VALUE(expr)`: the value of the earliest reading by event time.
+    FirstValue,
+    /// `LAST_VALUE(expr)`: the value of the latest reading by event time.
+    LastValue,
 }
 
 impl AggregateFunction {
@@ -112,6 +124,12 @@ impl AggregateFunction {
             AggregateFunction::Min => "MIN",
             AggregateFunction::Max => "MAX",
             AggregateFunction::Avg => "AVG",
+            AggregateFunction::StddevSamp => "STDDEV_SAMP",
+            AggregateFunction::StddevPop => "STDDEV_POP",
+            AggregateFunction::VarSamp => "VAR_SAMP",
+            AggregateFunction::VarPop => "VAR_POP",
+            AggregateFunction::FirstValue => "FIRST_VALUE",
+            AggregateFunction::LastValue => "LAST_VALUE",
         }
     }
 }

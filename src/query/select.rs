@@ -27,7 +27,8 @@ pub struct SelectPlan {
     pub outputs: Vec<OutputColumn>,
 }
 
-const AGGREGATES: &str = "COUNT, SUM, MIN, MAX, AVG";
+const AGGREGATES: &str =
+    "COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE";
 
 /// Shortest window size or hop slide, in microseconds (1 ms): below it a window holds
 /// next to nothing and their count per second of input explodes.
@@ -145,6 +146,12 @@ fn aggregate_function(name: &str) -> Option<AggregateFunction> {
         "MIN" => AggregateFunction::Min,
         "MAX" => AggregateFunction::Max,
         "AVG" | "MEAN" => AggregateFunction::Avg,
+        "STDDEV" | "STDDEV_SAMP" => AggregateFunction::StddevSamp,
+        "STDDEV_POP" => AggregateFunction::StddevPop,
+        "VARIANCE" | "VAR_SAMP" => AggregateFunction::VarSamp,
+        "VAR_POP" => AggregateFunction::VarPop,
+        "FIRST_VALUE" => AggregateFunction::FirstValue,
+        "LAST_VALUE" => AggregateFunction::LastValue,
         _ => return None,
     })
 }
@@ -213,15 +220,29 @@ impl OutputResolver<'_> {
                 let planned = plan_expr(e, &mut self.source)?;
                 let output_type = match func {
                     AggregateFunction::Count | AggregateFunction::CountStar => DataType::BigInt,
-                    AggregateFunction::Sum | AggregateFunction::Avg if !planned.ty.is_numeric() => {
+                    AggregateFunction::Sum
+                    | AggregateFunction::Avg
+                    | AggregateFunction::StddevSamp
+                    | AggregateFunction::StddevPop
+                    | AggregateFunction::VarSamp
+                    | AggregateFunction::VarPop
+                        if !planned.ty.is_numeric() =>
+                    {
                         return Err(PlanError::at(
                             e.span(),
                             format!("{} expects a number, found {}", func.sql_name(), planned.ty),
                         ));
                     }
                     AggregateFunction::Sum => planned.ty,
-                    AggregateFunction::Avg => DataType::Double,
-                    AggregateFunction::Min | AggregateFunction::Max => planned.ty,
+                    AggregateFunction::Avg
+                    | AggregateFunction::StddevSamp
+                    | AggregateFunction::StddevPop
+                    | AggregateFunction::VarSamp
+                    | AggregateFunction::VarPop => DataType::Double,
+                    AggregateFunction::Min
+                    | AggregateFunction::Max
+                    | AggregateFunction::FirstValue
+                    | AggregateFunction::LastValue => planned.ty,
                 };
                 AggregateCall {
                     func,

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use input::{ConsumedInput, InputKey};
 
 use crate::query::QueryPlan;
-use crate::window::accumulator::Accumulator;
+use crate::window::aggregate::Accumulator;
 use crate::window::key::KeyRows;
 
 /// Format version of `stream.json`; a newer edgeflow reads older versions or refuses.

@@ -1,10 +1,10 @@
 //! Window assignment and aggregate state: pure, no I/O, unit-tested.
 //!
-//! [`assign`] says which windows a reading belongs to; [`accumulator`] holds aggregate
+//! [`assign`] says which windows a reading belongs to; [`aggregate`] holds aggregate
 //! state column-wise; [`key`] maps rows to group ids; [`state`] ties them together per
 //! worker and decides lateness; [`merge`] combines partial windows at the key's owner.
 
-pub mod accumulator;
+pub mod aggregate;
 pub mod assign;
 pub mod key;
 pub mod merge;

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::accumulator::{Accumulator, Pairs};
+use super::aggregate::{Accumulator, Aggregate, Input, Pairs};
 use super::assign::WindowAssigner;
 use super::key::{KeyMapper, KeyRows};
 use crate::batch::{Batch, Column, Interner};
@@ -251,8 +251,15 @@ impl WindowState {
                 }
             });
         }
-        for (acc, arg) in self.slots.accs.iter_mut().zip(args) {
-            acc.update(&self.pairs, *arg, interner);
+        for (acc, &arg) in self.slots.accs.iter_mut().zip(args) {
+            acc.update(
+                &self.pairs,
+                Input {
+                    arg,
+                    times: ts,
+                    interner,
+                },
+            );
         }
     }
 
@@ -350,6 +357,7 @@ mod tests {
     use super::*;
     use crate::batch::{Column, ColumnValues};
     use crate::query;
+    use crate::window::aggregate::SumInt;
 
     fn plan(window: &str, ooo: &str) -> QueryPlan {
         let text = format!(
@@ -432,11 +440,11 @@ mod tests {
         assert_eq!(parts[0].keys.len, 1);
         assert_eq!(
             parts[0].accs[1],
-            Accumulator::SumInt {
+            Accumulator::SumInt(SumInt {
                 sum: vec![2],
                 wraps: vec![0],
                 flags: vec![1]
-            }
+            })
         );
         assert_eq!(state.earliest_end(), Some(30 * s));
         // The freed slot is reused by the next new group.

@@ -45,7 +45,9 @@ impl Spec {
             "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT, packets BIGINT, latency_ms DOUBLE)
                WITH (event_time = 'ts', max_out_of_orderness = '{}ms');
              SELECT device_id, window_start, window_end, COUNT(*) AS readings, SUM(bytes_in) AS bytes_in,
-                    SUM(bytes_out) AS bytes_out, MAX(bytes_in) AS max_bytes_in, AVG(latency_ms) AS avg_latency_ms
+                    SUM(bytes_out) AS bytes_out, MAX(bytes_in) AS max_bytes_in, AVG(latency_ms) AS avg_latency_ms,
+                    STDDEV(latency_ms) AS sd_latency_ms, FIRST_VALUE(bytes_in) AS first_bytes_in,
+                    LAST_VALUE(bytes_out) AS last_bytes_out
              FROM {window} {filter}
              GROUP BY device_id, window_start, window_end",
             self.ooo_ms
@@ -76,6 +78,10 @@ struct Acc {
     bytes_out: i64,
     max_in: i64,
     latency: Vec<f64>,
+    /// (event time, bytes in) of the first reading; ties go to the least value.
+    first_in: (i64, i64),
+    /// (event time, bytes out) of the last reading; ties go to the greatest value.
+    last_out: (i64, i64),
 }
 
 /// A late reading: device, event time (ms) and the start (ms) of the window it missed.
@@ -102,10 +108,15 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>)
             acc.n += 1;
             acc.bytes_in += r.bytes_in;
             acc.bytes_out += r.bytes_out;
-            acc.max_in = if acc.n == 1 {
-                r.bytes_in
+            let (first, last) = ((r.ts_ms, r.bytes_in), (r.ts_ms, r.bytes_out));
+            (acc.max_in, acc.first_in, acc.last_out) = if acc.n == 1 {
+                (r.bytes_in, first, last)
             } else {
-                acc.max_in.max(r.bytes_in)
+                (
+                    acc.max_in.max(r.bytes_in),
+                    acc.first_in.min(first),
+                    acc.last_out.max(last),
+                )
             };
             acc.latency.push(r.latency_ms());
         }
@@ -114,7 +125,14 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>)
     let mut rows: Vec<Vec<Value>> = windows
         .into_iter()
         .map(|((device, start), a)| {
-            let avg = a.latency.iter().sum::<f64>() / a.latency.len() as f64;
+            let n = a.latency.len() as f64;
+            let avg = a.latency.iter().sum::<f64>() / n;
+            let sd = if a.latency.len() < 2 {
+                Value::Null
+            } else {
+                let m2: f64 = a.latency.iter().map(|x| (x - avg) * (x - avg)).sum();
+                Value::Double((m2 / (n - 1.0)).sqrt())
+            };
             vec![
                 Value::Text(device),
                 us(start),
@@ -124,6 +142,9 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>)
                 Value::BigInt(a.bytes_out),
                 Value::BigInt(a.max_in),
                 Value::Double(avg),
+                sd,
+                Value::BigInt(a.first_in.1),
+                Value::BigInt(a.last_out.1),
             ]
         })
         .collect();

@@ -33,7 +33,7 @@ fn mistakes_are_reported_with_file_line_and_column() {
         ),
         (
             "SELECT device_id, window_start, MEDIAN(bytes) FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
-            "queries/bad.sql:3:33: unknown function `MEDIAN`; aggregates available: COUNT, SUM, MIN, MAX, AVG",
+            "queries/bad.sql:3:33: unknown function `MEDIAN`; aggregates available: COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE",
         ),
         (
             "SELECT device_id, window_start, COUNT(*) FROM TUMBLE(sensors, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",

@@ -1,0 +1,126 @@
+//! The result rows of a closed window, computed from its merged state by the window's
+//! owner ([`super::window_merge`]): aggregates finished, `HAVING` applied, `SELECT`
+//! expressions evaluated, Arrow built. The window state itself ([`crate::window`]) knows
+//! nothing of SQL output.
+
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use crate::batch::arrow::to_arrow;
+use crate::batch::{Column, ColumnValues, Interner};
+use crate::eval::{Scope, eval, selection};
+use crate::query::QueryPlan;
+use crate::query::expr::{ExprKind, OutputLeaf};
+use crate::window::aggregate::{Accumulator, Aggregate, Finished, retype};
+use crate::window::key::KeyRows;
+
+/// What a closed window produced.
+#[derive(Debug)]
+pub struct WindowRows {
+    /// Result rows sorted by key.
+    pub batch: RecordBatch,
+    /// Aggregates that overflowed and were written as NULL.
+    pub overflows: u64,
+}
+
+/// Computes the result rows of a window from merged state: sorted by key, `HAVING`
+/// applied, `SELECT` expressions evaluated, and the `revision` column last.
+///
+/// Columns that are plainly a key, a window bound or an aggregate go straight to Arrow;
+/// only other expressions are evaluated, over key columns interned on demand.
+pub fn window_rows(
+    plan: &QueryPlan,
+    schema: &SchemaRef,
+    start: i64,
+    end: i64,
+    keys: &KeyRows,
+    accs: &[Accumulator],
+    revision: u32,
+) -> Result<WindowRows, ArrowError> {
+    let order = if keys.sorted {
+        (0..keys.len).collect()
+    } else {
+        keys.sorted_order()
+    };
+    let n = order.len();
+    let mut interner = Interner::new();
+    let mut overflows = 0;
+    let agg_columns: Vec<Column> = accs
+        .iter()
+        .zip(&plan.aggregates)
+        .map(|(acc, call)| {
+            let Finished {
+                column,
+                overflows: o,
+            } = acc.finish(&order, &mut interner);
+            overflows += o;
+            retype(column, call.output_type)
+        })
+        .collect();
+    let starts = Column {
+        values: ColumnValues::Timestamp(vec![start; n]),
+        validity: None,
+    };
+    let ends = Column {
+        values: ColumnValues::Timestamp(vec![end; n]),
+        validity: None,
+    };
+    let evaluated = plan.having.is_some()
+        || plan
+            .outputs
+            .iter()
+            .any(|o| !matches!(o.expr.kind, ExprKind::Leaf(_)));
+    let key_columns: Vec<Column> = if evaluated {
+        keys.columns
+            .iter()
+            .zip(&plan.keys)
+            .map(|(c, k)| c.to_column(&order, k.ty, &mut interner))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let leaf = |leaf: &OutputLeaf| -> &Column {
+        match leaf {
+            OutputLeaf::Key(i, _) => &key_columns[*i],
+            OutputLeaf::Aggregate(i, _) => &agg_columns[*i],
+            OutputLeaf::WindowStart => &starts,
+            OutputLeaf::WindowEnd => &ends,
+        }
+    };
+    let scope = Scope {
+        len: n,
+        leaf: &leaf,
+    };
+    let kept: Option<Vec<usize>> = plan.having.as_ref().map(|h| {
+        let keep = selection(h, &scope, &mut interner);
+        (0..n).filter(|&i| keep[i]).collect()
+    });
+    let kept_rows: Vec<usize> = match &kept {
+        Some(k) => k.iter().map(|&i| order[i]).collect(),
+        None => order.clone(),
+    };
+    let mut arrays = Vec::with_capacity(plan.outputs.len());
+    for output in &plan.outputs {
+        let array = match &output.expr.kind {
+            ExprKind::Leaf(OutputLeaf::Key(i, _)) => {
+                keys.columns[*i].to_arrow(&kept_rows, output.expr.ty)
+            }
+            ExprKind::Leaf(OutputLeaf::Aggregate(i, _)) => {
+                to_arrow(&agg_columns[*i], output.expr.ty, &interner, kept.as_deref())
+            }
+            _ => {
+                let column = eval(&output.expr, &scope, &mut interner);
+                to_arrow(&column, output.expr.ty, &interner, kept.as_deref())
+            }
+        };
+        arrays.push(array);
+    }
+    let rows = arrays.first().map_or(0, |a| a.len());
+    arrays.push(std::sync::Arc::new(arrow::array::Int32Array::from(vec![
+        revision as i32;
+        rows
+    ])));
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    Ok(WindowRows { batch, overflows })
+}
