@@ -83,8 +83,6 @@ fn engine_run(query: &Path, input: &Path, workers: usize) -> anyhow::Result<RunS
     let exe = std::env::current_exe().context("locating the edgeflow executable")?;
     let output = Command::new(exe)
         .arg("run")
-        // `--no-sync` below; a target in the environment would conflict with it.
-        .env_remove("EDGEFLOW_SYNC")
         .arg(query)
         .arg("--input")
         .arg(input)

@@ -79,11 +79,12 @@ pub struct ServeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Sync target: s3://bucket/prefix or file:///path (default: the config file's, else
-    /// the local folder ./edgeflow-sync/<output folder name>-<hash of its path>/).
-    #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
+    /// Sync target: s3://bucket/prefix or file:///path (default: $EDGEFLOW_SYNC, else the
+    /// config file's, else the local folder ./edgeflow-sync/<output folder name>-<hash of
+    /// its path>/).
+    #[arg(long = "sync", value_name = "URL")]
     pub sync: Option<String>,
-    /// Do not sync (wins over the config file's target).
+    /// Do not sync (wins over $EDGEFLOW_SYNC and the config file's target).
     #[arg(long, conflicts_with = "sync")]
     pub no_sync: bool,
     /// Local quota for files not yet uploaded, e.g. 512MiB or 2G.
@@ -169,7 +170,11 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         (None, None) => DEFAULT_LISTEN.parse()?,
     };
     let sync = SyncFlags {
-        sync: args.sync.clone().or_else(|| file.sync.target.clone()),
+        sync: args
+            .sync
+            .clone()
+            .or_else(super::sync::sync_from_env)
+            .or_else(|| file.sync.target.clone()),
         no_sync: args.no_sync || file.sync.enabled == Some(false),
         max_pending_bytes: match (args.max_pending_bytes, &file.sync.max_pending_bytes) {
             (Some(n), _) => Some(n),

@@ -52,11 +52,11 @@ impl UploadFlags {
 /// How committed files are shipped to object storage.
 #[derive(Debug, Clone, Args)]
 pub struct SyncFlags {
-    /// Sync target: s3://bucket/prefix or file:///path (default: the local folder
-    /// ./edgeflow-sync/<output folder name>-<hash of its path>/).
-    #[arg(long = "sync", value_name = "URL", env = "EDGEFLOW_SYNC")]
+    /// Sync target: s3://bucket/prefix or file:///path (default: $EDGEFLOW_SYNC, else the
+    /// local folder ./edgeflow-sync/<output folder name>-<hash of its path>/).
+    #[arg(long = "sync", value_name = "URL")]
     pub sync: Option<String>,
-    /// Do not sync; results stay in the output folder only.
+    /// Do not sync; results stay in the output folder only (wins over $EDGEFLOW_SYNC).
     #[arg(long, conflicts_with = "sync")]
     pub no_sync: bool,
     /// Local quota for files not yet uploaded, e.g. 512MiB or 2G (default: no quota).
@@ -82,7 +82,7 @@ impl SyncFlags {
         if self.no_sync {
             return Ok(None);
         }
-        let config = match &self.sync {
+        let config = match &self.sync.clone().or_else(sync_from_env) {
             Some(url) => self.config_for(Target::open(url, &self.s3)?),
             None => SyncConfig {
                 subfolder_per_output: true,
@@ -100,6 +100,16 @@ impl SyncFlags {
             ..self.upload.config_for(target)
         }
     }
+}
+
+/// The target in `EDGEFLOW_SYNC`, if set and not empty.
+///
+/// Read here rather than through clap's `env`, for which a variable counts as the flag
+/// itself: `--no-sync` would then be refused wherever the environment names a target.
+pub fn sync_from_env() -> Option<String> {
+    std::env::var("EDGEFLOW_SYNC")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// Parses `1000`, `64KiB`, `8MiB`, `2G` (powers of 1000 without the `i`).

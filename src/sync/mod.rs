@@ -82,8 +82,10 @@ impl SyncHandle {
 
 /// Uploads in flight at once.
 const CONCURRENCY: usize = 4;
-/// Longest wait between attempts while the target fails.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between attempts while the target fails. While it fails only one file is
+/// tried at a time (a probe), so a short ceiling costs one request every few seconds and
+/// bounds how long files wait once the target is back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the uploader looks for closed log files and files past retention.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// A log file not written to for this long is closed and can be shipped.
@@ -992,10 +994,14 @@ async fn uploader(shared: Arc<Shared>) {
         if !halted && Instant::now() >= not_before {
             let mut next = next_jobs(&shared, &in_flight);
             next.sort_by_key(|(r, _)| (r.kind, r.committed_ms, r.path.clone()));
-            for (record, job) in next
-                .into_iter()
-                .take(CONCURRENCY.saturating_sub(tasks.len()))
-            {
+            // After a failure one attempt probes the target; its success opens the way
+            // for all (see below), so files do not each wait out a backoff of their own.
+            let room = if failures > 0 {
+                usize::from(tasks.is_empty())
+            } else {
+                CONCURRENCY.saturating_sub(tasks.len())
+            };
+            for (record, job) in next.into_iter().take(room) {
                 let look_first = !matches!(record.state, FileState::Committed);
                 if job == Job::Upload
                     && let Err(e) =
@@ -1041,6 +1047,7 @@ async fn uploader(shared: Arc<Shared>) {
                     not_before = Instant::now() + backoff(failures);
                 } else {
                     failures = 0;
+                    not_before = Instant::now();
                 }
                 shared.signal();
             }

@@ -205,12 +205,37 @@ fn bench_json_names_every_figure() {
     }
 }
 
-/// `edgeflow` for runs with `--no-sync` (which a sync target in the environment
-/// contradicts).
+/// `edgeflow` for runs with `--no-sync`, which wins over the target in the environment.
 fn unsynced() -> Command {
-    let mut command = edgeflow();
-    command.env_remove("EDGEFLOW_SYNC");
-    command
+    edgeflow()
+}
+
+#[test]
+fn no_sync_wins_over_a_target_in_the_environment_but_not_over_the_flag() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let target = dir.path().join("target");
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+        command
+            .env("EDGEFLOW_SYNC", format!("file://{}", target.display()))
+            .arg("run")
+            .arg(canonical())
+            .args(["--readings", "2000", "--devices", "10", "--output"])
+            .arg(dir.path().join("out"))
+            .args(extra);
+        output(&mut command)
+    };
+    let (code, _, err) = run(&["--no-sync"]);
+    assert_eq!(code, 0, "--no-sync with EDGEFLOW_SYNC set: {err}");
+    assert!(!target.exists(), "--no-sync still synced to EDGEFLOW_SYNC");
+    let (code, _, err) = run(&["--no-sync", "--sync", "file:///tmp/x"]);
+    assert_eq!(
+        code, 2,
+        "--sync with --no-sync must be a usage error: {err}"
+    );
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(target.is_dir(), "EDGEFLOW_SYNC was not used as the target");
 }
 
 #[test]
