@@ -31,73 +31,40 @@ pub trait Scalar: Clone + Debug + Default + PartialOrd + Serialize + Deserialize
     fn column(values: Vec<&Self>, interner: &mut Interner) -> ColumnValues;
 }
 
-impl Scalar for i64 {
-    type Ref<'a> = i64;
+/// `Scalar` for a `Copy` type held in one column variant.
+macro_rules! copy_scalar {
+    ($($ty:ty => $($variant:ident)|+;)*) => {$(
+        impl Scalar for $ty {
+            type Ref<'a> = $ty;
 
-    fn values<'a>(column: &'a Column, _: &'a Interner) -> Option<impl Fn(usize) -> i64> {
-        match &column.values {
-            ColumnValues::BigInt(v) | ColumnValues::Timestamp(v) => Some(|r: usize| v[r]),
-            _ => None,
+            fn values<'a>(column: &'a Column, _: &'a Interner) -> Option<impl Fn(usize) -> $ty> {
+                match &column.values {
+                    $(ColumnValues::$variant(v))|+ => Some(|r: usize| v[r]),
+                    _ => None,
+                }
+            }
+
+            fn compare(x: $ty, kept: &Self) -> Option<Ordering> {
+                x.partial_cmp(kept)
+            }
+
+            fn keep(value: $ty) -> Self {
+                value
+            }
+
+            fn column(values: Vec<&Self>, _: &mut Interner) -> ColumnValues {
+                // Integer scalars come back as BIGINT; `retype` restores TIMESTAMP.
+                copy_scalar!(@first $($variant)|+)(values.into_iter().copied().collect())
+            }
         }
-    }
-
-    fn compare(x: i64, kept: &Self) -> Option<Ordering> {
-        x.partial_cmp(kept)
-    }
-
-    fn keep(value: i64) -> Self {
-        value
-    }
-
-    fn column(values: Vec<&Self>, _: &mut Interner) -> ColumnValues {
-        ColumnValues::BigInt(values.into_iter().copied().collect())
-    }
+    )*};
+    (@first $first:ident $(| $rest:ident)*) => { ColumnValues::$first };
 }
 
-impl Scalar for f64 {
-    type Ref<'a> = f64;
-
-    fn values<'a>(column: &'a Column, _: &'a Interner) -> Option<impl Fn(usize) -> f64> {
-        match &column.values {
-            ColumnValues::Double(v) => Some(|r: usize| v[r]),
-            _ => None,
-        }
-    }
-
-    fn compare(x: f64, kept: &Self) -> Option<Ordering> {
-        x.partial_cmp(kept)
-    }
-
-    fn keep(value: f64) -> Self {
-        value
-    }
-
-    fn column(values: Vec<&Self>, _: &mut Interner) -> ColumnValues {
-        ColumnValues::Double(values.into_iter().copied().collect())
-    }
-}
-
-impl Scalar for bool {
-    type Ref<'a> = bool;
-
-    fn values<'a>(column: &'a Column, _: &'a Interner) -> Option<impl Fn(usize) -> bool> {
-        match &column.values {
-            ColumnValues::Boolean(v) => Some(|r: usize| v[r]),
-            _ => None,
-        }
-    }
-
-    fn compare(x: bool, kept: &Self) -> Option<Ordering> {
-        x.partial_cmp(kept)
-    }
-
-    fn keep(value: bool) -> Self {
-        value
-    }
-
-    fn column(values: Vec<&Self>, _: &mut Interner) -> ColumnValues {
-        ColumnValues::Boolean(values.into_iter().copied().collect())
-    }
+copy_scalar! {
+    i64 => BigInt | Timestamp;
+    f64 => Double;
+    bool => Boolean;
 }
 
 impl Scalar for String {

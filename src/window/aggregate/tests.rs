@@ -28,6 +28,21 @@ fn input<'a>(arg: Option<&'a Column>, interner: &'a Interner) -> Input<'a> {
     }
 }
 
+/// The column and overflow count of slot 0.
+fn finished(acc: &Accumulator) -> (Column, u64) {
+    let f = acc.finish(&[0], &mut Interner::new());
+    (f.column, f.overflows)
+}
+
+/// Where to cut `len` values into parts: 0, the splits, and `len`, in order.
+fn cuts(splits: &[usize], len: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = splits.iter().map(|s| s % len).collect();
+    cuts.push(0);
+    cuts.push(len);
+    cuts.sort_unstable();
+    cuts
+}
+
 fn doubles(values: &[f64]) -> Column {
     Column {
         values: ColumnValues::Double(values.to_vec()),
@@ -58,10 +73,7 @@ fn integer_sums_overflow_to_null() {
     pairs.push(0, 0);
     pairs.push(1, 0);
     acc.update(&pairs, input(Some(&column), &Interner::new()));
-    let Finished {
-        column: out,
-        overflows,
-    } = acc.finish(&[0], &mut Interner::new());
+    let (out, overflows) = finished(&acc);
     assert_eq!(overflows, 1);
     assert_eq!(out.validity, Some(vec![false]));
 }
@@ -89,10 +101,7 @@ fn folded(c: &AggregateCall, values: &Column) -> Accumulator {
 fn integer_sums_decide_overflow_on_the_final_value() {
     let c = call(AggregateFunction::Sum, DataType::BigInt);
     let whole = folded(&c, &bigints(&[i64::MAX, 1, -1]));
-    let Finished {
-        column: out,
-        overflows,
-    } = whole.finish(&[0], &mut Interner::new());
+    let (out, overflows) = finished(&whole);
     assert_eq!(overflows, 0);
     assert_eq!(out.values, ColumnValues::BigInt(vec![i64::MAX]));
     assert_eq!(out.validity, None);
@@ -111,10 +120,7 @@ fn integer_sums_decide_overflow_on_the_final_value() {
     );
     // Going below i64::MIN is an overflow too.
     let low = folded(&c, &bigints(&[i64::MIN, -1]));
-    let Finished {
-        column: out,
-        overflows,
-    } = low.finish(&[0], &mut Interner::new());
+    let (out, overflows) = finished(&low);
     assert_eq!((out.validity, overflows), (Some(vec![false]), 1));
 }
 
@@ -123,10 +129,7 @@ fn double_sums_and_averages_that_overflow_are_null_and_counted() {
     for func in [AggregateFunction::Sum, AggregateFunction::Avg] {
         let c = call(func, DataType::Double);
         let acc = folded(&c, &doubles(&[f64::MAX, f64::MAX, 1.0]));
-        let Finished {
-            column: out,
-            overflows,
-        } = acc.finish(&[0], &mut Interner::new());
+        let (out, overflows) = finished(&acc);
         assert_eq!(overflows, 1, "{func:?}");
         assert_eq!(out.validity, Some(vec![false]), "{func:?}");
         assert_eq!(out.values, ColumnValues::Double(vec![0.0]), "{func:?}");
@@ -135,10 +138,7 @@ fn double_sums_and_averages_that_overflow_are_null_and_counted() {
     let c = call(AggregateFunction::Sum, DataType::Double);
     let mut merged = folded(&c, &doubles(&[f64::MAX, f64::MAX]));
     merged.merge_slot(0, &folded(&c, &doubles(&[-1.0])), 0);
-    let Finished {
-        column: out,
-        overflows,
-    } = merged.finish(&[0], &mut Interner::new());
+    let (out, overflows) = finished(&merged);
     assert_eq!((out.validity, overflows), (Some(vec![false]), 1));
 }
 
@@ -171,10 +171,7 @@ proptest! {
     ) {
         let c = call(AggregateFunction::Sum, DataType::BigInt);
         let whole = folded(&c, &bigints(&values));
-        let mut cuts: Vec<usize> = splits.iter().map(|s| s % values.len()).collect();
-        cuts.push(0);
-        cuts.push(values.len());
-        cuts.sort_unstable();
+        let cuts = cuts(&splits, values.len());
         let mut merged = Accumulator::new(&c);
         merged.push_empty();
         for w in cuts.windows(2) {
@@ -182,7 +179,7 @@ proptest! {
         }
         let exact: i128 = values.iter().map(|&v| i128::from(v)).sum();
         for acc in [&whole, &merged] {
-            let Finished { column: col, overflows } = acc.finish(&[0], &mut Interner::new());
+            let (col, overflows) = finished(acc);
             match i64::try_from(exact) {
                 Ok(v) => {
                     prop_assert_eq!(col, bigints(&[v]));
@@ -207,10 +204,7 @@ proptest! {
         let c = call(AggregateFunction::Avg, DataType::Double);
         let mut whole = Accumulator::new(&c);
         fold(&mut whole, &values);
-        let mut cuts: Vec<usize> = splits.iter().map(|s| s % values.len()).collect();
-        cuts.push(0);
-        cuts.push(values.len());
-        cuts.sort_unstable();
+        let cuts = cuts(&splits, values.len());
         let mut merged = Accumulator::new(&c);
         merged.push_empty();
         for w in cuts.windows(2) {
@@ -305,10 +299,7 @@ proptest! {
         let values: Vec<f64> = values.iter().map(|&c| offset + f64::from(c) / 100.0).collect();
         for (func, population) in [(AggregateFunction::VarSamp, false), (AggregateFunction::VarPop, true)] {
             let c = call(func, DataType::Double);
-            let mut cuts: Vec<usize> = splits.iter().map(|s| s % values.len()).collect();
-            cuts.push(0);
-            cuts.push(values.len());
-            cuts.sort_unstable();
+            let cuts = cuts(&splits, values.len());
             let mut merged = Accumulator::new(&c);
             merged.push_empty();
             for w in cuts.windows(2) {
