@@ -1,8 +1,12 @@
 //! The result rows of a closed window, computed from its merged state by the window's
 //! owner ([`super::window_merge`]): aggregates finished, `HAVING` applied, `SELECT`
-//! expressions evaluated, Arrow built. The window state itself ([`crate::window`]) knows
+//! expressions evaluated, Arrow built, and for a window Top-N the rows ranked and cut. The window state itself ([`crate::window`]) knows
 //! nothing of SQL output.
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -10,8 +14,8 @@ use arrow::record_batch::RecordBatch;
 use crate::batch::arrow::to_arrow;
 use crate::batch::{Column, ColumnValues, Interner};
 use crate::eval::{Scope, eval, selection};
-use crate::query::QueryPlan;
 use crate::query::expr::{ExprKind, OutputLeaf};
+use crate::query::{QueryPlan, TopN, TopNColumn};
 use crate::window::aggregate::{Accumulator, Aggregate, Finished, retype};
 use crate::window::key::KeyRows;
 
@@ -116,11 +120,48 @@ pub fn window_rows(
         };
         arrays.push(array);
     }
+    if let Some(top) = &plan.top_n {
+        arrays = top_rows(top, &arrays)?;
+    }
     let rows = arrays.first().map_or(0, |a| a.len());
-    arrays.push(std::sync::Arc::new(arrow::array::Int32Array::from(vec![
-        revision as i32;
+    arrays.push(Arc::new(arrow::array::Int32Array::from(vec![
+        revision
+            as i32;
         rows
     ])));
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     Ok(WindowRows { batch, overflows })
+}
+
+/// The first `top.limit` rows of a window by `top.order`, as `top.columns`, in rank order.
+///
+/// The rows come sorted by group key, so ranking ties by their position ranks them by
+/// key, ascending.
+fn top_rows(top: &TopN, outputs: &[ArrayRef]) -> Result<Vec<ArrayRef>, ArrowError> {
+    let n = outputs.first().map_or(0, |a| a.len());
+    let mut sort: Vec<SortColumn> = top
+        .order
+        .iter()
+        .map(|k| SortColumn {
+            values: outputs[k.output].clone(),
+            options: Some(SortOptions {
+                descending: k.descending,
+                nulls_first: k.nulls_first,
+            }),
+        })
+        .collect();
+    sort.push(SortColumn {
+        values: Arc::new(UInt32Array::from_iter_values(0..n as u32)),
+        options: None,
+    });
+    let ranked = lexsort_to_indices(&sort, Some(top.limit))?;
+    top.columns
+        .iter()
+        .map(|c| match c {
+            TopNColumn::Output(i) => take(&outputs[*i], &ranked, None),
+            TopNColumn::Rank(_) => {
+                Ok(Arc::new(Int64Array::from_iter_values(1..=ranked.len() as i64)) as ArrayRef)
+            }
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! Query files: SQL text to a validated [`QueryPlan`].
 //!
 //! A query file holds a `CREATE TABLE` that declares the source readings and one windowed
-//! `SELECT`. sqlparser (the parser DataFusion uses) parses; this module resolves names,
+//! `SELECT`, possibly ranked as a window Top-N ([`top_n`]). sqlparser (the parser DataFusion uses) parses; this module resolves names,
 //! checks types and reports mistakes as `file:line:column: what was expected`.
 
 pub mod connector;
@@ -14,6 +14,7 @@ mod plan;
 mod scalar;
 mod schema;
 mod select;
+pub mod top_n;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ pub use plan::{
     AggregateCall, AggregateFunction, Field, GroupKey, OutputColumn, QueryPlan, SourceSchema,
     WindowSpec,
 };
+pub use top_n::{SortKey, TopN, TopNColumn};
 
 /// Reads and plans a query file; the query is named after the file stem.
 pub fn load(path: &Path) -> Result<QueryPlan, QueryError> {
@@ -122,7 +124,9 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
     };
     let base = file.parent().unwrap_or(Path::new(""));
     let source = schema::plan_source(create, base)?;
-    let select = select::plan_select(query, &source)?;
+    let (aggregate, top_n) = top_n::split(query)?;
+    let select = select::plan_select(aggregate, &source)?;
+    let top_n = top_n.map(|t| t.plan(&select.outputs)).transpose()?;
     Ok(QueryPlan {
         name: name.to_owned(),
         file: PathBuf::from(file),
@@ -133,6 +137,7 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
         aggregates: select.aggregates,
         having: select.having,
         outputs: select.outputs,
+        top_n,
     })
 }
 

@@ -195,8 +195,11 @@ pub struct QueryPlan {
     pub aggregates: Vec<AggregateCall>,
     /// `HAVING`, applied to result rows.
     pub having: Option<OutputExpr>,
-    /// Result columns in `SELECT` order.
+    /// Result columns of the aggregate, in `SELECT` order.
     pub outputs: Vec<OutputColumn>,
+    /// A window Top-N around the aggregate: which of its rows each window keeps, ranked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_n: Option<super::top_n::TopN>,
 }
 
 impl fmt::Display for QueryPlan {
@@ -261,6 +264,34 @@ impl fmt::Display for QueryPlan {
                 f,
                 "              {:<20} {}{null}  = {}",
                 o.name, o.expr.ty, o.expr
+            )?;
+        }
+        if let Some(top) = &self.top_n {
+            let order: Vec<String> = top
+                .order
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}{}",
+                        self.outputs[k.output].name,
+                        if k.descending { " DESC" } else { "" }
+                    )
+                })
+                .collect();
+            let columns: Vec<&str> = top
+                .columns
+                .iter()
+                .map(|c| match c {
+                    super::top_n::TopNColumn::Output(i) => self.outputs[*i].name.as_str(),
+                    super::top_n::TopNColumn::Rank(name) => name.as_str(),
+                })
+                .collect();
+            writeln!(
+                f,
+                "top-n       {} rows per window by {}, ties by key; columns {}",
+                top.limit,
+                order.join(", "),
+                columns.join(", ")
             )?;
         }
         Ok(())

@@ -448,7 +448,7 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
     Ok((window, qualifiers))
 }
 
-fn reject_unsupported(query: &Query, select: &Select) -> PlanResult<()> {
+pub(super) fn reject_unsupported(query: &Query, select: &Select) -> PlanResult<()> {
     let span = select.select_token.0.span;
     let checks: [(bool, &str); 9] = [
         (

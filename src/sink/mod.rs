@@ -69,11 +69,20 @@ pub const REVISION_COLUMN: &str = "revision";
 
 /// The schema of a query's result files: the `SELECT` list, then [`REVISION_COLUMN`].
 pub fn result_schema(plan: &QueryPlan) -> SchemaRef {
-    let mut fields: Vec<Field> = plan
-        .outputs
-        .iter()
-        .map(|o| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable))
-        .collect();
+    use crate::query::TopNColumn;
+    let output =
+        |o: &crate::query::OutputColumn| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable);
+    let mut fields: Vec<Field> = match &plan.top_n {
+        None => plan.outputs.iter().map(output).collect(),
+        Some(top) => top
+            .columns
+            .iter()
+            .map(|c| match c {
+                TopNColumn::Output(i) => output(&plan.outputs[*i]),
+                TopNColumn::Rank(name) => Field::new(name, ArrowType::Int64, false),
+            })
+            .collect(),
+    };
     fields.push(Field::new(REVISION_COLUMN, ArrowType::Int32, false));
     Arc::new(Schema::new(fields))
 }
@@ -101,10 +110,15 @@ pub fn unique_result_column(plan: &QueryPlan) -> Option<String> {
     if plan.keys.len() != 1 {
         return None;
     }
-    plan.outputs
+    let key = plan
+        .outputs
         .iter()
-        .find(|o| matches!(o.expr.kind, ExprKind::Leaf(OutputLeaf::Key(0, _))))
-        .map(|o| o.name.clone())
+        .position(|o| matches!(o.expr.kind, ExprKind::Leaf(OutputLeaf::Key(0, _))))?;
+    let kept = plan
+        .top_n
+        .as_ref()
+        .is_none_or(|top| top.columns.contains(&crate::query::TopNColumn::Output(key)));
+    kept.then(|| plan.outputs[key].name.clone())
 }
 
 /// Encodes `batch` and commits it at `relative` under the layout's root; `unique` names

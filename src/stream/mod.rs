@@ -103,6 +103,8 @@ pub struct StreamState {
 pub fn plan_fingerprint(plan: &QueryPlan) -> String {
     let mut plan = plan.clone();
     plan.file = PathBuf::new();
+    // The ranking only picks rows as windows are written; kept state is the aggregate's.
+    plan.top_n = None;
     // Where readings come from and how often they are polled changes nothing kept.
     plan.source.connector = Default::default();
     let text = serde_json::to_vec(&plan).unwrap_or_default();

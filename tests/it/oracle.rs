@@ -25,6 +25,25 @@ pub struct Spec {
 
 impl Spec {
     pub fn sql(&self) -> String {
+        let (create, aggregate) = self.parts();
+        format!("{create}; {aggregate}")
+    }
+
+    /// The window Top-N over the aggregate: per window, the `n` rows with the most
+    /// readings (ties by device), with their rank.
+    pub fn top_n_sql(&self, n: usize) -> String {
+        let (create, aggregate) = self.parts();
+        format!(
+            "{create};
+             SELECT * FROM (
+                 SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY readings DESC) AS rank
+                 FROM ({aggregate})
+             ) WHERE rank <= {n}"
+        )
+    }
+
+    /// The `CREATE TABLE` and the windowed aggregate.
+    fn parts(&self) -> (String, String) {
         let window = if self.slide_ms == self.size_ms {
             format!(
                 "TUMBLE(readings, ts, INTERVAL '{}' MILLISECOND)",
@@ -41,17 +60,20 @@ impl Spec {
         } else {
             ""
         };
-        format!(
+        let create = format!(
             "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT, packets BIGINT, latency_ms DOUBLE)
-               WITH (event_time = 'ts', max_out_of_orderness = '{}ms');
-             SELECT device_id, window_start, window_end, COUNT(*) AS readings, SUM(bytes_in) AS bytes_in,
+               WITH (event_time = 'ts', max_out_of_orderness = '{}ms')",
+            self.ooo_ms
+        );
+        let aggregate = format!(
+            "SELECT device_id, window_start, window_end, COUNT(*) AS readings, SUM(bytes_in) AS bytes_in,
                     SUM(bytes_out) AS bytes_out, MAX(bytes_in) AS max_bytes_in, AVG(latency_ms) AS avg_latency_ms,
                     STDDEV(latency_ms) AS sd_latency_ms, FIRST_VALUE(bytes_in) AS first_bytes_in,
                     LAST_VALUE(bytes_out) AS last_bytes_out
              FROM {window} {filter}
-             GROUP BY device_id, window_start, window_end",
-            self.ooo_ms
-        )
+             GROUP BY device_id, window_start, window_end"
+        );
+        (create, aggregate)
     }
 
     fn keep(&self, r: &Reading) -> bool {
@@ -244,6 +266,62 @@ fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
     let config = generator(30_000, 200, 200.0, 8_000, 0.01, 7);
     for workers in [1, 2, 4] {
         check(&spec, &config, Via::Json, workers, 16 * 1024);
+    }
+}
+
+/// The oracle's Top-N: per window, the `n` rows with the most readings, ties by device,
+/// each with its rank.
+pub fn top_n(rows: &[Vec<Value>], n: usize) -> Vec<Vec<Value>> {
+    let key = |r: &[Value]| match (&r[0], &r[1], &r[3]) {
+        (Value::Text(device), Value::Timestamp(start), Value::BigInt(n)) => {
+            (*start, device.clone(), *n)
+        }
+        _ => panic!("unexpected row {r:?}"),
+    };
+    let mut by_window: BTreeMap<i64, Vec<Vec<Value>>> = BTreeMap::new();
+    for row in rows {
+        by_window.entry(key(row).0).or_default().push(row.clone());
+    }
+    let mut out = Vec::new();
+    for (_, mut window) in by_window {
+        window.sort_by(|a, b| {
+            let ((_, da, na), (_, db, nb)) = (key(a), key(b));
+            nb.cmp(&na).then_with(|| da.cmp(&db))
+        });
+        for (rank, mut row) in window.into_iter().take(n).enumerate() {
+            row.push(Value::BigInt(rank as i64 + 1));
+            out.push(row);
+        }
+    }
+    sort_rows(&mut out);
+    out
+}
+
+#[test]
+fn window_top_n_ranks_ties_by_key_at_1_2_and_4_workers() {
+    let spec = Spec {
+        size_ms: 10_000,
+        slide_ms: 5_000,
+        ooo_ms: 3_000,
+        filtered: false,
+    };
+    // Few readings per device and window: many ties on the count.
+    let config = generator(12_000, 300, 300.0, 6_000, 0.01, 17);
+    let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
+    let (all, _) = oracle(&spec, &readings);
+    let want = top_n(&all, 3);
+    let plan = plan(&spec.top_n_sql(3));
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        run(
+            &plan,
+            Input::Generator(config.clone()),
+            dir.path(),
+            workers,
+            8 * 1024,
+        );
+        let context = format!("top-3 at {workers} workers");
+        assert_rows_eq(&read_rows(&dir.path().join("q")), &want, &context);
     }
 }
 

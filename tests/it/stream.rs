@@ -11,7 +11,7 @@ use edgeflow::engine::{self, RunConfig, RunSummary};
 use edgeflow::source::Input;
 use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, write_readings};
 
-use super::oracle::{Late, Spec, late_rows, oracle};
+use super::oracle::{Late, Spec, late_rows, oracle, top_n};
 use super::support::{assert_rows_eq, parquet_files, plan, read_rows, revisions};
 
 const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
@@ -283,6 +283,33 @@ fn hop_windows_left_open_by_several_workers_are_kept_whole() {
             assert_stream_equals(&out, &hop, &readings(&config), &context);
         }
     }
+}
+
+/// A window Top-N ranks each revision of a window whole: windows spanning two files are
+/// ranked over all their readings.
+#[test]
+fn a_window_top_n_over_consecutive_files_equals_one_run() {
+    let config = config(12_000, 29);
+    let all = lines(&config);
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    for (i, part) in split(&all, 4).iter().enumerate() {
+        let path = dir.path().join(format!("part-{i}.jsonl"));
+        write_lines(&path, part);
+        run(
+            &spec().top_n_sql(3),
+            json_input(&path),
+            &out,
+            [2, 1, 4, 2][i],
+            false,
+        );
+    }
+    let (rows, _) = oracle(&spec(), &readings(&config));
+    assert_rows_eq(
+        &read_rows(&out.join("q")),
+        &top_n(&rows, 3),
+        "top-3 over 4 files",
+    );
 }
 
 #[test]
