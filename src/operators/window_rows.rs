@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, UInt32Array};
+use arrow::array::{ArrayRef, BinaryArray, Int64Array, UInt32Array};
 use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -104,7 +104,7 @@ pub fn window_rows(
         Some(k) => k.iter().map(|&i| order[i]).collect(),
         None => order.clone(),
     };
-    let mut arrays = Vec::with_capacity(plan.outputs.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(plan.outputs.len());
     for output in &plan.outputs {
         let array = match &output.expr.kind {
             ExprKind::Leaf(OutputLeaf::Key(i, _)) => {
@@ -120,9 +120,16 @@ pub fn window_rows(
         };
         arrays.push(array);
     }
-    if let Some(top) = &plan.top_n {
-        arrays = top_rows(top, &arrays)?;
-    }
+    let sketches: Vec<Option<ArrayRef>> = (0..plan.outputs.len())
+        .map(|i| {
+            let bytes = accs[plan.sketch_of(i)?].sketches(&kept_rows)?;
+            Some(Arc::new(BinaryArray::from_iter(bytes)) as ArrayRef)
+        })
+        .collect();
+    let mut arrays = match &plan.top_n {
+        None => with_sketches(arrays, sketches),
+        Some(top) => top_rows(top, &arrays, &sketches)?,
+    };
     let rows = arrays.first().map_or(0, |a| a.len());
     arrays.push(Arc::new(arrow::array::Int32Array::from(vec![
         revision
@@ -133,11 +140,25 @@ pub fn window_rows(
     Ok(WindowRows { batch, overflows })
 }
 
-/// The first `top.limit` rows of a window by `top.order`, as `top.columns`, in rank order.
+/// The output columns, each followed by its sketch column if it has one.
+fn with_sketches(outputs: Vec<ArrayRef>, sketches: Vec<Option<ArrayRef>>) -> Vec<ArrayRef> {
+    outputs
+        .into_iter()
+        .zip(sketches)
+        .flat_map(|(output, sketch)| std::iter::once(output).chain(sketch))
+        .collect()
+}
+
+/// The first `top.limit` rows of a window by `top.order`, as `top.columns` (an output
+/// followed by its sketch column if it has one), in rank order.
 ///
 /// The rows come sorted by group key, so ranking ties by their position ranks them by
 /// key, ascending.
-fn top_rows(top: &TopN, outputs: &[ArrayRef]) -> Result<Vec<ArrayRef>, ArrowError> {
+fn top_rows(
+    top: &TopN,
+    outputs: &[ArrayRef],
+    sketches: &[Option<ArrayRef>],
+) -> Result<Vec<ArrayRef>, ArrowError> {
     let n = outputs.first().map_or(0, |a| a.len());
     let mut sort: Vec<SortColumn> = top
         .order
@@ -155,13 +176,19 @@ fn top_rows(top: &TopN, outputs: &[ArrayRef]) -> Result<Vec<ArrayRef>, ArrowErro
         options: None,
     });
     let ranked = lexsort_to_indices(&sort, Some(top.limit))?;
-    top.columns
-        .iter()
-        .map(|c| match c {
-            TopNColumn::Output(i) => take(&outputs[*i], &ranked, None),
-            TopNColumn::Rank(_) => {
-                Ok(Arc::new(Int64Array::from_iter_values(1..=ranked.len() as i64)) as ArrayRef)
+    let mut columns = Vec::new();
+    for c in &top.columns {
+        match c {
+            TopNColumn::Output(i) => {
+                columns.push(take(&outputs[*i], &ranked, None)?);
+                if let Some(sketch) = &sketches[*i] {
+                    columns.push(take(sketch, &ranked, None)?);
+                }
             }
-        })
-        .collect()
+            TopNColumn::Rank(_) => columns.push(Arc::new(Int64Array::from_iter_values(
+                1..=ranked.len() as i64,
+            ))),
+        }
+    }
+    Ok(columns)
 }

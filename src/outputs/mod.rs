@@ -15,6 +15,7 @@
 pub mod format;
 pub mod listing;
 pub mod overlay;
+pub mod sketches;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -214,6 +215,9 @@ impl Outputs {
             .with_memory_limit(settings.memory_limit, 1.0)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        for function in sketches::functions() {
+            ctx.register_udaf(function);
+        }
         let url = url::Url::parse(OUTPUTS_URL)
             .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
         ctx.register_object_store(&url, store.clone());

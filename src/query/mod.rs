@@ -26,7 +26,7 @@ pub use duration::parse_duration;
 pub use error::{PlanError, Position, QueryError};
 pub use plan::{
     AggregateCall, AggregateFunction, Field, GroupKey, OutputColumn, QueryPlan, SourceSchema,
-    WindowSpec,
+    WindowSpec, sketch_column_name,
 };
 pub use top_n::{SortKey, TopN, TopNColumn};
 

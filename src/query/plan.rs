@@ -113,6 +113,10 @@ pub enum AggregateFunction {
     FirstValue,
     /// `LAST_VALUE(expr)`: the value of the latest reading by event time.
     LastValue,
+    /// `APPROX_DISTINCT(expr)`: distinct values, from an HLL sketch.
+    ApproxDistinct,
+    /// `APPROX_PERCENTILE(expr, q)`: the `q` quantile, from a t-digest.
+    ApproxPercentile,
 }
 
 impl AggregateFunction {
@@ -130,7 +134,17 @@ impl AggregateFunction {
             AggregateFunction::VarPop => "VAR_POP",
             AggregateFunction::FirstValue => "FIRST_VALUE",
             AggregateFunction::LastValue => "LAST_VALUE",
+            AggregateFunction::ApproxDistinct => "APPROX_DISTINCT",
+            AggregateFunction::ApproxPercentile => "APPROX_PERCENTILE",
         }
+    }
+
+    /// Whether the result file also carries the aggregate's sketch (`<name>_sketch`).
+    pub fn has_sketch(self) -> bool {
+        matches!(
+            self,
+            AggregateFunction::ApproxDistinct | AggregateFunction::ApproxPercentile
+        )
     }
 }
 
@@ -143,13 +157,17 @@ pub struct AggregateCall {
     pub arg: Option<SourceExpr>,
     /// Result type.
     pub output_type: DataType,
+    /// A constant parameter: the quantile of `APPROX_PERCENTILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<f64>,
 }
 
 impl fmt::Display for AggregateCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.arg {
-            None => write!(f, "{}(*)", self.func.sql_name()),
-            Some(arg) => write!(f, "{}({arg})", self.func.sql_name()),
+        match (&self.arg, self.param) {
+            (None, _) => write!(f, "{}(*)", self.func.sql_name()),
+            (Some(arg), None) => write!(f, "{}({arg})", self.func.sql_name()),
+            (Some(arg), Some(p)) => write!(f, "{}({arg}, {p})", self.func.sql_name()),
         }
     }
 }
@@ -176,6 +194,11 @@ pub struct OutputColumn {
     pub nullable: bool,
 }
 
+/// The name of the sketch column that follows an output `name`.
+pub fn sketch_column_name(name: &str) -> String {
+    format!("{name}_sketch")
+}
+
 /// A checked windowed aggregation, ready to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryPlan {
@@ -200,6 +223,21 @@ pub struct QueryPlan {
     /// A window Top-N around the aggregate: which of its rows each window keeps, ranked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_n: Option<super::top_n::TopN>,
+}
+
+impl QueryPlan {
+    /// The aggregate whose sketch follows output `i` in result files: when the output is
+    /// plainly an aggregate that keeps one.
+    pub fn sketch_of(&self, i: usize) -> Option<usize> {
+        match self.outputs[i].expr.kind {
+            crate::query::expr::ExprKind::Leaf(crate::query::expr::OutputLeaf::Aggregate(a, _))
+                if self.aggregates[a].func.has_sketch() =>
+            {
+                Some(a)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for QueryPlan {

@@ -27,8 +27,7 @@ pub struct SelectPlan {
     pub outputs: Vec<OutputColumn>,
 }
 
-const AGGREGATES: &str =
-    "COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE";
+const AGGREGATES: &str = "COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE, APPROX_DISTINCT, APPROX_PERCENTILE";
 
 /// Shortest window size or hop slide, in microseconds (1 ms): below it a window holds
 /// next to nothing and their count per second of input explodes.
@@ -139,6 +138,26 @@ impl Resolver for SourceResolver<'_> {
     }
 }
 
+/// The quantile argument of `APPROX_PERCENTILE`: a number between 0 and 1.
+fn quantile(e: &Expr) -> PlanResult<f64> {
+    let bad = || {
+        PlanError::at(
+            e.span(),
+            "expected a quantile between 0 and 1, e.g. 0.99 for the 99th percentile",
+        )
+    };
+    let Expr::Value(v) = e else { return Err(bad()) };
+    let sqlparser::ast::Value::Number(text, _) = &v.value else {
+        return Err(bad());
+    };
+    let q: f64 = text.parse().map_err(|_| bad())?;
+    if (0.0..=1.0).contains(&q) {
+        Ok(q)
+    } else {
+        Err(bad())
+    }
+}
+
 fn aggregate_function(name: &str) -> Option<AggregateFunction> {
     Some(match name.to_ascii_uppercase().as_str() {
         "COUNT" => AggregateFunction::Count,
@@ -152,6 +171,10 @@ fn aggregate_function(name: &str) -> Option<AggregateFunction> {
         "VAR_POP" => AggregateFunction::VarPop,
         "FIRST_VALUE" => AggregateFunction::FirstValue,
         "LAST_VALUE" => AggregateFunction::LastValue,
+        "APPROX_DISTINCT" | "APPROX_COUNT_DISTINCT" => AggregateFunction::ApproxDistinct,
+        "APPROX_PERCENTILE" | "APPROX_PERCENTILE_CONT" | "APPROX_QUANTILE" => {
+            AggregateFunction::ApproxPercentile
+        }
         _ => return None,
     })
 }
@@ -192,11 +215,25 @@ impl OutputResolver<'_> {
                 "DISTINCT inside aggregates is not supported",
             ));
         }
+        let mut param = None;
         let arg = match list.args.as_slice() {
             [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
                 if func == AggregateFunction::Count =>
             {
                 None
+            }
+            [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(q)),
+            ] if func == AggregateFunction::ApproxPercentile => {
+                param = Some(quantile(q)?);
+                Some(e)
+            }
+            _ if func == AggregateFunction::ApproxPercentile => {
+                return Err(PlanError::at(
+                    span,
+                    "expected APPROX_PERCENTILE(<expression>, <quantile between 0 and 1>)",
+                ));
             }
             [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e),
             _ => {
@@ -214,18 +251,22 @@ impl OutputResolver<'_> {
                 func: AggregateFunction::CountStar,
                 arg: None,
                 output_type: DataType::BigInt,
+                param: None,
             },
             Some(e) => {
                 self.source.context = "aggregate arguments";
                 let planned = plan_expr(e, &mut self.source)?;
                 let output_type = match func {
-                    AggregateFunction::Count | AggregateFunction::CountStar => DataType::BigInt,
+                    AggregateFunction::Count
+                    | AggregateFunction::CountStar
+                    | AggregateFunction::ApproxDistinct => DataType::BigInt,
                     AggregateFunction::Sum
                     | AggregateFunction::Avg
                     | AggregateFunction::StddevSamp
                     | AggregateFunction::StddevPop
                     | AggregateFunction::VarSamp
                     | AggregateFunction::VarPop
+                    | AggregateFunction::ApproxPercentile
                         if !planned.ty.is_numeric() =>
                     {
                         return Err(PlanError::at(
@@ -238,7 +279,8 @@ impl OutputResolver<'_> {
                     | AggregateFunction::StddevSamp
                     | AggregateFunction::StddevPop
                     | AggregateFunction::VarSamp
-                    | AggregateFunction::VarPop => DataType::Double,
+                    | AggregateFunction::VarPop
+                    | AggregateFunction::ApproxPercentile => DataType::Double,
                     AggregateFunction::Min
                     | AggregateFunction::Max
                     | AggregateFunction::FirstValue
@@ -248,6 +290,7 @@ impl OutputResolver<'_> {
                     func,
                     arg: Some(planned),
                     output_type,
+                    param,
                 }
             }
         };
@@ -584,6 +627,8 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
         aggregates: Vec::new(),
     };
     let mut outputs: Vec<OutputColumn> = Vec::new();
+    // Names of the sketch columns that follow outputs of sketch aggregates.
+    let mut sketch_names: Vec<String> = Vec::new();
     for item in &select.projection {
         let (expr, name, span) = match item {
             SelectItem::UnnamedExpr(e) => (e, output_name(e), e.span()),
@@ -602,11 +647,29 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
                 "an untyped NULL cannot be an output column",
             ));
         }
-        if outputs.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
+        if outputs.iter().any(|o| o.name.eq_ignore_ascii_case(&name))
+            || sketch_names.iter().any(|s| s.eq_ignore_ascii_case(&name))
+        {
             return Err(PlanError::at(
                 span,
-                format!("output column `{name}` appears twice; give it an alias"),
+                format!(
+                    "output column `{name}` appears twice (an approximate aggregate's result is followed by its `<name>_sketch` column); give it an alias"
+                ),
             ));
+        }
+        if let ExprKind::Leaf(OutputLeaf::Aggregate(i, _)) = planned.kind
+            && output.aggregates[i].func.has_sketch()
+        {
+            let sketch = super::plan::sketch_column_name(&name);
+            if outputs.iter().any(|o| o.name.eq_ignore_ascii_case(&sketch)) {
+                return Err(PlanError::at(
+                    span,
+                    format!(
+                        "this output's sketch column `{sketch}` clashes with an output of that name; give one an alias"
+                    ),
+                ));
+            }
+            sketch_names.push(sketch);
         }
         if name.eq_ignore_ascii_case(crate::sink::REVISION_COLUMN) {
             return Err(PlanError::at(
@@ -622,7 +685,9 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
             OutputLeaf::Key(_, _) => true,
             OutputLeaf::Aggregate(i, _) => !matches!(
                 aggregates[*i].func,
-                AggregateFunction::CountStar | AggregateFunction::Count
+                AggregateFunction::CountStar
+                    | AggregateFunction::Count
+                    | AggregateFunction::ApproxDistinct
             ),
         });
         outputs.push(OutputColumn {

@@ -72,14 +72,27 @@ pub fn result_schema(plan: &QueryPlan) -> SchemaRef {
     use crate::query::TopNColumn;
     let output =
         |o: &crate::query::OutputColumn| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable);
+    // An output, followed by its sketch column if it has one.
+    let with_sketch = |i: usize| {
+        let o = &plan.outputs[i];
+        std::iter::once(output(o)).chain(plan.sketch_of(i).map(|_| {
+            Field::new(
+                crate::query::sketch_column_name(&o.name),
+                ArrowType::Binary,
+                true,
+            )
+        }))
+    };
     let mut fields: Vec<Field> = match &plan.top_n {
-        None => plan.outputs.iter().map(output).collect(),
+        None => (0..plan.outputs.len()).flat_map(with_sketch).collect(),
         Some(top) => top
             .columns
             .iter()
-            .map(|c| match c {
-                TopNColumn::Output(i) => output(&plan.outputs[*i]),
-                TopNColumn::Rank(name) => Field::new(name, ArrowType::Int64, false),
+            .flat_map(|c| -> Vec<Field> {
+                match c {
+                    TopNColumn::Output(i) => with_sketch(*i).collect(),
+                    TopNColumn::Rank(name) => vec![Field::new(name, ArrowType::Int64, false)],
+                }
             })
             .collect(),
     };

@@ -17,6 +17,7 @@ mod query_files;
 mod query_hardening;
 mod query_outputs;
 mod s3_server;
+mod sketches;
 mod status_page;
 mod stream;
 mod support;

@@ -109,9 +109,13 @@ struct Acc {
 /// A late reading: device, event time (ms) and the start (ms) of the window it missed.
 pub type Late = (String, i64, i64);
 
-/// The sequential answer: result rows and late readings.
-pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>) {
-    let mut windows: BTreeMap<(String, i64), Acc> = BTreeMap::new();
+/// The readings of each (device, window start ms), in arrival order.
+pub type Windows = BTreeMap<(String, i64), Vec<Reading>>;
+
+/// The readings of every (device, window start) in arrival order, and the late ones, by
+/// the sequential watermark rule.
+pub fn windowed(spec: &Spec, readings: &[Reading]) -> (Windows, Vec<Late>) {
+    let mut windows = Windows::new();
     let mut late = Vec::new();
     let mut max_seen: Option<i64> = None;
     for r in readings {
@@ -126,7 +130,23 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>)
                 late.push((device_name(r.device), r.ts_ms, start));
                 continue;
             }
-            let acc = windows.entry((device_name(r.device), start)).or_default();
+            windows
+                .entry((device_name(r.device), start))
+                .or_default()
+                .push(*r);
+        }
+    }
+    late.sort();
+    (windows, late)
+}
+
+/// The sequential answer: result rows and late readings.
+pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>) {
+    let (by_window, late) = windowed(spec, readings);
+    let mut windows: BTreeMap<(String, i64), Acc> = BTreeMap::new();
+    for (key, rs) in by_window {
+        let acc = windows.entry(key).or_default();
+        for r in rs {
             acc.n += 1;
             acc.bytes_in += r.bytes_in;
             acc.bytes_out += r.bytes_out;
@@ -171,7 +191,6 @@ pub fn oracle(spec: &Spec, readings: &[Reading]) -> (Vec<Vec<Value>>, Vec<Late>)
         })
         .collect();
     sort_rows(&mut rows);
-    late.sort();
     (rows, late)
 }
 

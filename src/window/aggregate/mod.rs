@@ -11,10 +11,13 @@
 //! batch, never per reading. Adding an aggregate is adding its file, its line in
 //! `accumulators!` and its case in [`Accumulator::new`].
 
+pub mod approx_distinct;
+pub mod approx_percentile;
 mod by_time;
 mod count;
 mod extreme;
 mod scalar;
+mod sketch_bytes;
 mod sum_float;
 mod sum_int;
 mod variance;
@@ -25,6 +28,8 @@ use crate::batch::{Column, ColumnValues, Interner};
 use crate::query::{AggregateCall, AggregateFunction};
 use crate::types::DataType;
 
+pub use approx_distinct::ApproxDistinct;
+pub use approx_percentile::ApproxPercentile;
 pub use by_time::ByTime;
 pub use count::Count;
 pub use extreme::{Extreme, ExtremeText};
@@ -113,6 +118,12 @@ pub trait Aggregate: Sized {
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize);
     /// The final values of `slots`; text results are interned into `interner`.
     fn finish(&self, slots: &[usize], interner: &mut Interner) -> Finished;
+    /// For an aggregate that keeps a sketch: each slot's, in the library's standard
+    /// serialised form (`None` for a slot without values), written beside the result
+    /// so that results roll up by merging sketches.
+    fn sketches(&self, _slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
+        None
+    }
 }
 
 /// Loops over the pairs whose row is not NULL in `column`.
@@ -191,6 +202,9 @@ macro_rules! accumulators {
             fn finish(&self, slots: &[usize], interner: &mut Interner) -> Finished {
                 match self { $(Accumulator::$variant(a) => a.finish(slots, interner),)* }
             }
+            fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
+                match self { $(Accumulator::$variant(a) => a.sketches(slots),)* }
+            }
         }
     };
 }
@@ -220,6 +234,10 @@ accumulators! {
     ByTimeBool(ByTime<bool>),
     /// `FIRST_VALUE`/`LAST_VALUE` of `TEXT`.
     ByTimeText(ByTime<String>),
+    /// `APPROX_DISTINCT`, an HLL sketch.
+    ApproxDistinct(ApproxDistinct),
+    /// `APPROX_PERCENTILE`, a t-digest.
+    ApproxPercentile(ApproxPercentile),
 }
 
 impl Accumulator {
@@ -234,6 +252,10 @@ impl Accumulator {
             (F::Count, _) => Accumulator::Count(Count::new(true)),
             (F::Sum, Some(DataType::BigInt)) => Accumulator::SumInt(SumInt::default()),
             (F::Sum | F::Avg, _) => Accumulator::SumFloat(SumFloat::new(call.func == F::Avg)),
+            (F::ApproxDistinct, _) => Accumulator::ApproxDistinct(ApproxDistinct::default()),
+            (F::ApproxPercentile, _) => {
+                Accumulator::ApproxPercentile(ApproxPercentile::new(call.param.unwrap_or(0.5)))
+            }
             (F::StddevSamp | F::StddevPop | F::VarSamp | F::VarPop, _) => {
                 Accumulator::Variance(Variance::new(call.func))
             }

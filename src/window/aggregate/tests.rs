@@ -16,6 +16,7 @@ fn call(func: AggregateFunction, ty: DataType) -> AggregateCall {
         func,
         arg: Some(arg),
         output_type: ty,
+        param: None,
     }
 }
 

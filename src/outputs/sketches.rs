@@ -1,0 +1,247 @@
+//! Merge functions over the sketch columns of result files, for `edgeflow query`:
+//! results roll up across windows, devices and nodes by merging sketches, never by
+//! averaging estimates.
+//!
+//! * `merge_distinct(sketch)`: distinct values of the union of HLL sketches (`BIGINT`);
+//! * `merge_percentile(sketch, q)`: the `q` quantile of the merged t-digests (`DOUBLE`).
+//!
+//! Both also take the sketches of other DataSketches libraries (the standard serialised
+//! form), and NULL sketches (windows without values) are skipped.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+};
+use datasketches::hll::HllSketch;
+use datasketches::tdigest::TDigestMut;
+
+use crate::window::aggregate::approx_distinct::union;
+
+/// The merge functions, to register on a session.
+pub fn functions() -> Vec<AggregateUDF> {
+    vec![
+        AggregateUDF::from(Merge::new(Kind::Distinct)),
+        AggregateUDF::from(Merge::new(Kind::Percentile)),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Distinct,
+    Percentile,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Merge {
+    kind: Kind,
+    signature: Signature,
+}
+
+impl Merge {
+    fn new(kind: Kind) -> Self {
+        let arity = match kind {
+            Kind::Distinct => 1,
+            Kind::Percentile => 2,
+        };
+        Merge {
+            kind,
+            signature: Signature::any(arity, Volatility::Immutable),
+        }
+    }
+}
+
+/// The sketch bytes of every non-null value of a binary column.
+fn each_sketch(column: &ArrayRef, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    match column.data_type() {
+        DataType::Binary => column
+            .as_binary::<i32>()
+            .iter()
+            .flatten()
+            .try_for_each(&mut f),
+        DataType::LargeBinary => column
+            .as_binary::<i64>()
+            .iter()
+            .flatten()
+            .try_for_each(&mut f),
+        DataType::BinaryView => column
+            .as_binary_view()
+            .iter()
+            .flatten()
+            .try_for_each(&mut f),
+        other => exec_err!("expected a sketch column (binary), found {other}"),
+    }
+}
+
+impl AggregateUDFImpl for Merge {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::Distinct => "merge_distinct",
+            Kind::Percentile => "merge_percentile",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        if !matches!(
+            args.first(),
+            Some(DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null)
+        ) {
+            return plan_err!(
+                "{}: the first argument is a sketch column (`<name>_sketch`), found {}",
+                self.name(),
+                args.first().map_or("nothing".into(), ToString::to_string)
+            );
+        }
+        Ok(match self.kind {
+            Kind::Distinct => DataType::Int64,
+            Kind::Percentile => DataType::Float64,
+        })
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}_sketch", args.name),
+            DataType::Binary,
+            true,
+        ))])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(match self.kind {
+            Kind::Distinct => Box::new(DistinctMerge::default()),
+            Kind::Percentile => {
+                // A constant evaluates without input rows; a column cannot.
+                let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+                let q = args
+                    .exprs
+                    .get(1)
+                    .and_then(|e| e.evaluate(&empty).ok())
+                    .and_then(|v| match v {
+                        ColumnarValue::Scalar(ScalarValue::Float64(Some(q))) => Some(q),
+                        ColumnarValue::Scalar(ScalarValue::Float32(Some(q))) => Some(f64::from(q)),
+                        ColumnarValue::Scalar(ScalarValue::Int64(Some(q))) => Some(q as f64),
+                        _ => None,
+                    })
+                    .filter(|q| (0.0..=1.0).contains(q));
+                let Some(q) = q else {
+                    return plan_err!(
+                        "merge_percentile(sketch, q): q is a constant between 0 and 1, e.g. 0.99"
+                    );
+                };
+                Box::new(PercentileMerge { q, digest: None })
+            }
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct DistinctMerge {
+    sketch: Option<HllSketch>,
+}
+
+impl DistinctMerge {
+    fn add(&mut self, column: &ArrayRef) -> Result<()> {
+        each_sketch(column, |bytes| {
+            let theirs = HllSketch::deserialize(bytes).map_err(|e| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "merge_distinct: not an HLL sketch: {e}"
+                ))
+            })?;
+            self.sketch = Some(match &self.sketch {
+                None => theirs,
+                Some(ours) => union(ours, &theirs),
+            });
+            Ok(())
+        })
+    }
+}
+
+impl Accumulator for DistinctMerge {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        values.first().map_or(Ok(()), |c| self.add(c))
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(
+            self.sketch.as_ref().map(HllSketch::serialize),
+        )])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(
+            self.sketch
+                .as_ref()
+                .map_or(0, |s| s.estimate().round() as i64),
+        )))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.sketch.as_ref().map_or(0, |_| 1 << 12)
+    }
+}
+
+#[derive(Debug)]
+struct PercentileMerge {
+    q: f64,
+    digest: Option<TDigestMut>,
+}
+
+impl PercentileMerge {
+    fn add(&mut self, column: &ArrayRef) -> Result<()> {
+        each_sketch(column, |bytes| {
+            let theirs = TDigestMut::deserialize(bytes).map_err(|e| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "merge_percentile: not a t-digest: {e}"
+                ))
+            })?;
+            match &mut self.digest {
+                Some(ours) => ours.merge(&theirs),
+                None => self.digest = Some(theirs),
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Accumulator for PercentileMerge {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        values.first().map_or(Ok(()), |c| self.add(c))
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(
+            self.digest.as_mut().map(TDigestMut::serialize),
+        )])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let q = self.q;
+        Ok(ScalarValue::Float64(
+            self.digest
+                .as_mut()
+                .and_then(|d| d.quantile(q).ok().flatten()),
+        ))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.digest.as_ref().map_or(0, |_| 8 << 10)
+    }
+}
