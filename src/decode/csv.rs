@@ -1,4 +1,5 @@
-//! CSV with a header line, decoded with the `csv` crate into typed columns.
+//! CSV with a header line, decoded into typed columns: lines without quotes split at
+//! their commas, lines with quotes by the `csv` crate.
 //!
 //! The header is read once by the source; every declared column must appear in it (extra
 //! columns are ignored). Empty fields are NULL. Records are one line each, ended by `\n`
@@ -11,19 +12,76 @@ use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_
 use crate::batch::{Batch, ColumnValues, Interner};
 use crate::query::SourceSchema;
 
-/// A reader over lines ended by `\n` only, so that a lone `\r` never splits a line into
-/// two records and line numbers stay those of the file.
-fn line_reader(data: &[u8]) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(data)
+/// One record read by the `csv` crate's core parser (quotes, doubled quotes), into
+/// buffers reused from line to line.
+struct QuotedRecord {
+    parser: csv_core::Reader,
+    /// The fields' bytes, unquoted, one after the other.
+    bytes: Vec<u8>,
+    /// Where each field ends in `bytes`.
+    ends: Vec<usize>,
+    /// Fields read.
+    fields: usize,
 }
 
-/// Where the line starting at `start` ends: its `\n`, or the end of the data.
-fn line_end(data: &[u8], start: usize) -> usize {
-    memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |k| start + k)
+impl Default for QuotedRecord {
+    fn default() -> Self {
+        QuotedRecord {
+            // Only `\n` ends a record, so a lone `\r` never splits a line into two
+            // records and line numbers stay those of the file.
+            parser: csv_core::ReaderBuilder::new()
+                .terminator(csv_core::Terminator::Any(b'\n'))
+                .build(),
+            bytes: vec![0; 1024],
+            ends: vec![0; 32],
+            fields: 0,
+        }
+    }
+}
+
+impl QuotedRecord {
+    /// Reads the record at the start of `input`; returns the bytes it took, its line
+    /// break included.
+    fn parse(&mut self, mut input: &[u8]) -> usize {
+        self.parser.reset();
+        let (mut consumed, mut written) = (0, 0);
+        self.fields = 0;
+        loop {
+            let (result, nin, nout, nend) = self.parser.read_record(
+                input,
+                &mut self.bytes[written..],
+                &mut self.ends[self.fields..],
+            );
+            input = &input[nin..];
+            consumed += nin;
+            written += nout;
+            self.fields += nend;
+            match result {
+                // An empty input next tells the parser the data has ended.
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    self.bytes.resize(self.bytes.len() * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    self.ends.resize(self.ends.len() * 2, 0);
+                }
+                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => {
+                    return consumed;
+                }
+            }
+        }
+    }
+
+    /// Fields in the record.
+    fn len(&self) -> usize {
+        self.fields
+    }
+
+    /// Field `i`, unquoted.
+    fn field(&self, i: usize) -> &[u8] {
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[from..self.ends[i]]
+    }
 }
 
 /// The header does not name every declared column.
@@ -47,6 +105,9 @@ pub struct CsvDecoder {
     pub(super) max_future_skew: i64,
     types: Vec<crate::types::DataType>,
     max_line: usize,
+    /// Whether lines without quotes are split at commas directly (always, but for the
+    /// test that checks it agrees with the full parser).
+    pub(super) split_plain: bool,
 }
 
 impl CsvDecoder {
@@ -86,6 +147,7 @@ impl CsvDecoder {
             max_future_skew: schema.max_future_skew,
             types: schema.types(),
             max_line: DEFAULT_MAX_LINE_BYTES,
+            split_plain: true,
         })
     }
 
@@ -97,98 +159,115 @@ impl CsvDecoder {
     }
 
     /// Decodes a chunk of whole lines, one record per line.
+    ///
+    /// A line without a quote is split at its commas directly, which is what CSV means
+    /// for it; only a line with quotes goes through the `csv` crate's full parser.
     pub fn decode(&mut self, data: &[u8], interner: &mut Interner) -> DecodedChunk {
         let mut batch = Batch::new(&self.types, data.len() / 64 + 1);
         let mut bad = Vec::new();
         let mut max_ts: Option<i64> = None;
-        let mut record = csv::ByteRecord::new();
-        // Where the current reader starts in `data`, and how many lines precede it.
-        let mut base = 0usize;
-        let mut base_line = 0u64;
-        'readers: while base < data.len() {
-            let mut reader = line_reader(&data[base..]);
-            loop {
-                let read = reader.read_byte_record(&mut record);
-                let end = base + reader.position().byte() as usize;
-                // The position is where the reader stood, before the blank lines it
-                // skipped; the record starts after them.
-                let (mut start, mut line) = match record.position() {
-                    Some(p) => (base + p.byte() as usize, base_line + p.line() - 1),
-                    None => break 'readers,
+        let mut quoted = QuotedRecord::default();
+        let mut commas: Vec<usize> = Vec::with_capacity(self.width + 1);
+        // One pass over the chunk finds every line break, comma and quote.
+        let mut marks = memchr::memchr3_iter(b'\n', b',', b'"', data);
+        let mut start = 0usize;
+        let mut line = 0u64;
+        while start < data.len() {
+            commas.clear();
+            let mut has_quote = false;
+            let mut end = data.len();
+            for at in marks.by_ref() {
+                match data[at] {
+                    b'\n' => {
+                        end = at;
+                        break;
+                    }
+                    b',' => commas.push(at - start),
+                    _ => has_quote = true,
+                }
+            }
+            let text = &data[start..end];
+            let (this_line, this_start) = (line, start);
+            line += 1;
+            start = end + 1;
+            if text.is_empty() || text == b"\r" {
+                continue;
+            }
+            let bad_line = |reason: String| BadRecord {
+                line: this_line,
+                reason,
+                raw: raw_line(text),
+            };
+            if text.len() > self.max_line {
+                bad.push(line_too_long(
+                    this_line,
+                    text.len() as u64,
+                    self.max_line,
+                    text,
+                ));
+                continue;
+            }
+            let pushed = if self.split_plain && !has_quote {
+                // Only `\n` ends a record, so a CRLF line keeps its `\r`: not part of the
+                // last field.
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                if commas.len() + 1 != self.width {
+                    bad.push(bad_line(format!(
+                        "expected {} fields, found {}",
+                        self.width,
+                        commas.len() + 1
+                    )));
+                    continue;
+                }
+                let field = |i: usize| {
+                    let from = if i == 0 { 0 } else { commas[i - 1] + 1 };
+                    let to = commas.get(i).copied().unwrap_or(text.len());
+                    &text[from..to]
                 };
-                while data.get(start) == Some(&b'\n') {
-                    start += 1;
-                    line += 1;
-                }
-                let start = start.min(data.len());
-                match read {
-                    Ok(false) => break 'readers,
-                    Ok(true) => {}
-                    Err(e) => {
-                        let line_end = line_end(data, start);
-                        bad.push(BadRecord {
-                            line,
-                            reason: format!("invalid CSV: {e}"),
-                            raw: raw_line(&data[start..line_end]),
-                        });
-                        base = line_end + 1;
-                        base_line = line + 1;
-                        continue 'readers;
-                    }
-                }
-                let line_end = line_end(data, start);
-                if line_end - start > self.max_line {
-                    bad.push(line_too_long(
-                        line,
-                        (line_end - start) as u64,
-                        self.max_line,
-                        &data[start..line_end],
+                self.push_fields(field, text.is_ascii(), &mut batch, interner)
+            } else {
+                let consumed = quoted.parse(&data[this_start..]);
+                if consumed > text.len() + 1 {
+                    // A quoted field went on past its line: records are one line each,
+                    // so the line is bad and the next line is the next record.
+                    bad.push(bad_line(
+                        "invalid CSV: quoted field not closed on its line".into(),
                     ));
-                } else if end > line_end + 1 {
-                    // A quoted field went on past its line: records are one line each, so
-                    // the line is bad and reading starts again on the next one. The reader
-                    // never looks past the chunk, which the source bounds.
-                    bad.push(BadRecord {
-                        line,
-                        reason: "invalid CSV: quoted field not closed on its line".into(),
-                        raw: raw_line(&data[start..line_end]),
-                    });
-                } else if &data[start..line_end] == b"\r" {
-                    // A blank CRLF line (not a quoted `"\r`, which parses the same).
-                    continue;
-                } else if record.len() != self.width {
-                    bad.push(BadRecord {
-                        line,
-                        reason: format!("expected {} fields, found {}", self.width, record.len()),
-                        raw: raw_line(&data[start..line_end]),
-                    });
-                    continue;
-                } else {
-                    match self.push_record(&record, &mut batch, interner) {
-                        Ok(()) => {
-                            if let ColumnValues::Timestamp(ts) =
-                                &batch.columns[self.event_time].values
-                                && let Some(&t) = ts.last()
-                            {
-                                max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
-                            }
-                            batch.len += 1;
-                        }
-                        Err(reason) => {
-                            batch.rollback_row();
-                            bad.push(BadRecord {
-                                line,
-                                reason,
-                                raw: raw_line(&data[start..line_end]),
-                            });
-                        }
-                    }
                     continue;
                 }
-                // Too long or broken across lines: go on after the line.
-                base = line_end + 1;
-                base_line = line + 1;
-                continue 'readers;
+                if quoted.len() != self.width {
+                    bad.push(bad_line(format!(
+                        "expected {} fields, found {}",
+                        self.width,
+                        quoted.len()
+                    )));
+                    continue;
+                }
+                let last = quoted.len().saturating_sub(1);
+                let field = |i: usize| {
+                    let f = quoted.field(i);
+                    // As above: the `\r` of a CRLF line is not part of the last field.
+                    if i == last {
+                        f.strip_suffix(b"\r").unwrap_or(f)
+                    } else {
+                        f
+                    }
+                };
+                self.push_fields(field, false, &mut batch, interner)
+            };
+            match pushed {
+                Ok(()) => {
+                    if let ColumnValues::Timestamp(ts) = &batch.columns[self.event_time].values
+                        && let Some(&t) = ts.last()
+                    {
+                        max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
+                    }
+                    batch.len += 1;
+                }
+                Err(reason) => {
+                    batch.rollback_row();
+                    bad.push(bad_line(reason));
+                }
             }
         }
         let mut lines = memchr::memchr_iter(b'\n', data).count() as u64;
@@ -204,21 +283,17 @@ impl CsvDecoder {
         }
     }
 
-    fn push_record(
+    /// Pushes one record's declared columns; `field(i)` is the record's field `i`, and
+    /// `ascii` says every field is ASCII (so UTF-8) already.
+    fn push_fields<'f>(
         &self,
-        record: &csv::ByteRecord,
+        field: impl Fn(usize) -> &'f [u8],
+        ascii: bool,
         batch: &mut Batch,
         interner: &mut Interner,
     ) -> Result<(), String> {
-        let last = record.len().saturating_sub(1);
         for (c, &p) in self.positions.iter().enumerate() {
-            let text = record.get(p).unwrap_or_default();
-            // Only `\n` ends a record, so a CRLF line leaves its `\r` on the last field.
-            let text = if p == last {
-                text.strip_suffix(b"\r").unwrap_or(text)
-            } else {
-                text
-            };
+            let text = field(p);
             let column = &mut batch.columns[c];
             if c == self.event_time && text.is_empty() {
                 return Err(format!(
@@ -226,7 +301,7 @@ impl CsvDecoder {
                     self.names[c]
                 ));
             }
-            push_text_value(column, text, interner).map_err(|e: FieldError| {
+            push_text_value(column, text, ascii, interner).map_err(|e: FieldError| {
                 format!(
                     "field `{}` (column {}): {e}, found '{}'",
                     self.names[c],

@@ -70,10 +70,12 @@ fn number_error(e: NumberError, ty: DataType) -> FieldError {
 }
 
 /// Parses CSV-style text into `column` (which has type `ty`). Empty text is NULL.
+/// `ascii` says the caller has checked the text is ASCII, so UTF-8.
 #[inline]
 pub fn push_text_value(
     column: &mut Column,
     text: &[u8],
+    ascii: bool,
     interner: &mut Interner,
 ) -> Result<(), FieldError> {
     if text.is_empty() {
@@ -82,8 +84,10 @@ pub fn push_text_value(
     }
     match &mut column.values {
         ColumnValues::Text(v) => {
-            let s = std::str::from_utf8(text).map_err(|_| FieldError::Utf8)?;
-            v.push(interner.intern(s));
+            if !ascii {
+                std::str::from_utf8(text).map_err(|_| FieldError::Utf8)?;
+            }
+            v.push(interner.intern_utf8(text));
         }
         ColumnValues::BigInt(v) => {
             v.push(parse_i64(text).map_err(|e| number_error(e, DataType::BigInt))?)

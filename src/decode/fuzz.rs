@@ -224,3 +224,44 @@ fn valid_lines_decode_whole() {
     };
     assert_eq!((c.batch.len, c.bad.len()), (4, 0), "{:?}", c.bad);
 }
+
+/// Everything a decoded chunk holds, comparable: rows as values, bad records.
+fn contents(c: &DecodedChunk, interner: &Interner) -> (Vec<String>, Vec<String>, u64) {
+    let rows = (0..c.batch.len)
+        .map(|r| {
+            let row: Vec<_> = c
+                .batch
+                .columns
+                .iter()
+                .map(|col| col.value(r, interner))
+                .collect();
+            format!("{row:?}")
+        })
+        .collect();
+    let bad = c
+        .bad
+        .iter()
+        .map(|b| format!("{}: {} [{}]", b.line, b.reason, b.raw))
+        .collect();
+    (rows, bad, c.lines)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Splitting a line without quotes at its commas gives what the full parser gives.
+    #[test]
+    fn csv_split_at_commas_agrees_with_the_full_parser(data in chunk(&CSV_LINES), limit in prop_oneof![Just(1 << 20), 8usize..120]) {
+        let decode = |split: bool| {
+            let mut interner = Interner::new();
+            let mut decoder = match CsvDecoder::new(&schema(), CSV_HEADER) {
+                Ok(d) => d.with_max_line_bytes(limit),
+                Err(e) => panic!("{e}"),
+            };
+            decoder.split_plain = split;
+            let c = decoder.decode(&data, &mut interner);
+            contents(&c, &interner)
+        };
+        prop_assert_eq!(decode(true), decode(false));
+    }
+}

@@ -53,8 +53,9 @@ const HIDDEN_PREFIX: &str = "__files_";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutputsError {
-    /// DataFusion refused or failed the query.
-    #[error("{0}")]
+    /// DataFusion refused or failed the query. Transparent: DataFusion's message already
+    /// says everything, and printing it again as the cause would repeat it.
+    #[error(transparent)]
     DataFusion(#[from] DataFusionError),
     /// The query names a table that does not exist.
     #[error("{message}\nknown tables: {known}")]
