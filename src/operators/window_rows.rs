@@ -105,7 +105,14 @@ pub fn window_rows(
         None => order.clone(),
     };
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(plan.outputs.len());
-    for output in &plan.outputs {
+    for (i, output) in plan.outputs.iter().enumerate() {
+        if let Some(list) = plan
+            .plain_aggregate(i)
+            .and_then(|a| accs[a].result_column(&kept_rows))
+        {
+            arrays.push(list);
+            continue;
+        }
         let array = match &output.expr.kind {
             ExprKind::Leaf(OutputLeaf::Key(i, _)) => {
                 keys.columns[*i].to_arrow(&kept_rows, output.expr.ty)

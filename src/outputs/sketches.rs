@@ -3,14 +3,17 @@
 //! averaging estimates.
 //!
 //! * `merge_distinct(sketch)`: distinct values of the union of HLL sketches (`BIGINT`);
-//! * `merge_percentile(sketch, q)`: the `q` quantile of the merged t-digests (`DOUBLE`).
+//! * `merge_percentile(sketch, q)`: the `q` quantile of the merged t-digests (`DOUBLE`);
+//! * `merge_top_k(sketch, k)`: the `k` most frequent values of the merged frequent-items
+//!   sketches, as `APPROX_TOP_K` lists them (values as text, integer ones too).
 //!
 //! Both also take the sketches of other DataSketches libraries (the standard serialised
 //! form), and NULL sketches (windows without values) are skipped.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListArray, StringArray, StructArray};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -19,16 +22,19 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
+use datasketches::frequencies::FrequentItemsSketch;
 use datasketches::hll::HllSketch;
 use datasketches::tdigest::TDigestMut;
 
 use crate::window::aggregate::approx_distinct::union;
+use crate::window::aggregate::approx_top_k::{MAX_K, result_type, top};
 
 /// The merge functions, to register on a session.
 pub fn functions() -> Vec<AggregateUDF> {
     vec![
         AggregateUDF::from(Merge::new(Kind::Distinct)),
         AggregateUDF::from(Merge::new(Kind::Percentile)),
+        AggregateUDF::from(Merge::new(Kind::TopK)),
     ]
 }
 
@@ -36,6 +42,7 @@ pub fn functions() -> Vec<AggregateUDF> {
 enum Kind {
     Distinct,
     Percentile,
+    TopK,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -48,7 +55,7 @@ impl Merge {
     fn new(kind: Kind) -> Self {
         let arity = match kind {
             Kind::Distinct => 1,
-            Kind::Percentile => 2,
+            Kind::Percentile | Kind::TopK => 2,
         };
         Merge {
             kind,
@@ -84,6 +91,7 @@ impl AggregateUDFImpl for Merge {
         match self.kind {
             Kind::Distinct => "merge_distinct",
             Kind::Percentile => "merge_percentile",
+            Kind::TopK => "merge_top_k",
         }
     }
 
@@ -105,6 +113,7 @@ impl AggregateUDFImpl for Merge {
         Ok(match self.kind {
             Kind::Distinct => DataType::Int64,
             Kind::Percentile => DataType::Float64,
+            Kind::TopK => result_type(DataType::Utf8),
         })
     }
 
@@ -120,19 +129,7 @@ impl AggregateUDFImpl for Merge {
         Ok(match self.kind {
             Kind::Distinct => Box::new(DistinctMerge::default()),
             Kind::Percentile => {
-                // A constant evaluates without input rows; a column cannot.
-                let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
-                let q = args
-                    .exprs
-                    .get(1)
-                    .and_then(|e| e.evaluate(&empty).ok())
-                    .and_then(|v| match v {
-                        ColumnarValue::Scalar(ScalarValue::Float64(Some(q))) => Some(q),
-                        ColumnarValue::Scalar(ScalarValue::Float32(Some(q))) => Some(f64::from(q)),
-                        ColumnarValue::Scalar(ScalarValue::Int64(Some(q))) => Some(q as f64),
-                        _ => None,
-                    })
-                    .filter(|q| (0.0..=1.0).contains(q));
+                let q = constant(&args, 1).filter(|q| (0.0..=1.0).contains(q));
                 let Some(q) = q else {
                     return plan_err!(
                         "merge_percentile(sketch, q): q is a constant between 0 and 1, e.g. 0.99"
@@ -140,7 +137,118 @@ impl AggregateUDFImpl for Merge {
                 };
                 Box::new(PercentileMerge { q, digest: None })
             }
+            Kind::TopK => {
+                let k = constant(&args, 1)
+                    .filter(|k| k.fract() == 0.0 && (1.0..=MAX_K as f64).contains(k));
+                let Some(k) = k else {
+                    return plan_err!("merge_top_k(sketch, k): k is a constant from 1 to {MAX_K}");
+                };
+                Box::new(TopKMerge {
+                    k: k as usize,
+                    sketch: None,
+                })
+            }
         })
+    }
+}
+
+/// Argument `i` when it is a numeric constant.
+fn constant(args: &AccumulatorArgs, i: usize) -> Option<f64> {
+    // A constant evaluates without input rows; a column cannot.
+    let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+    match args.exprs.get(i)?.evaluate(&empty).ok()? {
+        ColumnarValue::Scalar(ScalarValue::Float64(Some(v))) => Some(v),
+        ColumnarValue::Scalar(ScalarValue::Float32(Some(v))) => Some(f64::from(v)),
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(v))) => Some(v as f64),
+        _ => None,
+    }
+}
+
+#[derive(Debug)]
+struct TopKMerge {
+    k: usize,
+    sketch: Option<FrequentItemsSketch<String>>,
+}
+
+impl TopKMerge {
+    fn add(&mut self, column: &ArrayRef) -> Result<()> {
+        each_sketch(column, |bytes| {
+            // Integer values are listed as text: one result type for both kinds.
+            let theirs = match FrequentItemsSketch::<String>::deserialize(bytes) {
+                Ok(s) => s,
+                Err(_) => {
+                    let ints = FrequentItemsSketch::<i64>::deserialize(bytes).map_err(|e| {
+                        datafusion::error::DataFusionError::Execution(format!(
+                            "merge_top_k: not a frequent items sketch: {e}"
+                        ))
+                    })?;
+                    let mut text = FrequentItemsSketch::<String>::new(ints.max_map_size())
+                        .map_err(|e| {
+                            datafusion::error::DataFusionError::Execution(format!(
+                                "merge_top_k: {e}"
+                            ))
+                        })?;
+                    for row in ints.frequent_items_with_threshold(
+                        datasketches::frequencies::ErrorType::NoFalseNegatives,
+                        0,
+                    ) {
+                        text.update_with_count(row.item().to_string(), row.estimate());
+                    }
+                    text
+                }
+            };
+            match &mut self.sketch {
+                Some(ours) => ours.merge(&theirs),
+                None => self.sketch = Some(theirs),
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Accumulator for TopKMerge {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        values.first().map_or(Ok(()), |c| self.add(c))
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(
+            self.sketch.as_ref().map(FrequentItemsSketch::serialize),
+        )])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let rows = self
+            .sketch
+            .as_ref()
+            .map(|s| top(s, self.k))
+            .unwrap_or_default();
+        let values: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0)));
+        let counts: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| i64::try_from(r.1).unwrap_or(i64::MAX)),
+        ));
+        let DataType::List(item) = result_type(DataType::Utf8) else {
+            return exec_err!("merge_top_k: result type is not a list");
+        };
+        let DataType::Struct(fields) = item.data_type() else {
+            return exec_err!("merge_top_k: list item is not a struct");
+        };
+        let entries = StructArray::try_new(fields.clone(), vec![values, counts], None)?;
+        let list = ListArray::try_new(
+            item,
+            OffsetBuffer::from_lengths([entries.len()]),
+            Arc::new(entries),
+            None,
+        )?;
+        Ok(ScalarValue::List(Arc::new(list)))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.sketch.as_ref().map_or(0, |s| s.estimated_size())
     }
 }
 

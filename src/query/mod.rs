@@ -126,7 +126,9 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
     let source = schema::plan_source(create, base)?;
     let (aggregate, top_n) = top_n::split(query)?;
     let select = select::plan_select(aggregate, &source)?;
-    let top_n = top_n.map(|t| t.plan(&select.outputs)).transpose()?;
+    let top_n = top_n
+        .map(|t| t.plan(&select.outputs, &select.aggregates))
+        .transpose()?;
     Ok(QueryPlan {
         name: name.to_owned(),
         file: PathBuf::from(file),

@@ -117,6 +117,8 @@ pub enum AggregateFunction {
     ApproxDistinct,
     /// `APPROX_PERCENTILE(expr, q)`: the `q` quantile, from a t-digest.
     ApproxPercentile,
+    /// `APPROX_TOP_K(expr, k)`: the `k` most frequent values with their counts.
+    ApproxTopK,
 }
 
 impl AggregateFunction {
@@ -136,6 +138,7 @@ impl AggregateFunction {
             AggregateFunction::LastValue => "LAST_VALUE",
             AggregateFunction::ApproxDistinct => "APPROX_DISTINCT",
             AggregateFunction::ApproxPercentile => "APPROX_PERCENTILE",
+            AggregateFunction::ApproxTopK => "APPROX_TOP_K",
         }
     }
 
@@ -143,7 +146,9 @@ impl AggregateFunction {
     pub fn has_sketch(self) -> bool {
         matches!(
             self,
-            AggregateFunction::ApproxDistinct | AggregateFunction::ApproxPercentile
+            AggregateFunction::ApproxDistinct
+                | AggregateFunction::ApproxPercentile
+                | AggregateFunction::ApproxTopK
         )
     }
 }
@@ -229,13 +234,28 @@ impl QueryPlan {
     /// The aggregate whose sketch follows output `i` in result files: when the output is
     /// plainly an aggregate that keeps one.
     pub fn sketch_of(&self, i: usize) -> Option<usize> {
+        self.plain_aggregate(i)
+            .filter(|&a| self.aggregates[a].func.has_sketch())
+    }
+
+    /// The aggregate output `i` plainly is, if it is one.
+    pub fn plain_aggregate(&self, i: usize) -> Option<usize> {
         match self.outputs[i].expr.kind {
-            crate::query::expr::ExprKind::Leaf(crate::query::expr::OutputLeaf::Aggregate(a, _))
-                if self.aggregates[a].func.has_sketch() =>
-            {
+            crate::query::expr::ExprKind::Leaf(crate::query::expr::OutputLeaf::Aggregate(a, _)) => {
                 Some(a)
             }
             _ => None,
+        }
+    }
+
+    /// The Arrow type of output `i` in result files.
+    pub fn output_arrow_type(&self, i: usize) -> arrow::datatypes::DataType {
+        let ty = self.outputs[i].expr.ty.arrow_type();
+        match self.plain_aggregate(i) {
+            Some(a) if self.aggregates[a].func == AggregateFunction::ApproxTopK => {
+                crate::window::aggregate::approx_top_k::result_type(ty)
+            }
+            _ => ty,
         }
     }
 }

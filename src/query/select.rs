@@ -138,6 +138,38 @@ impl Resolver for SourceResolver<'_> {
     }
 }
 
+const LIST_ONLY: &str = "APPROX_TOP_K gives a list of values and counts: select it as it is (with an alias), not inside an expression or HAVING";
+
+/// Whether `expr` uses an aggregate whose result is a list.
+fn uses_list(expr: &OutputExpr, aggregates: &[AggregateCall]) -> bool {
+    let mut found = false;
+    expr.for_each_leaf(&mut |leaf| {
+        if let OutputLeaf::Aggregate(i, _) = leaf {
+            found |= aggregates[*i].func == AggregateFunction::ApproxTopK;
+        }
+    });
+    found
+}
+
+/// The `k` of `APPROX_TOP_K`: an integer from 1 to 100.
+fn top_k(e: &Expr) -> PlanResult<usize> {
+    let max = crate::window::aggregate::approx_top_k::MAX_K;
+    let bad = || {
+        PlanError::at(
+            e.span(),
+            format!("expected how many values to list, 1 to {max}"),
+        )
+    };
+    let Expr::Value(v) = e else { return Err(bad()) };
+    let sqlparser::ast::Value::Number(text, _) = &v.value else {
+        return Err(bad());
+    };
+    match text.parse::<usize>() {
+        Ok(k) if (1..=max).contains(&k) => Ok(k),
+        _ => Err(bad()),
+    }
+}
+
 /// The quantile argument of `APPROX_PERCENTILE`: a number between 0 and 1.
 fn quantile(e: &Expr) -> PlanResult<f64> {
     let bad = || {
@@ -175,6 +207,7 @@ fn aggregate_function(name: &str) -> Option<AggregateFunction> {
         "APPROX_PERCENTILE" | "APPROX_PERCENTILE_CONT" | "APPROX_QUANTILE" => {
             AggregateFunction::ApproxPercentile
         }
+        "APPROX_TOP_K" | "APPROX_MOST_FREQUENT" => AggregateFunction::ApproxTopK,
         _ => return None,
     })
 }
@@ -229,6 +262,19 @@ impl OutputResolver<'_> {
                 param = Some(quantile(q)?);
                 Some(e)
             }
+            [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(k)),
+            ] if func == AggregateFunction::ApproxTopK => {
+                param = Some(top_k(k)? as f64);
+                Some(e)
+            }
+            _ if func == AggregateFunction::ApproxTopK => {
+                return Err(PlanError::at(
+                    span,
+                    "expected APPROX_TOP_K(<expression>, <how many values, 1 to 100>)",
+                ));
+            }
             _ if func == AggregateFunction::ApproxPercentile => {
                 return Err(PlanError::at(
                     span,
@@ -281,10 +327,27 @@ impl OutputResolver<'_> {
                     | AggregateFunction::VarSamp
                     | AggregateFunction::VarPop
                     | AggregateFunction::ApproxPercentile => DataType::Double,
+                    AggregateFunction::ApproxTopK
+                        if !matches!(
+                            planned.ty,
+                            DataType::Text | DataType::BigInt | DataType::Timestamp
+                        ) =>
+                    {
+                        return Err(PlanError::at(
+                            e.span(),
+                            format!(
+                                "APPROX_TOP_K counts TEXT, BIGINT or TIMESTAMP values, found {}",
+                                planned.ty
+                            ),
+                        ));
+                    }
+                    // The result is a list built by the aggregate itself; the type here
+                    // is its values'.
                     AggregateFunction::Min
                     | AggregateFunction::Max
                     | AggregateFunction::FirstValue
-                    | AggregateFunction::LastValue => planned.ty,
+                    | AggregateFunction::LastValue
+                    | AggregateFunction::ApproxTopK => planned.ty,
                 };
                 AggregateCall {
                     func,
@@ -688,8 +751,12 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
                 AggregateFunction::CountStar
                     | AggregateFunction::Count
                     | AggregateFunction::ApproxDistinct
+                    | AggregateFunction::ApproxTopK
             ),
         });
+        if !matches!(planned.kind, ExprKind::Leaf(_)) && uses_list(&planned, &output.aggregates) {
+            return Err(PlanError::at(span, LIST_ONLY));
+        }
         outputs.push(OutputColumn {
             name,
             expr: planned,
@@ -699,6 +766,9 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
     let having = match &select.having {
         Some(e) => {
             let planned = plan_expr(e, &mut output)?;
+            if uses_list(&planned, &output.aggregates) {
+                return Err(PlanError::at(e.span(), LIST_ONLY));
+            }
             if planned.ty != DataType::Boolean {
                 return Err(PlanError::at(
                     e.span(),

@@ -21,7 +21,8 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Span;
 
 use super::error::{PlanError, PlanResult};
-use super::plan::OutputColumn;
+use super::expr::{ExprKind, OutputLeaf};
+use super::plan::{AggregateCall, AggregateFunction, OutputColumn};
 
 /// Most rows a window Top-N may keep per window.
 pub const MAX_TOP_N: usize = 100_000;
@@ -292,7 +293,7 @@ fn names<T>(columns: &[(String, T)]) -> String {
 
 impl Shape<'_> {
     /// Resolves the ranking and the result columns against the aggregate's `outputs`.
-    pub fn plan(&self, outputs: &[OutputColumn]) -> PlanResult<TopN> {
+    pub fn plan(&self, outputs: &[OutputColumn], aggregates: &[AggregateCall]) -> PlanResult<TopN> {
         let inner: Vec<(String, TopNColumn)> = outputs
             .iter()
             .enumerate()
@@ -340,6 +341,14 @@ impl Shape<'_> {
                             ),
                         )
                     })?;
+                if let ExprKind::Leaf(OutputLeaf::Aggregate(a, _)) = outputs[output].expr.kind
+                    && aggregates[a].func == AggregateFunction::ApproxTopK
+                {
+                    return Err(PlanError::at(
+                        ident.span,
+                        "a window Top-N cannot order by a list (APPROX_TOP_K)",
+                    ));
+                }
                 Ok(SortKey {
                     output,
                     descending: o.options.asc == Some(false),

@@ -70,12 +70,11 @@ pub const REVISION_COLUMN: &str = "revision";
 /// The schema of a query's result files: the `SELECT` list, then [`REVISION_COLUMN`].
 pub fn result_schema(plan: &QueryPlan) -> SchemaRef {
     use crate::query::TopNColumn;
-    let output =
-        |o: &crate::query::OutputColumn| Field::new(&o.name, o.expr.ty.arrow_type(), o.nullable);
     // An output, followed by its sketch column if it has one.
     let with_sketch = |i: usize| {
         let o = &plan.outputs[i];
-        std::iter::once(output(o)).chain(plan.sketch_of(i).map(|_| {
+        let output = Field::new(&o.name, plan.output_arrow_type(i), o.nullable);
+        std::iter::once(output).chain(plan.sketch_of(i).map(|_| {
             Field::new(
                 crate::query::sketch_column_name(&o.name),
                 ArrowType::Binary,

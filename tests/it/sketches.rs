@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 use edgeflow::outputs::Outputs;
 use edgeflow::source::Input;
@@ -227,4 +227,131 @@ print(rows)
     }
     assert_eq!(seen, per_device.len(), "one rolled-up row per device");
     assert!(per_device.contains_key(&device_name(0)));
+}
+
+const TOP_SQL: &str = "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
+        WITH (event_time = 'ts', max_out_of_orderness = '5000ms');
+    SELECT window_start, COUNT(*) AS n, APPROX_TOP_K(device_id, 3) AS busiest
+    FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)
+    GROUP BY window_start";
+
+/// Per window start (ms): the devices by readings, most first, ties by name.
+fn busiest(windows: &super::oracle::Windows) -> BTreeMap<i64, Vec<(String, i64)>> {
+    let mut out: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    for ((device, start), rs) in windows {
+        out.entry(*start)
+            .or_default()
+            .push((device.clone(), rs.len() as i64));
+    }
+    for list in out.values_mut() {
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    }
+    out
+}
+
+/// The `busiest` lists of a result folder, by window start (ms).
+fn top_lists(table: &Path) -> BTreeMap<i64, Vec<(String, i64)>> {
+    let mut out = BTreeMap::new();
+    for batch in read_batches(table) {
+        let starts = batch
+            .column_by_name("window_start")
+            .unwrap_or_else(|| panic!("no window_start"))
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
+        let lists = batch
+            .column_by_name("busiest")
+            .unwrap_or_else(|| panic!("no busiest"))
+            .as_list::<i32>()
+            .clone();
+        for i in 0..batch.num_rows() {
+            let entries = lists.value(i);
+            let entries = entries.as_struct();
+            let values = entries.column(0).as_string::<i32>();
+            let counts = entries.column(1).as_primitive::<Int64Type>();
+            let list = (0..entries.len())
+                .map(|j| (values.value(j).to_owned(), counts.value(j)))
+                .collect();
+            out.insert(starts.value(i) / 1000, list);
+        }
+    }
+    out
+}
+
+#[test]
+fn approx_top_k_lists_the_busiest_devices_at_1_2_and_4_workers() {
+    let config = config();
+    let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
+    let (windows, _) = windowed(&spec(), &readings);
+    // Twenty devices: well within the sketch's exact range, so counts are exact.
+    let want: BTreeMap<i64, Vec<(String, i64)>> = busiest(&windows)
+        .into_iter()
+        .map(|(start, mut list)| {
+            list.truncate(3);
+            (start, list)
+        })
+        .collect();
+    let plan = plan(TOP_SQL);
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        run(
+            &plan,
+            Input::Generator(config.clone()),
+            dir.path(),
+            workers,
+            16 * 1024,
+        );
+        assert_eq!(top_lists(&dir.path().join("q")), want, "{workers} workers");
+    }
+
+    // The sketches load in Python, and merge in `edgeflow query` to the whole run's.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    run(&plan, Input::Generator(config), dir.path(), 2, 16 * 1024);
+    let script = r#"
+import glob, sys
+import pyarrow.parquet as pq
+from datasketches import frequent_strings_sketch
+for path in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True):
+    for r in pq.read_table(path).to_pylist():
+        s = frequent_strings_sketch.deserialize(r["busiest_sketch"])
+        assert s.total_weight == r["n"], (path, s.total_weight, r["n"])
+        for e in r["busiest"]:
+            assert s.get_estimate(e["value"]) == e["count"], (path, e)
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir.path().join("q"))
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    assert!(
+        out.status.success(),
+        "datasketches could not load the frequent items sketches: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let outputs = runtime
+        .block_on(Outputs::open(Some(dir.path()), None))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let result = runtime
+        .block_on(outputs.sql("SELECT merge_top_k(busiest_sketch, 3) FROM q"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    for ((device, _), rs) in &windows {
+        *totals.entry(device.clone()).or_default() += rs.len() as i64;
+    }
+    let mut want: Vec<(String, i64)> = totals.into_iter().collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    want.truncate(3);
+    let list = result.batches[0].column(0).as_list::<i32>().value(0);
+    let entries = list.as_struct();
+    let values = arrow::compute::cast(entries.column(0), &arrow::datatypes::DataType::Utf8)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(String, i64)> = (0..entries.len())
+        .map(|j| {
+            (
+                values.as_string::<i32>().value(j).to_owned(),
+                entries.column(1).as_primitive::<Int64Type>().value(j),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "merge_top_k over every window");
 }

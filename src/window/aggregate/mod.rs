@@ -13,6 +13,7 @@
 
 pub mod approx_distinct;
 pub mod approx_percentile;
+pub mod approx_top_k;
 mod by_time;
 mod count;
 mod extreme;
@@ -30,6 +31,7 @@ use crate::types::DataType;
 
 pub use approx_distinct::ApproxDistinct;
 pub use approx_percentile::ApproxPercentile;
+pub use approx_top_k::ApproxTopK;
 pub use by_time::ByTime;
 pub use count::Count;
 pub use extreme::{Extreme, ExtremeText};
@@ -124,6 +126,11 @@ pub trait Aggregate: Sized {
     fn sketches(&self, _slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
         None
     }
+    /// For an aggregate whose result is not a scalar (a list): its Arrow column for
+    /// `slots`, written as it is; such an aggregate is never used in expressions.
+    fn result_column(&self, _slots: &[usize]) -> Option<arrow::array::ArrayRef> {
+        None
+    }
 }
 
 /// Loops over the pairs whose row is not NULL in `column`.
@@ -205,6 +212,9 @@ macro_rules! accumulators {
             fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
                 match self { $(Accumulator::$variant(a) => a.sketches(slots),)* }
             }
+            fn result_column(&self, slots: &[usize]) -> Option<arrow::array::ArrayRef> {
+                match self { $(Accumulator::$variant(a) => a.result_column(slots),)* }
+            }
         }
     };
 }
@@ -238,6 +248,10 @@ accumulators! {
     ApproxDistinct(ApproxDistinct),
     /// `APPROX_PERCENTILE`, a t-digest.
     ApproxPercentile(ApproxPercentile),
+    /// `APPROX_TOP_K` of `TEXT`, a frequent items sketch.
+    ApproxTopKText(ApproxTopK<String>),
+    /// `APPROX_TOP_K` of `BIGINT` and `TIMESTAMP`.
+    ApproxTopKInt(ApproxTopK<i64>),
 }
 
 impl Accumulator {
@@ -253,6 +267,12 @@ impl Accumulator {
             (F::Sum, Some(DataType::BigInt)) => Accumulator::SumInt(SumInt::default()),
             (F::Sum | F::Avg, _) => Accumulator::SumFloat(SumFloat::new(call.func == F::Avg)),
             (F::ApproxDistinct, _) => Accumulator::ApproxDistinct(ApproxDistinct::default()),
+            (F::ApproxTopK, Some(DataType::Text)) => {
+                Accumulator::ApproxTopKText(ApproxTopK::new(call.param.unwrap_or(10.0) as usize))
+            }
+            (F::ApproxTopK, _) => {
+                Accumulator::ApproxTopKInt(ApproxTopK::new(call.param.unwrap_or(10.0) as usize))
+            }
             (F::ApproxPercentile, _) => {
                 Accumulator::ApproxPercentile(ApproxPercentile::new(call.param.unwrap_or(0.5)))
             }
