@@ -16,13 +16,13 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListArray, StringArray,
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
-use datasketches::frequencies::FrequentItemsSketch;
+use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use datasketches::hll::HllSketch;
 use datasketches::tdigest::TDigestMut;
 
@@ -127,7 +127,7 @@ impl AggregateUDFImpl for Merge {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         Ok(match self.kind {
-            Kind::Distinct => Box::new(DistinctMerge::default()),
+            Kind::Distinct => Box::new(Merging(DistinctMerge::default())),
             Kind::Percentile => {
                 let q = constant(&args, 1).filter(|q| (0.0..=1.0).contains(q));
                 let Some(q) = q else {
@@ -135,7 +135,7 @@ impl AggregateUDFImpl for Merge {
                         "merge_percentile(sketch, q): q is a constant between 0 and 1, e.g. 0.99"
                     );
                 };
-                Box::new(PercentileMerge { q, digest: None })
+                Box::new(Merging(PercentileMerge { q, digest: None }))
             }
             Kind::TopK => {
                 let k = constant(&args, 1)
@@ -143,10 +143,10 @@ impl AggregateUDFImpl for Merge {
                 let Some(k) = k else {
                     return plan_err!("merge_top_k(sketch, k): k is a constant from 1 to {MAX_K}");
                 };
-                Box::new(TopKMerge {
+                Box::new(Merging(TopKMerge {
                     k: k as usize,
                     sketch: None,
-                })
+                }))
             }
         })
     }
@@ -164,51 +164,27 @@ fn constant(args: &AccumulatorArgs, i: usize) -> Option<f64> {
     }
 }
 
+/// What a merge function keeps: sketches merged so far, from their standard bytes.
+trait Merged: std::fmt::Debug + Send + Sync + 'static {
+    /// Merges one more sketch.
+    fn add(&mut self, bytes: &[u8]) -> Result<()>;
+    /// The merged sketch's bytes (`None` before any).
+    fn bytes(&mut self) -> Option<Vec<u8>>;
+    /// The function's answer.
+    fn answer(&mut self) -> Result<ScalarValue>;
+    /// Memory held, roughly.
+    fn size(&self) -> usize;
+}
+
+/// A merge function's accumulator: input values and partial states alike are sketches.
 #[derive(Debug)]
-struct TopKMerge {
-    k: usize,
-    sketch: Option<FrequentItemsSketch<String>>,
-}
+struct Merging<M: Merged>(M);
 
-impl TopKMerge {
-    fn add(&mut self, column: &ArrayRef) -> Result<()> {
-        each_sketch(column, |bytes| {
-            // Integer values are listed as text: one result type for both kinds.
-            let theirs = match FrequentItemsSketch::<String>::deserialize(bytes) {
-                Ok(s) => s,
-                Err(_) => {
-                    let ints = FrequentItemsSketch::<i64>::deserialize(bytes).map_err(|e| {
-                        datafusion::error::DataFusionError::Execution(format!(
-                            "merge_top_k: not a frequent items sketch: {e}"
-                        ))
-                    })?;
-                    let mut text = FrequentItemsSketch::<String>::new(ints.max_map_size())
-                        .map_err(|e| {
-                            datafusion::error::DataFusionError::Execution(format!(
-                                "merge_top_k: {e}"
-                            ))
-                        })?;
-                    for row in ints.frequent_items_with_threshold(
-                        datasketches::frequencies::ErrorType::NoFalseNegatives,
-                        0,
-                    ) {
-                        text.update_with_count(row.item().to_string(), row.estimate());
-                    }
-                    text
-                }
-            };
-            match &mut self.sketch {
-                Some(ours) => ours.merge(&theirs),
-                None => self.sketch = Some(theirs),
-            }
-            Ok(())
-        })
-    }
-}
-
-impl Accumulator for TopKMerge {
+impl<M: Merged> Accumulator for Merging<M> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        values.first().map_or(Ok(()), |c| self.add(c))
+        values
+            .first()
+            .map_or(Ok(()), |c| each_sketch(c, |bytes| self.0.add(bytes)))
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
@@ -216,12 +192,125 @@ impl Accumulator for TopKMerge {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(
-            self.sketch.as_ref().map(FrequentItemsSketch::serialize),
-        )])
+        Ok(vec![ScalarValue::Binary(self.0.bytes())])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.0.answer()
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.0.size()
+    }
+}
+
+fn not_a(function: &str, what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("{function}: not {what}: {e}"))
+}
+
+#[derive(Debug, Default)]
+struct DistinctMerge {
+    sketch: Option<HllSketch>,
+}
+
+impl Merged for DistinctMerge {
+    fn add(&mut self, bytes: &[u8]) -> Result<()> {
+        let theirs = HllSketch::deserialize(bytes)
+            .map_err(|e| not_a("merge_distinct", "an HLL sketch", e))?;
+        self.sketch = Some(match &self.sketch {
+            None => theirs,
+            Some(ours) => union(ours, &theirs),
+        });
+        Ok(())
+    }
+
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        self.sketch.as_ref().map(HllSketch::serialize)
+    }
+
+    fn answer(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(
+            self.sketch
+                .as_ref()
+                .map_or(0, |s| s.estimate().round() as i64),
+        )))
+    }
+
+    fn size(&self) -> usize {
+        self.sketch.as_ref().map_or(0, HllSketch::estimated_size)
+    }
+}
+
+#[derive(Debug)]
+struct PercentileMerge {
+    q: f64,
+    digest: Option<TDigestMut>,
+}
+
+impl Merged for PercentileMerge {
+    fn add(&mut self, bytes: &[u8]) -> Result<()> {
+        let theirs = TDigestMut::deserialize(bytes)
+            .map_err(|e| not_a("merge_percentile", "a t-digest", e))?;
+        match &mut self.digest {
+            Some(ours) => ours.merge(&theirs),
+            None => self.digest = Some(theirs),
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        self.digest.as_mut().map(TDigestMut::serialize)
+    }
+
+    fn answer(&mut self) -> Result<ScalarValue> {
+        let q = self.q;
+        Ok(ScalarValue::Float64(
+            self.digest
+                .as_mut()
+                .and_then(|d| d.quantile(q).ok().flatten()),
+        ))
+    }
+
+    fn size(&self) -> usize {
+        self.digest.as_ref().map_or(0, TDigestMut::estimated_size)
+    }
+}
+
+#[derive(Debug)]
+struct TopKMerge {
+    k: usize,
+    sketch: Option<FrequentItemsSketch<String>>,
+}
+
+impl Merged for TopKMerge {
+    fn add(&mut self, bytes: &[u8]) -> Result<()> {
+        // Integer values are listed as text: one result type for both kinds.
+        let theirs = match FrequentItemsSketch::<String>::deserialize(bytes) {
+            Ok(s) => s,
+            Err(_) => {
+                let what = "a frequent items sketch";
+                let ints = FrequentItemsSketch::<i64>::deserialize(bytes)
+                    .map_err(|e| not_a("merge_top_k", what, e))?;
+                let mut text = FrequentItemsSketch::<String>::new(ints.max_map_size())
+                    .map_err(|e| not_a("merge_top_k", what, e))?;
+                for row in ints.frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0) {
+                    text.update_with_count(row.item().to_string(), row.estimate());
+                }
+                text
+            }
+        };
+        match &mut self.sketch {
+            Some(ours) => ours.merge(&theirs),
+            None => self.sketch = Some(theirs),
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        self.sketch.as_ref().map(FrequentItemsSketch::serialize)
+    }
+
+    fn answer(&mut self) -> Result<ScalarValue> {
         let rows = self
             .sketch
             .as_ref()
@@ -248,108 +337,8 @@ impl Accumulator for TopKMerge {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.sketch.as_ref().map_or(0, |s| s.estimated_size())
-    }
-}
-
-#[derive(Debug, Default)]
-struct DistinctMerge {
-    sketch: Option<HllSketch>,
-}
-
-impl DistinctMerge {
-    fn add(&mut self, column: &ArrayRef) -> Result<()> {
-        each_sketch(column, |bytes| {
-            let theirs = HllSketch::deserialize(bytes).map_err(|e| {
-                datafusion::error::DataFusionError::Execution(format!(
-                    "merge_distinct: not an HLL sketch: {e}"
-                ))
-            })?;
-            self.sketch = Some(match &self.sketch {
-                None => theirs,
-                Some(ours) => union(ours, &theirs),
-            });
-            Ok(())
-        })
-    }
-}
-
-impl Accumulator for DistinctMerge {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        values.first().map_or(Ok(()), |c| self.add(c))
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.update_batch(states)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(
-            self.sketch.as_ref().map(HllSketch::serialize),
-        )])
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(
-            self.sketch
-                .as_ref()
-                .map_or(0, |s| s.estimate().round() as i64),
-        )))
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + self.sketch.as_ref().map_or(0, |_| 1 << 12)
-    }
-}
-
-#[derive(Debug)]
-struct PercentileMerge {
-    q: f64,
-    digest: Option<TDigestMut>,
-}
-
-impl PercentileMerge {
-    fn add(&mut self, column: &ArrayRef) -> Result<()> {
-        each_sketch(column, |bytes| {
-            let theirs = TDigestMut::deserialize(bytes).map_err(|e| {
-                datafusion::error::DataFusionError::Execution(format!(
-                    "merge_percentile: not a t-digest: {e}"
-                ))
-            })?;
-            match &mut self.digest {
-                Some(ours) => ours.merge(&theirs),
-                None => self.digest = Some(theirs),
-            }
-            Ok(())
-        })
-    }
-}
-
-impl Accumulator for PercentileMerge {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        values.first().map_or(Ok(()), |c| self.add(c))
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.update_batch(states)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(
-            self.digest.as_mut().map(TDigestMut::serialize),
-        )])
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let q = self.q;
-        Ok(ScalarValue::Float64(
-            self.digest
-                .as_mut()
-                .and_then(|d| d.quantile(q).ok().flatten()),
-        ))
-    }
-
-    fn size(&self) -> usize {
-        size_of::<Self>() + self.digest.as_ref().map_or(0, |_| 8 << 10)
+        self.sketch
+            .as_ref()
+            .map_or(0, FrequentItemsSketch::estimated_size)
     }
 }
