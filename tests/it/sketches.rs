@@ -86,6 +86,34 @@ fn estimates(table: &Path) -> BTreeMap<(String, i64), Estimates> {
     out
 }
 
+/// Runs `sql` over the test readings at `workers` into a new folder.
+fn run_at(sql: &str, workers: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    run(
+        &plan(sql),
+        Input::Generator(config()),
+        dir.path(),
+        workers,
+        16 * 1024,
+    );
+    dir
+}
+
+/// Runs `script` with the result folder `table` as its argument; returns what it printed.
+fn python_checks(script: &str, table: &Path, what: &str) -> String {
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(table)
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    assert!(
+        out.status.success(),
+        "datasketches could not load the {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether `v` is a `q` quantile of `values` to within `eps` of rank.
 fn within_rank(values: &[f64], q: f64, v: f64, eps: f64) -> bool {
     let mut sorted = values.to_vec();
@@ -109,16 +137,8 @@ fn approximate_aggregates_stay_within_their_bounds_at_1_2_and_4_workers() {
     let config = config();
     let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
     let (windows, _) = windowed(&spec(), &readings);
-    let plan = plan(SQL);
     for workers in [1, 2, 4] {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        run(
-            &plan,
-            Input::Generator(config.clone()),
-            dir.path(),
-            workers,
-            16 * 1024,
-        );
+        let dir = run_at(SQL, workers);
         let got = estimates(&dir.path().join("q"));
         assert_eq!(got.len(), windows.len(), "{workers} workers: windows");
         for (key, rs) in &windows {
@@ -143,14 +163,7 @@ fn sketch_columns_load_in_python_and_roll_up_in_edgeflow_query() {
     let config = config();
     let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
     let (windows, _) = windowed(&spec(), &readings);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    run(
-        &plan(SQL),
-        Input::Generator(config),
-        dir.path(),
-        2,
-        16 * 1024,
-    );
+    let dir = run_at(SQL, 2);
 
     // The same bytes load in Apache DataSketches for Python: the same count of values,
     // the same distinct estimate, and our percentile at the same rank there.
@@ -171,17 +184,7 @@ for path in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True):
         rows += 1
 print(rows)
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(dir.path().join("q"))
-        .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
-    assert!(
-        out.status.success(),
-        "datasketches could not load the sketch columns: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let loaded: usize = String::from_utf8_lossy(&out.stdout)
+    let loaded: usize = python_checks(script, &dir.path().join("q"), "sketch columns")
         .trim()
         .parse()
         .unwrap_or_else(|e| panic!("python printed no row count: {e}"));
@@ -290,22 +293,13 @@ fn approx_top_k_lists_the_busiest_devices_at_1_2_and_4_workers() {
             (start, list)
         })
         .collect();
-    let plan = plan(TOP_SQL);
     for workers in [1, 2, 4] {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        run(
-            &plan,
-            Input::Generator(config.clone()),
-            dir.path(),
-            workers,
-            16 * 1024,
-        );
+        let dir = run_at(TOP_SQL, workers);
         assert_eq!(top_lists(&dir.path().join("q")), want, "{workers} workers");
     }
 
     // The sketches load in Python, and merge in `edgeflow query` to the whole run's.
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    run(&plan, Input::Generator(config), dir.path(), 2, 16 * 1024);
+    let dir = run_at(TOP_SQL, 2);
     let script = r#"
 import glob, sys
 import pyarrow.parquet as pq
@@ -317,16 +311,7 @@ for path in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True):
         for e in r["busiest"]:
             assert s.get_estimate(e["value"]) == e["count"], (path, e)
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(dir.path().join("q"))
-        .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
-    assert!(
-        out.status.success(),
-        "datasketches could not load the frequent items sketches: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_checks(script, &dir.path().join("q"), "frequent items sketches");
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let outputs = runtime
         .block_on(Outputs::open(Some(dir.path()), None))

@@ -149,11 +149,6 @@ impl Aggregate for ApproxDistinct {
     }
 
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
-        Some(
-            slots
-                .iter()
-                .map(|&s| self.sketches[s].as_ref().map(SketchBytes::to_bytes))
-                .collect(),
-        )
+        Some(sketch_bytes::of_slots(&self.sketches, slots))
     }
 }

@@ -125,11 +125,6 @@ impl Aggregate for ApproxPercentile {
     }
 
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
-        Some(
-            slots
-                .iter()
-                .map(|&s| self.digests[s].as_ref().map(SketchBytes::to_bytes))
-                .collect(),
-        )
+        Some(sketch_bytes::of_slots(&self.digests, slots))
     }
 }

@@ -238,12 +238,7 @@ impl<V: Feed> Aggregate for ApproxTopK<V> {
     }
 
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
-        Some(
-            slots
-                .iter()
-                .map(|&s| self.sketches[s].as_ref().map(SketchBytes::to_bytes))
-                .collect(),
-        )
+        Some(sketch_bytes::of_slots(&self.sketches, slots))
     }
 
     fn result_column(&self, slots: &[usize]) -> Option<ArrayRef> {

@@ -12,6 +12,14 @@ pub trait SketchBytes: Sized {
     fn from_bytes(bytes: &[u8]) -> Result<Self, String>;
 }
 
+/// The bytes of the sketches of `slots`, in that order.
+pub fn of_slots<T: SketchBytes>(sketches: &[Option<T>], slots: &[usize]) -> Vec<Option<Vec<u8>>> {
+    slots
+        .iter()
+        .map(|&s| sketches[s].as_ref().map(SketchBytes::to_bytes))
+        .collect()
+}
+
 /// Serialises per-slot sketches (`None` for a slot without values).
 pub fn serialize<S: Serializer, T: SketchBytes>(
     slots: &[Option<T>],
