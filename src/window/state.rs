@@ -330,9 +330,10 @@ impl WindowState {
         self.slots.windows.iter().map(|w| w.keys.len()).sum()
     }
 
-    /// Bytes held for open groups: accumulators for every slot allocated, plus the
-    /// per-window key index.
+    /// Bytes held for open groups: accumulators for every slot allocated (sketches with
+    /// what they hold), plus the per-window key index.
     pub fn state_bytes(&self) -> usize {
+        let heap: usize = self.slots.accs.iter().map(Accumulator::heap_bytes).sum();
         let per_slot: usize = self
             .slots
             .accs
@@ -346,6 +347,7 @@ impl WindowState {
             .map(|w| w.slot_of_key.capacity() * 4 + (w.keys.capacity() + w.slots.capacity()) * 4)
             .sum();
         per_slot * self.slots.capacity as usize
+            + heap
             + index
             + self.slots.free.capacity() * 4
             + self.keys.heap_bytes()

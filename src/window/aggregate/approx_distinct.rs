@@ -77,6 +77,14 @@ impl Aggregate for ApproxDistinct {
         size_of::<Option<HllSketch>>()
     }
 
+    fn heap_bytes(&self) -> usize {
+        self.sketches
+            .iter()
+            .flatten()
+            .map(HllSketch::estimated_size)
+            .sum()
+    }
+
     fn push_empty(&mut self) {
         self.sketches.push(None);
     }

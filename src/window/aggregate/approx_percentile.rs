@@ -82,6 +82,14 @@ impl Aggregate for ApproxPercentile {
         size_of::<Option<TDigestMut>>()
     }
 
+    fn heap_bytes(&self) -> usize {
+        self.digests
+            .iter()
+            .flatten()
+            .map(TDigestMut::estimated_size)
+            .sum()
+    }
+
     fn push_empty(&mut self) {
         self.digests.push(None);
     }

@@ -197,6 +197,14 @@ impl<V: Feed> Aggregate for ApproxTopK<V> {
         size_of::<Option<FrequentItemsSketch<V>>>()
     }
 
+    fn heap_bytes(&self) -> usize {
+        self.sketches
+            .iter()
+            .flatten()
+            .map(FrequentItemsSketch::estimated_size)
+            .sum()
+    }
+
     fn push_empty(&mut self) {
         self.sketches.push(None);
     }

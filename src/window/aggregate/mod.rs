@@ -108,6 +108,10 @@ pub trait Aggregate: Sized {
     }
     /// Bytes of state per slot (beyond what a value that grows, like text, holds).
     fn bytes_per_slot(&self) -> usize;
+    /// Bytes held beyond the slots themselves: the sketches' own memory.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
     /// Adds one empty slot at the end.
     fn push_empty(&mut self);
     /// Empties `slot` so it can be reused.
@@ -186,6 +190,9 @@ macro_rules! accumulators {
             }
             fn bytes_per_slot(&self) -> usize {
                 match self { $(Accumulator::$variant(a) => a.bytes_per_slot(),)* }
+            }
+            fn heap_bytes(&self) -> usize {
+                match self { $(Accumulator::$variant(a) => a.heap_bytes(),)* }
             }
             fn push_empty(&mut self) {
                 match self { $(Accumulator::$variant(a) => a.push_empty(),)* }
