@@ -316,13 +316,23 @@ impl fmt::Display for QueryPlan {
             writeln!(f, "having      {having}")?;
         }
         writeln!(f, "output")?;
-        for o in &self.outputs {
+        for (i, o) in self.outputs.iter().enumerate() {
             let null = if o.nullable { "" } else { " NOT NULL" };
-            writeln!(
-                f,
-                "              {:<20} {}{null}  = {}",
-                o.name, o.expr.ty, o.expr
-            )?;
+            let sketch = self.sketch_of(i).map(|a| self.aggregates[a].func);
+            let ty = match sketch {
+                Some(AggregateFunction::ApproxTopK) => {
+                    format!("LIST<STRUCT<value {}, count BIGINT>>", o.expr.ty)
+                }
+                _ => o.expr.ty.to_string(),
+            };
+            writeln!(f, "              {:<20} {ty}{null}  = {}", o.name, o.expr)?;
+            if sketch.is_some() {
+                writeln!(
+                    f,
+                    "              {:<20} BINARY  = its sketch, to merge",
+                    sketch_column_name(&o.name)
+                )?;
+            }
         }
         if let Some(top) = &self.top_n {
             let order: Vec<String> = top
