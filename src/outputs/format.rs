@@ -59,10 +59,10 @@ pub fn write<W: Write + Send>(
                 .with_header(true)
                 .build(&mut out);
             if batches.is_empty() {
-                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+                writer.write(&nested_as_text(&RecordBatch::new_empty(schema.clone()))?)?;
             }
             for batch in batches {
-                writer.write(batch)?;
+                writer.write(&nested_as_text(batch)?)?;
             }
         }
         OutputFormat::Json => {
@@ -82,6 +82,38 @@ pub fn write<W: Write + Send>(
     }
     out.flush()?;
     Ok(())
+}
+
+/// `batch` with list, struct and map columns (which CSV cannot hold, e.g. an
+/// `APPROX_TOP_K` list) written as the text the table format shows for them.
+fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let text = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+        let values: StringArray = (0..column.len())
+            .map(|i| (!column.is_null(i)).then(|| text.value(i).to_string()))
+            .collect();
+        fields.push(Field::new(field.name(), DataType::Utf8, true));
+        columns.push(std::sync::Arc::new(values));
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
 }
 
 /// The first row of a result as display strings (empty if there is none).

@@ -339,4 +339,18 @@ for path in glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True):
         })
         .collect();
     assert_eq!(got, want, "merge_top_k over every window");
+    // CSV has no lists: the list is written as the text the table shows.
+    let mut csv = Vec::new();
+    edgeflow::outputs::format::write(
+        &result.batches[0].schema(),
+        &result.batches,
+        edgeflow::outputs::format::OutputFormat::Csv,
+        &mut csv,
+    )
+    .unwrap_or_else(|e| panic!("CSV of a list: {e}"));
+    let csv = String::from_utf8_lossy(&csv);
+    assert!(
+        csv.contains(&format!("{{value: {}, count: {}}}", want[0].0, want[0].1)),
+        "{csv}"
+    );
 }
