@@ -35,6 +35,7 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod fault;
 pub mod lock;
 pub mod operators;
 #[cfg(feature = "sql")]

@@ -39,6 +39,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _faults = edgeflow::fault::setup();
     let log_dir = match &cli.command {
         // An output folder that cannot be made is reported by `run` itself.
         Command::Run(args) => Some(cli::sync::log_dir(&args.output))

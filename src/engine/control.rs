@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use timely::scheduling::SyncActivator;
+
 use crate::Error;
 
 /// Counters every worker adds to.
@@ -203,6 +205,9 @@ pub struct Control {
     end_of_input: Mutex<EndOfInput>,
     /// Set once a worker has seen the whole input: windows flushed after it are open.
     input_ended: AtomicBool,
+    /// The readers, woken by a stop: one held back by its backlog is not scheduled
+    /// otherwise, and its capabilities would keep the others from draining.
+    readers: Mutex<Vec<SyncActivator>>,
 }
 
 impl Default for Control {
@@ -219,6 +224,7 @@ impl Default for Control {
             max_event_time: AtomicI64::new(i64::MIN),
             end_of_input: Mutex::new(EndOfInput::Keep),
             input_ended: AtomicBool::new(false),
+            readers: Mutex::new(Vec::new()),
         }
     }
 }
@@ -269,12 +275,25 @@ impl Control {
         {
             *f = Some(error);
         }
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop();
     }
 
     /// Asks the sources to stop reading.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Ok(readers) = self.readers.lock() {
+            for reader in readers.iter() {
+                // A reader whose dataflow has ended needs no waking.
+                reader.activate().ok();
+            }
+        }
+    }
+
+    /// Registers a reader to wake when the sources are asked to stop.
+    pub fn wake_on_stop(&self, reader: SyncActivator) {
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.push(reader);
+        }
     }
 
     /// Whether sources should stop.

@@ -75,6 +75,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         ooo,
         shared.first_line,
         backlog,
+        shared.control.clone(),
     );
     bad.dead_letters(
         shared.layout.clone(),

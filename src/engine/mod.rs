@@ -389,7 +389,11 @@ impl RunningQuery {
             return consumed.ok_or_else(|| Error::Internal("a run without input".into()));
         };
         let control = config.control.clone();
-        let clean = job.is_none_or(|j| j.wait());
+        if !job.is_none_or(|j| j.wait()) {
+            // The other workers and the writers they feed never finish: commit nothing.
+            control.fail(Error::Internal("a worker panicked".into()));
+            return Err(Error::Internal("a worker panicked (see the log)".into()));
+        }
         // Every result file is committed before the run counts as done.
         let handles = writers
             .lock()
@@ -403,9 +407,6 @@ impl RunningQuery {
         if let Some((done, handle)) = progress {
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             handle.join().ok();
-        }
-        if !clean {
-            return Err(Error::Internal("a worker failed".into()));
         }
         if let Some(error) = control.take_error() {
             // The state stays as the last good run left it: the next run redoes this one.

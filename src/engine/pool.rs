@@ -43,24 +43,26 @@ impl Job {
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         left.workers = left.workers.saturating_sub(1);
         left.panicked |= panicked;
-        if left.workers == 0 {
+        if left.workers == 0 || panicked {
             self.finished.notify_all();
         }
     }
 
-    /// Blocks until the dataflow has completed on every worker; `false` if a worker
-    /// died in it.
+    /// Blocks until the dataflow has completed on every worker; `false` as soon as a
+    /// worker died in it (the others then wait for its progress forever).
     pub(super) fn wait(&self) -> bool {
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
-        while left.workers > 0 {
+        while left.workers > 0 && !left.panicked {
             left = self.finished.wait(left).unwrap_or_else(|p| p.into_inner());
         }
         !left.panicked
     }
 
-    /// Whether the dataflow has completed on every worker.
+    /// Whether the dataflow has completed on every worker, or died on one.
     pub(super) fn is_finished(&self) -> bool {
-        self.left.lock().map_or(true, |l| l.workers == 0)
+        self.left
+            .lock()
+            .map_or(true, |l| l.workers == 0 || l.panicked)
     }
 }
 

@@ -106,6 +106,7 @@ pub fn read_chunks<'s>(
     *backlog.reader.borrow_mut() = Some(activator.clone());
     let mut source = input.worker_source(scope.index(), scope.peers());
     source.set_activator(scope.worker().sync_activator_for(info.address.to_vec()));
+    control.wake_on_stop(scope.worker().sync_activator_for(info.address.to_vec()));
 
     builder.build(move |capabilities| {
         let mut capabilities = Some(capabilities);

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -21,6 +22,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use super::read_chunks::Backlog;
 use super::{ChunkSummary, SourceChunk, StampedChunk, Time};
 use crate::decode::{BadRecord, DecodedChunk};
+use crate::engine::control::Control;
 
 /// The contiguous prefix of the input whose summaries are known.
 #[derive(Debug, Default)]
@@ -45,6 +47,7 @@ pub trait Stamp<'s> {
         max_out_of_orderness: i64,
         line_base: u64,
         backlog: Rc<Backlog>,
+        control: Arc<Control>,
     ) -> (
         StreamVec<'s, Time, StampedChunk>,
         StreamVec<'s, Time, BadRecord>,
@@ -59,6 +62,7 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
         max_out_of_orderness: i64,
         line_base: u64,
         backlog: Rc<Backlog>,
+        control: Arc<Control>,
     ) -> (
         StreamVec<'s, Time, StampedChunk>,
         StreamVec<'s, Time, BadRecord>,
@@ -80,7 +84,7 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                 max_event_time: resumed_max,
                 ..Prefix::default()
             };
-            move |_frontiers| {
+            move |frontiers| {
                 chunks_in.for_each_stamp(|cap, data| {
                     for batch in data {
                         for SourceChunk { index, chunk } in batch.drain(..) {
@@ -145,6 +149,18 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                         None => break,
                     }
                 }
+                // Every reader is done, yet chunks wait for one no reader will bring:
+                // readers that stop on a failure leave such gaps. Holding the chunks'
+                // capabilities would keep the dataflow from ever completing.
+                if !waiting.is_empty() && frontiers.iter().all(|f| f.frontier().is_empty()) {
+                    if !control.stopped() {
+                        control.fail(crate::Error::Internal(format!(
+                            "chunk {} of the input never arrived",
+                            prefix.next
+                        )));
+                    }
+                    waiting.clear();
+                }
             }
         });
         (stamped, bad)
@@ -180,6 +196,18 @@ mod tests {
         }
     }
 
+    /// Ten-line chunks' summaries from (index, largest event time).
+    fn summaries(chunks: &[(u64, i64)]) -> Vec<ChunkSummary> {
+        chunks
+            .iter()
+            .map(|&(index, max)| ChunkSummary {
+                index,
+                max_event_time: Some(max),
+                lines: 10,
+            })
+            .collect()
+    }
+
     /// This worker owns chunks 1 and 3; the summaries of chunks 0 and 2 come from other
     /// workers, out of order. Each chunk is released with the watermark of everything
     /// before it, and its bad lines get file line numbers.
@@ -190,17 +218,17 @@ mod tests {
                 let chunks = vec![chunk(1, 500, &[3]), chunk(3, 900, &[])]
                     .to_stream(scope)
                     .container::<Vec<_>>();
-                let summaries = [(2, 700), (3, 900), (0, 300), (1, 500)]
-                    .map(|(index, max)| ChunkSummary {
-                        index,
-                        max_event_time: Some(max),
-                        lines: 10,
-                    })
-                    .to_vec()
+                let summaries = summaries(&[(2, 700), (3, 900), (0, 300), (1, 500)])
                     .to_stream(scope)
                     .container::<Vec<_>>();
-                let (stamped, bad) =
-                    chunks.stamp(summaries, None, 100, 1, Rc::new(Backlog::default()));
+                let (stamped, bad) = chunks.stamp(
+                    summaries,
+                    None,
+                    100,
+                    1,
+                    Rc::new(Backlog::default()),
+                    Arc::new(Control::default()),
+                );
                 (
                     stamped.map(|c| (c.index, c.watermark)).capture(),
                     bad.map(|r| r.line).capture(),
@@ -213,5 +241,40 @@ mod tests {
         );
         // Chunk 1 starts after chunk 0's ten lines: its local line 3 is line 14.
         assert_eq!(bad.extract(), vec![(200, vec![14])]);
+    }
+
+    /// Readers that stopped on a failure never bring chunk 2: chunk 3 is dropped (the run
+    /// has failed) instead of holding the dataflow open, and so is any such gap when no
+    /// failure explains it, which then fails the run.
+    #[test]
+    fn a_gap_no_reader_will_fill_ends_the_dataflow() {
+        for stopped in [true, false] {
+            let control = Arc::new(Control::default());
+            if stopped {
+                control.stop();
+            }
+            let shared = control.clone();
+            let stamped = timely::execute_directly(move |worker| {
+                worker.dataflow::<Time, _, _>(|scope| {
+                    let chunks = vec![chunk(1, 500, &[]), chunk(3, 900, &[])]
+                        .to_stream(scope)
+                        .container::<Vec<_>>();
+                    let summaries = summaries(&[(0, 300), (1, 500), (3, 900)])
+                        .to_stream(scope)
+                        .container::<Vec<_>>();
+                    let (stamped, _) = chunks.stamp(
+                        summaries,
+                        None,
+                        100,
+                        1,
+                        Rc::new(Backlog::default()),
+                        shared.clone(),
+                    );
+                    stamped.map(|c| c.index).capture()
+                })
+            });
+            assert_eq!(stamped.extract(), vec![(200, vec![1])]);
+            assert_eq!(control.failed(), !stopped);
+        }
     }
 }

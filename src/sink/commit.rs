@@ -6,6 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::fault::io_fault;
+
 /// Suffix of files being written.
 pub const IN_PROGRESS: &str = ".inprogress";
 
@@ -20,16 +22,26 @@ pub fn commit_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(IN_PROGRESS);
     let temp = PathBuf::from(temp);
+    if let Err(e) = write_durably(&temp, bytes) {
+        // A full disk leaves no half-written file behind to fill it further.
+        fs::remove_file(&temp).ok();
+        return Err(e);
+    }
+    io_fault!("commit-rename");
+    fs::rename(&temp, path)?;
+    io_fault!("commit-dir-fsync");
+    sync_dir(dir)
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&temp)?;
+        .open(path)?;
+    io_fault!("commit-write");
     file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, path)?;
-    sync_dir(dir)
+    file.sync_all()
 }
 
 /// Moves the file at `from` to `to` (same file system) durably: both folders fsync'd.

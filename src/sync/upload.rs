@@ -262,7 +262,14 @@ pub async fn upload(
             .put_opts(&key, PutPayload::from(bytes.clone()), options)
             .await
         {
-            Ok(result) => Outcome::Uploaded { etag: result.e_tag },
+            Ok(result) => {
+                // The object landed but its answer was lost: the retry must find it.
+                fail::fail_point!("upload-answer-lost", |_| Outcome::Failed {
+                    reason: "fault injected at upload-answer-lost".into(),
+                    retryable: true,
+                });
+                Outcome::Uploaded { etag: result.e_tag }
+            }
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },

@@ -5,6 +5,7 @@ mod control;
 mod dead_letters;
 mod determinism;
 mod devices;
+mod faults;
 mod hostile_input;
 mod interop;
 mod live;

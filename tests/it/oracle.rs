@@ -24,6 +24,16 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// One-minute tumbling windows, 5 s of allowed out-of-orderness, no filter.
+    pub fn minute() -> Spec {
+        Spec {
+            size_ms: 60_000,
+            slide_ms: 60_000,
+            ooo_ms: 5_000,
+            filtered: false,
+        }
+    }
+
     pub fn sql(&self) -> String {
         let (create, aggregate) = self.parts();
         format!("{create}; {aggregate}")

@@ -26,12 +26,7 @@ const SQL: &str =
     GROUP BY device_id, window_start";
 
 fn spec() -> Spec {
-    Spec {
-        size_ms: 60_000,
-        slide_ms: 60_000,
-        ooo_ms: 5_000,
-        filtered: false,
-    }
+    Spec::minute()
 }
 
 fn config() -> GeneratorConfig {

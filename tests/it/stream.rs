@@ -17,12 +17,7 @@ use super::support::{assert_rows_eq, parquet_files, plan, read_rows, revisions};
 const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
 
 fn spec() -> Spec {
-    Spec {
-        size_ms: 60_000,
-        slide_ms: 60_000,
-        ooo_ms: 5_000,
-        filtered: false,
-    }
+    Spec::minute()
 }
 
 fn config(readings: u64, seed: u64) -> GeneratorConfig {

@@ -266,6 +266,39 @@ fn ships_results_then_logs_exactly_once(case: &Case) {
     );
 }
 
+fn lost_upload_answers_are_retried_onto_the_same_objects(case: &Case) {
+    // The first three objects land but their answers are lost (`src/fault.rs`).
+    let out = output(
+        case.run(&[])
+            .env("FAILPOINTS", "upload-answer-lost=3*return"),
+    );
+    assert_success(&out, "edgeflow run --sync with lost answers");
+    case.place.mirrors(&case.out());
+    let status = case.status();
+    assert_eq!(status["pending_files"], 0, "{status}");
+    assert_eq!(
+        status["conflicts"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    assert_eq!(
+        status["uploaded_files"].as_u64(),
+        Some(case.place.objects().len() as u64),
+        "{status}"
+    );
+    let log = std::fs::read_dir(case.out().join("_logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert_eq!(
+        log.matches("fault injected at upload-answer-lost").count(),
+        3,
+        "each lost answer is logged once: {log}"
+    );
+}
+
 fn rerun_and_sync_all_change_nothing_and_repair(case: &Case) {
     assert_success(&output(&mut case.run(&[])), "first run");
     let before = case.place.objects();
@@ -687,6 +720,7 @@ macro_rules! conformance {
 
 conformance!(
     ships_results_then_logs_exactly_once,
+    lost_upload_answers_are_retried_onto_the_same_objects,
     rerun_and_sync_all_change_nothing_and_repair,
     conflict_is_reported_and_never_overwritten,
     multipart_uploads_land_whole,

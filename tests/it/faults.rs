@@ -1,0 +1,133 @@
+//! Injected faults (`src/fault.rs`, named in `FAILPOINTS`) through the real binary: a
+//! disk that fills up at any moment ends the run with its error at any worker count,
+//! never a hang; it leaves no half-written file, and the next run completes the answer.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeflow::decode::Format;
+use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, write_readings};
+
+use super::oracle::{Spec, late_rows, oracle};
+use super::support::{assert_rows_eq, read_rows};
+
+/// Far beyond a run of this input (a few seconds); reached only by a hang.
+const HANG: Duration = Duration::from_secs(180);
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn spec() -> Spec {
+    Spec::minute()
+}
+
+fn config() -> GeneratorConfig {
+    GeneratorConfig {
+        devices: 50,
+        readings: 60_000,
+        rate: 100.0,
+        disorder_ms: 4_000,
+        late_fraction: 0.01,
+        seed: 21,
+        ..GeneratorConfig::default()
+    }
+}
+
+/// `edgeflow run` in 16 KiB chunks (hundreds of them, so readers are mid-input when a
+/// commit fails), its stderr in `<out>.stderr`; fails the test if it outlives [`HANG`].
+fn run(dir: &Path, out: &Path, workers: usize, failpoints: Option<&str>) -> (ExitStatus, String) {
+    let stderr = out.with_extension("stderr");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+    command
+        .arg("run")
+        .arg(dir.join("q.sql"))
+        .arg("--input")
+        .arg(dir.join("in.jsonl"))
+        .arg("--output")
+        .arg(out)
+        .args(["--no-sync", "--chunk-bytes", "16384", "--workers"])
+        .arg(workers.to_string())
+        .stdout(Stdio::null())
+        .stderr(ok(File::create(&stderr)));
+    match failpoints {
+        Some(f) => command.env("FAILPOINTS", f),
+        None => command.env_remove("FAILPOINTS"),
+    };
+    let mut child = ok(command.spawn());
+    let deadline = Instant::now() + HANG;
+    let status = loop {
+        if let Some(status) = ok(child.try_wait()) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{workers} workers, FAILPOINTS={failpoints:?}: the run hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, ok(std::fs::read_to_string(&stderr)))
+}
+
+/// Every file under `dir` whose name ends in `.inprogress`.
+fn in_progress(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".inprogress") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_disk_that_fills_up_ends_the_run_cleanly_and_the_next_run_completes_it() {
+    let dir = ok(tempfile::tempdir());
+    let config = config();
+    {
+        let mut w = BufWriter::new(ok(File::create(dir.path().join("in.jsonl"))));
+        ok(write_readings(
+            &config,
+            Format::Jsonl,
+            TimestampFormat::Millis,
+            &mut w,
+        ));
+        ok(w.flush());
+    }
+    ok(std::fs::write(dir.path().join("q.sql"), spec().sql()));
+    let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
+    let (want, want_late) = oracle(&spec(), &readings);
+    // The disk fills after `ok` file commits (results, late rows, state): at once, with
+    // windows half written, and near the end.
+    for workers in [1, 2, 4] {
+        for ok_commits in [0, 3, 8] {
+            let context = format!("{workers} workers, full after {ok_commits} commits");
+            let out = dir.path().join(format!("out-{workers}-{ok_commits}"));
+            let failpoints = format!("commit-write={ok_commits}*off->return(ENOSPC)");
+            let (status, stderr) = run(dir.path(), &out, workers, Some(&failpoints));
+            assert_eq!(status.code(), Some(1), "{context}: {stderr}");
+            assert!(
+                stderr.contains("storage space"),
+                "{context}: the error names the full disk: {stderr}"
+            );
+            assert_eq!(in_progress(&out), Vec::<PathBuf>::new(), "{context}");
+            // What was committed reads whole.
+            read_rows(&out.join("q"));
+            read_rows(&out.join("q_late"));
+            let (status, stderr) = run(dir.path(), &out, 3 - workers.min(2), None);
+            assert!(status.success(), "{context}: the next run: {stderr}");
+            assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+            assert_eq!(late_rows(&out.join("q_late")), want_late, "{context}");
+        }
+    }
+}
