@@ -238,6 +238,17 @@ pub struct HttpPollSpec {
 pub struct HttpPushSpec {
     /// Longest request body (after decompression).
     pub max_body: usize,
+    /// How long an `Idempotency-Key` is remembered, microseconds.
+    #[serde(default = "default_idempotency_ttl")]
+    pub idempotency_ttl: i64,
+}
+
+/// Keys are remembered a day unless the table says otherwise: longer than any client
+/// keeps resending one batch.
+pub const DEFAULT_IDEMPOTENCY_TTL: i64 = 24 * 3600 * 1_000_000;
+
+fn default_idempotency_ttl() -> i64 {
+    DEFAULT_IDEMPOTENCY_TTL
 }
 
 /// `connector = 'mqtt'`.
@@ -315,8 +326,11 @@ pub fn plan_connector(
         Some("http_push") => (
             ConnectorKind::HttpPush(HttpPushSpec {
                 max_body: opts.bytes("max_body", DEFAULT_MAX_BODY)?,
+                idempotency_ttl: opts
+                    .duration("idempotency_ttl")?
+                    .unwrap_or(DEFAULT_IDEMPOTENCY_TTL),
             }),
-            &["max_body"],
+            &["max_body", "idempotency_ttl"],
         ),
         Some("mqtt") => (ConnectorKind::Mqtt(mqtt_spec(&opts, table_span)?), MQTT),
         Some(other) => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -450,6 +450,7 @@ async fn ingest(
     };
     let content_type = text(header::CONTENT_TYPE);
     let encoding = text(header::CONTENT_ENCODING);
+    let key = text(HeaderName::from_static("idempotency-key"));
     let limit = target.max_body();
     let body = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
         Ok(body) if body.len() <= limit => body,
@@ -469,16 +470,32 @@ async fn ingest(
     let origin = format!("POST /ingest/{table} from {peer}");
     // Decoding a large batch is CPU work: off the async threads.
     let outcome = tokio::task::spawn_blocking(move || {
-        target.ingest(content_type.as_deref(), encoding.as_deref(), &body, &origin)
+        target.ingest_once(
+            key.as_deref(),
+            content_type.as_deref(),
+            encoding.as_deref(),
+            &body,
+            &origin,
+        )
     })
     .await;
     match outcome {
-        Ok(Ok(outcome)) => (StatusCode::OK, axum::Json(outcome)).into_response(),
+        Ok(Ok((outcome, replayed))) => {
+            let mut response = (StatusCode::OK, axum::Json(outcome)).into_response();
+            if replayed {
+                response.headers_mut().insert(
+                    HeaderName::from_static("idempotent-replayed"),
+                    HeaderValue::from_static("true"),
+                );
+            }
+            response
+        }
         Ok(Err(refusal)) => {
             let status = match refusal {
                 PushRefusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 PushRefusal::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 PushRefusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                PushRefusal::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::BAD_REQUEST,
             };
             let mut response = error(status, refusal.to_string());

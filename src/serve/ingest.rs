@@ -6,6 +6,7 @@
 //! query reads must be refused, not accepted and dropped.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -17,7 +18,8 @@ use crate::query::connector::ConnectorKind;
 use crate::source::SourceLimits;
 use crate::source::http_poll::{PollReport, Poller};
 use crate::source::http_push::PushTable;
-use crate::source::live::{DEFAULT_QUEUE_BYTES, Feed, LiveInput};
+use crate::source::idempotency::{Keys, keys_file};
+use crate::source::live::{DEFAULT_QUEUE_BYTES, Feed, LiveInput, now_micros};
 use crate::source::mqtt::{MqttReport, MqttSource};
 
 /// Whether the node can keep what a push would add (sync's quota).
@@ -80,6 +82,8 @@ pub struct Ingests {
     runtime: tokio::runtime::Handle,
     accepting: Accepting,
     limits: SourceLimits,
+    /// The output root, where push tables keep their idempotency keys (none: in memory).
+    state_root: Option<PathBuf>,
     /// What ingests that stopped received, so the node's figures do not go back.
     received_before: Mutex<BTreeMap<String, u64>>,
     /// Poll and MQTT reports of ingests that stopped, for the node's summary.
@@ -87,15 +91,18 @@ pub struct Ingests {
 }
 
 impl Ingests {
-    /// No table yet; sources run on `runtime`.
+    /// No table yet; sources run on `runtime`; push tables keep their idempotency keys
+    /// under `state_root`.
     pub fn new(
         runtime: tokio::runtime::Handle,
         accepting: Accepting,
         limits: SourceLimits,
+        state_root: Option<PathBuf>,
     ) -> Self {
         Ingests {
             tables: Mutex::new(BTreeMap::new()),
             runtime,
+            state_root,
             accepting,
             limits,
             received_before: Mutex::new(BTreeMap::new()),
@@ -147,15 +154,26 @@ impl Ingests {
                 let task = self.runtime.spawn(source.clone().run(stopped));
                 (Receiver::Mqtt(source), Some(task))
             }
-            ConnectorKind::HttpPush(spec) => (
-                Receiver::Push(Arc::new(PushTable::new(
-                    schema,
-                    spec,
-                    feed.clone(),
-                    self.accepting.clone(),
-                ))),
-                None,
-            ),
+            ConnectorKind::HttpPush(spec) => {
+                let keys = Keys::open(
+                    self.state_root
+                        .as_deref()
+                        .map(|root| keys_file(root, &schema.name)),
+                    spec.idempotency_ttl,
+                    now_micros(),
+                )
+                .map_err(|e| fail(e.to_string()))?;
+                (
+                    Receiver::Push(Arc::new(PushTable::new(
+                        schema,
+                        spec,
+                        feed.clone(),
+                        self.accepting.clone(),
+                        keys,
+                    ))),
+                    None,
+                )
+            }
             other => {
                 return Err(NodeError::NotLive(
                     query.to_owned(),

@@ -206,6 +206,7 @@ impl Node {
             runtime.handle().clone(),
             accepting,
             config.limits,
+            Some(config.output.clone()),
         ));
         let queries = Arc::new(Queries::new(
             config.output.clone(),

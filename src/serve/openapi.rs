@@ -181,7 +181,12 @@ pub fn spec() -> Value {
                 }
             },
             "/ingest/{table}": {
-                "parameters": [{ "name": "table", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "parameters": [
+                    { "name": "table", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "Idempotency-Key", "in": "header", "required": false,
+                      "description": "a batch resent under the key of one accepted before gets the first answer again (header Idempotent-Replayed: true) and counts once",
+                      "schema": { "type": "string", "minLength": 1, "maxLength": 255 } }
+                ],
                 "post": {
                     "summary": "push readings: JSON lines or a JSON array, gzip accepted (ingest scope)",
                     "requestBody": { "required": true, "content": {
@@ -189,10 +194,12 @@ pub fn spec() -> Value {
                     } },
                     "responses": {
                         "200": { "description": "what was accepted and rejected", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushOutcome" } } } },
+                        "400": error_response("unreadable body, or an Idempotency-Key that is not 1 to 255 visible ASCII characters"),
                         "401": unauthorized, "403": forbidden,
                         "404": error_response("no running query reads the table over http_push"),
                         "413": error_response("body over the table's max_body"),
                         "415": error_response("content type or encoding not read"),
+                        "422": error_response("the Idempotency-Key was used for another body"),
                         "429": error_response("too many pushes from this client; see Retry-After"),
                         "503": error_response("the node cannot keep more now; see Retry-After")
                     }

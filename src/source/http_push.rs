@@ -9,10 +9,11 @@
 //! `Retry-After`, never 200 and a silent drop.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::idempotency::{Keys, Seen, valid_key};
 use super::live::{Arrival, Feed, Reject, now_micros};
 use crate::batch::Interner;
 use crate::decode::{Decoder, JsonDecoder};
@@ -23,7 +24,7 @@ use crate::query::connector::HttpPushSpec;
 pub const ERRORS_IN_ANSWER: usize = 10;
 
 /// The answer to an accepted request.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PushOutcome {
     /// Readings accepted.
     pub accepted: u64,
@@ -34,7 +35,7 @@ pub struct PushOutcome {
 }
 
 /// One refused line.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PushLineError {
     /// Line in the request (element, for a JSON array), from 1.
     pub line: u64,
@@ -61,6 +62,11 @@ pub enum PushRefusal {
     /// The node cannot keep more now (503).
     #[error("the node cannot take more readings now; retry later")]
     Busy,
+    /// The `Idempotency-Key` was used before for another body (422).
+    #[error(
+        "Idempotency-Key {0} was used for another batch; a resend must repeat the first body byte for byte"
+    )]
+    KeyReused(String),
 }
 
 /// One pushable table.
@@ -71,6 +77,9 @@ pub struct PushTable {
     /// Whether the node keeps what it accepts now (false while the sync quota is full
     /// under `backpressure`).
     accepting: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Keys of batches accepted lately; held while a keyed batch is ingested, so a
+    /// resend racing the first waits for its answer.
+    keys: Mutex<Keys>,
 }
 
 impl PushTable {
@@ -80,13 +89,48 @@ impl PushTable {
         spec: &HttpPushSpec,
         feed: Arc<Feed>,
         accepting: Arc<dyn Fn() -> bool + Send + Sync>,
+        keys: Keys,
     ) -> Self {
         PushTable {
             schema: Arc::new(schema.clone()),
             spec: spec.clone(),
             feed,
             accepting,
+            keys: Mutex::new(keys),
         }
+    }
+
+    /// Takes one request's body as [`PushTable::ingest`] does; with an
+    /// `Idempotency-Key`, a batch accepted before under that key is answered as then
+    /// (`Ok((outcome, true))`) and not ingested again.
+    pub fn ingest_once(
+        &self,
+        key: Option<&str>,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+        origin: &str,
+    ) -> Result<(PushOutcome, bool), PushRefusal> {
+        let Some(key) = key else {
+            return self
+                .ingest(content_type, content_encoding, body, origin)
+                .map(|o| (o, false));
+        };
+        valid_key(key).map_err(PushRefusal::Malformed)?;
+        let digest = crate::digest::md5_hex(body);
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        match keys.check(key, &digest, now_micros()) {
+            Seen::Again(outcome) => return Ok((outcome, true)),
+            Seen::OtherBody => return Err(PushRefusal::KeyReused(key.to_owned())),
+            Seen::New => {}
+        }
+        let outcome = self.ingest(content_type, content_encoding, body, origin)?;
+        // The batch is in: answer 200 even if the key cannot be kept, so the client does
+        // not resend it; only a resend after a lost answer could then count twice.
+        if let Err(e) = keys.record(key, &digest, &outcome, now_micros()) {
+            tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Key not kept");
+        }
+        Ok((outcome, false))
     }
 
     /// The longest body taken, before decompression too.

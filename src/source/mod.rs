@@ -11,6 +11,7 @@ mod file;
 pub mod generator;
 pub mod http_poll;
 pub mod http_push;
+pub mod idempotency;
 pub mod live;
 pub mod mqtt;
 pub mod records;

@@ -395,6 +395,76 @@ fn push_needs_a_token_keeps_every_good_line_and_names_the_bad_ones() {
 }
 
 #[test]
+fn a_batch_resent_with_its_idempotency_key_counts_once_across_a_restart() {
+    let dir = tempdir();
+    let query = write_query(
+        dir.path(),
+        "keyed",
+        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
+    );
+    let args = [
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--workers",
+        "2",
+    ];
+    let t0 = now_ms() - 60_000;
+    let mut expected = Expected::new();
+    let mut first = String::new();
+    for i in 0..20 {
+        let (device, ts) = (format!("d{}", i % 3), t0 + i * 500);
+        first.push_str(&line(&device, ts, i));
+        add(&mut expected, &device, ts, i);
+    }
+    let push = |port: u16, key: Option<&str>, body: &str| {
+        let mut headers = vec![("Content-Type", "application/x-ndjson")];
+        headers.extend(key.map(|k| ("Idempotency-Key", k)));
+        let (status, head, answer) =
+            http(port, "POST", "/ingest/readings", &headers, body.as_bytes());
+        let replayed = head
+            .to_ascii_lowercase()
+            .contains("idempotent-replayed: true");
+        (
+            status,
+            replayed,
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    };
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    let (status, replayed, answer) = push(node.port, Some("batch-1"), &first);
+    assert_eq!((status, replayed), (200, false), "{answer}");
+    assert!(answer.contains("\"accepted\":20"), "{answer}");
+    // The answer was lost; the client sends the batch again.
+    let again = push(node.port, Some("batch-1"), &first);
+    assert_eq!(again, (200, true, answer.clone()));
+    let (status, _, refusal) = push(node.port, Some("batch-1"), &line("d0", t0, 1));
+    assert_eq!(status, 422, "another body under a used key: {refusal}");
+    let (status, _, refusal) = push(node.port, Some("has space"), &first);
+    assert_eq!(status, 400, "{refusal}");
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+
+    // The node restarted: the key is still known, and a new key is new.
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    assert_eq!(
+        push(node.port, Some("batch-1"), &first),
+        (200, true, answer)
+    );
+    let mut second = String::new();
+    for i in 0..10 {
+        let (device, ts) = (format!("d{}", i % 2), t0 + 20_000 + i * 500);
+        second.push_str(&line(&device, ts, 100 + i));
+        add(&mut expected, &device, ts, 100 + i);
+    }
+    let (status, replayed, answer) = push(node.port, Some("batch-2"), &second);
+    assert_eq!((status, replayed), (200, false), "{answer}");
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(written(&dir.path().join("out"), "keyed"), expected);
+}
+
+#[test]
 fn a_quiet_source_closes_its_windows_after_idle_timeout() {
     let dir = tempdir();
     let query = write_query(dir.path(), "quiet", PUSH_QUERY);

@@ -1,0 +1,279 @@
+//! `Idempotency-Key` on pushes: a batch resent with the key of one already accepted
+//! (because its answer was lost, or the node restarted) gets the first answer again and
+//! is counted once. A key comes back with another body only by mistake: that is
+//! refused, not guessed at.
+//!
+//! Keys live for the table's `idempotency_ttl` in
+//! `<output>/_state/_push/<table>/idempotency.jsonl`, one JSON line per key, fsync'd
+//! before the answer goes out. A torn last line (a crash while appending) is skipped;
+//! the file is rewritten without expired keys once they make up most of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::http_push::PushOutcome;
+
+/// Longest key taken, in bytes (Stripe's limit; UUIDs and ULIDs fit many times).
+pub const MAX_KEY_BYTES: usize = 255;
+
+/// What a key says about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen within the time keys are kept: ingest the batch.
+    New,
+    /// The same batch was accepted before, with this answer.
+    Again(PushOutcome),
+    /// The key was used for another body.
+    OtherBody,
+}
+
+/// Why the keys file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("idempotency keys {path}: {source}")]
+pub struct KeysError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// One key, as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    key: String,
+    /// When the batch was accepted, microseconds since the epoch.
+    at: i64,
+    /// MD5 of the body as sent.
+    body: String,
+    outcome: PushOutcome,
+}
+
+struct Entry {
+    at: i64,
+    body: String,
+    outcome: PushOutcome,
+}
+
+/// The keys of one push table.
+pub struct Keys {
+    path: Option<PathBuf>,
+    file: Option<File>,
+    ttl: i64,
+    entries: HashMap<String, Entry>,
+    /// Keys by age, for expiry.
+    order: VecDeque<(i64, String)>,
+    /// Lines in the file, live or not.
+    lines: usize,
+}
+
+impl Keys {
+    /// Keys kept for `ttl` microseconds, in the file `path` (or in memory only), with
+    /// those of earlier runs that have not expired by `now`.
+    pub fn open(path: Option<PathBuf>, ttl: i64, now: i64) -> Result<Keys, KeysError> {
+        let mut keys = Keys {
+            path,
+            file: None,
+            ttl,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            lines: 0,
+        };
+        let Some(path) = keys.path.clone() else {
+            return Ok(keys);
+        };
+        let fail = |source| KeysError {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        match File::open(&path) {
+            Ok(file) => {
+                for line in BufReader::new(file).lines() {
+                    // A torn or foreign line cannot name a key we answered for.
+                    let Ok(Line {
+                        key,
+                        at,
+                        body,
+                        outcome,
+                    }) = serde_json::from_str(&line.map_err(fail)?)
+                    else {
+                        continue;
+                    };
+                    keys.insert(key, Entry { at, body, outcome });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(e)),
+        }
+        keys.expire(now);
+        keys.rewrite().map_err(fail)?;
+        Ok(keys)
+    }
+
+    fn insert(&mut self, key: String, entry: Entry) {
+        self.order.push_back((entry.at, key.clone()));
+        self.entries.insert(key, entry);
+    }
+
+    fn expire(&mut self, now: i64) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_sub(*at) < self.ttl {
+                break;
+            }
+            if let Some((at, key)) = self.order.pop_front()
+                && self.entries.get(&key).is_some_and(|e| e.at == at)
+            {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Whether `key` was accepted before with `body_md5`, as of `now`.
+    pub fn check(&mut self, key: &str, body_md5: &str, now: i64) -> Seen {
+        self.expire(now);
+        match self.entries.get(key) {
+            None => Seen::New,
+            Some(e) if e.body == body_md5 => Seen::Again(e.outcome.clone()),
+            Some(_) => Seen::OtherBody,
+        }
+    }
+
+    /// Records that the batch `body_md5` under `key` was accepted with `outcome`; durable
+    /// when this returns.
+    pub fn record(
+        &mut self,
+        key: &str,
+        body_md5: &str,
+        outcome: &PushOutcome,
+        now: i64,
+    ) -> Result<(), KeysError> {
+        let line = Line {
+            key: key.to_owned(),
+            at: now,
+            body: body_md5.to_owned(),
+            outcome: outcome.clone(),
+        };
+        self.insert(
+            line.key.clone(),
+            Entry {
+                at: now,
+                body: line.body.clone(),
+                outcome: outcome.clone(),
+            },
+        );
+        let (Some(path), Some(file)) = (self.path.as_ref(), self.file.as_mut()) else {
+            return Ok(());
+        };
+        let fail = |source| KeysError {
+            path: path.clone(),
+            source,
+        };
+        let mut text = serde_json::to_vec(&line).map_err(|e| fail(e.into()))?;
+        text.push(b'\n');
+        file.write_all(&text).map_err(fail)?;
+        file.sync_data().map_err(fail)?;
+        self.lines += 1;
+        if self.lines > 1024 && self.lines > 2 * self.entries.len() {
+            let path = path.clone();
+            self.rewrite()
+                .map_err(|source| KeysError { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the live keys to a fresh file and appends from there on.
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut text = Vec::new();
+        for (at, key) in &self.order {
+            if let Some(e) = self.entries.get(key).filter(|e| e.at == *at) {
+                let line = Line {
+                    key: key.clone(),
+                    at: e.at,
+                    body: e.body.clone(),
+                    outcome: e.outcome.clone(),
+                };
+                serde_json::to_writer(&mut text, &line)?;
+                text.push(b'\n');
+            }
+        }
+        crate::sink::commit::commit_bytes(path, &text)?;
+        self.lines = self.entries.len();
+        self.file = Some(OpenOptions::new().append(true).open(path)?);
+        Ok(())
+    }
+}
+
+/// Where a table's keys are kept under the output root.
+pub fn keys_file(root: &Path, table: &str) -> PathBuf {
+    root.join("_state")
+        .join("_push")
+        .join(table)
+        .join("idempotency.jsonl")
+}
+
+/// Checks a key as sent: visible ASCII, at most [`MAX_KEY_BYTES`].
+pub fn valid_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_BYTES} bytes long"
+        ));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("Idempotency-Key must be visible ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(accepted: u64) -> PushOutcome {
+        PushOutcome {
+            accepted,
+            ..PushOutcome::default()
+        }
+    }
+
+    #[test]
+    fn keys_answer_again_refuse_other_bodies_expire_and_survive_a_restart()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t").join("idempotency.jsonl");
+        let mut keys = Keys::open(Some(path.clone()), 100, 0)?;
+        assert_eq!(keys.check("a", "m1", 0), Seen::New);
+        keys.record("a", "m1", &outcome(3), 0)?;
+        keys.record("b", "m2", &outcome(4), 50)?;
+        assert_eq!(keys.check("a", "m1", 10), Seen::Again(outcome(3)));
+        assert_eq!(keys.check("a", "other", 10), Seen::OtherBody);
+        drop(keys);
+        // A crash tore the last line.
+        let mut file = OpenOptions::new().append(true).open(&path)?;
+        file.write_all(b"{\"key\":\"c\",\"at\":6")?;
+        let mut keys = Keys::open(Some(path.clone()), 100, 60)?;
+        assert_eq!(keys.check("a", "m1", 60), Seen::Again(outcome(3)));
+        assert_eq!(keys.check("c", "m3", 60), Seen::New);
+        assert_eq!(keys.check("a", "m1", 100), Seen::New, "expired");
+        assert_eq!(keys.check("b", "m2", 100), Seen::Again(outcome(4)));
+        drop(keys);
+        let keys = Keys::open(Some(path), 100, 149)?;
+        assert_eq!(keys.entries.len(), 1, "only b is left");
+        Ok(())
+    }
+
+    #[test]
+    fn keys_must_be_short_visible_ascii() {
+        assert!(valid_key("7d0b6f1e-2b8a-4c55-9a55-0f5f3c1d9e21").is_ok());
+        assert!(valid_key("").is_err());
+        assert!(valid_key("a b").is_err());
+        assert!(valid_key(&"k".repeat(256)).is_err());
+    }
+}
