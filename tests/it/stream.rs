@@ -7,12 +7,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgeflow::decode::Format;
-use edgeflow::engine::{self, RunConfig, RunSummary};
+use edgeflow::engine::{RunConfig, RunSummary};
 use edgeflow::source::Input;
 use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, write_readings};
 
 use super::oracle::{Late, Spec, late_rows, oracle, top_n};
-use super::support::{assert_rows_eq, parquet_files, plan, read_rows, revisions};
+use super::support::{
+    assert_rows_eq, parquet_files, plan, read_rows, revisions, run_within_deadline,
+};
 
 const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
 
@@ -78,7 +80,7 @@ fn try_run(
     config.workers = workers;
     config.chunk_bytes = 16 * 1024;
     config.fresh = fresh;
-    engine::run(config)
+    run_within_deadline(config)
 }
 
 fn run(sql: &str, input: Input, out: &Path, workers: usize, fresh: bool) -> RunSummary {

@@ -33,9 +33,28 @@ pub fn run(
     let mut config = RunConfig::new(plan.clone(), input, out.to_owned());
     config.workers = workers;
     config.chunk_bytes = chunk_bytes;
-    match engine::run(config) {
+    match run_within_deadline(config) {
         Ok(summary) => summary,
         Err(e) => panic!("run failed: {e}"),
+    }
+}
+
+/// Far beyond any in-process run here (seconds); reached only by a hang.
+const HANG: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `engine::run` on a thread of its own, failing the test if it outlives [`HANG`], so a
+/// hang fails one test instead of stalling the suite.
+pub fn run_within_deadline(config: RunConfig) -> Result<RunSummary, edgeflow::Error> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(engine::run(config)).ok());
+    match result.recv_timeout(HANG) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the run did not end within {HANG:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the run panicked (its message is above)")
+        }
     }
 }
 
