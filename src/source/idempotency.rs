@@ -51,18 +51,12 @@ struct Line {
     outcome: PushOutcome,
 }
 
-struct Entry {
-    at: i64,
-    body: String,
-    outcome: PushOutcome,
-}
-
 /// The keys of one push table.
 pub struct Keys {
     path: Option<PathBuf>,
     file: Option<File>,
     ttl: i64,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Line>,
     /// Keys by age, for expiry.
     order: VecDeque<(i64, String)>,
     /// Lines in the file, live or not.
@@ -95,16 +89,10 @@ impl Keys {
             Ok(file) => {
                 for line in BufReader::new(file).lines() {
                     // A torn or foreign line cannot name a key we answered for.
-                    let Ok(Line {
-                        key,
-                        at,
-                        body,
-                        outcome,
-                    }) = serde_json::from_str(&line.map_err(fail)?)
-                    else {
+                    let Ok(line) = serde_json::from_str(&line.map_err(fail)?) else {
                         continue;
                     };
-                    keys.insert(key, Entry { at, body, outcome });
+                    keys.insert(line);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -115,9 +103,9 @@ impl Keys {
         Ok(keys)
     }
 
-    fn insert(&mut self, key: String, entry: Entry) {
-        self.order.push_back((entry.at, key.clone()));
-        self.entries.insert(key, entry);
+    fn insert(&mut self, line: Line) {
+        self.order.push_back((line.at, line.key.clone()));
+        self.entries.insert(line.key.clone(), line);
     }
 
     fn expire(&mut self, now: i64) {
@@ -158,14 +146,8 @@ impl Keys {
             body: body_md5.to_owned(),
             outcome: outcome.clone(),
         };
-        self.insert(
-            line.key.clone(),
-            Entry {
-                at: now,
-                body: line.body.clone(),
-                outcome: outcome.clone(),
-            },
-        );
+        let text = serde_json::to_vec(&line);
+        self.insert(line);
         let (Some(path), Some(file)) = (self.path.as_ref(), self.file.as_mut()) else {
             return Ok(());
         };
@@ -173,7 +155,7 @@ impl Keys {
             path: path.clone(),
             source,
         };
-        let mut text = serde_json::to_vec(&line).map_err(|e| fail(e.into()))?;
+        let mut text = text.map_err(|e| fail(e.into()))?;
         text.push(b'\n');
         file.write_all(&text).map_err(fail)?;
         file.sync_data().map_err(fail)?;
@@ -193,14 +175,8 @@ impl Keys {
         };
         let mut text = Vec::new();
         for (at, key) in &self.order {
-            if let Some(e) = self.entries.get(key).filter(|e| e.at == *at) {
-                let line = Line {
-                    key: key.clone(),
-                    at: e.at,
-                    body: e.body.clone(),
-                    outcome: e.outcome.clone(),
-                };
-                serde_json::to_writer(&mut text, &line)?;
+            if let Some(line) = self.entries.get(key).filter(|l| l.at == *at) {
+                serde_json::to_writer(&mut text, line)?;
                 text.push(b'\n');
             }
         }
