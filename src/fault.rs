@@ -7,8 +7,8 @@
 //! `FAILPOINTS='commit-write=3*off->return(ENOSPC)'`: the first three file commits
 //! succeed, every later one fails as on a full disk. Points: `commit-write` (before a
 //! file's bytes are written), `commit-rename` (after its fsync, before the rename) and
-//! `commit-dir-fsync` (after the rename, before its folder is fsync'd), and
-//! `upload-answer-lost` (an object was put but the sync never heard back).
+//! `commit-dir-fsync` (after the rename, before its folder is fsync'd), `upload-answer-lost` (an object was put but the sync never heard back), and
+//! `wal-write` (before records are appended to a live table's write-ahead log).
 
 /// Reads `FAILPOINTS`; the points stay set while the guard lives. `None` in builds
 /// without fail points.

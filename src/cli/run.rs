@@ -14,6 +14,7 @@ use edgeflow::engine::{self, RunConfig};
 use edgeflow::query::QueryPlan;
 use edgeflow::query::connector::ConnectorKind;
 use edgeflow::serve::Tokens;
+use edgeflow::source::live::FsyncPolicy;
 use edgeflow::source::{DEFAULT_CHUNK_BYTES, Input};
 use edgeflow::sync::{SyncReport, Syncer};
 
@@ -178,6 +179,8 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             max_line_bytes: args.max_line_bytes,
             json: args.json,
             sync: args.sync.clone(),
+            wal_fsync: FsyncPolicy::Always,
+            checkpoint_every: super::serve::DEFAULT_CHECKPOINT_EVERY,
         };
         return run_node(plans, &settings, logs);
     }

@@ -14,6 +14,7 @@ use edgeflow::serve::http::HttpLimits;
 use edgeflow::serve::tls::TlsFiles;
 use edgeflow::serve::{Node, NodeConfig, NodeFile, NodeSummary};
 use edgeflow::source::SourceLimits;
+use edgeflow::source::live::FsyncPolicy;
 use edgeflow::sync::target::S3Options;
 use edgeflow::sync::{QuotaPolicy, Syncer};
 
@@ -76,6 +77,18 @@ pub struct ServeArgs {
     /// Longest reading line (JSON) taken.
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     pub max_line_bytes: u64,
+    /// When a push or MQTT message is acknowledged: `always` once its readings are
+    /// fsync'd in the table's write-ahead log (one fsync covers every request waiting),
+    /// or an interval such as 10ms: acknowledged once written, fsync'd at that interval,
+    /// so a power loss can lose the last interval's readings (a crash of the process
+    /// alone loses nothing).
+    #[arg(long, default_value = "always", value_name = "always|INTERVAL")]
+    pub wal_fsync: FsyncPolicy,
+    /// How often each running query checkpoints its open windows and the log position
+    /// they reflect: the log behind every checkpoint is deleted, and a restart after a
+    /// crash replays only what came after.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub checkpoint_every: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -225,9 +238,14 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         max_line_bytes: args.max_line_bytes,
         json: args.json,
         sync,
+        wal_fsync: args.wal_fsync,
+        checkpoint_every: args.checkpoint_every,
     };
     run_node(plans, &settings, logs)
 }
+
+/// How often a query checkpoints unless told otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 /// What `serve`, and `run` on a live query, need to start a node.
 pub struct NodeSettings {
@@ -255,6 +273,10 @@ pub struct NodeSettings {
     pub json: bool,
     /// Sync.
     pub sync: SyncFlags,
+    /// `--wal-fsync`.
+    pub wal_fsync: FsyncPolicy,
+    /// `--checkpoint-every`.
+    pub checkpoint_every: Duration,
 }
 
 /// Runs `plans` as one node until a signal (or `--for`), then syncs and prints the
@@ -296,6 +318,8 @@ pub fn run_node(
         forget_state: settings.fresh,
         tls: settings.tls.clone(),
         http: settings.http.clone(),
+        wal_fsync: settings.wal_fsync,
+        checkpoint_every: settings.checkpoint_every,
     });
     stop_on_signals(node.stop_handle());
     let summary = node.run()?;

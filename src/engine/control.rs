@@ -174,6 +174,9 @@ pub enum EndOfInput {
     Close,
     /// Neither write nor keep them: their readings are given up.
     Discard,
+    /// Keep their state without writing them (a checkpoint of a query that goes on at
+    /// once): the next run resumes them as if nothing had happened.
+    Checkpoint,
 }
 
 impl std::str::FromStr for EndOfInput {

@@ -24,7 +24,7 @@ use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
 use crate::source::OpenInput;
 use crate::stream::Continuation;
 use crate::window::assign::WindowAssigner;
-use crate::window::state::{PartialWindow, RESUMED, split_by_key_owner};
+use crate::window::state::{PartialWindow, RESUMED, RESUMED_UNWRITTEN, split_by_key_owner};
 
 /// What every worker shares.
 #[derive(Clone)]
@@ -106,7 +106,12 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
             .resumed
             .iter()
             .flat_map(|w| {
-                split_by_key_owner(w.start, w.end, &w.keys, &w.accs, RESUMED, scope.peers())
+                let from = if w.unwritten {
+                    RESUMED_UNWRITTEN
+                } else {
+                    RESUMED
+                };
+                split_by_key_owner(w.start, w.end, &w.keys, &w.accs, from, scope.peers())
             })
             .collect()
     } else {

@@ -190,6 +190,39 @@ pub fn run(config: RunConfig) -> Result<RunSummary, Error> {
     result
 }
 
+/// Places a live query in its table's write-ahead log: after a crash (the state says
+/// it was running) it replays what its state does not reflect; a query stopped on
+/// purpose, or new, reads from the chunk being filled. The position is saved before the
+/// first chunk, so a crash from here on replays from it.
+fn begin_live(
+    live: &source::live::LiveInput,
+    state: &mut StreamState,
+    output: &std::path::Path,
+    query: &str,
+) -> Result<(), Error> {
+    let resume = state
+        .live
+        .as_ref()
+        .filter(|p| p.running && p.table == live.table())
+        .map(|p| p.next);
+    let next = live.begin(resume);
+    if resume.is_some() {
+        tracing::info!(
+            query,
+            table = live.table(),
+            from = next,
+            "Replaying the write-ahead log from the query's last checkpoint"
+        );
+    }
+    state.live = Some(crate::stream::LivePosition {
+        table: live.table().to_owned(),
+        next,
+        running: true,
+    });
+    state.save(output, query)?;
+    Ok(())
+}
+
 /// A query whose dataflow runs on a [`Workers`] pool.
 pub struct RunningQuery {
     started: Instant,
@@ -219,7 +252,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     let started = Instant::now();
     let peers = workers.peers();
     let plan = Arc::new(config.plan.clone());
-    let state = if config.fresh {
+    let mut state = if config.fresh {
         let mut state =
             StreamState::load(&config.output, &plan).unwrap_or_else(|_| StreamState::new(&plan));
         if !state.open.is_empty() || !state.inputs.is_empty() {
@@ -286,6 +319,9 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             });
         }
     };
+    if let Input::Live(live) = &config.input {
+        begin_live(live, &mut state, &config.output, &plan.name)?;
+    }
     let limits = source::SourceLimits {
         chunk_bytes: config.chunk_bytes,
         max_line_bytes: config.max_line_bytes,
@@ -426,7 +462,21 @@ impl RunningQuery {
             let size = crate::window::assign::WindowAssigner::new(plan.window).size();
             state.close_written(size, plan.source.max_out_of_orderness);
         }
+        let live = match &config.input {
+            Input::Live(live) => Some(live.clone()),
+            _ => None,
+        };
+        if let Some(live) = &live {
+            state.live = Some(crate::stream::LivePosition {
+                table: live.table().to_owned(),
+                next: live.position(),
+                running: control.end_of_input() == EndOfInput::Checkpoint,
+            });
+        }
         state.save(&config.output, &plan.name)?;
+        if let Some(live) = &live {
+            live.checkpointed(live.position());
+        }
         Metrics::add(&metrics.kept_windows, state.open.len() as u64);
         let mut summary = RunSummary::collect(
             &plan,

@@ -140,8 +140,10 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     let Some((keys, accs)) = merger.merge() else {
                         continue;
                     };
-                    // A window only kept state feeds is already written as it stands.
-                    if fresh {
+                    // A window only kept state feeds is already written as it stands; a
+                    // checkpoint keeps its windows without writing them.
+                    let checkpoint = still_open && end_of_input == EndOfInput::Checkpoint;
+                    if fresh && !checkpoint {
                         let revision = stream.next_revision(start);
                         match window_rows(&plan, &schema, start, end, &keys, &accs, revision) {
                             Ok(rows) => {
@@ -164,6 +166,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             end,
                             keys,
                             accs,
+                            unwritten: checkpoint && fresh,
                         });
                     }
                 }

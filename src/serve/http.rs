@@ -494,7 +494,7 @@ async fn ingest(
             let status = match refusal {
                 PushRefusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 PushRefusal::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                PushRefusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                PushRefusal::Busy | PushRefusal::NotLogged(_) => StatusCode::SERVICE_UNAVAILABLE,
                 PushRefusal::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::BAD_REQUEST,
             };

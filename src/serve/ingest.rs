@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -19,8 +21,11 @@ use crate::source::SourceLimits;
 use crate::source::http_poll::{PollReport, Poller};
 use crate::source::http_push::PushTable;
 use crate::source::idempotency::{Keys, keys_file};
-use crate::source::live::{DEFAULT_QUEUE_BYTES, Feed, LiveInput, now_micros};
+use crate::source::live::{
+    DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, LiveInput, WalConfig, now_micros,
+};
 use crate::source::mqtt::{MqttReport, MqttSource};
+use crate::source::wal::{DEFAULT_SEGMENT_BYTES, wal_dir};
 
 /// Whether the node can keep what a push would add (sync's quota).
 pub type Accepting = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -82,30 +87,43 @@ pub struct Ingests {
     runtime: tokio::runtime::Handle,
     accepting: Accepting,
     limits: SourceLimits,
-    /// The output root, where push tables keep their idempotency keys (none: in memory).
+    /// The output root, where tables keep their write-ahead logs and push tables their
+    /// idempotency keys (none: in memory).
     state_root: Option<PathBuf>,
-    /// What ingests that stopped received, so the node's figures do not go back.
-    received_before: Mutex<BTreeMap<String, u64>>,
+    /// When acknowledgements wait for the log's fsync.
+    fsync: FsyncPolicy,
+    /// Each table's feed (and log), kept across its ingests.
+    feeds: Mutex<BTreeMap<String, Arc<Feed>>>,
+    /// Key lines read back from a table's log when it opened, for its push endpoint.
+    recovered_keys: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Bytes of every table's log.
+    logged: Arc<AtomicU64>,
     /// Poll and MQTT reports of ingests that stopped, for the node's summary.
     finished: Mutex<Reports>,
 }
 
 impl Ingests {
-    /// No table yet; sources run on `runtime`; push tables keep their idempotency keys
-    /// under `state_root`.
+    /// No table yet; sources run on `runtime`; tables keep their write-ahead logs
+    /// (synced as `fsync` says, their bytes counted in `logged`) and push tables their
+    /// idempotency keys under `state_root`.
     pub fn new(
         runtime: tokio::runtime::Handle,
         accepting: Accepting,
         limits: SourceLimits,
         state_root: Option<PathBuf>,
+        fsync: FsyncPolicy,
+        logged: Arc<AtomicU64>,
     ) -> Self {
         Ingests {
             tables: Mutex::new(BTreeMap::new()),
             runtime,
             state_root,
+            fsync,
+            feeds: Mutex::default(),
+            recovered_keys: Mutex::default(),
+            logged,
             accepting,
             limits,
-            received_before: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(Reports::default()),
         }
     }
@@ -134,12 +152,22 @@ impl Ingests {
         // reaches a query, so it is retired without waiting for its task (the caller may
         // hold locks that the I/O runtime's handlers take).
         let old = tables.remove(&schema.name);
-        let feed = Feed::new(&schema.name, DEFAULT_QUEUE_BYTES);
-        let input = Arc::new(feed.subscribe(schema, self.limits));
         let fail = |message: String| NodeError::Source {
             query: query.to_owned(),
             message,
         };
+        let feed = self
+            .feed(&schema.name, schema)
+            .map_err(|e| fail(e.to_string()))?;
+        let input = Arc::new(feed.subscribe(schema, self.limits));
+        let opened = std::mem::take(
+            &mut *self
+                .recovered_keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+        .remove(&schema.name)
+        .unwrap_or_default();
         let (stop, stopped) = watch::channel(false);
         let (receiver, task) = match kind {
             ConnectorKind::HttpPoll(spec) => {
@@ -161,6 +189,7 @@ impl Ingests {
                         .map(|root| keys_file(root, &schema.name)),
                     spec.idempotency_ttl,
                     now_micros(),
+                    &opened,
                 )
                 .map_err(|e| fail(e.to_string()))?;
                 (
@@ -199,6 +228,40 @@ impl Ingests {
         Ok(input)
     }
 
+    /// The table's feed: one per table for the node's life, since it owns the table's
+    /// write-ahead log (one writer per log), whichever connector fills it.
+    fn feed(
+        &self,
+        table: &str,
+        schema: &SourceSchema,
+    ) -> Result<Arc<Feed>, crate::source::wal::WalError> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(table).filter(|f| !f.is_closed()) {
+            return Ok(feed.clone());
+        }
+        let config = FeedConfig {
+            capacity: DEFAULT_QUEUE_BYTES,
+            chunk_bytes: self.limits.chunk_bytes,
+            idle_timeout: schema
+                .connector
+                .idle_timeout
+                .and_then(|us| u64::try_from(us).ok())
+                .map(Duration::from_micros),
+            wal: self.state_root.as_ref().map(|root| WalConfig {
+                dir: wal_dir(root, table),
+                fsync: self.fsync,
+                segment_bytes: DEFAULT_SEGMENT_BYTES,
+            }),
+            logged: self.logged.clone(),
+        };
+        let (feed, opened) = Feed::open(table, config)?;
+        if let Ok(mut keys) = self.recovered_keys.lock() {
+            keys.insert(table.to_owned(), opened.key_lines);
+        }
+        feeds.insert(table.to_owned(), feed.clone());
+        Ok(feed)
+    }
+
     /// Stops the ingests no query reads any more.
     pub fn release_unread(&self) {
         let unread: Vec<(String, Ingest)> = {
@@ -223,6 +286,12 @@ impl Ingests {
     /// Stops an ingest's source; with `wait`, the feed closes once in-flight work has
     /// published.
     fn retire(&self, table: &str, ingest: Ingest, wait: bool) {
+        self.retire_source(table, ingest, wait, false)
+    }
+
+    /// [`Ingests::retire`]; with `close`, the table's feed closes too (the node stops):
+    /// the chunk being filled is cut, and readers' inputs end after what is queued.
+    fn retire_source(&self, table: &str, ingest: Ingest, wait: bool, close: bool) {
         ingest.stop.send_replace(true);
         if let Some(task) = ingest.task.filter(|_| wait) {
             // The source finishes its round (polls in flight) before it returns.
@@ -231,9 +300,8 @@ impl Ingests {
                 s.spawn(|| runtime.block_on(task).ok());
             });
         }
-        ingest.feed.close();
-        if let Ok(mut before) = self.received_before.lock() {
-            *before.entry(table.to_owned()).or_default() += ingest.feed.published();
+        if close {
+            ingest.feed.close();
         }
         if let Ok(mut finished) = self.finished.lock() {
             finished.add(table, &ingest.receiver);
@@ -246,7 +314,17 @@ impl Ingests {
     pub fn stop_all(&self) {
         let tables = std::mem::take(&mut *self.tables());
         for (table, ingest) in tables {
-            self.retire(&table, ingest, true);
+            self.retire_source(&table, ingest, true, true);
+        }
+        let feeds: Vec<Arc<Feed>> = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for feed in feeds {
+            feed.close();
         }
     }
 
@@ -284,17 +362,12 @@ impl Ingests {
 
     /// Every table's figures now.
     pub fn status(&self) -> BTreeMap<String, TableStatus> {
-        let before = self
-            .received_before
-            .lock()
-            .map(|b| b.clone())
-            .unwrap_or_default();
         self.tables()
             .iter()
             .map(|(table, ingest)| {
                 let status = TableStatus {
                     connector: super::connector_name_static(&ingest.kind),
-                    received: ingest.feed.published() + before.get(table).copied().unwrap_or(0),
+                    received: ingest.feed.published(),
                     readers: ingest.feed.readers(),
                     connected: ingest.connected(),
                     source: ingest.status(),
@@ -315,15 +388,12 @@ impl Ingests {
 
     /// Readings received per table since the node started.
     pub fn received(&self) -> BTreeMap<String, u64> {
-        let mut received = self
-            .received_before
+        self.feeds
             .lock()
-            .map(|b| b.clone())
-            .unwrap_or_default();
-        for (table, ingest) in self.tables().iter() {
-            *received.entry(table.clone()).or_default() += ingest.feed.published();
-        }
-        received
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(table, feed)| (table.clone(), feed.published()))
+            .collect()
     }
 
     /// Poll and MQTT reports: of running ingests, and the last of stopped ones.

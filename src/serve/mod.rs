@@ -39,6 +39,7 @@ use crate::query::QueryPlan;
 use crate::query::connector::ConnectorKind;
 use crate::source::SourceLimits;
 use crate::source::http_poll::PollReport;
+use crate::source::live::FsyncPolicy;
 use crate::source::mqtt::MqttReport;
 use crate::sync::Syncer;
 
@@ -70,6 +71,11 @@ pub struct NodeConfig {
     pub tls: Option<tls::TlsFiles>,
     /// Limits of the HTTP routes.
     pub http: http::HttpLimits,
+    /// When a pushed batch's acknowledgement waits for the write-ahead log's fsync.
+    pub wal_fsync: FsyncPolicy,
+    /// How often a running query checkpoints (its open windows' state and the log
+    /// position they reflect), so the log can be cut and a restart replays little.
+    pub checkpoint_every: Duration,
 }
 
 /// Why a node cannot start or failed.
@@ -194,10 +200,14 @@ impl Node {
             .enable_all()
             .build()
             .map_err(NodeError::Runtime)?;
+        // Bytes of the tables' write-ahead logs: they count against the local quota, and
+        // a full quota stops acknowledgements rather than dropping acknowledged readings.
+        let logged = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let accepting: ingest::Accepting = match &config.syncer {
             Some(syncer) => {
                 let sync = syncer.handle();
-                Arc::new(move || !sync.over_quota())
+                let logged = logged.clone();
+                Arc::new(move || !sync.full_with_logs(logged.load(Ordering::Relaxed)))
             }
             None => Arc::new(|| true),
         };
@@ -207,6 +217,8 @@ impl Node {
             accepting,
             config.limits,
             Some(config.output.clone()),
+            config.wal_fsync,
+            logged,
         ));
         let queries = Arc::new(Queries::new(
             config.output.clone(),
@@ -278,6 +290,7 @@ impl Node {
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
                 queries.tick();
+                queries.checkpoint_due(config.checkpoint_every);
             }
         }
 

@@ -205,6 +205,8 @@ struct Entry {
     durable_unseen: Vec<f64>,
     /// `--fresh` still to be applied (at the first start).
     fresh: bool,
+    /// When the running dataflow started or last checkpointed.
+    checkpointed: Instant,
 }
 
 impl Entry {
@@ -262,6 +264,9 @@ pub struct Queries {
     finished: Mutex<Vec<RunSummary>>,
     /// Failures, for the node's summary.
     failures: Mutex<Vec<(String, String)>>,
+    /// Held by a checkpoint while its query has no dataflow, and by stops, so a stop
+    /// never finds a query between two dataflows.
+    transitions: Mutex<()>,
 }
 
 /// How many rate samples are kept (one a second).
@@ -286,7 +291,12 @@ impl Queries {
             closing: AtomicBool::new(false),
             finished: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
+            transitions: Mutex::new(()),
         }
+    }
+
+    fn transition(&self) -> MutexGuard<'_, ()> {
+        self.transitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -367,6 +377,7 @@ impl Queries {
                 durable_seen: 0,
                 durable_unseen: Vec::new(),
                 fresh,
+                checkpointed: Instant::now(),
             },
         );
         Ok(())
@@ -511,6 +522,21 @@ impl Queries {
             self.ingests.release_unread();
             return Err(e);
         }
+        if let Err(message) = self.launch(entry, input) {
+            drop(entries);
+            self.ingests.release_unread();
+            return Err(ControlError::Failed(message));
+        }
+        entry.runs += 1;
+        let info = entry.info();
+        drop(entries);
+        tracing::info!(query = %name, "Query started");
+        Ok(info)
+    }
+
+    /// Builds the query's dataflow over `input` (its own subscription to the table)
+    /// as the continuation of its stream; on failure the entry says why.
+    fn launch(&self, entry: &mut Entry, input: Arc<LiveInput>) -> Result<(), String> {
         let mut run = RunConfig::new(
             entry.plan.clone(),
             Input::Live(input.clone()),
@@ -528,14 +554,10 @@ impl Queries {
             Ok(started) => started,
             Err(e) => {
                 input.leave();
-                drop(entries);
-                self.ingests.release_unread();
                 let message = e.to_string();
-                if let Some(entry) = self.entries().get_mut(name) {
-                    entry.last_error = Some(message.clone());
-                    entry.set_state(QueryState::Failed);
-                }
-                return Err(ControlError::Failed(message));
+                entry.last_error = Some(message.clone());
+                entry.set_state(QueryState::Failed);
+                return Err(message);
             }
         };
         entry.live = Some(Live {
@@ -547,20 +569,95 @@ impl Queries {
             query: started,
             input,
         });
-        entry.runs += 1;
         entry.last_error = None;
         entry.samples.clear();
         entry.durable_seen = 0;
-        entry.set_state(QueryState::Running);
-        let info = entry.info();
-        drop(entries);
-        tracing::info!(query = %name, "Query started");
-        Ok(info)
+        entry.checkpointed = Instant::now();
+        if entry.state != QueryState::Running {
+            entry.set_state(QueryState::Running);
+        }
+        Ok(())
+    }
+
+    /// Checkpoints every query that has run `every` since its last checkpoint.
+    pub fn checkpoint_due(&self, every: std::time::Duration) {
+        let due: Vec<String> = self
+            .entries()
+            .iter()
+            .filter(|(_, e)| e.run.is_some() && e.checkpointed.elapsed() >= every)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            self.checkpoint(&name);
+        }
+    }
+
+    /// Checkpoints a running query: its input ends at a chunk boundary, its open
+    /// windows' state is saved unwritten with the log position it reflects (so the log
+    /// before it can go, and a crash replays only what follows), and a new dataflow
+    /// resumes from there at once. Readings arriving meanwhile wait in the log.
+    pub fn checkpoint(&self, name: &str) {
+        let _transition = self.transition();
+        let (run, plan) = {
+            let mut entries = self.entries();
+            let Some(entry) = entries.get_mut(name) else {
+                return;
+            };
+            if self.closing.load(Ordering::SeqCst) || entry.state != QueryState::Running {
+                return;
+            }
+            let Some(run) = entry.run.take() else {
+                return;
+            };
+            (run, entry.plan.clone())
+        };
+        // The successor subscribes first, so the log keeps what it will read.
+        let successor = match self.ingests.attach(name, &plan.source) {
+            Ok(input) => input,
+            Err(e) => {
+                tracing::warn!(query = %name, error = %e, "Checkpoint skipped");
+                if let Some(entry) = self.entries().get_mut(name) {
+                    entry.run = Some(run);
+                    entry.checkpointed = Instant::now();
+                }
+                return;
+            }
+        };
+        let started = Instant::now();
+        run.query.control().set_end_of_input(EndOfInput::Checkpoint);
+        run.query.control().drain();
+        run.input.finish();
+        let ended = self.settle(name, run, false);
+        let mut entries = self.entries();
+        let Some(entry) = entries.get_mut(name) else {
+            successor.leave();
+            return;
+        };
+        if !ended {
+            successor.leave();
+            drop(entries);
+            self.ingests.release_unread();
+            return;
+        }
+        match self.launch(entry, successor) {
+            Ok(()) => {
+                tracing::debug!(query = %name, ms = started.elapsed().as_millis() as u64, "Checkpoint");
+            }
+            Err(message) => {
+                tracing::error!(query = %name, error = %message, "The query could not go on after its checkpoint");
+                if let Ok(mut f) = self.failures.lock() {
+                    f.push((name.to_owned(), message));
+                }
+                drop(entries);
+                self.ingests.release_unread();
+            }
+        }
     }
 
     /// Stops a running query: its input ends after what it has received, the open
     /// windows are treated as `windows` says, and the call returns once that is written.
     pub fn stop(&self, name: &str, windows: EndOfInput) -> Result<QueryInfo, ControlError> {
+        let _transition = self.transition();
         let run = {
             let mut entries = self.entries();
             let entry = entries
@@ -591,12 +688,19 @@ impl Queries {
 
     /// Waits for a run that is ending and records how it ended.
     fn finish(&self, name: &str, run: Run) {
+        self.settle(name, run, true);
+    }
+
+    /// Waits for a run that is ending and records its figures; with `stopping` the
+    /// query is stopped when it ended well (a checkpoint goes on with a new run).
+    /// Returns whether it ended well.
+    fn settle(&self, name: &str, run: Run, stopping: bool) -> bool {
         let max_event_time = run.query.max_event_time();
         let result = run.query.wait();
         run.input.leave();
         let mut entries = self.entries();
         let Some(entry) = entries.get_mut(name) else {
-            return;
+            return false;
         };
         if let Some(live) = entry.live.take() {
             entry.done = entry.done.plus(Figures::of(&live.metrics));
@@ -606,10 +710,13 @@ impl Queries {
         entry.max_event_time = entry.max_event_time.max(max_event_time);
         match result {
             Ok(summary) => {
-                entry.set_state(QueryState::Stopped);
+                if stopping {
+                    entry.set_state(QueryState::Stopped);
+                }
                 if let Ok(mut f) = self.finished.lock() {
                     f.push(summary);
                 }
+                true
             }
             Err(e) => {
                 tracing::error!(query = %name, error = %e, "Query failed; the node goes on with the others");
@@ -618,6 +725,7 @@ impl Queries {
                 if let Ok(mut f) = self.failures.lock() {
                     f.push((name.to_owned(), e.to_string()));
                 }
+                false
             }
         }
     }
@@ -683,6 +791,7 @@ impl Queries {
     /// Stops every running query keeping its windows (the node is stopping): the
     /// sources have stopped, so each input ends after what was received.
     pub fn stop_all(&self) {
+        let _transition = self.transition();
         let runs: Vec<(String, Run)> = {
             let mut entries = self.entries();
             self.closing.store(true, Ordering::SeqCst);

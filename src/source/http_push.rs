@@ -62,6 +62,9 @@ pub enum PushRefusal {
     /// The node cannot keep more now (503).
     #[error("the node cannot take more readings now; retry later")]
     Busy,
+    /// The batch could not be written ahead to disk (503): it is not accepted.
+    #[error("the batch could not be written to the node's log ({0}); retry later")]
+    NotLogged(String),
     /// The `Idempotency-Key` was used before for another body (422).
     #[error(
         "Idempotency-Key {0} was used for another batch; a resend must repeat the first body byte for byte"
@@ -112,9 +115,9 @@ impl PushTable {
         origin: &str,
     ) -> Result<(PushOutcome, bool), PushRefusal> {
         let Some(key) = key else {
-            return self
-                .ingest(content_type, content_encoding, body, origin)
-                .map(|o| (o, false));
+            let (outcome, arrival) = self.decode(content_type, content_encoding, body, origin)?;
+            self.log(arrival)?;
+            return Ok((outcome, false));
         };
         valid_key(key).map_err(PushRefusal::Malformed)?;
         let digest = crate::digest::md5_hex(body);
@@ -124,10 +127,14 @@ impl PushTable {
             Seen::OtherBody => return Err(PushRefusal::KeyReused(key.to_owned())),
             Seen::New => {}
         }
-        let outcome = self.ingest(content_type, content_encoding, body, origin)?;
+        let (outcome, mut arrival) = self.decode(content_type, content_encoding, body, origin)?;
+        // The key is logged with the batch: after a crash, both are there or neither.
+        let line = Keys::line(key, &digest, &outcome, now_micros());
+        arrival.key_line = Some(line.clone());
+        self.log(arrival)?;
         // The batch is in: answer 200 even if the key cannot be kept, so the client does
         // not resend it; only a resend after a lost answer could then count twice.
-        if let Err(e) = keys.record(key, &digest, &outcome, now_micros()) {
+        if let Err(e) = keys.record(&line) {
             tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Key not kept");
         }
         Ok((outcome, false))
@@ -138,15 +145,27 @@ impl PushTable {
         self.spec.max_body
     }
 
-    /// Takes one request's body: `content_type` and `content_encoding` as sent,
+    /// Hands a batch to the table's log and waits until it is durable there.
+    fn log(&self, arrival: Arrival) -> Result<(), PushRefusal> {
+        if arrival.lines.is_empty() && arrival.rejects.is_empty() && arrival.key_line.is_none() {
+            return Ok(());
+        }
+        match self.feed.append(arrival).blocking_recv() {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(PushRefusal::NotLogged(e)),
+            Err(_) => Err(PushRefusal::NotLogged("the table stopped".into())),
+        }
+    }
+
+    /// Reads one request's body: `content_type` and `content_encoding` as sent,
     /// `origin` naming the request in dead letters.
-    pub fn ingest(
+    fn decode(
         &self,
         content_type: Option<&str>,
         content_encoding: Option<&str>,
         body: &[u8],
         origin: &str,
-    ) -> Result<PushOutcome, PushRefusal> {
+    ) -> Result<(PushOutcome, Arrival), PushRefusal> {
         let kind = content_type
             .map(|t| {
                 t.split(';')
@@ -232,12 +251,13 @@ impl PushTable {
                 }
             }
         }
-        self.feed.publish(Arrival {
+        let arrival = Arrival {
             lines: good,
             rejects,
             at: clock_now,
-        });
-        Ok(outcome)
+            key_line: None,
+        };
+        Ok((outcome, arrival))
     }
 }
 

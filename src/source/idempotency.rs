@@ -66,7 +66,15 @@ pub struct Keys {
 impl Keys {
     /// Keys kept for `ttl` microseconds, in the file `path` (or in memory only), with
     /// those of earlier runs that have not expired by `now`.
-    pub fn open(path: Option<PathBuf>, ttl: i64, now: i64) -> Result<Keys, KeysError> {
+    ///
+    /// `logged` are key lines read back from the table's write-ahead log: a batch
+    /// logged just before a crash is known by its key even if this file missed it.
+    pub fn open(
+        path: Option<PathBuf>,
+        ttl: i64,
+        now: i64,
+        logged: &[String],
+    ) -> Result<Keys, KeysError> {
         let mut keys = Keys {
             path,
             file: None,
@@ -97,6 +105,13 @@ impl Keys {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fail(e)),
+        }
+        for text in logged {
+            if let Ok(line) = serde_json::from_str::<Line>(text)
+                && !keys.entries.contains_key(&line.key)
+            {
+                keys.insert(line);
+            }
         }
         keys.expire(now);
         keys.rewrite().map_err(fail)?;
@@ -131,22 +146,23 @@ impl Keys {
         }
     }
 
-    /// Records that the batch `body_md5` under `key` was accepted with `outcome`; durable
-    /// when this returns.
-    pub fn record(
-        &mut self,
-        key: &str,
-        body_md5: &str,
-        outcome: &PushOutcome,
-        now: i64,
-    ) -> Result<(), KeysError> {
+    /// The line that records the batch `body_md5` accepted under `key` with `outcome`:
+    /// logged with the batch, then kept by [`Keys::record`].
+    pub fn line(key: &str, body_md5: &str, outcome: &PushOutcome, now: i64) -> String {
         let line = Line {
             key: key.to_owned(),
             at: now,
             body: body_md5.to_owned(),
             outcome: outcome.clone(),
         };
-        let text = serde_json::to_vec(&line);
+        serde_json::to_string(&line).unwrap_or_default()
+    }
+
+    /// Keeps a key line made by [`Keys::line`]; durable when this returns.
+    pub fn record(&mut self, text: &str) -> Result<(), KeysError> {
+        let Ok(line) = serde_json::from_str::<Line>(text) else {
+            return Ok(());
+        };
         self.insert(line);
         let (Some(path), Some(file)) = (self.path.as_ref(), self.file.as_mut()) else {
             return Ok(());
@@ -155,7 +171,7 @@ impl Keys {
             path: path.clone(),
             source,
         };
-        let mut text = text.map_err(|e| fail(e.into()))?;
+        let mut text = text.as_bytes().to_vec();
         text.push(b'\n');
         file.write_all(&text).map_err(fail)?;
         file.sync_data().map_err(fail)?;
@@ -224,24 +240,27 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("t").join("idempotency.jsonl");
-        let mut keys = Keys::open(Some(path.clone()), 100, 0)?;
+        let mut keys = Keys::open(Some(path.clone()), 100, 0, &[])?;
         assert_eq!(keys.check("a", "m1", 0), Seen::New);
-        keys.record("a", "m1", &outcome(3), 0)?;
-        keys.record("b", "m2", &outcome(4), 50)?;
+        keys.record(&Keys::line("a", "m1", &outcome(3), 0))?;
+        keys.record(&Keys::line("b", "m2", &outcome(4), 50))?;
         assert_eq!(keys.check("a", "m1", 10), Seen::Again(outcome(3)));
         assert_eq!(keys.check("a", "other", 10), Seen::OtherBody);
         drop(keys);
         // A crash tore the last line.
         let mut file = OpenOptions::new().append(true).open(&path)?;
         file.write_all(b"{\"key\":\"c\",\"at\":6")?;
-        let mut keys = Keys::open(Some(path.clone()), 100, 60)?;
+        // The batch of key d was logged, and the crash came before its key was kept.
+        let logged = [Keys::line("d", "m4", &outcome(5), 55)];
+        let mut keys = Keys::open(Some(path.clone()), 100, 60, &logged)?;
         assert_eq!(keys.check("a", "m1", 60), Seen::Again(outcome(3)));
+        assert_eq!(keys.check("d", "m4", 60), Seen::Again(outcome(5)));
         assert_eq!(keys.check("c", "m3", 60), Seen::New);
         assert_eq!(keys.check("a", "m1", 100), Seen::New, "expired");
         assert_eq!(keys.check("b", "m2", 100), Seen::Again(outcome(4)));
         drop(keys);
-        let keys = Keys::open(Some(path), 100, 149)?;
-        assert_eq!(keys.entries.len(), 1, "only b is left");
+        let keys = Keys::open(Some(path), 100, 149, &[])?;
+        assert_eq!(keys.entries.len(), 2, "only b and d are left");
         Ok(())
     }
 

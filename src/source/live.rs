@@ -1,28 +1,38 @@
 //! Live input: readings that arrive while the node runs (polled, pushed, from MQTT),
 //! handed from the connector that received them to every query that reads their table.
 //!
-//! A connector turns what it receives into JSON lines in the table's schema and
-//! [`Feed::publish`]es them as one [`Arrival`]. Each query reading the table holds a
-//! [`LiveInput`]: its own queue of arrivals, and a dispatcher thread that cuts them into
-//! numbered chunks and deals chunk `k` to worker `k % n`, like standard input. Nothing
-//! is dropped on the way: a connector asks [`Feed::has_room`] before it accepts more
-//! (a push answers 503, a poll round waits), so a slow query holds its readings in
-//! memory up to a bound instead of losing them.
+//! A connector turns what it receives into JSON lines in the table's schema and hands
+//! them to the table's [`Feed`] as one [`Arrival`]. The feed's writer thread numbers
+//! arrivals, appends them to the table's write-ahead log ([`super::wal`]) and, for a
+//! push or an MQTT message, answers once they are durable: one fsync covers every
+//! request waiting when it starts (group commit), so an acknowledged reading survives
+//! a crash. The writer also decides where chunks end (at 1 MiB of readings, or
+//! [`LINGER`] after the first) and logs each boundary as a record, so every query, and
+//! a replay after a crash, cuts the same chunks and moves its watermark the same way.
+//!
+//! Each query reading the table holds a [`LiveInput`]: its own queue of records, and a
+//! dispatcher thread that first reads back from the log what its checkpoint does not
+//! reflect, then forms chunks from its queue and deals chunk `k` to worker `k % n`,
+//! like standard input. Nothing is dropped on the way: a connector asks
+//! [`Feed::has_room`] before it accepts more (a push answers 503, a poll round waits).
 //!
 //! Two event-time rules are applied here, because only a live source knows the node's
 //! clock at arrival: a reading stamped more than `max_ahead_of_clock` after it is a dead
-//! letter, and a source that saw nothing for `idle_timeout` sends an empty chunk whose
-//! largest event time is the clock, so the watermark follows the clock (minus the
-//! out-of-orderness) and windows close on a quiet network.
+//! letter, and a source that saw nothing for `idle_timeout` gets an empty chunk whose
+//! largest event time is the clock (logged like any boundary), so the watermark follows
+//! the clock (minus the out-of-orderness) and windows close on a quiet network.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use timely::scheduling::SyncActivator;
+use tokio::sync::oneshot;
 
+use super::wal::{self, Entry, Wal, WalError};
 use super::{ChunkSource, OpenInput, SourceError, SourceLimits, SourcePoll, Wakers};
 use crate::batch::Interner;
 use crate::decode::{BadRecord, Decoder, JsonDecoder};
@@ -50,7 +60,7 @@ pub fn now_micros() -> i64 {
 
 /// Something a connector received but could not turn into a reading: a device that
 /// timed out or answered garbage. It becomes a dead letter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Reject {
     /// What went wrong, starting with where it came from (a URL, a topic).
     pub reason: String,
@@ -59,7 +69,7 @@ pub struct Reject {
 }
 
 /// What a connector received at one moment: readings as JSON lines, and rejects.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Arrival {
     /// One reading per line, each line ending in `\n`.
     pub lines: Vec<u8>,
@@ -67,6 +77,9 @@ pub struct Arrival {
     pub rejects: Vec<Reject>,
     /// The node's clock when it arrived, microseconds.
     pub at: i64,
+    /// The `Idempotency-Key` line of a keyed push batch, logged with it so the key is
+    /// known after a crash exactly when the batch is.
+    pub key_line: Option<String>,
 }
 
 impl Arrival {
@@ -76,6 +89,7 @@ impl Arrival {
             lines,
             rejects,
             at: now_micros(),
+            key_line: None,
         }
     }
 
@@ -89,16 +103,89 @@ impl Arrival {
     }
 }
 
+/// How a live table's log reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every acknowledgement waits for its fsync; one fsync covers every request
+    /// waiting when it starts (group commit). Nothing acknowledged is lost.
+    Always,
+    /// Acknowledge once written and fsync at this interval: a power loss can lose what
+    /// was acknowledged in the last interval (a process crash loses nothing).
+    Every(Duration),
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "always" {
+            return Ok(FsyncPolicy::Always);
+        }
+        crate::query::parse_duration(s)
+            .filter(|&us| us > 0)
+            .and_then(|us| u64::try_from(us).ok())
+            .map(|us| FsyncPolicy::Every(Duration::from_micros(us)))
+            .ok_or_else(|| {
+                format!("fsync policy {s}: expected always, or an interval such as 10ms")
+            })
+    }
+}
+
+/// Where and how a feed logs what it accepts.
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    /// The table's log folder ([`wal::wal_dir`]).
+    pub dir: PathBuf,
+    /// When acknowledgements wait for the disk.
+    pub fsync: FsyncPolicy,
+    /// Segment size.
+    pub segment_bytes: u64,
+}
+
+/// How a feed cuts, holds and logs its table's readings.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// Bytes held per query before [`Feed::has_room`] says no.
+    pub capacity: usize,
+    /// A chunk ends once it holds this many bytes of readings.
+    pub chunk_bytes: usize,
+    /// Nothing arrived for this long: chunks of no readings move the watermark to the
+    /// node's clock.
+    pub idle_timeout: Option<Duration>,
+    /// The write-ahead log; none keeps readings in memory only (lost with the process).
+    pub wal: Option<WalConfig>,
+    /// Bytes of write-ahead logs, counted with those of the node's other feeds (for
+    /// the local disk quota).
+    pub logged: Arc<AtomicU64>,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            capacity: DEFAULT_QUEUE_BYTES,
+            chunk_bytes: super::DEFAULT_CHUNK_BYTES,
+            idle_timeout: None,
+            wal: None,
+            logged: Arc::default(),
+        }
+    }
+}
+
+/// A record as queries receive it.
+type Logged = (u64, Arc<Entry>);
+
 #[derive(Default)]
 struct QueueState {
-    items: VecDeque<Arc<Arrival>>,
+    items: VecDeque<Logged>,
     bytes: usize,
+    /// The feed closed: the input ends once what is queued is taken.
     closed: bool,
+    /// The input ends with the chunk cut at this record.
+    end_after: Option<u64>,
     /// The query stopped reading: arrivals pass it by.
     gone: bool,
 }
 
-/// One query's queue of arrivals.
+/// One query's queue of records.
 #[derive(Default)]
 struct Queue {
     state: Mutex<QueueState>,
@@ -111,49 +198,162 @@ impl Queue {
     }
 }
 
-/// The hand-over from one table's connector to the queries that read it.
+/// What the feed has published: its readers' queues, and where the log stands.
+#[derive(Default)]
+struct Published {
+    queues: Vec<(u64, Arc<Queue>)>,
+    /// Number of the last record published.
+    last_seq: Option<u64>,
+    /// Number of the last chunk boundary published.
+    last_cut: Option<u64>,
+    /// Each reader's first record it may still need (0 until it is known).
+    pins: BTreeMap<u64, u64>,
+    next_reader: u64,
+    closed: bool,
+}
+
+/// A request to the feed's writer thread.
+enum Request {
+    /// Log and publish an arrival; answer once it is durable (as the policy says).
+    Append(Arrival, Option<oneshot::Sender<Result<u64, String>>>),
+    /// End the chunk being filled now; answer the number of the last boundary.
+    Cut(oneshot::Sender<Option<u64>>),
+    /// A reader's checkpoint moved: delete what no reader needs.
+    Truncate,
+    /// No more arrivals.
+    Close,
+}
+
+/// The hand-over from one table's connector to the queries that read it, through the
+/// table's write-ahead log.
 pub struct Feed {
     table: String,
-    queues: Mutex<Vec<Arc<Queue>>>,
     capacity: usize,
-    published: AtomicU64,
+    wal_dir: Option<PathBuf>,
+    published: Arc<Mutex<Published>>,
+    readings: Arc<AtomicU64>,
+    wal_bytes: Arc<AtomicU64>,
+    requests: Mutex<Option<Sender<Request>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").field("table", &self.table).finish()
+    }
+}
+
+/// What opening a feed recovered from its log.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// `Idempotency-Key` lines of the batches logged last (see [`wal::Recovered`]).
+    pub key_lines: Vec<String>,
 }
 
 impl Feed {
-    /// A feed for `table`, holding up to `capacity` bytes per query before
-    /// [`Feed::has_room`] says no.
-    pub fn new(table: &str, capacity: usize) -> Arc<Feed> {
-        Arc::new(Feed {
+    /// A feed for `table`; with a log, what it held is recovered (a torn last record
+    /// cut) and its numbering goes on.
+    pub fn open(table: &str, config: FeedConfig) -> Result<(Arc<Feed>, Opened), WalError> {
+        let (wal, recovered) = match &config.wal {
+            Some(w) => {
+                let (wal, recovered) = Wal::open(&w.dir, w.segment_bytes)?;
+                (Some(wal), recovered)
+            }
+            None => (None, wal::Recovered::default()),
+        };
+        let published = Arc::new(Mutex::new(Published {
+            last_seq: recovered.next_seq.checked_sub(1),
+            last_cut: recovered.last_cut,
+            ..Published::default()
+        }));
+        let readings = Arc::new(AtomicU64::new(0));
+        let own_bytes = wal.as_ref().map_or(0, Wal::bytes);
+        let wal_bytes = config.logged.clone();
+        wal_bytes.fetch_add(own_bytes, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = Writer {
             table: table.to_owned(),
-            queues: Mutex::new(Vec::new()),
-            capacity,
-            published: AtomicU64::new(0),
-        })
+            wal,
+            next_seq: recovered.next_seq,
+            fsync: config.wal.as_ref().map_or(FsyncPolicy::Always, |w| w.fsync),
+            chunk_bytes: config.chunk_bytes.max(1),
+            idle_timeout: config.idle_timeout,
+            published: published.clone(),
+            readings: readings.clone(),
+            wal_bytes: wal_bytes.clone(),
+            own_bytes,
+            requests: rx,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("feed-{table}"))
+            .spawn(move || writer.run())
+            .map_err(|source| WalError::Io {
+                path: PathBuf::from(table),
+                source,
+            })?;
+        let feed = Feed {
+            table: table.to_owned(),
+            capacity: config.capacity,
+            wal_dir: config.wal.map(|w| w.dir),
+            published,
+            readings,
+            wal_bytes,
+            requests: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+        };
+        Ok((
+            Arc::new(feed),
+            Opened {
+                key_lines: recovered.key_lines,
+            },
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, request: Request) -> bool {
+        self.requests
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|tx| tx.send(request).is_ok()))
+            .unwrap_or(false)
     }
 
     fn queues(&self) -> Vec<Arc<Queue>> {
-        self.queues
-            .lock()
-            .map(|q| q.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.lock().queues.iter().map(|(_, q)| q.clone()).collect()
     }
 
-    /// A new reader of the table: every arrival published from now on reaches it.
+    /// A new reader of the table. It reads what arrives from now on, or from a
+    /// checkpoint given to [`LiveInput::begin`] before its first chunk.
     pub fn subscribe(self: &Arc<Self>, schema: &SourceSchema, limits: SourceLimits) -> LiveInput {
         let queue = Arc::new(Queue::default());
-        if let Ok(mut queues) = self.queues.lock() {
-            queues.retain(|q| {
-                let state = q.lock();
-                // A queue stays while its reader may still take from it.
-                !(state.gone || state.closed && state.items.is_empty())
-            });
-            queues.push(queue.clone());
-        }
+        let mut published = self.lock();
+        published.queues.retain(|(_, q)| {
+            let state = q.lock();
+            // A queue stays while its reader may still take from it.
+            !(state.gone || state.closed && state.items.is_empty())
+        });
+        let id = published.next_reader;
+        published.next_reader += 1;
+        published.queues.push((id, queue.clone()));
+        published.pins.insert(id, 0);
+        // A new reader reads what arrives from now on; its first chunk ends where the
+        // others' does, so a replay of its log cuts the same chunks.
+        let next = published.last_seq.map_or(0, |s| s + 1);
+        let start = next;
+        drop(published);
         LiveInput {
             name: self.table.clone(),
             schema: Arc::new(schema.clone()),
             limits: limits.sane(),
+            feed: self.clone(),
+            id,
             queue,
+            queued_from: next,
+            start: AtomicU64::new(start),
+            next: Arc::new(AtomicU64::new(start)),
             hub: Mutex::new(Hub::default()),
         }
     }
@@ -167,25 +367,35 @@ impl Feed {
         })
     }
 
-    /// Hands an arrival to every reader. Never drops: ask [`Feed::has_room`] first.
+    /// Logs and hands an arrival to every reader, without waiting for the disk (a poll
+    /// round: nobody is told "accepted"). Ask [`Feed::has_room`] first.
     pub fn publish(&self, arrival: Arrival) {
         if arrival.lines.is_empty() && arrival.rejects.is_empty() {
             return;
         }
-        let readings = memchr::memchr_iter(b'\n', &arrival.lines).count() as u64;
-        self.published.fetch_add(readings, Ordering::Relaxed);
-        let bytes = arrival.bytes();
-        let arrival = Arc::new(arrival);
-        for queue in self.queues() {
-            let mut state = queue.lock();
-            if state.gone || state.closed {
-                continue;
-            }
-            state.items.push_back(arrival.clone());
-            state.bytes += bytes;
-            drop(state);
-            queue.ready.notify_one();
+        self.send(Request::Append(arrival, None));
+    }
+
+    /// Logs and hands an arrival to every reader; the answer comes once it is durable
+    /// (per the fsync policy), with its record number, or says why it is not.
+    pub fn append(&self, arrival: Arrival) -> oneshot::Receiver<Result<u64, String>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Request::Append(arrival, Some(tx))) {
+            let (tx, rx) = oneshot::channel();
+            tx.send(Err(format!("table {} takes no more readings", self.table)))
+                .ok();
+            return rx;
         }
+        rx
+    }
+
+    /// Ends the chunk being filled; returns the number of the last chunk boundary.
+    fn cut_now(&self) -> Option<u64> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Request::Cut(tx)) {
+            return rx.blocking_recv().ok().flatten();
+        }
+        self.lock().last_cut
     }
 
     /// Queries reading the table now.
@@ -194,22 +404,316 @@ impl Feed {
             .iter()
             .filter(|q| {
                 let state = q.lock();
-                !state.gone && !state.closed
+                !state.gone && !state.closed && state.end_after.is_none()
             })
             .count()
     }
 
-    /// Readings published so far.
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
+    /// Whether [`Feed::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
-    /// No more arrivals: each reader's input ends once it has taken what is queued.
+    /// Readings published so far.
+    pub fn published(&self) -> u64 {
+        self.readings.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of write-ahead logs on disk, this table's and those counted with it.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal_bytes.load(Ordering::Relaxed)
+    }
+
+    /// No more arrivals: the chunk being filled is cut, and each reader's input ends
+    /// once it has taken what is queued. Returns once the log is closed.
     pub fn close(&self) {
-        for queue in self.queues() {
+        self.send(Request::Close);
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            handle.join().ok();
+        }
+        let mut published = self.lock();
+        published.closed = true;
+        for (_, queue) in &published.queues {
             queue.lock().closed = true;
             queue.ready.notify_all();
         }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.take();
+        }
+    }
+}
+
+/// The chunk being filled, as the writer sees it.
+#[derive(Default)]
+struct Filling {
+    bytes: usize,
+    clock: i64,
+    since: Option<Instant>,
+}
+
+impl Filling {
+    fn add(&mut self, arrival: &Arrival) {
+        self.since.get_or_insert_with(Instant::now);
+        self.bytes += arrival.lines.len();
+        self.clock = self.clock.max(arrival.at);
+    }
+
+    fn cut(&mut self) -> Entry {
+        let clock = self.clock;
+        *self = Filling::default();
+        Entry::Cut { clock, idle: false }
+    }
+}
+
+/// The feed's writer thread: numbers, logs (one fsync per batch of waiting requests),
+/// publishes, and decides where chunks end.
+struct Writer {
+    table: String,
+    wal: Option<Wal>,
+    next_seq: u64,
+    fsync: FsyncPolicy,
+    chunk_bytes: usize,
+    idle_timeout: Option<Duration>,
+    published: Arc<Mutex<Published>>,
+    readings: Arc<AtomicU64>,
+    /// Log bytes of every feed of the node; this one's share is `own_bytes`.
+    wal_bytes: Arc<AtomicU64>,
+    own_bytes: u64,
+    requests: Receiver<Request>,
+}
+
+type Waiter = oneshot::Sender<Result<u64, String>>;
+
+impl Writer {
+    fn run(mut self) {
+        let mut filling = Filling::default();
+        let mut last_reading = Instant::now();
+        let mut last_tick = Instant::now();
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
+        loop {
+            let wait = match filling.since {
+                Some(since) => LINGER.saturating_sub(since.elapsed()),
+                None => IDLE_TICK,
+            };
+            let mut requests = Vec::new();
+            match self.requests.recv_timeout(wait) {
+                Ok(r) => requests.push(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => requests.push(Request::Close),
+            }
+            while let Ok(r) = self.requests.try_recv() {
+                requests.push(r);
+            }
+            let mut entries = Vec::new();
+            let mut waiters: Vec<(usize, Waiter)> = Vec::new();
+            let mut cut_waiters = Vec::new();
+            let (mut close, mut truncate) = (false, false);
+            for request in requests {
+                match request {
+                    Request::Append(arrival, waiter) => {
+                        filling.add(&arrival);
+                        if !arrival.lines.is_empty() {
+                            last_reading = Instant::now();
+                        }
+                        entries.push(Entry::Arrival(arrival));
+                        if let Some(w) = waiter {
+                            waiters.push((entries.len() - 1, w));
+                        }
+                        if filling.bytes >= self.chunk_bytes {
+                            entries.push(filling.cut());
+                        }
+                    }
+                    Request::Cut(w) => {
+                        if filling.since.is_some() {
+                            entries.push(filling.cut());
+                        }
+                        cut_waiters.push(w);
+                    }
+                    Request::Truncate => truncate = true,
+                    Request::Close => close = true,
+                }
+            }
+            let due = filling.since.is_some_and(|s| s.elapsed() >= LINGER);
+            if (due || close) && filling.since.is_some() {
+                entries.push(filling.cut());
+            } else if let Some(idle) = self.idle_timeout
+                && filling.since.is_none()
+                && !self.lock().queues.is_empty()
+                && last_reading.elapsed() >= idle
+                && last_tick.elapsed() >= IDLE_TICK
+                && !close
+            {
+                last_tick = Instant::now();
+                entries.push(Entry::Cut {
+                    clock: now_micros(),
+                    idle: true,
+                });
+            }
+            if !entries.is_empty() {
+                let acknowledging = !waiters.is_empty();
+                match self.log(&entries, acknowledging, &mut last_sync, &mut unsynced) {
+                    Ok(first) => {
+                        self.publish(first, entries);
+                        for (i, w) in waiters {
+                            w.send(Ok(first + i as u64)).ok();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(table = %self.table, error = %e, "Readings not logged: refused");
+                        for (_, w) in waiters {
+                            w.send(Err(e.to_string())).ok();
+                        }
+                    }
+                }
+            }
+            if let FsyncPolicy::Every(every) = self.fsync
+                && unsynced
+                && (last_sync.elapsed() >= every || close)
+            {
+                self.sync(&mut last_sync, &mut unsynced);
+            }
+            let last_cut = self.lock().last_cut;
+            for w in cut_waiters {
+                w.send(last_cut).ok();
+            }
+            if truncate {
+                self.truncate();
+            }
+            if close {
+                if unsynced {
+                    self.sync(&mut last_sync, &mut unsynced);
+                }
+                // The next feed of the table counts its log again when it opens.
+                self.account(0);
+                return;
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `entries` to the log and makes them as durable as the policy asks
+    /// before they are acknowledged; returns the first one's number.
+    fn log(
+        &mut self,
+        entries: &[Entry],
+        acknowledging: bool,
+        last_sync: &mut Instant,
+        unsynced: &mut bool,
+    ) -> Result<u64, WalError> {
+        let Some(wal) = self.wal.as_mut() else {
+            let first = self.next_seq;
+            self.next_seq += entries.len() as u64;
+            return Ok(first);
+        };
+        let first = wal.append(entries)?;
+        *unsynced = true;
+        // Records nobody waits for (a poll round, a chunk boundary) ride on the next
+        // fsync: the file is sequential, so a later durable record makes them durable.
+        if acknowledging && self.fsync == FsyncPolicy::Always {
+            wal.sync()?;
+            *unsynced = false;
+            *last_sync = Instant::now();
+        }
+        let bytes = wal.bytes();
+        self.next_seq = wal.next_seq();
+        self.account(bytes);
+        Ok(first)
+    }
+
+    fn sync(&mut self, last_sync: &mut Instant, unsynced: &mut bool) {
+        if let Some(wal) = self.wal.as_mut()
+            && let Err(e) = wal.sync()
+        {
+            tracing::error!(table = %self.table, error = %e, "Write-ahead log fsync failed");
+            return;
+        }
+        *unsynced = false;
+        *last_sync = Instant::now();
+    }
+
+    fn publish(&self, first: u64, entries: Vec<Entry>) {
+        let mut published = self.lock();
+        let mut readings = 0u64;
+        for (i, entry) in entries.into_iter().enumerate() {
+            let seq = first + i as u64;
+            let bytes = match &entry {
+                Entry::Arrival(a) => {
+                    readings += memchr::memchr_iter(b'\n', &a.lines).count() as u64;
+                    a.bytes()
+                }
+                Entry::Cut { .. } => {
+                    published.last_cut = Some(seq);
+                    0
+                }
+            };
+            published.last_seq = Some(seq);
+            let entry = Arc::new(entry);
+            for (_, queue) in &published.queues {
+                let mut state = queue.lock();
+                if state.gone || state.closed || state.end_after.is_some_and(|e| e < seq) {
+                    continue;
+                }
+                state.items.push_back((seq, entry.clone()));
+                state.bytes += bytes;
+                drop(state);
+                queue.ready.notify_one();
+            }
+        }
+        self.readings.fetch_add(readings, Ordering::Relaxed);
+    }
+
+    /// Deletes the segments every reader has checkpointed.
+    fn truncate(&mut self) {
+        let keep_from = self.lock().pins.values().copied().min();
+        // No reader: none needs the log; a reader at 0 may need all of it.
+        let Some(through) = keep_from.unwrap_or(self.next_seq).checked_sub(1) else {
+            return;
+        };
+        if let Some(wal) = self.wal.as_mut() {
+            // Every record is checkpointed: a new segment lets the active one go too,
+            // so the log holds no more than what came since the last checkpoints.
+            if through + 1 >= wal.next_seq()
+                && let Err(e) = wal.rotate()
+            {
+                tracing::warn!(table = %self.table, error = %e, "Write-ahead log segment not rotated");
+            }
+            match wal.truncate_through(through) {
+                Ok(freed) if freed > 0 => {
+                    tracing::debug!(table = %self.table, freed, "Write-ahead log segments checkpointed by every reader deleted");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(table = %self.table, error = %e, "Write-ahead log segments not deleted")
+                }
+            }
+            let bytes = wal.bytes();
+            self.account(bytes);
+        }
+    }
+
+    /// Moves this log's share of the node's log bytes to `bytes`.
+    fn account(&mut self, bytes: u64) {
+        if bytes >= self.own_bytes {
+            self.wal_bytes
+                .fetch_add(bytes - self.own_bytes, Ordering::Relaxed);
+        } else {
+            self.wal_bytes
+                .fetch_sub(self.own_bytes - bytes, Ordering::Relaxed);
+        }
+        self.own_bytes = bytes;
     }
 }
 
@@ -236,7 +740,15 @@ pub struct LiveInput {
     name: String,
     schema: Arc<SourceSchema>,
     limits: SourceLimits,
+    feed: Arc<Feed>,
+    id: u64,
     queue: Arc<Queue>,
+    /// The queue holds every record from this number on.
+    queued_from: u64,
+    /// First record this reader takes.
+    start: AtomicU64,
+    /// First record not in a chunk handed to the workers yet.
+    next: Arc<AtomicU64>,
     hub: Mutex<Hub>,
 }
 
@@ -249,6 +761,52 @@ impl std::fmt::Debug for LiveInput {
 }
 
 impl LiveInput {
+    /// The table read.
+    pub fn table(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the reader starts: at `resume` (the first record a checkpoint does not
+    /// reflect) if the log still holds it, else with what arrives from now on.
+    /// Returns the first record it reads.
+    pub fn begin(&self, resume: Option<u64>) -> u64 {
+        let mut start = self.start.load(Ordering::SeqCst);
+        if let (Some(resume), Some(dir)) = (resume, &self.feed.wal_dir) {
+            let kept = wal::first_kept(dir).unwrap_or(self.queued_from);
+            if resume > self.queued_from {
+                tracing::warn!(table = %self.name, resume, log_ends = self.queued_from, "The write-ahead log ends before the query's checkpoint (was it deleted?): reading from the next chunk");
+            } else if resume < kept {
+                tracing::warn!(table = %self.name, resume, kept, "Records the query had not checkpointed are no longer in the write-ahead log: reading from the first kept");
+                start = kept;
+            } else {
+                start = resume;
+            }
+        }
+        self.start.store(start, Ordering::SeqCst);
+        self.next.store(start, Ordering::SeqCst);
+        self.pin(start);
+        start
+    }
+
+    /// The first record not yet handed to the workers: once the query has processed
+    /// what it was handed, everything before it is reflected in its outputs and state.
+    pub fn position(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    /// Records before `next` are in the query's saved state: the log need not keep
+    /// them for it.
+    pub fn checkpointed(&self, next: u64) {
+        self.pin(next);
+        self.feed.send(Request::Truncate);
+    }
+
+    fn pin(&self, keep_from: u64) {
+        if let Some(pin) = self.feed.lock().pins.get_mut(&self.id) {
+            *pin = keep_from;
+        }
+    }
+
     /// The query stopped reading (it ended or failed): what is queued is dropped and
     /// nothing more is queued for it, so it never holds back the others.
     pub fn leave(&self) {
@@ -256,12 +814,20 @@ impl LiveInput {
         state.gone = true;
         state.items.clear();
         state.bytes = 0;
+        drop(state);
+        self.feed.lock().pins.remove(&self.id);
     }
 
-    /// The query stops reading: what is queued is still processed, nothing more is
-    /// queued, and then its input ends.
+    /// The query stops reading: the chunk being filled is cut, what is queued up to
+    /// there is still processed, and then its input ends.
     pub fn finish(&self) {
-        self.queue.lock().closed = true;
+        let end = self.feed.cut_now();
+        let mut state = self.queue.lock();
+        match end {
+            Some(end) => state.end_after = Some(end),
+            None => state.closed = true,
+        }
+        drop(state);
         self.queue.ready.notify_all();
     }
 
@@ -278,17 +844,22 @@ impl LiveInput {
             hub.receivers.push(Some(rx));
         }
         hub.wakers.resize(peers);
+        let start = self.start.load(Ordering::SeqCst);
         let dispatcher = Dispatcher {
+            table: self.name.clone(),
             queue: self.queue.clone(),
+            replay: self
+                .feed
+                .wal_dir
+                .clone()
+                .filter(|_| start < self.queued_from)
+                .map(|dir| (dir, start, self.queued_from - 1)),
+            start,
+            next: self.next.clone(),
             senders,
             wakers: hub.wakers.clone(),
-            chunk_bytes: self.limits.chunk_bytes,
-            idle_timeout: self
-                .schema
-                .connector
-                .idle_timeout
-                .and_then(|us| u64::try_from(us).ok())
-                .map(Duration::from_micros),
+            index: 0,
+            filling: Chunk::default(),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("live-{}", self.name))
@@ -337,111 +908,125 @@ impl OpenInput for LiveInput {
     }
 }
 
-/// Cuts one query's queue into chunks and deals them to the workers.
-struct Dispatcher {
-    queue: Arc<Queue>,
-    senders: Vec<SyncSender<LiveChunk>>,
-    wakers: Wakers,
-    chunk_bytes: usize,
-    idle_timeout: Option<Duration>,
-}
-
-/// The chunk being filled.
+/// The chunk a dispatcher is filling.
 #[derive(Default)]
-struct Filling {
+struct Chunk {
     lines: Vec<u8>,
     rejects: Vec<Reject>,
-    clock: i64,
-    since: Option<Instant>,
+}
+
+/// Forms one query's chunks at the feed's boundaries (read back from the log first,
+/// then from its queue) and deals chunk `k` to worker `k % n`.
+struct Dispatcher {
+    table: String,
+    queue: Arc<Queue>,
+    /// Records to read back from the log first: folder, first, last.
+    replay: Option<(PathBuf, u64, u64)>,
+    start: u64,
+    next: Arc<AtomicU64>,
+    senders: Vec<SyncSender<LiveChunk>>,
+    wakers: Wakers,
+    index: u64,
+    filling: Chunk,
+}
+
+/// What a record did to the dispatcher.
+enum Step {
+    Go,
+    /// The input ends here.
+    End,
+    /// The workers are gone.
+    Gone,
 }
 
 impl Dispatcher {
-    fn send(&self, index: &mut u64, chunk: LiveChunk) -> bool {
-        let worker = (*index % self.senders.len() as u64) as usize;
-        let ok = self.senders[worker].send(chunk).is_ok();
-        self.wakers.wake(worker);
-        *index += 1;
-        ok
+    fn take(&mut self, seq: u64, entry: &Entry, end_after: Option<u64>) -> Step {
+        if seq < self.start {
+            return Step::Go;
+        }
+        match entry {
+            Entry::Arrival(a) => {
+                self.filling.lines.extend_from_slice(&a.lines);
+                self.filling.rejects.extend(a.rejects.iter().cloned());
+                Step::Go
+            }
+            Entry::Cut { clock, idle } => {
+                let chunk = std::mem::take(&mut self.filling);
+                let live = LiveChunk {
+                    index: self.index,
+                    lines: chunk.lines,
+                    rejects: chunk.rejects,
+                    clock: *clock,
+                    idle: *idle,
+                };
+                let worker = (self.index % self.senders.len() as u64) as usize;
+                let sent = self.senders[worker].send(live).is_ok();
+                self.wakers.wake(worker);
+                self.index += 1;
+                self.next.store(seq + 1, Ordering::SeqCst);
+                if !sent {
+                    Step::Gone
+                } else if end_after.is_some_and(|e| seq >= e) {
+                    Step::End
+                } else {
+                    Step::Go
+                }
+            }
+        }
     }
 
-    fn run(self) {
-        let mut index = 0u64;
-        let mut filling = Filling::default();
-        let mut last_reading = Instant::now();
-        let mut last_tick = Instant::now();
+    fn run(mut self) {
+        if let Some((dir, from, until)) = self.replay.take() {
+            let mut step = Step::Go;
+            let mut replayed = 0u64;
+            let read = wal::replay(&dir, from, until, |seq, entry| {
+                replayed += 1;
+                let end_after = self.queue.lock().end_after;
+                step = self.take(seq, &entry, end_after);
+                matches!(step, Step::Go)
+            });
+            if let Err(e) = read {
+                tracing::error!(table = %self.table, error = %e, "Cannot read back the write-ahead log");
+            }
+            tracing::info!(table = %self.table, from, until, replayed, "Read back the write-ahead log");
+            if !matches!(step, Step::Go) {
+                return self.end();
+            }
+        }
         loop {
-            let (arrivals, closed) = {
+            let (items, closed, end_after) = {
                 let mut state = self.queue.lock();
-                if state.items.is_empty() && !state.closed {
-                    let wait = if filling.since.is_some() {
-                        LINGER
-                    } else {
-                        IDLE_TICK
-                    };
+                if state.items.is_empty() && !state.closed && !state.gone {
                     state = self
                         .queue
                         .ready
-                        .wait_timeout(state, wait)
+                        .wait_timeout(state, IDLE_TICK)
                         .map(|(s, _)| s)
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
                 state.bytes = 0;
-                (std::mem::take(&mut state.items), state.closed)
+                (
+                    std::mem::take(&mut state.items),
+                    state.closed || state.gone,
+                    state.end_after,
+                )
             };
-            for arrival in &arrivals {
-                if filling.since.is_none() {
-                    filling.since = Some(Instant::now());
-                }
-                filling.lines.extend_from_slice(&arrival.lines);
-                filling.rejects.extend(arrival.rejects.iter().cloned());
-                filling.clock = filling.clock.max(arrival.at);
-                if !arrival.lines.is_empty() {
-                    last_reading = Instant::now();
-                }
-                if filling.lines.len() >= self.chunk_bytes && !self.flush(&mut index, &mut filling)
-                {
-                    return;
+            for (seq, entry) in &items {
+                match self.take(*seq, entry, end_after) {
+                    Step::Go => {}
+                    Step::End | Step::Gone => return self.end(),
                 }
             }
-            let due = filling.since.is_some_and(|s| s.elapsed() >= LINGER);
-            if (due || closed) && filling.since.is_some() && !self.flush(&mut index, &mut filling) {
-                return;
-            }
-            if closed {
-                break;
-            }
-            if let Some(idle) = self.idle_timeout
-                && last_reading.elapsed() >= idle
-                && last_tick.elapsed() >= IDLE_TICK
-                && filling.since.is_none()
-            {
-                last_tick = Instant::now();
-                let tick = LiveChunk {
-                    index,
-                    lines: Vec::new(),
-                    rejects: Vec::new(),
-                    clock: now_micros(),
-                    idle: true,
-                };
-                if !self.send(&mut index, tick) {
-                    return;
-                }
+            // Asked to end at a boundary already handed out.
+            if end_after.is_some_and(|e| e < self.next.load(Ordering::SeqCst)) || closed {
+                return self.end();
             }
         }
-        drop(self.senders);
-        self.wakers.wake_all();
     }
 
-    fn flush(&self, index: &mut u64, filling: &mut Filling) -> bool {
-        let f = std::mem::take(filling);
-        let chunk = LiveChunk {
-            index: *index,
-            lines: f.lines,
-            rejects: f.rejects,
-            clock: f.clock,
-            idle: false,
-        };
-        self.send(index, chunk)
+    fn end(self) {
+        drop(self.senders);
+        self.wakers.wake_all();
     }
 }
 

@@ -16,6 +16,7 @@ pub mod live;
 pub mod mqtt;
 pub mod records;
 mod stdin;
+pub mod wal;
 
 use std::path::PathBuf;
 use std::sync::Arc;

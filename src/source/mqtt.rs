@@ -2,14 +2,15 @@
 //! message.
 //!
 //! The client keeps a persistent session (a fixed client id, `clean_session` off), so
-//! the broker queues QoS 1 messages while the node is away. A message is acknowledged
-//! as the client reads it; while the queries cannot take more readings, the node stops
-//! reading from the connection, so the broker holds the rest instead of the node
-//! dropping them. (Acknowledging each message only once it is written ahead to disk is
-//! the write-ahead log's job; rumqttc 0.24's manual acknowledgements stall under load,
-//! measured at about 1,200 of 2,000 messages at full rate.) A lost connection is
-//! retried with a growing pause (100 ms doubling to 30 s), reset by every successful
-//! connection.
+//! the broker queues QoS 1 messages while the node is away. A QoS 1 message is
+//! acknowledged (PUBACK) only once its readings are durable in the table's write-ahead
+//! log, in the order the messages came; while the queries cannot take more readings,
+//! the node stops reading from the connection, so the broker holds the rest instead of
+//! the node dropping them. QoS 1 is at least once by protocol: a message logged just
+//! before a crash, whose PUBACK never left, is delivered again by the broker after the
+//! restart and counted twice (pushes with an `Idempotency-Key` are the exactly-once
+//! path). A lost connection is retried with a growing pause (100 ms doubling to 30 s),
+//! reset by every successful connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::sync::watch;
 
 use super::live::{Arrival, Feed};
@@ -96,6 +98,9 @@ pub struct MqttReport {
     pub connected: bool,
 }
 
+/// The answer of the table's log about one message's readings.
+type Durable = oneshot::Receiver<Result<u64, String>>;
+
 /// Subscribes to a broker and publishes what arrives into a [`Feed`].
 pub struct MqttSource {
     spec: MqttSpec,
@@ -123,7 +128,7 @@ impl MqttSource {
         options
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(false)
-            .set_manual_acks(false)
+            .set_manual_acks(true)
             .set_max_packet_size(spec.max_body, 64 * 1024);
         let env =
             |name: &Option<String>, option: &'static str| -> Result<Option<String>, MqttError> {
@@ -178,6 +183,21 @@ impl MqttSource {
         };
         let counters = Counters::default();
         let mut backoff = BACKOFF_MIN;
+        // PUBACKs go out in the order the messages came (as MQTT asks), each once its
+        // readings are durable in the table's log; a message whose readings could not
+        // be logged is not acknowledged, and the broker delivers it again.
+        let (acks, mut to_ack) =
+            tokio::sync::mpsc::unbounded_channel::<(rumqttc::Publish, Durable)>();
+        let acker = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                while let Some((publish, durable)) = to_ack.recv().await {
+                    if matches!(durable.await, Ok(Ok(_))) {
+                        client.ack(&publish).await.ok();
+                    }
+                }
+            })
+        };
         loop {
             let event = tokio::select! {
                 event = events.poll() => event,
@@ -212,6 +232,7 @@ impl MqttSource {
                         lines: Vec::new(),
                         rejects,
                         at,
+                        key_line: None,
                     };
                     self.shaper.shape(
                         records,
@@ -226,7 +247,7 @@ impl MqttSource {
                     while !self.feed.has_room(arrival.lines.len()) && !*stop.borrow() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    self.feed.publish(arrival);
+                    acks.send((publish, self.feed.append(arrival))).ok();
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -242,6 +263,19 @@ impl MqttSource {
                 }
             }
         }
+        // What was logged is acknowledged before the session ends, or the broker would
+        // deliver it again at the next start.
+        drop(acks);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::pin!(acker);
+            loop {
+                tokio::select! {
+                    _ = &mut acker => break,
+                    polled = events.poll() => if polled.is_err() { break },
+                }
+            }
+        })
+        .await;
         client.disconnect().await.ok();
         // Lets the disconnect go out; the broker keeps the session for the next start.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {

@@ -77,6 +77,10 @@ pub struct KeptWindow {
     pub keys: KeyRows,
     /// One accumulator per aggregate.
     pub accs: Vec<Accumulator>,
+    /// Kept by a checkpoint before its latest readings were written: the next run
+    /// writes it even if nothing more arrives for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unwritten: bool,
 }
 
 /// What an output folder keeps of one query's stream.
@@ -96,6 +100,23 @@ pub struct StreamState {
     pub revisions: BTreeMap<i64, u32>,
     /// Windows still open.
     pub open: Vec<KeptWindow>,
+    /// Where a live query stands in its table's write-ahead log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LivePosition>,
+}
+
+/// How far a live query's state reflects its table's write-ahead log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivePosition {
+    /// The table.
+    pub table: String,
+    /// First record of the log the state does not reflect.
+    pub next: u64,
+    /// The query was running when the state was saved (a checkpoint, or its start):
+    /// a start after a crash replays the log from `next`. A query stopped on purpose
+    /// starts at the chunk being filled instead: what arrived while it was stopped was
+    /// not for it.
+    pub running: bool,
 }
 
 /// A fingerprint of what makes kept window state meaningful: the plan without its file
@@ -287,6 +308,12 @@ mod tests {
             end: 60_000_000,
             keys: KeyRows::default(),
             accs: Vec::new(),
+            unwritten: true,
+        });
+        state.live = Some(LivePosition {
+            table: "readings".into(),
+            next: 7,
+            running: true,
         });
         state.save(dir.path(), "q")?;
         assert_eq!(StreamState::load(dir.path(), &p)?, state);

@@ -78,6 +78,29 @@ impl SyncHandle {
     pub fn over_quota(&self) -> bool {
         pause(&self.shared)
     }
+
+    /// Whether the quota leaves no room once `logged` bytes of write-ahead logs count
+    /// against it. Logs are never dropped to make room: under backpressure they count
+    /// with the pending files; under drop-oldest, files make room for them, so only a
+    /// log bigger than the quota by itself fills it.
+    pub fn full_with_logs(&self, logged: u64) -> bool {
+        let shared = &self.shared;
+        let Some(quota) = shared.config.max_pending_bytes else {
+            return false;
+        };
+        match shared.config.on_quota {
+            QuotaPolicy::Backpressure => {
+                pause(shared)
+                    || shared
+                        .pending_bytes
+                        .load(Ordering::Relaxed)
+                        .saturating_add(logged)
+                        > quota
+                        && lock(&shared.halted).is_none()
+            }
+            QuotaPolicy::DropOldest => logged > quota,
+        }
+    }
 }
 
 /// Uploads in flight at once.

@@ -4,7 +4,7 @@
 
 use super::aggregate::{Accumulator, Aggregate};
 use super::key::{KeyIndex, KeyRows};
-use super::state::{PartialWindow, RESUMED};
+use super::state::{PartialWindow, RESUMED, RESUMED_UNWRITTEN};
 
 /// Collects the partials of one window.
 #[derive(Debug, Default)]
@@ -39,7 +39,8 @@ impl WindowMerger {
     pub fn merge(mut self) -> Option<(KeyRows, Vec<Accumulator>)> {
         // Merge in a fixed order (kept state first, then by worker) so that float sums
         // combine the same way on every run.
-        self.parts.sort_by_key(|p| (p.from != RESUMED, p.from));
+        self.parts
+            .sort_by_key(|p| (p.from < RESUMED_UNWRITTEN, p.from));
         let disjoint = self.disjoint;
         let mut parts = self.parts.into_iter();
         let first = parts.next()?;

@@ -35,6 +35,10 @@ pub struct LateRow {
 /// than a worker's share of this run.
 pub const RESUMED: usize = usize::MAX;
 
+/// The `from` of a part of a window a checkpoint kept before writing it: kept state
+/// like [`RESUMED`] (merged first), but new to the outputs, so the window is written.
+pub const RESUMED_UNWRITTEN: usize = usize::MAX - 1;
+
 /// The worker of `peers` that merges every worker's partial for the key in `row`.
 pub fn key_owner(keys: &KeyRows, row: usize, peers: usize) -> usize {
     (keys.hash_row(row) % peers.max(1) as u64) as usize

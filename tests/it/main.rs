@@ -2,6 +2,7 @@
 
 mod cli;
 mod control;
+mod crash;
 mod dead_letters;
 mod determinism;
 mod devices;
