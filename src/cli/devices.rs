@@ -86,6 +86,9 @@ pub struct DevicesArgs {
     /// Push mode: gzip the bodies.
     #[arg(long)]
     pub gzip: bool,
+    /// Push mode: batches in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
     /// Push mode: name of the environment variable holding the bearer token.
     #[arg(long, value_name = "NAME")]
     pub token_env: Option<String>,
@@ -170,6 +173,7 @@ pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
             batch: usize::try_from(args.batch).unwrap_or(usize::MAX),
             gzip: args.gzip,
             token,
+            concurrency: usize::try_from(args.concurrency).unwrap_or(1),
         };
         let plan = args.plan()?;
         runtime
@@ -247,6 +251,9 @@ fn report(summary: &PublishSummary, json: bool) -> anyhow::Result<()> {
         "edgeflow devices: {} readings sent, {} acknowledged in {:.2} s ({:.0} readings/s)",
         summary.sent, summary.acknowledged, summary.elapsed_s, summary.readings_per_s
     );
+    if let (Some(p50), Some(p99)) = (summary.ack_p50_ms, summary.ack_p99_ms) {
+        eprintln!("edgeflow devices: acknowledgement latency p50 {p50:.1} ms, p99 {p99:.1} ms");
+    }
     if json {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer(&mut out, summary)?;

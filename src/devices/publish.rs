@@ -48,6 +48,13 @@ pub struct PublishSummary {
     pub elapsed_s: f64,
     /// `acknowledged / elapsed_s`.
     pub readings_per_s: f64,
+    /// Push mode: median time from sending a batch to its acknowledgement, ms
+    /// (resends included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_p50_ms: Option<f64>,
+    /// Push mode: 99th percentile of the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_p99_ms: Option<f64>,
 }
 
 impl PublishSummary {
@@ -62,7 +69,19 @@ impl PublishSummary {
             } else {
                 0.0
             },
+            ack_p50_ms: None,
+            ack_p99_ms: None,
         }
+    }
+
+    /// With the acknowledgement latencies of the batches, ms.
+    fn with_latencies(mut self, mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        if !ms.is_empty() {
+            self.ack_p50_ms = Some(crate::stats::quantile(&ms, 0.5));
+            self.ack_p99_ms = Some(crate::stats::quantile(&ms, 0.99));
+        }
+        self
     }
 }
 
@@ -306,6 +325,8 @@ pub struct PushConfig {
     pub gzip: bool,
     /// Bearer token.
     pub token: Option<String>,
+    /// Batches in flight at once (default 1).
+    pub concurrency: usize,
 }
 
 /// A batch older than this is sent even if not full, so slow rates still flow.
@@ -330,46 +351,74 @@ pub async fn push(
     let mut readings = Readings::new(fleet, plan)?;
     let started = readings.started;
     let batch_size = config.batch.max(1);
+    // Each batch carries an Idempotency-Key, so a batch resent after a lost answer is
+    // counted once by the node.
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        crate::source::live::now_micros()
+    );
+    let mut batches = 0u64;
     let mut sent = 0u64;
     let mut acknowledged = 0u64;
+    let mut latencies = Vec::new();
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut body = Vec::with_capacity(batch_size * 160);
     let mut in_batch = 0usize;
     let mut batch_started = Instant::now();
-    loop {
-        let due = tokio::select! {
-            due = readings.due((batch_size - in_batch) as u64) => due,
-            () = tokio::time::sleep(BATCH_AGE.saturating_sub(batch_started.elapsed())), if in_batch > 0 => Some(0),
-        };
-        let Some(n) = due else { break };
-        for _ in 0..n {
-            if in_batch == 0 {
-                batch_started = Instant::now();
+    let mut finished = false;
+    while !finished || in_batch > 0 || !in_flight.is_empty() {
+        // Room for another batch: fill it; otherwise wait for an answer.
+        if !finished && in_flight.len() < config.concurrency.max(1) {
+            let due = tokio::select! {
+                due = readings.due((batch_size - in_batch) as u64) => due,
+                () = tokio::time::sleep(BATCH_AGE.saturating_sub(batch_started.elapsed())), if in_batch > 0 => Some(0),
+            };
+            match due {
+                None => finished = true,
+                Some(n) => {
+                    for _ in 0..n {
+                        if in_batch == 0 {
+                            batch_started = Instant::now();
+                        }
+                        readings.next_json(&mut body);
+                        body.push(b'\n');
+                        in_batch += 1;
+                    }
+                }
             }
-            readings.next_json(&mut body);
-            body.push(b'\n');
-            in_batch += 1;
         }
-        if in_batch >= batch_size || (in_batch > 0 && batch_started.elapsed() >= BATCH_AGE) {
+        let full = in_batch >= batch_size || (in_batch > 0 && batch_started.elapsed() >= BATCH_AGE);
+        if in_batch > 0 && (full || finished) && in_flight.len() < config.concurrency.max(1) {
             let lines = Bytes::from(std::mem::take(&mut body));
-            sent += in_batch as u64;
-            post(&client, config, &lines).await?;
-            acknowledged += in_batch as u64;
+            let count = std::mem::take(&mut in_batch) as u64;
+            sent += count;
+            batches += 1;
+            let (client, config, key) =
+                (client.clone(), config.clone(), format!("{run}-{batches}"));
+            in_flight.spawn(async move {
+                let posted = Instant::now();
+                post(&client, &config, &lines, &key)
+                    .await
+                    .map(|()| (lines, count, posted.elapsed()))
+            });
+            continue;
+        }
+        if (finished || in_flight.len() >= config.concurrency.max(1))
+            && let Some(done) = in_flight.join_next().await
+        {
+            let (lines, count, took) = done.map_err(|e| DevicesError::Push {
+                url: config.url.clone(),
+                message: e.to_string(),
+            })??;
+            acknowledged += count;
+            latencies.push(took.as_secs_f64() * 1e3);
             if let Some(log) = &log {
                 log.lines(lines);
             }
-            in_batch = 0;
         }
     }
-    if in_batch > 0 {
-        let lines = Bytes::from(body);
-        sent += in_batch as u64;
-        post(&client, config, &lines).await?;
-        acknowledged += in_batch as u64;
-        if let Some(log) = &log {
-            log.lines(lines);
-        }
-    }
-    Ok(PublishSummary::new(sent, acknowledged, started))
+    Ok(PublishSummary::new(sent, acknowledged, started).with_latencies(latencies))
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -396,6 +445,7 @@ async fn post(
     client: &reqwest::Client,
     config: &PushConfig,
     lines: &Bytes,
+    key: &str,
 ) -> Result<(), DevicesError> {
     let failed = |message: String| DevicesError::Push {
         url: config.url.clone(),
@@ -412,6 +462,7 @@ async fn post(
         let mut request = client
             .post(&config.url)
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .header("Idempotency-Key", key)
             .body(body.clone());
         if config.gzip {
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");

@@ -428,6 +428,18 @@ async fn ingest(
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         return response;
     }
+    // Starting (queries not started yet) or stopping: a table that takes pushes once
+    // the node runs must not look unknown to a client that retries.
+    if !shared.app.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node is starting or stopping: retry later",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        return response;
+    }
     let Some(target) = shared.app.ingests.push_table(&table) else {
         let known = shared.app.ingests.push_tables();
         return error(

@@ -131,10 +131,14 @@ impl PushTable {
         // The key is logged with the batch: after a crash, both are there or neither.
         let line = Keys::line(key, &digest, &outcome, now_micros());
         arrival.key_line = Some(line.clone());
-        self.log(arrival)?;
+        let seq = self.log(arrival)?;
         // The batch is in: answer 200 even if the key cannot be kept, so the client does
         // not resend it; only a resend after a lost answer could then count twice.
-        if let Err(e) = keys.record(&line) {
+        let kept = keys.record(&line);
+        if let Some(seq) = seq {
+            self.feed.key_kept(seq);
+        }
+        if let Err(e) = kept {
             tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Key not kept");
         }
         Ok((outcome, false))
@@ -145,13 +149,14 @@ impl PushTable {
         self.spec.max_body
     }
 
-    /// Hands a batch to the table's log and waits until it is durable there.
-    fn log(&self, arrival: Arrival) -> Result<(), PushRefusal> {
+    /// Hands a batch to the table's log and waits until it is durable there; returns
+    /// its record number (none: nothing to log).
+    fn log(&self, arrival: Arrival) -> Result<Option<u64>, PushRefusal> {
         if arrival.lines.is_empty() && arrival.rejects.is_empty() && arrival.key_line.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         match self.feed.append(arrival).blocking_recv() {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(seq)) => Ok(Some(seq)),
             Ok(Err(e)) => Err(PushRefusal::NotLogged(e)),
             Err(_) => Err(PushRefusal::NotLogged("the table stopped".into())),
         }

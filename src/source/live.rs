@@ -208,6 +208,9 @@ struct Published {
     last_cut: Option<u64>,
     /// Each reader's first record it may still need (0 until it is known).
     pins: BTreeMap<u64, u64>,
+    /// Keyed batches whose key is not in the push table's key file yet: the log keeps
+    /// them, so a crash before the key is kept still finds it there.
+    unkept_keys: std::collections::BTreeSet<u64>,
     next_reader: u64,
     closed: bool,
 }
@@ -387,6 +390,12 @@ impl Feed {
             return rx;
         }
         rx
+    }
+
+    /// The key of the batch logged as record `seq` is kept in the push table's key file:
+    /// the log need not keep the record for it.
+    pub fn key_kept(&self, seq: u64) {
+        self.lock().unkept_keys.remove(&seq);
     }
 
     /// Ends the chunk being filled; returns the number of the last chunk boundary.
@@ -652,6 +661,9 @@ impl Writer {
             let bytes = match &entry {
                 Entry::Arrival(a) => {
                     readings += memchr::memchr_iter(b'\n', &a.lines).count() as u64;
+                    if a.key_line.is_some() {
+                        published.unkept_keys.insert(seq);
+                    }
                     a.bytes()
                 }
                 Entry::Cut { .. } => {
@@ -677,17 +689,20 @@ impl Writer {
 
     /// Deletes the segments every reader has checkpointed.
     fn truncate(&mut self) {
-        let keep_from = self.lock().pins.values().copied().min();
+        let keep_from = {
+            let published = self.lock();
+            let readers = published.pins.values().copied().min();
+            let keys = published.unkept_keys.first().copied();
+            readers.into_iter().chain(keys).min()
+        };
         // No reader: none needs the log; a reader at 0 may need all of it.
         let Some(through) = keep_from.unwrap_or(self.next_seq).checked_sub(1) else {
             return;
         };
         if let Some(wal) = self.wal.as_mut() {
-            // Every record is checkpointed: a new segment lets the active one go too,
-            // so the log holds no more than what came since the last checkpoints.
-            if through + 1 >= wal.next_seq()
-                && let Err(e) = wal.rotate()
-            {
+            // A new segment at every checkpoint lets the active one go at the next, so
+            // the log holds about what came since the readers' previous checkpoints.
+            if let Err(e) = wal.rotate() {
                 tracing::warn!(table = %self.table, error = %e, "Write-ahead log segment not rotated");
             }
             match wal.truncate_through(through) {
@@ -772,13 +787,16 @@ impl LiveInput {
     pub fn begin(&self, resume: Option<u64>) -> u64 {
         let mut start = self.start.load(Ordering::SeqCst);
         if let (Some(resume), Some(dir)) = (resume, &self.feed.wal_dir) {
-            let kept = wal::first_kept(dir).unwrap_or(self.queued_from);
-            if resume > self.queued_from {
-                tracing::warn!(table = %self.name, resume, log_ends = self.queued_from, "The write-ahead log ends before the query's checkpoint (was it deleted?): reading from the next chunk");
+            let log_end = self.feed.lock().last_seq.map_or(0, |s| s + 1);
+            let kept = wal::first_kept(dir).unwrap_or(log_end);
+            if resume > log_end {
+                tracing::warn!(table = %self.name, resume, log_end, "The write-ahead log ends before the query's checkpoint (was it deleted?): reading what arrives from now on");
             } else if resume < kept {
                 tracing::warn!(table = %self.name, resume, kept, "Records the query had not checkpointed are no longer in the write-ahead log: reading from the first kept");
                 start = kept;
             } else {
+                // Records the queue holds before `resume` (a checkpoint's successor
+                // subscribes before its predecessor's last chunk) are passed over.
                 start = resume;
             }
         }
@@ -977,6 +995,7 @@ impl Dispatcher {
 
     fn run(mut self) {
         if let Some((dir, from, until)) = self.replay.take() {
+            let read_started = Instant::now();
             let mut step = Step::Go;
             let mut replayed = 0u64;
             let read = wal::replay(&dir, from, until, |seq, entry| {
@@ -988,7 +1007,7 @@ impl Dispatcher {
             if let Err(e) = read {
                 tracing::error!(table = %self.table, error = %e, "Cannot read back the write-ahead log");
             }
-            tracing::info!(table = %self.table, from, until, replayed, "Read back the write-ahead log");
+            tracing::info!(table = %self.table, from, until, replayed, ms = read_started.elapsed().as_millis() as u64, "Read back the write-ahead log");
             if !matches!(step, Step::Go) {
                 return self.end();
             }
@@ -1069,5 +1088,120 @@ impl ChunkSource for LiveChunks {
 
     fn set_activator(&mut self, activator: SyncActivator) {
         self.wakers.set(self.worker, activator);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn schema() -> std::result::Result<SourceSchema, crate::query::QueryError> {
+        crate::query::parse(
+            "t",
+            std::path::Path::new("t.sql"),
+            "CREATE TABLE r (device_id TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts');
+             SELECT COUNT(*) FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
+        )
+        .map(|p| p.source)
+    }
+
+    fn logged_feed(dir: &std::path::Path) -> std::result::Result<Arc<Feed>, WalError> {
+        let config = FeedConfig {
+            wal: Some(WalConfig {
+                dir: dir.to_owned(),
+                fsync: FsyncPolicy::Always,
+                segment_bytes: wal::DEFAULT_SEGMENT_BYTES,
+            }),
+            ..FeedConfig::default()
+        };
+        Feed::open("r", config).map(|(feed, _)| feed)
+    }
+
+    fn reading(ts: i64) -> Arrival {
+        Arrival::now(
+            format!("{{\"device_id\":\"a\",\"ts\":{ts},\"v\":1}}\n").into_bytes(),
+            Vec::new(),
+        )
+    }
+
+    /// Every reading a one-worker reader gets until its input ends.
+    fn drain(input: &LiveInput) -> std::result::Result<usize, SourceError> {
+        let mut source = input.worker_source(0, 1);
+        let mut interner = Interner::new();
+        let mut readings = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match source.poll(&mut interner)? {
+                SourcePoll::Chunk(_, chunk) => readings += chunk.batch.len,
+                SourcePoll::Done => return Ok(readings),
+                SourcePoll::Pending => {
+                    assert!(Instant::now() < deadline, "the input never ended");
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_arrival_is_in_the_log_when_the_answer_comes() -> Result {
+        let dir = tempfile::tempdir()?;
+        let feed = logged_feed(dir.path())?;
+        let seq = feed.append(reading(1)).blocking_recv()??;
+        let mut found = Vec::new();
+        wal::replay(dir.path(), 0, seq, |s, e| {
+            found.push((s, e));
+            true
+        })?;
+        assert!(matches!(&found[..], [(0, Entry::Arrival(a))] if a.lines == reading(1).lines));
+        feed.close();
+        Ok(())
+    }
+
+    #[test]
+    fn a_checkpoints_successor_takes_nothing_its_predecessor_took() -> Result {
+        let dir = tempfile::tempdir()?;
+        let feed = logged_feed(dir.path())?;
+        let schema = schema()?;
+        let first = feed.subscribe(&schema, SourceLimits::default());
+        first.begin(None);
+        feed.append(reading(1)).blocking_recv()??;
+        // The successor subscribes while the chunk is being filled, as a checkpoint
+        // does; a reading comes before its predecessor ends at a boundary past both.
+        let successor = feed.subscribe(&schema, SourceLimits::default());
+        feed.append(reading(2)).blocking_recv()??;
+        first.finish();
+        assert_eq!(drain(&first)?, 2);
+        let checkpoint = first.position();
+        first.leave();
+        assert_eq!(successor.begin(Some(checkpoint)), checkpoint);
+        feed.append(reading(3)).blocking_recv()??;
+        successor.finish();
+        assert_eq!(drain(&successor)?, 1, "a reading was taken twice");
+        feed.close();
+        Ok(())
+    }
+
+    #[test]
+    fn a_restart_reads_back_what_the_checkpoint_does_not_reflect() -> Result {
+        let dir = tempfile::tempdir()?;
+        let schema = schema()?;
+        let feed = logged_feed(dir.path())?;
+        let reader = feed.subscribe(&schema, SourceLimits::default());
+        reader.begin(None);
+        for ts in 0..3 {
+            feed.append(reading(ts)).blocking_recv()??;
+        }
+        // The process dies: the reader's checkpoint is where it began.
+        drop(reader);
+        feed.close();
+        let feed = logged_feed(dir.path())?;
+        let reader = feed.subscribe(&schema, SourceLimits::default());
+        assert_eq!(reader.begin(Some(0)), 0);
+        reader.finish();
+        assert_eq!(drain(&reader)?, 3);
+        feed.close();
+        Ok(())
     }
 }

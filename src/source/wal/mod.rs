@@ -23,7 +23,7 @@ use record::{Decoded, HEADER_BYTES};
 pub use record::{Entry, WAL_VERSION};
 
 /// A segment is closed and a new one begun past this size.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// A log that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,7 @@ pub struct Recovered {
     pub next_seq: u64,
     /// Sequence number of the last chunk boundary, if the log holds one.
     pub last_cut: Option<u64>,
-    /// `Idempotency-Key` lines of the newest segment's batches, so a batch logged just
+    /// `Idempotency-Key` lines of the batches still in the log, so a batch logged just
     /// before a crash is known by its key even if the key file missed it.
     pub key_lines: Vec<String>,
     /// A torn last record that was cut off: where, and what was wrong.
@@ -155,6 +155,17 @@ impl Wal {
             recovered.next_seq = first;
             return Ok((wal, recovered));
         };
+        // Keys of batches in older segments; the newest is read below.
+        for (&older, _) in sizes.range(..first) {
+            let bytes = read_segment(&dir.join(segment_name(older)))?;
+            let mut offset = HEADER_BYTES;
+            while let Decoded::Record(_, entry, n) = record::decode(&bytes[offset..]) {
+                offset += n;
+                if let Entry::Arrival(a) = entry {
+                    recovered.key_lines.extend(a.key_line);
+                }
+            }
+        }
         let path = dir.join(segment_name(first));
         let bytes = read_segment(&path)?;
         let mut offset = HEADER_BYTES;
