@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::live::{Expected, LiveNode, add, http, line, now_ms, tempdir, write_query, written};
+use crate::live::{
+    Expected, LiveNode, add, http, line, now_ms, started, tempdir, write_query, written,
+};
 use crate::s3_server::{Forwarder, Moto, assert_target_mirrors, free_port, wait_until};
 
 const QUERY: &str = "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
@@ -198,7 +200,6 @@ fn twenty_kill_9s_and_a_bucket_outage_lose_no_acknowledged_reading_and_count_non
         ("AWS_ACCESS_KEY_ID", moto.creds.key.as_str()),
         ("AWS_SECRET_ACCESS_KEY", moto.creds.secret.as_str()),
     ];
-    let healthy = |port: u16| http(port, "GET", "/healthz", &[], b"").0 == 200;
     let client = Client::start(port, now_ms() - 3_600_000);
     let mut replays = 0;
     for kill in 0..KILLS {
@@ -209,7 +210,7 @@ fn twenty_kill_9s_and_a_bucket_outage_lose_no_acknowledged_reading_and_count_non
             _ => {}
         }
         let mut node = LiveNode::spawn(dir.path(), port, &args, &env);
-        node.wait_healthy(|| healthy(port));
+        node.wait_healthy(|| started(port));
         // Some batches are taken by this node, then it dies at a random moment.
         let until = client.acked() + 1 + rng.below(300);
         wait_until(
@@ -225,7 +226,7 @@ fn twenty_kill_9s_and_a_bucket_outage_lose_no_acknowledged_reading_and_count_non
     }
     let node = LiveNode::spawn(dir.path(), port, &args, &env);
     let mut node = node;
-    node.wait_healthy(|| healthy(port));
+    node.wait_healthy(|| started(port));
     let until = client.acked() + 5;
     wait_until(
         "batches to be acknowledged",

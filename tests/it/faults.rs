@@ -131,3 +131,67 @@ fn a_disk_that_fills_up_ends_the_run_cleanly_and_the_next_run_completes_it() {
         }
     }
 }
+
+/// A full disk under the write-ahead log: the push is refused with `503` naming it (the
+/// batch is not acknowledged, so nothing is lost), the resend is taken, and the log
+/// keeps no trace of the failed write.
+#[test]
+fn a_full_disk_under_the_write_ahead_log_refuses_the_push_and_the_resend_counts_once() {
+    use crate::live::{Expected, LiveNode, PUSH_QUERY, add, http, line, now_ms, write_query};
+    let dir = ok(tempfile::tempdir());
+    let query = write_query(
+        dir.path(),
+        "walfull",
+        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
+    );
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "2",
+        ],
+        // The first write to the log finds the disk full.
+        &[("FAILPOINTS", "wal-write=1*return(ENOSPC)")],
+    );
+    let t0 = now_ms() - 60_000;
+    let mut expected = Expected::new();
+    let batch = |first: i64| -> String {
+        (first..first + 5)
+            .map(|i| line(&format!("d{}", i % 2), t0 + i * 700, i))
+            .collect()
+    };
+    let push = |key: &str, body: &str| {
+        let (status, _, answer) = http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &[("Idempotency-Key", key)],
+            body.as_bytes(),
+        );
+        (status, String::from_utf8_lossy(&answer).into_owned())
+    };
+    let first = batch(0);
+    let (status, answer) = push("first", &first);
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.contains("no storage space") && answer.contains("_wal"),
+        "{answer}"
+    );
+    let (status, answer) = push("first", &first);
+    assert_eq!(status, 200, "the resend: {answer}");
+    let second = batch(5);
+    let (status, answer) = push("second", &second);
+    assert_eq!(status, 200, "{answer}");
+    for i in 0..10 {
+        add(&mut expected, &format!("d{}", i % 2), t0 + i * 700, i);
+    }
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        crate::live::written(&dir.path().join("out"), "walfull"),
+        expected
+    );
+}

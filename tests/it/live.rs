@@ -26,6 +26,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Whether the node on `port` has started its queries: `/readyz` says anything but
+/// "starting" (a source may still be connecting).
+pub fn started(port: u16) -> bool {
+    let (status, _, body) = http(port, "GET", "/readyz", &[], b"");
+    status == 200 || status == 503 && !body.starts_with(b"starting")
+}
+
 /// A running `edgeflow serve` (or `run` on a live query).
 pub struct LiveNode {
     child: Option<Child>,
@@ -36,7 +43,7 @@ pub struct LiveNode {
 
 impl LiveNode {
     /// Starts `edgeflow <args>` with `--listen` on a free port and waits until it
-    /// answers `/healthz`.
+    /// has started its queries.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> LiveNode {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -49,7 +56,7 @@ impl LiveNode {
             out.to_str().unwrap_or_default(),
         ]);
         let mut node = LiveNode::spawn(dir, port, &all, env);
-        node.wait_healthy(|| http(port, "GET", "/healthz", &[], b"").0 == 200);
+        node.wait_healthy(|| started(port));
         node
     }
 

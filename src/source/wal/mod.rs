@@ -295,15 +295,24 @@ impl Wal {
             record::encode(&mut bytes, first + i as u64, entry);
         }
         let active = self.sizes.keys().next_back().copied().unwrap_or(0);
+        let before = self.sizes.get(&active).copied().unwrap_or(0);
         let path = || self.dir.join(segment_name(active));
         fail::fail_point!("wal-write", |arg| Err(WalError::Io {
             path: path(),
             source: crate::fault::io_error("wal-write", arg),
         }));
-        self.file.write_all(&bytes).map_err(|source| WalError::Io {
-            path: path(),
-            source,
-        })?;
+        if let Err(source) = self.file.write_all(&bytes) {
+            // A part written (a full disk) would sit before the next records and end
+            // every later read there: it goes.
+            self.file
+                .set_len(before)
+                .and_then(|()| self.file.seek(SeekFrom::Start(before)).map(drop))
+                .ok();
+            return Err(WalError::Io {
+                path: path(),
+                source,
+            });
+        }
         *self.sizes.entry(active).or_default() += bytes.len() as u64;
         self.next_seq += entries.len() as u64;
         Ok(first)
