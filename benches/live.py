@@ -8,6 +8,8 @@ the node's own, not the simulator's that shares the machine.
 
     cargo build --release
     python3 benches/live.py [--bin target/release/edgeflow] [poll idle empty push mqtt control]
+    python3 benches/live.py --base-bin OLD_BUILD wal      # cost of the write-ahead log
+    python3 benches/live.py recovery                      # restart after kill -9
 """
 
 import argparse
@@ -49,8 +51,8 @@ def get_json(url):
 class Node:
     """`edgeflow serve` with its rusage collected at exit."""
 
-    def __init__(self, binary, query, workers, extra=()):
-        self.dir = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    def __init__(self, binary, query, workers, extra=(), directory=None):
+        self.dir = directory or tempfile.mkdtemp(prefix="edgeflow-bench-")
         self.port = free_port()
         self.out = open(os.path.join(self.dir, "node.out"), "w+")
         self.proc = subprocess.Popen(
@@ -163,6 +165,81 @@ def push(binary, readings, workers):
         "readings_per_node_cpu_s": round(readings / max(result["cpu_s"], 1e-9)),
         "node_peak_rss_mb": round(result["peak_rss_mb"], 1),
     }))
+
+
+def pushed(binary, node, readings, concurrency):
+    """Pushes `readings` with `concurrency` batches in flight; the client's summary."""
+    client = subprocess.run(
+        [binary, "devices", "--devices", "10000", "--push",
+         f"http://127.0.0.1:{node.port}/ingest/readings", "--batch", "1000",
+         "--concurrency", str(concurrency), "--rate", "100000000",
+         "--readings", str(readings), "--json"],
+        capture_output=True, text=True, check=True)
+    return json.loads(client.stdout)
+
+
+def wal_cost(binary, base, readings, pairs):
+    """Push throughput and acknowledgement latency: a build without the write-ahead log
+    (`base`), and this one with `--wal-fsync always` and `10ms`, A B C in turn."""
+    tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+    query = write(tmp, "pushed", PUSH.format(connector="http_push", options=""))
+    modes = [("always", binary, ("--wal-fsync", "always")),
+             ("10ms", binary, ("--wal-fsync", "10ms"))]
+    if base:
+        modes.insert(0, ("no log (base)", base, ()))
+    for concurrency in (1, 8):
+        results = {name: [] for name, _, _ in modes}
+        for _ in range(pairs):
+            for name, build, extra in modes:
+                node = Node(build, query, 2, UNLIMITED + extra)
+                start = time.time()
+                sent = pushed(binary, node, readings, concurrency)
+                wait_for("every pushed reading", lambda: node.received() >= readings)
+                elapsed = time.time() - start
+                node.stop()
+                results[name].append((readings / elapsed, sent.get("ack_p50_ms"),
+                                      sent.get("ack_p99_ms")))
+        for name, runs in results.items():
+            rates = sorted(r for r, _, _ in runs)
+            print(json.dumps({
+                "figure": f"push {readings} readings, 1,000-line batches, {concurrency} in flight, "
+                          f"2 workers: {name}",
+                "readings_per_s": [round(r) for r in rates],
+                "ack_p50_ms": [round(p, 2) for _, p, _ in runs],
+                "ack_p99_ms": [round(p, 2) for _, _, p in runs],
+            }))
+
+
+def recovery(binary, readings_list):
+    """Time from the start of a node killed with SIGKILL to every reading of its log being
+    processed again, with no checkpoint since the readings came (`--checkpoint-every 1h`)."""
+    for readings in readings_list:
+        tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+        query = write(tmp, "pushed", PUSH.format(connector="http_push", options=""))
+        extra = UNLIMITED + ("--checkpoint-every", "1h")
+        node = Node(binary, query, 2, extra, directory=tmp)
+        pushed(binary, node, readings, 4)
+        wait_for("every pushed reading", lambda: node.received() >= readings)
+        node.proc.kill()
+        node.proc.wait()
+        log_bytes = sum(os.path.getsize(os.path.join(dp, f))
+                        for dp, _, files in os.walk(os.path.join(tmp, "out", "_state", "_wal"))
+                        for f in files)
+        started = time.time()
+        node = Node(binary, query, 2, extra, directory=tmp)
+        up = time.time() - started
+        wait_for("the replay", lambda: (get_json(
+            f"http://127.0.0.1:{node.port}/api/v1/queries/pushed") or {}).get(
+            "figures", {}).get("readings", 0) >= readings, timeout=600)
+        replayed = time.time() - started
+        node.stop()
+        print(json.dumps({
+            "figure": f"restart after kill -9 with {readings} readings of 10,000 devices in the log",
+            "log_mb": round(log_bytes / 1e6, 1),
+            "answering_s": round(up, 2),
+            "replayed_s": round(replayed, 2),
+            "replayed_readings_per_s": round(readings / replayed),
+        }))
 
 
 def mqtt(binary, readings, qos):
@@ -379,6 +456,7 @@ def control(binary, readings, pairs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin", default="target/release/edgeflow")
+    parser.add_argument("--base-bin", help="a build to compare with (the wal figure)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the readings and seconds, for a quick look")
     parser.add_argument("figures", nargs="*",
@@ -400,8 +478,12 @@ def main():
             empty(args.bin, n(60))
         elif figure == "control":
             control(args.bin, n(2_000_000), 4)
+        elif figure == "wal":
+            wal_cost(args.bin, args.base_bin, n(1_000_000), 2)
+        elif figure == "recovery":
+            recovery(args.bin, [n(500_000), n(1_000_000), n(2_000_000)])
         else:
-            sys.exit(f"unknown figure {figure}: poll, idle, empty, push, mqtt, control")
+            sys.exit(f"unknown figure {figure}: poll, idle, empty, push, mqtt, control, wal, recovery")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// after this long, as SIGTERM would (e.g. 90s, 2h).
     #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub run_for: Option<Duration>,
+    /// How often the run checkpoints (open windows as state, and the input position):
+    /// a run killed with SIGKILL, or that crashed, resumes from its last checkpoint when
+    /// run again (`--fresh` starts over). With a live source, as for `serve`.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub checkpoint_every: Duration,
     /// With an http_push source: where to take pushed readings.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -180,7 +185,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             json: args.json,
             sync: args.sync.clone(),
             wal_fsync: FsyncPolicy::Always,
-            checkpoint_every: super::serve::DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_every: args.checkpoint_every,
         };
         return run_node(plans, &settings, logs);
     }
@@ -226,7 +231,8 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     // One set of workers for every query and every input file: each query is a dataflow
     // of its own on them.
     let pool = engine::Workers::start(workers)?;
-    let run_one = |input: Input| -> anyhow::Result<Vec<engine::RunSummary>> {
+    // One leg: every query over `input` until its end, a signal or a checkpoint.
+    let leg = |input: &Input| -> anyhow::Result<(Vec<engine::RunSummary>, bool)> {
         let mut running = Vec::new();
         let mut failure = None;
         for plan in &plans {
@@ -256,6 +262,25 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
                 query.control().interrupt(15);
             }
         }
+        // Every `--checkpoint-every` the leg ends at the chunks read, its open windows kept
+        // as state: a run killed later resumes from there instead of from its start.
+        let controls: Vec<Arc<Control>> = running.iter().map(|q| q.control().clone()).collect();
+        let (leg_done, done) = std::sync::mpsc::channel::<()>();
+        // Standard input cannot be read again from a position: it runs in one leg.
+        let every = match input {
+            Input::Stdin { .. } => Duration::MAX,
+            _ => args.checkpoint_every,
+        };
+        let timer = std::thread::spawn({
+            let controls = controls.clone();
+            move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(every) {
+                    for control in &controls {
+                        control.checkpoint();
+                    }
+                }
+            }
+        });
         let mut summaries = Vec::new();
         for query in running {
             match query.wait() {
@@ -277,10 +302,32 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
                 }
             }
         }
+        drop(leg_done);
+        timer.join().ok();
         signals.forget();
+        let checkpointed = !controls.is_empty() && controls.iter().all(|c| c.checkpointed());
         match failure {
             Some(e) => Err(e.into()),
-            None => Ok(summaries),
+            None => Ok((summaries, checkpointed)),
+        }
+    };
+    let run_one = |input: Input| -> anyhow::Result<Vec<engine::RunSummary>> {
+        let mut merged: Vec<engine::RunSummary> = Vec::new();
+        loop {
+            let (summaries, checkpointed) = leg(&input)?;
+            merged = if merged.is_empty() {
+                summaries
+            } else {
+                merged
+                    .into_iter()
+                    .zip(summaries)
+                    .map(|(before, next)| before.then(next))
+                    .collect()
+            };
+            if !checkpointed || signals.received().is_some() {
+                return Ok(merged);
+            }
+            tracing::info!(input = %input.describe(), "Checkpoint: open windows and the input position saved; going on");
         }
     };
     let mut summaries = Vec::new();

@@ -244,9 +244,6 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     run_node(plans, &settings, logs)
 }
 
-/// How often a query checkpoints unless told otherwise.
-pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
-
 /// What `serve`, and `run` on a live query, need to start a node.
 pub struct NodeSettings {
     /// Output root.

@@ -312,12 +312,40 @@ impl Control {
     /// Ends the input gracefully, as its end would (after `signal`, e.g. SIGINT): sources
     /// stop after the chunks already claimed, so the input is cut cleanly.
     pub fn interrupt(&self, signal: i32) {
-        if let Ok(mut cut) = self.cut.lock() {
-            cut.stop_at = cut.stop_at.min(cut.read_upto);
-        }
         if let Ok(mut by) = self.interrupted_by.lock() {
             by.get_or_insert(signal);
         }
+        // A signal during a checkpoint ends the run as a signal does: open windows
+        // written and kept.
+        if let Ok(mut end) = self.end_of_input.lock()
+            && *end == EndOfInput::Checkpoint
+        {
+            *end = EndOfInput::Keep;
+        }
+        self.cut_now();
+    }
+
+    fn cut_now(&self) {
+        if let Ok(mut cut) = self.cut.lock() {
+            cut.stop_at = cut.stop_at.min(cut.read_upto);
+        }
+    }
+
+    /// Ends the run at the chunks already read as a checkpoint: the open windows are
+    /// kept as state, not written, and the position saved, so a run that goes on from
+    /// there (or after a crash) writes what one uninterrupted run would.
+    pub fn checkpoint(&self) {
+        // A run that has read all its input ends as it is.
+        if self.interrupted_by().is_some() || self.input_ended() {
+            return;
+        }
+        self.set_end_of_input(EndOfInput::Checkpoint);
+        self.cut_now();
+    }
+
+    /// Whether the run ended at a checkpoint (and not at a signal or its input's end).
+    pub fn checkpointed(&self) -> bool {
+        self.end_of_input() == EndOfInput::Checkpoint && self.cut_at().is_some()
     }
 
     /// The signal that interrupted the run, if one did.

@@ -73,6 +73,34 @@ pub struct RunSummary {
     pub interrupted_by: Option<i32>,
 }
 
+impl RunSummary {
+    /// One summary of a run done in legs (ended by checkpoints): this one, then `next`.
+    pub fn then(self, next: RunSummary) -> RunSummary {
+        let max = |a: Option<u64>, b: Option<u64>| a.max(b);
+        RunSummary {
+            readings: self.readings + next.readings,
+            bad: self.bad + next.bad,
+            late: self.late + next.late,
+            filtered: self.filtered + next.filtered,
+            windows: self.windows + next.windows,
+            rows: self.rows + next.rows,
+            files: self.files + next.files,
+            bytes_written: self.bytes_written + next.bytes_written,
+            input_bytes: self.input_bytes + next.input_bytes,
+            elapsed: self.elapsed + next.elapsed,
+            peak_groups: self.peak_groups.max(next.peak_groups),
+            peak_state_bytes: self.peak_state_bytes.max(next.peak_state_bytes),
+            overflows: self.overflows + next.overflows,
+            peak_rss_bytes: max(self.peak_rss_bytes, next.peak_rss_bytes),
+            close_to_durable_ms: next.close_to_durable_ms.or(self.close_to_durable_ms),
+            already_consumed: self.already_consumed && next.already_consumed,
+            resumed_at: self.resumed_at,
+            superseded: self.superseded + next.superseded,
+            ..next
+        }
+    }
+}
+
 /// The process's peak resident set size, from `/proc/self/status` (`VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

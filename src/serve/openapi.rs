@@ -193,7 +193,7 @@ pub fn spec() -> Value {
                         "application/x-ndjson": {}, "application/json": {}, "text/plain": {}
                     } },
                     "responses": {
-                        "200": { "description": "what was accepted and rejected", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushOutcome" } } } },
+                        "200": { "description": "what was accepted and rejected; the accepted readings are in the table's write-ahead log on disk", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushOutcome" } } } },
                         "400": error_response("unreadable body, or an Idempotency-Key that is not 1 to 255 visible ASCII characters"),
                         "401": unauthorized, "403": forbidden,
                         "404": error_response("no running query reads the table over http_push"),
@@ -201,7 +201,7 @@ pub fn spec() -> Value {
                         "415": error_response("content type or encoding not read"),
                         "422": error_response("the Idempotency-Key was used for another body"),
                         "429": error_response("too many pushes from this client; see Retry-After"),
-                        "503": error_response("the node cannot keep more now; see Retry-After")
+                        "503": error_response("not accepted, retry after Retry-After: the node is starting or stopping, the local quota (log included) is full, the queries are behind, or the write-ahead log cannot be written")
                     }
                 }
             }

@@ -370,20 +370,7 @@ fn a_run_stopped_by_sigint_resumes_to_the_uninterrupted_answer() {
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
 
-    let output = run_command(&query, &path, &out, "2")
-        .arg("--json")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
-    let resumed_at = summary["resumed_at"].as_u64().unwrap_or_default();
-    assert!(resumed_at > 0, "the second run did not resume: {summary}");
-    assert!(summary["readings"].as_u64().unwrap_or_default() < config.readings);
+    assert_resumes(&query, &path, &out, "2", config.readings);
     assert_stream_equals_oracle(&out, &readings(&config), "interrupted and resumed");
 }
 
@@ -571,6 +558,25 @@ fn start_run(query: &Path, input: &Path, out: &Path, workers: &str) -> std::proc
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs again to the end and checks that the run resumed where the last one stopped,
+/// reading fewer than all `readings`.
+fn assert_resumes(query: &Path, input: &Path, out: &Path, workers: &str, readings: u64) {
+    let output = run_command(query, input, out, workers)
+        .arg("--json")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let resumed_at = summary["resumed_at"].as_u64().unwrap_or_default();
+    assert!(resumed_at > 0, "the run started over: {summary}");
+    assert!(summary["readings"].as_u64().unwrap_or_default() < readings);
+}
+
 /// Waits until the run has committed `files` result files.
 fn wait_for_files(child: &mut std::process::Child, out: &Path, files: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -620,6 +626,45 @@ fn a_run_killed_with_sigkill_is_redone_by_the_next_with_another_worker_count() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "the redo failed: {status}");
     assert_stream_equals_oracle(&out, &readings(&config), "killed, then redone at 1 worker");
+}
+
+#[test]
+fn a_run_killed_after_a_checkpoint_resumes_from_it_and_equals_one_run() {
+    let dir = tempdir();
+    let (input, config) = big_input(dir.path(), 300_000, 13);
+    let query = write_query(dir.path());
+    let out = dir.path().join("out");
+    let mut first = run_command(&query, &input, &out, "2")
+        .args(["--checkpoint-every", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A checkpoint has saved a position past the start: the run is killed after it.
+    let state = out.join("_state/q/stream.json");
+    let checkpointed = || {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["inputs"][0]["position"].as_u64())
+            .is_some_and(|p| p > 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpointed() {
+        assert!(Instant::now() < deadline, "no checkpoint after 120 s");
+        if let Ok(Some(status)) = first.try_wait() {
+            panic!("the run ended before a checkpoint: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap_or_else(|e| panic!("{e}"));
+    first.wait().ok();
+    assert_resumes(&query, &input, &out, "4", config.readings);
+    assert_stream_equals_oracle(
+        &out,
+        &readings(&config),
+        "killed after a checkpoint, resumed at 4 workers",
+    );
 }
 
 #[test]
