@@ -579,12 +579,16 @@ impl Queries {
         Ok(())
     }
 
-    /// Checkpoints every query that has run `every` since its last checkpoint.
+    /// Checkpoints every query that has run `every` since its last checkpoint and read
+    /// something since (an idle query has nothing new to keep).
     pub fn checkpoint_due(&self, every: std::time::Duration) {
         let due: Vec<String> = self
             .entries()
             .iter()
-            .filter(|(_, e)| e.run.is_some() && e.checkpointed.elapsed() >= every)
+            .filter(|(_, e)| {
+                e.run.as_ref().is_some_and(|r| r.input.has_read())
+                    && e.checkpointed.elapsed() >= every
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in due {

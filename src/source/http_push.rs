@@ -103,7 +103,8 @@ impl PushTable {
         }
     }
 
-    /// Takes one request's body as [`PushTable::ingest`] does; with an
+    /// Takes one request's body: decodes it whole (the answer names each bad line),
+    /// logs the good readings and answers once they are durable; with an
     /// `Idempotency-Key`, a batch accepted before under that key is answered as then
     /// (`Ok((outcome, true))`) and not ingested again.
     pub fn ingest_once(

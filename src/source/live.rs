@@ -287,9 +287,19 @@ impl Feed {
             own_bytes,
             requests: rx,
         };
+        // A crash left the last chunk open: it is cut at once, so its readings do not
+        // wait for the next arrival.
+        let filling = match recovered.uncut_clock {
+            Some(clock) => Filling {
+                bytes: 0,
+                clock,
+                since: Instant::now().checked_sub(LINGER),
+            },
+            None => Filling::default(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("feed-{table}"))
-            .spawn(move || writer.run())
+            .spawn(move || writer.run(filling))
             .map_err(|source| WalError::Io {
                 path: PathBuf::from(table),
                 source,
@@ -503,8 +513,7 @@ struct Writer {
 type Waiter = oneshot::Sender<Result<u64, String>>;
 
 impl Writer {
-    fn run(mut self) {
-        let mut filling = Filling::default();
+    fn run(mut self, mut filling: Filling) {
         let mut last_reading = Instant::now();
         let mut last_tick = Instant::now();
         let mut last_sync = Instant::now();
@@ -804,6 +813,11 @@ impl LiveInput {
         self.next.store(start, Ordering::SeqCst);
         self.pin(start);
         start
+    }
+
+    /// Whether chunks were handed to the workers since [`LiveInput::begin`].
+    pub fn has_read(&self) -> bool {
+        self.position() > self.start.load(Ordering::SeqCst)
     }
 
     /// The first record not yet handed to the workers: once the query has processed
@@ -1179,6 +1193,37 @@ mod tests {
         feed.append(reading(3)).blocking_recv()??;
         successor.finish();
         assert_eq!(drain(&successor)?, 1, "a reading was taken twice");
+        feed.close();
+        Ok(())
+    }
+
+    #[test]
+    fn a_chunk_a_crash_left_open_is_cut_at_the_restart() -> Result {
+        let dir = tempfile::tempdir()?;
+        let schema = schema()?;
+        {
+            let (mut wal, _) = Wal::open(dir.path(), wal::DEFAULT_SEGMENT_BYTES)?;
+            wal.append(&[Entry::Arrival(reading(1)), Entry::Arrival(reading(2))])?;
+            wal.sync()?;
+        }
+        let feed = logged_feed(dir.path())?;
+        let reader = feed.subscribe(&schema, SourceLimits::default());
+        assert_eq!(reader.begin(Some(0)), 0);
+        // Nothing new arrives; the two readings still reach the query.
+        let mut source = reader.worker_source(0, 1);
+        let mut interner = Interner::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut readings = 0;
+        while readings < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the recovered chunk was never cut"
+            );
+            if let SourcePoll::Chunk(_, chunk) = source.poll(&mut interner)? {
+                readings += chunk.batch.len;
+            }
+            std::thread::yield_now();
+        }
         feed.close();
         Ok(())
     }

@@ -96,11 +96,29 @@ pub struct Recovered {
     pub next_seq: u64,
     /// Sequence number of the last chunk boundary, if the log holds one.
     pub last_cut: Option<u64>,
+    /// Latest arrival time of the records after the last chunk boundary, if any came
+    /// after it: a crash left that chunk open, and it is to be cut at once.
+    pub uncut_clock: Option<i64>,
     /// `Idempotency-Key` lines of the batches still in the log, so a batch logged just
     /// before a crash is known by its key even if the key file missed it.
     pub key_lines: Vec<String>,
     /// A torn last record that was cut off: where, and what was wrong.
     pub torn: Option<String>,
+}
+
+impl Recovered {
+    fn note(&mut self, seq: u64, entry: Entry) {
+        match entry {
+            Entry::Cut { .. } => {
+                self.last_cut = Some(seq);
+                self.uncut_clock = None;
+            }
+            Entry::Arrival(a) => {
+                self.uncut_clock = Some(self.uncut_clock.map_or(a.at, |c| c.max(a.at)));
+                self.key_lines.extend(a.key_line);
+            }
+        }
+    }
 }
 
 /// One table's log, open for appending.
@@ -159,11 +177,9 @@ impl Wal {
         for (&older, _) in sizes.range(..first) {
             let bytes = read_segment(&dir.join(segment_name(older)))?;
             let mut offset = HEADER_BYTES;
-            while let Decoded::Record(_, entry, n) = record::decode(&bytes[offset..]) {
+            while let Decoded::Record(seq, entry, n) = record::decode(&bytes[offset..]) {
                 offset += n;
-                if let Entry::Arrival(a) = entry {
-                    recovered.key_lines.extend(a.key_line);
-                }
+                recovered.note(seq, entry);
             }
         }
         let path = dir.join(segment_name(first));
@@ -175,10 +191,7 @@ impl Wal {
                 Decoded::Record(seq, entry, n) => {
                     offset += n;
                     recovered.next_seq = seq + 1;
-                    match entry {
-                        Entry::Cut { .. } => recovered.last_cut = Some(seq),
-                        Entry::Arrival(a) => recovered.key_lines.extend(a.key_line),
-                    }
+                    recovered.note(seq, entry);
                 }
                 Decoded::End => break,
                 Decoded::Torn(what) => {
@@ -202,9 +215,6 @@ impl Wal {
         file.seek(SeekFrom::Start(offset as u64))
             .map_err(io(&path))?;
         sizes.insert(first, offset as u64);
-        if recovered.last_cut.is_none() {
-            recovered.last_cut = recovered.next_seq.checked_sub(1);
-        }
         Ok((
             Wal {
                 dir: dir.to_owned(),
@@ -429,6 +439,7 @@ mod tests {
         drop(wal);
         let (wal, rec) = Wal::open(tmp.path(), 64)?;
         assert_eq!((rec.next_seq, rec.last_cut, rec.torn), (20, Some(19), None));
+        assert_eq!(rec.uncut_clock, None);
         assert_eq!(wal.next_seq(), 20);
         let read = all(tmp.path())?;
         assert_eq!(read.len(), 20);
@@ -451,6 +462,11 @@ mod tests {
         drop(file);
         let (mut wal, rec) = Wal::open(tmp.path(), DEFAULT_SEGMENT_BYTES)?;
         assert_eq!(rec.next_seq, 1);
+        assert_eq!(
+            (rec.last_cut, rec.uncut_clock),
+            (None, Some(3)),
+            "record 0 is not cut"
+        );
         assert!(
             rec.torn
                 .is_some_and(|t| t.contains("00000000000000000000.wal"))
