@@ -290,6 +290,11 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             tracing::info!(input = %config.input.describe(), position, "Resuming the input where an earlier run stopped");
             (position, lines)
         }
+        // A checkpoint at the very end of the input kept windows it did not write: this
+        // run reads nothing and writes them.
+        StartAt::Done { position, lines } if state.open.iter().any(|w| w.unwritten) => {
+            (position, lines)
+        }
         StartAt::Done { .. } => {
             let mut summary = RunSummary::collect(
                 &plan,

@@ -104,6 +104,8 @@ pub enum StartAt {
     Done {
         /// Position (the end).
         position: u64,
+        /// Lines before it.
+        lines: u64,
     },
 }
 
@@ -134,6 +136,7 @@ pub fn start_at(input: &Input, consumed: &[ConsumedInput]) -> StartAt {
     if before.position >= current_end {
         StartAt::Done {
             position: before.position,
+            lines: before.lines,
         }
     } else {
         StartAt::Resume {
@@ -185,7 +188,13 @@ mod tests {
         let mut consumed = Vec::new();
         assert_eq!(start_at(&input, &consumed), StartAt::Beginning);
         record(&mut consumed, &input, 18, 2, true);
-        assert_eq!(start_at(&input, &consumed), StartAt::Done { position: 18 });
+        assert_eq!(
+            start_at(&input, &consumed),
+            StartAt::Done {
+                position: 18,
+                lines: 2
+            }
+        );
         std::fs::write(&path, b"line one\nline two\nline three\n")?;
         assert_eq!(
             start_at(&input, &consumed),

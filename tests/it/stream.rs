@@ -668,6 +668,26 @@ fn a_run_killed_after_a_checkpoint_resumes_from_it_and_equals_one_run() {
 }
 
 #[test]
+fn a_run_in_many_checkpointed_legs_writes_what_one_run_writes() {
+    let dir = tempdir();
+    let (input, config) = big_input(dir.path(), 100_000, 14);
+    let query = write_query(dir.path());
+    let out = dir.path().join("out");
+    // Legs of a few milliseconds: windows open across many checkpoints, kept unwritten
+    // between legs, are written once, as one run writes them.
+    let output = run_command(&query, &input, &out, "2")
+        .args(["--checkpoint-every", "5ms"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_stream_equals_oracle(&out, &readings(&config), "many checkpointed legs");
+}
+
+#[test]
 fn a_longer_generator_run_continues_a_shorter_one() {
     let dir = tempdir();
     let out = dir.path().join("out");
