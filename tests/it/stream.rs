@@ -558,18 +558,21 @@ fn start_run(query: &Path, input: &Path, out: &Path, workers: &str) -> std::proc
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs again to the end and checks that the run resumed where the last one stopped,
-/// reading fewer than all `readings`.
-fn assert_resumes(query: &Path, input: &Path, out: &Path, workers: &str, readings: u64) {
-    let output = run_command(query, input, out, workers)
-        .arg("--json")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+/// Runs `command` to its end, failing with its stderr unless it succeeds.
+fn succeed(command: &mut Command) -> std::process::Output {
+    let output = command.output().unwrap_or_else(|e| panic!("{e}"));
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    output
+}
+
+/// Runs again to the end and checks that the run resumed where the last one stopped,
+/// reading fewer than all `readings`.
+fn assert_resumes(query: &Path, input: &Path, out: &Path, workers: &str, readings: u64) {
+    let output = succeed(run_command(query, input, out, workers).arg("--json"));
     let summary: serde_json::Value =
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
     let resumed_at = summary["resumed_at"].as_u64().unwrap_or_default();
@@ -675,15 +678,7 @@ fn a_run_in_many_checkpointed_legs_writes_what_one_run_writes() {
     let out = dir.path().join("out");
     // Legs of a few milliseconds: windows open across many checkpoints, kept unwritten
     // between legs, are written once, as one run writes them.
-    let output = run_command(&query, &input, &out, "2")
-        .args(["--checkpoint-every", "5ms"])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeed(run_command(&query, &input, &out, "2").args(["--checkpoint-every", "5ms"]));
     assert_stream_equals_oracle(&out, &readings(&config), "many checkpointed legs");
 }
 
