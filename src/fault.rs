@@ -5,10 +5,15 @@
 //!
 //! `FAILPOINTS` names them when the binary starts, e.g.
 //! `FAILPOINTS='commit-write=3*off->return(ENOSPC)'`: the first three file commits
-//! succeed, every later one fails as on a full disk. Points: `commit-write` (before a
-//! file's bytes are written), `commit-rename` (after its fsync, before the rename) and
-//! `commit-dir-fsync` (after the rename, before its folder is fsync'd), `upload-answer-lost` (an object was put but the sync never heard back), and
-//! `wal-write` (before records are appended to a live table's write-ahead log).
+//! succeed, every later one fails as on a full disk. Points:
+//!
+//! * `commit-write` (before a file's bytes are written), `commit-rename` (after its
+//!   fsync, before the rename) and `commit-dir-fsync` (after the rename, before its
+//!   folder is fsync'd);
+//! * `journal-append` (before records are appended to the sync journal);
+//! * `upload-answer-lost` (an object was put but the sync never heard back);
+//! * `wal-write` (before records are appended to a live table's write-ahead log) and
+//!   `wal-truncate` (before a checkpointed log segment is deleted).
 
 /// Reads `FAILPOINTS`; the points stay set while the guard lives. `None` in builds
 /// without fail points.

@@ -36,6 +36,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod fault;
+pub mod jsonl_format;
 pub mod lock;
 pub mod operators;
 #[cfg(feature = "sql")]

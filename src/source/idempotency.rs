@@ -16,6 +16,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::http_push::PushOutcome;
+use crate::jsonl_format::Format;
+
+/// The keys file's layout; its first line says which version a file holds.
+pub const FORMAT: Format = Format {
+    name: "edgeflow-idempotency-keys",
+    version: 1,
+};
 
 /// Longest key taken, in bytes (Stripe's limit; UUIDs and ULIDs fit many times).
 pub const MAX_KEY_BYTES: usize = 255;
@@ -95,9 +102,17 @@ impl Keys {
         }
         match File::open(&path) {
             Ok(file) => {
-                for line in BufReader::new(file).lines() {
+                for (i, line) in BufReader::new(file).lines().enumerate() {
+                    let line = line.map_err(fail)?;
+                    if i == 0
+                        && FORMAT.check_first_line(&line).map_err(|e| {
+                            fail(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                        })?
+                    {
+                        continue;
+                    }
                     // A torn or foreign line cannot name a key we answered for.
-                    let Ok(line) = serde_json::from_str(&line.map_err(fail)?) else {
+                    let Ok(line) = serde_json::from_str(&line) else {
                         continue;
                     };
                     keys.insert(line);
@@ -189,7 +204,7 @@ impl Keys {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let mut text = Vec::new();
+        let mut text = FORMAT.header().into_bytes();
         for (at, key) in &self.order {
             if let Some(line) = self.entries.get(key).filter(|l| l.at == *at) {
                 serde_json::to_writer(&mut text, line)?;
@@ -259,8 +274,20 @@ mod tests {
         assert_eq!(keys.check("a", "m1", 100), Seen::New, "expired");
         assert_eq!(keys.check("b", "m2", 100), Seen::Again(outcome(4)));
         drop(keys);
-        let keys = Keys::open(Some(path), 100, 149, &[])?;
+        let keys = Keys::open(Some(path.clone()), 100, 149, &[])?;
         assert_eq!(keys.entries.len(), 2, "only b and d are left");
+        drop(keys);
+        let text = std::fs::read_to_string(&path)?;
+        assert_eq!(text.lines().next(), Some(FORMAT.header().trim_end()));
+        // A newer edgeflow's file is refused by name, not read as if it had no keys.
+        let newer = text.replacen("\"version\":1", "\"version\":9", 1);
+        std::fs::write(&path, newer)?;
+        let refused = Keys::open(Some(path), 100, 149, &[]).err();
+        let message = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("idempotency.jsonl") && message.contains("version 9"),
+            "{message}"
+        );
         Ok(())
     }
 

@@ -24,6 +24,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::jsonl_format::Format;
+
+/// The journal's layout; its first line says which version a file holds.
+pub const FORMAT: Format = Format {
+    name: "edgeflow-sync-journal",
+    version: 1,
+};
+
 /// Terminal records older than this are dropped when the journal is rewritten.
 const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -174,13 +182,19 @@ impl Journal {
             })?;
         }
         let mut journal = Self::read(root)?;
-        journal.file = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| journal.error(e))?,
-        );
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| journal.error(e))?;
+        if file.metadata().map_err(|e| journal.error(e))?.len() == 0 {
+            let header = FORMAT.header();
+            let written = file
+                .write_all(header.as_bytes())
+                .and_then(|()| file.sync_data());
+            written.map_err(|e| journal.error(e))?;
+        }
+        journal.file = Some(file);
         journal.compact_if_large()?;
         Ok(journal)
     }
@@ -196,8 +210,15 @@ impl Journal {
         let mut records = BTreeMap::new();
         let (mut lines, mut rejected) = (0, 0);
         if let Ok(file) = File::open(&path) {
-            for line in BufReader::new(file).lines() {
+            for (i, line) in BufReader::new(file).lines().enumerate() {
                 let line = line.map_err(fail)?;
+                if i == 0
+                    && FORMAT.check_first_line(&line).map_err(|e| {
+                        fail(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                    })?
+                {
+                    continue;
+                }
                 // A torn last line from a crash is not a record; anything else that fails
                 // to parse is skipped the same way rather than losing the rest.
                 if let Ok(record) = serde_json::from_str::<Record>(&line) {
@@ -279,6 +300,9 @@ impl Journal {
             serde_json::to_writer(&mut text, record).map_err(|e| self.error(e.into()))?;
             text.push(b'\n');
         }
+        fail::fail_point!("journal-append", |arg| Err(
+            self.error(crate::fault::io_error("journal-append", arg))
+        ));
         let Some(file) = self.file.as_mut() else {
             return Err(self.error(std::io::Error::other("the journal was opened read-only")));
         };
@@ -361,7 +385,7 @@ impl Journal {
             ) && r.committed_ms < cutoff)
         });
         let temp = self.path.with_extension("jsonl.rewrite");
-        let mut text = Vec::new();
+        let mut text = FORMAT.header().into_bytes();
         for record in self.records.values() {
             serde_json::to_writer(&mut text, record).map_err(|e| self.error(e.into()))?;
             text.push(b'\n');
@@ -476,6 +500,34 @@ mod tests {
         assert_eq!(j.get("b").map(|r| r.attempts), Some(3000));
         Ok(())
     }
+
+    #[test]
+    fn a_journal_starts_with_its_version_older_ones_read_and_newer_ones_are_refused()
+    -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let path = Journal::path_for(dir.path());
+        let mut j = Journal::open(dir.path())?;
+        j.put(record("a"))?;
+        drop(j);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        assert_eq!(text.lines().next(), Some(FORMAT.header().trim_end()));
+        // A journal from before headers is version 1.
+        let legacy = text.lines().skip(1).collect::<Vec<_>>().join("\n") + "\n";
+        std::fs::write(&path, &legacy).map_err(io(&path))?;
+        let j = Journal::open(dir.path())?;
+        assert!(j.get("a").is_some());
+        drop(j);
+        let newer = format!("{{\"format\":\"{}\",\"version\":2}}\n{legacy}", FORMAT.name);
+        std::fs::write(&path, newer).map_err(io(&path))?;
+        let refused = Journal::read(dir.path()).map(|_| ()).err();
+        let message = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("journal.jsonl") && message.contains("version 2"),
+            "{message}"
+        );
+        Ok(())
+    }
+
     fn io(path: &Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
         move |source| JournalError {
             path: path.to_owned(),

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use edgeflow::decode::Format;
 use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, write_readings};
 
-use super::oracle::{Spec, late_rows, oracle};
+use super::live::written;
+use super::oracle::{Late, Spec, late_rows, oracle};
+use super::s3_server::{Moto, assert_target_mirrors, free_port, wait_until};
 use super::support::{assert_rows_eq, read_rows};
+use edgeflow::types::Value;
 
 /// Far beyond a run of this input (a few seconds); reached only by a hang.
 const HANG: Duration = Duration::from_secs(180);
@@ -40,6 +43,19 @@ fn config() -> GeneratorConfig {
 /// `edgeflow run` in 16 KiB chunks (hundreds of them, so readers are mid-input when a
 /// commit fails), its stderr in `<out>.stderr`; fails the test if it outlives [`HANG`].
 fn run(dir: &Path, out: &Path, workers: usize, failpoints: Option<&str>) -> (ExitStatus, String) {
+    run_with(dir, out, workers, failpoints, |c| {
+        c.arg("--no-sync");
+    })
+}
+
+/// [`run`] with its sync set by `more`.
+fn run_with(
+    dir: &Path,
+    out: &Path,
+    workers: usize,
+    failpoints: Option<&str>,
+    more: impl FnOnce(&mut Command),
+) -> (ExitStatus, String) {
     let stderr = out.with_extension("stderr");
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
     command
@@ -49,10 +65,11 @@ fn run(dir: &Path, out: &Path, workers: usize, failpoints: Option<&str>) -> (Exi
         .arg(dir.join("in.jsonl"))
         .arg("--output")
         .arg(out)
-        .args(["--no-sync", "--chunk-bytes", "16384", "--workers"])
+        .args(["--chunk-bytes", "16384", "--workers"])
         .arg(workers.to_string())
         .stdout(Stdio::null())
         .stderr(ok(File::create(&stderr)));
+    more(&mut command);
     match failpoints {
         Some(f) => command.env("FAILPOINTS", f),
         None => command.env_remove("FAILPOINTS"),
@@ -90,23 +107,27 @@ fn in_progress(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Writes the generated input and the query into `dir`; returns the oracle's rows and
+/// late rows.
+fn prepare(dir: &Path) -> (Vec<Vec<Value>>, Vec<Late>) {
+    let config = config();
+    let mut w = BufWriter::new(ok(File::create(dir.join("in.jsonl"))));
+    ok(write_readings(
+        &config,
+        Format::Jsonl,
+        TimestampFormat::Millis,
+        &mut w,
+    ));
+    ok(w.flush());
+    ok(std::fs::write(dir.join("q.sql"), spec().sql()));
+    let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
+    oracle(&spec(), &readings)
+}
+
 #[test]
 fn a_disk_that_fills_up_ends_the_run_cleanly_and_the_next_run_completes_it() {
     let dir = ok(tempfile::tempdir());
-    let config = config();
-    {
-        let mut w = BufWriter::new(ok(File::create(dir.path().join("in.jsonl"))));
-        ok(write_readings(
-            &config,
-            Format::Jsonl,
-            TimestampFormat::Millis,
-            &mut w,
-        ));
-        ok(w.flush());
-    }
-    ok(std::fs::write(dir.path().join("q.sql"), spec().sql()));
-    let readings: Vec<Reading> = (0..config.readings).map(|i| config.reading(i)).collect();
-    let (want, want_late) = oracle(&spec(), &readings);
+    let (want, want_late) = prepare(dir.path());
     // The disk fills after `ok` file commits (results, late rows, state): at once, with
     // windows half written, and near the end.
     for workers in [1, 2, 4] {
@@ -130,6 +151,131 @@ fn a_disk_that_fills_up_ends_the_run_cleanly_and_the_next_run_completes_it() {
             assert_eq!(late_rows(&out.join("q_late")), want_late, "{context}");
         }
     }
+}
+
+/// The sync journal's disk fills up: the sync halts with an error naming the journal,
+/// the journal keeps only whole records, and the next run ships every file once, so the
+/// bucket ends up equal to the local folder.
+#[test]
+fn a_journal_append_that_fails_halts_the_sync_and_the_next_run_ships_every_file_once() {
+    let dir = ok(tempfile::tempdir());
+    let (want, _) = prepare(dir.path());
+    let moto = Moto::signed();
+    moto.bucket("journal");
+    // Appends are a file's record, then its upload starting and ending: the journal
+    // fills before the first file, after some uploads, and well into the run.
+    for ok_appends in [0, 5, 40] {
+        let context = format!("journal full after {ok_appends} appends");
+        let out = dir.path().join(format!("out-journal-{ok_appends}"));
+        let url = format!("s3://journal/j{ok_appends}");
+        let with_sync = |c: &mut Command| {
+            c.arg("--sync").arg(&url);
+            moto.env(c);
+        };
+        let failpoints = format!("journal-append={ok_appends}*off->return(ENOSPC)");
+        let (status, stderr) = run_with(dir.path(), &out, 2, Some(&failpoints), with_sync);
+        assert_eq!(status.code(), Some(1), "{context}: {stderr}");
+        assert!(
+            stderr.contains("journal.jsonl") && stderr.contains("storage space"),
+            "{context}: the error names the journal and the full disk: {stderr}"
+        );
+        let journal = ok(std::fs::read_to_string(out.join("_sync/journal.jsonl")));
+        for line in journal.lines() {
+            ok(serde_json::from_str::<serde_json::Value>(line));
+        }
+        let (status, stderr) = run_with(dir.path(), &out, 2, None, with_sync);
+        assert!(status.success(), "{context}: the next run: {stderr}");
+        assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+        assert_target_mirrors(&out, &url, &moto.options());
+    }
+}
+
+/// Deleting checkpointed log segments fails (a read-only or failing disk): the node
+/// goes on taking pushes, keeps the segments, and a kill -9 then replays from the
+/// checkpoint, not from the oldest segment kept, so nothing is counted twice; once
+/// deleting works again the next checkpoints remove them.
+#[test]
+fn log_segments_that_cannot_be_deleted_stay_without_counting_anything_twice() {
+    use crate::live::{
+        Expected, LiveNode, PUSH_QUERY, add, http, line, now_ms, started, write_query,
+    };
+    let dir = ok(tempfile::tempdir());
+    let query = write_query(dir.path(), "waltrunc", PUSH_QUERY);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let out = dir.path().join("out");
+    let args = [
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--workers",
+        "2",
+        "--checkpoint-every",
+        "200ms",
+        "--listen",
+        &listen,
+        "--output",
+        out.to_str().unwrap_or_default(),
+    ];
+    let segments = || {
+        std::fs::read_dir(out.join("_state/_wal/readings"))
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    let t0 = now_ms() - 120_000;
+    let mut expected = Expected::new();
+    let mut sent = 0i64;
+    let mut push_batch = |expected: &mut Expected| {
+        let body: String = (sent..sent + 10)
+            .map(|i| line(&format!("d{}", i % 3), t0 + i * 100, i))
+            .collect();
+        let key = format!("batch-{sent}");
+        let (status, _, answer) = http(
+            port,
+            "POST",
+            "/ingest/readings",
+            &[("Idempotency-Key", key.as_str())],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        for i in sent..sent + 10 {
+            add(expected, &format!("d{}", i % 3), t0 + i * 100, i);
+        }
+        sent += 10;
+    };
+    {
+        let mut node = LiveNode::spawn(
+            dir.path(),
+            port,
+            &args,
+            &[("FAILPOINTS", "wal-truncate=return(EIO)")],
+        );
+        node.wait_healthy(|| started(port));
+        // Batches until checkpoints have rotated the log and failed to delete what
+        // they covered.
+        wait_until("a failed segment deletion", Duration::from_secs(60), || {
+            push_batch(&mut expected);
+            node.stderr()
+                .contains("Write-ahead log segments not deleted")
+                && segments() >= 3
+        });
+        // kill -9 with the segments still there.
+    }
+    let kept = segments();
+    let mut node = LiveNode::spawn(dir.path(), port, &args, &[]);
+    node.wait_healthy(|| started(port));
+    wait_until(
+        "the kept segments to be deleted",
+        Duration::from_secs(60),
+        || {
+            push_batch(&mut expected);
+            segments() <= 2
+        },
+    );
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(kept >= 3, "{kept} segments were kept while deleting failed");
+    assert_eq!(written(&out, "waltrunc"), expected);
 }
 
 /// A full disk under the write-ahead log: the push is refused with `503` naming it (the
@@ -190,8 +336,5 @@ fn a_full_disk_under_the_write_ahead_log_refuses_the_push_and_the_resend_counts_
     }
     let (code, stdout) = node.stop();
     assert_eq!(code, Some(0), "{stdout}");
-    assert_eq!(
-        crate::live::written(&dir.path().join("out"), "walfull"),
-        expected
-    );
+    assert_eq!(written(&dir.path().join("out"), "walfull"), expected);
 }

@@ -347,6 +347,10 @@ impl Wal {
                 break;
             }
             let path = self.dir.join(segment_name(first));
+            fail::fail_point!("wal-truncate", |arg| Err(WalError::Io {
+                path: path.clone(),
+                source: crate::fault::io_error("wal-truncate", arg),
+            }));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
