@@ -110,18 +110,26 @@ fn prepare_output(layout: &Layout) -> Result<(), Error> {
     Ok(())
 }
 
+/// The run number in a late file's name (`late-<epoch>-n<run>-w<i>of<n>...`).
+fn late_file_run(name: &str) -> Option<u64> {
+    name.split('-')
+        .find_map(|part| part.strip_prefix('n')?.parse().ok())
+}
+
 /// Moves the late files whose names `retire` picks to `<query>_late_revisions/` (and so
 /// in the bucket): their rows are being computed again and must not count twice.
+/// Returns the largest run number among the files moved.
 fn retire_late_files(
     layout: &Layout,
     on_supersede: Option<&OnSupersede>,
     retire: impl Fn(&str) -> bool,
-) -> Result<(), Error> {
+) -> Result<Option<u64>, Error> {
     let fail = |source: std::io::Error| Error::Output {
         path: layout.late_dir(),
         source,
     };
     let late = format!("{}_late", layout.query());
+    let mut last = None;
     for path in commit::files_under(&layout.late_dir()).map_err(fail)? {
         let Some(relative) = path
             .strip_prefix(layout.root())
@@ -134,13 +142,14 @@ fn retire_late_files(
         let Some(rest) = relative.strip_prefix(&late) else {
             continue;
         };
-        if !path
+        let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(&retire)
-        {
+            .filter(|n| retire(n))
+        else {
             continue;
-        }
+        };
+        last = last.max(late_file_run(name).or(Some(0)));
         let moved = crate::sink::Superseded {
             to: format!("{late}_revisions{rest}"),
             from: relative,
@@ -150,7 +159,7 @@ fn retire_late_files(
             notify(&moved);
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 fn progress_bar(
@@ -268,20 +277,25 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     } else {
         StreamState::load(&config.output, &plan)?
     };
-    let layout = Layout::new(&config.output, &plan.name, peers, state.runs);
+    let mut layout = Layout::new(&config.output, &plan.name, peers, state.runs);
     prepare_output(&layout)?;
     if config.fresh {
         retire_late_files(&layout, config.on_supersede.as_ref(), |_| true)?;
     } else {
-        // Late files of this run number come from an attempt that died before it saved
-        // the stream state. This attempt redoes that input: with the same worker count
-        // it writes the same files again; with another, its files have other names, so
-        // the dead attempt's ones must go or their rows would count twice.
-        let run = format!("-n{}-", state.runs);
-        let (whole, part) = (format!("of{peers}.parquet"), format!("of{peers}-p"));
-        retire_late_files(&layout, config.on_supersede.as_ref(), |name| {
-            name.contains(&run) && !name.ends_with(&whole) && !name.contains(&part)
+        // Late files numbered from the state's run count on come from attempts that died
+        // before they saved the stream state. This attempt redoes their input, but not
+        // in the same pieces (a checkpoint ends a leg when its timer says, and an epoch
+        // cut short by a leg's end is written as it stands), so their rows go to the
+        // revisions and this attempt takes a number none of them used.
+        let dead = retire_late_files(&layout, config.on_supersede.as_ref(), |name| {
+            late_file_run(name).is_some_and(|run| run >= state.runs)
         })?;
+        if let Some(last) = dead {
+            tracing::info!(query = %plan.name, run = last, "Late files of an attempt that died before its checkpoint moved to the revisions; its input is done again");
+            state.runs = last + 1;
+            state.save(&config.output, &plan.name)?;
+            layout = Layout::new(&config.output, &plan.name, peers, state.runs);
+        }
     }
     let metrics = Arc::new(Metrics::default());
     let (position, lines_before) = match consumed::start_at(&config.input, &state.inputs) {
@@ -494,5 +508,23 @@ impl RunningQuery {
         summary.resumed_at = (position > 0).then_some(position);
         summary.interrupted_by = control.interrupted_by();
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::late_file_run;
+
+    #[test]
+    fn the_run_number_is_read_from_late_file_names() {
+        assert_eq!(
+            late_file_run("late-20260101T002400Z-n10-w0of2.parquet"),
+            Some(10)
+        );
+        assert_eq!(
+            late_file_run("late-20260101T002400Z-n3-w1of4-p2.parquet"),
+            Some(3)
+        );
+        assert_eq!(late_file_run("late-1767225600000000-w0of2.parquet"), None);
     }
 }

@@ -160,14 +160,12 @@ impl Ingests {
             .feed(&schema.name, schema)
             .map_err(|e| fail(e.to_string()))?;
         let input = Arc::new(feed.subscribe(schema, self.limits));
-        let opened = std::mem::take(
-            &mut *self
-                .recovered_keys
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        )
-        .remove(&schema.name)
-        .unwrap_or_default();
+        let opened = self
+            .recovered_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&schema.name)
+            .unwrap_or_default();
         let (stop, stopped) = watch::channel(false);
         let (receiver, task) = match kind {
             ConnectorKind::HttpPoll(spec) => {
@@ -177,8 +175,8 @@ impl Ingests {
                 (Receiver::Poll(poller), Some(task))
             }
             ConnectorKind::Mqtt(spec) => {
-                let source =
-                    MqttSource::new(spec, schema, feed.clone()).map_err(|e| fail(e.to_string()))?;
+                let source = MqttSource::new(spec, schema, feed.clone(), &opened)
+                    .map_err(|e| fail(e.to_string()))?;
                 let task = self.runtime.spawn(source.clone().run(stopped));
                 (Receiver::Mqtt(source), Some(task))
             }

@@ -139,6 +139,8 @@ fn record_sources(ingests: &Ingests) {
             .absolute(mqtt.messages);
         counter!("edgeflow_source_mqtt_disconnects_total", "table" => table.clone())
             .absolute(mqtt.disconnects);
+        counter!("edgeflow_source_mqtt_redelivered_total", "table" => table.clone())
+            .absolute(mqtt.redelivered);
     }
 }
 

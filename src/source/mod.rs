@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod live;
 pub mod mqtt;
 pub mod records;
+pub mod redelivery;
 mod stdin;
 pub mod wal;
 

@@ -8,8 +8,8 @@
 //! the node stops reading from the connection, so the broker holds the rest instead of
 //! the node dropping them. QoS 1 is at least once by protocol: a message logged just
 //! before a crash, whose PUBACK never left, is delivered again by the broker after the
-//! restart and counted twice (pushes with an `Idempotency-Key` are the exactly-once
-//! path). A lost connection is retried with a growing pause (100 ms doubling to 30 s),
+//! restart. The node recognises such a redelivery by its packet id and content
+//! ([`super::redelivery`]), acknowledges it and does not count it again. A lost connection is retried with a growing pause (100 ms doubling to 30 s),
 //! reset by every successful connection.
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::live::{Arrival, Feed};
 use super::records::{Counters, Shaper, split_body};
+use super::redelivery::{Mark, Marks};
 use crate::query::SourceSchema;
 use crate::query::connector::MqttSpec;
 
@@ -96,10 +97,24 @@ pub struct MqttReport {
     pub disconnects: u64,
     /// Connected now.
     pub connected: bool,
+    /// The broker has the session's subscriptions: it keeps their messages for the
+    /// node from now on, also while the node is away.
+    pub subscribed: bool,
+    /// Messages delivered again after a restart or a lost connection that were already
+    /// in the log: acknowledged, not counted again.
+    pub redelivered: u64,
 }
 
 /// The answer of the table's log about one message's readings.
 type Durable = oneshot::Receiver<Result<u64, String>>;
+
+/// A message waiting for its PUBACK, in arrival order.
+enum Pending {
+    /// Acknowledged once its readings are durable in the log.
+    Logging(rumqttc::Publish, Option<Mark>, Durable),
+    /// A redelivery of a message logged before: acknowledged if that one was.
+    Again(rumqttc::Publish, Mark),
+}
 
 /// Subscribes to a broker and publishes what arrives into a [`Feed`].
 pub struct MqttSource {
@@ -107,18 +122,23 @@ pub struct MqttSource {
     options: MqttOptions,
     shaper: Shaper,
     feed: Arc<Feed>,
+    marks: Arc<Marks>,
     messages: AtomicU64,
+    redelivered: Arc<AtomicU64>,
     connections: AtomicU64,
     disconnects: AtomicU64,
     connected: std::sync::atomic::AtomicBool,
+    subscribed: std::sync::atomic::AtomicBool,
 }
 
 impl MqttSource {
-    /// Prepares the client for `spec` (credentials are read from the environment now).
+    /// Prepares the client for `spec` (credentials are read from the environment now);
+    /// `logged` are the marks read back from the table's log ([`super::redelivery`]).
     pub fn new(
         spec: &MqttSpec,
         schema: &SourceSchema,
         feed: Arc<Feed>,
+        logged: &[String],
     ) -> Result<Arc<MqttSource>, MqttError> {
         let client_id = spec
             .client_id
@@ -156,10 +176,13 @@ impl MqttSource {
             options,
             shaper: Shaper::new(schema),
             feed,
+            marks: Arc::new(Marks::recovered(logged)),
             messages: AtomicU64::new(0),
+            redelivered: Arc::new(AtomicU64::new(0)),
             connections: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             connected: std::sync::atomic::AtomicBool::new(false),
+            subscribed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -170,6 +193,8 @@ impl MqttSource {
             connections: self.connections.load(Ordering::Relaxed),
             disconnects: self.disconnects.load(Ordering::Relaxed),
             connected: self.connected.load(Ordering::Relaxed),
+            subscribed: self.subscribed.load(Ordering::Relaxed),
+            redelivered: self.redelivered.load(Ordering::Relaxed),
         }
     }
 
@@ -186,14 +211,34 @@ impl MqttSource {
         // PUBACKs go out in the order the messages came (as MQTT asks), each once its
         // readings are durable in the table's log; a message whose readings could not
         // be logged is not acknowledged, and the broker delivers it again.
-        let (acks, mut to_ack) =
-            tokio::sync::mpsc::unbounded_channel::<(rumqttc::Publish, Durable)>();
+        let (acks, mut to_ack) = tokio::sync::mpsc::unbounded_channel::<Pending>();
         let acker = {
-            let client = client.clone();
+            let (client, feed, marks) = (client.clone(), self.feed.clone(), self.marks.clone());
+            let redelivered = self.redelivered.clone();
             tokio::spawn(async move {
-                while let Some((publish, durable)) = to_ack.recv().await {
-                    if matches!(durable.await, Ok(Ok(_))) {
-                        client.ack(&publish).await.ok();
+                while let Some(pending) = to_ack.recv().await {
+                    match pending {
+                        Pending::Logging(publish, mark, durable) => match durable.await {
+                            Ok(Ok(seq)) => {
+                                // The mark lives in memory from now on; the record need
+                                // not be kept for it.
+                                feed.key_kept(seq);
+                                client.ack(&publish).await.ok();
+                            }
+                            _ => {
+                                if let Some(mark) = &mark {
+                                    marks.forget(mark);
+                                }
+                            }
+                        },
+                        // Its first copy's answer came before (the acks keep order):
+                        // still marked means it was logged.
+                        Pending::Again(publish, mark) => {
+                            if marks.logged(&mark) {
+                                redelivered.fetch_add(1, Ordering::Relaxed);
+                                client.ack(&publish).await.ok();
+                            }
+                        }
                     }
                 }
             })
@@ -212,7 +257,9 @@ impl MqttSource {
                     self.connections.fetch_add(1, Ordering::Relaxed);
                     self.connected.store(true, Ordering::Relaxed);
                     tracing::info!(host = %self.spec.host, port = self.spec.port, session_present = ack.session_present, "Connected to the MQTT broker");
-                    if !ack.session_present {
+                    if ack.session_present {
+                        self.subscribed.store(true, Ordering::Relaxed);
+                    } else {
                         for topic in &self.spec.topics {
                             if let Err(e) = client.subscribe(topic.clone(), qos).await {
                                 tracing::error!(topic = %topic, error = %e, "Cannot subscribe");
@@ -222,6 +269,12 @@ impl MqttSource {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     self.messages.fetch_add(1, Ordering::Relaxed);
+                    let mark = Mark::of(publish.pkid, &publish.topic, &publish.payload);
+                    if let Some(mark) = mark.filter(|m| publish.dup && self.marks.logged(m)) {
+                        tracing::info!(topic = %publish.topic, pkid = publish.pkid, "A message delivered again is already in the write-ahead log: acknowledged, not counted again");
+                        acks.send(Pending::Again(publish, mark)).ok();
+                        continue;
+                    }
                     let origin = format!("mqtt topic {}", publish.topic);
                     let (records, rejects) = split_body(&publish.payload, &origin);
                     let device = self.spec.device_id_from_topic.and_then(|level| {
@@ -232,7 +285,7 @@ impl MqttSource {
                         lines: Vec::new(),
                         rejects,
                         at,
-                        key_line: None,
+                        key_line: mark.map(|m| m.line()),
                     };
                     self.shaper.shape(
                         records,
@@ -247,7 +300,14 @@ impl MqttSource {
                     while !self.feed.has_room(arrival.lines.len()) && !*stop.borrow() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    acks.send((publish, self.feed.append(arrival))).ok();
+                    if let Some(mark) = mark {
+                        self.marks.note(mark);
+                    }
+                    let durable = self.feed.append(arrival);
+                    acks.send(Pending::Logging(publish, mark, durable)).ok();
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    self.subscribed.store(true, Ordering::Relaxed);
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -14,15 +14,16 @@ use crate::s3_server::{free_port, wait_until};
 use crate::support::read_rows;
 
 /// mosquitto on a loopback port with persistence in a folder of the test, so queued
-/// QoS 1 messages and sessions survive a restart.
-struct Broker {
+/// QoS 1 messages and sessions survive a restart, and no limit on the messages queued
+/// for a client that is away (mosquitto drops QoS 1 messages past 1000 by default).
+pub struct Broker {
     child: Option<Child>,
-    port: u16,
+    pub port: u16,
     config: PathBuf,
 }
 
 impl Broker {
-    fn start(dir: &Path) -> Broker {
+    pub fn start(dir: &Path) -> Broker {
         let port = free_port();
         let data = dir.join("mosquitto");
         std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
@@ -30,7 +31,7 @@ impl Broker {
             dir,
             port,
             &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nuser root\n",
                 data.display()
             ),
         )
