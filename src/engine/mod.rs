@@ -110,8 +110,9 @@ fn prepare_output(layout: &Layout) -> Result<(), Error> {
     Ok(())
 }
 
-/// The run number in a late file's name (`late-<epoch>-n<run>-w<i>of<n>...`).
-fn late_file_run(name: &str) -> Option<u64> {
+/// The run number in the name of a late file (`late-<epoch>-n<run>-w<i>of<n>...`) or a
+/// dead-letter file (`deadletters-n<run>-<part>.jsonl`).
+fn run_in_name(name: &str) -> Option<u64> {
     name.split('-')
         .find_map(|part| part.strip_prefix('n')?.parse().ok())
 }
@@ -128,18 +129,68 @@ fn retire_late_files(
         path: layout.late_dir(),
         source,
     };
+    let files = commit::files_under(&layout.late_dir()).map_err(fail)?;
     let late = format!("{}_late", layout.query());
+    let revisions = format!("{late}_revisions");
+    retire_files(layout, on_supersede, files, retire, |relative| {
+        relative
+            .strip_prefix(&late)
+            .map(|rest| format!("{revisions}{rest}"))
+    })
+}
+
+/// Moves the dead-letter files whose names `retire` picks to
+/// `_deadletter/<query>/superseded/` (and so in the bucket): their lines are being read
+/// again and would be reported twice.
+fn retire_dead_letters(
+    layout: &Layout,
+    on_supersede: Option<&OnSupersede>,
+    retire: impl Fn(&str) -> bool,
+) -> Result<Option<u64>, Error> {
+    let dir = layout.dead_letter_dir();
+    let fail = |source: std::io::Error| Error::Output {
+        path: dir.clone(),
+        source,
+    };
+    let files = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(fail(e)),
+    };
+    let files = files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    retire_files(layout, on_supersede, files, retire, |relative| {
+        let (folder, name) = relative.rsplit_once('/')?;
+        Some(format!("{folder}/superseded/{name}"))
+    })
+}
+
+/// Moves each of `files` whose name `retire` picks to the relative path `moved_to`
+/// gives, durably, and tells sync; returns the largest run number among them.
+fn retire_files(
+    layout: &Layout,
+    on_supersede: Option<&OnSupersede>,
+    files: Vec<std::path::PathBuf>,
+    retire: impl Fn(&str) -> bool,
+    moved_to: impl Fn(&str) -> Option<String>,
+) -> Result<Option<u64>, Error> {
     let mut last = None;
-    for path in commit::files_under(&layout.late_dir()).map_err(fail)? {
+    for path in files {
+        let fail = |source: std::io::Error| Error::Output {
+            path: path.clone(),
+            source,
+        };
         let Some(relative) = path
             .strip_prefix(layout.root())
             .ok()
             .and_then(|p| p.to_str())
             .map(str::to_owned)
         else {
-            continue;
-        };
-        let Some(rest) = relative.strip_prefix(&late) else {
             continue;
         };
         let Some(name) = path
@@ -149,11 +200,11 @@ fn retire_late_files(
         else {
             continue;
         };
-        last = last.max(late_file_run(name).or(Some(0)));
-        let moved = crate::sink::Superseded {
-            to: format!("{late}_revisions{rest}"),
-            from: relative,
+        let Some(to) = moved_to(&relative) else {
+            continue;
         };
+        last = last.max(run_in_name(name).or(Some(0)));
+        let moved = crate::sink::Superseded { to, from: relative };
         commit::move_durably(&path, &layout.absolute(&moved.to)).map_err(fail)?;
         if let Some(notify) = on_supersede {
             notify(&moved);
@@ -282,16 +333,17 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     if config.fresh {
         retire_late_files(&layout, config.on_supersede.as_ref(), |_| true)?;
     } else {
-        // Late files numbered from the state's run count on come from attempts that died
-        // before they saved the stream state. This attempt redoes their input, but not
-        // in the same pieces (a checkpoint ends a leg when its timer says, and an epoch
-        // cut short by a leg's end is written as it stands), so their rows go to the
-        // revisions and this attempt takes a number none of them used.
-        let dead = retire_late_files(&layout, config.on_supersede.as_ref(), |name| {
-            late_file_run(name).is_some_and(|run| run >= state.runs)
-        })?;
-        if let Some(last) = dead {
-            tracing::info!(query = %plan.name, run = last, "Late files of an attempt that died before its checkpoint moved to the revisions; its input is done again");
+        // Late and dead-letter files numbered from the state's run count on come from
+        // attempts that died before they saved the stream state. This attempt redoes
+        // their input, but not in the same pieces (a checkpoint ends a leg when its timer
+        // says, and an epoch cut short by a leg's end is written as it stands), so their
+        // rows are moved aside and this attempt takes a number none of them used.
+        let dead = |name: &str| run_in_name(name).is_some_and(|run| run >= state.runs);
+        let on_supersede = config.on_supersede.as_ref();
+        let late = retire_late_files(&layout, on_supersede, dead)?;
+        let letters = retire_dead_letters(&layout, on_supersede, dead)?;
+        if let Some(last) = late.max(letters) {
+            tracing::info!(query = %plan.name, run = last, "Late and dead-letter files of an attempt that died before its checkpoint moved aside; its input is done again");
             state.runs = last + 1;
             state.save(&config.output, &plan.name)?;
             layout = Layout::new(&config.output, &plan.name, peers, state.runs);
@@ -513,18 +565,19 @@ impl RunningQuery {
 
 #[cfg(test)]
 mod tests {
-    use super::late_file_run;
+    use super::run_in_name;
 
     #[test]
     fn the_run_number_is_read_from_late_file_names() {
         assert_eq!(
-            late_file_run("late-20260101T002400Z-n10-w0of2.parquet"),
+            run_in_name("late-20260101T002400Z-n10-w0of2.parquet"),
             Some(10)
         );
         assert_eq!(
-            late_file_run("late-20260101T002400Z-n3-w1of4-p2.parquet"),
+            run_in_name("late-20260101T002400Z-n3-w1of4-p2.parquet"),
             Some(3)
         );
-        assert_eq!(late_file_run("late-1767225600000000-w0of2.parquet"), None);
+        assert_eq!(run_in_name("late-1767225600000000-w0of2.parquet"), None);
+        assert_eq!(run_in_name("deadletters-n7-0.jsonl"), Some(7));
     }
 }

@@ -6,6 +6,7 @@
 //! disk and in the bucket, equal the plain computation over exactly the acknowledged
 //! readings and the file: none lost, none counted twice, no object written twice.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -353,6 +354,30 @@ impl FileRun {
     }
 }
 
+/// The dead letters in `dir` (not those moved aside), by line: each must appear once.
+fn dead_letters(dir: &Path) -> BTreeMap<u64, String> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.extension().is_none_or(|x| x != "jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        for l in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            let line = v["line"].as_u64().unwrap_or_default();
+            let raw = v["raw"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                found.insert(line, raw).is_none(),
+                "line {line} reported twice ({})",
+                path.display()
+            );
+        }
+    }
+    found
+}
+
 /// Every `conflicts` list in a JSON summary, flattened.
 fn conflicts(value: &serde_json::Value, found: &mut Vec<String>) {
     match value {
@@ -425,14 +450,30 @@ fn twenty_kill_9s_and_a_bucket_outage_lose_no_acknowledged_reading_and_count_non
         seed: 13,
         ..GeneratorConfig::default()
     };
+    // ... and a bad line after every 7,000th, each to be reported once.
     let input = file_dir.join("in.jsonl");
+    let mut bad_lines = BTreeMap::new();
     {
-        let mut w = std::io::BufWriter::new(
-            std::fs::File::create(&input).unwrap_or_else(|e| panic!("{e}")),
-        );
-        write_readings(&file_config, Format::Jsonl, TimestampFormat::Millis, &mut w)
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::io::Write::flush(&mut w).unwrap_or_else(|e| panic!("{e}"));
+        let mut text = Vec::new();
+        write_readings(
+            &file_config,
+            Format::Jsonl,
+            TimestampFormat::Millis,
+            &mut text,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut with_bad = String::new();
+        for (i, l) in String::from_utf8_lossy(&text).lines().enumerate() {
+            with_bad.push_str(l);
+            with_bad.push('\n');
+            if i % 7_000 == 6_999 {
+                let bad = format!("not a reading {i}");
+                with_bad.push_str(&bad);
+                with_bad.push('\n');
+                bad_lines.insert(with_bad.lines().count() as u64, bad);
+            }
+        }
+        std::fs::write(&input, with_bad).unwrap_or_else(|e| panic!("{e}"));
     }
     let file_run = FileRun::new(&file_dir, &input, &env);
     let file_run =
@@ -562,6 +603,11 @@ fn twenty_kill_9s_and_a_bucket_outage_lose_no_acknowledged_reading_and_count_non
         "the file run, killed and resumed",
     );
     assert_eq!(late_rows(&file_out.join("q_late")), want_late);
+    assert_eq!(
+        dead_letters(&file_out.join("_deadletter/q")),
+        bad_lines,
+        "each bad line of the file is reported once, with its line number"
+    );
     // The bucket holds every file once, byte for byte as on disk.
     let summary: serde_json::Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));

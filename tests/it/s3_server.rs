@@ -270,7 +270,7 @@ pub fn local_outputs(root: &Path) -> BTreeMap<String, Vec<u8>> {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                if !matches!(name.as_str(), "_sync" | "_deadletter" | "_state") {
+                if !matches!(name.as_str(), "_sync" | "_state") {
                     stack.push(path);
                 }
                 continue;
