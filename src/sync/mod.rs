@@ -103,6 +103,12 @@ impl SyncHandle {
     }
 }
 
+/// How long after the sync starts the old key of a superseded file is left alone when
+/// an earlier process was uploading that file as it ended (a kill, a crash): a request
+/// it had already sent can still land, and deleting the key before it would leave the
+/// object behind, its rows counted twice by readers of the bucket.
+const LINGERING_PUT: Duration = Duration::from_secs(5);
+
 /// Uploads in flight at once.
 const CONCURRENCY: usize = 4;
 /// Longest wait between attempts while the target fails. While it fails only one file is
@@ -397,6 +403,10 @@ struct Shared {
     stop: AtomicBool,
     /// (commit to visible ms, bytes, upload seconds) of uploads by this process.
     stats: Mutex<Vec<(f64, u64, f64)>>,
+    /// Paths an earlier process was uploading when it ended, outcome unknown.
+    uncertain: HashSet<String>,
+    /// When this sync started.
+    opened: Instant,
 }
 
 /// A running sync: record files as they are committed, then [`Syncer::finish`].
@@ -410,6 +420,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// How long the old key of `path` is still left alone ([`LINGERING_PUT`]).
+    fn lingering(&self, path: &str) -> Option<Duration> {
+        if !self.uncertain.contains(path) {
+            return None;
+        }
+        LINGERING_PUT.checked_sub(self.opened.elapsed())
+    }
+
     fn recompute_pending(&self, journal: &Journal) {
         let pending: u64 = journal
             .records()
@@ -524,6 +542,11 @@ impl Syncer {
             tracing::warn!(previous = previous.as_deref().unwrap_or_default(), target = %config.target.url, "Sync target changed: files uploaded to the previous target are checked and uploaded again");
         }
         journal.set_target(&config.target.url)?;
+        let uncertain = journal
+            .records()
+            .filter(|r| matches!(r.state, FileState::Uploading))
+            .map(|r| r.path.clone())
+            .collect();
         let shared = Arc::new(Shared {
             root: root.to_owned(),
             config,
@@ -536,6 +559,8 @@ impl Syncer {
             failures: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             stats: Mutex::new(Vec::new()),
+            uncertain,
+            opened: Instant::now(),
         });
         adopt_local_files(&shared, false)?;
         if all || retarget {
@@ -899,18 +924,27 @@ fn supersede_in(
     journal.supersede(old, new)
 }
 
-/// A file found under `<query>_revisions/` whose old place `<query>/…` the journal knows
-/// with the same bytes but which is gone from local disk: the engine moved it and the
-/// process died before the journal heard of it.
+/// A file found under `<query>_revisions/` (or `_deadletter/<query>/superseded/`) whose
+/// old place `<query>/…` (`_deadletter/<query>/…`) the journal knows with the same
+/// bytes but which is gone from local disk: the engine moved it and the process died
+/// before the journal heard of it.
 fn unreported_move(
     root: &Path,
     journal: &Journal,
     relative: &str,
     md5: &str,
 ) -> Option<Superseded> {
-    let (top, rest) = relative.split_once('/')?;
-    let query = top.strip_suffix("_revisions")?;
-    let from = format!("{query}/{rest}");
+    let from = match relative.strip_prefix("_deadletter/") {
+        Some(rest) => {
+            let (query, name) = rest.split_once("/superseded/")?;
+            format!("_deadletter/{query}/{name}")
+        }
+        None => {
+            let (top, rest) = relative.split_once('/')?;
+            let query = top.strip_suffix("_revisions")?;
+            format!("{query}/{rest}")
+        }
+    };
     let old = journal.get(&from)?;
     let moved = old.md5 == md5
         && !matches!(
@@ -952,10 +986,12 @@ fn requeue_present(shared: &Shared) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Output files under `dir`: Parquet (data, `<query>_revisions/` included) and
-/// `_logs/*.log` (logs); skips `_sync`, `_deadletter`, the engine's stream state in
-/// `_state`, files being written, and symlinks (never followed, so nothing outside the
-/// root is picked up).
+/// Output files under `dir`: Parquet (data, `<query>_revisions/` included),
+/// `_logs/*.log` (logs) and dead letters moved aside (`_deadletter/*/superseded/`,
+/// whole files, unlike a part being written); skips `_sync`, the other dead letters
+/// (journaled when their part closes), the engine's stream state in `_state`, files
+/// being written, and symlinks (never followed, so nothing outside the root is picked
+/// up).
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -967,7 +1003,15 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
             continue;
         };
         if file_type.is_dir() {
-            if !matches!(name.as_str(), "_sync" | "_deadletter" | "_state") {
+            if name == "_deadletter" {
+                for query in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    let superseded = query.path().join("superseded");
+                    let is_dir = std::fs::symlink_metadata(&superseded).is_ok_and(|m| m.is_dir());
+                    if query.file_type().is_ok_and(|t| t.is_dir()) && is_dir {
+                        collect_files(root, &superseded, out);
+                    }
+                }
+            } else if !matches!(name.as_str(), "_sync" | "_state") {
                 collect_files(root, &path, out);
             }
             continue;
@@ -983,7 +1027,8 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, FileKind)>) {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        if name.ends_with(".parquet") {
+        let moved_dead_letters = relative.starts_with("_deadletter/") && name.ends_with(".jsonl");
+        if name.ends_with(".parquet") || moved_dead_letters {
             out.push((relative, FileKind::Data));
         } else if relative.starts_with("_logs/")
             && name.contains(".log")
@@ -1026,12 +1071,19 @@ async fn uploader(shared: Arc<Shared>) {
             };
             for (record, job) in next.into_iter().take(room) {
                 let look_first = !matches!(record.state, FileState::Committed);
-                if job == Job::Upload
-                    && let Err(e) =
-                        lock(&shared.journal).set_state(&record.path, FileState::Uploading)
                 {
-                    tracing::error!(error = %e, "Sync journal");
-                    continue;
+                    let mut journal = lock(&shared.journal);
+                    // The engine may have superseded the file since the jobs were picked
+                    // (a start retiring the files of a dead attempt): its state stands.
+                    if journal.get(&record.path).map(|r| &r.state) != Some(&record.state) {
+                        continue;
+                    }
+                    if job == Job::Upload
+                        && let Err(e) = journal.set_state(&record.path, FileState::Uploading)
+                    {
+                        tracing::error!(error = %e, "Sync journal");
+                        continue;
+                    }
                 }
                 in_flight.insert(record.path.clone());
                 let (target, root, config) = (
@@ -1052,10 +1104,16 @@ async fn uploader(shared: Arc<Shared>) {
         let wait = if halted {
             HOUSEKEEPING
         } else {
+            // Old keys left alone for a while are looked at again when that ends.
+            let lingering = (!shared.uncertain.is_empty())
+                .then(|| LINGERING_PUT.checked_sub(shared.opened.elapsed()))
+                .flatten()
+                .unwrap_or(HOUSEKEEPING);
             not_before
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
                 .min(HOUSEKEEPING)
+                .min(lingering.max(Duration::from_millis(1)))
         };
         tokio::select! {
             done = tasks.join_next(), if !tasks.is_empty() => {
@@ -1101,6 +1159,7 @@ fn next_jobs(shared: &Shared, in_flight: &HashSet<String>) -> Vec<(Record, Job)>
         .filter_map(|r| match &r.state {
             FileState::Superseded { to } => {
                 let ready = !in_flight.contains(to)
+                    && shared.lingering(&r.path).is_none()
                     && journal.get(to).is_some_and(|t| {
                         matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
                     });

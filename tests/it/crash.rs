@@ -282,7 +282,12 @@ impl FileRun {
         }
         self.started_at = self.position();
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
-        let stderr = std::fs::File::create(self.stderr()).unwrap_or_else(|e| panic!("{e}"));
+        // Every life's log, one after the other.
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr())
+            .unwrap_or_else(|e| panic!("{e}"));
         command
             .args(&self.args)
             .stdout(Stdio::null())
