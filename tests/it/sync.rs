@@ -707,6 +707,26 @@ fn startup_scan_takes_revisions_and_skips_state_and_inprogress(case: &Case) {
     assert_eq!(journal_states(&root)[FROM], "moved");
 }
 
+/// Dead letters of an attempt that died before its checkpoint are moved aside by the
+/// next start (`_deadletter/<query>/superseded/`); the target follows, also when the
+/// process died between the move and the journal hearing of it.
+fn dead_letters_moved_aside_follow_in_the_target(case: &Case) {
+    let root = case.out();
+    let from = "_deadletter/q/deadletters-n4-0.jsonl";
+    let to = "_deadletter/q/superseded/deadletters-n4-0.jsonl";
+    let syncer = start_syncer(case, Duration::from_secs(3600));
+    let bytes = b"{\"input\":\"in.jsonl\",\"line\":3,\"reason\":\"bad\",\"raw\":\"x\"}\n";
+    syncer.handle().committed(&commit_file(&root, from, bytes));
+    finish_syncer(syncer);
+    assert!(case.place.objects().contains_key(from));
+    move_local(&root, from, to);
+    assert_success(&output(&mut case.sync(&[])), "sync after the crash");
+    let objects = case.place.objects();
+    assert_eq!(objects.keys().map(String::as_str).collect::<Vec<_>>(), [to]);
+    assert_eq!(objects[to], bytes);
+    assert_eq!(journal_states(&root)[from], "moved");
+}
+
 macro_rules! conformance {
     ($($name:ident),*) => {
         mod folder {
@@ -729,7 +749,8 @@ conformance!(
     supersede_after_upload_moves_the_key,
     crash_between_copy_and_delete_is_finished_by_sync,
     supersede_onto_other_bytes_keeps_the_old_key,
-    startup_scan_takes_revisions_and_skips_state_and_inprogress
+    startup_scan_takes_revisions_and_skips_state_and_inprogress,
+    dead_letters_moved_aside_follow_in_the_target
 );
 
 // ---- faults, against the server ----
