@@ -8,8 +8,10 @@
 //! more, or the sync quota is full under `backpressure`, the answer is 503 with
 //! `Retry-After`, never 200 and a silent drop.
 
+use std::collections::HashSet;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,9 +82,26 @@ pub struct PushTable {
     /// Whether the node keeps what it accepts now (false while the sync quota is full
     /// under `backpressure`).
     accepting: Arc<dyn Fn() -> bool + Send + Sync>,
-    /// Keys of batches accepted lately; held while a keyed batch is ingested, so a
-    /// resend racing the first waits for its answer.
-    keys: Mutex<Keys>,
+    /// Keys of batches accepted lately, and of those being ingested now.
+    keys: Mutex<KeyTable>,
+    /// Signalled when a key's batch is settled, for a resend that raced it.
+    settled: Condvar,
+}
+
+/// How long a key line may wait in the keys file's page cache before an fsync: until
+/// then its batch's log record, which holds the line too, is kept.
+const KEYS_SYNC: Duration = Duration::from_secs(1);
+
+/// The keys of one table. Only a key's own batches wait for each other: keyed batches
+/// under different keys are decoded and logged at once, so they share the log's group
+/// commit.
+struct KeyTable {
+    keys: Keys,
+    /// Keys whose batch is being decoded and logged now.
+    in_flight: HashSet<String>,
+    /// Log records of batches whose key line is not fsync'd in the keys file yet.
+    unkept: Vec<u64>,
+    synced: Instant,
 }
 
 impl PushTable {
@@ -99,7 +118,13 @@ impl PushTable {
             spec: spec.clone(),
             feed,
             accepting,
-            keys: Mutex::new(keys),
+            keys: Mutex::new(KeyTable {
+                keys,
+                in_flight: HashSet::new(),
+                unkept: Vec::new(),
+                synced: Instant::now(),
+            }),
+            settled: Condvar::new(),
         }
     }
 
@@ -122,27 +147,65 @@ impl PushTable {
         };
         valid_key(key).map_err(PushRefusal::Malformed)?;
         let digest = crate::digest::md5_hex(body);
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        match keys.check(key, &digest, now_micros()) {
-            Seen::Again(outcome) => return Ok((outcome, true)),
-            Seen::OtherBody => return Err(PushRefusal::KeyReused(key.to_owned())),
-            Seen::New => {}
+        {
+            let mut table = self.table();
+            // A resend racing its first copy waits for that one's answer.
+            while table.in_flight.contains(key) {
+                table = self.settled.wait(table).unwrap_or_else(|p| p.into_inner());
+            }
+            match table.keys.check(key, &digest, now_micros()) {
+                Seen::Again(outcome) => return Ok((outcome, true)),
+                Seen::OtherBody => return Err(PushRefusal::KeyReused(key.to_owned())),
+                Seen::New => {}
+            }
+            table.in_flight.insert(key.to_owned());
         }
-        let (outcome, mut arrival) = self.decode(content_type, content_encoding, body, origin)?;
-        // The key is logged with the batch: after a crash, both are there or neither.
-        let line = Keys::line(key, &digest, &outcome, now_micros());
-        arrival.key_line = Some(line.clone());
-        let seq = self.log(arrival)?;
-        // The batch is in: answer 200 even if the key cannot be kept, so the client does
-        // not resend it; only a resend after a lost answer could then count twice.
-        let kept = keys.record(&line);
-        if let Some(seq) = seq {
-            self.feed.key_kept(seq);
+        let logged = self
+            .decode(content_type, content_encoding, body, origin)
+            .and_then(|(outcome, mut arrival)| {
+                // The key is logged with the batch: after a crash, both are there or
+                // neither.
+                let line = Keys::line(key, &digest, &outcome, now_micros());
+                arrival.key_line = Some(line.clone());
+                Ok((outcome, line, self.log(arrival)?))
+            });
+        let mut table = self.table();
+        table.in_flight.remove(key);
+        let result = logged.map(|(outcome, line, seq)| {
+            // The batch is in: answer 200 even if the key cannot be kept, so the client
+            // does not resend it; only a resend after a lost answer could then count
+            // twice.
+            if let Err(e) = table.keys.record(&line) {
+                tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Key not kept");
+            }
+            table.unkept.extend(seq);
+            if table.synced.elapsed() >= KEYS_SYNC {
+                self.keep_keys(&mut table);
+            }
+            (outcome, false)
+        });
+        drop(table);
+        self.settled.notify_all();
+        result
+    }
+
+    fn table(&self) -> MutexGuard<'_, KeyTable> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fsyncs the keys file; the log need not keep the records of those keys any more.
+    fn keep_keys(&self, table: &mut KeyTable) {
+        match table.keys.sync() {
+            Ok(()) => {
+                for seq in table.unkept.drain(..) {
+                    self.feed.key_kept(seq);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Keys not kept")
+            }
         }
-        if let Err(e) = kept {
-            tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Key not kept");
-        }
-        Ok((outcome, false))
+        table.synced = Instant::now();
     }
 
     /// The longest body taken, before decompression too.

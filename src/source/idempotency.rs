@@ -68,6 +68,8 @@ pub struct Keys {
     order: VecDeque<(i64, String)>,
     /// Lines in the file, live or not.
     lines: usize,
+    /// Lines written since the last fsync.
+    unsynced: bool,
 }
 
 impl Keys {
@@ -89,6 +91,7 @@ impl Keys {
             entries: HashMap::new(),
             order: VecDeque::new(),
             lines: 0,
+            unsynced: false,
         };
         let Some(path) = keys.path.clone() else {
             return Ok(keys);
@@ -173,7 +176,8 @@ impl Keys {
         serde_json::to_string(&line).unwrap_or_default()
     }
 
-    /// Keeps a key line made by [`Keys::line`]; durable when this returns.
+    /// Keeps a key line made by [`Keys::line`]; durable once [`Keys::sync`] returns
+    /// (the batch's log record holds the line until then).
     pub fn record(&mut self, text: &str) -> Result<(), KeysError> {
         let Ok(line) = serde_json::from_str::<Line>(text) else {
             return Ok(());
@@ -189,13 +193,25 @@ impl Keys {
         let mut text = text.as_bytes().to_vec();
         text.push(b'\n');
         file.write_all(&text).map_err(fail)?;
-        file.sync_data().map_err(fail)?;
+        self.unsynced = true;
         self.lines += 1;
         if self.lines > 1024 && self.lines > 2 * self.entries.len() {
             let path = path.clone();
             self.rewrite()
                 .map_err(|source| KeysError { path, source })?;
         }
+        Ok(())
+    }
+
+    /// Makes every key recorded so far durable.
+    pub fn sync(&mut self) -> Result<(), KeysError> {
+        if let (true, Some(path), Some(file)) = (self.unsynced, &self.path, &self.file) {
+            file.sync_data().map_err(|source| KeysError {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        self.unsynced = false;
         Ok(())
     }
 
@@ -212,6 +228,7 @@ impl Keys {
             }
         }
         crate::sink::commit::commit_bytes(path, &text)?;
+        self.unsynced = false;
         self.lines = self.entries.len();
         self.file = Some(OpenOptions::new().append(true).open(path)?);
         Ok(())

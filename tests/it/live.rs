@@ -472,6 +472,93 @@ fn a_batch_resent_with_its_idempotency_key_counts_once_across_a_restart() {
 }
 
 #[test]
+fn one_keyed_batch_sent_eight_times_at_once_counts_once_while_other_keys_go_through() {
+    let dir = tempdir();
+    let query = write_query(
+        dir.path(),
+        "racing",
+        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
+    );
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "2",
+        ],
+        &[],
+    );
+    // Every batch within the first 5 s of one window, so the order in which the
+    // batches land makes none of them late.
+    let t0 = (now_ms() - 60_000).div_euclid(10_000) * 10_000;
+    let ts = |i: i64| t0 + (i % 50) * 100;
+    let mut expected = Expected::new();
+    let body = |first: i64| -> String {
+        (first..first + 50)
+            .map(|i| line(&format!("d{}", i % 4), ts(i), i))
+            .collect()
+    };
+    for i in 0..50 {
+        add(&mut expected, &format!("d{}", i % 4), ts(i), i);
+    }
+    // Eight copies of batch 0 under one key, and batches 1..=8 under keys of their own,
+    // all sent at once.
+    let port = node.port;
+    let answers: Vec<(String, u16, bool, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (key, body) = if i < 8 {
+                    ("same".to_owned(), body(0))
+                } else {
+                    (format!("own-{i}"), body((i - 7) * 50))
+                };
+                s.spawn(move || {
+                    let (status, head, answer) = http(
+                        port,
+                        "POST",
+                        "/ingest/readings",
+                        &[("Idempotency-Key", key.as_str())],
+                        body.as_bytes(),
+                    );
+                    let replayed = head
+                        .to_ascii_lowercase()
+                        .contains("idempotent-replayed: true");
+                    (
+                        key,
+                        status,
+                        replayed,
+                        String::from_utf8_lossy(&answer).into_owned(),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("a client failed")))
+            .collect()
+    });
+    for i in 50..450 {
+        add(&mut expected, &format!("d{}", i % 4), ts(i), i);
+    }
+    for (key, status, _, answer) in &answers {
+        assert_eq!(*status, 200, "{key}: {answer}");
+        assert!(answer.contains("\"accepted\":50"), "{key}: {answer}");
+    }
+    let same: Vec<_> = answers.iter().filter(|a| a.0 == "same").collect();
+    assert_eq!(
+        same.iter().filter(|a| !a.2).count(),
+        1,
+        "one copy is ingested, the others answered again: {same:?}"
+    );
+    assert!(answers.iter().filter(|a| a.0 != "same").all(|a| !a.2));
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(written(&dir.path().join("out"), "racing"), expected);
+}
+
+#[test]
 fn a_quiet_source_closes_its_windows_after_idle_timeout() {
     let dir = tempdir();
     let query = write_query(dir.path(), "quiet", PUSH_QUERY);
