@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::idempotency::{Keys, Seen, valid_key};
+use super::idempotency::{Keys, Seen, body_digest, valid_key};
 use super::live::{Arrival, Feed, Reject, now_micros};
 use crate::batch::Interner;
 use crate::decode::{Decoder, JsonDecoder};
@@ -146,14 +146,14 @@ impl PushTable {
             return Ok((outcome, false));
         };
         valid_key(key).map_err(PushRefusal::Malformed)?;
-        let digest = crate::digest::md5_hex(body);
+        let digest = body_digest(body);
         {
             let mut table = self.table();
             // A resend racing its first copy waits for that one's answer.
             while table.in_flight.contains(key) {
                 table = self.settled.wait(table).unwrap_or_else(|p| p.into_inner());
             }
-            match table.keys.check(key, &digest, now_micros()) {
+            match table.keys.check(key, &digest, body, now_micros()) {
                 Seen::Again(outcome) => return Ok((outcome, true)),
                 Seen::OtherBody => return Err(PushRefusal::KeyReused(key.to_owned())),
                 Seen::New => {}
