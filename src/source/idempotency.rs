@@ -4,9 +4,11 @@
 //! refused, not guessed at.
 //!
 //! Keys live for the table's `idempotency_ttl` in
-//! `<output>/_state/_push/<table>/idempotency.jsonl`, one JSON line per key, fsync'd
-//! before the answer goes out. A torn last line (a crash while appending) is skipped;
-//! the file is rewritten without expired keys once they make up most of it.
+//! `<output>/_state/_push/<table>/idempotency.jsonl`, one JSON line per key. The line
+//! is durable before the answer goes out as part of its batch's log record; the file
+//! gets it at once and fsyncs it within a second, and the log keeps the record until
+//! then. A torn last line (a crash while appending) is skipped; the file is rewritten
+//! without expired keys once they make up most of it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
