@@ -79,6 +79,25 @@ impl Format {
         }
         Ok(true)
     }
+
+    /// The lines of a file of this format after its header. A header this edgeflow must
+    /// not read ends the lines with an `InvalidData` error, naming the format.
+    pub fn lines<R: std::io::BufRead>(
+        self,
+        reader: R,
+    ) -> impl Iterator<Item = std::io::Result<String>> {
+        reader
+            .lines()
+            .enumerate()
+            .filter_map(move |(i, line)| match line {
+                Ok(line) if i == 0 => match self.check_first_line(&line) {
+                    Ok(true) => None,
+                    Ok(false) => Some(Ok(line)),
+                    Err(e) => Some(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
+                },
+                other => Some(other),
+            })
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,15 +124,8 @@ impl Keys {
         }
         match File::open(&path) {
             Ok(file) => {
-                for (i, line) in BufReader::new(file).lines().enumerate() {
+                for line in FORMAT.lines(BufReader::new(file)) {
                     let line = line.map_err(fail)?;
-                    if i == 0
-                        && FORMAT.check_first_line(&line).map_err(|e| {
-                            fail(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                        })?
-                    {
-                        continue;
-                    }
                     // A torn or foreign line cannot name a key we answered for.
                     let Ok(line) = serde_json::from_str(&line) else {
                         continue;

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -210,15 +210,8 @@ impl Journal {
         let mut records = BTreeMap::new();
         let (mut lines, mut rejected) = (0, 0);
         if let Ok(file) = File::open(&path) {
-            for (i, line) in BufReader::new(file).lines().enumerate() {
+            for line in FORMAT.lines(BufReader::new(file)) {
                 let line = line.map_err(fail)?;
-                if i == 0
-                    && FORMAT.check_first_line(&line).map_err(|e| {
-                        fail(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                    })?
-                {
-                    continue;
-                }
                 // A torn last line from a crash is not a record; anything else that fails
                 // to parse is skipped the same way rather than losing the rest.
                 if let Ok(record) = serde_json::from_str::<Record>(&line) {
