@@ -14,6 +14,7 @@ use crate::operators::Time;
 use crate::operators::dead_letter::DeadLetters;
 use crate::operators::key_merge::KeyMerge;
 use crate::operators::read_chunks::{Backlog, ReadChunks, read_chunks};
+use crate::operators::session_stitch::SessionStitch;
 use crate::operators::stamp::Stamp;
 use crate::operators::window_merge::WindowMerge;
 use crate::operators::window_partial::WindowPartial;
@@ -100,7 +101,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     );
     // Windows an earlier run left open join this run's partials at their keys' owners;
     // worker 0 hands them out.
-    let resumed: Vec<PartialWindow> = if scope.index() == 0 {
+    let resumed: Vec<PartialWindow> = if scope.index() == 0 && !plan.window.is_session() {
         shared
             .stream
             .resumed
@@ -117,9 +118,18 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     } else {
         Vec::new()
     };
-    partials
-        .concat(resumed.to_stream(scope))
-        .key_merge()
+    let merged = if plan.window.is_session() {
+        // Kept sessions go straight back to their stitcher, not through the panes.
+        partials.key_merge().session_stitch(
+            plan.clone(),
+            shared.stream.clone(),
+            shared.control.clone(),
+            shared.metrics.clone(),
+        )
+    } else {
+        partials.concat(resumed.to_stream(scope)).key_merge()
+    };
+    merged
         .window_merge(
             plan.clone(),
             result_schema(&plan),

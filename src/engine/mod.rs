@@ -530,8 +530,7 @@ impl RunningQuery {
         );
         state.advance(&stream, control.max_event_time());
         if control.end_of_input() == EndOfInput::Close {
-            let size = crate::window::assign::WindowAssigner::new(plan.window).size();
-            state.close_written(size, plan.source.max_out_of_orderness);
+            state.close_written(plan.window.file_span(), plan.source.max_out_of_orderness);
         }
         let live = match &config.input {
             Input::Live(live) => Some(live.clone()),

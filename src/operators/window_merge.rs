@@ -75,6 +75,19 @@ impl Collecting {
     }
 }
 
+/// Where the watermark stands at the end of the input (`Time::MAX` before it, or when
+/// the end closes every window): windows ending after it stay open.
+pub(super) fn final_watermark(control: &Control, stream: &Continuation, ooo: i64) -> Time {
+    if control.input_ended() && control.end_of_input() != EndOfInput::Close {
+        control
+            .max_event_time()
+            .max(stream.max_event_time)
+            .map_or(Time::MIN, |m| m.saturating_sub(ooo))
+    } else {
+        Time::MAX
+    }
+}
+
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
     /// Routes partials to their window's owner and emits each closed window's rows.
@@ -114,20 +127,9 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     return;
                 }
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-                // Where the watermark stands at the end of the input: windows ending
-                // after it stay open.
                 let end_of_input = control.end_of_input();
-                let final_watermark = if control.input_ended() && end_of_input != EndOfInput::Close
-                {
-                    control
-                        .max_event_time()
-                        .max(stream.max_event_time)
-                        .map_or(Time::MIN, |m| {
-                            m.saturating_sub(plan.source.max_out_of_orderness)
-                        })
-                } else {
-                    Time::MAX
-                };
+                let final_watermark =
+                    final_watermark(&control, &stream, plan.source.max_out_of_orderness);
                 while let Some((start, end, cap, merger)) = open.next_closed(limit) {
                     let still_open = end > final_watermark;
                     if still_open && end_of_input == EndOfInput::Discard {
@@ -160,7 +162,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             }
                         }
                     }
-                    if still_open {
+                    // Sessions are kept where they are stitched (`SessionStitch`).
+                    if still_open && !plan.window.is_session() {
                         stream.keep(KeptWindow {
                             start,
                             end,

@@ -176,8 +176,11 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                 if state.earliest_end().is_some_and(|end| end <= limit) {
                     metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
                     let parts = state.close_until(limit, worker, peers, &interner.borrow());
-                    for (&end, _) in window_caps.range(..=limit) {
-                        metrics.window_closing(end - window_size);
+                    // A session's file closes later, at its stitcher.
+                    if !plan.window.is_session() {
+                        for (&end, _) in window_caps.range(..=limit) {
+                            metrics.window_closing(end - window_size);
+                        }
                     }
                     let mut session = partial_out.activate();
                     for part in parts {

@@ -62,12 +62,30 @@ pub fn window_rows(
             retype(column, call.output_type)
         })
         .collect();
+    // A session's bounds are its own: first reading, last reading plus the gap.
+    let (starts, ends) = match plan.session_times() {
+        Some((first, last, gap)) => (
+            order
+                .iter()
+                .map(|&r| accs[first].int_extreme(r).unwrap_or(start))
+                .collect(),
+            order
+                .iter()
+                .map(|&r| {
+                    accs[last]
+                        .int_extreme(r)
+                        .map_or(end, |t| t.saturating_add(gap))
+                })
+                .collect(),
+        ),
+        None => (vec![start; n], vec![end; n]),
+    };
     let starts = Column {
-        values: ColumnValues::Timestamp(vec![start; n]),
+        values: ColumnValues::Timestamp(starts),
         validity: None,
     };
     let ends = Column {
-        values: ColumnValues::Timestamp(vec![end; n]),
+        values: ColumnValues::Timestamp(ends),
         validity: None,
     };
     let evaluated = plan.having.is_some()

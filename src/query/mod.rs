@@ -126,6 +126,12 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
     let source = schema::plan_source(create, base)?;
     let (aggregate, top_n) = top_n::split(query)?;
     let select = select::plan_select(aggregate, &source)?;
+    if let (Some(t), true) = (&top_n, select.window.is_session()) {
+        return Err(PlanError::at(
+            t.rank_span(),
+            "a window Top-N ranks the rows of one window, and every session is a window of its own; rank over TUMBLE or HOP",
+        ));
+    }
     let top_n = top_n
         .map(|t| t.plan(&select.outputs, &select.aggregates))
         .transpose()?;

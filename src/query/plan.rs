@@ -68,6 +68,39 @@ pub enum WindowSpec {
         /// Window length.
         size: i64,
     },
+    /// Per key, readings less than `gap` apart form one session `[first reading,
+    /// last reading + gap)`. Computed over `gap`-sized panes (so a reading is late
+    /// exactly when it would be under `TUMBLE` of that size) that each key's owner
+    /// stitches into sessions; see [`crate::window::session`].
+    Session {
+        /// The silence that ends a session.
+        gap: i64,
+    },
+}
+
+impl WindowSpec {
+    /// The span of event time one result file covers: the window for `TUMBLE` and
+    /// `HOP`; for `SESSION`, the sessions ending in one [`WindowSpec::session_file_span`].
+    pub fn file_span(&self) -> i64 {
+        match *self {
+            WindowSpec::Tumble { size } | WindowSpec::Hop { size, .. } => size,
+            WindowSpec::Session { gap } => Self::session_file_span(gap),
+        }
+    }
+
+    /// The sessions ending in `[k * span, (k + 1) * span)` share one file: the
+    /// smallest whole number of gaps that is at least a minute, so a short gap does not
+    /// make a file per second and every file ends on a pane boundary.
+    pub fn session_file_span(gap: i64) -> i64 {
+        const MINUTE: i64 = 60_000_000;
+        let gaps = (MINUTE + gap - 1) / gap.max(1);
+        gap.saturating_mul(gaps.max(1))
+    }
+
+    /// Whether this is a `SESSION` window.
+    pub fn is_session(&self) -> bool {
+        matches!(self, WindowSpec::Session { .. })
+    }
 }
 
 impl fmt::Display for WindowSpec {
@@ -82,6 +115,12 @@ impl fmt::Display for WindowSpec {
                     format_duration(*slide)
                 )
             }
+            WindowSpec::Session { gap } => write!(
+                f,
+                "SESSION gap {}, files of sessions ending in the same {}",
+                format_duration(*gap),
+                format_duration(Self::session_file_span(*gap))
+            ),
         }
     }
 }
@@ -236,6 +275,19 @@ impl QueryPlan {
     pub fn sketch_of(&self, i: usize) -> Option<usize> {
         self.plain_aggregate(i)
             .filter(|&a| self.aggregates[a].func.has_sketch())
+    }
+
+    /// For `SESSION`, the aggregates holding each group's first and last event time
+    /// (`MIN` and `MAX` of it, the last two aggregates, added by the planner): a
+    /// session's bounds, and what its owner stitches by.
+    pub fn session_times(&self) -> Option<(usize, usize, i64)> {
+        match self.window {
+            WindowSpec::Session { gap } => {
+                let n = self.aggregates.len();
+                Some((n.checked_sub(2)?, n.checked_sub(1)?, gap))
+            }
+            _ => None,
+        }
     }
 
     /// The aggregate output `i` plainly is, if it is one.

@@ -447,21 +447,16 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
     let usage = match function.as_str() {
         "TUMBLE" => format!("TUMBLE({}, <event time column>, <size>)", schema.name),
         "HOP" => format!("HOP({}, <event time column>, <slide>, <size>)", schema.name),
-        "SESSION" => {
-            return Err(PlanError::at(
-                fspan,
-                "SESSION windows are not supported yet; use TUMBLE or HOP",
-            ));
-        }
+        "SESSION" => format!("SESSION({}, <event time column>, <gap>)", schema.name),
         other => {
             return Err(PlanError::at(
                 fspan,
-                format!("unknown window function `{other}`; expected TUMBLE or HOP"),
+                format!("unknown window function `{other}`; expected TUMBLE, HOP or SESSION"),
             ));
         }
     };
     let args = table_function_args(&tvf.args, fspan, &usage)?;
-    let expected = if function == "TUMBLE" { 3 } else { 4 };
+    let expected = if function == "HOP" { 4 } else { 3 };
     if args.len() != expected {
         return Err(PlanError::at(
             fspan,
@@ -513,7 +508,15 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
             Ok(us)
         }
     };
-    let window = if function == "TUMBLE" {
+    let window = if function == "SESSION" {
+        WindowSpec::Session {
+            gap: at_least_minimum(
+                &args[2],
+                interval_expr(&args[2], "session gap")?,
+                "session gap",
+            )?,
+        }
+    } else if function == "TUMBLE" {
         WindowSpec::Tumble {
             size: at_least_minimum(
                 &args[2],
@@ -779,7 +782,26 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
         }
         None => None,
     };
-    let aggregates = output.aggregates;
+    let mut aggregates = output.aggregates;
+    if window.is_session() {
+        // A session's bounds are its first and last reading: kept as two more
+        // aggregates (`QueryPlan::session_times`), the last two.
+        let ts: SourceExpr = TypedExpr::leaf(
+            ColumnRef {
+                index: schema.event_time,
+                name: schema.columns[schema.event_time].name.clone(),
+            },
+            DataType::Timestamp,
+        );
+        for func in [AggregateFunction::Min, AggregateFunction::Max] {
+            aggregates.push(AggregateCall {
+                func,
+                arg: Some(ts.clone()),
+                output_type: DataType::Timestamp,
+                param: None,
+            });
+        }
+    }
     Ok(SelectPlan {
         filter,
         window,

@@ -292,6 +292,11 @@ fn names<T>(columns: &[(String, T)]) -> String {
 }
 
 impl Shape<'_> {
+    /// Where the rank column is named.
+    pub fn rank_span(&self) -> sqlparser::tokenizer::Span {
+        self.rank.span
+    }
+
     /// Resolves the ranking and the result columns against the aggregate's `outputs`.
     pub fn plan(&self, outputs: &[OutputColumn], aggregates: &[AggregateCall]) -> PlanResult<TopN> {
         let inner: Vec<(String, TopNColumn)> = outputs

@@ -15,6 +15,11 @@ impl WindowAssigner {
         match spec {
             WindowSpec::Tumble { size } => WindowAssigner { size, slide: size },
             WindowSpec::Hop { slide, size } => WindowAssigner { size, slide },
+            // Sessions are stitched from panes of one gap (`window::session`).
+            WindowSpec::Session { gap } => WindowAssigner {
+                size: gap,
+                slide: gap,
+            },
         }
     }
 

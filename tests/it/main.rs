@@ -19,6 +19,7 @@ mod query_files;
 mod query_hardening;
 mod query_outputs;
 mod s3_server;
+mod sessions;
 mod sketches;
 mod status_page;
 mod stream;

@@ -29,6 +29,13 @@ impl<V: Scalar> Extreme<V> {
     }
 }
 
+impl Extreme<i64> {
+    /// The extreme at `slot`, if the slot saw a value.
+    pub fn value(&self, slot: usize) -> Option<i64> {
+        (self.flags.get(slot).is_some_and(|f| f & ANY != 0)).then(|| self.v[slot])
+    }
+}
+
 use std::cmp::Ordering;
 
 /// Whether a value that compares to the current extreme as `order` replaces it.

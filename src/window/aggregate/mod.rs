@@ -305,6 +305,15 @@ impl Accumulator {
         }
     }
 
+    /// The value of a `MIN` or `MAX` of `BIGINT` or `TIMESTAMP` at `slot` (`None` for
+    /// an empty slot or another aggregate): a session's first and last event time.
+    pub fn int_extreme(&self, slot: usize) -> Option<i64> {
+        match self {
+            Accumulator::ExtremeInt(e) => e.value(slot),
+            _ => None,
+        }
+    }
+
     /// Empties `slots` so they can be reused.
     pub fn reset_slots(&mut self, slots: &[u32]) {
         for &s in slots {

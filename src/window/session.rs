@@ -1,0 +1,538 @@
+//! Session windows at each key's owner: gap-sized panes stitched into sessions.
+//!
+//! `SESSION(t, ts, gap)` is computed in two steps. Readings are aggregated into panes
+//! of one gap, exactly like `TUMBLE(t, ts, gap)` (so lateness, merging partials over
+//! workers and the kept state of a pane are those of any window), plus the first and
+//! last event time of each (pane, key). The key's owner then stitches the merged panes,
+//! in pane order, into sessions: a pane row joins every session of its key that it
+//! comes within `gap` of, merging them when it bridges two.
+//!
+//! Two readings less than a gap apart lie in the same pane or in neighbouring ones, so
+//! once every pane ending at or before `p` (a pane boundary) is stitched, a session
+//! ending at or before `p` can neither grow nor merge: it is final. Final sessions are
+//! collected into the file of their end ([`WindowSpec::session_file_span`]), written
+//! when the watermark has passed that file's end. Everything here depends only on the
+//! merged panes, so sessions are the same for any worker count.
+//!
+//! [`WindowSpec::session_file_span`]: crate::query::WindowSpec::session_file_span
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use super::aggregate::{Accumulator, Aggregate};
+use super::key::{KeyIndex, KeyRows};
+use crate::query::QueryPlan;
+
+/// One session of a key: its bounds and the slot holding its aggregates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Session {
+    /// First reading.
+    first: i64,
+    /// Last reading.
+    last: i64,
+    slot: u32,
+    /// The file start a previous run kept it under, while it is unchanged since.
+    kept_in: Option<i64>,
+}
+
+/// How a file's sessions relate to what the outputs already hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Its sessions changed since a previous run wrote it (or it is new).
+    Changed,
+    /// A checkpoint kept it without writing it: it must be written.
+    Unwritten,
+    /// Exactly what a previous run wrote and kept.
+    AsKept,
+}
+
+/// The sessions ending in one file's span, sorted by key and then start.
+#[derive(Debug)]
+pub struct SessionFile {
+    /// Start of the span (the file's name).
+    pub start: i64,
+    /// End of the span.
+    pub end: i64,
+    /// One row per session.
+    pub keys: KeyRows,
+    /// The sessions' aggregates, slot `i` for row `i`.
+    pub accs: Vec<Accumulator>,
+    /// Whether it has to be written.
+    pub freshness: Freshness,
+}
+
+/// The sessions of the keys one worker owns.
+#[derive(Debug)]
+pub struct Sessions {
+    gap: i64,
+    span: i64,
+    first_agg: usize,
+    last_agg: usize,
+    /// Every key seen, by id.
+    keys: KeyRows,
+    index: KeyIndex,
+    /// Open sessions by key id, sorted by `first`.
+    open: Vec<Vec<Session>>,
+    /// `(end, key)` of open sessions, earliest end first; entries whose session has
+    /// since grown or merged are skipped when they come up.
+    ends: BinaryHeap<Reverse<(i64, u32)>>,
+    accs: Vec<Accumulator>,
+    free: Vec<u32>,
+    /// Final sessions by the start of their file's span.
+    closed: BTreeMap<i64, Vec<(u32, Session)>>,
+    /// Files a previous run kept (unwritten by a checkpoint when true), which are
+    /// written again once complete if anything in them changed.
+    kept: BTreeMap<i64, bool>,
+    /// Files whose sessions changed in this run.
+    changed: std::collections::BTreeSet<i64>,
+}
+
+impl Sessions {
+    /// No sessions, for a `SESSION` plan (`None` for another window).
+    pub fn new(plan: &QueryPlan) -> Option<Self> {
+        let (first_agg, last_agg, gap) = plan.session_times()?;
+        Some(Sessions {
+            gap,
+            span: plan.window.file_span(),
+            first_agg,
+            last_agg,
+            keys: KeyRows::new(&plan.keys),
+            index: KeyIndex::default(),
+            open: Vec::new(),
+            ends: BinaryHeap::new(),
+            accs: plan.aggregates.iter().map(Accumulator::new).collect(),
+            free: Vec::new(),
+            closed: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            changed: Default::default(),
+        })
+    }
+
+    /// The pane size: sessions are final once the panes up to a multiple of it are in.
+    pub fn gap(&self) -> i64 {
+        self.gap
+    }
+
+    /// The start of the file a session ending at `end` belongs to.
+    fn file_of(&self, end: i64) -> i64 {
+        end.div_euclid(self.span).saturating_mul(self.span)
+    }
+
+    fn alloc(&mut self) -> u32 {
+        match self.free.pop() {
+            Some(s) => s,
+            None => {
+                for a in &mut self.accs {
+                    a.push_empty();
+                }
+                (self.accs[0].len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, slots: &[u32]) {
+        for a in &mut self.accs {
+            a.reset_slots(slots);
+        }
+        self.free.extend_from_slice(slots);
+    }
+
+    fn key_id(&mut self, keys: &KeyRows, row: usize) -> u32 {
+        let (id, new) = self.index.find_or_insert(&mut self.keys, keys, row);
+        if new {
+            self.open.push(Vec::new());
+        }
+        id as u32
+    }
+
+    fn mark_changed(&mut self, kept_in: Option<i64>) {
+        if let Some(file) = kept_in {
+            self.changed.insert(file);
+        }
+    }
+
+    /// Takes back what a previous run kept: the sessions of file `start` whose keys
+    /// `owned` says this worker owns. Every worker registers the file itself, so it is
+    /// written again, even empty, when the sessions in it have moved on.
+    pub fn resume(
+        &mut self,
+        start: i64,
+        keys: &KeyRows,
+        accs: &[Accumulator],
+        unwritten: bool,
+        owned: impl Fn(&KeyRows, usize) -> bool,
+    ) {
+        *self.kept.entry(start).or_default() |= unwritten;
+        for row in 0..keys.len {
+            if !owned(keys, row) {
+                continue;
+            }
+            let (Some(first), Some(last)) = (
+                accs[self.first_agg].int_extreme(row),
+                accs[self.last_agg].int_extreme(row),
+            ) else {
+                continue;
+            };
+            let key = self.key_id(keys, row);
+            let slot = self.alloc();
+            for (to, from) in self.accs.iter_mut().zip(accs) {
+                to.merge_slot(slot as usize, from, row);
+            }
+            let session = Session {
+                first,
+                last,
+                slot,
+                kept_in: Some(start),
+            };
+            let open = &mut self.open[key as usize];
+            let at = open.partition_point(|s| s.first < first);
+            open.insert(at, session);
+            self.ends
+                .push(Reverse((last.saturating_add(self.gap), key)));
+        }
+    }
+
+    /// Stitches the merged rows of one pane (panes come in order of their end).
+    pub fn add_pane(&mut self, keys: &KeyRows, accs: &[Accumulator]) {
+        let gap = self.gap;
+        for row in 0..keys.len {
+            let (Some(first), Some(last)) = (
+                accs[self.first_agg].int_extreme(row),
+                accs[self.last_agg].int_extreme(row),
+            ) else {
+                continue;
+            };
+            let key = self.key_id(keys, row);
+            let open = &mut self.open[key as usize];
+            // Sessions this row comes within a gap of: a run, since they are disjoint
+            // and sorted.
+            let from = open.partition_point(|s| s.last.saturating_add(gap) <= first);
+            let to = open.partition_point(|s| s.first < last.saturating_add(gap));
+            let joined: Vec<Session> = open.drain(from..to.max(from)).collect();
+            let slot = match joined.first() {
+                Some(s) => s.slot,
+                None => self.alloc(),
+            };
+            for (to, from) in self.accs.iter_mut().zip(accs) {
+                to.merge_slot(slot as usize, from, row);
+            }
+            let mut session = Session {
+                first,
+                last,
+                slot,
+                kept_in: None,
+            };
+            for s in &joined {
+                session.first = session.first.min(s.first);
+                session.last = session.last.max(s.last);
+                self.mark_changed(s.kept_in);
+            }
+            let merged: Vec<u32> = joined.iter().skip(1).map(|s| s.slot).collect();
+            for &other in &merged {
+                for acc in &mut self.accs {
+                    let part = acc.gather(&[other]);
+                    acc.merge_slot(slot as usize, &part, 0);
+                }
+            }
+            self.release(&merged);
+            let open = &mut self.open[key as usize];
+            open.insert(from, session);
+            self.ends
+                .push(Reverse((session.last.saturating_add(gap), key)));
+        }
+    }
+
+    /// Makes every session ending at or before `limit` final (`limit` a pane boundary
+    /// up to which every pane is stitched).
+    pub fn close_until(&mut self, limit: i64) {
+        while let Some(&Reverse((end, key))) = self.ends.peek() {
+            if end > limit {
+                break;
+            }
+            self.ends.pop();
+            let open = &mut self.open[key as usize];
+            let Some(at) = open
+                .iter()
+                .position(|s| s.last.saturating_add(self.gap) == end)
+            else {
+                continue;
+            };
+            let session = open.remove(at);
+            self.close(key, session);
+        }
+    }
+
+    fn close(&mut self, key: u32, session: Session) {
+        let file = self.file_of(session.last.saturating_add(self.gap));
+        if session.kept_in != Some(file) {
+            self.changed.insert(file);
+            self.mark_changed(session.kept_in);
+        }
+        self.closed.entry(file).or_default().push((key, session));
+    }
+
+    /// Ends every open session where it stands: the end of the input, where what is
+    /// open is written as it stands and kept.
+    pub fn close_all(&mut self) {
+        self.ends.clear();
+        for key in 0..self.open.len() {
+            for session in std::mem::take(&mut self.open[key]) {
+                self.close(key as u32, session);
+            }
+        }
+    }
+
+    /// The files whose span ends at or before `limit`, every session in them final.
+    pub fn take_files(&mut self, limit: i64) -> Vec<SessionFile> {
+        let mut starts: Vec<i64> = self
+            .closed
+            .keys()
+            .chain(self.kept.keys())
+            .copied()
+            .filter(|&s| s.saturating_add(self.span) <= limit)
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        starts.into_iter().map(|s| self.take_file(s)).collect()
+    }
+
+    fn take_file(&mut self, start: i64) -> SessionFile {
+        let sessions = self.closed.remove(&start).unwrap_or_default();
+        let unwritten = self.kept.remove(&start);
+        let freshness = if self.changed.remove(&start) || unwritten.is_none() {
+            Freshness::Changed
+        } else if unwritten == Some(true) {
+            Freshness::Unwritten
+        } else {
+            Freshness::AsKept
+        };
+        let mut rows = self.keys.empty_like();
+        for (key, _) in &sessions {
+            rows.push_from(&self.keys, *key as usize);
+        }
+        let mut order: Vec<usize> = (0..sessions.len()).collect();
+        order.sort_by(|&a, &b| {
+            rows.cmp_rows(a, &rows, b)
+                .then(sessions[a].1.first.cmp(&sessions[b].1.first))
+        });
+        let order32: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+        let mut keys = rows.select(&order32);
+        keys.sorted = true;
+        let slots: Vec<u32> = order.iter().map(|&i| sessions[i].1.slot).collect();
+        let accs = self.accs.iter().map(|a| a.gather(&slots)).collect();
+        self.release(&slots);
+        SessionFile {
+            start,
+            end: start.saturating_add(self.span),
+            keys,
+            accs,
+            freshness,
+        }
+    }
+
+    /// Open sessions and those waiting for their file, for the state gauges.
+    pub fn held(&self) -> usize {
+        self.open.iter().map(Vec::len).sum::<usize>()
+            + self.closed.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Batch, Column, ColumnValues, Interner};
+    use crate::query;
+    use crate::window::state::WindowState;
+
+    const S: i64 = 1_000_000;
+
+    fn plan() -> QueryPlan {
+        let text = "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts', max_out_of_orderness = '1m');
+             SELECT k, window_start, window_end, COUNT(*) AS n, SUM(v) AS s
+             FROM SESSION(r, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end";
+        query::parse("t", std::path::Path::new("t.sql"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Panes of `rows` (key, seconds, value) as one worker closes them, in order.
+    fn panes(plan: &QueryPlan, rows: &[(&str, i64, i64)]) -> Vec<(KeyRows, Vec<Accumulator>)> {
+        let mut interner = Interner::new();
+        let batch = Batch {
+            columns: vec![
+                Column {
+                    values: ColumnValues::Text(rows.iter().map(|r| interner.intern(r.0)).collect()),
+                    validity: None,
+                },
+                Column {
+                    values: ColumnValues::Timestamp(rows.iter().map(|r| r.1 * S).collect()),
+                    validity: None,
+                },
+                Column {
+                    values: ColumnValues::BigInt(rows.iter().map(|r| r.2).collect()),
+                    validity: None,
+                },
+            ],
+            len: rows.len(),
+        };
+        let mut state = WindowState::new(plan);
+        let mut late = Vec::new();
+        let ts = Some(&batch.columns[1]);
+        let args = [None, Some(&batch.columns[2]), ts, ts];
+        state.ingest(&batch, i64::MIN, None, &args, &interner, &mut late);
+        assert!(late.is_empty());
+        let mut parts = state.close_until(i64::MAX, 0, 1, &interner);
+        parts.sort_by_key(|p| p.end);
+        parts.into_iter().map(|p| (p.keys, p.accs)).collect()
+    }
+
+    /// (key, first, last, count, sum) of every row of `files`, in file order.
+    fn rows(files: &[SessionFile]) -> Vec<(String, i64, i64, i64, i64)> {
+        let mut interner = Interner::new();
+        let mut out = Vec::new();
+        for f in files {
+            let order: Vec<usize> = (0..f.keys.len).collect();
+            let keys =
+                f.keys.columns[0].to_column(&order, crate::types::DataType::Text, &mut interner);
+            let ColumnValues::Text(ids) = keys.values else {
+                panic!("text keys")
+            };
+            let n = f.accs[0].finish(&order, &mut interner).column.values;
+            let s = f.accs[1].finish(&order, &mut interner).column.values;
+            let (ColumnValues::BigInt(n), ColumnValues::BigInt(s)) = (n, s) else {
+                panic!("counts and sums")
+            };
+            for r in 0..f.keys.len {
+                out.push((
+                    String::from_utf8_lossy(interner.get_bytes(ids[r])).into_owned(),
+                    f.accs[2].int_extreme(r).unwrap_or(0) / S,
+                    f.accs[3].int_extreme(r).unwrap_or(0) / S,
+                    n[r],
+                    s[r],
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_session_grows_over_panes_and_is_final_once_its_gap_has_passed() {
+        let plan = plan();
+        let mut sessions = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        let panes = panes(
+            &plan,
+            &[
+                ("a", 1, 1),
+                ("a", 5, 2),
+                ("a", 28, 4),
+                ("b", 3, 10),
+                ("a", 19, 8),
+                ("a", 12, 16),
+            ],
+        );
+        for (keys, accs) in &panes {
+            sessions.add_pane(keys, accs);
+        }
+        // Ends: a at 38, b at 13. Only b is final at 30, and the file of 0..60 is not
+        // complete before 60.
+        sessions.close_until(30 * S);
+        assert_eq!(sessions.held(), 2);
+        assert!(sessions.take_files(30 * S).is_empty());
+        sessions.close_until(40 * S);
+        let files = sessions.take_files(60 * S);
+        assert_eq!(
+            rows(&files),
+            vec![("a".into(), 1, 28, 5, 31), ("b".into(), 3, 3, 1, 10)]
+        );
+        assert_eq!(files[0].freshness, Freshness::Changed);
+        assert_eq!(sessions.held(), 0);
+    }
+
+    #[test]
+    fn a_reading_that_bridges_two_kept_sessions_merges_them() {
+        let plan = plan();
+        let mut first = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        for (keys, accs) in &panes(&plan, &[("a", 5, 1), ("a", 22, 2)]) {
+            first.add_pane(keys, accs);
+        }
+        first.close_all();
+        let kept = first.take_files(i64::MAX);
+        assert_eq!(rows(&kept).len(), 2);
+        let mut next = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        for f in &kept {
+            next.resume(f.start, &f.keys, &f.accs, false, |_, _| true);
+        }
+        for (keys, accs) in &panes(&plan, &[("a", 13, 4)]) {
+            next.add_pane(keys, accs);
+        }
+        next.close_until(60 * S);
+        let files = next.take_files(60 * S);
+        assert_eq!(rows(&files), vec![("a".into(), 5, 22, 3, 7)]);
+        assert_eq!(files[0].freshness, Freshness::Changed);
+    }
+
+    #[test]
+    fn readings_a_gap_apart_start_a_new_session() {
+        let plan = plan();
+        let mut sessions = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        let panes = panes(
+            &plan,
+            &[("a", 1, 1), ("a", 11, 2), ("a", 20, 4), ("a", 30, 8)],
+        );
+        for (keys, accs) in &panes {
+            sessions.add_pane(keys, accs);
+        }
+        sessions.close_until(i64::MAX);
+        assert_eq!(
+            rows(&sessions.take_files(i64::MAX)),
+            vec![
+                ("a".into(), 1, 1, 1, 1),
+                ("a".into(), 11, 20, 2, 6),
+                ("a".into(), 30, 30, 1, 8)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kept_file_is_written_again_only_when_its_sessions_change() {
+        let plan = plan();
+        let mut first = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        for (keys, accs) in &panes(&plan, &[("a", 1, 1), ("b", 2, 1)]) {
+            first.add_pane(keys, accs);
+        }
+        first.close_all();
+        let kept = first.take_files(i64::MAX);
+        assert_eq!(kept.len(), 1);
+        let resume = |s: &mut Sessions| {
+            for f in &kept {
+                s.resume(f.start, &f.keys, &f.accs, false, |_, _| true);
+            }
+        };
+        // Nothing new: the file is as kept.
+        let mut same = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        resume(&mut same);
+        same.close_until(60 * S);
+        let files = same.take_files(60 * S);
+        assert_eq!(files[0].freshness, Freshness::AsKept);
+        assert_eq!(rows(&files).len(), 2);
+        // b goes on past the file's end: the file is written again without it.
+        let mut grown = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        resume(&mut grown);
+        for (keys, accs) in &panes(
+            &plan,
+            &[
+                ("b", 8, 1),
+                ("b", 17, 1),
+                ("b", 26, 1),
+                ("b", 35, 1),
+                ("b", 44, 1),
+                ("b", 53, 1),
+            ],
+        ) {
+            grown.add_pane(keys, accs);
+        }
+        grown.close_until(60 * S);
+        let files = grown.take_files(60 * S);
+        assert_eq!(files[0].freshness, Freshness::Changed);
+        assert_eq!(rows(&files), vec![("a".into(), 1, 1, 1, 1)]);
+        assert_eq!(grown.held(), 1);
+    }
+}

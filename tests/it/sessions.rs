@@ -1,0 +1,317 @@
+//! `SESSION` windows equal a plain sequential sessionisation of the same readings, at 1,
+//! 2 and 4 workers, with out-of-order and late readings, in one run and over
+//! consecutive runs on one output folder (sessions that span two files, written open by
+//! the first run, leave the first file when they grow).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use edgeflow::decode::Format;
+use edgeflow::source::Input;
+use edgeflow::types::Value;
+
+use super::live::{LiveNode, http, tempdir, write_query};
+use super::s3_server::wait_until;
+use super::support::{assert_rows_eq, parquet_files, plan, read_rows, run, sort_rows};
+
+/// One reading: device, event time (ms), bytes in, latency.
+#[derive(Clone, Debug)]
+struct Reading {
+    device: String,
+    ts_ms: i64,
+    bytes_in: i64,
+    latency_ms: f64,
+}
+
+/// A small deterministic generator (SplitMix64), so the test needs no crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Readings of `devices` devices in arrival order: each device reports in bursts
+/// (0.2 to 4 s apart) separated by silences (8 to 40 s), so sessions of a 5 s gap both
+/// form and break; arrivals are late by up to 3 s, and one in fifty by up to 40 s.
+fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
+    let mut rng = Rng(seed);
+    let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let mut all: Vec<(i64, Reading)> = Vec::new();
+    for d in 0..devices {
+        let mut t = base + rng.below(10_000) as i64;
+        for _ in 0..per_device {
+            t += if rng.below(6) == 0 {
+                8_000 + rng.below(32_000) as i64
+            } else {
+                200 + rng.below(3_800) as i64
+            };
+            let delay = if rng.below(50) == 0 {
+                rng.below(40_000)
+            } else {
+                rng.below(3_000)
+            } as i64;
+            let reading = Reading {
+                device: format!("dev-{d:03}"),
+                ts_ms: t,
+                bytes_in: rng.below(100_000) as i64,
+                latency_ms: rng.below(10_000) as f64 / 100.0,
+            };
+            all.push((t + delay, reading));
+        }
+    }
+    all.sort_by_key(|(arrival, r)| (*arrival, r.device.clone()));
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+fn jsonl(readings: &[Reading]) -> String {
+    readings
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"device_id\":\"{}\",\"ts\":{},\"bytes_in\":{},\"latency_ms\":{}}}\n",
+                r.device, r.ts_ms, r.bytes_in, r.latency_ms
+            )
+        })
+        .collect()
+}
+
+fn sql(gap_ms: i64, ooo_ms: i64) -> String {
+    format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
+           WITH (event_time = 'ts', max_out_of_orderness = '{ooo_ms}ms');
+         SELECT device_id, window_start, window_end, COUNT(*) AS readings,
+                SUM(bytes_in) AS bytes_in, MAX(latency_ms) AS max_latency_ms,
+                FIRST_VALUE(bytes_in) AS first_bytes_in
+         FROM SESSION(readings, ts, INTERVAL '{gap_ms}' MILLISECOND)
+         GROUP BY device_id, window_start, window_end"
+    )
+}
+
+/// The sequential answer: a reading is late when the watermark where it arrives (the
+/// largest earlier event time minus the out-of-orderness) has passed the end of its
+/// gap-sized pane; each device's other readings, by event time, start a new session
+/// wherever they are a gap or more apart. Returns the rows and the late count.
+fn oracle(readings: &[Reading], gap_ms: i64, ooo_ms: i64) -> (Vec<Vec<Value>>, u64) {
+    let mut by_device: BTreeMap<&str, Vec<&Reading>> = BTreeMap::new();
+    let mut max_seen: Option<i64> = None;
+    let mut late = 0;
+    for r in readings {
+        let watermark = max_seen.map(|m| m - ooo_ms);
+        max_seen = Some(max_seen.map_or(r.ts_ms, |m| m.max(r.ts_ms)));
+        let pane_end = r.ts_ms.div_euclid(gap_ms) * gap_ms + gap_ms;
+        if watermark.is_some_and(|w| pane_end <= w) {
+            late += 1;
+            continue;
+        }
+        by_device.entry(&r.device).or_default().push(r);
+    }
+    let us = |ms: i64| Value::Timestamp(ms * 1000);
+    let mut rows = Vec::new();
+    for (device, mut rs) in by_device {
+        rs.sort_by_key(|r| r.ts_ms);
+        let mut sessions: Vec<Vec<&Reading>> = Vec::new();
+        for r in rs {
+            match sessions.last_mut() {
+                Some(s) if r.ts_ms - s[s.len() - 1].ts_ms < gap_ms => s.push(r),
+                _ => sessions.push(vec![r]),
+            }
+        }
+        for s in sessions {
+            let (first, last) = (s[0].ts_ms, s[s.len() - 1].ts_ms);
+            // FIRST_VALUE by event time; a tie goes to the least value.
+            let first_bytes = s
+                .iter()
+                .filter(|r| r.ts_ms == first)
+                .map(|r| r.bytes_in)
+                .min()
+                .unwrap_or_default();
+            rows.push(vec![
+                Value::Text(device.to_owned()),
+                us(first),
+                us(last + gap_ms),
+                Value::BigInt(s.len() as i64),
+                Value::BigInt(s.iter().map(|r| r.bytes_in).sum()),
+                Value::Double(s.iter().map(|r| r.latency_ms).fold(f64::MIN, f64::max)),
+                Value::BigInt(first_bytes),
+            ]);
+        }
+    }
+    sort_rows(&mut rows);
+    (rows, late)
+}
+
+fn write(path: &Path, readings: &[Reading]) -> Input {
+    std::fs::write(path, jsonl(readings)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Input::File {
+        path: path.to_owned(),
+        format: Format::Jsonl,
+    }
+}
+
+#[test]
+fn sessions_match_a_sequential_oracle_at_1_2_and_4_workers() {
+    let (gap, ooo) = (5_000, 2_000);
+    let input = readings(11, 60, 300);
+    let (want, want_late) = oracle(&input, gap, ooo);
+    assert!(want_late > 0, "the input should have late readings");
+    assert!(
+        want.len() > 60 * 10,
+        "the input should break into many sessions, not {}",
+        want.len()
+    );
+    let plan = plan(&sql(gap, ooo));
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = write(&dir.path().join("in.jsonl"), &input);
+        let out = dir.path().join("out");
+        let summary = run(&plan, file, &out, workers, 8 * 1024);
+        let context = format!("{workers} workers");
+        assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+        assert_eq!(summary.late, want_late, "{context}: late readings");
+        assert_eq!(summary.readings, input.len() as u64, "{context}");
+    }
+}
+
+#[test]
+fn sessions_over_consecutive_runs_equal_one_run_and_are_written_once() {
+    let (gap, ooo) = (5_000, 2_000);
+    let input = readings(23, 40, 200);
+    let (want, want_late) = oracle(&input, gap, ooo);
+    let plan = plan(&sql(gap, ooo));
+    // Cut where sessions are open, at several places, and change the worker count
+    // between runs: the second run grows, merges and closes what the first kept.
+    for (cut, first_workers, second_workers) in [(0.3, 1, 4), (0.5, 2, 2), (0.8, 4, 1)] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let at = (input.len() as f64 * cut) as usize;
+        let out = dir.path().join("out");
+        let first = run(
+            &plan,
+            write(&dir.path().join("a.jsonl"), &input[..at]),
+            &out,
+            first_workers,
+            8 * 1024,
+        );
+        let second = run(
+            &plan,
+            write(&dir.path().join("b.jsonl"), &input[at..]),
+            &out,
+            second_workers,
+            8 * 1024,
+        );
+        let context = format!("cut at {cut}, {first_workers} then {second_workers} workers");
+        assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+        assert!(
+            !parquet_files(&out.join("q_revisions")).is_empty(),
+            "{context}: the second run should rewrite files the first wrote open"
+        );
+        assert_eq!(
+            first.late + second.late,
+            want_late,
+            "{context}: late readings"
+        );
+    }
+}
+
+#[test]
+fn a_session_query_explains_its_plan_and_refuses_a_top_n() {
+    let p = plan(&sql(30_000, 0));
+    assert!(
+        p.window.to_string().contains("SESSION gap 30s"),
+        "{}",
+        p.window
+    );
+    let top = String::from(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT) WITH (event_time = 'ts');
+         SELECT * FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY b DESC) AS rank
+           FROM (SELECT device_id, window_start, window_end, SUM(bytes_in) AS b
+                 FROM SESSION(readings, ts, INTERVAL '30' SECOND)
+                 GROUP BY device_id, window_start, window_end)
+         ) WHERE rank <= 3"
+    );
+    let err = match edgeflow::query::parse("q", Path::new("q.sql"), &top) {
+        Ok(_) => panic!("a Top-N over sessions should not plan"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("q.sql:3:"), "{err}");
+    assert!(
+        err.contains("every session is a window of its own"),
+        "{err}"
+    );
+}
+
+/// Legs of a query saved in its stream state: one more at each checkpoint.
+fn legs(out: &Path) -> u64 {
+    std::fs::read(out.join("_state/q/stream.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["runs"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn live_sessions_survive_checkpoints_and_a_restart() {
+    let (gap, ooo) = (5_000, 2_000);
+    let input = readings(31, 20, 120);
+    let (want, want_late) = oracle(&input, gap, ooo);
+    let dir = tempdir();
+    let sql = sql(gap, ooo).replace(
+        "WITH (event_time",
+        "WITH (connector = 'http_push', event_time",
+    );
+    let query = write_query(dir.path(), "q", &sql);
+    let args = [
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--workers",
+        "2",
+        "--checkpoint-every",
+        "100ms",
+    ];
+    let out = dir.path().join("out");
+    let mut node = LiveNode::start(dir.path(), &args, &[]);
+    for (i, part) in input.chunks(input.len() / 4 + 1).enumerate() {
+        if i == 2 {
+            // Open sessions are written as they stand and kept; the next start grows them.
+            let (code, stdout) = node.stop();
+            assert_eq!(code, Some(0), "{stdout}");
+            node = LiveNode::start(dir.path(), &args, &[]);
+        }
+        let saved = legs(&out);
+        for batch in part.chunks(100) {
+            let (status, _, body) = http(
+                node.port,
+                "POST",
+                "/ingest/readings",
+                &[("Content-Type", "application/x-ndjson")],
+                jsonl(batch).as_bytes(),
+            );
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        }
+        wait_until(
+            "a checkpoint after the push",
+            Duration::from_secs(60),
+            || legs(&out) > saved,
+        );
+    }
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_rows_eq(&read_rows(&out.join("q")), &want, "live, checkpointed");
+    assert_eq!(
+        read_rows(&out.join("q_late")).len() as u64,
+        want_late,
+        "late readings"
+    );
+}
