@@ -315,3 +315,33 @@ fn live_sessions_survive_checkpoints_and_a_restart() {
         "late readings"
     );
 }
+
+#[test]
+fn a_session_written_open_leaves_its_file_when_it_grows_past_it() {
+    let (gap, ooo) = (5_000, 1_000);
+    let base = 1_767_225_600_000;
+    let reading = |s: i64| Reading {
+        device: "dev-000".into(),
+        ts_ms: base + s * 1_000,
+        bytes_in: s,
+        latency_ms: 1.0,
+    };
+    let first: Vec<Reading> = (0..50).map(reading).collect();
+    let second: Vec<Reading> = (50..130).map(reading).collect();
+    let all: Vec<Reading> = first.iter().chain(&second).cloned().collect();
+    let (want, _) = oracle(&all, gap, ooo);
+    assert_eq!(want.len(), 1, "one session");
+    let plan = plan(&sql(gap, ooo));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("out");
+    run(&plan, write(&dir.path().join("a.jsonl"), &first), &out, 2, 1024);
+    // Written as it stands, in the file of the minute it would end in.
+    let open = read_rows(&out.join("q"));
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0][3], Value::BigInt(50));
+    run(&plan, write(&dir.path().join("b.jsonl"), &second), &out, 1, 1024);
+    // The first file's next revision no longer holds it; the session is in the file of
+    // its real end, once.
+    assert_rows_eq(&read_rows(&out.join("q")), &want, "grown session");
+    assert_eq!(parquet_files(&out.join("q_revisions")).len(), 1);
+}

@@ -14,6 +14,12 @@ The query runs over:
   watermark being the largest event time of all earlier lines minus the allowed
   out-of-orderness (none before the first line);
 * `tumble_windows(size_ms, max_out_of_orderness_ms)`: `hop_windows` with slide = size.
+* `session_windows(gap_ms, max_out_of_orderness_ms)`: each reading that is not late
+  (late, as the README defines it for SESSION: the end of its gap-sized pane
+  `[k * gap, (k + 1) * gap)` is at or before the watermark where it appears), with its
+  device's session as `window_start` (first reading) and `window_end` (last reading plus
+  the gap); a device's readings, by event time, start a new session wherever they are a
+  gap or more apart.
 
 Prints one JSON object: the result's column names and DuckDB types and its rows, with
 timestamps as epoch microseconds and integers as JSON integers.
@@ -82,6 +88,44 @@ con.execute(
     """
     CREATE MACRO tumble_windows(size_ms, max_out_of_orderness_ms) AS TABLE
     SELECT * FROM hop_windows(size_ms, size_ms, max_out_of_orderness_ms)
+    """
+)
+
+con.execute(
+    """
+    CREATE MACRO session_windows(gap_ms, max_out_of_orderness_ms) AS TABLE
+    WITH stamped AS (
+        SELECT *,
+               max(ts_ms) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                   - max_out_of_orderness_ms AS watermark_ms
+        FROM readings
+    ),
+    on_time AS (
+        SELECT * FROM stamped
+        WHERE watermark_ms IS NULL OR floor_div(ts_ms, gap_ms) * gap_ms + gap_ms > watermark_ms
+    ),
+    marked AS (
+        SELECT *,
+               CASE WHEN ts_ms - lag(ts_ms) OVER (PARTITION BY device_id ORDER BY ts_ms, line)
+                         >= gap_ms THEN 1 ELSE 0 END AS breaks
+        FROM on_time
+    ),
+    numbered AS (
+        SELECT *,
+               sum(breaks) OVER (PARTITION BY device_id ORDER BY ts_ms, line
+                                 ROWS UNBOUNDED PRECEDING) AS session
+        FROM marked
+    ),
+    bounded AS (
+        SELECT *,
+               min(ts_ms) OVER (PARTITION BY device_id, session) AS first_ms,
+               max(ts_ms) OVER (PARTITION BY device_id, session) AS last_ms
+        FROM numbered
+    )
+    SELECT * EXCLUDE (watermark_ms, breaks, session, first_ms, last_ms),
+           epoch_ms(first_ms) AS window_start,
+           epoch_ms(last_ms + gap_ms) AS window_end
+    FROM bounded
     """
 )
 
