@@ -19,6 +19,8 @@ pub struct Metrics {
     pub bad: AtomicU64,
     /// Late (reading, window) rows written to the late output.
     pub late: AtomicU64,
+    /// (reading, window) pairs taken within the allowed lateness, as corrections.
+    pub corrections: AtomicU64,
     /// Readings dropped by `WHERE`.
     pub filtered: AtomicU64,
     /// Result rows written.
@@ -31,6 +33,8 @@ pub struct Metrics {
     pub input_bytes: AtomicU64,
     /// Windows written while still open and kept for the next run.
     pub kept_windows: AtomicU64,
+    /// Closed windows kept for corrections within the allowed lateness.
+    pub correctable_windows: AtomicU64,
     /// Result files of older revisions moved to `<query>_revisions/`.
     pub superseded: AtomicU64,
     /// Sums and averages whose final value overflowed (integer sums past `BIGINT`,

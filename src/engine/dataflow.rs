@@ -88,6 +88,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         plan.clone(),
         late_schema(&plan),
         interner,
+        shared.stream.uncorrectable_until,
         shared.control.clone(),
         shared.metrics.clone(),
     );

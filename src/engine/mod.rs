@@ -402,7 +402,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         Some(total) if config.progress => Some(progress_bar(total, metrics.clone())),
         _ => None,
     };
-    let stream = Arc::new(Continuation::of(&state));
+    let stream = Arc::new(Continuation::of(&state, &plan));
     let writers: crate::operators::write_parquet::Writers = Arc::default();
     let notify = Notify {
         commit: config.on_commit.clone().unwrap_or_else(|| Arc::new(|_| {})),
@@ -547,7 +547,13 @@ impl RunningQuery {
         if let Some(live) = &live {
             live.checkpointed(live.position());
         }
-        Metrics::add(&metrics.kept_windows, state.open.len() as u64);
+        // Kept windows the watermark has passed are closed ones kept for corrections.
+        let watermark = state.max_event_time.map_or(i64::MIN, |m| {
+            m.saturating_sub(plan.source.max_out_of_orderness)
+        });
+        let correctable = state.open.iter().filter(|w| w.end <= watermark).count() as u64;
+        Metrics::add(&metrics.kept_windows, state.open.len() as u64 - correctable);
+        Metrics::add(&metrics.correctable_windows, correctable);
         let mut summary = RunSummary::collect(
             &plan,
             &config.input,

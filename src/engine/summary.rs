@@ -27,6 +27,8 @@ pub struct RunSummary {
     pub bad: u64,
     /// Late (reading, window) rows written to the late table.
     pub late: u64,
+    /// (reading, window) pairs taken within the allowed lateness, as corrections.
+    pub corrections: u64,
     /// Readings dropped by `WHERE`.
     pub filtered: u64,
     /// Distinct windows closed.
@@ -65,6 +67,9 @@ pub struct RunSummary {
     /// Windows written while still open and kept for the next run.
     #[serde(default)]
     pub kept_windows: u64,
+    /// Closed windows kept for corrections within the allowed lateness.
+    #[serde(default)]
+    pub correctable_windows: u64,
     /// Older revisions moved to `<query>_revisions/`.
     #[serde(default)]
     pub superseded: u64,
@@ -81,6 +86,7 @@ impl RunSummary {
             readings: self.readings + next.readings,
             bad: self.bad + next.bad,
             late: self.late + next.late,
+            corrections: self.corrections + next.corrections,
             filtered: self.filtered + next.filtered,
             windows: self.windows + next.windows,
             rows: self.rows + next.rows,
@@ -125,6 +131,7 @@ impl RunSummary {
             readings: Metrics::get(&m.readings),
             bad: Metrics::get(&m.bad),
             late: Metrics::get(&m.late),
+            corrections: Metrics::get(&m.corrections),
             filtered: Metrics::get(&m.filtered),
             windows: m.windows.lock().map(|w| w.len() as u64).unwrap_or(0),
             rows: Metrics::get(&m.rows),
@@ -147,6 +154,7 @@ impl RunSummary {
             already_consumed: false,
             resumed_at: None,
             kept_windows: Metrics::get(&m.kept_windows),
+            correctable_windows: Metrics::get(&m.correctable_windows),
             superseded: Metrics::get(&m.superseded),
             interrupted_by: None,
         }
@@ -200,6 +208,9 @@ impl fmt::Display for RunSummary {
         };
         writeln!(f, "bad          {}{dead}", self.bad)?;
         writeln!(f, "late         {}", self.late)?;
+        if self.corrections > 0 {
+            writeln!(f, "corrections  {}", self.corrections)?;
+        }
         if self.filtered > 0 {
             writeln!(f, "filtered     {}", self.filtered)?;
         }
@@ -217,6 +228,13 @@ impl fmt::Display for RunSummary {
                 f,
                 "open         {} windows written as they stand and kept for the next run",
                 self.kept_windows
+            )?;
+        }
+        if self.correctable_windows > 0 {
+            writeln!(
+                f,
+                "correctable  {} closed windows kept for corrections within the allowed lateness",
+                self.correctable_windows
             )?;
         }
         if self.superseded > 0 {

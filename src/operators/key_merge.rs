@@ -12,8 +12,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::Time;
 use super::window_merge::Collecting;
-use crate::window::aggregate::Aggregate;
-use crate::window::merge::WindowMerger;
+use crate::window::merge::{WindowMerger, sorted_rows};
 use crate::window::state::{PartialWindow, RESUMED, window_owner};
 
 /// Merges partial windows at the owner of their keys.
@@ -39,25 +38,24 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     }
                 });
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-                while let Some((start, end, cap, merger)) = open.next_closed(limit) {
-                    let from = if merger.is_fresh() { index } else { RESUMED };
-                    let Some((mut keys, mut accs)) = merger.merge() else {
+                while let Some(closed) = open.next_closed(limit) {
+                    let from = if closed.merger.is_fresh() {
+                        index
+                    } else {
+                        RESUMED
+                    };
+                    let Some((keys, accs)) = closed.merger.merge() else {
                         continue;
                     };
                     // Sorted here, on every worker at once, so the window's owner only
                     // merges sorted runs.
-                    if !keys.sorted {
-                        let order: Vec<u32> =
-                            keys.sorted_order().into_iter().map(|r| r as u32).collect();
-                        keys = keys.select(&order);
-                        keys.sorted = true;
-                        accs = accs.iter().map(|a| a.gather(&order)).collect();
-                    }
-                    output.session(&cap).give(PartialWindow {
-                        start,
-                        end,
-                        target: window_owner(start, peers),
+                    let (keys, accs) = sorted_rows(keys, accs);
+                    output.session(&closed.cap).give(PartialWindow {
+                        start: closed.start,
+                        end: closed.end,
+                        target: window_owner(closed.start, peers),
                         from,
+                        correction: closed.correction,
                         keys,
                         accs,
                     });

@@ -133,6 +133,7 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                             Freshness::Unwritten => RESUMED_UNWRITTEN,
                             Freshness::AsKept => RESUMED,
                         },
+                        correction: None,
                         keys: f.keys,
                         accs: f.accs,
                     });

@@ -23,14 +23,31 @@ use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, EndOfInput, Metrics};
 use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
-use crate::window::merge::WindowMerger;
-use crate::window::state::PartialWindow;
+use crate::window::aggregate::Accumulator;
+use crate::window::key::KeyRows;
+use crate::window::merge::{WindowMerger, sorted_rows};
+use crate::window::state::{PartialWindow, RESUMED};
 
-/// The windows whose parts an operator is collecting, by end, each with the capability
-/// to emit it at (the least time of its parts).
+/// The windows whose parts an operator is collecting, by the frontier that completes
+/// them (a window's end; a correction's time, plus one), each with the capability to
+/// emit it at (the least time of its parts).
 pub(super) struct Collecting {
-    open: BTreeMap<(i64, i64), (Capability<Time>, WindowMerger)>,
+    open: BTreeMap<(i64, i64), Collected>,
     merger: fn() -> WindowMerger,
+}
+
+/// The parts of one window (or of one correction of it) collected so far.
+pub(super) struct Collected {
+    /// Window start.
+    pub start: i64,
+    /// Window end.
+    pub end: i64,
+    /// The time of a correction's batches ([`PartialWindow::correction`]).
+    pub correction: Option<i64>,
+    /// Where to emit what the parts merge into.
+    pub cap: Capability<Time>,
+    /// The parts.
+    pub merger: WindowMerger,
 }
 
 impl Collecting {
@@ -45,28 +62,32 @@ impl Collecting {
     /// Adds a part that arrived under `cap`.
     pub(super) fn add(&mut self, cap: &InputCapability<Time>, part: PartialWindow) {
         let Some(time) = cap.least() else { return };
+        // Every part of a correction comes at its time, so once the frontier is past
+        // that time the correction is whole.
+        let complete_at = part.correction.map_or(part.end, |t| t.saturating_add(1));
         let entry = self
             .open
-            .entry((part.end, part.start))
-            .or_insert_with(|| (cap.delayed(time, 0), (self.merger)()));
-        if time < entry.0.time() {
-            entry.0 = cap.delayed(time, 0);
+            .entry((complete_at, part.start))
+            .or_insert_with(|| Collected {
+                start: part.start,
+                end: part.end,
+                correction: part.correction,
+                cap: cap.delayed(time, 0),
+                merger: (self.merger)(),
+            });
+        if time < entry.cap.time() {
+            entry.cap = cap.delayed(time, 0);
         }
-        entry.1.add(part);
+        entry.merger.add(part);
     }
 
-    /// The next window ending at or before `limit`: start, end, capability, parts.
-    pub(super) fn next_closed(
-        &mut self,
-        limit: Time,
-    ) -> Option<(i64, i64, Capability<Time>, WindowMerger)> {
+    /// The next window (or correction) the frontier at `limit` has completed.
+    pub(super) fn next_closed(&mut self, limit: Time) -> Option<Collected> {
         let entry = self.open.first_entry()?;
-        let (end, start) = *entry.key();
-        if end > limit {
+        if entry.key().0 > limit {
             return None;
         }
-        let (cap, merger) = entry.remove();
-        Some((start, end, cap, merger))
+        Some(entry.remove())
     }
 
     /// Drops every window.
@@ -101,6 +122,16 @@ pub trait WindowMerge<'s> {
     ) -> StreamVec<'s, Time, ClosedWindow>;
 }
 
+/// A closed window's merged rows, kept while the allowed lateness lets a correction
+/// reach it.
+struct Retained {
+    end: i64,
+    keys: KeyRows,
+    accs: Vec<Accumulator>,
+    /// The last revision written of it, if any.
+    revision: Option<u32>,
+}
+
 impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
     fn window_merge(
         self,
@@ -111,8 +142,10 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow> {
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
+        let allowed = plan.source.allowed_lateness;
         self.unary_frontier(exchange, "WindowMerge", move |_cap, _info| {
             let mut open = Collecting::new(WindowMerger::disjoint);
+            let mut retained: BTreeMap<i64, Retained> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for parts in data {
@@ -124,13 +157,68 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 let input_ended = frontier.frontier().is_empty();
                 if input_ended && control.failed() {
                     open.clear();
+                    retained.clear();
                     return;
                 }
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
                 let end_of_input = control.end_of_input();
                 let final_watermark =
                     final_watermark(&control, &stream, plan.source.max_out_of_orderness);
-                while let Some((start, end, cap, merger)) = open.next_closed(limit) {
+                let write =
+                    |start: i64, end: i64, keys: &KeyRows, accs: &[Accumulator], revision| {
+                        match window_rows(&plan, &schema, start, end, keys, accs, revision) {
+                            Ok(rows) => {
+                                Metrics::add(&metrics.overflows, rows.overflows);
+                                Some(ClosedWindow {
+                                    start,
+                                    end,
+                                    revision,
+                                    batch: rows.batch,
+                                })
+                            }
+                            Err(e) => {
+                                control.fail(crate::Error::Internal(format!("window rows: {e}")));
+                                None
+                            }
+                        }
+                    };
+                while let Some(closed) = open.next_closed(limit) {
+                    let Collected {
+                        start,
+                        end,
+                        correction,
+                        cap,
+                        merger,
+                    } = closed;
+                    if correction.is_some() {
+                        // Readings within the allowed lateness of a window written
+                        // already: the window again, with them, as its next revision.
+                        let Some((keys, accs)) = merger.merge() else {
+                            continue;
+                        };
+                        let base = retained.remove(&start);
+                        let revision = match &base {
+                            Some(r) => r.revision.map_or(0, |r| r + 1),
+                            None => stream.next_revision(start),
+                        };
+                        let (keys, accs) = match base {
+                            Some(base) => with_correction(base, keys, accs),
+                            None => sorted_rows(keys, accs),
+                        };
+                        if let Some(rows) = write(start, end, &keys, &accs, revision) {
+                            output.session(&cap).give(rows);
+                        }
+                        retained.insert(
+                            start,
+                            Retained {
+                                end,
+                                keys,
+                                accs,
+                                revision: Some(revision),
+                            },
+                        );
+                        continue;
+                    }
                     let still_open = end > final_watermark;
                     if still_open && end_of_input == EndOfInput::Discard {
                         continue;
@@ -145,35 +233,82 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     // A window only kept state feeds is already written as it stands; a
                     // checkpoint keeps its windows without writing them.
                     let checkpoint = still_open && end_of_input == EndOfInput::Checkpoint;
+                    let mut revision = stream.next_revision(start).checked_sub(1);
                     if fresh && !checkpoint {
-                        let revision = stream.next_revision(start);
-                        match window_rows(&plan, &schema, start, end, &keys, &accs, revision) {
-                            Ok(rows) => {
-                                Metrics::add(&metrics.overflows, rows.overflows);
-                                output.session(&cap).give(ClosedWindow {
-                                    start,
-                                    end,
-                                    revision,
-                                    batch: rows.batch,
-                                });
-                            }
-                            Err(e) => {
-                                control.fail(crate::Error::Internal(format!("window rows: {e}")))
-                            }
+                        let next = stream.next_revision(start);
+                        if let Some(rows) = write(start, end, &keys, &accs, next) {
+                            output.session(&cap).give(rows);
                         }
+                        revision = Some(next);
                     }
-                    // Sessions are kept where they are stitched (`SessionStitch`).
-                    if still_open && !plan.window.is_session() {
-                        stream.keep(KeptWindow {
+                    if still_open {
+                        // Sessions are kept where they are stitched (`SessionStitch`).
+                        if !plan.window.is_session() {
+                            stream.keep(KeptWindow {
+                                start,
+                                end,
+                                keys,
+                                accs,
+                                unwritten: checkpoint && fresh,
+                            });
+                        }
+                    } else if allowed > 0 {
+                        retained.insert(
                             start,
-                            end,
-                            keys,
-                            accs,
-                            unwritten: checkpoint && fresh,
-                        });
+                            Retained {
+                                end,
+                                keys,
+                                accs,
+                                revision,
+                            },
+                        );
+                    }
+                }
+                if !input_ended {
+                    // No correction can reach a window once the frontier is past its
+                    // end plus the allowance (a correction's time is below that).
+                    retained.retain(|_, r| r.end.saturating_add(allowed) > limit);
+                } else {
+                    // Closed windows still within the allowance at the final watermark
+                    // are kept for the next run's corrections.
+                    for (start, r) in std::mem::take(&mut retained) {
+                        if r.end.saturating_add(allowed) > final_watermark {
+                            stream.keep(KeptWindow {
+                                start,
+                                end: r.end,
+                                keys: r.keys,
+                                accs: r.accs,
+                                unwritten: false,
+                            });
+                        }
                     }
                 }
             }
         })
+    }
+}
+
+/// A retained window with a correction's merged rows folded in, in key order. The
+/// window's rows come first, so float sums combine in the same order on every run.
+fn with_correction(
+    base: Retained,
+    keys: KeyRows,
+    accs: Vec<Accumulator>,
+) -> (KeyRows, Vec<Accumulator>) {
+    let mut merger = WindowMerger::default();
+    let part = |from, keys, accs| PartialWindow {
+        start: 0,
+        end: base.end,
+        target: 0,
+        from,
+        correction: None,
+        keys,
+        accs,
+    };
+    merger.add(part(RESUMED, base.keys, base.accs));
+    merger.add(part(0, keys, accs));
+    match merger.merge() {
+        Some((keys, accs)) => sorted_rows(keys, accs),
+        None => (KeyRows::default(), Vec::new()),
     }
 }

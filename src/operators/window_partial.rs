@@ -5,6 +5,10 @@
 //! partial row per (window, key, worker) does. The operator holds one capability per open
 //! window, at `end - 1`, so the owner's frontier cannot pass a window before every
 //! worker's share of it has arrived.
+//!
+//! Corrections (readings within the allowed lateness of a window that had closed when
+//! their chunk started) go out with their chunk, at its time, marked with it
+//! ([`PartialWindow::correction`]).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -39,6 +43,7 @@ pub trait WindowPartial<'s> {
         plan: Arc<QueryPlan>,
         late_schema: SchemaRef,
         interner: Rc<RefCell<Interner>>,
+        uncorrectable_until: i64,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) -> (
@@ -79,6 +84,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
         plan: Arc<QueryPlan>,
         late_schema: SchemaRef,
         interner: Rc<RefCell<Interner>>,
+        uncorrectable_until: i64,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) -> (
@@ -99,10 +105,12 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
 
         builder.build(move |_capabilities| {
             let mut state = WindowState::new(&plan);
+            state.refuse_corrections_until(uncorrectable_until);
             let mut window_caps: BTreeMap<i64, Capability<Time>> = BTreeMap::new();
             let mut late_rows: Vec<LateRow> = Vec::new();
             move |frontiers| {
                 let mut late_session = late_out.activate();
+                let mut corrections = partial_out.activate();
                 input.for_each_stamp(|cap, data| {
                     for chunks in data {
                         for StampedChunk {
@@ -146,6 +154,14 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                                     .entry(end)
                                     .or_insert_with(|| cap.delayed(&(end - 1), 0));
                             }
+                            Metrics::add(&metrics.corrections, state.accepted_late() as u64);
+                            let time = cap.least().map_or(watermark, |t| watermark.max(*t));
+                            let parts = state.take_corrections(time, worker, peers, &interner);
+                            if !parts.is_empty() {
+                                corrections
+                                    .session(&cap.delayed(&time, 0))
+                                    .give_iterator(parts.into_iter());
+                            }
                             if !late_rows.is_empty() {
                                 Metrics::add(&metrics.late, late_rows.len() as u64);
                                 match late_batch(&late_schema, &plan, &batch, &late_rows, &interner)
@@ -182,7 +198,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                             metrics.window_closing(end - window_size);
                         }
                     }
-                    let mut session = partial_out.activate();
+                    let session = &mut corrections;
                     for part in parts {
                         if let Some(cap) = window_caps.get(&part.end) {
                             session.session(cap).give(part);

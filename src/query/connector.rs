@@ -285,6 +285,7 @@ const COMMON: &[&str] = &[
     "connector",
     "event_time",
     "max_out_of_orderness",
+    "allowed_lateness",
     "max_future_skew",
     "idle_timeout",
     "max_ahead_of_clock",

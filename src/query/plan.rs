@@ -33,6 +33,11 @@ pub struct SourceSchema {
     /// How far behind the largest event time seen a reading may be and still be on time,
     /// in microseconds: the watermark is `max event time seen - max_out_of_orderness`.
     pub max_out_of_orderness: i64,
+    /// How long after a window closes (its end passed by the watermark) a reading for it
+    /// is still taken, as a correction written as a new revision of the window, in
+    /// microseconds; later readings go to the late table. Zero: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allowed_lateness: i64,
     /// How far ahead of the rest of its chunk a reading may be, in microseconds, before
     /// it is quarantined as a bad clock instead of moving the watermark (see
     /// [`crate::decode::clock`]).
@@ -51,6 +56,10 @@ impl SourceSchema {
     pub fn types(&self) -> Vec<DataType> {
         self.columns.iter().map(|c| c.ty).collect()
     }
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// How readings are assigned to windows; all sizes in microseconds.
@@ -326,6 +335,13 @@ impl fmt::Display for QueryPlan {
             s.columns[s.event_time].name,
             format_duration(s.max_out_of_orderness)
         )?;
+        if s.allowed_lateness > 0 {
+            writeln!(
+                f,
+                "lateness    readings up to {} after their window closed correct it (a new revision); later ones go to the late table",
+                format_duration(s.allowed_lateness)
+            )?;
+        }
         writeln!(
             f,
             "clock       readings more than {} ahead of their chunk's median are quarantined",

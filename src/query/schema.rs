@@ -115,6 +115,7 @@ pub fn plan_source(create: &CreateTable, base: &std::path::Path) -> PlanResult<S
     }
     let mut event_time = None;
     let mut max_ooo = 0;
+    let mut allowed_lateness = 0;
     let mut max_future_skew = DEFAULT_MAX_FUTURE_SKEW;
     for option in &table_options {
         match option.key.as_str() {
@@ -140,6 +141,9 @@ pub fn plan_source(create: &CreateTable, base: &std::path::Path) -> PlanResult<S
             "max_out_of_orderness" => {
                 max_ooo = duration_option(&option.value, option.value_span, true)?;
             }
+            "allowed_lateness" => {
+                allowed_lateness = duration_option(&option.value, option.value_span, true)?;
+            }
             "max_future_skew" => {
                 max_future_skew = duration_option(&option.value, option.value_span, false)?;
             }
@@ -158,6 +162,7 @@ pub fn plan_source(create: &CreateTable, base: &std::path::Path) -> PlanResult<S
         columns,
         event_time,
         max_out_of_orderness: max_ooo,
+        allowed_lateness,
         max_future_skew,
         connector,
     })

@@ -74,6 +74,7 @@ fn record_queries(queries: &Queries) {
         counter!("edgeflow_query_readings_total", &q).absolute(figures.readings);
         counter!("edgeflow_query_bad_total", &q).absolute(figures.bad);
         counter!("edgeflow_query_late_total", &q).absolute(figures.late);
+        counter!("edgeflow_query_corrections_total", &q).absolute(figures.corrections);
         counter!("edgeflow_query_rows_total", &q).absolute(figures.rows);
         counter!("edgeflow_query_files_total", &q).absolute(figures.files);
         counter!("edgeflow_query_bytes_written_total", &q).absolute(figures.bytes);

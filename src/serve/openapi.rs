@@ -67,7 +67,7 @@ pub fn spec() -> Value {
                                 "type": "object",
                                 "properties": {
                                     "readings": { "type": "integer" }, "bad": { "type": "integer" },
-                                    "late": { "type": "integer" }, "rows": { "type": "integer" },
+                                    "late": { "type": "integer" }, "corrections": { "type": "integer" }, "rows": { "type": "integer" },
                                     "files": { "type": "integer" }, "bytes": { "type": "integer" }
                                 }
                             },

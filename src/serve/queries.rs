@@ -90,6 +90,9 @@ pub struct Figures {
     pub bad: u64,
     /// Late (reading, window) rows.
     pub late: u64,
+    /// (reading, window) pairs taken within the allowed lateness, as corrections.
+    #[serde(default)]
+    pub corrections: u64,
     /// Result rows written.
     pub rows: u64,
     /// Files committed.
@@ -104,6 +107,7 @@ impl Figures {
             readings: Metrics::get(&metrics.readings),
             bad: Metrics::get(&metrics.bad),
             late: Metrics::get(&metrics.late),
+            corrections: Metrics::get(&metrics.corrections),
             rows: Metrics::get(&metrics.rows),
             files: Metrics::get(&metrics.files),
             bytes: Metrics::get(&metrics.bytes_written),
@@ -115,6 +119,7 @@ impl Figures {
             readings: self.readings + o.readings,
             bad: self.bad + o.bad,
             late: self.late + o.late,
+            corrections: self.corrections + o.corrections,
             rows: self.rows + o.rows,
             files: self.files + o.files,
             bytes: self.bytes + o.bytes,

@@ -83,6 +83,10 @@ pub struct KeptWindow {
     pub unwritten: bool,
 }
 
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
 /// What an output folder keeps of one query's stream.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamState {
@@ -98,8 +102,14 @@ pub struct StreamState {
     pub inputs: Vec<ConsumedInput>,
     /// Last revision written, by window start.
     pub revisions: BTreeMap<i64, u32>,
-    /// Windows still open.
+    /// Windows still open, and closed windows within the allowed lateness (their state
+    /// is what a correction merges into).
     pub open: Vec<KeptWindow>,
+    /// The allowed lateness the closed windows in `open` cover: a window that closed
+    /// less than this before the watermark is there. A run under a larger allowance
+    /// cannot correct the windows that closed before that.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allowed_lateness: i64,
     /// Where a live query stands in its table's write-ahead log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LivePosition>,
@@ -128,6 +138,9 @@ pub fn plan_fingerprint(plan: &QueryPlan) -> String {
     plan.top_n = None;
     // Where readings come from and how often they are polled changes nothing kept.
     plan.source.connector = Default::default();
+    // The allowance may change between runs: the state says what it kept
+    // (`StreamState::allowed_lateness`).
+    plan.source.allowed_lateness = 0;
     let text = serde_json::to_vec(&plan).unwrap_or_default();
     crate::digest::md5_hex(&text)
 }
@@ -208,6 +221,7 @@ impl StreamState {
             .map(|mut k| std::mem::take(&mut *k))
             .unwrap_or_default();
         self.open.sort_by_key(|w| w.start);
+        self.allowed_lateness = run.allowed_lateness;
         self.runs += 1;
     }
 
@@ -217,6 +231,7 @@ impl StreamState {
     /// replace the final one.
     pub fn close_written(&mut self, size: i64, out_of_orderness: i64) {
         self.open.clear();
+        self.allowed_lateness = 0;
         if let Some(&start) = self.revisions.keys().next_back() {
             let past = start.saturating_add(size).saturating_add(out_of_orderness);
             self.max_event_time = self.max_event_time.max(Some(past));
@@ -248,15 +263,29 @@ pub struct Continuation {
     pub written: std::sync::Mutex<BTreeMap<i64, u32>>,
     /// Windows this run leaves open.
     pub kept: std::sync::Mutex<Vec<KeptWindow>>,
+    /// The query's allowed lateness.
+    pub allowed_lateness: i64,
+    /// Windows ending at or before it cannot be corrected in this run: an earlier run
+    /// closed them under a smaller allowance than this run's and kept nothing of them.
+    pub uncorrectable_until: i64,
 }
 
 impl Continuation {
-    /// The continuation of `state`.
-    pub fn of(state: &StreamState) -> Self {
+    /// The continuation of `state` under `plan`.
+    pub fn of(state: &StreamState, plan: &QueryPlan) -> Self {
+        let allowed_lateness = plan.source.allowed_lateness;
+        let uncorrectable_until = match state.max_event_time {
+            Some(max) if allowed_lateness > state.allowed_lateness => max
+                .saturating_sub(plan.source.max_out_of_orderness)
+                .saturating_sub(state.allowed_lateness),
+            _ => i64::MIN,
+        };
         Continuation {
             max_event_time: state.max_event_time,
             revisions: state.revisions.clone(),
             resumed: state.open.clone(),
+            allowed_lateness,
+            uncorrectable_until,
             ..Continuation::default()
         }
     }

@@ -93,6 +93,18 @@ impl WindowMerger {
     }
 }
 
+/// Rows in key order: `keys` sorted, and every accumulator's slots with them.
+pub fn sorted_rows(keys: KeyRows, accs: Vec<Accumulator>) -> (KeyRows, Vec<Accumulator>) {
+    if keys.sorted {
+        return (keys, accs);
+    }
+    let order: Vec<u32> = keys.sorted_order().into_iter().map(|r| r as u32).collect();
+    let mut keys = keys.select(&order);
+    keys.sorted = true;
+    let accs = accs.iter().map(|a| a.gather(&order)).collect();
+    (keys, accs)
+}
+
 /// Appends parts that share no key; when each is sorted, a merge of the sorted runs
 /// keeps the result sorted, so the owner never sorts a big window.
 fn append_disjoint(parts: &mut [PartialWindow]) -> (KeyRows, Vec<Accumulator>) {

@@ -5,6 +5,13 @@
 //! starts under and when the frontier has passed a window; it answers with late rows,
 //! newly opened windows (so the operator can hold a capability for each) and partial
 //! aggregates routed to the worker that owns each key.
+//!
+//! Under `allowed_lateness` a reading for a window that closed before its batch started,
+//! but less than the allowance ago, is a *correction*: it is aggregated apart from the
+//! open windows and handed out with its batch ([`WindowState::take_corrections`]), so the
+//! window's owner writes a new revision of that window. Which readings are corrections,
+//! and which batch carries them, depends only on the watermarks, hence not on the worker
+//! count.
 
 use std::borrow::Cow;
 
@@ -67,6 +74,7 @@ pub fn split_by_key_owner(
             end,
             target,
             from,
+            correction: None,
             keys: keys.select(&rows),
             accs: accs.iter().map(|a| a.gather(&rows)).collect(),
         })
@@ -95,6 +103,12 @@ pub struct PartialWindow {
     pub target: usize,
     /// Worker that computed it, or [`RESUMED`].
     pub from: usize,
+    /// For readings that arrived after the window closed (within the allowed
+    /// lateness): the time of the batches that carried them. Parts of one correction
+    /// share it, and the owner writes them as one new revision once the frontier has
+    /// passed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<i64>,
     /// Key values, one row per group.
     pub keys: KeyRows,
     /// One accumulator per aggregate, slot `i` for key row `i`.
@@ -177,17 +191,102 @@ impl Slots {
     }
 }
 
+impl Slots {
+    fn new(plan: &QueryPlan) -> Self {
+        Slots {
+            windows: Vec::new(),
+            last: 0,
+            accs: plan.aggregates.iter().map(Accumulator::new).collect(),
+            free: Vec::new(),
+            capacity: 0,
+            opened: Vec::new(),
+        }
+    }
+
+    /// Closes the first `count` windows (in order of start) into partials split by the
+    /// worker (of `peers`) that owns each key, and frees their slots.
+    fn close_first(
+        &mut self,
+        count: usize,
+        keys: &mut KeyMapper,
+        template: &KeyRows,
+        (worker, peers): (usize, usize),
+        interner: &Interner,
+    ) -> Vec<PartialWindow> {
+        let mut out = Vec::new();
+        for window in self.windows.drain(..count).collect::<Vec<_>>() {
+            let mut rows = template.empty_like();
+            // Slots in key order when the mapper can sort cheaply; `window.slots` keeps
+            // the allocation order, which resets and the free list walk faster.
+            let mut key_order = Cow::Borrowed(&window.keys);
+            let mut slot_order = Cow::Borrowed(&window.slots);
+            if let Some(order) = keys.sorted_positions(&window.keys, interner) {
+                key_order = Cow::Owned(order.iter().map(|&p| window.keys[p as usize]).collect());
+                slot_order = Cow::Owned(order.iter().map(|&p| window.slots[p as usize]).collect());
+                rows.sorted = true;
+            }
+            for &key in key_order.iter() {
+                keys.push_values(key, interner, &mut rows);
+            }
+            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
+            for row in 0..rows.len {
+                rows_of[key_owner(&rows, row, peers)].push(row as u32);
+            }
+            for (target, owned) in rows_of.into_iter().enumerate() {
+                if owned.is_empty() {
+                    continue;
+                }
+                let slots: Vec<u32> = owned.iter().map(|&r| slot_order[r as usize]).collect();
+                out.push(PartialWindow {
+                    start: window.start,
+                    end: window.end,
+                    target,
+                    from: worker,
+                    correction: None,
+                    keys: rows.select(&owned),
+                    accs: self.accs.iter().map(|a| a.gather(&slots)).collect(),
+                });
+            }
+            for acc in &mut self.accs {
+                acc.reset_slots(&window.slots);
+            }
+            self.free.extend_from_slice(&window.slots);
+        }
+        self.last = 0;
+        out
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let heap: usize = self.accs.iter().map(Accumulator::heap_bytes).sum();
+        let per_slot: usize = self.accs.iter().map(Accumulator::bytes_per_slot).sum();
+        let index: usize = self
+            .windows
+            .iter()
+            .map(|w| w.slot_of_key.capacity() * 4 + (w.keys.capacity() + w.slots.capacity()) * 4)
+            .sum();
+        per_slot * self.capacity as usize + heap + index + self.free.capacity() * 4
+    }
+}
+
 /// Open windows and their aggregate state.
 #[derive(Debug)]
 pub struct WindowState {
     assigner: WindowAssigner,
     max_out_of_orderness: i64,
+    allowed_lateness: i64,
+    /// Windows ending at or before it are past correcting whatever the allowance: an
+    /// earlier run closed them under a smaller one and kept nothing of them.
+    uncorrectable_until: i64,
     event_time: usize,
     keys: KeyMapper,
     key_template: KeyRows,
     slots: Slots,
+    /// Readings of windows that closed before their batch started, within the allowance.
+    corrections: Slots,
     key_ids: Vec<u32>,
     pairs: Pairs,
+    correction_pairs: Pairs,
+    accepted_late: usize,
 }
 
 impl WindowState {
@@ -196,20 +295,24 @@ impl WindowState {
         WindowState {
             assigner: WindowAssigner::new(plan.window),
             max_out_of_orderness: plan.source.max_out_of_orderness,
+            allowed_lateness: plan.source.allowed_lateness,
+            uncorrectable_until: i64::MIN,
             event_time: plan.source.event_time,
             keys: KeyMapper::new(&plan.keys),
             key_template: KeyRows::new(&plan.keys),
-            slots: Slots {
-                windows: Vec::new(),
-                last: 0,
-                accs: plan.aggregates.iter().map(Accumulator::new).collect(),
-                free: Vec::new(),
-                capacity: 0,
-                opened: Vec::new(),
-            },
+            slots: Slots::new(plan),
+            corrections: Slots::new(plan),
             key_ids: Vec::new(),
             pairs: Pairs::default(),
+            correction_pairs: Pairs::default(),
+            accepted_late: 0,
         }
+    }
+
+    /// Treats readings of windows ending at or before `end` as late whatever the
+    /// allowance (see [`crate::stream::Continuation::uncorrectable_until`]).
+    pub fn refuse_corrections_until(&mut self, end: i64) {
+        self.uncorrectable_until = end;
     }
 
     /// Folds a batch into its windows.
@@ -217,7 +320,9 @@ impl WindowState {
     /// `watermark_floor` is the watermark in force at the batch's first row (from the
     /// largest event time of all earlier input); within the batch it rises with the rows
     /// before each one. A row whose window ends at or before its watermark is late and is
-    /// reported in `late` instead. `selected[r] == false` skips a row (`WHERE`); `args`
+    /// reported in `late` instead, unless the allowed lateness has not passed since: then
+    /// it joins its window if the window was still open when the batch started, or the
+    /// batch's corrections if it was not. `selected[r] == false` skips a row (`WHERE`); `args`
     /// holds each aggregate's argument column (`None` for `COUNT(*)`).
     pub fn ingest(
         &mut self,
@@ -230,10 +335,15 @@ impl WindowState {
     ) {
         self.keys.key_ids(batch, &mut self.key_ids);
         self.pairs.clear();
+        self.correction_pairs.clear();
         let assigner = self.assigner;
         let ooo = self.max_out_of_orderness;
+        let allowed = self.allowed_lateness;
+        let refused = self.uncorrectable_until;
         let ts = batch.timestamps(self.event_time);
         let mut seen_max = i64::MIN;
+        self.accepted_late = 0;
+        let accepted_late = &mut self.accepted_late;
         for (r, &t) in ts.iter().enumerate() {
             let watermark = watermark_floor.max(seen_max.saturating_sub(ooo));
             seen_max = seen_max.max(t);
@@ -242,8 +352,11 @@ impl WindowState {
             }
             let key = self.key_ids[r];
             let (slots, pairs) = (&mut self.slots, &mut self.pairs);
+            let (corrections, correction_pairs) =
+                (&mut self.corrections, &mut self.correction_pairs);
             assigner.for_each(t, |start, end| {
-                if end <= watermark {
+                if end.saturating_add(allowed) <= watermark || (end <= watermark && end <= refused)
+                {
                     late.push(LateRow {
                         row: r as u32,
                         start,
@@ -251,20 +364,60 @@ impl WindowState {
                         watermark,
                     });
                 } else {
-                    pairs.push(r as u32, slots.slot(start, end, key));
+                    if end <= watermark {
+                        *accepted_late += 1;
+                    }
+                    if end <= watermark_floor {
+                        correction_pairs.push(r as u32, corrections.slot(start, end, key));
+                    } else {
+                        pairs.push(r as u32, slots.slot(start, end, key));
+                    }
                 }
             });
         }
+        let input = Input {
+            arg: None,
+            times: ts,
+            interner,
+        };
         for (acc, &arg) in self.slots.accs.iter_mut().zip(args) {
-            acc.update(
-                &self.pairs,
-                Input {
-                    arg,
-                    times: ts,
-                    interner,
-                },
-            );
+            acc.update(&self.pairs, Input { arg, ..input });
         }
+        if !self.correction_pairs.rows.is_empty() {
+            for (acc, &arg) in self.corrections.accs.iter_mut().zip(args) {
+                acc.update(&self.correction_pairs, Input { arg, ..input });
+            }
+        }
+    }
+
+    /// (reading, window) pairs of the last batch ingested that came after the
+    /// watermark had passed their window's end, within the allowance.
+    pub fn accepted_late(&self) -> usize {
+        self.accepted_late
+    }
+
+    /// The corrections of the last batch ingested, as partials split by key owner and
+    /// marked with `time`, the batch's time.
+    pub fn take_corrections(
+        &mut self,
+        time: i64,
+        worker: usize,
+        peers: usize,
+        interner: &Interner,
+    ) -> Vec<PartialWindow> {
+        self.corrections.opened.clear();
+        let count = self.corrections.windows.len();
+        let mut parts = self.corrections.close_first(
+            count,
+            &mut self.keys,
+            &self.key_template,
+            (worker, peers),
+            interner,
+        );
+        for part in &mut parts {
+            part.correction = Some(time);
+        }
+        parts
     }
 
     /// Windows opened since the last call, as `(start, end)`.
@@ -282,46 +435,13 @@ impl WindowState {
         interner: &Interner,
     ) -> Vec<PartialWindow> {
         let closing = self.slots.windows.partition_point(|w| w.end <= limit);
-        let mut out = Vec::new();
-        for window in self.slots.windows.drain(..closing).collect::<Vec<_>>() {
-            let mut keys = self.key_template.empty_like();
-            // Slots in key order when the mapper can sort cheaply; `window.slots` keeps
-            // the allocation order, which resets and the free list walk faster.
-            let mut key_order = Cow::Borrowed(&window.keys);
-            let mut slot_order = Cow::Borrowed(&window.slots);
-            if let Some(order) = self.keys.sorted_positions(&window.keys, interner) {
-                key_order = Cow::Owned(order.iter().map(|&p| window.keys[p as usize]).collect());
-                slot_order = Cow::Owned(order.iter().map(|&p| window.slots[p as usize]).collect());
-                keys.sorted = true;
-            }
-            for &key in key_order.iter() {
-                self.keys.push_values(key, interner, &mut keys);
-            }
-            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
-            for row in 0..keys.len {
-                rows_of[key_owner(&keys, row, peers)].push(row as u32);
-            }
-            for (target, rows) in rows_of.into_iter().enumerate() {
-                if rows.is_empty() {
-                    continue;
-                }
-                let slots: Vec<u32> = rows.iter().map(|&r| slot_order[r as usize]).collect();
-                out.push(PartialWindow {
-                    start: window.start,
-                    end: window.end,
-                    target,
-                    from: worker,
-                    keys: keys.select(&rows),
-                    accs: self.slots.accs.iter().map(|a| a.gather(&slots)).collect(),
-                });
-            }
-            for acc in &mut self.slots.accs {
-                acc.reset_slots(&window.slots);
-            }
-            self.slots.free.extend_from_slice(&window.slots);
-        }
-        self.slots.last = 0;
-        out
+        self.slots.close_first(
+            closing,
+            &mut self.keys,
+            &self.key_template,
+            (worker, peers),
+            interner,
+        )
     }
 
     /// End of the earliest-ending open window.
@@ -337,24 +457,7 @@ impl WindowState {
     /// Bytes held for open groups: accumulators for every slot allocated (sketches with
     /// what they hold), plus the per-window key index.
     pub fn state_bytes(&self) -> usize {
-        let heap: usize = self.slots.accs.iter().map(Accumulator::heap_bytes).sum();
-        let per_slot: usize = self
-            .slots
-            .accs
-            .iter()
-            .map(Accumulator::bytes_per_slot)
-            .sum();
-        let index: usize = self
-            .slots
-            .windows
-            .iter()
-            .map(|w| w.slot_of_key.capacity() * 4 + (w.keys.capacity() + w.slots.capacity()) * 4)
-            .sum();
-        per_slot * self.slots.capacity as usize
-            + heap
-            + index
-            + self.slots.free.capacity() * 4
-            + self.keys.heap_bytes()
+        self.slots.heap_bytes() + self.corrections.heap_bytes() + self.keys.heap_bytes()
     }
 }
 

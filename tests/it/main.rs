@@ -9,6 +9,7 @@ mod devices;
 mod faults;
 mod hostile_input;
 mod interop;
+mod lateness;
 mod live;
 mod live_mqtt;
 mod live_poll;

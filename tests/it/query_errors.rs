@@ -65,8 +65,8 @@ fn mistakes_are_reported_with_file_line_and_column() {
             "queries/bad.sql:3:95: aggregate function COUNT is not allowed in WHERE",
         ),
         (
-            "SELECT device_id, window_start, COUNT(*) FROM SESSION(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",
-            "queries/bad.sql:3:47: SESSION windows are not supported yet",
+            "SELECT device_id, window_start, COUNT(*) FROM SESSION(readings, ts) GROUP BY device_id, window_start",
+            "queries/bad.sql:3:47: expected 3 arguments: SESSION(readings, <event time column>, <gap>)",
         ),
         (
             "SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes) AS n FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start",

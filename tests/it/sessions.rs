@@ -334,12 +334,24 @@ fn a_session_written_open_leaves_its_file_when_it_grows_past_it() {
     let plan = plan(&sql(gap, ooo));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("out");
-    run(&plan, write(&dir.path().join("a.jsonl"), &first), &out, 2, 1024);
+    run(
+        &plan,
+        write(&dir.path().join("a.jsonl"), &first),
+        &out,
+        2,
+        1024,
+    );
     // Written as it stands, in the file of the minute it would end in.
     let open = read_rows(&out.join("q"));
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0][3], Value::BigInt(50));
-    run(&plan, write(&dir.path().join("b.jsonl"), &second), &out, 1, 1024);
+    run(
+        &plan,
+        write(&dir.path().join("b.jsonl"), &second),
+        &out,
+        1,
+        1024,
+    );
     // The first file's next revision no longer holds it; the session is in the file of
     // its real end, once.
     assert_rows_eq(&read_rows(&out.join("q")), &want, "grown session");

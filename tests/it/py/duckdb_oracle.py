@@ -7,13 +7,16 @@ The query runs over:
 
 * `readings`: every reading with its declared columns (`ts` as a UTC TIMESTAMP), its
   place in the input `line` (0, 1, ... in file order) and `ts_ms` (epoch milliseconds);
-* `hop_windows(slide_ms, size_ms, max_out_of_orderness_ms)`: each reading once per window
-  `[k * slide, k * slide + size)` that holds its event time and that it is not late for,
-  with `window_start` and `window_end` (UTC TIMESTAMPs). Late, as the README defines it:
-  the window's end is at or before the watermark in force where the reading appears, the
-  watermark being the largest event time of all earlier lines minus the allowed
-  out-of-orderness (none before the first line);
-* `tumble_windows(size_ms, max_out_of_orderness_ms)`: `hop_windows` with slide = size.
+* `hop_windows(slide_ms, size_ms, max_out_of_orderness_ms, allowed_lateness_ms := 0)`:
+  each reading once per window `[k * slide, k * slide + size)` that holds its event time
+  and that it is not late for, with `window_start` and `window_end` (UTC TIMESTAMPs).
+  Late, as the README defines it: the window's end plus the allowed lateness is at or
+  before the watermark in force where the reading appears, the watermark being the
+  largest event time of all earlier lines minus the allowed out-of-orderness (none
+  before the first line); a reading within the allowance counts in the window's latest
+  revision;
+* `tumble_windows(size_ms, max_out_of_orderness_ms, allowed_lateness_ms := 0)`:
+  `hop_windows` with slide = size.
 * `session_windows(gap_ms, max_out_of_orderness_ms)`: each reading that is not late
   (late, as the README defines it for SESSION: the end of its gap-sized pane
   `[k * gap, (k + 1) * gap)` is at or before the watermark where it appears), with its
@@ -64,7 +67,8 @@ con.execute(
 con.execute("CREATE MACRO floor_div(a, b) AS (a - ((a % b) + b) % b) // b")
 con.execute(
     """
-    CREATE MACRO hop_windows(slide_ms, size_ms, max_out_of_orderness_ms) AS TABLE
+    CREATE MACRO hop_windows(slide_ms, size_ms, max_out_of_orderness_ms,
+                             allowed_lateness_ms := 0) AS TABLE
     WITH stamped AS (
         SELECT *,
                max(ts_ms) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -81,13 +85,15 @@ con.execute(
            epoch_ms(start_ms) AS window_start,
            epoch_ms(start_ms + size_ms) AS window_end
     FROM assigned
-    WHERE watermark_ms IS NULL OR start_ms + size_ms > watermark_ms
+    WHERE watermark_ms IS NULL OR start_ms + size_ms + allowed_lateness_ms > watermark_ms
     """
 )
 con.execute(
     """
-    CREATE MACRO tumble_windows(size_ms, max_out_of_orderness_ms) AS TABLE
-    SELECT * FROM hop_windows(size_ms, size_ms, max_out_of_orderness_ms)
+    CREATE MACRO tumble_windows(size_ms, max_out_of_orderness_ms,
+                                allowed_lateness_ms := 0) AS TABLE
+    SELECT * FROM hop_windows(size_ms, size_ms, max_out_of_orderness_ms,
+                              allowed_lateness_ms := allowed_lateness_ms)
     """
 )
 
