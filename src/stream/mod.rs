@@ -66,7 +66,9 @@ pub enum StateError {
     },
 }
 
-/// A window left open at the end of a run: merged over every worker.
+/// A window kept at the end of a run, merged over every worker: open (the watermark
+/// has not passed its end), or closed less than the allowed lateness ago, kept for
+/// corrections.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeptWindow {
     /// Window start, microseconds.
