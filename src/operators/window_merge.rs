@@ -24,9 +24,10 @@ use crate::engine::control::{Control, EndOfInput, Metrics};
 use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
 use crate::window::aggregate::Accumulator;
+use crate::window::closed::{ClosedWindowState, ClosedWindows};
 use crate::window::key::KeyRows;
-use crate::window::merge::{WindowMerger, sorted_rows};
-use crate::window::state::{PartialWindow, RESUMED};
+use crate::window::merge::WindowMerger;
+use crate::window::state::PartialWindow;
 
 /// The windows whose parts an operator is collecting, by the frontier that completes
 /// them (a window's end; a correction's time, plus one), each with the capability to
@@ -122,16 +123,6 @@ pub trait WindowMerge<'s> {
     ) -> StreamVec<'s, Time, ClosedWindow>;
 }
 
-/// A closed window's merged rows, kept while the allowed lateness lets a correction
-/// reach it.
-struct Retained {
-    end: i64,
-    keys: KeyRows,
-    accs: Vec<Accumulator>,
-    /// The last revision written of it, if any.
-    revision: Option<u32>,
-}
-
 impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
     fn window_merge(
         self,
@@ -142,10 +133,9 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow> {
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
-        let allowed = plan.source.allowed_lateness;
         self.unary_frontier(exchange, "WindowMerge", move |_cap, _info| {
             let mut open = Collecting::new(WindowMerger::disjoint);
-            let mut retained: BTreeMap<i64, Retained> = BTreeMap::new();
+            let mut closed_windows = ClosedWindows::new(plan.source.allowed_lateness);
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for parts in data {
@@ -157,7 +147,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 let input_ended = frontier.frontier().is_empty();
                 if input_ended && control.failed() {
                     open.clear();
-                    retained.clear();
+                    closed_windows.clear();
                     return;
                 }
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
@@ -196,27 +186,13 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         let Some((keys, accs)) = merger.merge() else {
                             continue;
                         };
-                        let base = retained.remove(&start);
-                        let revision = match &base {
-                            Some(r) => r.revision.map_or(0, |r| r + 1),
-                            None => stream.next_revision(start),
-                        };
-                        let (keys, accs) = match base {
-                            Some(base) => with_correction(base, keys, accs),
-                            None => sorted_rows(keys, accs),
-                        };
-                        if let Some(rows) = write(start, end, &keys, &accs, revision) {
+                        let first = stream.next_revision(start);
+                        let window = closed_windows.correct(start, end, keys, accs, first);
+                        let revision = window.revision.unwrap_or(first);
+                        if let Some(rows) = write(start, end, &window.keys, &window.accs, revision)
+                        {
                             output.session(&cap).give(rows);
                         }
-                        retained.insert(
-                            start,
-                            Retained {
-                                end,
-                                keys,
-                                accs,
-                                revision: Some(revision),
-                            },
-                        );
                         continue;
                     }
                     let still_open = end > final_watermark;
@@ -252,10 +228,10 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 unwritten: checkpoint && fresh,
                             });
                         }
-                    } else if allowed > 0 {
-                        retained.insert(
+                    } else {
+                        closed_windows.closed(
                             start,
-                            Retained {
+                            ClosedWindowState {
                                 end,
                                 keys,
                                 accs,
@@ -264,51 +240,16 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         );
                     }
                 }
-                if !input_ended {
-                    // No correction can reach a window once the frontier is past its
-                    // end plus the allowance (a correction's time is below that).
-                    retained.retain(|_, r| r.end.saturating_add(allowed) > limit);
-                } else {
+                if input_ended {
                     // Closed windows still within the allowance at the final watermark
                     // are kept for the next run's corrections.
-                    for (start, r) in std::mem::take(&mut retained) {
-                        if r.end.saturating_add(allowed) > final_watermark {
-                            stream.keep(KeptWindow {
-                                start,
-                                end: r.end,
-                                keys: r.keys,
-                                accs: r.accs,
-                                unwritten: false,
-                            });
-                        }
+                    for kept in closed_windows.take_kept(final_watermark) {
+                        stream.keep(kept);
                     }
+                } else {
+                    closed_windows.expire(limit);
                 }
             }
         })
-    }
-}
-
-/// A retained window with a correction's merged rows folded in, in key order. The
-/// window's rows come first, so float sums combine in the same order on every run.
-fn with_correction(
-    base: Retained,
-    keys: KeyRows,
-    accs: Vec<Accumulator>,
-) -> (KeyRows, Vec<Accumulator>) {
-    let mut merger = WindowMerger::default();
-    let part = |from, keys, accs| PartialWindow {
-        start: 0,
-        end: base.end,
-        target: 0,
-        from,
-        correction: None,
-        keys,
-        accs,
-    };
-    merger.add(part(RESUMED, base.keys, base.accs));
-    merger.add(part(0, keys, accs));
-    match merger.merge() {
-        Some((keys, accs)) => sorted_rows(keys, accs),
-        None => (KeyRows::default(), Vec::new()),
     }
 }

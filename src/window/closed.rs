@@ -1,0 +1,265 @@
+//! Closed windows kept for corrections: under `allowed_lateness`, the owner of a window
+//! keeps its merged rows after writing it, until the watermark has passed its end plus
+//! the allowance, so that readings arriving in that time (a correction) are merged into
+//! the whole window and it is written again as its next revision.
+//!
+//! Pure state, no timely: the operator says when a window closed, when a correction
+//! came, and where the frontier is.
+
+use std::collections::BTreeMap;
+
+use super::aggregate::Accumulator;
+use super::key::KeyRows;
+use super::merge::{WindowMerger, sorted_rows};
+use super::state::{PartialWindow, RESUMED};
+use crate::stream::KeptWindow;
+
+/// A closed window's merged rows.
+#[derive(Debug)]
+pub struct ClosedWindowState {
+    /// Window end.
+    pub end: i64,
+    /// Group keys, sorted.
+    pub keys: KeyRows,
+    /// One accumulator per aggregate, slot `i` for key row `i`.
+    pub accs: Vec<Accumulator>,
+    /// The last revision of it written, if any.
+    pub revision: Option<u32>,
+}
+
+/// The closed windows of one owner still within the allowed lateness, by start.
+#[derive(Debug)]
+pub struct ClosedWindows {
+    allowed_lateness: i64,
+    windows: BTreeMap<i64, ClosedWindowState>,
+}
+
+impl ClosedWindows {
+    /// None kept yet, under `allowed_lateness` (microseconds; zero keeps nothing).
+    pub fn new(allowed_lateness: i64) -> Self {
+        ClosedWindows {
+            allowed_lateness,
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps the window starting at `start` that has just closed, if corrections can
+    /// reach it.
+    pub fn closed(&mut self, start: i64, window: ClosedWindowState) {
+        if self.allowed_lateness > 0 {
+            self.windows.insert(start, window);
+        }
+    }
+
+    /// Merges a correction (`keys`, `accs`) into the window starting at `start` and
+    /// returns the window as it now stands, with the revision to write it as. A window
+    /// with nothing kept (its first readings are the correction) gets `first_revision`.
+    pub fn correct(
+        &mut self,
+        start: i64,
+        end: i64,
+        keys: KeyRows,
+        accs: Vec<Accumulator>,
+        first_revision: u32,
+    ) -> &ClosedWindowState {
+        let window = match self.windows.remove(&start) {
+            Some(base) => {
+                let (keys, accs) = with_correction(base.keys, base.accs, keys, accs);
+                ClosedWindowState {
+                    end,
+                    keys,
+                    accs,
+                    revision: Some(base.revision.map_or(0, |r| r + 1)),
+                }
+            }
+            None => {
+                let (keys, accs) = sorted_rows(keys, accs);
+                ClosedWindowState {
+                    end,
+                    keys,
+                    accs,
+                    revision: Some(first_revision),
+                }
+            }
+        };
+        self.windows.entry(start).or_insert(window)
+    }
+
+    /// Forgets the windows no correction can reach once the frontier is at `limit`: a
+    /// correction's time is below its window's end plus the allowance.
+    pub fn expire(&mut self, limit: i64) {
+        let allowed = self.allowed_lateness;
+        self.windows
+            .retain(|_, w| w.end.saturating_add(allowed) > limit);
+    }
+
+    /// At the end of the input: the windows still within the allowance at the final
+    /// watermark, to keep for the next run's corrections; forgets them all.
+    pub fn take_kept(&mut self, final_watermark: i64) -> Vec<KeptWindow> {
+        let allowed = self.allowed_lateness;
+        std::mem::take(&mut self.windows)
+            .into_iter()
+            .filter(|(_, w)| w.end.saturating_add(allowed) > final_watermark)
+            .map(|(start, w)| KeptWindow {
+                start,
+                end: w.end,
+                keys: w.keys,
+                accs: w.accs,
+                unwritten: false,
+            })
+            .collect()
+    }
+
+    /// Forgets every window.
+    pub fn clear(&mut self) {
+        self.windows.clear();
+    }
+}
+
+/// A window's rows with a correction's folded in, in key order. The window's rows come
+/// first, so float sums combine in the same order on every run.
+fn with_correction(
+    keys: KeyRows,
+    accs: Vec<Accumulator>,
+    correction_keys: KeyRows,
+    correction_accs: Vec<Accumulator>,
+) -> (KeyRows, Vec<Accumulator>) {
+    let part = |from, keys, accs| PartialWindow {
+        start: 0,
+        end: 0,
+        target: 0,
+        from,
+        correction: None,
+        keys,
+        accs,
+    };
+    let mut merger = WindowMerger::default();
+    merger.add(part(RESUMED, keys, accs));
+    merger.add(part(0, correction_keys, correction_accs));
+    match merger.merge() {
+        Some((keys, accs)) => sorted_rows(keys, accs),
+        None => (KeyRows::default(), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Batch, Column, ColumnValues, Interner};
+    use crate::query;
+    use crate::window::aggregate::Aggregate;
+    use crate::window::state::WindowState;
+
+    const S: i64 = 1_000_000;
+
+    /// The one window of `rows` (key, seconds, value), merged as its owner sees it.
+    fn window(rows: &[(&str, i64, i64)], interner: &mut Interner) -> (KeyRows, Vec<Accumulator>) {
+        let text = "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts', allowed_lateness = '1m');
+             SELECT k, window_start, SUM(v) AS s FROM TUMBLE(r, ts, INTERVAL '10' SECOND) GROUP BY k, window_start";
+        let plan = query::parse("t", std::path::Path::new("t.sql"), text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let batch = Batch {
+            columns: vec![
+                Column {
+                    values: ColumnValues::Text(rows.iter().map(|r| interner.intern(r.0)).collect()),
+                    validity: None,
+                },
+                Column {
+                    values: ColumnValues::Timestamp(rows.iter().map(|r| r.1 * S).collect()),
+                    validity: None,
+                },
+                Column {
+                    values: ColumnValues::BigInt(rows.iter().map(|r| r.2).collect()),
+                    validity: None,
+                },
+            ],
+            len: rows.len(),
+        };
+        let mut state = WindowState::new(&plan);
+        let args = [Some(&batch.columns[2])];
+        state.ingest(&batch, i64::MIN, None, &args, interner, &mut Vec::new());
+        let part = state
+            .close_until(i64::MAX, 0, 1, interner)
+            .pop()
+            .unwrap_or_else(|| panic!("one window"));
+        (part.keys, part.accs)
+    }
+
+    fn sums(w: &ClosedWindowState, interner: &mut Interner) -> Vec<(String, i64)> {
+        let order: Vec<usize> = (0..w.keys.len).collect();
+        let keys = w.keys.columns[0].to_column(&order, crate::types::DataType::Text, interner);
+        let sums = w.accs[0].finish(&order, interner).column.values;
+        let (ColumnValues::Text(ids), ColumnValues::BigInt(sums)) = (keys.values, sums) else {
+            panic!("text keys and integer sums")
+        };
+        ids.iter()
+            .map(|&id| interner.get(id).to_owned())
+            .zip(sums)
+            .collect()
+    }
+
+    #[test]
+    fn a_correction_rewrites_the_whole_window_until_the_allowance_passes() {
+        let mut interner = Interner::new();
+        let mut closed = ClosedWindows::new(60 * S);
+        let (keys, accs) = window(&[("b", 1, 10), ("a", 2, 1)], &mut interner);
+        closed.closed(
+            0,
+            ClosedWindowState {
+                end: 10 * S,
+                keys,
+                accs,
+                revision: Some(0),
+            },
+        );
+        let (keys, accs) = window(&[("c", 3, 5), ("a", 4, 2)], &mut interner);
+        let w = closed.correct(0, 10 * S, keys, accs, 0);
+        assert_eq!(w.revision, Some(1));
+        assert_eq!(
+            sums(w, &mut interner),
+            vec![("a".into(), 3), ("b".into(), 10), ("c".into(), 5)]
+        );
+        // Just before end plus allowance it is kept; at it, forgotten.
+        closed.expire(70 * S - 1);
+        assert_eq!(closed.take_kept(70 * S - 1).len(), 1);
+        let (keys, accs) = window(&[("a", 1, 1)], &mut interner);
+        closed.closed(
+            0,
+            ClosedWindowState {
+                end: 10 * S,
+                keys,
+                accs,
+                revision: None,
+            },
+        );
+        closed.expire(70 * S);
+        assert!(closed.take_kept(i64::MIN).is_empty());
+    }
+
+    #[test]
+    fn a_window_first_seen_in_a_correction_gets_the_next_revision() {
+        let mut interner = Interner::new();
+        let mut closed = ClosedWindows::new(60 * S);
+        let (keys, accs) = window(&[("a", 1, 4)], &mut interner);
+        let w = closed.correct(0, 10 * S, keys, accs, 3);
+        assert_eq!(w.revision, Some(3));
+        assert_eq!(sums(w, &mut interner), vec![("a".into(), 4)]);
+    }
+
+    #[test]
+    fn without_an_allowance_nothing_is_kept() {
+        let mut interner = Interner::new();
+        let mut closed = ClosedWindows::new(0);
+        let (keys, accs) = window(&[("a", 1, 4)], &mut interner);
+        closed.closed(
+            0,
+            ClosedWindowState {
+                end: 10 * S,
+                keys,
+                accs,
+                revision: Some(0),
+            },
+        );
+        assert!(closed.take_kept(i64::MIN).is_empty());
+    }
+}
