@@ -145,10 +145,11 @@ fn with_correction(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Batch, Column, ColumnValues, Interner};
+    use crate::batch::{ColumnValues, Interner};
     use crate::query;
     use crate::window::aggregate::Aggregate;
     use crate::window::state::WindowState;
+    use crate::window::state::tests::batch;
 
     const S: i64 = 1_000_000;
 
@@ -158,23 +159,8 @@ mod tests {
              SELECT k, window_start, SUM(v) AS s FROM TUMBLE(r, ts, INTERVAL '10' SECOND) GROUP BY k, window_start";
         let plan = query::parse("t", std::path::Path::new("t.sql"), text)
             .unwrap_or_else(|e| panic!("{e}"));
-        let batch = Batch {
-            columns: vec![
-                Column {
-                    values: ColumnValues::Text(rows.iter().map(|r| interner.intern(r.0)).collect()),
-                    validity: None,
-                },
-                Column {
-                    values: ColumnValues::Timestamp(rows.iter().map(|r| r.1 * S).collect()),
-                    validity: None,
-                },
-                Column {
-                    values: ColumnValues::BigInt(rows.iter().map(|r| r.2).collect()),
-                    validity: None,
-                },
-            ],
-            len: rows.len(),
-        };
+        let rows: Vec<(&str, i64, i64)> = rows.iter().map(|&(k, t, v)| (k, t * S, v)).collect();
+        let batch = batch(interner, &rows);
         let mut state = WindowState::new(&plan);
         let args = [Some(&batch.columns[2])];
         state.ingest(&batch, i64::MIN, None, &args, interner, &mut Vec::new());
@@ -198,19 +184,32 @@ mod tests {
             .collect()
     }
 
+    /// Closes the window `[0, 10 s)` holding `rows`, written as `revision`.
+    fn close(
+        closed: &mut ClosedWindows,
+        rows: &[(&str, i64, i64)],
+        revision: Option<u32>,
+        interner: &mut Interner,
+    ) {
+        let (keys, accs) = window(rows, interner);
+        let state = ClosedWindowState {
+            end: 10 * S,
+            keys,
+            accs,
+            revision,
+        };
+        closed.closed(0, state);
+    }
+
     #[test]
     fn a_correction_rewrites_the_whole_window_until_the_allowance_passes() {
         let mut interner = Interner::new();
         let mut closed = ClosedWindows::new(60 * S);
-        let (keys, accs) = window(&[("b", 1, 10), ("a", 2, 1)], &mut interner);
-        closed.closed(
-            0,
-            ClosedWindowState {
-                end: 10 * S,
-                keys,
-                accs,
-                revision: Some(0),
-            },
+        close(
+            &mut closed,
+            &[("b", 1, 10), ("a", 2, 1)],
+            Some(0),
+            &mut interner,
         );
         let (keys, accs) = window(&[("c", 3, 5), ("a", 4, 2)], &mut interner);
         let w = closed.correct(0, 10 * S, keys, accs, 0);
@@ -222,16 +221,7 @@ mod tests {
         // Just before end plus allowance it is kept; at it, forgotten.
         closed.expire(70 * S - 1);
         assert_eq!(closed.take_kept(70 * S - 1).len(), 1);
-        let (keys, accs) = window(&[("a", 1, 1)], &mut interner);
-        closed.closed(
-            0,
-            ClosedWindowState {
-                end: 10 * S,
-                keys,
-                accs,
-                revision: None,
-            },
-        );
+        close(&mut closed, &[("a", 1, 1)], None, &mut interner);
         closed.expire(70 * S);
         assert!(closed.take_kept(i64::MIN).is_empty());
     }
@@ -250,16 +240,7 @@ mod tests {
     fn without_an_allowance_nothing_is_kept() {
         let mut interner = Interner::new();
         let mut closed = ClosedWindows::new(0);
-        let (keys, accs) = window(&[("a", 1, 4)], &mut interner);
-        closed.closed(
-            0,
-            ClosedWindowState {
-                end: 10 * S,
-                keys,
-                accs,
-                revision: Some(0),
-            },
-        );
+        close(&mut closed, &[("a", 1, 4)], Some(0), &mut interner);
         assert!(closed.take_kept(i64::MIN).is_empty());
     }
 }

@@ -340,9 +340,10 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Batch, Column, ColumnValues, Interner};
+    use crate::batch::{ColumnValues, Interner};
     use crate::query;
     use crate::window::state::WindowState;
+    use crate::window::state::tests::batch;
 
     const S: i64 = 1_000_000;
 
@@ -356,23 +357,8 @@ mod tests {
     /// Panes of `rows` (key, seconds, value) as one worker closes them, in order.
     fn panes(plan: &QueryPlan, rows: &[(&str, i64, i64)]) -> Vec<(KeyRows, Vec<Accumulator>)> {
         let mut interner = Interner::new();
-        let batch = Batch {
-            columns: vec![
-                Column {
-                    values: ColumnValues::Text(rows.iter().map(|r| interner.intern(r.0)).collect()),
-                    validity: None,
-                },
-                Column {
-                    values: ColumnValues::Timestamp(rows.iter().map(|r| r.1 * S).collect()),
-                    validity: None,
-                },
-                Column {
-                    values: ColumnValues::BigInt(rows.iter().map(|r| r.2).collect()),
-                    validity: None,
-                },
-            ],
-            len: rows.len(),
-        };
+        let rows: Vec<(&str, i64, i64)> = rows.iter().map(|&(k, t, v)| (k, t * S, v)).collect();
+        let batch = batch(&mut interner, &rows);
         let mut state = WindowState::new(plan);
         let mut late = Vec::new();
         let ts = Some(&batch.columns[1]);

@@ -462,7 +462,7 @@ impl WindowState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::batch::{Column, ColumnValues};
     use crate::query;
@@ -476,7 +476,8 @@ mod tests {
         query::parse("t", std::path::Path::new("t.sql"), &text).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn batch(interner: &mut Interner, rows: &[(&str, i64, i64)]) -> Batch {
+    /// A batch of `(k TEXT, ts TIMESTAMP, v BIGINT)` rows, event times in microseconds.
+    pub(crate) fn batch(interner: &mut Interner, rows: &[(&str, i64, i64)]) -> Batch {
         Batch {
             columns: vec![
                 Column {

@@ -7,37 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use edgeflow::decode::Format;
 use edgeflow::engine::RunConfig;
 use edgeflow::engine::control::EndOfInput;
-use edgeflow::source::Input;
 use edgeflow::types::Value;
 
 use super::support::{
     assert_rows_eq, parquet_files, plan, read_rows, run, run_within_deadline, sort_rows,
 };
-
-/// One reading: device, event time (ms), bytes in, latency.
-#[derive(Clone, Debug)]
-struct Reading {
-    device: String,
-    ts_ms: i64,
-    bytes_in: i64,
-    latency_ms: f64,
-}
-
-/// SplitMix64, so the test needs no crate and its input is the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
+use super::traffic::{Reading, Rng, write};
 
 /// Readings of `devices` devices every 0.1 to 2 s in arrival order; most arrive within
 /// 3 s, one in fifteen up to 30 s late and one in fifty up to 90 s late, so under a 2 s
@@ -67,23 +44,6 @@ fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
     }
     all.sort_by_key(|(arrival, r)| (*arrival, r.device.clone()));
     all.into_iter().map(|(_, r)| r).collect()
-}
-
-fn write(path: &Path, readings: &[Reading]) -> Input {
-    let text: String = readings
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"device_id\":\"{}\",\"ts\":{},\"bytes_in\":{},\"latency_ms\":{}}}\n",
-                r.device, r.ts_ms, r.bytes_in, r.latency_ms
-            )
-        })
-        .collect();
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Input::File {
-        path: path.to_owned(),
-        format: Format::Jsonl,
-    }
 }
 
 /// Window sizes in milliseconds: `(slide, size)`; a tumbling window has both equal.
@@ -436,4 +396,59 @@ fn closing_the_stream_ends_corrections() {
     assert_eq!(second.late, 2);
     assert_eq!(second.corrections, 0);
     assert_eq!(counts(&out), vec![(80, 2), (100, 1)]);
+}
+
+#[test]
+fn a_corrected_window_is_ranked_again() {
+    let windows = Windows {
+        slide: 10_000,
+        size: 10_000,
+    };
+    let (ooo, allowed) = (2_000, 20_000);
+    let input = readings(29, 30, 200);
+    let mut oracle = Oracle::new(windows, ooo, allowed);
+    oracle.feed(&input);
+    // The three devices with the most bytes in each window, ties by device.
+    let mut by_window: BTreeMap<i64, Vec<(&String, i64)>> = BTreeMap::new();
+    for ((device, start), (_, sum, _)) in &oracle.groups {
+        by_window.entry(*start).or_default().push((device, *sum));
+    }
+    let mut want: Vec<Vec<Value>> = Vec::new();
+    for (start, mut groups) in by_window {
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (rank, (device, sum)) in groups.into_iter().take(3).enumerate() {
+            want.push(vec![
+                Value::Text(device.clone()),
+                Value::Timestamp(start * 1000),
+                Value::BigInt(sum),
+                Value::BigInt(rank as i64 + 1),
+            ]);
+        }
+    }
+    sort_rows(&mut want);
+    let plan = plan(&format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
+           WITH (event_time = 'ts', max_out_of_orderness = '{ooo}ms',
+                 allowed_lateness = '{allowed}ms');
+         SELECT * FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY bytes_in DESC) AS rank
+           FROM (SELECT device_id, window_start, SUM(bytes_in) AS bytes_in
+                 FROM {} GROUP BY device_id, window_start)
+         ) WHERE rank <= 3",
+        windows.sql()
+    ));
+    for workers in [1, 2, 4] {
+        let dir = tempdir();
+        let out = dir.path().join("out");
+        let summary = run(
+            &plan,
+            write(&dir.path().join("in.jsonl"), &input),
+            &out,
+            workers,
+            8 * 1024,
+        );
+        let context = format!("{workers} workers");
+        assert!(summary.corrections > 0, "{context}: no corrections");
+        assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+    }
 }

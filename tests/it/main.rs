@@ -26,3 +26,4 @@ mod status_page;
 mod stream;
 mod support;
 mod sync;
+mod traffic;

@@ -7,39 +7,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use edgeflow::decode::Format;
-use edgeflow::source::Input;
 use edgeflow::types::Value;
 
 use super::live::{LiveNode, http, tempdir, write_query};
 use super::s3_server::wait_until;
 use super::support::{assert_rows_eq, parquet_files, plan, read_rows, run, sort_rows};
-
-/// One reading: device, event time (ms), bytes in, latency.
-#[derive(Clone, Debug)]
-struct Reading {
-    device: String,
-    ts_ms: i64,
-    bytes_in: i64,
-    latency_ms: f64,
-}
-
-/// A small deterministic generator (SplitMix64), so the test needs no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use super::traffic::{Reading, Rng, jsonl, write};
 
 /// Readings of `devices` devices in arrival order: each device reports in bursts
 /// (0.2 to 4 s apart) separated by silences (8 to 40 s), so sessions of a 5 s gap both
@@ -72,18 +45,6 @@ fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
     }
     all.sort_by_key(|(arrival, r)| (*arrival, r.device.clone()));
     all.into_iter().map(|(_, r)| r).collect()
-}
-
-fn jsonl(readings: &[Reading]) -> String {
-    readings
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"device_id\":\"{}\",\"ts\":{},\"bytes_in\":{},\"latency_ms\":{}}}\n",
-                r.device, r.ts_ms, r.bytes_in, r.latency_ms
-            )
-        })
-        .collect()
 }
 
 fn sql(gap_ms: i64, ooo_ms: i64) -> String {
@@ -149,14 +110,6 @@ fn oracle(readings: &[Reading], gap_ms: i64, ooo_ms: i64) -> (Vec<Vec<Value>>, u
     }
     sort_rows(&mut rows);
     (rows, late)
-}
-
-fn write(path: &Path, readings: &[Reading]) -> Input {
-    std::fs::write(path, jsonl(readings)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Input::File {
-        path: path.to_owned(),
-        format: Format::Jsonl,
-    }
 }
 
 #[test]
