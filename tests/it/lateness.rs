@@ -14,7 +14,7 @@ use edgeflow::types::Value;
 use super::support::{
     assert_rows_eq, parquet_files, plan, read_rows, run, run_within_deadline, sort_rows,
 };
-use super::traffic::{Reading, Rng, write};
+use super::traffic::{Reading, Rng, run_in_two, write};
 
 /// Readings of `devices` devices every 0.1 to 2 s in arrival order; most arrive within
 /// 3 s, one in fifteen up to 30 s late and one in fifty up to 90 s late, so under a 2 s
@@ -266,19 +266,12 @@ fn corrections_reach_windows_an_earlier_run_closed() {
         let dir = tempdir();
         let at = (input.len() as f64 * cut) as usize;
         let out = dir.path().join("out");
-        let first = run(
+        let (first, second) = run_in_two(
             &plan,
-            write(&dir.path().join("a.jsonl"), &input[..at]),
-            &out,
-            first_workers,
-            8 * 1024,
-        );
-        let second = run(
-            &plan,
-            write(&dir.path().join("b.jsonl"), &input[at..]),
-            &out,
-            second_workers,
-            8 * 1024,
+            dir.path(),
+            &input,
+            at,
+            (first_workers, second_workers),
         );
         let context = format!("cut at {cut}, {first_workers} then {second_workers} workers");
         assert_rows_eq(&read_rows(&out.join("q")), &want, &context);

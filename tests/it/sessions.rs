@@ -12,7 +12,7 @@ use edgeflow::types::Value;
 use super::live::{LiveNode, http, tempdir, write_query};
 use super::s3_server::wait_until;
 use super::support::{assert_rows_eq, parquet_files, plan, read_rows, run, sort_rows};
-use super::traffic::{Reading, Rng, jsonl, write};
+use super::traffic::{Reading, Rng, jsonl, run_in_two, write};
 
 /// Readings of `devices` devices in arrival order: each device reports in bursts
 /// (0.2 to 4 s apart) separated by silences (8 to 40 s), so sessions of a 5 s gap both
@@ -148,19 +148,12 @@ fn sessions_over_consecutive_runs_equal_one_run_and_are_written_once() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let at = (input.len() as f64 * cut) as usize;
         let out = dir.path().join("out");
-        let first = run(
+        let (first, second) = run_in_two(
             &plan,
-            write(&dir.path().join("a.jsonl"), &input[..at]),
-            &out,
-            first_workers,
-            8 * 1024,
-        );
-        let second = run(
-            &plan,
-            write(&dir.path().join("b.jsonl"), &input[at..]),
-            &out,
-            second_workers,
-            8 * 1024,
+            dir.path(),
+            &input,
+            at,
+            (first_workers, second_workers),
         );
         let context = format!("cut at {cut}, {first_workers} then {second_workers} workers");
         assert_rows_eq(&read_rows(&out.join("q")), &want, &context);

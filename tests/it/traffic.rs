@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use edgeflow::decode::Format;
+use edgeflow::engine::RunSummary;
+use edgeflow::query::QueryPlan;
 use edgeflow::source::Input;
+
+use super::support::run;
 
 /// One reading: device, event time (ms), bytes in, latency.
 #[derive(Clone, Debug)]
@@ -52,4 +56,31 @@ pub fn write(path: &Path, readings: &[Reading]) -> Input {
         path: path.to_owned(),
         format: Format::Jsonl,
     }
+}
+
+/// Runs `plan` over the readings as two consecutive files, cut at `at`, into `out` (in
+/// `dir`): the first run on `workers.0` workers, the second on `workers.1`.
+pub fn run_in_two(
+    plan: &QueryPlan,
+    dir: &Path,
+    readings: &[Reading],
+    at: usize,
+    workers: (usize, usize),
+) -> (RunSummary, RunSummary) {
+    let out = dir.join("out");
+    let first = run(
+        plan,
+        write(&dir.join("a.jsonl"), &readings[..at]),
+        &out,
+        workers.0,
+        8 * 1024,
+    );
+    let second = run(
+        plan,
+        write(&dir.join("b.jsonl"), &readings[at..]),
+        &out,
+        workers.1,
+        8 * 1024,
+    );
+    (first, second)
 }
