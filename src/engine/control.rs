@@ -52,6 +52,8 @@ pub struct Metrics {
     pub close_to_durable: Mutex<Vec<Duration>>,
     /// Each worker's open windows, groups and state bytes now.
     state: Mutex<BTreeMap<usize, OpenState>>,
+    /// Each worker's sessions (`SESSION` windows) and their state bytes now.
+    sessions: Mutex<BTreeMap<usize, OpenState>>,
 }
 
 /// What is open on the workers now.
@@ -97,18 +99,37 @@ impl Metrics {
         }
     }
 
-    /// What is open on the workers now.
+    /// Records the sessions held on `worker` now (a session is an open group).
+    pub fn sessions_now(&self, worker: usize, sessions: u64, bytes: u64) {
+        if let Ok(mut held) = self.sessions.lock() {
+            held.insert(
+                worker,
+                OpenState {
+                    windows: 0,
+                    keys: sessions,
+                    bytes,
+                },
+            );
+        }
+    }
+
+    /// What is open on the workers now: windows (panes, for `SESSION`) and sessions.
     pub fn open_state(&self) -> OpenState {
-        let Ok(state) = self.state.lock() else {
-            return OpenState::default();
-        };
-        state
-            .values()
-            .fold(OpenState::default(), |all, w| OpenState {
-                windows: all.windows.max(w.windows),
-                keys: all.keys + w.keys,
-                bytes: all.bytes + w.bytes,
+        let fold = |map: &Mutex<BTreeMap<usize, OpenState>>| {
+            map.lock().map_or(OpenState::default(), |m| {
+                m.values().fold(OpenState::default(), |all, w| OpenState {
+                    windows: all.windows.max(w.windows),
+                    keys: all.keys + w.keys,
+                    bytes: all.bytes + w.bytes,
+                })
             })
+        };
+        let (windows, sessions) = (fold(&self.state), fold(&self.sessions));
+        OpenState {
+            windows: windows.windows,
+            keys: windows.keys + sessions.keys,
+            bytes: windows.bytes + sessions.bytes,
+        }
     }
 
     /// Records a closed window.

@@ -139,6 +139,7 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                     });
                 }
                 drop(session);
+                metrics.sessions_now(index, sessions.held() as u64, sessions.state_bytes() as u64);
                 match now {
                     Some(t) if t > *cap.time() => cap.downgrade(&t),
                     Some(_) => {}

@@ -314,6 +314,10 @@ pub struct TextColumn {
 }
 
 impl TextColumn {
+    fn heap_bytes(&self) -> usize {
+        self.offsets.capacity() * 4 + self.bytes.capacity() + self.valid.capacity()
+    }
+
     fn push(&mut self, value: Option<&[u8]>) {
         if self.offsets.is_empty() {
             self.offsets.push(0);
@@ -494,6 +498,19 @@ impl KeyColumn {
 }
 
 impl KeyRows {
+    /// Heap bytes of the values.
+    pub fn heap_bytes(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|c| match c {
+                KeyColumn::Text(t) => t.heap_bytes(),
+                KeyColumn::Int(v) => v.capacity() * std::mem::size_of::<Option<i64>>(),
+                KeyColumn::Double(v) => v.capacity() * std::mem::size_of::<Option<f64>>(),
+                KeyColumn::Bool(v) => v.capacity() * std::mem::size_of::<Option<bool>>(),
+            })
+            .sum()
+    }
+
     /// Empty rows for the plan's keys.
     pub fn new(keys: &[GroupKey]) -> Self {
         let columns = keys
@@ -594,6 +611,11 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
+    /// Heap bytes of the index.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<usize>() + 1)
+    }
+
     /// The row of `rows` equal to row `row` of `probe`, appending it to `rows` when new;
     /// returns the row and whether it is new.
     pub fn find_or_insert(

@@ -186,6 +186,8 @@ impl Sessions {
             };
             let open = &mut self.open[key as usize];
             let at = open.partition_point(|s| s.first < first);
+            // Most keys hold one session at a time: room for exactly what is there.
+            open.reserve_exact(1);
             open.insert(at, session);
             self.ends
                 .push(Reverse((last.saturating_add(self.gap), key)));
@@ -236,6 +238,7 @@ impl Sessions {
             }
             self.release(&merged);
             let open = &mut self.open[key as usize];
+            open.reserve_exact(1);
             open.insert(from, session);
             self.ends
                 .push(Reverse((session.last.saturating_add(gap), key)));
@@ -258,6 +261,10 @@ impl Sessions {
                 continue;
             };
             let session = open.remove(at);
+            if open.is_empty() {
+                // A key that went quiet holds no allocation.
+                open.shrink_to_fit();
+            }
             self.close(key, session);
         }
     }
@@ -334,6 +341,33 @@ impl Sessions {
     pub fn held(&self) -> usize {
         self.open.iter().map(Vec::len).sum::<usize>()
             + self.closed.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Bytes held: every slot's aggregates (sketches with what they hold), the sessions,
+    /// the queue of their ends, and every key seen with its index.
+    pub fn state_bytes(&self) -> usize {
+        let slots = self.accs.first().map_or(0, Accumulator::len);
+        let per_slot: usize = self.accs.iter().map(Accumulator::bytes_per_slot).sum();
+        let heap: usize = self.accs.iter().map(Accumulator::heap_bytes).sum();
+        let session = std::mem::size_of::<Session>();
+        let sessions: usize = self
+            .open
+            .iter()
+            .map(|s| std::mem::size_of::<Vec<Session>>() + s.capacity() * session)
+            .sum();
+        let closed: usize = self
+            .closed
+            .values()
+            .map(|c| c.capacity() * std::mem::size_of::<(u32, Session)>())
+            .sum();
+        per_slot * slots
+            + heap
+            + sessions
+            + closed
+            + self.ends.capacity() * std::mem::size_of::<Reverse<(i64, u32)>>()
+            + self.free.capacity() * 4
+            + self.keys.heap_bytes()
+            + self.index.heap_bytes()
     }
 }
 
@@ -520,5 +554,24 @@ mod tests {
         assert_eq!(files[0].freshness, Freshness::Changed);
         assert_eq!(rows(&files), vec![("a".into(), 1, 1, 1, 1)]);
         assert_eq!(grown.held(), 1);
+    }
+
+    #[test]
+    fn an_open_session_costs_its_aggregates_and_under_160_bytes_more() {
+        let plan = plan();
+        let mut sessions = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        let names: Vec<String> = (0..10_000).map(|i| format!("dev-{i:06}")).collect();
+        let rows: Vec<(&str, i64, i64)> = names.iter().map(|n| (n.as_str(), 1, 1)).collect();
+        for (keys, accs) in panes(&plan, &rows) {
+            sessions.add_pane(&keys, &accs);
+        }
+        assert_eq!(sessions.held(), 10_000);
+        let aggregates: usize = sessions.accs.iter().map(Accumulator::bytes_per_slot).sum();
+        let per_session = sessions.state_bytes() / sessions.held();
+        eprintln!("{per_session} bytes per open session, {aggregates} of them aggregates");
+        assert!(
+            per_session <= aggregates + 160,
+            "{per_session} bytes per session, {aggregates} of them aggregates"
+        );
     }
 }
