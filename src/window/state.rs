@@ -338,12 +338,9 @@ impl WindowState {
         self.correction_pairs.clear();
         let assigner = self.assigner;
         let ooo = self.max_out_of_orderness;
-        let allowed = self.allowed_lateness;
-        let refused = self.uncorrectable_until;
         let ts = batch.timestamps(self.event_time);
+        let first_late = late.len();
         let mut seen_max = i64::MIN;
-        self.accepted_late = 0;
-        let accepted_late = &mut self.accepted_late;
         for (r, &t) in ts.iter().enumerate() {
             let watermark = watermark_floor.max(seen_max.saturating_sub(ooo));
             seen_max = seen_max.max(t);
@@ -352,11 +349,8 @@ impl WindowState {
             }
             let key = self.key_ids[r];
             let (slots, pairs) = (&mut self.slots, &mut self.pairs);
-            let (corrections, correction_pairs) =
-                (&mut self.corrections, &mut self.correction_pairs);
             assigner.for_each(t, |start, end| {
-                if end.saturating_add(allowed) <= watermark || (end <= watermark && end <= refused)
-                {
+                if end <= watermark {
                     late.push(LateRow {
                         row: r as u32,
                         start,
@@ -364,16 +358,15 @@ impl WindowState {
                         watermark,
                     });
                 } else {
-                    if end <= watermark {
-                        *accepted_late += 1;
-                    }
-                    if end <= watermark_floor {
-                        correction_pairs.push(r as u32, corrections.slot(start, end, key));
-                    } else {
-                        pairs.push(r as u32, slots.slot(start, end, key));
-                    }
+                    pairs.push(r as u32, slots.slot(start, end, key));
                 }
             });
+        }
+        // Past their window's end, but maybe not past the allowance: sorted out here,
+        // off the per-reading path.
+        self.accepted_late = 0;
+        if self.allowed_lateness > 0 {
+            self.take_back_allowed(late, first_late, watermark_floor);
         }
         let input = Input {
             arg: None,
@@ -388,6 +381,32 @@ impl WindowState {
                 acc.update(&self.correction_pairs, Input { arg, ..input });
             }
         }
+    }
+
+    /// Takes back from `late[first..]` the pairs within the allowed lateness: into their
+    /// window if it was still open when the batch started, into the batch's corrections
+    /// otherwise.
+    fn take_back_allowed(&mut self, late: &mut Vec<LateRow>, first: usize, watermark_floor: i64) {
+        let (allowed, refused) = (self.allowed_lateness, self.uncorrectable_until);
+        let mut still_late = first;
+        for i in first..late.len() {
+            let l = late[i];
+            if l.end.saturating_add(allowed) <= l.watermark || l.end <= refused {
+                late[still_late] = l;
+                still_late += 1;
+                continue;
+            }
+            self.accepted_late += 1;
+            let key = self.key_ids[l.row as usize];
+            if l.end <= watermark_floor {
+                let slot = self.corrections.slot(l.start, l.end, key);
+                self.correction_pairs.push(l.row, slot);
+            } else {
+                let slot = self.slots.slot(l.start, l.end, key);
+                self.pairs.push(l.row, slot);
+            }
+        }
+        late.truncate(still_late);
     }
 
     /// (reading, window) pairs of the last batch ingested that came after the
