@@ -149,11 +149,9 @@ impl Metrics {
 
     /// Notes that a result file of the window starting at `start` is durable.
     pub fn window_durable(&self, start: i64) {
-        let closed = self
-            .closing
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&start).copied());
+        // Taken, not read: a later revision (a correction) is not a window closing, and
+        // a node that runs for months must not keep an entry per window.
+        let closed = self.closing.lock().ok().and_then(|mut c| c.remove(&start));
         if let (Some(closed), Ok(mut samples)) = (closed, self.close_to_durable.lock()) {
             samples.push(closed.elapsed());
         }

@@ -63,8 +63,8 @@ impl Collecting {
     /// Adds a part that arrived under `cap`.
     pub(super) fn add(&mut self, cap: &InputCapability<Time>, part: PartialWindow) {
         let Some(time) = cap.least() else { return };
-        // Every part of a correction comes at its time, so once the frontier is past
-        // that time the correction is whole.
+        // Every part of a correction comes at or before the time it is due, so once
+        // the frontier is past that time the correction is whole.
         let complete_at = part.correction.map_or(part.end, |t| t.saturating_add(1));
         let entry = self
             .open
@@ -135,7 +135,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
         self.unary_frontier(exchange, "WindowMerge", move |_cap, _info| {
             let mut open = Collecting::new(WindowMerger::disjoint);
-            let mut closed_windows = ClosedWindows::new(plan.source.allowed_lateness);
+            let slide = crate::window::assign::WindowAssigner::new(plan.window).slide();
+            let mut closed_windows = ClosedWindows::new(plan.source.allowed_lateness, slide);
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for parts in data {

@@ -7,8 +7,8 @@
 //! worker's share of it has arrived.
 //!
 //! Corrections (readings within the allowed lateness of a window that had closed when
-//! their chunk started) go out with their chunk, at its time, marked with it
-//! ([`PartialWindow::correction`]).
+//! their chunk started) go out with their chunk, at its time, marked with when they are
+//! due ([`PartialWindow::correction`], [`correction_due`]).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -33,6 +33,7 @@ use crate::engine::control::{Control, Metrics};
 use crate::eval::{Scope, eval, selection};
 use crate::query::QueryPlan;
 use crate::query::expr::ColumnRef;
+use crate::window::closed::correction_due;
 use crate::window::state::{LateRow, PartialWindow, WindowState};
 
 /// Aggregates stamped chunks into per-worker partial windows.
@@ -93,7 +94,8 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
     ) {
         let worker = self.scope().index();
         let peers = self.scope().peers();
-        let window_size = crate::window::assign::WindowAssigner::new(plan.window).size();
+        let assigner = crate::window::assign::WindowAssigner::new(plan.window);
+        let (window_size, slide) = (assigner.size(), assigner.slide());
         let mut builder = OperatorBuilder::new("WindowPartial".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (partial_out, partials) = builder.new_output::<Vec<PartialWindow>>();
@@ -156,7 +158,8 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                             }
                             Metrics::add(&metrics.corrections, state.accepted_late() as u64);
                             let time = cap.least().map_or(watermark, |t| watermark.max(*t));
-                            let parts = state.take_corrections(time, worker, peers, &interner);
+                            let due = correction_due(time, slide);
+                            let parts = state.take_corrections(due, worker, peers, &interner);
                             if !parts.is_empty() {
                                 corrections
                                     .session(&cap.delayed(&time, 0))

@@ -3,6 +3,12 @@
 //! the allowance, so that readings arriving in that time (a correction) are merged into
 //! the whole window and it is written again as its next revision.
 //!
+//! Corrections are written in batches: those found in chunks whose time falls in the
+//! same slide-long interval make one revision, written once the frontier has passed
+//! that interval ([`correction_due`]). So a window is rewritten at most about
+//! `allowance / slide + 1` times, however many chunks carry corrections for it, and
+//! which corrections share a revision depends only on the chunks' times.
+//!
 //! Pure state, no timely: the operator says when a window closed, when a correction
 //! came, and where the frontier is.
 
@@ -13,6 +19,16 @@ use super::key::KeyRows;
 use super::merge::{WindowMerger, sorted_rows};
 use super::state::{PartialWindow, RESUMED};
 use crate::stream::KeptWindow;
+
+/// The last time of the `slide`-long interval holding `time`: a correction found in a
+/// chunk at `time` is whole, with every other correction of that interval, once the
+/// frontier is past it.
+pub fn correction_due(time: i64, slide: i64) -> i64 {
+    time.div_euclid(slide.max(1))
+        .saturating_add(1)
+        .saturating_mul(slide.max(1))
+        .saturating_sub(1)
+}
 
 /// A closed window's merged rows.
 #[derive(Debug)]
@@ -31,14 +47,17 @@ pub struct ClosedWindowState {
 #[derive(Debug)]
 pub struct ClosedWindows {
     allowed_lateness: i64,
+    slide: i64,
     windows: BTreeMap<i64, ClosedWindowState>,
 }
 
 impl ClosedWindows {
-    /// None kept yet, under `allowed_lateness` (microseconds; zero keeps nothing).
-    pub fn new(allowed_lateness: i64) -> Self {
+    /// None kept yet, under `allowed_lateness` (microseconds; zero keeps nothing), for
+    /// windows every `slide`.
+    pub fn new(allowed_lateness: i64, slide: i64) -> Self {
         ClosedWindows {
             allowed_lateness,
+            slide,
             windows: BTreeMap::new(),
         }
     }
@@ -86,11 +105,14 @@ impl ClosedWindows {
     }
 
     /// Forgets the windows no correction can reach once the frontier is at `limit`: a
-    /// correction's time is below its window's end plus the allowance.
+    /// correction's chunk time is below its window's end plus the allowance, and it is
+    /// due at the end of that time's interval.
     pub fn expire(&mut self, limit: i64) {
-        let allowed = self.allowed_lateness;
-        self.windows
-            .retain(|_, w| w.end.saturating_add(allowed) > limit);
+        let (allowed, slide) = (self.allowed_lateness, self.slide);
+        self.windows.retain(|_, w| {
+            let last = w.end.saturating_add(allowed).saturating_sub(1);
+            correction_due(last, slide) >= limit
+        });
     }
 
     /// At the end of the input: the windows still within the allowance at the final
@@ -204,7 +226,7 @@ mod tests {
     #[test]
     fn a_correction_rewrites_the_whole_window_until_the_allowance_passes() {
         let mut interner = Interner::new();
-        let mut closed = ClosedWindows::new(60 * S);
+        let mut closed = ClosedWindows::new(60 * S, 10 * S);
         close(
             &mut closed,
             &[("b", 1, 10), ("a", 2, 1)],
@@ -218,7 +240,8 @@ mod tests {
             sums(w, &mut interner),
             vec![("a".into(), 3), ("b".into(), 10), ("c".into(), 5)]
         );
-        // Just before end plus allowance it is kept; at it, forgotten.
+        // A correction due at the end of the interval holding end plus allowance can
+        // still come while the frontier is at that end; once past it, none.
         closed.expire(70 * S - 1);
         assert_eq!(closed.take_kept(70 * S - 1).len(), 1);
         close(&mut closed, &[("a", 1, 1)], None, &mut interner);
@@ -227,9 +250,18 @@ mod tests {
     }
 
     #[test]
+    fn corrections_are_due_at_the_end_of_their_slide() {
+        assert_eq!(correction_due(0, 10), 9);
+        assert_eq!(correction_due(9, 10), 9);
+        assert_eq!(correction_due(10, 10), 19);
+        assert_eq!(correction_due(-1, 10), -1);
+        assert_eq!(correction_due(i64::MAX - 3, 10), i64::MAX - 1);
+    }
+
+    #[test]
     fn a_window_first_seen_in_a_correction_gets_the_next_revision() {
         let mut interner = Interner::new();
-        let mut closed = ClosedWindows::new(60 * S);
+        let mut closed = ClosedWindows::new(60 * S, 10 * S);
         let (keys, accs) = window(&[("a", 1, 4)], &mut interner);
         let w = closed.correct(0, 10 * S, keys, accs, 3);
         assert_eq!(w.revision, Some(3));
@@ -239,7 +271,7 @@ mod tests {
     #[test]
     fn without_an_allowance_nothing_is_kept() {
         let mut interner = Interner::new();
-        let mut closed = ClosedWindows::new(0);
+        let mut closed = ClosedWindows::new(0, 10 * S);
         close(&mut closed, &[("a", 1, 4)], Some(0), &mut interner);
         assert!(closed.take_kept(i64::MIN).is_empty());
     }

@@ -104,9 +104,9 @@ pub struct PartialWindow {
     /// Worker that computed it, or [`RESUMED`].
     pub from: usize,
     /// For readings that arrived after the window closed (within the allowed
-    /// lateness): the time of the batches that carried them. Parts of one correction
-    /// share it, and the owner writes them as one new revision once the frontier has
-    /// passed it.
+    /// lateness): when they are due, a time at or after the batches that carried them.
+    /// Parts of one correction share it, and the owner writes them as one new revision
+    /// once the frontier has passed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correction: Option<i64>,
     /// Key values, one row per group.
@@ -416,10 +416,10 @@ impl WindowState {
     }
 
     /// The corrections of the last batch ingested, as partials split by key owner and
-    /// marked with `time`, the batch's time.
+    /// marked as due at `due` (see [`super::closed::correction_due`]).
     pub fn take_corrections(
         &mut self,
-        time: i64,
+        due: i64,
         worker: usize,
         peers: usize,
         interner: &Interner,
@@ -434,7 +434,7 @@ impl WindowState {
             interner,
         );
         for part in &mut parts {
-            part.correction = Some(time);
+            part.correction = Some(due);
         }
         parts
     }
