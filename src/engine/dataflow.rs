@@ -113,7 +113,12 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
                 } else {
                     RESUMED
                 };
-                split_by_key_owner(w.start, w.end, &w.keys, &w.accs, from, scope.peers())
+                let mut parts =
+                    split_by_key_owner(w.start, w.end, &w.keys, &w.accs, from, scope.peers());
+                for part in &mut parts {
+                    part.correction = w.correction;
+                }
+                parts
             })
             .collect()
     } else {

@@ -551,9 +551,10 @@ impl RunningQuery {
         let watermark = state.max_event_time.map_or(i64::MIN, |m| {
             m.saturating_sub(plan.source.max_out_of_orderness)
         });
-        let correctable = state.open.iter().filter(|w| w.end <= watermark).count() as u64;
-        Metrics::add(&metrics.kept_windows, state.open.len() as u64 - correctable);
-        Metrics::add(&metrics.correctable_windows, correctable);
+        let windows = state.open.iter().filter(|w| w.correction.is_none());
+        let (closed, open): (Vec<_>, Vec<_>) = windows.partition(|w| w.end <= watermark);
+        Metrics::add(&metrics.kept_windows, open.len() as u64);
+        Metrics::add(&metrics.correctable_windows, closed.len() as u64);
         let mut summary = RunSummary::collect(
             &plan,
             &config.input,

@@ -157,5 +157,6 @@ fn kept(f: &SessionFile, unwritten: bool) -> KeptWindow {
         keys: f.keys.clone(),
         accs: f.accs.clone(),
         unwritten,
+        correction: None,
     }
 }

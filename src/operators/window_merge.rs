@@ -181,12 +181,24 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         cap,
                         merger,
                     } = closed;
-                    if correction.is_some() {
+                    if let Some(due) = correction {
                         // Readings within the allowed lateness of a window written
                         // already: the window again, with them, as its next revision.
                         let Some((keys, accs)) = merger.merge() else {
                             continue;
                         };
+                        if end_of_input == EndOfInput::Checkpoint && due >= final_watermark {
+                            // Cut short: the next leg's chunks may still add to it.
+                            stream.keep(KeptWindow {
+                                start,
+                                end,
+                                keys,
+                                accs,
+                                unwritten: false,
+                                correction: Some(due),
+                            });
+                            continue;
+                        }
                         let first = stream.next_revision(start);
                         let window = closed_windows.correct(start, end, keys, accs, first);
                         let revision = window.revision.unwrap_or(first);
@@ -227,6 +239,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 keys,
                                 accs,
                                 unwritten: checkpoint && fresh,
+                                correction: None,
                             });
                         }
                     } else {
@@ -248,7 +261,9 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         stream.keep(kept);
                     }
                 } else {
-                    closed_windows.expire(limit);
+                    // Not past the final watermark: flushing the open windows at the end
+                    // of the input moves the frontier beyond it.
+                    closed_windows.expire(limit.min(final_watermark));
                 }
             }
         })

@@ -83,6 +83,13 @@ pub struct KeptWindow {
     /// writes it even if nothing more arrives for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unwritten: bool,
+    /// Not the window but a correction of it that a checkpoint cut short: readings
+    /// within the allowed lateness, due then (see
+    /// [`crate::window::closed::correction_due`]). The next run merges them with its own
+    /// corrections of that interval and writes them when they are due, so where a
+    /// checkpoint falls changes no revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<i64>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -335,6 +342,7 @@ mod tests {
         state.max_event_time = Some(42);
         state.revisions.insert(0, 3);
         state.open.push(KeptWindow {
+            correction: None,
             start: 0,
             end: 60_000_000,
             keys: KeyRows::default(),

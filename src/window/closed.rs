@@ -115,19 +115,24 @@ impl ClosedWindows {
         });
     }
 
-    /// At the end of the input: the windows still within the allowance at the final
-    /// watermark, to keep for the next run's corrections; forgets them all.
+    /// At the end of the input: the windows a correction can still reach from the final
+    /// watermark on (one of this run's, cut short by a checkpoint, included), to keep
+    /// for the next run; forgets them all.
     pub fn take_kept(&mut self, final_watermark: i64) -> Vec<KeptWindow> {
-        let allowed = self.allowed_lateness;
+        let (allowed, slide) = (self.allowed_lateness, self.slide);
         std::mem::take(&mut self.windows)
             .into_iter()
-            .filter(|(_, w)| w.end.saturating_add(allowed) > final_watermark)
+            .filter(|(_, w)| {
+                let last = w.end.saturating_add(allowed).saturating_sub(1);
+                correction_due(last, slide) >= final_watermark
+            })
             .map(|(start, w)| KeptWindow {
                 start,
                 end: w.end,
                 keys: w.keys,
                 accs: w.accs,
                 unwritten: false,
+                correction: None,
             })
             .collect()
     }

@@ -445,3 +445,94 @@ fn a_corrected_window_is_ranked_again() {
         assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
     }
 }
+
+/// Every result file under `out` (the latest and the superseded revisions), by name,
+/// with its bytes.
+fn result_files(out: &Path) -> BTreeMap<String, Vec<u8>> {
+    [out.join("q"), out.join("q_revisions")]
+        .iter()
+        .flat_map(|d| parquet_files(d))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (relative(out, &p), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn checkpoints_change_no_revision() {
+    // A live query's legs end at checkpoints wherever its timer says; a crash replays
+    // from the last one and ends its legs elsewhere. So a correction a checkpoint cuts
+    // short must be carried over, not written: otherwise a revision's bytes would
+    // depend on where legs ended, and a replay would conflict with what was uploaded.
+    let windows = Windows {
+        slide: 10_000,
+        size: 10_000,
+    };
+    let (ooo, allowed) = (2_000, 20_000);
+    let input = readings(41, 8, 120);
+    // Integer aggregates only: a kept window's sums merge in another order than one
+    // run's, which only float sums could tell.
+    let plan = plan(&format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
+           WITH (event_time = 'ts', max_out_of_orderness = '{ooo}ms',
+                 allowed_lateness = '{allowed}ms');
+         SELECT device_id, window_start, COUNT(*) AS readings, SUM(bytes_in) AS bytes_in
+         FROM {} GROUP BY device_id, window_start",
+        windows.sql()
+    ));
+    // Chunks of 64 bytes hold at most one reading each (lines are longer), so cutting
+    // the input at any line leaves every reading's chunk, hence its watermark, as is.
+    let chunk = 64;
+    let run_legs = |dir: &Path, cuts: &[usize]| -> (u64, u64) {
+        let out = dir.join("out");
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(input.len());
+        let (mut corrections, mut late) = (0, 0);
+        for (leg, pair) in bounds.windows(2).enumerate() {
+            let file = write(
+                &dir.join(format!("leg{leg}.jsonl")),
+                &input[pair[0]..pair[1]],
+            );
+            let mut config = RunConfig::new(plan.clone(), file, out.clone());
+            config.workers = 2;
+            config.chunk_bytes = chunk;
+            if leg + 2 < bounds.len() {
+                config.control.set_end_of_input(EndOfInput::Checkpoint);
+            }
+            let summary = run_within_deadline(config).unwrap_or_else(|e| panic!("{e}"));
+            corrections += summary.corrections;
+            late += summary.late;
+        }
+        (corrections, late)
+    };
+    let one = tempdir();
+    let (corrections, late) = run_legs(one.path(), &[]);
+    assert!(corrections > 0, "the input should have corrections");
+    let want = result_files(&one.path().join("out"));
+    assert!(
+        want.keys().any(|n| n.starts_with("q_revisions")),
+        "corrections should write revisions: {:?}",
+        want.keys()
+    );
+    let n = input.len();
+    for cuts in [vec![n / 3], vec![n / 5, n / 2, 4 * n / 5], vec![7, n - 7]] {
+        let legs = tempdir();
+        let got = run_legs(legs.path(), &cuts);
+        assert_eq!(
+            got,
+            (corrections, late),
+            "cut at {cuts:?}: corrections, late"
+        );
+        let files = result_files(&legs.path().join("out"));
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "cut at {cuts:?}: file names"
+        );
+        for (name, bytes) in &files {
+            assert!(bytes == &want[name], "cut at {cuts:?}: {name} differs");
+        }
+    }
+}
