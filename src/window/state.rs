@@ -189,9 +189,7 @@ impl Slots {
         self.last = at;
         at
     }
-}
 
-impl Slots {
     fn new(plan: &QueryPlan) -> Self {
         Slots {
             windows: Vec::new(),
