@@ -31,7 +31,8 @@ use crate::window::aggregate::Accumulator;
 use crate::window::key::KeyRows;
 
 /// Format version of `stream.json`; a newer edgeflow reads older versions or refuses.
-pub const STATE_VERSION: u32 = 1;
+/// Version 2 holds sketches as base64 text (version 1: arrays of byte values).
+pub const STATE_VERSION: u32 = 2;
 
 /// A stream state that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -186,9 +187,9 @@ impl StreamState {
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
         let version = value.get("version").and_then(serde_json::Value::as_u64);
-        if version != Some(u64::from(STATE_VERSION)) {
+        if !version.is_some_and(|v| (1..=u64::from(STATE_VERSION)).contains(&v)) {
             return Err(corrupt(format!(
-                "format version {}, this edgeflow reads version {STATE_VERSION}",
+                "format version {}, this edgeflow reads versions up to {STATE_VERSION}; run a newer edgeflow on this folder",
                 version.map_or("missing".into(), |v| v.to_string())
             )));
         }
@@ -201,9 +202,11 @@ impl StreamState {
                 path,
             });
         }
-        // No open windows depend on the old plan: the stream goes on under the new one.
+        // No open windows depend on the old plan: the stream goes on under the new one,
+        // and is saved in this edgeflow's format.
         Ok(StreamState {
             plan: fingerprint,
+            version: STATE_VERSION,
             ..state
         })
     }
@@ -331,6 +334,35 @@ mod tests {
         SELECT k, window_start, SUM(v) AS s FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY k, window_start";
 
     #[test]
+    fn an_older_version_loads_and_is_saved_as_this_one_and_a_newer_one_is_refused()
+    -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
+            path: PathBuf::new(),
+            source,
+        })?;
+        let p = plan(Q);
+        let path = StreamState::path(dir.path(), "q");
+        let write = |version: u32| {
+            let mut state = StreamState::new(&p);
+            state.version = version;
+            state.runs = 3;
+            state.save(dir.path(), "q")
+        };
+        write(1)?;
+        let state = StreamState::load(dir.path(), &p)?;
+        assert_eq!((state.version, state.runs), (STATE_VERSION, 3));
+        write(STATE_VERSION + 1)?;
+        match StreamState::load(dir.path(), &p) {
+            Err(StateError::Corrupt { path: at, reason }) => {
+                assert_eq!(at, path);
+                assert!(reason.contains("run a newer edgeflow"), "{reason}");
+            }
+            other => panic!("a newer version should be refused, not {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
     fn round_trips_and_refuses_a_changed_query_with_open_windows() -> Result<(), StateError> {
         let dir = tempfile::tempdir().map_err(|source| StateError::Io {
             path: PathBuf::new(),
@@ -342,12 +374,12 @@ mod tests {
         state.max_event_time = Some(42);
         state.revisions.insert(0, 3);
         state.open.push(KeptWindow {
-            correction: None,
             start: 0,
             end: 60_000_000,
             keys: KeyRows::default(),
             accs: Vec::new(),
             unwritten: true,
+            correction: None,
         });
         state.live = Some(LivePosition {
             table: "readings".into(),
