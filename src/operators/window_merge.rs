@@ -30,8 +30,8 @@ use crate::window::merge::WindowMerger;
 use crate::window::state::PartialWindow;
 
 /// The windows whose parts an operator is collecting, by the frontier that completes
-/// them (a window's end; a correction's time, plus one), each with the capability to
-/// emit it at (the least time of its parts).
+/// them (a window's end; for a correction, the time it is due plus one), each with the
+/// capability to emit it at (the least time of its parts).
 pub(super) struct Collecting {
     open: BTreeMap<(i64, i64), Collected>,
     merger: fn() -> WindowMerger,
@@ -43,7 +43,7 @@ pub(super) struct Collected {
     pub start: i64,
     /// Window end.
     pub end: i64,
-    /// The time of a correction's batches ([`PartialWindow::correction`]).
+    /// When a correction is due ([`PartialWindow::correction`]); `None` for the window.
     pub correction: Option<i64>,
     /// Where to emit what the parts merge into.
     pub cap: Capability<Time>,

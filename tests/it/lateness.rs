@@ -14,36 +14,27 @@ use edgeflow::types::Value;
 use super::support::{
     assert_rows_eq, parquet_files, plan, read_rows, run, run_within_deadline, sort_rows,
 };
-use super::traffic::{Reading, Rng, run_in_two, write};
+use super::traffic::{Reading, fleet, run_in_two, write};
 
 /// Readings of `devices` devices every 0.1 to 2 s in arrival order; most arrive within
 /// 3 s, one in fifteen up to 30 s late and one in fifty up to 90 s late, so under a 2 s
 /// out-of-orderness and a 20 s allowance there are on-time readings, corrections and
 /// late ones.
 fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
-    let mut rng = Rng(seed);
-    let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-    let mut all: Vec<(i64, Reading)> = Vec::new();
-    for d in 0..devices {
-        let mut t = base + rng.below(5_000) as i64;
-        for _ in 0..per_device {
-            t += 100 + rng.below(1_900) as i64;
-            let delay = match rng.below(50) {
+    fleet(
+        seed,
+        devices,
+        per_device,
+        5_000,
+        |rng| 100 + rng.below(1_900) as i64,
+        |rng| {
+            (match rng.below(50) {
                 0 => rng.below(90_000),
                 1..=3 => rng.below(30_000),
                 _ => rng.below(3_000),
-            } as i64;
-            let reading = Reading {
-                device: format!("dev-{d:03}"),
-                ts_ms: t,
-                bytes_in: rng.below(100_000) as i64,
-                latency_ms: rng.below(10_000) as f64 / 100.0,
-            };
-            all.push((t + delay, reading));
-        }
-    }
-    all.sort_by_key(|(arrival, r)| (*arrival, r.device.clone()));
-    all.into_iter().map(|(_, r)| r).collect()
+            }) as i64
+        },
+    )
 }
 
 /// Window sizes in milliseconds: `(slide, size)`; a tumbling window has both equal.

@@ -12,39 +12,32 @@ use edgeflow::types::Value;
 use super::live::{LiveNode, http, tempdir, write_query};
 use super::s3_server::wait_until;
 use super::support::{assert_rows_eq, parquet_files, plan, read_rows, run, sort_rows};
-use super::traffic::{Reading, Rng, jsonl, run_in_two, write};
+use super::traffic::{Reading, fleet, jsonl, run_in_two, write};
 
 /// Readings of `devices` devices in arrival order: each device reports in bursts
 /// (0.2 to 4 s apart) separated by silences (8 to 40 s), so sessions of a 5 s gap both
 /// form and break; arrivals are late by up to 3 s, and one in fifty by up to 40 s.
 fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
-    let mut rng = Rng(seed);
-    let base = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-    let mut all: Vec<(i64, Reading)> = Vec::new();
-    for d in 0..devices {
-        let mut t = base + rng.below(10_000) as i64;
-        for _ in 0..per_device {
-            t += if rng.below(6) == 0 {
+    fleet(
+        seed,
+        devices,
+        per_device,
+        10_000,
+        |rng| {
+            if rng.below(6) == 0 {
                 8_000 + rng.below(32_000) as i64
             } else {
                 200 + rng.below(3_800) as i64
-            };
-            let delay = if rng.below(50) == 0 {
+            }
+        },
+        |rng| {
+            (if rng.below(50) == 0 {
                 rng.below(40_000)
             } else {
                 rng.below(3_000)
-            } as i64;
-            let reading = Reading {
-                device: format!("dev-{d:03}"),
-                ts_ms: t,
-                bytes_in: rng.below(100_000) as i64,
-                latency_ms: rng.below(10_000) as f64 / 100.0,
-            };
-            all.push((t + delay, reading));
-        }
-    }
-    all.sort_by_key(|(arrival, r)| (*arrival, r.device.clone()));
-    all.into_iter().map(|(_, r)| r).collect()
+            }) as i64
+        },
+    )
 }
 
 fn sql(gap_ms: i64, ooo_ms: i64) -> String {

@@ -36,6 +36,38 @@ impl Rng {
     }
 }
 
+/// `per_device` readings of each of `devices` devices, in arrival order: each device
+/// starts up to `jitter_ms` after 2026-01-01T00:00:00Z and moves on by `step` between
+/// readings; each reading arrives `delay` after its event time.
+pub fn fleet(
+    seed: u64,
+    devices: usize,
+    per_device: usize,
+    jitter_ms: u64,
+    mut step: impl FnMut(&mut Rng) -> i64,
+    mut delay: impl FnMut(&mut Rng) -> i64,
+) -> Vec<Reading> {
+    let mut rng = Rng(seed);
+    let base = 1_767_225_600_000;
+    let mut all: Vec<(i64, Reading)> = Vec::new();
+    for d in 0..devices {
+        let mut t = base + rng.below(jitter_ms) as i64;
+        for _ in 0..per_device {
+            t += step(&mut rng);
+            let late_by = delay(&mut rng);
+            let reading = Reading {
+                device: format!("dev-{d:03}"),
+                ts_ms: t,
+                bytes_in: rng.below(100_000) as i64,
+                latency_ms: rng.below(10_000) as f64 / 100.0,
+            };
+            all.push((t + late_by, reading));
+        }
+    }
+    all.sort_by_key(|(arrival, r)| (*arrival, r.device.clone()));
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The readings as JSON lines (`device_id`, `ts` in epoch ms, `bytes_in`, `latency_ms`).
 pub fn jsonl(readings: &[Reading]) -> String {
     readings
