@@ -48,6 +48,9 @@ pub enum Error {
     /// The live node cannot start or run.
     #[error(transparent)]
     Node(#[from] crate::serve::NodeError),
+    /// The registry a query joins cannot be read, or a row of it is malformed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Registry(Vec<crate::registry::RegistryError>),
     /// A worker or the engine failed in a way that is our bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,7 +60,9 @@ impl Error {
     /// Who can fix it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Query(_) | Error::Output { .. } | Error::Locked(_) => ErrorKind::User,
+            Error::Query(_) | Error::Output { .. } | Error::Locked(_) | Error::Registry(_) => {
+                ErrorKind::User
+            }
             Error::State(crate::stream::StateError::Io { .. }) => ErrorKind::External,
             Error::State(_) => ErrorKind::User,
             Error::Source(

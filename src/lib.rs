@@ -42,6 +42,7 @@ pub mod operators;
 #[cfg(feature = "sql")]
 pub mod outputs;
 pub mod query;
+pub mod registry;
 pub mod serve;
 pub mod sink;
 pub mod size;

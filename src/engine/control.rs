@@ -35,6 +35,16 @@ pub struct Metrics {
     pub kept_windows: AtomicU64,
     /// Closed windows kept for corrections within the allowed lateness.
     pub correctable_windows: AtomicU64,
+    /// Readings whose device has no registry row, dropped by an `INNER` join.
+    pub registry_unmatched: AtomicU64,
+    /// Rows in the registry version in force.
+    pub registry_rows: AtomicU64,
+    /// Registry reloads that found the file changed and took it.
+    pub registry_reloads: AtomicU64,
+    /// Rows inserted or retracted by those reloads.
+    pub registry_changes: AtomicU64,
+    /// Registry reloads refused for a malformed row.
+    pub registry_errors: AtomicU64,
     /// Result files of older revisions moved to `<query>_revisions/`.
     pub superseded: AtomicU64,
     /// Sums and averages whose final value overflowed (integer sums past `BIGINT`,
@@ -71,6 +81,11 @@ impl Metrics {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
     }
 
     /// Reads a counter.

@@ -14,6 +14,7 @@ use crate::operators::Time;
 use crate::operators::dead_letter::DeadLetters;
 use crate::operators::key_merge::KeyMerge;
 use crate::operators::read_chunks::{Backlog, ReadChunks, read_chunks};
+use crate::operators::registry;
 use crate::operators::session_stitch::SessionStitch;
 use crate::operators::stamp::Stamp;
 use crate::operators::window_merge::WindowMerge;
@@ -21,6 +22,7 @@ use crate::operators::window_partial::WindowPartial;
 use crate::operators::write_late::WriteLate;
 use crate::operators::write_parquet::{Notify, WriteParquet, Writers};
 use crate::query::QueryPlan;
+use crate::registry::Registry;
 use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
 use crate::source::OpenInput;
 use crate::stream::Continuation;
@@ -50,6 +52,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The result writers' threads, joined when the workers are done.
     pub writers: Writers,
+    /// The registry the query joins, if it joins one.
+    pub registry: Option<Arc<Registry>>,
 }
 
 /// Builds the dataflow of one worker in `scope`.
@@ -93,6 +97,16 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         shared.metrics.clone(),
     );
     let epoch = WindowAssigner::new(plan.window).slide();
+    // The registry's versions are stamped by the watermark, which the late output's
+    // frontier is.
+    let (registry_progress, registry_trace) = match &shared.registry {
+        Some(registry) => {
+            let arranged =
+                registry::arrange(late.clone(), registry.clone(), shared.metrics.clone());
+            (arranged.progress, Some(arranged.trace))
+        }
+        None => (Vec::<()>::new().to_stream(scope), None),
+    };
     late.write_late(
         shared.layout.clone(),
         epoch,
@@ -137,6 +151,8 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     };
     merged
         .window_merge(
+            registry_progress,
+            registry_trace,
             plan.clone(),
             result_schema(&plan),
             shared.stream.clone(),

@@ -397,6 +397,13 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         chunk_bytes: config.chunk_bytes,
         max_line_bytes: config.max_line_bytes,
     };
+    // A registry that cannot be read refuses the start: there is no version to join with.
+    let registry = plan
+        .join
+        .as_ref()
+        .map(|join| crate::registry::Registry::open(&join.table, join.key).map(Arc::new))
+        .transpose()
+        .map_err(Error::Registry)?;
     let input = source::open(&config.input, &plan.source, limits, position)?;
     let progress = match input.total_bytes() {
         Some(total) if config.progress => Some(progress_bar(total, metrics.clone())),
@@ -422,6 +429,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         control: config.control.clone(),
         metrics: metrics.clone(),
         writers: writers.clone(),
+        registry,
     };
     let job = workers.build(shared)?;
     Ok(RunningQuery {

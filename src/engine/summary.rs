@@ -73,6 +73,18 @@ pub struct RunSummary {
     /// Older revisions moved to `<query>_revisions/`.
     #[serde(default)]
     pub superseded: u64,
+    /// Readings an `INNER` registry join dropped: no registry row for their device.
+    #[serde(default)]
+    pub registry_unmatched: u64,
+    /// Rows in the registry version in force at the end.
+    #[serde(default)]
+    pub registry_rows: u64,
+    /// Registry reloads that found the file changed and took it.
+    #[serde(default)]
+    pub registry_reloads: u64,
+    /// Registry reloads refused for a malformed row.
+    #[serde(default)]
+    pub registry_errors: u64,
     /// The signal that ended the run early (2 SIGINT, 15 SIGTERM).
     #[serde(default)]
     pub interrupted_by: Option<i32>,
@@ -156,6 +168,10 @@ impl RunSummary {
             kept_windows: Metrics::get(&m.kept_windows),
             correctable_windows: Metrics::get(&m.correctable_windows),
             superseded: Metrics::get(&m.superseded),
+            registry_unmatched: Metrics::get(&m.registry_unmatched),
+            registry_rows: Metrics::get(&m.registry_rows),
+            registry_reloads: Metrics::get(&m.registry_reloads),
+            registry_errors: Metrics::get(&m.registry_errors),
             interrupted_by: None,
         }
     }
@@ -235,6 +251,16 @@ impl fmt::Display for RunSummary {
                 f,
                 "correctable  {} closed windows kept for corrections within the allowed lateness",
                 self.correctable_windows
+            )?;
+        }
+        if self.registry_rows > 0 || self.registry_unmatched > 0 {
+            writeln!(
+                f,
+                "registry     {} devices; {} reloads taken, {} refused; {} readings without a registry row dropped (INNER)",
+                self.registry_rows,
+                self.registry_reloads,
+                self.registry_errors,
+                self.registry_unmatched
             )?;
         }
         if self.superseded > 0 {

@@ -8,6 +8,7 @@
 pub mod dead_letter;
 pub mod key_merge;
 pub mod read_chunks;
+pub mod registry;
 pub mod session_stitch;
 pub mod stamp;
 pub mod window_merge;

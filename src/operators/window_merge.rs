@@ -13,11 +13,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use differential_dataflow::trace::TraceReader;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::AntichainRef;
 
+use super::registry::{RegistryTrace, join_window};
 use super::window_rows::window_rows;
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, EndOfInput, Metrics};
@@ -113,8 +116,14 @@ pub(super) fn final_watermark(control: &Control, stream: &Continuation, ooo: i64
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
     /// Routes partials to their window's owner and emits each closed window's rows.
+    ///
+    /// With a registry join, `registry` holds its arrangement: a window closes once both
+    /// the partials and the registry are complete up to its end.
+    #[allow(clippy::too_many_arguments)]
     fn window_merge(
         self,
+        registry: StreamVec<'s, Time, ()>,
+        trace: Option<RegistryTrace>,
         plan: Arc<QueryPlan>,
         schema: SchemaRef,
         stream: Arc<Continuation>,
@@ -126,6 +135,8 @@ pub trait WindowMerge<'s> {
 impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
     fn window_merge(
         self,
+        registry: StreamVec<'s, Time, ()>,
+        mut trace: Option<RegistryTrace>,
         plan: Arc<QueryPlan>,
         schema: SchemaRef,
         stream: Arc<Continuation>,
@@ -133,30 +144,76 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow> {
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
-        self.unary_frontier(exchange, "WindowMerge", move |_cap, _info| {
-            let mut open = Collecting::new(WindowMerger::disjoint);
-            let slide = crate::window::assign::WindowAssigner::new(plan.window).slide();
-            let mut closed_windows = ClosedWindows::new(plan.source.allowed_lateness, slide);
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    for parts in data {
-                        for part in parts.drain(..) {
-                            open.add(&cap, part);
+        self.binary_frontier(
+            registry,
+            exchange,
+            Pipeline,
+            "WindowMerge",
+            move |_cap, _info| {
+                let mut open = Collecting::new(WindowMerger::disjoint);
+                let window = crate::window::assign::WindowAssigner::new(plan.window);
+                let slide = window.slide();
+                let mut closed_windows = ClosedWindows::new(plan.source.allowed_lateness, slide);
+                // How far before the frontier a window may still be written: a correction's.
+                let reach = plan
+                    .source
+                    .allowed_lateness
+                    .saturating_add(slide)
+                    .saturating_add(window.size());
+                move |(input, frontier), (registry, registry_frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        for parts in data {
+                            for part in parts.drain(..) {
+                                open.add(&cap, part);
+                            }
                         }
+                    });
+                    registry.for_each_stamp(|_, _| {});
+                    let input_ended =
+                        frontier.frontier().is_empty() && registry_frontier.frontier().is_empty();
+                    if input_ended && control.failed() {
+                        open.clear();
+                        closed_windows.clear();
+                        return;
                     }
-                });
-                let input_ended = frontier.frontier().is_empty();
-                if input_ended && control.failed() {
-                    open.clear();
-                    closed_windows.clear();
-                    return;
-                }
-                let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-                let end_of_input = control.end_of_input();
-                let final_watermark =
-                    final_watermark(&control, &stream, plan.source.max_out_of_orderness);
-                let write =
-                    |start: i64, end: i64, keys: &KeyRows, accs: &[Accumulator], revision| {
+                    let limit = frontier
+                        .frontier()
+                        .first()
+                        .copied()
+                        .unwrap_or(Time::MAX)
+                        .min(
+                            registry_frontier
+                                .frontier()
+                                .first()
+                                .copied()
+                                .unwrap_or(Time::MAX),
+                        );
+                    let end_of_input = control.end_of_input();
+                    let final_watermark =
+                        final_watermark(&control, &stream, plan.source.max_out_of_orderness);
+                    // Writes a window's rows: joined with the registry first, if the query
+                    // joins one (`count`: its dropped readings are new to the count).
+                    let write = |trace: Option<&mut RegistryTrace>,
+                                 start: i64,
+                                 end: i64,
+                                 keys: &KeyRows,
+                                 accs: &[Accumulator],
+                                 revision,
+                                 count| {
+                        let joined = match (&plan.join, trace) {
+                            (Some(join), Some(trace)) => {
+                                let joined = join_window(join, trace, end, keys, accs);
+                                if count {
+                                    Metrics::add(&metrics.registry_unmatched, joined.unmatched);
+                                }
+                                Some(joined)
+                            }
+                            _ => None,
+                        };
+                        let (keys, accs) = match &joined {
+                            Some(j) => (&j.keys, j.accs.as_slice()),
+                            None => (keys, accs),
+                        };
                         match window_rows(&plan, &schema, start, end, keys, accs, revision) {
                             Ok(rows) => {
                                 Metrics::add(&metrics.overflows, rows.overflows);
@@ -173,99 +230,120 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             }
                         }
                     };
-                while let Some(closed) = open.next_closed(limit) {
-                    let Collected {
-                        start,
-                        end,
-                        correction,
-                        cap,
-                        merger,
-                    } = closed;
-                    if let Some(due) = correction {
-                        // Readings within the allowed lateness of a window written
-                        // already: the window again, with them, as its next revision.
+                    while let Some(closed) = open.next_closed(limit) {
+                        let Collected {
+                            start,
+                            end,
+                            correction,
+                            cap,
+                            merger,
+                        } = closed;
+                        if let Some(due) = correction {
+                            // Readings within the allowed lateness of a window written
+                            // already: the window again, with them, as its next revision.
+                            let Some((keys, accs)) = merger.merge() else {
+                                continue;
+                            };
+                            if end_of_input == EndOfInput::Checkpoint && due >= final_watermark {
+                                // Cut short: the next leg's chunks may still add to it.
+                                stream.keep(KeptWindow {
+                                    start,
+                                    end,
+                                    keys,
+                                    accs,
+                                    unwritten: false,
+                                    correction: Some(due),
+                                });
+                                continue;
+                            }
+                            if let (Some(join), Some(trace)) = (&plan.join, trace.as_mut()) {
+                                // Only the correction's own readings are new to the count.
+                                let unmatched =
+                                    join_window(join, trace, end, &keys, &accs).unmatched;
+                                Metrics::add(&metrics.registry_unmatched, unmatched);
+                            }
+                            let first = stream.next_revision(start);
+                            let window = closed_windows.correct(start, end, keys, accs, first);
+                            let revision = window.revision.unwrap_or(first);
+                            if let Some(rows) = write(
+                                trace.as_mut(),
+                                start,
+                                end,
+                                &window.keys,
+                                &window.accs,
+                                revision,
+                                false,
+                            ) {
+                                output.session(&cap).give(rows);
+                            }
+                            continue;
+                        }
+                        let still_open = end > final_watermark;
+                        if still_open && end_of_input == EndOfInput::Discard {
+                            continue;
+                        }
+                        if !still_open {
+                            metrics.window_closed(start);
+                        }
+                        let fresh = merger.is_fresh();
                         let Some((keys, accs)) = merger.merge() else {
                             continue;
                         };
-                        if end_of_input == EndOfInput::Checkpoint && due >= final_watermark {
-                            // Cut short: the next leg's chunks may still add to it.
-                            stream.keep(KeptWindow {
+                        // A window only kept state feeds is already written as it stands; a
+                        // checkpoint keeps its windows without writing them.
+                        let checkpoint = still_open && end_of_input == EndOfInput::Checkpoint;
+                        let mut revision = stream.next_revision(start).checked_sub(1);
+                        if fresh && !checkpoint {
+                            let next = stream.next_revision(start);
+                            if let Some(rows) =
+                                write(trace.as_mut(), start, end, &keys, &accs, next, !still_open)
+                            {
+                                output.session(&cap).give(rows);
+                            }
+                            revision = Some(next);
+                        }
+                        if still_open {
+                            // Sessions are kept where they are stitched (`SessionStitch`).
+                            if !plan.window.is_session() {
+                                stream.keep(KeptWindow {
+                                    start,
+                                    end,
+                                    keys,
+                                    accs,
+                                    unwritten: checkpoint && fresh,
+                                    correction: None,
+                                });
+                            }
+                        } else {
+                            closed_windows.closed(
                                 start,
-                                end,
-                                keys,
-                                accs,
-                                unwritten: false,
-                                correction: Some(due),
-                            });
-                            continue;
+                                ClosedWindowState {
+                                    end,
+                                    keys,
+                                    accs,
+                                    revision,
+                                },
+                            );
                         }
-                        let first = stream.next_revision(start);
-                        let window = closed_windows.correct(start, end, keys, accs, first);
-                        let revision = window.revision.unwrap_or(first);
-                        if let Some(rows) = write(start, end, &window.keys, &window.accs, revision)
-                        {
-                            output.session(&cap).give(rows);
-                        }
-                        continue;
                     }
-                    let still_open = end > final_watermark;
-                    if still_open && end_of_input == EndOfInput::Discard {
-                        continue;
-                    }
-                    if !still_open {
-                        metrics.window_closed(start);
-                    }
-                    let fresh = merger.is_fresh();
-                    let Some((keys, accs)) = merger.merge() else {
-                        continue;
-                    };
-                    // A window only kept state feeds is already written as it stands; a
-                    // checkpoint keeps its windows without writing them.
-                    let checkpoint = still_open && end_of_input == EndOfInput::Checkpoint;
-                    let mut revision = stream.next_revision(start).checked_sub(1);
-                    if fresh && !checkpoint {
-                        let next = stream.next_revision(start);
-                        if let Some(rows) = write(start, end, &keys, &accs, next) {
-                            output.session(&cap).give(rows);
-                        }
-                        revision = Some(next);
-                    }
-                    if still_open {
-                        // Sessions are kept where they are stitched (`SessionStitch`).
-                        if !plan.window.is_session() {
-                            stream.keep(KeptWindow {
-                                start,
-                                end,
-                                keys,
-                                accs,
-                                unwritten: checkpoint && fresh,
-                                correction: None,
-                            });
+                    if input_ended {
+                        // Closed windows still within the allowance at the final watermark
+                        // are kept for the next run's corrections.
+                        for kept in closed_windows.take_kept(final_watermark) {
+                            stream.keep(kept);
                         }
                     } else {
-                        closed_windows.closed(
-                            start,
-                            ClosedWindowState {
-                                end,
-                                keys,
-                                accs,
-                                revision,
-                            },
-                        );
+                        // Not past the final watermark: flushing the open windows at the end
+                        // of the input moves the frontier beyond it.
+                        closed_windows.expire(limit.min(final_watermark));
+                        if let Some(trace) = trace.as_mut() {
+                            // Versions older than any window still to be written can merge.
+                            let horizon = limit.min(final_watermark).saturating_sub(reach);
+                            trace.set_logical_compaction(AntichainRef::new(&[horizon]));
+                        }
                     }
                 }
-                if input_ended {
-                    // Closed windows still within the allowance at the final watermark
-                    // are kept for the next run's corrections.
-                    for kept in closed_windows.take_kept(final_watermark) {
-                        stream.keep(kept);
-                    }
-                } else {
-                    // Not past the final watermark: flushing the open windows at the end
-                    // of the input moves the frontier beyond it.
-                    closed_windows.expire(limit.min(final_watermark));
-                }
-            }
-        })
+            },
+        )
     }
 }

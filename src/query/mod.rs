@@ -11,6 +11,7 @@ pub mod expr;
 #[cfg(test)]
 mod fuzz;
 mod plan;
+pub mod registry;
 mod scalar;
 mod schema;
 mod select;
@@ -18,7 +19,7 @@ pub mod top_n;
 
 use std::path::{Path, PathBuf};
 
-use sqlparser::ast::{Spanned, Statement};
+use sqlparser::ast::{CreateTable, Query, SetExpr, Spanned, Statement};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
@@ -84,19 +85,19 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
             },
             e => PlanError::from_parser(&e),
         })?;
-    let mut create = None;
+    let mut creates = Vec::new();
     let mut query = None;
     for statement in &statements {
         match statement {
-            Statement::CreateTable(c) if create.is_none() && query.is_none() => create = Some(c),
-            Statement::Query(q) if create.is_some() && query.is_none() => query = Some(q),
-            Statement::CreateTable(c) if create.is_some() => {
+            Statement::CreateTable(c) if query.is_none() && creates.len() < 2 => creates.push(c),
+            Statement::Query(q) if !creates.is_empty() && query.is_none() => query = Some(q),
+            Statement::CreateTable(c) if query.is_none() => {
                 return Err(PlanError::at(
                     c.name.span(),
-                    "expected one CREATE TABLE: a query reads one source",
+                    "expected at most two CREATE TABLEs: the readings and a registry to join",
                 ));
             }
-            Statement::Query(q) if create.is_none() => {
+            Statement::Query(q) if creates.is_empty() => {
                 return Err(PlanError::at(
                     q.span(),
                     "expected CREATE TABLE <source> (...) before the SELECT",
@@ -110,7 +111,7 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
             }
         }
     }
-    let Some(create) = create else {
+    let Some(first) = creates.first() else {
         return Err(PlanError::at(
             sqlparser::tokenizer::Span::empty(),
             "expected CREATE TABLE <source> (...) WITH (event_time = '<column>')",
@@ -118,14 +119,18 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
     };
     let Some(query) = query else {
         return Err(PlanError::at(
-            create.name.span(),
+            first.name.span(),
             "expected a SELECT after CREATE TABLE",
         ));
     };
     let base = file.parent().unwrap_or(Path::new(""));
-    let source = schema::plan_source(create, base)?;
     let (aggregate, top_n) = top_n::split(query)?;
-    let select = select::plan_select(aggregate, &source)?;
+    let (create, registry) = split_tables(&creates, aggregate)?;
+    let source = schema::plan_source(create, base)?;
+    let registry = registry
+        .map(|r| registry::plan_registry(r, base))
+        .transpose()?;
+    let select = select::plan_select(aggregate, &source, registry.as_ref())?;
     if let (Some(t), true) = (&top_n, select.window.is_session()) {
         return Err(PlanError::at(
             t.rank_span(),
@@ -152,7 +157,59 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
         having: select.having,
         outputs: select.outputs,
         top_n,
+        join: select.join,
     })
+}
+
+/// Tells the readings' `CREATE TABLE` from the registry's: the registry is the table the
+/// SELECT joins.
+fn split_tables<'a>(
+    creates: &[&'a CreateTable],
+    query: &Query,
+) -> Result<(&'a CreateTable, Option<&'a CreateTable>), PlanError> {
+    let table_name = |c: &CreateTable| {
+        c.name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.clone())
+            .unwrap_or_default()
+    };
+    let joined = match query.body.as_ref() {
+        SetExpr::Select(select) => select
+            .from
+            .first()
+            .and_then(|f| f.joins.first())
+            .and_then(registry::joined_table),
+        _ => None,
+    };
+    match (creates, joined) {
+        ([only], _) => Ok((only, None)),
+        ([a, b], Some((name, span))) => {
+            if table_name(b).eq_ignore_ascii_case(&name) {
+                Ok((a, Some(b)))
+            } else if table_name(a).eq_ignore_ascii_case(&name) {
+                Ok((b, Some(a)))
+            } else {
+                Err(PlanError::at(
+                    span,
+                    format!(
+                        "unknown table `{name}`; declared are `{}` and `{}`",
+                        table_name(a),
+                        table_name(b)
+                    ),
+                ))
+            }
+        }
+        ([_, b, ..], _) => Err(PlanError::at(
+            b.name.span(),
+            "a second CREATE TABLE declares a registry to JOIN, but the SELECT joins no table",
+        )),
+        ([], _) => Err(PlanError::at(
+            sqlparser::tokenizer::Span::empty(),
+            "expected CREATE TABLE <source> (...)",
+        )),
+    }
 }
 
 /// Where parentheses first nest deepest in `text` (quotes and `--` comments skipped):

@@ -276,9 +276,21 @@ pub struct QueryPlan {
     /// A window Top-N around the aggregate: which of its rows each window keeps, ranked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_n: Option<super::top_n::TopN>,
+    /// A device registry the windows are joined with as they close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<super::registry::RegistryJoin>,
 }
 
 impl QueryPlan {
+    /// The types of the result keys: the window state's keys, or after a join, the keys
+    /// its rows are grouped by again.
+    pub fn result_key_types(&self) -> Vec<DataType> {
+        match &self.join {
+            Some(join) => join.keys.iter().map(|k| k.ty).collect(),
+            None => self.keys.iter().map(|k| k.ty).collect(),
+        }
+    }
+
     /// The aggregate whose sketch follows output `i` in result files: when the output is
     /// plainly an aggregate that keeps one.
     pub fn sketch_of(&self, i: usize) -> Option<usize> {
@@ -365,6 +377,42 @@ impl fmt::Display for QueryPlan {
         writeln!(f, "window      {}", self.window)?;
         if let Some(filter) = &self.filter {
             writeln!(f, "filter      {filter}")?;
+        }
+        if let Some(join) = &self.join {
+            let t = &join.table;
+            let columns: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.ty))
+                .collect();
+            writeln!(
+                f,
+                "registry    {} from {} ({}), {}; {} JOIN on {} = {}.{}",
+                t.name,
+                t.path.display(),
+                columns.join(", "),
+                match t.reload {
+                    Some(every) => format!("checked every {}", format_duration(every)),
+                    None => "read once per run".into(),
+                },
+                match join.kind {
+                    super::registry::JoinKind::Inner => "INNER",
+                    super::registry::JoinKind::Left => "LEFT",
+                },
+                self.keys[join.probe].name,
+                t.name,
+                t.columns[join.key].name
+            )?;
+            let keys: Vec<&str> = join.keys.iter().map(|k| k.name.as_str()).collect();
+            writeln!(
+                f,
+                "joined      each window, as it closes, with the registry in force then; grouped by {}",
+                if keys.is_empty() {
+                    "(none)".into()
+                } else {
+                    keys.join(", ")
+                }
+            )?;
         }
         let keys: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
         writeln!(

@@ -12,6 +12,7 @@ use super::expr::{ColumnRef, ExprKind, OutputExpr, OutputLeaf, SourceExpr, Typed
 use super::plan::{
     AggregateCall, AggregateFunction, GroupKey, OutputColumn, SourceSchema, WindowSpec,
 };
+use super::registry::{JoinClause, JoinedKey, KeyFrom, RegistryJoin, RegistryTable, join_clause};
 use super::scalar::{Resolver, plan_expr};
 use super::schema::find_column;
 use crate::time::format_duration;
@@ -25,6 +26,7 @@ pub struct SelectPlan {
     pub aggregates: Vec<AggregateCall>,
     pub having: Option<OutputExpr>,
     pub outputs: Vec<OutputColumn>,
+    pub join: Option<RegistryJoin>,
 }
 
 const AGGREGATES: &str = "COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE, APPROX_DISTINCT, APPROX_PERCENTILE";
@@ -45,34 +47,104 @@ fn is_window_bound(name: &str) -> Option<OutputLeaf> {
     }
 }
 
+/// Which table a column name resolves to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Readings,
+    Registry,
+}
+
+/// The registry a query joins, as names resolve against it.
+struct Joined<'a> {
+    table: &'a RegistryTable,
+    qualifiers: Vec<String>,
+}
+
 /// Resolves names to source columns: `WHERE` and aggregate arguments.
 struct SourceResolver<'a> {
     schema: &'a SourceSchema,
     qualifiers: &'a [String],
+    registry: Option<&'a Joined<'a>>,
     context: &'static str,
 }
 
 impl SourceResolver<'_> {
-    fn column_name<'i>(&self, idents: &'i [Ident], span: Span) -> PlanResult<&'i Ident> {
+    /// The table and column a (possibly qualified) name refers to; an unqualified name
+    /// both tables have is ambiguous.
+    fn side_of<'i>(&self, idents: &'i [Ident], span: Span) -> PlanResult<(Side, &'i Ident)> {
+        let qualifies = |qualifiers: &[String], table: &Ident| {
+            qualifiers
+                .iter()
+                .any(|q| q.eq_ignore_ascii_case(&table.value))
+        };
         match idents {
-            [column] => Ok(column),
+            [column] => {
+                let Some(joined) = self.registry else {
+                    return Ok((Side::Readings, column));
+                };
+                let in_registry = find_column(&joined.table.columns, &column.value).is_some();
+                let in_readings = find_column(&self.schema.columns, &column.value).is_some();
+                match (in_readings, in_registry) {
+                    (true, true) => Err(PlanError::at(
+                        column.span,
+                        format!(
+                            "`{}` is a column of both `{}` and `{}`; qualify it, e.g. {}.{}",
+                            column.value,
+                            self.schema.name,
+                            joined.table.name,
+                            self.qualifiers.last().map_or("", String::as_str),
+                            column.value
+                        ),
+                    )),
+                    (false, true) => Ok((Side::Registry, column)),
+                    _ => Ok((Side::Readings, column)),
+                }
+            }
+            [table, column] if qualifies(self.qualifiers, table) => Ok((Side::Readings, column)),
             [table, column]
                 if self
-                    .qualifiers
-                    .iter()
-                    .any(|q| q.eq_ignore_ascii_case(&table.value)) =>
+                    .registry
+                    .is_some_and(|r| qualifies(&r.qualifiers, table)) =>
             {
-                Ok(column)
+                Ok((Side::Registry, column))
             }
             [table, _] => Err(PlanError::at(
                 table.span,
                 format!(
-                    "unknown table `{}`; the query reads `{}`",
-                    table.value, self.schema.name
+                    "unknown table `{}`; the query reads `{}`{}",
+                    table.value,
+                    self.schema.name,
+                    self.registry
+                        .map(|r| format!(" and `{}`", r.table.name))
+                        .unwrap_or_default()
                 ),
             )),
             _ => Err(PlanError::at(span, "expected a column name")),
         }
+    }
+
+    /// The registry column `ident` names.
+    fn registry_column(&self, ident: &Ident) -> PlanResult<usize> {
+        let Some(joined) = self.registry else {
+            return Err(self.unknown_column(ident));
+        };
+        find_column(&joined.table.columns, &ident.value).ok_or_else(|| {
+            let names: Vec<&str> = joined
+                .table
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            PlanError::at(
+                ident.span,
+                format!(
+                    "unknown column `{}`; {} has: {}",
+                    ident.value,
+                    joined.table.name,
+                    names.join(", ")
+                ),
+            )
+        })
     }
 
     fn unknown_column(&self, ident: &Ident) -> PlanError {
@@ -98,7 +170,17 @@ impl Resolver for SourceResolver<'_> {
     type Leaf = ColumnRef;
 
     fn column(&mut self, idents: &[Ident], span: Span) -> PlanResult<SourceExpr> {
-        let ident = self.column_name(idents, span)?;
+        let (side, ident) = self.side_of(idents, span)?;
+        if side == Side::Registry {
+            let table = self.registry.map_or("", |r| r.table.name.as_str());
+            return Err(PlanError::at(
+                ident.span,
+                format!(
+                    "`{}` is a column of the registry `{table}`, which is joined when a window closes; {} read the readings only: group by it instead (HAVING can test it)",
+                    ident.value, self.context
+                ),
+            ));
+        }
         if is_window_bound(&ident.value).is_some() {
             return Err(PlanError::at(
                 ident.span,
@@ -215,7 +297,8 @@ fn aggregate_function(name: &str) -> Option<AggregateFunction> {
 /// Resolves names to keys, window bounds and aggregates: `SELECT` and `HAVING`.
 struct OutputResolver<'a> {
     source: SourceResolver<'a>,
-    keys: &'a [GroupKey],
+    /// The result keys: which table and column each is, its name and type.
+    keys: &'a [(Side, usize, String, DataType)],
     aggregates: Vec<AggregateCall>,
 }
 
@@ -377,16 +460,19 @@ impl Resolver for OutputResolver<'_> {
     type Leaf = OutputLeaf;
 
     fn column(&mut self, idents: &[Ident], span: Span) -> PlanResult<OutputExpr> {
-        let ident = self.source.column_name(idents, span)?;
+        let (side, ident) = self.source.side_of(idents, span)?;
         if let Some(bound) = is_window_bound(&ident.value) {
             return Ok(TypedExpr::leaf(bound, DataType::Timestamp));
         }
-        let index = find_column(&self.source.schema.columns, &ident.value)
-            .ok_or_else(|| self.source.unknown_column(ident))?;
-        match self.keys.iter().position(|k| k.column == index) {
+        let index = match side {
+            Side::Readings => find_column(&self.source.schema.columns, &ident.value)
+                .ok_or_else(|| self.source.unknown_column(ident))?,
+            Side::Registry => self.source.registry_column(ident)?,
+        };
+        match self.keys.iter().position(|k| k.0 == side && k.1 == index) {
             Some(k) => Ok(TypedExpr::leaf(
-                OutputLeaf::Key(k, self.keys[k].name.clone()),
-                self.keys[k].ty,
+                OutputLeaf::Key(k, self.keys[k].2.clone()),
+                self.keys[k].3,
             )),
             None => Err(PlanError::at(
                 ident.span,
@@ -412,7 +498,14 @@ fn table_function_args(args: &[FunctionArg], span: Span, usage: &str) -> PlanRes
         .collect()
 }
 
-fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec, Vec<String>)> {
+/// The window, the names that qualify the readings' columns, and the registry join.
+type FromPlan<'a> = (WindowSpec, Vec<String>, Option<JoinClause<'a>>);
+
+fn plan_window<'a>(
+    select: &'a Select,
+    schema: &SourceSchema,
+    registry: Option<&RegistryTable>,
+) -> PlanResult<FromPlan<'a>> {
     let span = select.select_token.0.span;
     let usage = format!(
         "FROM TUMBLE({}, <event time column>, INTERVAL '1' MINUTE)",
@@ -424,12 +517,22 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
             format!("expected one window table function: {usage}"),
         ));
     };
-    if let Some(join) = from.joins.first() {
-        return Err(PlanError::at(
-            join.relation.span(),
-            "joins are not supported",
-        ));
-    }
+    let join = match (from.joins.as_slice(), registry) {
+        ([], _) => None,
+        ([join], Some(table)) => Some(join_clause(join, table)?),
+        ([join], None) => {
+            return Err(PlanError::at(
+                join.relation.span(),
+                "a JOIN reads a device registry: declare it with CREATE TABLE <name> (...) WITH (connector = 'file', path = '<registry>.csv')",
+            ));
+        }
+        ([_, second, ..], _) => {
+            return Err(PlanError::at(
+                second.relation.span(),
+                "a query joins at most one registry",
+            ));
+        }
+    };
     let TableFactor::Table {
         name,
         args: Some(tvf),
@@ -554,7 +657,7 @@ fn plan_window(select: &Select, schema: &SourceSchema) -> PlanResult<(WindowSpec
     if let Some(alias) = alias {
         qualifiers.push(alias.name.value.clone());
     }
-    Ok((window, qualifiers))
+    Ok((window, qualifiers, join))
 }
 
 pub(super) fn reject_unsupported(query: &Query, select: &Select) -> PlanResult<()> {
@@ -606,17 +709,26 @@ fn output_name(item: &Expr) -> String {
     }
 }
 
-/// Plans the SELECT statement against the source schema.
-pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPlan> {
+/// Plans the SELECT statement against the source schema and the registry it may join.
+pub fn plan_select(
+    query: &Query,
+    schema: &SourceSchema,
+    registry: Option<&RegistryTable>,
+) -> PlanResult<SelectPlan> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Err(PlanError::at(query.body.span(), "expected a single SELECT"));
     };
     reject_unsupported(query, select)?;
-    let (window, qualifiers) = plan_window(select, schema)?;
+    let (window, qualifiers, join) = plan_window(select, schema, registry)?;
+    let joined = join.as_ref().zip(registry).map(|(j, table)| Joined {
+        table,
+        qualifiers: j.qualifiers.clone(),
+    });
 
     let mut source = SourceResolver {
         schema,
         qualifiers: &qualifiers,
+        registry: joined.as_ref(),
         context: "WHERE",
     };
     let filter = match &select.selection {
@@ -645,32 +757,41 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
             "GROUP BY modifiers are not supported",
         ));
     }
-    let mut keys: Vec<GroupKey> = Vec::new();
+    // The result keys in GROUP BY order; without a join, the window state's keys.
+    let mut result_keys: Vec<(Side, usize, String, DataType)> = Vec::new();
     let mut groups_window = false;
     for g in group_by {
-        let ident = match g {
-            Expr::Identifier(ident) => ident,
-            Expr::CompoundIdentifier(idents) => source.column_name(idents, g.span())?,
+        let (side, ident) = match g {
+            Expr::Identifier(ident) => source.side_of(std::slice::from_ref(ident), g.span())?,
+            Expr::CompoundIdentifier(idents) => source.side_of(idents, g.span())?,
             other => return Err(PlanError::at(other.span(), "GROUP BY accepts column names")),
         };
         if is_window_bound(&ident.value).is_some() {
             groups_window = true;
             continue;
         }
-        let index = find_column(&schema.columns, &ident.value)
-            .ok_or_else(|| source.unknown_column(ident))?;
-        if keys.iter().any(|k| k.column == index) {
+        let (index, field) = match side {
+            Side::Readings => {
+                let index = find_column(&schema.columns, &ident.value)
+                    .ok_or_else(|| source.unknown_column(ident))?;
+                (index, &schema.columns[index])
+            }
+            Side::Registry => {
+                let index = source.registry_column(ident)?;
+                let table = joined.as_ref().map(|j| j.table);
+                match table {
+                    Some(t) => (index, &t.columns[index]),
+                    None => return Err(source.unknown_column(ident)),
+                }
+            }
+        };
+        if result_keys.iter().any(|k| k.0 == side && k.1 == index) {
             return Err(PlanError::at(
                 ident.span,
                 format!("`{}` appears twice in GROUP BY", ident.value),
             ));
         }
-        let field = &schema.columns[index];
-        keys.push(GroupKey {
-            column: index,
-            name: field.name.clone(),
-            ty: field.ty,
-        });
+        result_keys.push((side, index, field.name.clone(), field.ty));
     }
     if !groups_window {
         let span = group_by
@@ -682,14 +803,29 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
             "expected GROUP BY ..., window_start, window_end: a windowed aggregation groups by its window",
         ));
     }
+    // The window state groups by the readings' keys (and the join column).
+    let mut keys: Vec<GroupKey> = result_keys
+        .iter()
+        .filter(|k| k.0 == Side::Readings)
+        .map(|k| GroupKey {
+            column: k.1,
+            name: k.2.clone(),
+            ty: k.3,
+        })
+        .collect();
+    let join_on = match (&join, &joined) {
+        (Some(clause), Some(j)) => Some(plan_join_on(clause, &source, schema, j.table, &mut keys)?),
+        _ => None,
+    };
 
     let mut output = OutputResolver {
         source: SourceResolver {
             schema,
             qualifiers: &qualifiers,
+            registry: joined.as_ref(),
             context: "aggregate arguments",
         },
-        keys: &keys,
+        keys: &result_keys,
         aggregates: Vec::new(),
     };
     let mut outputs: Vec<OutputColumn> = Vec::new();
@@ -802,6 +938,53 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
             });
         }
     }
+    let join = match (join, join_on, registry) {
+        (Some(clause), Some((key, probe)), Some(table)) => {
+            if window.is_session() {
+                return Err(PlanError::at(
+                    clause.on_span,
+                    "a registry join groups windows by registry columns when they close; SESSION windows are per key: join over TUMBLE or HOP",
+                ));
+            }
+            // Counts the readings behind each row, so those an INNER join drops are
+            // counted: the query's own COUNT(*) if it has one.
+            let count_star = AggregateCall {
+                func: AggregateFunction::CountStar,
+                arg: None,
+                output_type: DataType::BigInt,
+                param: None,
+            };
+            let count = match aggregates.iter().position(|a| *a == count_star) {
+                Some(i) => i,
+                None => {
+                    aggregates.push(count_star);
+                    aggregates.len() - 1
+                }
+            };
+            let joined_keys = result_keys
+                .iter()
+                .map(|k| JoinedKey {
+                    name: k.2.clone(),
+                    ty: k.3,
+                    from: match k.0 {
+                        Side::Readings => {
+                            KeyFrom::Reading(keys.iter().position(|g| g.column == k.1).unwrap_or(0))
+                        }
+                        Side::Registry => KeyFrom::Registry(k.1),
+                    },
+                })
+                .collect();
+            Some(RegistryJoin {
+                table: table.clone(),
+                kind: clause.kind,
+                key,
+                probe,
+                keys: joined_keys,
+                count,
+            })
+        }
+        _ => None,
+    };
     Ok(SelectPlan {
         filter,
         window,
@@ -809,5 +992,60 @@ pub fn plan_select(query: &Query, schema: &SourceSchema) -> PlanResult<SelectPla
         aggregates,
         having,
         outputs,
+        join,
     })
+}
+
+/// Checks `ON a = b` (one side a reading column, the other a registry column of the
+/// same type, TEXT or BIGINT) and makes the reading column a window-state key; returns
+/// the registry column and that key.
+fn plan_join_on(
+    clause: &JoinClause<'_>,
+    source: &SourceResolver<'_>,
+    schema: &SourceSchema,
+    table: &RegistryTable,
+    keys: &mut Vec<GroupKey>,
+) -> PlanResult<(usize, usize)> {
+    let usage = "expected ON <reading column> = <registry column>";
+    let side = |e: &Expr| -> PlanResult<(Side, usize, Span)> {
+        let (side, ident) = match e {
+            Expr::Identifier(ident) => source.side_of(std::slice::from_ref(ident), e.span())?,
+            Expr::CompoundIdentifier(idents) => source.side_of(idents, e.span())?,
+            other => return Err(PlanError::at(other.span(), usage)),
+        };
+        let index = match side {
+            Side::Readings => find_column(&schema.columns, &ident.value)
+                .ok_or_else(|| source.unknown_column(ident))?,
+            Side::Registry => source.registry_column(ident)?,
+        };
+        Ok((side, index, ident.span))
+    };
+    let (a, b) = (side(clause.on.0)?, side(clause.on.1)?);
+    let ((_, column, at), (_, key, _)) = match (a.0, b.0) {
+        (Side::Readings, Side::Registry) => (a, b),
+        (Side::Registry, Side::Readings) => (b, a),
+        _ => return Err(PlanError::at(clause.on_span, usage)),
+    };
+    let (reading, registry) = (&schema.columns[column], &table.columns[key]);
+    if reading.ty != registry.ty || !matches!(reading.ty, DataType::Text | DataType::BigInt) {
+        return Err(PlanError::at(
+            at,
+            format!(
+                "a join compares TEXT or BIGINT columns of one type; `{}` is {} and `{}` is {}",
+                reading.name, reading.ty, registry.name, registry.ty
+            ),
+        ));
+    }
+    let probe = match keys.iter().position(|k| k.column == column) {
+        Some(i) => i,
+        None => {
+            keys.push(GroupKey {
+                column,
+                name: reading.name.clone(),
+                ty: reading.ty,
+            });
+            keys.len() - 1
+        }
+    };
+    Ok((key, probe))
 }

@@ -364,6 +364,19 @@ impl TextColumn {
     }
 }
 
+/// One key value, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeyValue<'a> {
+    /// `TEXT`.
+    Text(&'a [u8]),
+    /// `BIGINT` and `TIMESTAMP`.
+    Int(i64),
+    /// `DOUBLE`.
+    Double(f64),
+    /// `BOOLEAN`.
+    Bool(bool),
+}
+
 /// The values of one key column.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KeyColumn {
@@ -413,8 +426,33 @@ impl KeyColumn {
         }
     }
 
+    /// Value `row`, `None` for NULL.
+    pub fn value(&self, row: usize) -> Option<KeyValue<'_>> {
+        match self {
+            KeyColumn::Text(v) => v.get(row).map(KeyValue::Text),
+            KeyColumn::Int(v) => v[row].map(KeyValue::Int),
+            KeyColumn::Double(v) => v[row].map(KeyValue::Double),
+            KeyColumn::Bool(v) => v[row].map(KeyValue::Bool),
+        }
+    }
+
+    /// Appends a value from outside the window state (a registry's): `None` or a
+    /// value of another kind is NULL.
+    pub fn push_value(&mut self, value: Option<KeyValue<'_>>) {
+        match (self, value) {
+            (KeyColumn::Text(v), Some(KeyValue::Text(t))) => v.push(Some(t)),
+            (KeyColumn::Int(v), Some(KeyValue::Int(i))) => v.push(Some(i)),
+            (KeyColumn::Double(v), Some(KeyValue::Double(d))) => v.push(Some(d)),
+            (KeyColumn::Bool(v), Some(KeyValue::Bool(b))) => v.push(Some(b)),
+            (KeyColumn::Text(v), _) => v.push(None),
+            (KeyColumn::Int(v), _) => v.push(None),
+            (KeyColumn::Double(v), _) => v.push(None),
+            (KeyColumn::Bool(v), _) => v.push(None),
+        }
+    }
+
     /// Appends row `row` of `other` (same kind).
-    fn push_from(&mut self, other: &KeyColumn, row: usize) {
+    pub fn push_from(&mut self, other: &KeyColumn, row: usize) {
         match (self, other) {
             (KeyColumn::Text(v), KeyColumn::Text(o)) => v.push(o.get(row)),
             (KeyColumn::Int(v), KeyColumn::Int(o)) => v.push(o[row]),

@@ -49,8 +49,8 @@ impl WindowMerger {
             accs: Vec::new(),
             ..first
         };
-        let mut keys = first.keys;
-        let mut accs = first.accs;
+        let keys = first.keys;
+        let accs = first.accs;
         let mut rest = parts.peekable();
         if rest.peek().is_none() {
             return Some((keys, accs));
@@ -65,32 +65,54 @@ impl WindowMerger {
             .collect();
             return Some(append_disjoint(&mut parts));
         }
-        // Index the first part's keys, then fold every other part in.
-        let mut index = KeyIndex::default();
-        let mut indexed = keys.empty_like();
-        let mut merged_accs: Vec<Accumulator> = accs.iter().map(Accumulator::empty_like).collect();
-        for row in 0..keys.len {
-            index.find_or_insert(&mut indexed, &keys, row);
-            for (to, from) in merged_accs.iter_mut().zip(&accs) {
-                to.push_from(from, row);
-            }
-        }
+        // Fold every part into one set of distinct keys.
+        let mut fold = Fold::like(&keys, &accs);
+        fold.add(&keys, &accs);
         for part in rest {
-            for row in 0..part.keys.len {
-                let (at, new) = index.find_or_insert(&mut indexed, &part.keys, row);
-                for (to, from) in merged_accs.iter_mut().zip(&part.accs) {
-                    if new {
-                        to.push_from(from, row);
-                    } else {
-                        to.merge_slot(at, from, row);
-                    }
+            fold.add(&part.keys, &part.accs);
+        }
+        Some((fold.keys, fold.accs))
+    }
+}
+
+/// Rows folded into one slot per distinct key.
+struct Fold {
+    index: KeyIndex,
+    keys: KeyRows,
+    accs: Vec<Accumulator>,
+}
+
+impl Fold {
+    /// Empty, for rows shaped like `keys` and `accs`.
+    fn like(keys: &KeyRows, accs: &[Accumulator]) -> Self {
+        Fold {
+            index: KeyIndex::default(),
+            keys: keys.empty_like(),
+            accs: accs.iter().map(Accumulator::empty_like).collect(),
+        }
+    }
+
+    /// Folds every row of `keys` and `accs` in.
+    fn add(&mut self, keys: &KeyRows, accs: &[Accumulator]) {
+        for row in 0..keys.len {
+            let (at, new) = self.index.find_or_insert(&mut self.keys, keys, row);
+            for (to, from) in self.accs.iter_mut().zip(accs) {
+                if new {
+                    to.push_from(from, row);
+                } else {
+                    to.merge_slot(at, from, row);
                 }
             }
         }
-        keys = indexed;
-        accs = merged_accs;
-        Some((keys, accs))
     }
+}
+
+/// Rows with equal keys merged into one: after a registry join has mapped many rows of
+/// a window to one key.
+pub fn regroup(keys: &KeyRows, accs: &[Accumulator]) -> (KeyRows, Vec<Accumulator>) {
+    let mut fold = Fold::like(keys, accs);
+    fold.add(keys, accs);
+    (fold.keys, fold.accs)
 }
 
 /// Rows in key order: `keys` sorted, and every accumulator's slots with them.

@@ -22,6 +22,11 @@ impl Count {
             n: Vec::new(),
         }
     }
+
+    /// The count at `slot`.
+    pub fn value(&self, slot: usize) -> i64 {
+        self.n.get(slot).copied().unwrap_or(0)
+    }
 }
 
 impl Aggregate for Count {

@@ -314,6 +314,15 @@ impl Accumulator {
         }
     }
 
+    /// The value of a `COUNT` at `slot` (`None` for another aggregate): the readings
+    /// behind a row, for a registry join's count of those it drops.
+    pub fn count(&self, slot: usize) -> Option<i64> {
+        match self {
+            Accumulator::Count(c) => Some(c.value(slot)),
+            _ => None,
+        }
+    }
+
     /// Empties `slots` so they can be reused.
     pub fn reset_slots(&mut self, slots: &[u32]) {
         for &s in slots {

@@ -1,0 +1,246 @@
+//! The device registry in the dataflow: its versions as a differential collection,
+//! arranged on every worker, and the join of a closing window with it.
+//!
+//! **Time.** A registry change is stamped with the watermark at the moment it is read
+//! (the registry operator follows the readings' frontier), and a window ending at `end`
+//! reads the registry as of just before `end`. So a window joins the version in force
+//! when the watermark passed its end, whichever worker owns it and whenever its rows are
+//! written (again) — the first version is stamped before every window.
+//!
+//! **Placement.** Worker 0 reads the file and broadcasts the changes; every worker
+//! arranges the whole registry, because a window is joined whole by its owner.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::AsCollection;
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
+use differential_dataflow::trace::TraceReader;
+use differential_dataflow::trace::cursor::{Cursor, cursor_list};
+use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::progress::frontier::AntichainRef;
+
+use super::{LateRows, Time};
+use crate::engine::control::Metrics;
+use crate::query::registry::{JoinKind, KeyFrom, RegistryJoin};
+use crate::registry::{Key, Registry, Reload, Row, Value};
+use crate::window::aggregate::{Accumulator, Aggregate};
+use crate::window::key::{KeyRows, KeyValue};
+use crate::window::merge::regroup;
+
+/// The registry as every worker holds it: device key to row, with each version's time.
+pub type RegistryTrace = TraceAgent<ValSpine<Key, Row, Time, isize>>;
+
+/// One update of the registry collection.
+type Update = ((Key, Row), Time, isize);
+
+/// The registry, arranged: `progress` is complete up to the times its trace is
+/// complete, which is what a join waits on.
+pub struct Arranged<'s> {
+    /// Carries no data; its frontier is the trace's.
+    pub progress: StreamVec<'s, Time, ()>,
+    /// The registry's versions.
+    pub trace: RegistryTrace,
+}
+
+/// Feeds `registry` into the dataflow, stamped by the frontier of `clock` (the
+/// watermark), and arranges it on every worker.
+pub fn arrange<'s>(
+    clock: StreamVec<'s, Time, LateRows>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) -> Arranged<'s> {
+    let scope = clock.scope();
+    let reader = scope.index() == 0;
+    let reload = registry
+        .table()
+        .reload
+        .map(|us| Duration::from_micros(us.max(1) as u64));
+    let updates: StreamVec<'s, Time, Update> =
+        clock.unary_frontier(Pipeline, "Registry", move |cap, info| {
+            let activator = scope.activator_for(info.address.clone());
+            // Only the reader holds back time: the others send nothing.
+            let mut cap = reader.then_some(cap);
+            let mut first = true;
+            let mut next_check = reload.map(|every| Instant::now() + every);
+            move |(input, frontier), output| {
+                input.for_each_stamp(|_, _| {});
+                let Some(held) = cap.as_mut() else { return };
+                let at = *held.time();
+                if first {
+                    first = false;
+                    let rows = registry.initial();
+                    Metrics::set(&metrics.registry_rows, rows.len() as u64);
+                    output
+                        .session(&*held)
+                        .give_iterator(rows.into_iter().map(|(d, r)| (d, at, r)));
+                }
+                if let (Some(every), Some(due)) = (reload, next_check) {
+                    let now = Instant::now();
+                    if now >= due {
+                        next_check = Some(now + every);
+                        match registry.reload() {
+                            Reload::Unchanged => {}
+                            Reload::Changed(changes) => {
+                                Metrics::add(&metrics.registry_reloads, 1);
+                                Metrics::add(&metrics.registry_changes, changes.len() as u64);
+                                Metrics::set(&metrics.registry_rows, registry.len() as u64);
+                                tracing::info!(
+                                    registry = %registry.table().path.display(),
+                                    changes = changes.len(),
+                                    rows = registry.len(),
+                                    "Registry reloaded"
+                                );
+                                output
+                                    .session(&*held)
+                                    .give_iterator(changes.into_iter().map(|(d, r)| (d, at, r)));
+                            }
+                            Reload::Refused(errors) => {
+                                Metrics::add(&metrics.registry_errors, 1);
+                                for e in &errors {
+                                    tracing::warn!(error = %e, "Registry row malformed; the version in force stays");
+                                }
+                            }
+                        }
+                    }
+                    activator.activate_after(next_check.map_or(every, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    }));
+                }
+                match frontier.frontier().first() {
+                    Some(&t) if t > at => held.downgrade(&t),
+                    Some(_) => {}
+                    None => cap = None,
+                }
+            }
+        });
+    let arranged = arrange_core::<_, _, ValBatcher<Key, Row, Time, isize>, ValSpine<_, _, _, _>>(
+        updates.broadcast().as_collection().inner,
+        Pipeline,
+        "RegistryArrange",
+        ValBatcher::new,
+    );
+    let mut trace = arranged.trace;
+    // Reads ask for versions by time (`lookup`), never for the batches themselves
+    // as they were.
+    trace.set_physical_compaction(AntichainRef::new(&[]));
+    let progress: StreamVec<'s, Time, ()> = arranged
+        .stream
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "RegistryProgress",
+            |_, _| |input, _output| input.for_each_stamp(|_, _| {}),
+        );
+    Arranged { progress, trace }
+}
+
+/// A window's rows joined with the registry.
+#[derive(Debug)]
+pub struct JoinedRows {
+    /// The result keys, one row per distinct key (not sorted).
+    pub keys: KeyRows,
+    /// Their accumulators.
+    pub accs: Vec<Accumulator>,
+    /// Readings an `INNER` join dropped: their device has no registry row.
+    pub unmatched: u64,
+}
+
+/// Joins the rows of the window ending at `end` (keyed by the readings' keys and the
+/// join column) with the registry as of just before `end`, and groups them by the
+/// result keys.
+pub fn join_window(
+    join: &RegistryJoin,
+    trace: &mut RegistryTrace,
+    end: Time,
+    keys: &KeyRows,
+    accs: &[Accumulator],
+) -> JoinedRows {
+    let found = lookup(trace, end, keys, join.probe);
+    let mut joined = KeyRows::new(&join.result_keys());
+    let mut taken: Vec<u32> = Vec::with_capacity(keys.len);
+    let mut unmatched = 0u64;
+    for (row, registry_row) in found.iter().enumerate() {
+        if registry_row.is_none() && join.kind == JoinKind::Inner {
+            unmatched += accs[join.count].count(row).unwrap_or(0).max(0) as u64;
+            continue;
+        }
+        for (to, key) in joined.columns.iter_mut().zip(&join.keys) {
+            match key.from {
+                KeyFrom::Reading(i) => to.push_from(&keys.columns[i], row),
+                KeyFrom::Registry(c) => {
+                    to.push_value(registry_row.as_ref().and_then(|r| key_value(&r[c])))
+                }
+            }
+        }
+        joined.len += 1;
+        taken.push(row as u32);
+    }
+    let gathered: Vec<Accumulator> = accs.iter().map(|a| a.gather(&taken)).collect();
+    let (keys, accs) = regroup(&joined, &gathered);
+    JoinedRows {
+        keys,
+        accs,
+        unmatched,
+    }
+}
+
+fn key_value(value: &Value) -> Option<KeyValue<'_>> {
+    match value {
+        Value::Null => None,
+        Value::Int(i) => Some(KeyValue::Int(*i)),
+        Value::Float(bits) => Some(KeyValue::Double(f64::from_bits(*bits))),
+        Value::Text(t) => Some(KeyValue::Text(t.as_bytes())),
+        Value::Bool(b) => Some(KeyValue::Bool(*b)),
+    }
+}
+
+/// The arrangement's key for row `row` of a join column; `None` for NULL, which joins
+/// nothing.
+fn probe_key(keys: &KeyRows, column: usize, row: usize) -> Option<Key> {
+    match keys.columns[column].value(row)? {
+        KeyValue::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
+        KeyValue::Int(i) => Some(i.to_string()),
+        KeyValue::Double(_) | KeyValue::Bool(_) => None,
+    }
+}
+
+/// Each row's registry row in force before time `end`.
+fn lookup(trace: &mut RegistryTrace, end: Time, keys: &KeyRows, column: usize) -> Vec<Option<Row>> {
+    let mut found = vec![None; keys.len];
+    let Some(spans) = trace.spans_through(AntichainRef::new(&[])) else {
+        return found;
+    };
+    let (mut cursor, storage) = cursor_list(spans.into_iter().filter_map(|s| s.inner).collect());
+    // A cursor only seeks forward: probe in key order.
+    let mut probes: Vec<(Key, usize)> = (0..keys.len)
+        .filter_map(|row| probe_key(keys, column, row).map(|k| (k, row)))
+        .collect();
+    probes.sort_unstable();
+    for (key, row) in probes {
+        cursor.seek_key(&storage, &key);
+        if cursor.get_key(&storage) != Some(&key) {
+            continue;
+        }
+        while let Some(value) = cursor.get_val(&storage) {
+            let mut count = 0isize;
+            cursor.map_times(&storage, |t, d| {
+                if *t < end {
+                    count += *d;
+                }
+            });
+            if count > 0 {
+                found[row] = Some(value.clone());
+                break;
+            }
+            cursor.step_val(&storage);
+        }
+        cursor.rewind_vals(&storage);
+    }
+    found
+}

@@ -1,0 +1,264 @@
+//! A registry CSV file to a [`Version`]: a header row naming the columns, then one row
+//! per device.
+
+use std::collections::HashMap;
+
+use super::{Key, RegistryError, Row, Value, Version};
+use crate::query::registry::RegistryTable;
+use crate::types::DataType;
+
+/// Most row errors one load reports: the first few say what is wrong.
+const MAX_ERRORS: usize = 10;
+
+/// Reads `table`'s file, keyed by column `key`. Every declared column must be in the
+/// header (in any order; other columns are ignored); an empty field is NULL, except in
+/// the key column. Any malformed row refuses the whole file.
+pub fn load(table: &RegistryTable, key: usize) -> Result<Version, Vec<RegistryError>> {
+    let path = &table.path;
+    let file = std::fs::File::open(path).map_err(|source| {
+        vec![RegistryError::Read {
+            path: path.clone(),
+            source,
+        }]
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(std::io::BufReader::new(file));
+    let header = reader
+        .headers()
+        .map_err(|e| {
+            vec![RegistryError::Row {
+                path: path.clone(),
+                line: 1,
+                message: format!("expected a header row naming the columns: {e}"),
+            }]
+        })?
+        .clone();
+    let declared: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    let mut positions = Vec::with_capacity(table.columns.len());
+    for column in &table.columns {
+        let at = header.iter().position(|h| h == column.name).or_else(|| {
+            header
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(&column.name))
+        });
+        match at {
+            Some(at) => positions.push(at),
+            None => {
+                return Err(vec![RegistryError::MissingColumn {
+                    path: path.clone(),
+                    column: column.name.clone(),
+                    declared: declared.join(", "),
+                }]);
+            }
+        }
+    }
+    let mut rows: HashMap<Key, Row> = HashMap::new();
+    let mut first_line: HashMap<Key, u64> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                errors.push(RegistryError::Row {
+                    path: path.clone(),
+                    line: e.position().map_or(line, |p| p.line()),
+                    message: format!("expected a CSV row: {e}"),
+                });
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let row = match parse_row(table, &positions, &record, key) {
+            Ok(row) => row,
+            Err(message) => {
+                errors.push(RegistryError::Row {
+                    path: path.clone(),
+                    line,
+                    message,
+                });
+                if errors.len() >= MAX_ERRORS {
+                    break;
+                }
+                continue;
+            }
+        };
+        let id = key_text(&row[key]);
+        if let Some(first) = first_line.get(&id) {
+            errors.push(RegistryError::Row {
+                path: path.clone(),
+                line,
+                message: format!(
+                    "`{}` {id:?} is listed twice (first at line {first}); each device has one row",
+                    table.columns[key].name
+                ),
+            });
+            if errors.len() >= MAX_ERRORS {
+                break;
+            }
+            continue;
+        }
+        first_line.insert(id.clone(), line);
+        rows.insert(id, row);
+    }
+    if errors.is_empty() {
+        Ok(Version { rows })
+    } else {
+        Err(errors)
+    }
+}
+
+/// The arrangement's key for a key value.
+pub(super) fn key_text(value: &Value) -> Key {
+    match value {
+        Value::Text(t) => t.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Null | Value::Float(_) | Value::Bool(_) => String::new(),
+    }
+}
+
+fn parse_row(
+    table: &RegistryTable,
+    positions: &[usize],
+    record: &csv::StringRecord,
+    key: usize,
+) -> Result<Row, String> {
+    table
+        .columns
+        .iter()
+        .zip(positions)
+        .enumerate()
+        .map(|(i, (column, &at))| {
+            let field = record.get(at).unwrap_or("");
+            if field.is_empty() {
+                return if i == key {
+                    Err(format!(
+                        "column `{}`: expected the device's key, found an empty field",
+                        column.name
+                    ))
+                } else {
+                    Ok(Value::Null)
+                };
+            }
+            let bad =
+                |what: &str| format!("column `{}`: expected {what}, found {field:?}", column.name);
+            match column.ty {
+                DataType::Text => Ok(Value::Text(field.to_owned())),
+                DataType::BigInt => field
+                    .parse::<i64>()
+                    .map(Value::Int)
+                    .map_err(|_| bad("a BIGINT")),
+                DataType::Double => field
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(|f| Value::Float(f.to_bits()))
+                    .ok_or_else(|| bad("a finite DOUBLE")),
+                DataType::Boolean => match field.to_ascii_lowercase().as_str() {
+                    "true" | "t" | "1" | "yes" => Ok(Value::Bool(true)),
+                    "false" | "f" | "0" | "no" => Ok(Value::Bool(false)),
+                    _ => Err(bad("a BOOLEAN (true or false)")),
+                },
+                DataType::Timestamp => Err(bad("a TEXT, BIGINT, DOUBLE or BOOLEAN")),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Field;
+
+    fn table(path: std::path::PathBuf) -> RegistryTable {
+        RegistryTable {
+            name: "devices".into(),
+            columns: vec![
+                Field {
+                    name: "device_id".into(),
+                    ty: DataType::Text,
+                },
+                Field {
+                    name: "site".into(),
+                    ty: DataType::Text,
+                },
+                Field {
+                    name: "rack".into(),
+                    ty: DataType::BigInt,
+                },
+            ],
+            path,
+            reload: None,
+        }
+    }
+
+    #[test]
+    fn header_order_is_free_and_extra_columns_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(&path, "site,extra,device_id,rack\nlyon,x,d1,4\n,y,d2,\n").unwrap();
+        let version = load(&table(path), 0).unwrap();
+        assert_eq!(version.len(), 2);
+        assert_eq!(
+            version.rows["d1"],
+            vec![
+                Value::Text("d1".into()),
+                Value::Text("lyon".into()),
+                Value::Int(4)
+            ]
+        );
+        assert_eq!(
+            version.rows["d2"],
+            vec![Value::Text("d2".into()), Value::Null, Value::Null]
+        );
+    }
+
+    #[test]
+    fn malformed_rows_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(
+            &path,
+            "device_id,site,rack\nd1,lyon,4\nd2,nice,four\nd1,paris,5\n,x,1\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = load(&table(path.clone()), 0)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let file = path.display();
+        assert_eq!(
+            errors,
+            vec![
+                format!("{file}:3: column `rack`: expected a BIGINT, found \"four\""),
+                format!(
+                    "{file}:4: `device_id` \"d1\" is listed twice (first at line 2); each device has one row"
+                ),
+                format!(
+                    "{file}:5: column `device_id`: expected the device's key, found an empty field"
+                ),
+            ]
+        );
+        std::fs::write(&path, "device_id,rack\nd1,4\n").unwrap();
+        let missing = load(&table(path.clone()), 0).unwrap_err();
+        assert!(
+            missing[0].to_string().ends_with(
+                ":1: the header has no column `site`; the registry declares device_id, site, rack"
+            ),
+            "{}",
+            missing[0]
+        );
+    }
+}
