@@ -154,6 +154,10 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 let window = crate::window::assign::WindowAssigner::new(plan.window);
                 let slide = window.slide();
                 let mut closed_windows = ClosedWindows::new(plan.source.allowed_lateness, slide);
+                // Where the earlier runs left the watermark.
+                let previous_watermark = stream.max_event_time.map_or(Time::MIN, |m| {
+                    m.saturating_sub(plan.source.max_out_of_orderness)
+                });
                 // How far before the frontier a window may still be written: a correction's.
                 let reach = plan
                     .source
@@ -301,6 +305,15 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 output.session(&cap).give(rows);
                             }
                             revision = Some(next);
+                        } else if !still_open
+                            && end > previous_watermark
+                            && let (Some(join), Some(trace)) = (&plan.join, trace.as_mut())
+                        {
+                            // Open when an earlier run ended, closed now without anything
+                            // new: its dropped readings count now. (A window an earlier run
+                            // closed comes back only to take corrections; it was counted.)
+                            let unmatched = join_window(join, trace, end, &keys, &accs).unmatched;
+                            Metrics::add(&metrics.registry_unmatched, unmatched);
                         }
                         if still_open {
                             // Sessions are kept where they are stitched (`SessionStitch`).

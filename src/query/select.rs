@@ -176,7 +176,7 @@ impl Resolver for SourceResolver<'_> {
             return Err(PlanError::at(
                 ident.span,
                 format!(
-                    "`{}` is a column of the registry `{table}`, which is joined when a window closes; {} read the readings only: group by it instead (HAVING can test it)",
+                    "`{}` is a column of the registry `{table}`, which is joined when a window closes; {} can only use the readings' columns: group by it instead (HAVING can test it)",
                     ident.value, self.context
                 ),
             ));
@@ -1031,8 +1031,8 @@ fn plan_join_on(
         return Err(PlanError::at(
             at,
             format!(
-                "a join compares TEXT or BIGINT columns of one type; `{}` is {} and `{}` is {}",
-                reading.name, reading.ty, registry.name, registry.ty
+                "a join compares TEXT or BIGINT columns of one type; `{}.{}` is {} and `{}.{}` is {}",
+                schema.name, reading.name, reading.ty, table.name, registry.name, registry.ty
             ),
         ));
     }

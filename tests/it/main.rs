@@ -19,6 +19,7 @@ mod query_errors;
 mod query_files;
 mod query_hardening;
 mod query_outputs;
+mod registry;
 mod s3_server;
 mod sessions;
 mod sketches;
