@@ -1,7 +1,8 @@
 -- Traffic per site and minute: each reading's device looked up in the device registry
 -- (`registry/devices.csv`, re-read every 30 s when it changes). A window joins the
 -- registry version in force when it closes; readings of devices the registry does not
--- list are dropped by the INNER join and counted (`registry ... dropped` in the summary).
+-- list are dropped by the INNER join and counted (`registry ... dropped` in the summary);
+-- devices listed without a site yet are left out by HAVING.
 CREATE TABLE readings (
     device_id  TEXT,
     ts         TIMESTAMP,
@@ -24,4 +25,5 @@ SELECT d.site, d.zone, window_start, window_end,
        MAX(latency_ms) AS max_latency_ms
 FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) r
 JOIN devices d ON r.device_id = d.device_id
-GROUP BY d.site, d.zone, window_start, window_end;
+GROUP BY d.site, d.zone, window_start, window_end
+HAVING d.site IS NOT NULL;

@@ -10,4 +10,5 @@ SELECT d.site, d.zone, window_start, window_end,
 FROM tumble_windows(60000, 5000) r
 JOIN read_csv('queries/registry/devices.csv', header = true, all_varchar = true) d
   ON r.device_id = d.device_id
-GROUP BY d.site, d.zone, window_start, window_end;
+GROUP BY d.site, d.zone, window_start, window_end
+HAVING d.site IS NOT NULL;

@@ -1,4 +1,5 @@
-//! `edgeflow check QUERY.sql`: validate a query and print its plan.
+//! `edgeflow check QUERY.sql`: validate a query (and the registry it joins) and print
+//! its plan.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,10 +13,21 @@ pub struct CheckArgs {
     pub query: PathBuf,
 }
 
-/// Runs `check`.
+/// Runs `check`: a registry the query joins is read too, since a malformed one would
+/// refuse the start.
 pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let plan = edgeflow::query::load(&args.query)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{plan}")?;
+    if let Some(join) = &plan.join {
+        let registry = edgeflow::registry::Registry::open(&join.table, join.key)
+            .map_err(edgeflow::Error::Registry)?;
+        writeln!(
+            out,
+            "registry    {} rows read from {}",
+            registry.len(),
+            join.table.path.display()
+        )?;
+    }
     Ok(())
 }

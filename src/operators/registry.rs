@@ -31,14 +31,14 @@ use crate::engine::control::Metrics;
 use crate::query::registry::{JoinKind, KeyFrom, RegistryJoin};
 use crate::registry::{Key, Registry, Reload, Row, Value};
 use crate::window::aggregate::{Accumulator, Aggregate};
-use crate::window::key::{KeyRows, KeyValue};
+use crate::window::key::{KeyColumn, KeyRows, KeyValue};
 use crate::window::merge::regroup;
 
 /// The registry as every worker holds it: device key to row, with each version's time.
 pub type RegistryTrace = TraceAgent<ValSpine<Key, Row, Time, isize>>;
 
-/// One update of the registry collection.
-type Update = ((Key, Row), Time, isize);
+/// One update of the registry collection: a row, when, inserted (1) or retracted (-1).
+pub type Update = ((Key, Row), Time, isize);
 
 /// The registry, arranged: `progress` is complete up to the times its trace is
 /// complete, which is what a join waits on.
@@ -85,6 +85,7 @@ pub fn arrange<'s>(
                     let now = Instant::now();
                     if now >= due {
                         next_check = Some(now + every);
+                        let reading = Instant::now();
                         match registry.reload() {
                             Reload::Unchanged => {}
                             Reload::Changed(changes) => {
@@ -95,6 +96,7 @@ pub fn arrange<'s>(
                                     registry = %registry.table().path.display(),
                                     changes = changes.len(),
                                     rows = registry.len(),
+                                    read_ms = reading.elapsed().as_secs_f64() * 1e3,
                                     "Registry reloaded"
                                 );
                                 output
@@ -120,8 +122,13 @@ pub fn arrange<'s>(
                 }
             }
         });
+    arrange_updates(updates.broadcast())
+}
+
+/// Arranges registry updates on this worker, as they come (no exchange).
+pub fn arrange_updates<'s>(updates: StreamVec<'s, Time, Update>) -> Arranged<'s> {
     let arranged = arrange_core::<_, _, ValBatcher<Key, Row, Time, isize>, ValSpine<_, _, _, _>>(
-        updates.broadcast().as_collection().inner,
+        updates.as_collection().inner,
         Pipeline,
         "RegistryArrange",
         ValBatcher::new,
@@ -161,25 +168,53 @@ pub fn join_window(
     keys: &KeyRows,
     accs: &[Accumulator],
 ) -> JoinedRows {
-    let found = lookup(trace, end, keys, join.probe);
     let mut joined = KeyRows::new(&join.result_keys());
     let mut taken: Vec<u32> = Vec::with_capacity(keys.len);
     let mut unmatched = 0u64;
-    for (row, registry_row) in found.iter().enumerate() {
-        if registry_row.is_none() && join.kind == JoinKind::Inner {
+    let mut add = |row: usize, found: Option<&Row>| {
+        if found.is_none() && join.kind == JoinKind::Inner {
             unmatched += accs[join.count].count(row).unwrap_or(0).max(0) as u64;
-            continue;
+            return;
         }
         for (to, key) in joined.columns.iter_mut().zip(&join.keys) {
             match key.from {
                 KeyFrom::Reading(i) => to.push_from(&keys.columns[i], row),
-                KeyFrom::Registry(c) => {
-                    to.push_value(registry_row.as_ref().and_then(|r| key_value(&r[c])))
-                }
+                KeyFrom::Registry(c) => to.push_value(found.and_then(|r| key_value(&r[c]))),
             }
         }
         joined.len += 1;
         taken.push(row as u32);
+    };
+    let spans = trace
+        .spans_through(AntichainRef::new(&[]))
+        .unwrap_or_default();
+    let (mut cursor, storage) = cursor_list(spans.into_iter().filter_map(|s| s.inner).collect());
+    let mut key = Key::new();
+    // A cursor only seeks forward: probe in key order.
+    for row in probe_order(keys, join.probe) {
+        if !probe_key(keys, join.probe, row, &mut key) {
+            add(row, None);
+            continue;
+        }
+        cursor.seek_key(&storage, &key);
+        let mut found = None;
+        if cursor.get_key(&storage) == Some(&key) {
+            while let Some(value) = cursor.get_val(&storage) {
+                let mut count = 0isize;
+                cursor.map_times(&storage, |t, d| {
+                    if *t < end {
+                        count += *d;
+                    }
+                });
+                if count > 0 {
+                    found = Some(value);
+                    break;
+                }
+                cursor.step_val(&storage);
+            }
+        }
+        add(row, found);
+        cursor.rewind_vals(&storage);
     }
     let gathered: Vec<Accumulator> = accs.iter().map(|a| a.gather(&taken)).collect();
     let (keys, accs) = regroup(&joined, &gathered);
@@ -200,47 +235,39 @@ fn key_value(value: &Value) -> Option<KeyValue<'_>> {
     }
 }
 
-/// The arrangement's key for row `row` of a join column; `None` for NULL, which joins
-/// nothing.
-fn probe_key(keys: &KeyRows, column: usize, row: usize) -> Option<Key> {
-    match keys.columns[column].value(row)? {
-        KeyValue::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
-        KeyValue::Int(i) => Some(i.to_string()),
-        KeyValue::Double(_) | KeyValue::Bool(_) => None,
+/// Writes the arrangement's key for row `row` of join column `column` into `key`;
+/// `false` for NULL, which joins nothing.
+fn probe_key(keys: &KeyRows, column: usize, row: usize, key: &mut Key) -> bool {
+    key.clear();
+    match keys.columns[column].value(row) {
+        Some(KeyValue::Text(t)) => match std::str::from_utf8(t) {
+            Ok(t) => key.push_str(t),
+            Err(_) => return false,
+        },
+        Some(KeyValue::Int(i)) => {
+            use std::fmt::Write;
+            let _ = write!(key, "{i}");
+        }
+        _ => return false,
     }
+    true
 }
 
-/// Each row's registry row in force before time `end`.
-fn lookup(trace: &mut RegistryTrace, end: Time, keys: &KeyRows, column: usize) -> Vec<Option<Row>> {
-    let mut found = vec![None; keys.len];
-    let Some(spans) = trace.spans_through(AntichainRef::new(&[])) else {
-        return found;
-    };
-    let (mut cursor, storage) = cursor_list(spans.into_iter().filter_map(|s| s.inner).collect());
-    // A cursor only seeks forward: probe in key order.
-    let mut probes: Vec<(Key, usize)> = (0..keys.len)
-        .filter_map(|row| probe_key(keys, column, row).map(|k| (k, row)))
-        .collect();
-    probes.sort_unstable();
-    for (key, row) in probes {
-        cursor.seek_key(&storage, &key);
-        if cursor.get_key(&storage) != Some(&key) {
-            continue;
-        }
-        while let Some(value) = cursor.get_val(&storage) {
-            let mut count = 0isize;
-            cursor.map_times(&storage, |t, d| {
-                if *t < end {
-                    count += *d;
-                }
-            });
-            if count > 0 {
-                found[row] = Some(value.clone());
-                break;
-            }
-            cursor.step_val(&storage);
-        }
-        cursor.rewind_vals(&storage);
+/// The rows in the order of their join keys' text, which is the arrangement's order.
+/// A window's rows usually come sorted by key already; then a text join column that is
+/// the first key needs no sort.
+fn probe_order(keys: &KeyRows, column: usize) -> Vec<usize> {
+    let text = matches!(keys.columns[column], KeyColumn::Text(_));
+    if keys.sorted && column == 0 && text {
+        return (0..keys.len).collect();
     }
-    found
+    let mut texts: Vec<(Key, usize)> = (0..keys.len)
+        .map(|row| {
+            let mut key = Key::new();
+            probe_key(keys, column, row, &mut key);
+            (key, row)
+        })
+        .collect();
+    texts.sort_unstable();
+    texts.into_iter().map(|(_, row)| row).collect()
 }

@@ -96,8 +96,8 @@ pub fn window_rows(
     let key_columns: Vec<Column> = if evaluated {
         keys.columns
             .iter()
-            .zip(&plan.keys)
-            .map(|(c, k)| c.to_column(&order, k.ty, &mut interner))
+            .zip(plan.result_key_types())
+            .map(|(c, ty)| c.to_column(&order, ty, &mut interner))
             .collect()
     } else {
         Vec::new()

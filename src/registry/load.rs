@@ -1,9 +1,9 @@
 //! A registry CSV file to a [`Version`]: a header row naming the columns, then one row
 //! per device.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
-use super::{Key, RegistryError, Row, Value, Version};
+use super::{Key, Listed, RegistryError, Row, Rows, Value, Version};
 use crate::query::registry::RegistryTable;
 use crate::types::DataType;
 
@@ -55,8 +55,7 @@ pub fn load(table: &RegistryTable, key: usize) -> Result<Version, Vec<RegistryEr
             }
         }
     }
-    let mut rows: HashMap<Key, Row> = HashMap::new();
-    let mut first_line: HashMap<Key, u64> = HashMap::new();
+    let mut rows: Rows = Rows::default();
     let mut errors = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
@@ -80,37 +79,29 @@ pub fn load(table: &RegistryTable, key: usize) -> Result<Version, Vec<RegistryEr
         if record.iter().all(str::is_empty) {
             continue;
         }
-        let row = match parse_row(table, &positions, &record, key) {
-            Ok(row) => row,
-            Err(message) => {
-                errors.push(RegistryError::Row {
-                    path: path.clone(),
-                    line,
-                    message,
-                });
-                if errors.len() >= MAX_ERRORS {
-                    break;
+        let problem = match parse_row(table, &positions, &record, key) {
+            Ok(row) => match rows.entry(key_text(&row[key])) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Listed { row, line });
+                    continue;
                 }
-                continue;
-            }
-        };
-        let id = key_text(&row[key]);
-        if let Some(first) = first_line.get(&id) {
-            errors.push(RegistryError::Row {
-                path: path.clone(),
-                line,
-                message: format!(
-                    "`{}` {id:?} is listed twice (first at line {first}); each device has one row",
-                    table.columns[key].name
+                Entry::Occupied(first) => format!(
+                    "`{}` {:?} is listed twice (first at line {}); each device has one row",
+                    table.columns[key].name,
+                    first.key(),
+                    first.get().line
                 ),
-            });
-            if errors.len() >= MAX_ERRORS {
-                break;
-            }
-            continue;
+            },
+            Err(message) => message,
+        };
+        errors.push(RegistryError::Row {
+            path: path.clone(),
+            line,
+            message: problem,
+        });
+        if errors.len() >= MAX_ERRORS {
+            break;
         }
-        first_line.insert(id.clone(), line);
-        rows.insert(id, row);
     }
     if errors.is_empty() {
         Ok(Version { rows })
@@ -212,7 +203,7 @@ mod tests {
         let version = load(&table(path), 0).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(version.len(), 2);
         assert_eq!(
-            version.rows["d1"],
+            version.rows["d1"].row,
             vec![
                 Value::Text("d1".into()),
                 Value::Text("lyon".into()),
@@ -220,7 +211,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            version.rows["d2"],
+            version.rows["d2"].row,
             vec![Value::Text("d2".into()), Value::Null, Value::Null]
         );
     }

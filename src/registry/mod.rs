@@ -73,10 +73,20 @@ pub enum RegistryError {
     },
 }
 
+/// A device's row in a version, with the file line it came from.
+#[derive(Clone, Debug, PartialEq)]
+struct Listed {
+    row: Row,
+    line: u64,
+}
+
+/// Rows by key.
+type Rows = HashMap<Key, Listed, foldhash::fast::RandomState>;
+
 /// One version of the registry: each device's row by its key.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Version {
-    rows: HashMap<Key, Row>,
+    rows: Rows,
 }
 
 impl Version {
@@ -94,7 +104,7 @@ impl Version {
     pub fn inserts(&self) -> Vec<((Key, Row), isize)> {
         self.rows
             .iter()
-            .map(|(k, r)| ((k.clone(), r.clone()), 1))
+            .map(|(k, r)| ((k.clone(), r.row.clone()), 1))
             .collect()
     }
 
@@ -102,15 +112,15 @@ impl Version {
     /// added or changed is inserted; rows that stay the same are not mentioned.
     pub fn diff(&self, next: &Version) -> Vec<((Key, Row), isize)> {
         let mut changes = Vec::new();
-        for (key, row) in &self.rows {
+        for (key, was) in &self.rows {
             match next.rows.get(key) {
-                Some(now) if now == row => {}
-                _ => changes.push(((key.clone(), row.clone()), -1)),
+                Some(now) if now.row == was.row => {}
+                _ => changes.push(((key.clone(), was.row.clone()), -1)),
             }
         }
-        for (key, row) in &next.rows {
-            if self.rows.get(key) != Some(row) {
-                changes.push(((key.clone(), row.clone()), 1));
+        for (key, now) in &next.rows {
+            if self.rows.get(key).is_none_or(|was| was.row != now.row) {
+                changes.push(((key.clone(), now.row.clone()), 1));
             }
         }
         changes
@@ -220,10 +230,15 @@ mod tests {
         Version {
             rows: rows
                 .iter()
-                .map(|(k, v)| {
+                .enumerate()
+                .map(|(line, (k, v))| {
+                    let row = vec![Value::Text(k.to_string()), Value::Text(v.to_string())];
                     (
                         k.to_string(),
-                        vec![Value::Text(k.to_string()), Value::Text(v.to_string())],
+                        Listed {
+                            row,
+                            line: line as u64 + 2,
+                        },
                     )
                 })
                 .collect(),

@@ -75,6 +75,11 @@ fn record_queries(queries: &Queries) {
         counter!("edgeflow_query_bad_total", &q).absolute(figures.bad);
         counter!("edgeflow_query_late_total", &q).absolute(figures.late);
         counter!("edgeflow_query_corrections_total", &q).absolute(figures.corrections);
+        counter!("edgeflow_query_registry_unmatched_total", &q)
+            .absolute(figures.registry_unmatched);
+        counter!("edgeflow_query_registry_reloads_total", &q).absolute(figures.registry_reloads);
+        counter!("edgeflow_query_registry_errors_total", &q).absolute(figures.registry_errors);
+        gauge!("edgeflow_query_registry_rows", &q).set(figures.registry_rows as f64);
         counter!("edgeflow_query_rows_total", &q).absolute(figures.rows);
         counter!("edgeflow_query_files_total", &q).absolute(figures.files);
         counter!("edgeflow_query_bytes_written_total", &q).absolute(figures.bytes);

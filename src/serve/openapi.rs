@@ -68,7 +68,9 @@ pub fn spec() -> Value {
                                 "properties": {
                                     "readings": { "type": "integer" }, "bad": { "type": "integer" },
                                     "late": { "type": "integer" }, "corrections": { "type": "integer" }, "rows": { "type": "integer" },
-                                    "files": { "type": "integer" }, "bytes": { "type": "integer" }
+                                    "files": { "type": "integer" }, "bytes": { "type": "integer" },
+                                    "registry_unmatched": { "type": "integer" }, "registry_rows": { "type": "integer" },
+                                    "registry_reloads": { "type": "integer" }, "registry_errors": { "type": "integer" }
                                 }
                             },
                             "watermark": { "type": ["string", "null"], "format": "date-time" },

@@ -99,6 +99,18 @@ pub struct Figures {
     pub files: u64,
     /// Bytes of committed files.
     pub bytes: u64,
+    /// (reading, window) pairs a registry `INNER` join dropped: no registry row.
+    #[serde(default)]
+    pub registry_unmatched: u64,
+    /// Rows in the registry version in force (the latest run's).
+    #[serde(default)]
+    pub registry_rows: u64,
+    /// Registry reloads taken.
+    #[serde(default)]
+    pub registry_reloads: u64,
+    /// Registry reloads refused for a malformed row.
+    #[serde(default)]
+    pub registry_errors: u64,
 }
 
 impl Figures {
@@ -111,6 +123,10 @@ impl Figures {
             rows: Metrics::get(&metrics.rows),
             files: Metrics::get(&metrics.files),
             bytes: Metrics::get(&metrics.bytes_written),
+            registry_unmatched: Metrics::get(&metrics.registry_unmatched),
+            registry_rows: Metrics::get(&metrics.registry_rows),
+            registry_reloads: Metrics::get(&metrics.registry_reloads),
+            registry_errors: Metrics::get(&metrics.registry_errors),
         }
     }
 
@@ -123,6 +139,15 @@ impl Figures {
             rows: self.rows + o.rows,
             files: self.files + o.files,
             bytes: self.bytes + o.bytes,
+            registry_unmatched: self.registry_unmatched + o.registry_unmatched,
+            // A gauge: the later run's (`o`), once it has read its registry.
+            registry_rows: if o.registry_rows > 0 {
+                o.registry_rows
+            } else {
+                self.registry_rows
+            },
+            registry_reloads: self.registry_reloads + o.registry_reloads,
+            registry_errors: self.registry_errors + o.registry_errors,
         }
     }
 }
@@ -417,7 +442,15 @@ impl Queries {
                 path: path.clone(),
                 source,
             })?;
-            match query::parse(&name, &path, &sql) {
+            // Relative paths in it (a file source, a registry) resolve as when it was
+            // added: against the node's working folder, not the state folder.
+            let parsed = query::parse(&name, Path::new(&format!("{name}.sql")), &sql).map(|plan| {
+                QueryPlan {
+                    file: path.clone(),
+                    ..plan
+                }
+            });
+            match parsed {
                 Ok(plan) => match self.insert(plan, sql, "api".into(), false) {
                     Ok(()) => restored.push(name),
                     Err(e) => {

@@ -119,7 +119,7 @@ pub fn late_schema(plan: &QueryPlan) -> SchemaRef {
 /// key and selects it plainly: its values are unique in every result file.
 pub fn unique_result_column(plan: &QueryPlan) -> Option<String> {
     use crate::query::expr::{ExprKind, OutputLeaf};
-    if plan.keys.len() != 1 {
+    if plan.result_key_types().len() != 1 {
         return None;
     }
     let key = plan
