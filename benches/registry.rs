@@ -76,10 +76,11 @@ fn registry(c: &mut Criterion) {
     group.finish();
 
     // The arrangement, and the join against it, in one timely worker.
+    std::fs::write(&path, &before).unwrap_or_else(|e| panic!("{e}"));
     let initial = Registry::open(&join.table, join.key).unwrap_or_else(|e| panic!("{e:?}"));
     std::fs::write(&path, &after).unwrap_or_else(|e| panic!("{e}"));
     let next = Registry::open(&join.table, join.key).unwrap_or_else(|e| panic!("{e:?}"));
-    let forward = {
+    let forward: Vec<((String, edgeflow::registry::Row), isize)> = {
         let old = initial.initial();
         let new = next.initial();
         let mut old_rows: std::collections::HashMap<_, _> =
@@ -95,6 +96,7 @@ fn registry(c: &mut Criterion) {
                 None => diff.push(((k, row), 1)),
             }
         }
+        assert_eq!(diff.len(), DEVICES / 100 * 2, "1% of the rows changed");
         diff
     };
     let base = initial.initial();

@@ -179,7 +179,12 @@ pub fn join_window(
         for (to, key) in joined.columns.iter_mut().zip(&join.keys) {
             match key.from {
                 KeyFrom::Reading(i) => to.push_from(&keys.columns[i], row),
-                KeyFrom::Registry(c) => to.push_value(found.and_then(|r| key_value(&r[c]))),
+                KeyFrom::Registry(c) => match join.row_position(c) {
+                    Some(at) => to.push_value(found.and_then(|r| key_value(&r[at]))),
+                    // The registry's key equals the readings' join column where it joins.
+                    None if found.is_some() => to.push_from(&keys.columns[join.probe], row),
+                    None => to.push_value(None),
+                },
             }
         }
         joined.len += 1;

@@ -82,6 +82,16 @@ pub struct RegistryJoin {
 }
 
 impl RegistryJoin {
+    /// Where registry column `column` is in a registry row, which leaves the key out
+    /// (`None` for the key: it equals the readings' join column).
+    pub fn row_position(&self, column: usize) -> Option<usize> {
+        match column.cmp(&self.key) {
+            std::cmp::Ordering::Less => Some(column),
+            std::cmp::Ordering::Equal => None,
+            std::cmp::Ordering::Greater => Some(column - 1),
+        }
+    }
+
     /// The result keys as group keys (their `column` is unused).
     pub fn result_keys(&self) -> Vec<super::GroupKey> {
         self.keys
