@@ -130,11 +130,11 @@ fn registry(c: &mut Criterion) {
         Some(std::time::Instant::now()),
     );
     {
-        let mut probe = Handle::new();
+        let probe = Handle::new();
         let (mut input, mut trace) = worker.dataflow::<i64, _, _>(|scope| {
             let (input, updates) = scope.new_input::<Vec<Update>>();
             let arranged = arrange_updates(updates);
-            arranged.progress.probe_with(&mut probe);
+            arranged.progress.probe_with(&probe);
             (input, arranged.trace)
         });
         let mut time = 0i64;
