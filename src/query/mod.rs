@@ -167,14 +167,7 @@ fn split_tables<'a>(
     creates: &[&'a CreateTable],
     query: &Query,
 ) -> Result<(&'a CreateTable, Option<&'a CreateTable>), PlanError> {
-    let table_name = |c: &CreateTable| {
-        c.name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|i| i.value.clone())
-            .unwrap_or_default()
-    };
+    let table_name = |c: &CreateTable| schema::table_name(c).unwrap_or_default();
     let joined = match query.body.as_ref() {
         SetExpr::Select(select) => select
             .from

@@ -17,6 +17,7 @@ use super::duration::duration_option;
 use super::error::{PlanError, PlanResult};
 use super::plan::Field;
 use super::scalar::sql_type;
+use super::schema::{string_option, table_name};
 use crate::types::DataType;
 
 /// The registry table a query joins.
@@ -117,13 +118,7 @@ fn registry_type(ty: DataType) -> bool {
 /// a relative path is taken from `base`, the query file's folder.
 pub fn plan_registry(create: &CreateTable, base: &Path) -> PlanResult<RegistryTable> {
     let span = create.name.span();
-    let name = create
-        .name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(|i| i.value.clone())
-        .ok_or_else(|| PlanError::at(span, "expected a table name"))?;
+    let name = table_name(create)?;
     if create.columns.is_empty() {
         return Err(PlanError::at(
             span,
@@ -167,13 +162,7 @@ pub fn plan_registry(create: &CreateTable, base: &Path) -> PlanResult<RegistryTa
         let SqlOption::KeyValue { key, value } = option else {
             return Err(PlanError::at(option.span(), "expected key = 'value'"));
         };
-        let text = match value {
-            Expr::Value(v) => match &v.value {
-                sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
-                _ => return Err(PlanError::at(value.span(), "expected a quoted string")),
-            },
-            _ => return Err(PlanError::at(value.span(), "expected a quoted string")),
-        };
+        let text = string_option(value)?;
         match key.value.to_ascii_lowercase().as_str() {
             "connector" => connector = Some((text, value.span())),
             "path" => path = Some(text),

@@ -24,7 +24,18 @@ pub fn find_column(columns: &[Field], name: &str) -> Option<usize> {
     })
 }
 
-fn string_option(expr: &Expr) -> PlanResult<String> {
+/// The name a `CREATE TABLE` declares.
+pub(super) fn table_name(create: &CreateTable) -> PlanResult<String> {
+    create
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.clone())
+        .ok_or_else(|| PlanError::at(create.name.span(), "expected a table name"))
+}
+
+pub(super) fn string_option(expr: &Expr) -> PlanResult<String> {
     match expr {
         Expr::Value(v) => match &v.value {
             SqlValue::SingleQuotedString(s) => Ok(s.clone()),
@@ -50,13 +61,7 @@ pub(super) fn option_span(create: &CreateTable, name: &str) -> Option<sqlparser:
 
 pub fn plan_source(create: &CreateTable, base: &std::path::Path) -> PlanResult<SourceSchema> {
     let span = create.name.span();
-    let name = create
-        .name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(|i| i.value.clone())
-        .ok_or_else(|| PlanError::at(span, "expected a table name"))?;
+    let name = table_name(create)?;
     if create.columns.is_empty() {
         return Err(PlanError::at(
             span,
