@@ -1,9 +1,14 @@
 //! The source operator: one chunk per activation from this worker's share of the input.
 //!
 //! It emits each chunk and, on a second output, the chunk's summary (largest event time,
-//! line count) for every worker. Its capability sits at this worker's own watermark (the
-//! largest event time it has read, minus the allowed out-of-orderness): a lower bound on
-//! the watermark of any chunk it has yet to read, which is what the frontier must be.
+//! line count) for every worker. Its capability sits at the watermark of the first chunk
+//! this worker could still read: the largest event time among the chunks it has read and
+//! the contiguous prefix of the input the stamp operator knows ([`Backlog::known`]),
+//! minus the allowed out-of-orderness. Any chunk still to come follows both, so this is a
+//! lower bound on its watermark, which is what the frontier must be; and because it
+//! follows the chunks every worker reads, a worker dealt nothing for a while does not
+//! hold every window open (a live source deals its chunks round-robin, so with two
+//! workers one push moves only one reader's own maximum).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -33,6 +38,9 @@ const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 pub struct Backlog {
     waiting: Cell<usize>,
     reader: RefCell<Option<Activator>>,
+    /// Largest event time in the input's prefix whose summaries the stamp operator has
+    /// seen: every chunk this worker has yet to read comes after that prefix.
+    known: Cell<Option<i64>>,
 }
 
 impl Backlog {
@@ -54,6 +62,17 @@ impl Backlog {
 
     fn full(&self) -> bool {
         self.waiting.get() >= MAX_BACKLOG
+    }
+
+    /// The stamp operator learnt the input's prefix up to a largest event time `max`;
+    /// wakes the reader when that lets its capability move on.
+    pub fn know(&self, max: Option<i64>) {
+        if max > self.known.get() {
+            self.known.set(max);
+            if let Some(a) = self.reader.borrow().as_ref() {
+                a.activate();
+            }
+        }
     }
 }
 
@@ -119,6 +138,13 @@ pub fn read_chunks<'s>(
                 capabilities = None;
                 return;
             }
+            let bound = own_max.max(backlog.known.get());
+            let watermark = bound.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
+            for cap in caps.iter_mut() {
+                if *cap.time() < watermark {
+                    cap.downgrade(&watermark);
+                }
+            }
             if backlog.full() {
                 return;
             }
@@ -152,13 +178,7 @@ pub fn read_chunks<'s>(
                         .give(SourceChunk { index, chunk });
                     summaries_out.activate().session(&caps[1]).give(summary);
                     backlog.push();
-                    let watermark =
-                        own_max.map_or(Time::MIN, |m| m.saturating_sub(max_out_of_orderness));
-                    for cap in caps.iter_mut() {
-                        if *cap.time() < watermark {
-                            cap.downgrade(&watermark);
-                        }
-                    }
+                    // The next activation moves the capabilities past this chunk.
                     activator.activate();
                 }
                 // The source wakes us when data arrives.

@@ -596,6 +596,77 @@ fn a_quiet_source_closes_its_windows_after_idle_timeout() {
     assert_eq!(code, Some(0));
 }
 
+/// A live source deals its chunks round-robin, so one push reaches one worker. The
+/// windows it closes must close on every worker count, while the node runs and with no
+/// idle timeout: a worker dealt nothing follows the chunks the others read.
+#[test]
+fn one_push_closes_its_windows_on_every_worker_count() {
+    for workers in ["2", "4"] {
+        let dir = tempdir();
+        let query = write_query(
+            dir.path(),
+            "dealt",
+            &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
+        );
+        let node = LiveNode::start(
+            dir.path(),
+            &[
+                "serve",
+                query.to_str().unwrap_or_default(),
+                "--no-sync",
+                "--workers",
+                workers,
+            ],
+            &[],
+        );
+        let out = dir.path().join("out");
+        let start = (now_ms() - 60_000).div_euclid(10_000) * 10_000;
+        let mut expected = Expected::new();
+        let mut push = |readings: &[(&str, i64)], expected: &mut Expected| {
+            let mut batch = String::new();
+            for &(device, ts) in readings {
+                batch.push_str(&line(device, ts, 5));
+                add(expected, device, ts, 5);
+            }
+            let (status, _, body) =
+                http(node.port, "POST", "/ingest/readings", &[], batch.as_bytes());
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        };
+        // The last reading passes the first window's end by more than the second of
+        // allowed out-of-orderness: the watermark it brings closes that window.
+        push(
+            &[
+                ("a", start + 100),
+                ("b", start + 4_000),
+                ("a", start + 12_500),
+            ],
+            &mut expected,
+        );
+        let first: Expected = expected
+            .iter()
+            .filter(|((_, w), _)| *w == start * 1000)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        wait_until(
+            &format!("the first window to close at {workers} workers"),
+            Duration::from_secs(60),
+            || !parquet_files(&out.join("dealt")).is_empty(),
+        );
+        assert_eq!(written(&out, "dealt"), first, "{workers} workers");
+        // A second push, dealt to another worker, closes the next window.
+        push(&[("c", start + 25_000)], &mut expected);
+        let closed = expected.len() - 1;
+        wait_until(
+            &format!("the second window to close at {workers} workers"),
+            Duration::from_secs(60),
+            || written(&out, "dealt").len() == closed,
+        );
+        let (code, stdout) = node.stop();
+        assert_eq!(code, Some(0), "{stdout}");
+        assert_eq!(written(&out, "dealt"), expected, "{workers} workers");
+    }
+}
+
 #[test]
 fn under_a_full_quota_push_answers_503_and_never_drops_what_it_accepted() {
     let dir = tempdir();
