@@ -116,11 +116,14 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     );
     // Windows an earlier run left open join this run's partials at their keys' owners;
     // worker 0 hands them out.
-    let resumed: Vec<PartialWindow> = if scope.index() == 0 && !plan.window.is_session() {
+    // Of a SESSION query, only corrections a checkpoint cut short go this way (kept
+    // sessions go straight back to their stitcher, not through the panes).
+    let resumed: Vec<PartialWindow> = if scope.index() == 0 {
         shared
             .stream
             .resumed
             .iter()
+            .filter(|w| !plan.window.is_session() || w.correction.is_some())
             .flat_map(|w| {
                 let from = if w.unwritten {
                     RESUMED_UNWRITTEN
@@ -138,16 +141,16 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     } else {
         Vec::new()
     };
+    let merged = partials.concat(resumed.to_stream(scope)).key_merge();
     let merged = if plan.window.is_session() {
-        // Kept sessions go straight back to their stitcher, not through the panes.
-        partials.key_merge().session_stitch(
+        merged.session_stitch(
             plan.clone(),
             shared.stream.clone(),
             shared.control.clone(),
             shared.metrics.clone(),
         )
     } else {
-        partials.concat(resumed.to_stream(scope)).key_merge()
+        merged
     };
     merged
         .window_merge(

@@ -30,6 +30,7 @@ use crate::window::aggregate::Accumulator;
 use crate::window::closed::{ClosedWindowState, ClosedWindows};
 use crate::window::key::KeyRows;
 use crate::window::merge::WindowMerger;
+use crate::window::session::replace_shares;
 use crate::window::state::PartialWindow;
 
 /// The windows whose parts an operator is collecting, by the frontier that completes
@@ -144,6 +145,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow> {
         let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
+        let peers = self.scope().peers();
         self.binary_frontier(
             registry,
             exchange,
@@ -242,6 +244,38 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             cap,
                             merger,
                         } = closed;
+                        if let (Some(_), Some((first_agg, _, _))) =
+                            (correction, plan.session_times())
+                        {
+                            // Stitchers sent their whole shares of a written file of
+                            // sessions again: they replace what those stitchers sent before.
+                            let base = closed_windows.take(start);
+                            let revision = base
+                                .as_ref()
+                                .and_then(|b| b.revision)
+                                .map_or_else(|| stream.next_revision(start), |r| r + 1);
+                            let (keys, accs) = replace_shares(
+                                base.map(|b| (b.keys, b.accs)),
+                                &merger.into_parts(),
+                                peers,
+                                first_agg,
+                            );
+                            if let Some(rows) =
+                                write(trace.as_mut(), start, end, &keys, &accs, revision, false)
+                            {
+                                output.session(&cap).give(rows);
+                            }
+                            closed_windows.closed(
+                                start,
+                                ClosedWindowState {
+                                    end,
+                                    keys,
+                                    accs,
+                                    revision: Some(revision),
+                                },
+                            );
+                            continue;
+                        }
                         if let Some(due) = correction {
                             // Readings within the allowed lateness of a window written
                             // already: the window again, with them, as its next revision.
@@ -341,9 +375,12 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     }
                     if input_ended {
                         // Closed windows still within the allowance at the final watermark
-                        // are kept for the next run's corrections.
+                        // are kept for the next run's corrections (a file of sessions by
+                        // the stitchers, each its share).
                         for kept in closed_windows.take_kept(final_watermark) {
-                            stream.keep(kept);
+                            if !plan.window.is_session() {
+                                stream.keep(kept);
+                            }
                         }
                     } else {
                         // Not past the final watermark: flushing the open windows at the end

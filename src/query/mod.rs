@@ -137,12 +137,6 @@ fn plan_text(name: &str, file: &Path, text: &str) -> Result<QueryPlan, PlanError
             "a window Top-N ranks the rows of one window, and every session is a window of its own; rank over TUMBLE or HOP",
         ));
     }
-    if select.window.is_session() && source.allowed_lateness > 0 {
-        return Err(PlanError::at(
-            schema::option_span(create, "allowed_lateness").unwrap_or(create.name.span()),
-            "allowed_lateness is not supported with SESSION windows yet (a correction could merge sessions already written); late readings of a SESSION query go to the late table",
-        ));
-    }
     let top_n = top_n
         .map(|t| t.plan(&select.outputs, &select.aggregates))
         .transpose()?;

@@ -48,17 +48,6 @@ pub(super) fn string_option(expr: &Expr) -> PlanResult<String> {
 
 /// Plans the source table declaration; relative paths in its options are taken from
 /// `base`, the query file's folder.
-/// Where option `name` (any case) is given in `create`'s `WITH`, if it is.
-pub(super) fn option_span(create: &CreateTable, name: &str) -> Option<sqlparser::tokenizer::Span> {
-    let CreateTableOptions::With(options) = &create.table_options else {
-        return None;
-    };
-    options.iter().find_map(|o| match o {
-        SqlOption::KeyValue { key, .. } if key.value.eq_ignore_ascii_case(name) => Some(key.span),
-        _ => None,
-    })
-}
-
 pub fn plan_source(create: &CreateTable, base: &std::path::Path) -> PlanResult<SourceSchema> {
     let span = create.name.span();
     let name = table_name(create)?;

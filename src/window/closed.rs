@@ -104,6 +104,11 @@ impl ClosedWindows {
         self.windows.entry(start).or_insert(window)
     }
 
+    /// Takes the window starting at `start` out, if kept.
+    pub fn take(&mut self, start: i64) -> Option<ClosedWindowState> {
+        self.windows.remove(&start)
+    }
+
     /// Forgets the windows no correction can reach once the frontier is at `limit`: a
     /// correction's chunk time is below its window's end plus the allowance, and it is
     /// due at the end of that time's interval.

@@ -35,6 +35,11 @@ impl WindowMerger {
         self.fresh
     }
 
+    /// The parts as they came, for a merge of another kind (a session file's shares).
+    pub fn into_parts(self) -> Vec<PartialWindow> {
+        self.parts
+    }
+
     /// Merges the partials: keys and accumulators with one slot per distinct key.
     pub fn merge(mut self) -> Option<(KeyRows, Vec<Accumulator>)> {
         // Merge in a fixed order (kept state first, then by worker) so that float sums

@@ -14,13 +14,23 @@
 //! when the watermark has passed that file's end. Everything here depends only on the
 //! merged panes, so sessions are the same for any worker count.
 //!
+//! Under `allowed_lateness`, a pane can take readings after its sessions were written (a
+//! correction, [`Sessions::correct`]). The sessions of a written file stay here while a
+//! correction can still reach them: one can grow a written session, create one, or
+//! bridge two (the merged session replaces both, and may end in another file). Every
+//! file whose sessions changed is sent again, whole, as this worker's share of the file's
+//! next revision ([`Sessions::written_share`]); the file's owner replaces this worker's
+//! rows with it, so a superseded session leaves the latest view.
+//!
 //! [`WindowSpec::session_file_span`]: crate::query::WindowSpec::session_file_span
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::aggregate::{Accumulator, Aggregate};
+use super::closed::correction_due;
 use super::key::{KeyIndex, KeyRows};
+use super::state::{PartialWindow, key_owner};
 use crate::query::QueryPlan;
 
 /// One session of a key: its bounds and the slot holding its aggregates.
@@ -84,7 +94,11 @@ pub struct Sessions {
     /// written again once complete if anything in them changed.
     kept: BTreeMap<i64, bool>,
     /// Files whose sessions changed in this run.
-    changed: std::collections::BTreeSet<i64>,
+    changed: BTreeSet<i64>,
+    /// How long after its end a pane still takes corrections (zero: never).
+    allowed_lateness: i64,
+    /// Sessions of files already sent, by file start, while a correction can reach them.
+    written: BTreeMap<i64, Vec<(u32, Session)>>,
 }
 
 impl Sessions {
@@ -105,6 +119,8 @@ impl Sessions {
             closed: BTreeMap::new(),
             kept: BTreeMap::new(),
             changed: Default::default(),
+            allowed_lateness: plan.source.allowed_lateness,
+            written: BTreeMap::new(),
         })
     }
 
@@ -163,6 +179,27 @@ impl Sessions {
         owned: impl Fn(&KeyRows, usize) -> bool,
     ) {
         *self.kept.entry(start).or_default() |= unwritten;
+        for (key, mut session) in self.take_back(keys, accs, owned) {
+            session.kept_in = Some(start);
+            let open = &mut self.open[key as usize];
+            let at = open.partition_point(|s| s.first < session.first);
+            // Most keys hold one session at a time: room for exactly what is there.
+            open.reserve_exact(1);
+            open.insert(at, session);
+            self.ends
+                .push(Reverse((session.last.saturating_add(self.gap), key)));
+        }
+    }
+
+    /// The kept sessions (`keys`, `accs`) of the keys `owned` says this worker owns, each
+    /// in a slot of its own.
+    fn take_back(
+        &mut self,
+        keys: &KeyRows,
+        accs: &[Accumulator],
+        owned: impl Fn(&KeyRows, usize) -> bool,
+    ) -> Vec<(u32, Session)> {
+        let mut taken = Vec::new();
         for row in 0..keys.len {
             if !owned(keys, row) {
                 continue;
@@ -182,16 +219,11 @@ impl Sessions {
                 first,
                 last,
                 slot,
-                kept_in: Some(start),
+                kept_in: None,
             };
-            let open = &mut self.open[key as usize];
-            let at = open.partition_point(|s| s.first < first);
-            // Most keys hold one session at a time: room for exactly what is there.
-            open.reserve_exact(1);
-            open.insert(at, session);
-            self.ends
-                .push(Reverse((last.saturating_add(self.gap), key)));
+            taken.push((key, session));
         }
+        taken
     }
 
     /// Stitches the merged rows of one pane (panes come in order of their end).
@@ -211,38 +243,53 @@ impl Sessions {
             let from = open.partition_point(|s| s.last.saturating_add(gap) <= first);
             let to = open.partition_point(|s| s.first < last.saturating_add(gap));
             let joined: Vec<Session> = open.drain(from..to.max(from)).collect();
-            let slot = match joined.first() {
-                Some(s) => s.slot,
-                None => self.alloc(),
-            };
-            for (to, from) in self.accs.iter_mut().zip(accs) {
-                to.merge_slot(slot as usize, from, row);
-            }
-            let mut session = Session {
-                first,
-                last,
-                slot,
-                kept_in: None,
-            };
-            for s in &joined {
-                session.first = session.first.min(s.first);
-                session.last = session.last.max(s.last);
-                self.mark_changed(s.kept_in);
-            }
-            let merged: Vec<u32> = joined.iter().skip(1).map(|s| s.slot).collect();
-            for &other in &merged {
-                for acc in &mut self.accs {
-                    let part = acc.gather(&[other]);
-                    acc.merge_slot(slot as usize, &part, 0);
-                }
-            }
-            self.release(&merged);
+            let session = self.join(&joined, (first, last), accs, row);
             let open = &mut self.open[key as usize];
             open.reserve_exact(1);
             open.insert(from, session);
             self.ends
                 .push(Reverse((session.last.saturating_add(gap), key)));
         }
+    }
+
+    /// The session a pane row (`row` of `accs`, its readings from `first` to `last`)
+    /// and the sessions it reaches (`joined`, by start) make: the row merges into the
+    /// earliest's slot, then the others in order, so aggregates combine alike on every
+    /// worker count.
+    fn join(
+        &mut self,
+        joined: &[Session],
+        (first, last): (i64, i64),
+        accs: &[Accumulator],
+        row: usize,
+    ) -> Session {
+        let slot = match joined.first() {
+            Some(s) => s.slot,
+            None => self.alloc(),
+        };
+        for (to, from) in self.accs.iter_mut().zip(accs) {
+            to.merge_slot(slot as usize, from, row);
+        }
+        let mut session = Session {
+            first,
+            last,
+            slot,
+            kept_in: None,
+        };
+        for s in joined {
+            session.first = session.first.min(s.first);
+            session.last = session.last.max(s.last);
+            self.mark_changed(s.kept_in);
+        }
+        let merged: Vec<u32> = joined.iter().skip(1).map(|s| s.slot).collect();
+        for &other in &merged {
+            for acc in &mut self.accs {
+                let part = acc.gather(&[other]);
+                acc.merge_slot(slot as usize, &part, 0);
+            }
+        }
+        self.release(&merged);
+        session
     }
 
     /// Makes every session ending at or before `limit` final (`limit` a pane boundary
@@ -290,7 +337,18 @@ impl Sessions {
     }
 
     /// The files whose span ends at or before `limit`, every session in them final.
+    /// Under an allowed lateness their sessions stay, as written, for corrections.
     pub fn take_files(&mut self, limit: i64) -> Vec<SessionFile> {
+        self.take_until(limit, self.allowed_lateness > 0)
+    }
+
+    /// Every file left, after [`Sessions::close_all`] at the end of the input: what is
+    /// open, written as it stands.
+    pub fn take_open_files(&mut self) -> Vec<SessionFile> {
+        self.take_until(i64::MAX, false)
+    }
+
+    fn take_until(&mut self, limit: i64, retain: bool) -> Vec<SessionFile> {
         let mut starts: Vec<i64> = self
             .closed
             .keys()
@@ -300,10 +358,13 @@ impl Sessions {
             .collect();
         starts.sort_unstable();
         starts.dedup();
-        starts.into_iter().map(|s| self.take_file(s)).collect()
+        starts
+            .into_iter()
+            .map(|s| self.take_file(s, retain))
+            .collect()
     }
 
-    fn take_file(&mut self, start: i64) -> SessionFile {
+    fn take_file(&mut self, start: i64, retain: bool) -> SessionFile {
         let sessions = self.closed.remove(&start).unwrap_or_default();
         let unwritten = self.kept.remove(&start);
         let freshness = if self.changed.remove(&start) || unwritten.is_none() {
@@ -313,8 +374,27 @@ impl Sessions {
         } else {
             Freshness::AsKept
         };
+        let (keys, accs, slots) = self.rows_of(&sessions);
+        if retain {
+            if !sessions.is_empty() {
+                self.written.entry(start).or_default().extend(sessions);
+            }
+        } else {
+            self.release(&slots);
+        }
+        SessionFile {
+            start,
+            end: start.saturating_add(self.span),
+            keys,
+            accs,
+            freshness,
+        }
+    }
+
+    /// The rows of `sessions`, sorted by key and then start, and the slots they come from.
+    fn rows_of(&self, sessions: &[(u32, Session)]) -> (KeyRows, Vec<Accumulator>, Vec<u32>) {
         let mut rows = self.keys.empty_like();
-        for (key, _) in &sessions {
+        for (key, _) in sessions {
             rows.push_from(&self.keys, *key as usize);
         }
         let mut order: Vec<usize> = (0..sessions.len()).collect();
@@ -327,20 +407,159 @@ impl Sessions {
         keys.sorted = true;
         let slots: Vec<u32> = order.iter().map(|&i| sessions[i].1.slot).collect();
         let accs = self.accs.iter().map(|a| a.gather(&slots)).collect();
-        self.release(&slots);
+        (keys, accs, slots)
+    }
+
+    /// Applies a correction: the rows of a pane that took readings after the sessions
+    /// ending at or before `boundary` became final (some of them written). A row joins
+    /// every session of its key it comes within a gap of, wherever that session is
+    /// (open, final, written), and the merged session goes where its end puts it.
+    /// Returns the written files whose sessions changed: each must be sent again.
+    pub fn correct(
+        &mut self,
+        keys: &KeyRows,
+        accs: &[Accumulator],
+        boundary: i64,
+    ) -> BTreeSet<i64> {
+        let gap = self.gap;
+        let mut dirty = BTreeSet::new();
+        for row in 0..keys.len {
+            let (Some(first), Some(last)) = (
+                accs[self.first_agg].int_extreme(row),
+                accs[self.last_agg].int_extreme(row),
+            ) else {
+                continue;
+            };
+            let key = self.key_id(keys, row);
+            let touches = |s: &Session| {
+                s.last.saturating_add(gap) > first && s.first < last.saturating_add(gap)
+            };
+            // Every session of the key the row reaches: open, final, or written.
+            let mut joined: Vec<Session> = Vec::new();
+            let open = &mut self.open[key as usize];
+            let from = open.partition_point(|s| s.last.saturating_add(gap) <= first);
+            let to = open.partition_point(|s| s.first < last.saturating_add(gap));
+            joined.extend(open.drain(from..to.max(from)));
+            for sessions in self.closed.values_mut() {
+                sessions.retain(|(k, s)| {
+                    let hit = *k == key && touches(s);
+                    if hit {
+                        joined.push(*s);
+                    }
+                    !hit
+                });
+            }
+            for (&file, sessions) in self.written.iter_mut() {
+                sessions.retain(|(k, s)| {
+                    let hit = *k == key && touches(s);
+                    if hit {
+                        joined.push(*s);
+                        dirty.insert(file);
+                    }
+                    !hit
+                });
+            }
+            self.closed.retain(|_, v| !v.is_empty());
+            self.written.retain(|_, v| !v.is_empty());
+            // Merged in order of start, into the earliest's slot: the same order on
+            // every worker count.
+            joined.sort_by_key(|s| s.first);
+            let session = self.join(&joined, (first, last), accs, row);
+            let end = session.last.saturating_add(gap);
+            if end > boundary {
+                // It can still grow with the panes to come.
+                let open = &mut self.open[key as usize];
+                let at = open.partition_point(|s| s.first < session.first);
+                open.reserve_exact(1);
+                open.insert(at, session);
+                self.ends.push(Reverse((end, key)));
+            } else {
+                let file = self.file_of(end);
+                self.changed.insert(file);
+                if file.saturating_add(self.span) <= boundary {
+                    self.written.entry(file).or_default().push((key, session));
+                    dirty.insert(file);
+                } else {
+                    self.closed.entry(file).or_default().push((key, session));
+                }
+            }
+        }
+        dirty
+    }
+
+    /// This worker's share of written file `start` as it now stands, to send again.
+    pub fn written_share(&self, start: i64) -> SessionFile {
+        let sessions = self.written.get(&start).map_or(&[][..], Vec::as_slice);
+        let (keys, accs, _) = self.rows_of(sessions);
         SessionFile {
             start,
             end: start.saturating_add(self.span),
             keys,
             accs,
-            freshness,
+            freshness: Freshness::Changed,
         }
     }
 
-    /// Open sessions and those waiting for their file, for the state gauges.
+    /// The last time a correction of the sessions of the file starting at `start` can
+    /// be due: every pane that reaches them ends by the file's end.
+    fn correctable_until(&self, start: i64) -> i64 {
+        let end = start.saturating_add(self.span);
+        correction_due(
+            end.saturating_add(self.allowed_lateness).saturating_sub(1),
+            self.gap,
+        )
+    }
+
+    /// Forgets the written sessions no correction due at `limit` or later can reach.
+    pub fn expire_written(&mut self, limit: i64) {
+        let expired: Vec<i64> = self
+            .written
+            .keys()
+            .copied()
+            .filter(|&start| self.correctable_until(start) < limit)
+            .collect();
+        for start in expired {
+            if let Some(sessions) = self.written.remove(&start) {
+                let slots: Vec<u32> = sessions.iter().map(|(_, s)| s.slot).collect();
+                self.release(&slots);
+            }
+        }
+    }
+
+    /// At the end of the input: this worker's share of every written file a correction
+    /// can still reach after `final_watermark`, to keep for the next run.
+    pub fn take_written(&mut self, final_watermark: i64) -> Vec<SessionFile> {
+        let starts: Vec<i64> = self.written.keys().copied().collect();
+        let kept = starts
+            .into_iter()
+            .filter(|&start| self.correctable_until(start) >= final_watermark)
+            .map(|start| self.written_share(start))
+            .collect();
+        self.expire_written(i64::MAX);
+        kept
+    }
+
+    /// Takes back the written sessions of file `start` a previous run kept, those whose
+    /// keys `owned` says this worker owns. Returns this worker's share, for the file's
+    /// owner to hold again as the file's written rows.
+    pub fn resume_written(
+        &mut self,
+        start: i64,
+        keys: &KeyRows,
+        accs: &[Accumulator],
+        owned: impl Fn(&KeyRows, usize) -> bool,
+    ) -> SessionFile {
+        let taken = self.take_back(keys, accs, owned);
+        self.written.entry(start).or_default().extend(taken);
+        self.written_share(start)
+    }
+
+    /// Open sessions, those waiting for their file, and written ones kept for
+    /// corrections, for the state gauges.
     pub fn held(&self) -> usize {
         self.open.iter().map(Vec::len).sum::<usize>()
             + self.closed.values().map(Vec::len).sum::<usize>()
+            + self.written.values().map(Vec::len).sum::<usize>()
     }
 
     /// Bytes held: every slot's aggregates (sketches with what they hold), the sessions,
@@ -358,6 +577,7 @@ impl Sessions {
         let closed: usize = self
             .closed
             .values()
+            .chain(self.written.values())
             .map(|c| c.capacity() * std::mem::size_of::<(u32, Session)>())
             .sum();
         per_slot * slots
@@ -369,6 +589,59 @@ impl Sessions {
             + self.keys.heap_bytes()
             + self.index.heap_bytes()
     }
+}
+
+/// A written file's rows (`base`) with the shares of a correction (`parts`, one per
+/// stitcher that sent its share again) in place of the rows of the keys those stitchers
+/// own under `peers` workers; sorted by key and then session start (aggregate
+/// `first_agg`), as a file's rows are.
+pub fn replace_shares(
+    base: Option<(KeyRows, Vec<Accumulator>)>,
+    parts: &[PartialWindow],
+    peers: usize,
+    first_agg: usize,
+) -> (KeyRows, Vec<Accumulator>) {
+    let senders: BTreeSet<usize> = parts.iter().map(|p| p.from).collect();
+    let (mut keys, mut accs): (KeyRows, Vec<Accumulator>) = match (&base, parts.first()) {
+        (Some((k, a)), _) => (
+            k.empty_like(),
+            a.iter().map(Accumulator::empty_like).collect(),
+        ),
+        (None, Some(p)) => (
+            p.keys.empty_like(),
+            p.accs.iter().map(Accumulator::empty_like).collect(),
+        ),
+        (None, None) => return (KeyRows::default(), Vec::new()),
+    };
+    let mut push = |from_keys: &KeyRows, from_accs: &[Accumulator], row: usize| {
+        keys.push_from(from_keys, row);
+        for (to, from) in accs.iter_mut().zip(from_accs) {
+            to.push_from(from, row);
+        }
+    };
+    if let Some((k, a)) = &base {
+        for row in 0..k.len {
+            if !senders.contains(&key_owner(k, row, peers)) {
+                push(k, a, row);
+            }
+        }
+    }
+    for part in parts {
+        for row in 0..part.keys.len {
+            push(&part.keys, &part.accs, row);
+        }
+    }
+    let start_of = |row: usize| accs[first_agg].int_extreme(row);
+    let mut order: Vec<usize> = (0..keys.len).collect();
+    order.sort_by(|&a, &b| {
+        keys.cmp_rows(a, &keys, b)
+            .then(start_of(a).cmp(&start_of(b)))
+    });
+    let order: Vec<u32> = order.into_iter().map(|r| r as u32).collect();
+    let mut sorted = keys.select(&order);
+    sorted.sorted = true;
+    let accs = accs.iter().map(|a| a.gather(&order)).collect();
+    (sorted, accs)
 }
 
 #[cfg(test)]
@@ -487,6 +760,33 @@ mod tests {
         let files = next.take_files(60 * S);
         assert_eq!(rows(&files), vec![("a".into(), 5, 22, 3, 7)]);
         assert_eq!(files[0].freshness, Freshness::Changed);
+    }
+
+    #[test]
+    fn a_correction_bridging_two_written_sessions_leaves_one_in_the_share_sent_again() {
+        let mut plan = plan();
+        plan.source.allowed_lateness = 120 * S;
+        let mut sessions = Sessions::new(&plan).unwrap_or_else(|| panic!("a session plan"));
+        for (keys, accs) in &panes(&plan, &[("a", 1, 1), ("a", 14, 2), ("b", 3, 5)]) {
+            sessions.add_pane(keys, accs);
+        }
+        sessions.close_until(60 * S);
+        let files = sessions.take_files(60 * S);
+        assert_eq!(rows(&files).len(), 3);
+        // a's reading at 7 s comes within the gap of both of a's written sessions.
+        let correction = panes(&plan, &[("a", 7, 4)]);
+        let (keys, accs) = &correction[0];
+        let dirty = sessions.correct(keys, accs, 60 * S);
+        assert_eq!(dirty.into_iter().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(
+            rows(&[sessions.written_share(0)]),
+            vec![("a".into(), 1, 14, 3, 7), ("b".into(), 3, 3, 1, 5)]
+        );
+        // Kept for corrections until none can be due, then forgotten.
+        sessions.expire_written(90 * S);
+        assert_eq!(sessions.held(), 2);
+        sessions.expire_written(200 * S);
+        assert_eq!(sessions.held(), 0);
     }
 
     #[test]

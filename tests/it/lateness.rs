@@ -5,16 +5,17 @@
 //! are the same for any worker count.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use edgeflow::engine::RunConfig;
 use edgeflow::engine::control::EndOfInput;
 use edgeflow::types::Value;
 
 use super::support::{
-    assert_rows_eq, parquet_files, plan, read_rows, run, run_within_deadline, sort_rows,
+    assert_rows_eq, assert_same_files, parquet_files, plan, read_rows, relative, result_files, run,
+    run_within_deadline, sort_rows,
 };
-use super::traffic::{Reading, fleet, run_in_two, write};
+use super::traffic::{Reading, fleet, run_in_legs, run_in_two, write};
 
 /// Readings of `devices` devices every 0.1 to 2 s in arrival order; most arrive within
 /// 3 s, one in fifteen up to 30 s late and one in fifty up to 90 s late, so under a 2 s
@@ -165,14 +166,6 @@ fn file_names(out: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn relative(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root)
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| p.to_owned())
-        .display()
-        .to_string()
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -437,19 +430,6 @@ fn a_corrected_window_is_ranked_again() {
     }
 }
 
-/// Every result file under `out` (the latest and the superseded revisions), by name,
-/// with its bytes.
-fn result_files(out: &Path) -> BTreeMap<String, Vec<u8>> {
-    [out.join("q"), out.join("q_revisions")]
-        .iter()
-        .flat_map(|d| parquet_files(d))
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (relative(out, &p), bytes)
-        })
-        .collect()
-}
-
 #[test]
 fn checkpoints_change_no_revision() {
     // A live query's legs end at checkpoints wherever its timer says; a crash replays
@@ -472,34 +452,8 @@ fn checkpoints_change_no_revision() {
          FROM {} GROUP BY device_id, window_start",
         windows.sql()
     ));
-    // Chunks of 64 bytes hold at most one reading each (lines are longer), so cutting
-    // the input at any line leaves every reading's chunk, hence its watermark, as is.
-    let chunk = 64;
-    let run_legs = |dir: &Path, cuts: &[usize]| -> (u64, u64) {
-        let out = dir.join("out");
-        let mut bounds = vec![0];
-        bounds.extend_from_slice(cuts);
-        bounds.push(input.len());
-        let (mut corrections, mut late) = (0, 0);
-        for (leg, pair) in bounds.windows(2).enumerate() {
-            let file = write(
-                &dir.join(format!("leg{leg}.jsonl")),
-                &input[pair[0]..pair[1]],
-            );
-            let mut config = RunConfig::new(plan.clone(), file, out.clone());
-            config.workers = 2;
-            config.chunk_bytes = chunk;
-            if leg + 2 < bounds.len() {
-                config.control.set_end_of_input(EndOfInput::Checkpoint);
-            }
-            let summary = run_within_deadline(config).unwrap_or_else(|e| panic!("{e}"));
-            corrections += summary.corrections;
-            late += summary.late;
-        }
-        (corrections, late)
-    };
     let one = tempdir();
-    let (corrections, late) = run_legs(one.path(), &[]);
+    let (corrections, late) = run_in_legs(&plan, one.path(), &input, &[]);
     assert!(corrections > 0, "the input should have corrections");
     let want = result_files(&one.path().join("out"));
     assert!(
@@ -510,20 +464,13 @@ fn checkpoints_change_no_revision() {
     let n = input.len();
     for cuts in [vec![n / 3], vec![n / 5, n / 2, 4 * n / 5], vec![7, n - 7]] {
         let legs = tempdir();
-        let got = run_legs(legs.path(), &cuts);
+        let got = run_in_legs(&plan, legs.path(), &input, &cuts);
         assert_eq!(
             got,
             (corrections, late),
             "cut at {cuts:?}: corrections, late"
         );
         let files = result_files(&legs.path().join("out"));
-        assert_eq!(
-            files.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "cut at {cuts:?}: file names"
-        );
-        for (name, bytes) in &files {
-            assert!(bytes == &want[name], "cut at {cuts:?}: {name} differs");
-        }
+        assert_same_files(&files, &want, &format!("cut at {cuts:?}"));
     }
 }

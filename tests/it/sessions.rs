@@ -11,8 +11,11 @@ use edgeflow::types::Value;
 
 use super::live::{LiveNode, http, tempdir, write_query};
 use super::s3_server::wait_until;
-use super::support::{assert_rows_eq, parquet_files, plan, read_rows, run, sort_rows};
-use super::traffic::{Reading, fleet, jsonl, run_in_two, write};
+
+use super::support::{
+    assert_rows_eq, assert_same_files, parquet_files, plan, read_rows, result_files, run, sort_rows,
+};
+use super::traffic::{Reading, fleet, jsonl, run_in_legs, run_in_two, write};
 
 /// Readings of `devices` devices in arrival order: each device reports in bursts
 /// (0.2 to 4 s apart) separated by silences (8 to 40 s), so sessions of a 5 s gap both
@@ -41,9 +44,14 @@ fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
 }
 
 fn sql(gap_ms: i64, ooo_ms: i64) -> String {
+    sql_allowing(gap_ms, ooo_ms, 0)
+}
+
+fn sql_allowing(gap_ms: i64, ooo_ms: i64, allowed_ms: i64) -> String {
     format!(
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
-           WITH (event_time = 'ts', max_out_of_orderness = '{ooo_ms}ms');
+           WITH (event_time = 'ts', max_out_of_orderness = '{ooo_ms}ms',
+                 allowed_lateness = '{allowed_ms}ms');
          SELECT device_id, window_start, window_end, COUNT(*) AS readings,
                 SUM(bytes_in) AS bytes_in, MAX(latency_ms) AS max_latency_ms,
                 FIRST_VALUE(bytes_in) AS first_bytes_in
@@ -57,16 +65,31 @@ fn sql(gap_ms: i64, ooo_ms: i64) -> String {
 /// gap-sized pane; each device's other readings, by event time, start a new session
 /// wherever they are a gap or more apart. Returns the rows and the late count.
 fn oracle(readings: &[Reading], gap_ms: i64, ooo_ms: i64) -> (Vec<Vec<Value>>, u64) {
+    let (rows, late, _) = oracle_allowing(readings, gap_ms, ooo_ms, 0);
+    (rows, late)
+}
+
+/// [`oracle`] under an allowed lateness: a reading is late once the watermark has passed
+/// its pane's end by the allowance; between the two it is a correction (counted, third).
+fn oracle_allowing(
+    readings: &[Reading],
+    gap_ms: i64,
+    ooo_ms: i64,
+    allowed_ms: i64,
+) -> (Vec<Vec<Value>>, u64, u64) {
     let mut by_device: BTreeMap<&str, Vec<&Reading>> = BTreeMap::new();
     let mut max_seen: Option<i64> = None;
-    let mut late = 0;
+    let (mut late, mut corrections) = (0, 0);
     for r in readings {
         let watermark = max_seen.map(|m| m - ooo_ms);
         max_seen = Some(max_seen.map_or(r.ts_ms, |m| m.max(r.ts_ms)));
         let pane_end = r.ts_ms.div_euclid(gap_ms) * gap_ms + gap_ms;
-        if watermark.is_some_and(|w| pane_end <= w) {
+        if watermark.is_some_and(|w| pane_end + allowed_ms <= w) {
             late += 1;
             continue;
+        }
+        if watermark.is_some_and(|w| pane_end <= w) {
+            corrections += 1;
         }
         by_device.entry(&r.device).or_default().push(r);
     }
@@ -102,7 +125,7 @@ fn oracle(readings: &[Reading], gap_ms: i64, ooo_ms: i64) -> (Vec<Vec<Value>>, u
         }
     }
     sort_rows(&mut rows);
-    (rows, late)
+    (rows, late, corrections)
 }
 
 #[test]
@@ -295,4 +318,145 @@ fn a_session_written_open_leaves_its_file_when_it_grows_past_it() {
     // its real end, once.
     assert_rows_eq(&read_rows(&out.join("q")), &want, "grown session");
     assert_eq!(parquet_files(&out.join("q_revisions")).len(), 1);
+}
+
+/// A device reports at 0 s and 8 s (two sessions under a 5 s gap), both written once
+/// the watermark passes; then the reading at 4 s arrives, within the allowance. The
+/// latest view holds one session of three readings: the two written rows leave it.
+#[test]
+fn a_correction_that_bridges_two_written_sessions_replaces_both() {
+    let (gap, ooo, allowed) = (5_000, 1_000, 120_000);
+    let base = 1_767_225_600_000;
+    let reading = |device: &str, s: i64| Reading {
+        device: device.into(),
+        ts_ms: base + s * 1_000,
+        bytes_in: s,
+        latency_ms: 1.0,
+    };
+    let mut input = vec![reading("a", 0), reading("a", 8)];
+    // Another device moves the watermark well past both sessions' ends.
+    input.extend((0..80).map(|s| reading("b", 10 + s)));
+    input.push(reading("a", 4));
+    input.extend((90..100).map(|s| reading("b", s)));
+    let (want, late, corrections) = oracle_allowing(&input, gap, ooo, allowed);
+    assert_eq!((late, corrections), (0, 1));
+    let a_rows: Vec<&Vec<Value>> = want
+        .iter()
+        .filter(|r| r[0] == Value::Text("a".into()))
+        .collect();
+    assert_eq!(a_rows.len(), 1, "{a_rows:?}");
+    assert_eq!(a_rows[0][3], Value::BigInt(3));
+    let plan = plan(&sql_allowing(gap, ooo, allowed));
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let out = dir.path().join("out");
+        let summary = run(
+            &plan,
+            write(&dir.path().join("in.jsonl"), &input),
+            &out,
+            workers,
+            256,
+        );
+        let context = format!("{workers} workers");
+        assert_eq!(summary.corrections, 1, "{context}");
+        assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+        // The file that held both sessions was written again without them.
+        assert!(
+            !parquet_files(&out.join("q_revisions")).is_empty(),
+            "{context}: the written file should be superseded"
+        );
+    }
+}
+
+#[test]
+fn corrected_sessions_match_a_sequential_oracle_at_1_2_and_4_workers() {
+    let (gap, ooo, allowed) = (5_000, 2_000, 20_000);
+    let input = readings(31, 50, 250);
+    let (want, want_late, want_corrections) = oracle_allowing(&input, gap, ooo, allowed);
+    assert!(
+        want_late > 0,
+        "the input should have readings past the allowance"
+    );
+    assert!(want_corrections > 0, "the input should have corrections");
+    let plan = plan(&sql_allowing(gap, ooo, allowed));
+    let mut first: Option<BTreeMap<String, Vec<u8>>> = None;
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = write(&dir.path().join("in.jsonl"), &input);
+        let out = dir.path().join("out");
+        let summary = run(&plan, file, &out, workers, 8 * 1024);
+        let context = format!("{workers} workers");
+        assert_rows_eq(&read_rows(&out.join("q")), &want, &context);
+        assert_eq!(summary.late, want_late, "{context}: late readings");
+        assert_eq!(
+            summary.corrections, want_corrections,
+            "{context}: corrections"
+        );
+        let files = result_files(&out);
+        assert!(
+            files.keys().any(|n| n.starts_with("q_revisions")),
+            "{context}: corrections should supersede files"
+        );
+        // Revisions, their names and their bytes do not depend on the worker count.
+        match &first {
+            None => first = Some(files),
+            Some(want_files) => assert_same_files(&files, want_files, &context),
+        }
+    }
+}
+
+#[test]
+fn corrected_sessions_over_consecutive_runs_equal_one_run() {
+    let (gap, ooo, allowed) = (5_000, 2_000, 20_000);
+    let input = readings(37, 40, 200);
+    let (want, want_late, want_corrections) = oracle_allowing(&input, gap, ooo, allowed);
+    let plan = plan(&sql_allowing(gap, ooo, allowed));
+    for (cut, first_workers, second_workers) in [(0.3, 1, 4), (0.5, 2, 2), (0.8, 4, 1)] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let at = (input.len() as f64 * cut) as usize;
+        let (first, second) = run_in_two(
+            &plan,
+            dir.path(),
+            &input,
+            at,
+            (first_workers, second_workers),
+        );
+        let context = format!("cut at {cut}, {first_workers} then {second_workers} workers");
+        assert_rows_eq(
+            &read_rows(&dir.path().join("out").join("q")),
+            &want,
+            &context,
+        );
+        assert_eq!(first.late + second.late, want_late, "{context}: late");
+        assert_eq!(
+            first.corrections + second.corrections,
+            want_corrections,
+            "{context}: corrections"
+        );
+    }
+}
+
+/// Legs cut by checkpoints write the same files, byte for byte, as one run: a correction
+/// not yet due at a leg's end is carried over, not written.
+#[test]
+fn checkpoints_change_no_session_revision() {
+    let (gap, ooo, allowed) = (5_000, 2_000, 20_000);
+    let input = readings(43, 8, 150);
+    let plan = plan(&sql_allowing(gap, ooo, allowed));
+    let one = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (corrections, late) = run_in_legs(&plan, one.path(), &input, &[]);
+    assert!(corrections > 0, "the input should have corrections");
+    let want = result_files(&one.path().join("out"));
+    let n = input.len();
+    for cuts in [vec![n / 3], vec![n / 5, n / 2, 4 * n / 5], vec![7, n - 7]] {
+        let legs = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let got = run_in_legs(&plan, legs.path(), &input, &cuts);
+        assert_eq!(
+            got,
+            (corrections, late),
+            "cut at {cuts:?}: corrections, late"
+        );
+        let files = result_files(&legs.path().join("out"));
+        assert_same_files(&files, &want, &format!("cut at {cuts:?}"));
+    }
 }

@@ -1,5 +1,6 @@
 //! Running queries in-process and reading their Parquet output back.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -260,4 +261,42 @@ pub fn parquet_snapshot(root: &Path) -> std::collections::BTreeMap<String, Vec<u
             (name, bytes)
         })
         .collect()
+}
+
+/// `p` relative to `root`, as text.
+pub fn relative(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| p.to_owned())
+        .display()
+        .to_string()
+}
+
+/// Every result file under `out` (the latest and the superseded revisions), by name,
+/// with its bytes.
+pub fn result_files(out: &Path) -> BTreeMap<String, Vec<u8>> {
+    [out.join("q"), out.join("q_revisions")]
+        .iter()
+        .flat_map(|d| parquet_files(d))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (relative(out, &p), bytes)
+        })
+        .collect()
+}
+
+/// Asserts that two sets of result files have the same names and bytes.
+pub fn assert_same_files(
+    got: &BTreeMap<String, Vec<u8>>,
+    want: &BTreeMap<String, Vec<u8>>,
+    context: &str,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{context}: file names"
+    );
+    for (name, bytes) in got {
+        assert!(bytes == &want[name], "{context}: {name} differs");
+    }
 }

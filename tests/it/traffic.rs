@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use edgeflow::decode::Format;
-use edgeflow::engine::RunSummary;
+use edgeflow::engine::control::EndOfInput;
+use edgeflow::engine::{RunConfig, RunSummary};
 use edgeflow::query::QueryPlan;
 use edgeflow::source::Input;
 
-use super::support::run;
+use super::support::{run, run_within_deadline};
 
 /// One reading: device, event time (ms), bytes in, latency.
 #[derive(Clone, Debug)]
@@ -115,4 +116,37 @@ pub fn run_in_two(
         8 * 1024,
     );
     (first, second)
+}
+
+/// Runs `readings` cut at `cuts` as consecutive legs on one output folder (`dir/out`),
+/// at 2 workers, every leg but the last ended by a checkpoint, as a live node's legs end.
+/// Chunks of 64 bytes hold one reading each, so a cut leaves every reading's chunk, hence
+/// its watermark, as is. Returns the corrections and late readings of all legs.
+pub fn run_in_legs(
+    plan: &QueryPlan,
+    dir: &Path,
+    readings: &[Reading],
+    cuts: &[usize],
+) -> (u64, u64) {
+    let out = dir.join("out");
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(readings.len());
+    let (mut corrections, mut late) = (0, 0);
+    for (leg, pair) in bounds.windows(2).enumerate() {
+        let file = write(
+            &dir.join(format!("leg{leg}.jsonl")),
+            &readings[pair[0]..pair[1]],
+        );
+        let mut config = RunConfig::new(plan.clone(), file, out.clone());
+        config.workers = 2;
+        config.chunk_bytes = 64;
+        if leg + 2 < bounds.len() {
+            config.control.set_end_of_input(EndOfInput::Checkpoint);
+        }
+        let summary = run_within_deadline(config).unwrap_or_else(|e| panic!("{e}"));
+        corrections += summary.corrections;
+        late += summary.late;
+    }
+    (corrections, late)
 }

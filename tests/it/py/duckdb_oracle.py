@@ -17,9 +17,10 @@ The query runs over:
   revision;
 * `tumble_windows(size_ms, max_out_of_orderness_ms, allowed_lateness_ms := 0)`:
   `hop_windows` with slide = size.
-* `session_windows(gap_ms, max_out_of_orderness_ms)`: each reading that is not late
-  (late, as the README defines it for SESSION: the end of its gap-sized pane
-  `[k * gap, (k + 1) * gap)` is at or before the watermark where it appears), with its
+* `session_windows(gap_ms, max_out_of_orderness_ms, allowed_lateness_ms := 0)`: each
+  reading that is not late (late, as the README defines it for SESSION: the end of its
+  gap-sized pane `[k * gap, (k + 1) * gap)` plus the allowed lateness is at or before
+  the watermark where it appears), with its
   device's session as `window_start` (first reading) and `window_end` (last reading plus
   the gap); a device's readings, by event time, start a new session wherever they are a
   gap or more apart.
@@ -99,7 +100,8 @@ con.execute(
 
 con.execute(
     """
-    CREATE MACRO session_windows(gap_ms, max_out_of_orderness_ms) AS TABLE
+    CREATE MACRO session_windows(gap_ms, max_out_of_orderness_ms,
+                                 allowed_lateness_ms := 0) AS TABLE
     WITH stamped AS (
         SELECT *,
                max(ts_ms) OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -108,7 +110,8 @@ con.execute(
     ),
     on_time AS (
         SELECT * FROM stamped
-        WHERE watermark_ms IS NULL OR floor_div(ts_ms, gap_ms) * gap_ms + gap_ms > watermark_ms
+        WHERE watermark_ms IS NULL
+           OR floor_div(ts_ms, gap_ms) * gap_ms + gap_ms + allowed_lateness_ms > watermark_ms
     ),
     marked AS (
         SELECT *,
