@@ -70,14 +70,17 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                 Some(s) => {
                     let owned = |k: &KeyRows, r: usize| key_owner(k, r, peers) == index;
                     // Corrections a checkpoint cut short come back through the panes.
+                    let mut written = std::collections::BTreeSet::new();
                     for kept in stream.resumed.iter().filter(|k| k.correction.is_none()) {
                         if kept.end <= previous_watermark {
-                            reloaded
-                                .push(s.resume_written(kept.start, &kept.keys, &kept.accs, owned));
+                            s.resume_written(kept.start, &kept.keys, &kept.accs, owned);
+                            written.insert(kept.start);
                         } else {
                             s.resume(kept.start, &kept.keys, &kept.accs, kept.unwritten, owned);
                         }
                     }
+                    // One share per file, however many workers kept a part of it.
+                    reloaded.extend(written.into_iter().map(|start| s.written_share(start)));
                 }
                 None => control.fail(crate::Error::Internal(
                     "session stitching in a plan without SESSION".into(),

@@ -539,19 +539,19 @@ impl Sessions {
         kept
     }
 
-    /// Takes back the written sessions of file `start` a previous run kept, those whose
-    /// keys `owned` says this worker owns. Returns this worker's share, for the file's
-    /// owner to hold again as the file's written rows.
+    /// Takes back the written sessions of file `start` a previous run kept (one entry
+    /// per worker that kept a share), those whose keys `owned` says this worker owns.
+    /// Once every entry is in, [`Sessions::written_share`] is this worker's share, for
+    /// the file's owner to hold again as the file's written rows.
     pub fn resume_written(
         &mut self,
         start: i64,
         keys: &KeyRows,
         accs: &[Accumulator],
         owned: impl Fn(&KeyRows, usize) -> bool,
-    ) -> SessionFile {
+    ) {
         let taken = self.take_back(keys, accs, owned);
         self.written.entry(start).or_default().extend(taken);
-        self.written_share(start)
     }
 
     /// Open sessions, those waiting for their file, and written ones kept for

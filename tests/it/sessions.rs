@@ -407,11 +407,19 @@ fn corrected_sessions_match_a_sequential_oracle_at_1_2_and_4_workers() {
 
 #[test]
 fn corrected_sessions_over_consecutive_runs_equal_one_run() {
-    let (gap, ooo, allowed) = (5_000, 2_000, 20_000);
+    // An allowance longer than the input's worst lateness (40 s) past one-minute files:
+    // the first run keeps the files it wrote last, and the second corrects them.
+    let (gap, ooo, allowed) = (5_000, 2_000, 90_000);
     let input = readings(37, 40, 200);
     let (want, want_late, want_corrections) = oracle_allowing(&input, gap, ooo, allowed);
     let plan = plan(&sql_allowing(gap, ooo, allowed));
-    for (cut, first_workers, second_workers) in [(0.3, 1, 4), (0.5, 2, 2), (0.8, 4, 1)] {
+    for (cut, first_workers, second_workers) in [
+        (0.3, 1, 4),
+        (0.4, 2, 4),
+        (0.5, 2, 2),
+        (0.6, 4, 2),
+        (0.8, 4, 1),
+    ] {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let at = (input.len() as f64 * cut) as usize;
         let (first, second) = run_in_two(
@@ -458,5 +466,78 @@ fn checkpoints_change_no_session_revision() {
         );
         let files = result_files(&legs.path().join("out"));
         assert_same_files(&files, &want, &format!("cut at {cuts:?}"));
+    }
+}
+
+/// The generated fleet of `edgeflow gen`: sparse devices (a reading every 30 s on
+/// average, so sessions under a 20 s gap break often) and one reading in a hundred one
+/// to ten minutes late. Under a 5 minute allowance most of those correct files an
+/// earlier run wrote and kept, at every change of worker count between the runs.
+#[test]
+fn corrections_of_files_kept_by_several_workers_leave_no_session_twice() {
+    use edgeflow::decode::Format;
+    use edgeflow::source::GeneratorConfig;
+    use edgeflow::source::generator::{TimestampFormat, write_readings};
+    let config = GeneratorConfig {
+        devices: 300,
+        readings: 40_000,
+        rate: 10.0,
+        late_fraction: 0.01,
+        seed: 5,
+        ..GeneratorConfig::default()
+    };
+    let mut lines = Vec::new();
+    write_readings(&config, Format::Jsonl, TimestampFormat::Millis, &mut lines)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8(lines).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = text.lines().collect();
+    let plan = plan(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/corrected_sessions.sql"),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let part = |dir: &Path, name: &str, from: usize, to: usize| {
+        let path = dir.join(name);
+        std::fs::write(&path, lines[from..to].join("\n") + "\n").unwrap_or_else(|e| panic!("{e}"));
+        edgeflow::source::Input::File {
+            path,
+            format: Format::Jsonl,
+        }
+    };
+    let one = tempdir();
+    let out = one.path().join("out");
+    run(
+        &plan,
+        part(one.path(), "all.jsonl", 0, lines.len()),
+        &out,
+        1,
+        64 * 1024,
+    );
+    let want = read_rows(&out.join("q"));
+    let at = lines.len() / 2;
+    for (first, second) in [(2, 4), (4, 2), (2, 2)] {
+        let dir = tempdir();
+        let out = dir.path().join("out");
+        run(
+            &plan,
+            part(dir.path(), "a.jsonl", 0, at),
+            &out,
+            first,
+            64 * 1024,
+        );
+        let kept = run(
+            &plan,
+            part(dir.path(), "b.jsonl", at, lines.len()),
+            &out,
+            second,
+            64 * 1024,
+        );
+        assert!(kept.corrections > 0, "the second run should correct");
+        assert_rows_eq(
+            &read_rows(&out.join("q")),
+            &want,
+            &format!("{first} then {second} workers"),
+        );
     }
 }
