@@ -178,10 +178,10 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                 }
                 advance(sessions, upto, &mut out);
                 if now.is_none() {
-                    if end_of_input != EndOfInput::Discard {
-                        for f in sessions.take_written(final_watermark) {
-                            stream.keep(kept(&f, false));
-                        }
+                    // Written files still correctable are kept whatever becomes of the
+                    // open ones, as closed windows are (`WindowMerge`).
+                    for f in sessions.take_written(final_watermark) {
+                        stream.keep(kept(&f, false));
                     }
                     sessions.close_all();
                     let open = sessions.take_open_files();
