@@ -348,9 +348,14 @@ impl fmt::Display for QueryPlan {
             format_duration(s.max_out_of_orderness)
         )?;
         if s.allowed_lateness > 0 {
+            let what = if self.window.is_session() {
+                "their gap-sized pane closed correct the sessions they reach (each file they change gets a new revision)"
+            } else {
+                "their window closed correct it (a new revision)"
+            };
             writeln!(
                 f,
-                "lateness    readings up to {} after their window closed correct it (a new revision); later ones go to the late table",
+                "lateness    readings up to {} after {what}; later ones go to the late table",
                 format_duration(s.allowed_lateness)
             )?;
         }
