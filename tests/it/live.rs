@@ -622,7 +622,7 @@ fn one_push_closes_its_windows_on_every_worker_count() {
         let out = dir.path().join("out");
         let start = (now_ms() - 60_000).div_euclid(10_000) * 10_000;
         let mut expected = Expected::new();
-        let mut push = |readings: &[(&str, i64)], expected: &mut Expected| {
+        let push = |readings: &[(&str, i64)], expected: &mut Expected| {
             let mut batch = String::new();
             for &(device, ts) in readings {
                 batch.push_str(&line(device, ts, 5));
