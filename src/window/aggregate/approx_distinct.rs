@@ -10,7 +10,7 @@ use datasketches::hll::{HllSketch, HllType, HllUnion};
 use serde::{Deserialize, Serialize};
 
 use super::sketch_bytes::{self, SketchBytes};
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_out};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Log2 of the number of HLL registers.
@@ -127,6 +127,12 @@ impl Aggregate for ApproxDistinct {
     fn gather(&self, slots: &[u32]) -> Self {
         ApproxDistinct {
             sketches: pick(&self.sketches, slots),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        ApproxDistinct {
+            sketches: pick_out(&mut self.sketches, slots),
         }
     }
 

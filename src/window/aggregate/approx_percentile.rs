@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sketch_bytes::{self, SketchBytes};
 use super::sum_float::{doubles, for_each_number};
-use super::{Aggregate, Finished, Input, Pairs, pick};
+use super::{Aggregate, Finished, Input, Pairs, pick, pick_out};
 use crate::batch::Interner;
 
 /// The t-digest's compression.
@@ -109,6 +109,13 @@ impl Aggregate for ApproxPercentile {
         ApproxPercentile {
             q: self.q,
             digests: pick(&self.digests, slots),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        ApproxPercentile {
+            q: self.q,
+            digests: pick_out(&mut self.digests, slots),
         }
     }
 

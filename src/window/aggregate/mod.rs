@@ -120,6 +120,16 @@ pub trait Aggregate: Sized {
     fn update(&mut self, pairs: &Pairs, input: Input<'_>);
     /// A new state holding `slots` of this one, in that order.
     fn gather(&self, slots: &[u32]) -> Self;
+    /// Like [`Aggregate::gather`], but leaves `slots` empty (as [`Aggregate::reset`]
+    /// does): a closing window hands its state on and frees its slots, so an aggregate
+    /// that keeps a sketch per slot moves the sketch rather than copying and dropping it.
+    fn take(&mut self, slots: &[u32]) -> Self {
+        let taken = self.gather(slots);
+        for &s in slots {
+            self.reset(s as usize);
+        }
+        taken
+    }
     /// Merges slot `from` of `other` into slot `to`.
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize);
     /// The final values of `slots`; text results are interned into `interner`.
@@ -161,6 +171,11 @@ pub(crate) use for_valid_pairs;
 /// `v` with only `slots`, in that order.
 fn pick<T: Clone>(v: &[T], slots: &[u32]) -> Vec<T> {
     slots.iter().map(|&s| v[s as usize].clone()).collect()
+}
+
+/// `v` with only `slots`, in that order, moved out: those left `None`.
+fn pick_out<T>(v: &mut [Option<T>], slots: &[u32]) -> Vec<Option<T>> {
+    slots.iter().map(|&s| v[s as usize].take()).collect()
 }
 
 /// The validity of `slots` when any is NULL; `None` (no null buffer at all, which Arrow
@@ -205,6 +220,9 @@ macro_rules! accumulators {
             }
             fn gather(&self, slots: &[u32]) -> Self {
                 match self { $(Accumulator::$variant(a) => Accumulator::$variant(a.gather(slots)),)* }
+            }
+            fn take(&mut self, slots: &[u32]) -> Self {
+                match self { $(Accumulator::$variant(a) => Accumulator::$variant(a.take(slots)),)* }
             }
             fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
                 match (self, other) {
