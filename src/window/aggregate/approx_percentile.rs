@@ -131,15 +131,48 @@ impl Aggregate for ApproxPercentile {
 
     fn finish(&self, slots: &[usize], _interner: &mut Interner) -> Finished {
         let values: Vec<Option<f64>> = slots.iter().map(|&s| self.quantile(s)).collect();
-        let positions: Vec<usize> = (0..slots.len()).collect();
-        doubles(
-            &positions,
-            |i| values[i].unwrap_or(0.0),
-            |i| values[i].is_some(),
-        )
+        quantiles(&values)
     }
 
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
         Some(sketch_bytes::of_slots(&self.digests, slots))
     }
+
+    fn finish_with_sketches(
+        &self,
+        slots: &[usize],
+        interner: &mut Interner,
+        with_sketches: bool,
+    ) -> (Finished, Option<Vec<Option<Vec<u8>>>>) {
+        if !with_sketches {
+            return (self.finish(slots, interner), None);
+        }
+        let mut values = Vec::with_capacity(slots.len());
+        let mut bytes = Vec::with_capacity(slots.len());
+        for &s in slots {
+            let Some(digest) = &self.digests[s] else {
+                values.push(None);
+                bytes.push(None);
+                continue;
+            };
+            // One compacted copy answers both: serialising compacts it, and the quantile
+            // then reads the compacted centroids, so the digest is copied, sorted and
+            // compacted once rather than twice. The slot's own digest stays uncompacted,
+            // so later merges (partials, corrections) see the same state as before.
+            let mut compacted = digest.clone();
+            bytes.push(Some(compacted.serialize()));
+            values.push(compacted.quantile(self.q).ok().flatten());
+        }
+        (quantiles(&values), Some(bytes))
+    }
+}
+
+/// The quantiles found, as a `DOUBLE` column (NULL for a slot without values).
+fn quantiles(values: &[Option<f64>]) -> Finished {
+    let positions: Vec<usize> = (0..values.len()).collect();
+    doubles(
+        &positions,
+        |i| values[i].unwrap_or(0.0),
+        |i| values[i].is_some(),
+    )
 }

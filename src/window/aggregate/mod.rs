@@ -140,6 +140,21 @@ pub trait Aggregate: Sized {
     fn sketches(&self, _slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
         None
     }
+    /// [`Aggregate::finish`] and, when `with_sketches`, [`Aggregate::sketches`] of the
+    /// same `slots` in one call: a sketch that has to be compacted for both (the
+    /// t-digest) is then compacted once.
+    fn finish_with_sketches(
+        &self,
+        slots: &[usize],
+        interner: &mut Interner,
+        with_sketches: bool,
+    ) -> (Finished, Option<Vec<Option<Vec<u8>>>>) {
+        let finished = self.finish(slots, interner);
+        (
+            finished,
+            with_sketches.then(|| self.sketches(slots)).flatten(),
+        )
+    }
     /// For an aggregate whose result is not a scalar (a list): its Arrow column for
     /// `slots`, written as it is; such an aggregate is never used in expressions.
     fn result_column(&self, _slots: &[usize]) -> Option<arrow::array::ArrayRef> {
@@ -236,6 +251,14 @@ macro_rules! accumulators {
             }
             fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
                 match self { $(Accumulator::$variant(a) => a.sketches(slots),)* }
+            }
+            fn finish_with_sketches(
+                &self,
+                slots: &[usize],
+                interner: &mut Interner,
+                with_sketches: bool,
+            ) -> (Finished, Option<Vec<Option<Vec<u8>>>>) {
+                match self { $(Accumulator::$variant(a) => a.finish_with_sketches(slots, interner, with_sketches),)* }
             }
             fn result_column(&self, slots: &[usize]) -> Option<arrow::array::ArrayRef> {
                 match self { $(Accumulator::$variant(a) => a.result_column(slots),)* }
