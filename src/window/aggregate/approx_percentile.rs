@@ -13,6 +13,7 @@ use datasketches::tdigest::TDigestMut;
 use serde::{Deserialize, Serialize};
 
 use super::sketch_bytes::{self, SketchBytes};
+use super::staged::{CapacityHint, Replay, Staged};
 use super::sum_float::{doubles, for_each_number};
 use super::{Aggregate, Finished, Input, Pairs, pick, pick_out};
 use crate::batch::Interner;
@@ -30,17 +31,32 @@ impl SketchBytes for TDigestMut {
     }
 }
 
-fn empty() -> TDigestMut {
-    TDigestMut::new(K).unwrap_or_else(|e| unreachable!("t-digest k: {e}"))
+impl Replay for TDigestMut {
+    type Value = f64;
+
+    fn empty() -> Self {
+        TDigestMut::new(K).unwrap_or_else(|e| unreachable!("t-digest k: {e}"))
+    }
+
+    fn feed(&mut self, value: f64) {
+        self.update(value);
+    }
+
+    fn into_bytes(mut self) -> Vec<u8> {
+        self.serialize()
+    }
 }
 
-/// One t-digest per slot, made on the first value.
+/// One t-digest per slot, made on the first value (kept as the values until needed,
+/// see [`Staged`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApproxPercentile {
     /// The quantile asked for, 0 to 1.
     q: f64,
     #[serde(with = "sketch_bytes")]
-    digests: Vec<Option<TDigestMut>>,
+    digests: Vec<Option<Staged<TDigestMut>>>,
+    #[serde(skip)]
+    hint: CapacityHint,
 }
 
 impl PartialEq for ApproxPercentile {
@@ -59,11 +75,12 @@ impl ApproxPercentile {
         ApproxPercentile {
             q,
             digests: Vec::new(),
+            hint: CapacityHint::default(),
         }
     }
 
     fn quantile(&self, slot: usize) -> Option<f64> {
-        let mut digest = self.digests[slot].clone()?;
+        let mut digest = self.digests[slot].as_ref()?.sketch().into_owned();
         digest.quantile(self.q).ok().flatten()
     }
 }
@@ -79,14 +96,14 @@ impl Aggregate for ApproxPercentile {
 
     fn bytes_per_slot(&self) -> usize {
         // The slot itself; a digest grows to a few KiB.
-        size_of::<Option<TDigestMut>>()
+        size_of::<Option<Staged<TDigestMut>>>()
     }
 
     fn heap_bytes(&self) -> usize {
         self.digests
             .iter()
             .flatten()
-            .map(TDigestMut::estimated_size)
+            .map(|d| d.heap_bytes(TDigestMut::estimated_size))
             .sum()
     }
 
@@ -99,9 +116,11 @@ impl Aggregate for ApproxPercentile {
     }
 
     fn update(&mut self, pairs: &Pairs, input: Input<'_>) {
-        let digests = &mut self.digests;
+        let (digests, room) = (&mut self.digests, self.hint.get());
         for_each_number(pairs, input, |slot, x| {
-            digests[slot].get_or_insert_with(empty).update(x);
+            digests[slot]
+                .get_or_insert_with(|| Staged::with_capacity(room))
+                .push(x);
         });
     }
 
@@ -109,13 +128,17 @@ impl Aggregate for ApproxPercentile {
         ApproxPercentile {
             q: self.q,
             digests: pick(&self.digests, slots),
+            hint: CapacityHint::default(),
         }
     }
 
     fn take(&mut self, slots: &[u32]) -> Self {
+        let digests = &self.digests;
+        self.hint.learn(slots.iter().map(|&s| &digests[s as usize]));
         ApproxPercentile {
             q: self.q,
             digests: pick_out(&mut self.digests, slots),
+            hint: CapacityHint::default(),
         }
     }
 
@@ -124,7 +147,7 @@ impl Aggregate for ApproxPercentile {
             return;
         };
         match &mut self.digests[to] {
-            Some(ours) => ours.merge(theirs),
+            Some(ours) => ours.sketch_mut().merge(&theirs.sketch()),
             slot @ None => *slot = Some(theirs.clone()),
         }
     }
@@ -159,7 +182,7 @@ impl Aggregate for ApproxPercentile {
             // then reads the compacted centroids, so the digest is copied, sorted and
             // compacted once rather than twice. The slot's own digest stays uncompacted,
             // so later merges (partials, corrections) see the same state as before.
-            let mut compacted = digest.clone();
+            let mut compacted = digest.sketch().into_owned();
             bytes.push(Some(compacted.serialize()));
             values.push(compacted.quantile(self.q).ok().flatten());
         }

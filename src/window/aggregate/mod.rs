@@ -19,6 +19,7 @@ mod count;
 mod extreme;
 mod scalar;
 mod sketch_bytes;
+mod staged;
 mod sum_float;
 mod sum_int;
 mod variance;
