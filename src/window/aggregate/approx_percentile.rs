@@ -45,6 +45,57 @@ impl Replay for TDigestMut {
     fn into_bytes(mut self) -> Vec<u8> {
         self.serialize()
     }
+
+    /// Feeds the values in ascending order: the digest keeps unmerged values as they
+    /// came and its compaction sorts them stably by mean, so fed sorted it ends in the
+    /// same state, and its sort (most of the time of writing a window's digests: a
+    /// comparison sort of 16-byte centroids on random input) finds one run instead.
+    /// Sorting the values here is several times cheaper: integer keys, no stability
+    /// needed, as values that compare equal have the same bits. Except 0.0 and -0.0:
+    /// they compare equal and are written as they came, so with a -0.0 among the
+    /// values they are fed in order. Values that are not finite are ignored by `update`
+    /// either way.
+    fn build(values: &[f64]) -> Self {
+        let mut digest = Self::empty();
+        if values.iter().any(|x| x.to_bits() == NEG_ZERO) {
+            for &x in values {
+                digest.update(x);
+            }
+            return digest;
+        }
+        let mut keys = Vec::with_capacity(values.len());
+        keys.extend(
+            values
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| order_key(x)),
+        );
+        keys.sort_unstable();
+        for key in keys {
+            digest.update(from_order_key(key));
+        }
+        digest
+    }
+}
+
+const NEG_ZERO: u64 = 1 << 63;
+
+/// A key whose unsigned order is the order of the finite doubles (-0.0 below 0.0).
+fn order_key(x: f64) -> u64 {
+    let bits = x.to_bits();
+    if bits & NEG_ZERO != 0 {
+        !bits
+    } else {
+        bits | NEG_ZERO
+    }
+}
+
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key & NEG_ZERO != 0 {
+        key & !NEG_ZERO
+    } else {
+        !key
+    })
 }
 
 /// One t-digest per slot, made on the first value (kept as the values until needed,
