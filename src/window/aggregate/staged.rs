@@ -145,13 +145,17 @@ impl CapacityHint {
         &mut self,
         slots: impl Iterator<Item = &'a Option<Staged<S>>>,
     ) {
-        let (mut values, mut used) = (0usize, 0usize);
+        let (mut used, mut sum, mut squares) = (0usize, 0f64, 0f64);
         for staged in slots.flatten() {
-            values += staged.staged_len();
+            let n = staged.staged_len() as f64;
             used += 1;
+            sum += n;
+            squares += n * n;
         }
         if used > 0 {
-            self.0 = values.div_ceil(used).min(MAX_STAGED);
+            let mean = sum / used as f64;
+            let spread = (squares / used as f64 - mean * mean).max(0.0).sqrt();
+            self.0 = ((mean + 2.0 * spread).ceil() as usize).min(MAX_STAGED);
         }
     }
 }
@@ -160,6 +164,7 @@ impl CapacityHint {
 mod tests {
     use datasketches::hll::{Coupon, HllSketch};
     use datasketches::tdigest::TDigestMut;
+    use proptest::prelude::*;
 
     use super::*;
 
