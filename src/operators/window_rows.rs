@@ -50,15 +50,25 @@ pub fn window_rows(
     let n = order.len();
     let mut interner = Interner::new();
     let mut overflows = 0;
+    // Aggregates whose sketch is written, finished with it in one pass over their slots.
+    let with_sketch: Vec<bool> = (0..accs.len())
+        .map(|a| (0..plan.outputs.len()).any(|i| plan.sketch_of(i) == Some(a)))
+        .collect();
+    let mut agg_sketches: Vec<Option<Vec<Option<Vec<u8>>>>> = Vec::with_capacity(accs.len());
     let agg_columns: Vec<Column> = accs
         .iter()
         .zip(&plan.aggregates)
-        .map(|(acc, call)| {
-            let Finished {
-                column,
-                overflows: o,
-            } = acc.finish(&order, &mut interner);
+        .zip(&with_sketch)
+        .map(|((acc, call), &with_sketch)| {
+            let (
+                Finished {
+                    column,
+                    overflows: o,
+                },
+                sketches,
+            ) = acc.finish_with_sketches(&order, &mut interner, with_sketch);
             overflows += o;
+            agg_sketches.push(sketches);
             retype(column, call.output_type)
         })
         .collect();
@@ -145,11 +155,20 @@ pub fn window_rows(
         };
         arrays.push(array);
     }
-    let sketches: Vec<Option<ArrayRef>> = (0..plan.outputs.len())
-        .map(|i| {
-            let bytes = accs[plan.sketch_of(i)?].sketches(&kept_rows)?;
-            Some(Arc::new(BinaryArray::from_iter(bytes)) as ArrayRef)
+    // The sketches were taken for every row in key order; `HAVING` keeps some.
+    let sketch_arrays: Vec<Option<ArrayRef>> = agg_sketches
+        .iter()
+        .map(|bytes| {
+            let bytes = bytes.as_ref()?;
+            let array = match &kept {
+                Some(kept) => BinaryArray::from_iter(kept.iter().map(|&i| bytes[i].as_deref())),
+                None => BinaryArray::from_iter(bytes.iter().map(Option::as_deref)),
+            };
+            Some(Arc::new(array) as ArrayRef)
         })
+        .collect();
+    let sketches: Vec<Option<ArrayRef>> = (0..plan.outputs.len())
+        .map(|i| sketch_arrays[plan.sketch_of(i)?].clone())
         .collect();
     let mut arrays = match &plan.top_n {
         None => with_sketches(arrays, sketches),

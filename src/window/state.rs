@@ -242,11 +242,10 @@ impl Slots {
                     from: worker,
                     correction: None,
                     keys: rows.select(&owned),
-                    accs: self.accs.iter().map(|a| a.gather(&slots)).collect(),
+                    // Every slot of the window goes to exactly one owner, so taking
+                    // them empties them all for reuse.
+                    accs: self.accs.iter_mut().map(|a| a.take(&slots)).collect(),
                 });
-            }
-            for acc in &mut self.accs {
-                acc.reset_slots(&window.slots);
             }
             self.free.extend_from_slice(&window.slots);
         }

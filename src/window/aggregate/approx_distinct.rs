@@ -6,11 +6,12 @@
 //! merge exactly; a sketch filled here and one filled by another language's library from
 //! the same values hash differently, so their unions overcount.
 
-use datasketches::hll::{HllSketch, HllType, HllUnion};
+use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
 use serde::{Deserialize, Serialize};
 
 use super::sketch_bytes::{self, SketchBytes};
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick};
+use super::staged::{CapacityHint, Replay, Staged};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_out};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Log2 of the number of HLL registers.
@@ -26,9 +27,18 @@ impl SketchBytes for HllSketch {
     }
 }
 
-fn empty() -> HllSketch {
-    // Valid parameters (lg_k 4..=21) cannot fail.
-    HllSketch::new(LG_K, HllType::Hll8).unwrap_or_else(|e| unreachable!("HLL lg_k: {e}"))
+impl Replay for HllSketch {
+    // The value's hash as the sketch takes it: hashed once, when the value comes.
+    type Value = Coupon;
+
+    fn empty() -> Self {
+        // Valid parameters (lg_k 4..=21) cannot fail.
+        HllSketch::new(LG_K, HllType::Hll8).unwrap_or_else(|e| unreachable!("HLL lg_k: {e}"))
+    }
+
+    fn feed(&mut self, coupon: Coupon) {
+        self.update_with_coupon(coupon);
+    }
 }
 
 /// The union of two sketches.
@@ -41,11 +51,14 @@ pub fn union(a: &HllSketch, b: &HllSketch) -> HllSketch {
     union.to_sketch(HllType::Hll8)
 }
 
-/// One HLL sketch per slot, made on the first value.
+/// One HLL sketch per slot, made on the first value (kept as the values' coupons until
+/// needed, see [`Staged`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApproxDistinct {
     #[serde(with = "sketch_bytes")]
-    sketches: Vec<Option<HllSketch>>,
+    sketches: Vec<Option<Staged<HllSketch>>>,
+    #[serde(skip)]
+    hint: CapacityHint,
 }
 
 impl PartialEq for ApproxDistinct {
@@ -58,8 +71,13 @@ impl PartialEq for ApproxDistinct {
 }
 
 impl ApproxDistinct {
-    fn slot(&mut self, slot: usize) -> &mut HllSketch {
-        self.sketches[slot].get_or_insert_with(empty)
+    /// Adds the value hashed to `coupon` (as `HllSketch::update` hashes it) to `slot`.
+    #[inline]
+    fn add(&mut self, slot: usize, coupon: Coupon) {
+        let room = self.hint.get();
+        self.sketches[slot]
+            .get_or_insert_with(|| Staged::with_capacity(room))
+            .push(coupon);
     }
 }
 
@@ -74,14 +92,14 @@ impl Aggregate for ApproxDistinct {
 
     fn bytes_per_slot(&self) -> usize {
         // The slot itself; a sketch grows with distinct values, up to 4 KiB.
-        size_of::<Option<HllSketch>>()
+        size_of::<Option<Staged<HllSketch>>>()
     }
 
     fn heap_bytes(&self) -> usize {
         self.sketches
             .iter()
             .flatten()
-            .map(HllSketch::estimated_size)
+            .map(|s| s.heap_bytes(HllSketch::estimated_size))
             .sum()
     }
 
@@ -97,11 +115,11 @@ impl Aggregate for ApproxDistinct {
         let Some(column) = input.arg else { return };
         match &column.values {
             ColumnValues::Text(ids) => for_valid_pairs!(pairs, column, |row, slot| {
-                self.slot(slot).update(input.interner.get(ids[row]));
+                self.add(slot, Coupon::from_value(input.interner.get(ids[row])));
             }),
             ColumnValues::BigInt(v) | ColumnValues::Timestamp(v) => {
                 for_valid_pairs!(pairs, column, |row, slot| {
-                    self.slot(slot).update(v[row])
+                    self.add(slot, Coupon::from_value(v[row]))
                 })
             }
             ColumnValues::Double(v) => for_valid_pairs!(pairs, column, |row, slot| {
@@ -114,11 +132,11 @@ impl Aggregate for ApproxDistinct {
                 } else {
                     x.to_bits()
                 };
-                self.slot(slot).update(bits);
+                self.add(slot, Coupon::from_value(bits));
             }),
             ColumnValues::Boolean(v) => {
                 for_valid_pairs!(pairs, column, |row, slot| {
-                    self.slot(slot).update(v[row])
+                    self.add(slot, Coupon::from_value(v[row]))
                 })
             }
         }
@@ -127,6 +145,17 @@ impl Aggregate for ApproxDistinct {
     fn gather(&self, slots: &[u32]) -> Self {
         ApproxDistinct {
             sketches: pick(&self.sketches, slots),
+            hint: CapacityHint::default(),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        let sketches = &self.sketches;
+        self.hint
+            .learn(slots.iter().map(|&s| &sketches[s as usize]));
+        ApproxDistinct {
+            sketches: pick_out(&mut self.sketches, slots),
+            hint: CapacityHint::default(),
         }
     }
 
@@ -136,7 +165,7 @@ impl Aggregate for ApproxDistinct {
         };
         self.sketches[to] = Some(match &self.sketches[to] {
             None => theirs.clone(),
-            Some(ours) => union(ours, theirs),
+            Some(ours) => Staged::sketch_of(union(&ours.sketch(), &theirs.sketch())),
         });
     }
 
@@ -145,11 +174,7 @@ impl Aggregate for ApproxDistinct {
             values: ColumnValues::BigInt(
                 slots
                     .iter()
-                    .map(|&s| {
-                        self.sketches[s]
-                            .as_ref()
-                            .map_or(0, |h| h.estimate().round() as i64)
-                    })
+                    .map(|&s| self.sketches[s].as_ref().map_or(0, estimate))
                     .collect(),
             ),
             validity: None,
@@ -159,4 +184,41 @@ impl Aggregate for ApproxDistinct {
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
         Some(sketch_bytes::of_slots(&self.sketches, slots))
     }
+
+    fn finish_with_sketches(
+        &self,
+        slots: &[usize],
+        interner: &mut Interner,
+        with_sketches: bool,
+    ) -> (Finished, Option<Vec<Option<Vec<u8>>>>) {
+        if !with_sketches {
+            return (self.finish(slots, interner), None);
+        }
+        // A slot still holding its values builds its sketch once for both.
+        let mut counts = Vec::with_capacity(slots.len());
+        let mut bytes = Vec::with_capacity(slots.len());
+        for &s in slots {
+            match &self.sketches[s] {
+                None => {
+                    counts.push(0);
+                    bytes.push(None);
+                }
+                Some(staged) => {
+                    let sketch = staged.sketch();
+                    counts.push(sketch.estimate().round() as i64);
+                    bytes.push(Some(sketch.serialize()));
+                }
+            }
+        }
+        let finished = Finished::exact(Column {
+            values: ColumnValues::BigInt(counts),
+            validity: None,
+        });
+        (finished, Some(bytes))
+    }
+}
+
+/// The distinct count a sketch estimates, as written.
+fn estimate(sketch: &Staged<HllSketch>) -> i64 {
+    sketch.sketch().estimate().round() as i64
 }

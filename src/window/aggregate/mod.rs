@@ -19,6 +19,7 @@ mod count;
 mod extreme;
 mod scalar;
 mod sketch_bytes;
+mod staged;
 mod sum_float;
 mod sum_int;
 mod variance;
@@ -120,6 +121,16 @@ pub trait Aggregate: Sized {
     fn update(&mut self, pairs: &Pairs, input: Input<'_>);
     /// A new state holding `slots` of this one, in that order.
     fn gather(&self, slots: &[u32]) -> Self;
+    /// Like [`Aggregate::gather`], but leaves `slots` empty (as [`Aggregate::reset`]
+    /// does): a closing window hands its state on and frees its slots, so an aggregate
+    /// that keeps a sketch per slot moves the sketch rather than copying and dropping it.
+    fn take(&mut self, slots: &[u32]) -> Self {
+        let taken = self.gather(slots);
+        for &s in slots {
+            self.reset(s as usize);
+        }
+        taken
+    }
     /// Merges slot `from` of `other` into slot `to`.
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize);
     /// The final values of `slots`; text results are interned into `interner`.
@@ -129,6 +140,21 @@ pub trait Aggregate: Sized {
     /// so that results roll up by merging sketches.
     fn sketches(&self, _slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
         None
+    }
+    /// [`Aggregate::finish`] and, when `with_sketches`, [`Aggregate::sketches`] of the
+    /// same `slots` in one call: a sketch that has to be compacted for both (the
+    /// t-digest) is then compacted once.
+    fn finish_with_sketches(
+        &self,
+        slots: &[usize],
+        interner: &mut Interner,
+        with_sketches: bool,
+    ) -> (Finished, Option<Vec<Option<Vec<u8>>>>) {
+        let finished = self.finish(slots, interner);
+        (
+            finished,
+            with_sketches.then(|| self.sketches(slots)).flatten(),
+        )
     }
     /// For an aggregate whose result is not a scalar (a list): its Arrow column for
     /// `slots`, written as it is; such an aggregate is never used in expressions.
@@ -161,6 +187,11 @@ pub(crate) use for_valid_pairs;
 /// `v` with only `slots`, in that order.
 fn pick<T: Clone>(v: &[T], slots: &[u32]) -> Vec<T> {
     slots.iter().map(|&s| v[s as usize].clone()).collect()
+}
+
+/// `v` with only `slots`, in that order, moved out: those left `None`.
+fn pick_out<T>(v: &mut [Option<T>], slots: &[u32]) -> Vec<Option<T>> {
+    slots.iter().map(|&s| v[s as usize].take()).collect()
 }
 
 /// The validity of `slots` when any is NULL; `None` (no null buffer at all, which Arrow
@@ -206,6 +237,9 @@ macro_rules! accumulators {
             fn gather(&self, slots: &[u32]) -> Self {
                 match self { $(Accumulator::$variant(a) => Accumulator::$variant(a.gather(slots)),)* }
             }
+            fn take(&mut self, slots: &[u32]) -> Self {
+                match self { $(Accumulator::$variant(a) => Accumulator::$variant(a.take(slots)),)* }
+            }
             fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
                 match (self, other) {
                     $((Accumulator::$variant(a), Accumulator::$variant(o)) => a.merge_slot(to, o, from),)*
@@ -218,6 +252,14 @@ macro_rules! accumulators {
             }
             fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
                 match self { $(Accumulator::$variant(a) => a.sketches(slots),)* }
+            }
+            fn finish_with_sketches(
+                &self,
+                slots: &[usize],
+                interner: &mut Interner,
+                with_sketches: bool,
+            ) -> (Finished, Option<Vec<Option<Vec<u8>>>>) {
+                match self { $(Accumulator::$variant(a) => a.finish_with_sketches(slots, interner, with_sketches),)* }
             }
             fn result_column(&self, slots: &[usize]) -> Option<arrow::array::ArrayRef> {
                 match self { $(Accumulator::$variant(a) => a.result_column(slots),)* }

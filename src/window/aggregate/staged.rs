@@ -1,0 +1,261 @@
+//! A sketch slot that keeps its first values as they came and builds the sketch from
+//! them only when the sketch is needed: when the window closes, merges or is saved, or
+//! once the slot holds many values.
+//!
+//! With thousands of open groups, updating each group's sketch in place touches a cache
+//! line of its table or buffer that has long left the cache: the HLL's hash set probe
+//! was most of its update time, and a t-digest appends 16 bytes per value to a buffer
+//! sized for hundreds. Appending the value to a short list touches only the list's end.
+//! A sketch fed the kept values in the order they came is the very sketch that updating
+//! in place would have made (both libraries' updates are deterministic), so no result
+//! or state byte changes.
+
+use std::borrow::Cow;
+use std::fmt::Debug;
+
+use super::sketch_bytes::SketchBytes;
+
+/// Values kept before a slot builds its sketch: beyond this a sketch is no larger than
+/// the list (an HLL at `lg_k` 12 tops out at 4 KiB, a t-digest keeps at most a few
+/// hundred centroids plus its unmerged buffer), so the slot updates it in place.
+pub const MAX_STAGED: usize = 512;
+
+/// A sketch that can be rebuilt by feeding it values.
+pub trait Replay: Clone + SketchBytes {
+    /// One value as the sketch takes it.
+    type Value: Copy + Debug;
+    /// An empty sketch of the settings every slot uses.
+    fn empty() -> Self;
+    /// Updates the sketch with one value.
+    fn feed(&mut self, value: Self::Value);
+    /// An empty sketch fed `values` in order. A sketch may take a shortcut that gives
+    /// the same state.
+    fn build(values: &[Self::Value]) -> Self {
+        let mut sketch = Self::empty();
+        for &value in values {
+            sketch.feed(value);
+        }
+        sketch
+    }
+    /// The standard serialised form, from a sketch no longer needed (the t-digest
+    /// compacts itself to serialise, so it saves a copy).
+    fn into_bytes(self) -> Vec<u8> {
+        self.to_bytes()
+    }
+}
+
+/// One slot's sketch, or the values it has seen so far.
+///
+/// The sketch is boxed so that a slot is as small as a `Vec`: the update loop reads
+/// every slot it appends to, and slots of 80 bytes or more fell out of the caches.
+#[derive(Clone, Debug)]
+pub enum Staged<S: Replay> {
+    /// Values in the order they came; the sketch is an empty one fed these.
+    Values(Vec<S::Value>),
+    /// The sketch itself.
+    Sketch(Box<S>),
+}
+
+impl<S: Replay> Staged<S> {
+    /// No values yet, with room for `capacity` (at most [`MAX_STAGED`]).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Staged::Values(Vec::with_capacity(capacity.min(MAX_STAGED)))
+    }
+
+    /// A slot holding `sketch`.
+    pub fn sketch_of(sketch: S) -> Self {
+        Staged::Sketch(Box::new(sketch))
+    }
+
+    /// Values kept and not yet in a sketch.
+    pub fn staged_len(&self) -> usize {
+        match self {
+            Staged::Values(values) => values.len(),
+            Staged::Sketch(_) => 0,
+        }
+    }
+
+    /// Adds one value.
+    #[inline]
+    pub fn push(&mut self, value: S::Value) {
+        match self {
+            Staged::Values(values) if values.len() < MAX_STAGED => values.push(value),
+            _ => self.sketch_mut().feed(value),
+        }
+    }
+
+    /// The sketch: built from the values, or borrowed.
+    pub fn sketch(&self) -> Cow<'_, S> {
+        match self {
+            Staged::Values(values) => Cow::Owned(S::build(values)),
+            Staged::Sketch(sketch) => Cow::Borrowed(&**sketch),
+        }
+    }
+
+    /// The sketch, built in place first if need be.
+    pub fn sketch_mut(&mut self) -> &mut S {
+        if let Staged::Values(values) = self {
+            *self = Staged::sketch_of(S::build(values));
+        }
+        match self {
+            Staged::Sketch(sketch) => sketch,
+            // Just built.
+            Staged::Values(_) => unreachable!("a staged slot holds its sketch once built"),
+        }
+    }
+
+    /// Bytes held beyond the slot itself.
+    pub fn heap_bytes(&self, sketch_size: impl Fn(&S) -> usize) -> usize {
+        match self {
+            Staged::Values(values) => values.capacity() * size_of::<S::Value>(),
+            Staged::Sketch(sketch) => size_of::<S>() + sketch_size(sketch),
+        }
+    }
+}
+
+impl<S: Replay> SketchBytes for Staged<S> {
+    fn to_bytes(&self) -> Vec<u8> {
+        match self.sketch() {
+            Cow::Owned(sketch) => sketch.into_bytes(),
+            Cow::Borrowed(sketch) => sketch.to_bytes(),
+        }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        S::from_bytes(bytes).map(Staged::sketch_of)
+    }
+}
+
+/// How many values a slot's list starts with room for: learnt from the slots of the last
+/// window that closed, their mean count plus two standard deviations, so that nearly
+/// every slot allocates once instead of growing from empty through every power of two
+/// (with one reading a second per group, a minute's counts spread by about ±8 around 60:
+/// room for the mean alone left half the slots to grow once more).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CapacityHint(usize);
+
+impl CapacityHint {
+    /// Room for a new slot's values.
+    pub fn get(self) -> usize {
+        self.0
+    }
+
+    /// Learns from the slots a window hands on as it closes.
+    pub fn learn<'a, S: Replay + 'a>(
+        &mut self,
+        slots: impl Iterator<Item = &'a Option<Staged<S>>>,
+    ) {
+        let (mut used, mut sum, mut squares) = (0usize, 0f64, 0f64);
+        for staged in slots.flatten() {
+            let n = staged.staged_len() as f64;
+            used += 1;
+            sum += n;
+            squares += n * n;
+        }
+        if used > 0 {
+            let mean = sum / used as f64;
+            let spread = (squares / used as f64 - mean * mean).max(0.0).sqrt();
+            self.0 = ((mean + 2.0 * spread).ceil() as usize).min(MAX_STAGED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datasketches::hll::{Coupon, HllSketch};
+    use datasketches::tdigest::TDigestMut;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Values fed one by one to a slot and to a sketch updated in place, across the
+    /// point where the slot builds its sketch.
+    fn same_as_in_place<S: Replay>(values: &[S::Value]) {
+        let mut staged = Staged::<S>::with_capacity(3);
+        let mut in_place = S::empty();
+        for (i, &v) in values.iter().enumerate() {
+            staged.push(v);
+            in_place.feed(v);
+            if i % 97 == 0 || i + 1 == values.len() {
+                assert_eq!(
+                    staged.to_bytes(),
+                    in_place.to_bytes(),
+                    "after {} values",
+                    i + 1
+                );
+            }
+        }
+        assert_eq!(
+            matches!(staged, Staged::Sketch(_)),
+            values.len() > MAX_STAGED
+        );
+    }
+
+    #[test]
+    fn a_staged_slot_serialises_as_the_sketch_updated_in_place() {
+        for n in [1, 2, 60, MAX_STAGED, MAX_STAGED + 1, 3 * MAX_STAGED] {
+            // Ties, and both zeros once there are enough values.
+            let xs: Vec<f64> = (0..n)
+                .map(|i| match i % 211 {
+                    5 => 0.0,
+                    100 => -0.0,
+                    _ => ((i * 7919) % 1013) as f64 / 7.0 - 20.0,
+                })
+                .collect();
+            same_as_in_place::<TDigestMut>(&xs);
+            let coupons: Vec<Coupon> = (0..n as i64)
+                .map(|i| Coupon::from_value(i * 31 % 700))
+                .collect();
+            same_as_in_place::<HllSketch>(&coupons);
+        }
+    }
+
+    /// Doubles with many ties, both zeros, negatives and values `update` ignores.
+    fn awkward_double() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (-40i32..40).prop_map(|i| f64::from(i) / 4.0),
+            Just(0.0),
+            Just(-0.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            any::<f64>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_digest_built_from_staged_values_is_the_digest_updated_in_place(
+            first in prop::collection::vec(awkward_double(), 0..700),
+            more in prop::collection::vec(awkward_double(), 0..40),
+            other in prop::collection::vec(awkward_double(), 1..80),
+        ) {
+            let mut in_place = TDigestMut::empty();
+            for &x in &first {
+                in_place.update(x);
+            }
+            let built = TDigestMut::build(&first);
+            prop_assert_eq!(built.to_bytes(), in_place.to_bytes());
+            // Built, then updated further and merged with another digest.
+            let (mut built, mut in_place) = (built, in_place);
+            for &x in &more {
+                built.update(x);
+                in_place.update(x);
+            }
+            let other_built = TDigestMut::build(&other);
+            let mut other_in_place = TDigestMut::empty();
+            for &x in &other {
+                other_in_place.update(x);
+            }
+            built.merge(&other_built);
+            in_place.merge(&other_in_place);
+            prop_assert_eq!(built.to_bytes(), in_place.to_bytes());
+        }
+    }
+
+    #[test]
+    fn slots_stay_as_small_as_a_vec() {
+        assert!(size_of::<Option<Staged<TDigestMut>>>() <= 32);
+        assert!(size_of::<Option<Staged<HllSketch>>>() <= 32);
+    }
+}
