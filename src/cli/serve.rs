@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// its path>/).
     #[arg(long = "sync", value_name = "URL")]
     pub sync: Option<String>,
+    /// This box's name in a fleet: files go under `node=NAME/` of the target, so many
+    /// nodes share one bucket (default: $EDGEFLOW_NODE, else the config file's).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// Do not sync (wins over $EDGEFLOW_SYNC and the config file's target).
     #[arg(long, conflicts_with = "sync")]
     pub no_sync: bool,
@@ -188,6 +192,15 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             .clone()
             .or_else(super::sync::sync_from_env)
             .or_else(|| file.sync.target.clone()),
+        node: args
+            .node
+            .clone()
+            .or_else(|| {
+                std::env::var("EDGEFLOW_NODE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .or_else(|| file.sync.node.clone()),
         no_sync: args.no_sync || file.sync.enabled == Some(false),
         max_pending_bytes: match (args.max_pending_bytes, &file.sync.max_pending_bytes) {
             (Some(n), _) => Some(n),

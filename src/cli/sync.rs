@@ -56,6 +56,10 @@ pub struct SyncFlags {
     /// local folder ./edgeflow-sync/<output folder name>-<hash of its path>/).
     #[arg(long = "sync", value_name = "URL")]
     pub sync: Option<String>,
+    /// This box's name in a fleet: files go under `node=NAME/` of the target, so many
+    /// nodes share one bucket and `edgeflow query` reads them as one table per query.
+    #[arg(long, value_name = "NAME", env = "EDGEFLOW_NODE")]
+    pub node: Option<String>,
     /// Do not sync; results stay in the output folder only (wins over $EDGEFLOW_SYNC).
     #[arg(long, conflicts_with = "sync")]
     pub no_sync: bool,
@@ -83,10 +87,10 @@ impl SyncFlags {
             return Ok(None);
         }
         let config = match &self.sync.clone().or_else(sync_from_env) {
-            Some(url) => self.config_for(Target::open(url, &self.s3)?),
+            Some(url) => self.config_for(in_node(Target::open(url, &self.s3)?, &self.node)?),
             None => SyncConfig {
                 subfolder_per_output: true,
-                ..self.config_for(Target::local(&default_target())?)
+                ..self.config_for(in_node(Target::local(&default_target())?, &self.node)?)
             },
         };
         Ok(Some(config))
@@ -100,6 +104,14 @@ impl SyncFlags {
             ..self.upload.config_for(target)
         }
     }
+}
+
+/// `target`, or its folder of node `node` in a fleet.
+fn in_node(target: Target, node: &Option<String>) -> anyhow::Result<Target> {
+    Ok(match node {
+        Some(node) => target.for_node(node)?,
+        None => target,
+    })
 }
 
 /// The target in `EDGEFLOW_SYNC`, if set and not empty.
@@ -133,6 +145,9 @@ pub struct SyncArgs {
     /// Target: s3://bucket/prefix or file:///path.
     #[arg(long)]
     pub to: String,
+    /// This box's name in a fleet: files go under `node=NAME/` of the target.
+    #[arg(long, value_name = "NAME", env = "EDGEFLOW_NODE")]
+    pub node: Option<String>,
     /// Check every file still on local disk against the target, not only pending ones.
     #[arg(long)]
     pub all: bool,
@@ -158,7 +173,8 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<()> {
     // One writer per output folder: a run (or another sync) of this folder would race on
     // its journal.
     let _lock = OutputLock::acquire(&args.dir).map_err(edgeflow::Error::from)?;
-    let config = args.upload.config_for(Target::open(&args.to, &args.s3)?);
+    let target = in_node(Target::open(&args.to, &args.s3)?, &args.node)?;
+    let config = args.upload.config_for(target);
     let syncer = Syncer::start(&args.dir, config, args.all)?;
     let (report, outcome) = syncer.finish(args.timeout, || {});
     print_report(&report, args.json)?;

@@ -78,6 +78,11 @@ pub fn latest_revisions(metas: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
         .collect()
 }
 
+/// The partition folders below a table in one node's outputs.
+pub const NODE_PARTITIONS: &[&str] = &["date", "hour"];
+/// The partition folders below a table in a fleet's outputs (see [`super::fleet`]).
+pub const FLEET_PARTITIONS: &[&str] = &["node", "date", "hour"];
+
 /// Why a path is not where a table's file or partition folder may be.
 fn partition_problem(part: &str, column: &str) -> Option<String> {
     let Some(value) = part
@@ -88,6 +93,7 @@ fn partition_problem(part: &str, column: &str) -> Option<String> {
     };
     let valid = match column {
         "date" => value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok(),
+        "node" => crate::sync::target::check_node_name(value).is_ok(),
         _ => {
             (1..=2).contains(&value.len())
                 && value.bytes().all(|b| b.is_ascii_digit())
@@ -96,14 +102,16 @@ fn partition_problem(part: &str, column: &str) -> Option<String> {
     };
     (!valid).then(|| match column {
         "date" => format!("`{value}` is not a date (YYYY-MM-DD)"),
+        "node" => format!("`{value}` is not a node name"),
         _ => format!("`{value}` is not an hour (00-23)"),
     })
 }
 
 /// The first folder of `location` (relative to the output root) that is not a valid
-/// `<table>/date=…/hour=…` partition, with the reason; `is_file` says whether the last
-/// part is a file, which must then sit exactly at the hour level.
-fn misplaced(location: &Path, is_file: bool) -> Option<(String, String)> {
+/// `<table>/<partitions…>` folder (`date=…/hour=…`, or `node=…/date=…/hour=…` for a
+/// fleet), with the reason; `is_file` says whether the last part is a file, which must
+/// then sit exactly at the last partition's level.
+fn misplaced(location: &Path, is_file: bool, partitions: &[&str]) -> Option<(String, String)> {
     let parts: Vec<_> = location.parts().collect();
     let table = parts.first()?.as_ref();
     if table.starts_with('_') || table.starts_with('.') {
@@ -116,19 +124,21 @@ fn misplaced(location: &Path, is_file: bool) -> Option<(String, String)> {
         &parts[..]
     };
     let mut path = table.to_owned();
-    for (part, column) in folders.iter().skip(1).zip(["date", "hour"]) {
+    for (part, column) in folders.iter().skip(1).zip(partitions) {
         path = format!("{path}/{}", part.as_ref());
         if let Some(reason) = partition_problem(part.as_ref(), column) {
             return Some((path, reason));
         }
     }
+    let depth = partitions.len() + 1;
+    let layout: Vec<String> = partitions.iter().map(|c| format!("{c}=…")).collect();
     match (is_file, folders.len()) {
-        (true, 3) => None,
+        (true, n) if n == depth => None,
         (true, _) => Some((
             location.to_string(),
-            "not in a date=YYYY-MM-DD/hour=HH folder of its table".into(),
+            format!("not in a {} folder of its table", layout.join("/")),
         )),
-        (false, depth) if depth <= 3 => None,
+        (false, n) if n <= depth => None,
         (false, _) => Some((location.to_string(), "nested below the hour folders".into())),
     }
 }
@@ -195,15 +205,24 @@ struct State {
 pub struct Curated {
     inner: Arc<dyn ObjectStore>,
     state: Arc<Mutex<State>>,
+    /// The partition folders below a table.
+    partitions: &'static [&'static str],
 }
 
 impl Curated {
-    /// Curated listings of `inner`.
-    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+    /// Curated listings of `inner`, whose tables have these `partitions` folders
+    /// ([`NODE_PARTITIONS`] or [`FLEET_PARTITIONS`]).
+    pub fn new(inner: Arc<dyn ObjectStore>, partitions: &'static [&'static str]) -> Self {
         Curated {
             inner,
             state: Arc::default(),
+            partitions,
         }
+    }
+
+    /// The partition folders below a table, outermost first.
+    pub fn partitions(&self) -> &'static [&'static str] {
+        self.partitions
     }
 
     /// Warnings about files and folders left out since the last call, each given once.
@@ -234,6 +253,7 @@ fn warn(state: &Mutex<State>, warning: String) {
 async fn curate(
     inner: &dyn ObjectStore,
     state: &Mutex<State>,
+    partitions: &[&str],
     objects: Vec<ObjectMeta>,
 ) -> Vec<ObjectMeta> {
     let is_parquet = |m: &ObjectMeta| m.location.as_ref().ends_with(".parquet");
@@ -243,7 +263,7 @@ async fn curate(
             if !is_parquet(meta) {
                 return true;
             }
-            match misplaced(&meta.location, true) {
+            match misplaced(&meta.location, true, partitions) {
                 None => true,
                 Some((path, reason)) => {
                     warn(state, format!("skipping {path}: {reason}"));
@@ -335,9 +355,10 @@ impl ObjectStore for Curated {
         let inner = self.inner.clone();
         let state = self.state.clone();
         let prefix = prefix.cloned();
+        let partitions = self.partitions;
         stream::once(async move {
             let listed: Vec<ObjectMeta> = inner.list(prefix.as_ref()).try_collect().await?;
-            Ok::<_, object_store::Error>(curate(inner.as_ref(), &state, listed).await)
+            Ok::<_, object_store::Error>(curate(inner.as_ref(), &state, partitions, listed).await)
         })
         .map_ok(|metas| stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
@@ -349,7 +370,7 @@ impl ObjectStore for Curated {
         let common_prefixes = listed
             .common_prefixes
             .into_iter()
-            .filter(|folder| match misplaced(folder, false) {
+            .filter(|folder| match misplaced(folder, false, self.partitions) {
                 None => true,
                 Some((path, reason)) => {
                     warn(&self.state, format!("skipping {path}: {reason}"));
@@ -357,7 +378,13 @@ impl ObjectStore for Curated {
                 }
             })
             .collect();
-        let objects = curate(self.inner.as_ref(), &self.state, listed.objects).await;
+        let objects = curate(
+            self.inner.as_ref(),
+            &self.state,
+            self.partitions,
+            listed.objects,
+        )
+        .await;
         Ok(ListResult {
             common_prefixes,
             objects,
@@ -447,8 +474,8 @@ mod tests {
 
     #[test]
     fn files_and_folders_outside_the_partition_layout_are_named() {
-        let file = |p: &str| misplaced(&Path::from(p), true);
-        let folder = |p: &str| misplaced(&Path::from(p), false);
+        let file = |p: &str| misplaced(&Path::from(p), true, NODE_PARTITIONS);
+        let folder = |p: &str| misplaced(&Path::from(p), false, NODE_PARTITIONS);
         assert_eq!(file("t/date=2026-01-01/hour=07/window-x-r0.parquet"), None);
         assert_eq!(file("t/date=2026-01-01/hour=7/window-x-r0.parquet"), None);
         assert_eq!(folder("t"), None);
@@ -471,5 +498,20 @@ mod tests {
         assert!(file("t/date=2026-01-01/stray.parquet").is_some());
         assert!(file("t/date=2026-01-01/hour=00/deeper/x.parquet").is_some());
         assert!(folder("t/date=2026-01-01/hour=00/deeper").is_some());
+    }
+
+    #[test]
+    fn a_fleet_table_has_a_node_folder_above_the_date() {
+        let file = |p: &str| misplaced(&Path::from(p), true, FLEET_PARTITIONS);
+        let folder = |p: &str| misplaced(&Path::from(p), false, FLEET_PARTITIONS);
+        assert_eq!(
+            file("t/node=edge-1/date=2026-01-01/hour=07/window-x-r0.parquet"),
+            None
+        );
+        assert_eq!(folder("t/node=edge-1"), None);
+        assert!(folder("t/node=.x").is_some());
+        assert!(folder("t/date=2026-01-01").is_some(), "node comes first");
+        let (_, reason) = file("t/node=a/date=2026-01-01/x.parquet").unwrap_or_default();
+        assert!(reason.contains("node=…/date=…/hour=…"), "{reason}");
     }
 }

@@ -4,7 +4,9 @@
 //! Every folder of the output root that holds Parquet files is a table named after it
 //! (`device_traffic`, `device_traffic_late`, …) with the Hive partition columns `date`
 //! (DATE) and `hour` (INT) added, so filters on them prune whole folders before any file
-//! is opened. Local and remote copies are merged by an [`overlay::Overlay`]: a file in
+//! is opened. A bucket that several nodes sync to (`node=NAME/` folders, see
+//! [`fleet`]) shows each query's outputs as one table with a `node` column (TEXT) too,
+//! which prunes the same way. Local and remote copies are merged by an [`overlay::Overlay`]: a file in
 //! both places is read once, from local disk. Tables list through a
 //! [`listing::Curated`] store: the latest revision of each window only, and no file or
 //! folder that would make every query fail (each named in a warning instead).
@@ -12,6 +14,7 @@
 //! The outputs are read-only here unless [`Settings::allow_writes`] says otherwise, and
 //! query execution is held to [`Settings::memory_limit`].
 
+pub mod fleet;
 pub mod format;
 pub mod listing;
 pub mod overlay;
@@ -78,6 +81,16 @@ pub enum OutputsError {
     ReadOnly {
         /// DataFusion's description of what was refused.
         message: String,
+    },
+    /// A fleet's bucket was given with a local root, which is one node's outputs.
+    #[error(
+        "{remote} holds the outputs of nodes {nodes}: query it alone (without --root), or one node's folder ({remote}/node=NAME) with --root"
+    )]
+    FleetWithRoot {
+        /// The bucket.
+        remote: String,
+        /// Its nodes.
+        nodes: String,
     },
     /// The local root cannot be used.
     #[error("{path}: {message}")]
@@ -182,6 +195,7 @@ impl Outputs {
         settings: Settings,
     ) -> Result<Self, OutputsError> {
         let mut layers = Vec::new();
+        let mut fleet_of: Option<Arc<fleet::Fleet>> = None;
         if let Some(root) = root {
             let fail = |message: String| OutputsError::Root {
                 path: root.display().to_string(),
@@ -205,13 +219,35 @@ impl Outputs {
             });
         }
         if let Some(target) = remote {
-            layers.push(Layer {
+            let layer = Layer {
                 store: target.store.clone(),
                 prefix: target.prefix.clone(),
                 name: target.url.clone(),
-            });
+            };
+            let nodes = fleet::nodes(&Overlay::new(vec![layer.clone()]))
+                .await
+                .map_err(|source| OutputsError::Store {
+                    location: target.url.clone(),
+                    source,
+                })?;
+            if !nodes.is_empty() && !layers.is_empty() {
+                return Err(OutputsError::FleetWithRoot {
+                    remote: target.url.trim_end_matches('/').to_owned(),
+                    nodes: nodes.join(", "),
+                });
+            }
+            if !nodes.is_empty() {
+                fleet_of = Some(Arc::new(fleet::Fleet::new(Arc::new(Overlay::new(vec![
+                    layer,
+                ])))));
+            } else {
+                layers.push(layer);
+            }
         }
-        let store = Arc::new(Curated::new(Arc::new(Overlay::new(layers))));
+        let store = Arc::new(match fleet_of {
+            Some(fleet) => Curated::new(fleet, listing::FLEET_PARTITIONS),
+            None => Curated::new(Arc::new(Overlay::new(layers)), listing::NODE_PARTITIONS),
+        });
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(settings.memory_limit, 1.0)
             .build_arc()?;
@@ -226,7 +262,7 @@ impl Outputs {
         for table in discover(&store).await? {
             // One folder DataFusion cannot make a table of (files whose schemas conflict,
             // say) must not take the others down with it.
-            match register(&ctx, &table.name).await {
+            match register(&ctx, &table.name, store.partitions()).await {
                 Ok(()) => tables.push(table),
                 Err(e) => store.warn(format!("skipping table {}: {e}", table.name)),
             }
@@ -392,7 +428,8 @@ async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
 }
 
 /// Registers the files of output folder `name` as a hidden listing table and the table
-/// users see as a view over it.
+/// users see as a view over it, with the `partitions` folders as columns (`node` TEXT,
+/// `date` DATE, `hour` INT).
 ///
 /// The hour folders are zero-padded (`hour=07`, as Hive layouts are). DataFusion turns an
 /// equality on a typed partition column into a folder prefix built from the literal
@@ -402,7 +439,11 @@ async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
 ///
 /// Every name in the generated SQL is quoted: folder and column names may hold capitals,
 /// dashes or spaces.
-async fn register(ctx: &SessionContext, name: &str) -> Result<(), OutputsError> {
+async fn register(
+    ctx: &SessionContext,
+    name: &str,
+    partitions: &[&str],
+) -> Result<(), OutputsError> {
     let mut url = url::Url::parse(OUTPUTS_URL)
         .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
     // Pushed as a path segment, so the name is percent-encoded rather than parsed.
@@ -413,15 +454,28 @@ async fn register(ctx: &SessionContext, name: &str) -> Result<(), OutputsError> 
     let url = ListingTableUrl::try_new(url, None)?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![
-            ("date".to_owned(), DataType::Date32),
-            ("hour".to_owned(), DataType::Utf8),
-        ]);
+        .with_table_partition_cols(
+            partitions
+                .iter()
+                .map(|&column| {
+                    let data_type = match column {
+                        "date" => DataType::Date32,
+                        _ => DataType::Utf8,
+                    };
+                    (column.to_owned(), data_type)
+                })
+                .collect(),
+        );
     let schema = options.infer_schema(&ctx.state(), &url).await?;
+    // The files' columns, then the partitions' (`hour` cast).
     let columns: Vec<String> = schema
         .fields()
         .iter()
         .map(|f| quote_ident(f.name()))
+        .chain(partitions.iter().map(|&column| match column {
+            "hour" => "CAST(\"hour\" AS INT) AS \"hour\"".to_owned(),
+            other => quote_ident(other),
+        }))
         .collect();
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
@@ -432,7 +486,7 @@ async fn register(ctx: &SessionContext, name: &str) -> Result<(), OutputsError> 
         Arc::new(ListingTable::try_new(config)?),
     )?;
     ctx.sql(&format!(
-        "CREATE VIEW {} AS SELECT {}, \"date\", CAST(\"hour\" AS INT) AS \"hour\" FROM {}",
+        "CREATE VIEW {} AS SELECT {} FROM {}",
         quote_ident(name),
         columns.join(", "),
         quote_ident(&files)

@@ -57,6 +57,9 @@ pub struct NodeFile {
 pub struct SyncFile {
     /// `target = "s3://bucket/prefix"`.
     pub target: Option<String>,
+    /// `node = "edge-01"`: sync under `node=edge-01/` of the target, one folder of a
+    /// fleet's bucket.
+    pub node: Option<String>,
     /// `enabled = false` to keep results local.
     pub enabled: Option<bool>,
     /// `max_pending_bytes = "2GiB"`.

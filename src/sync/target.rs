@@ -76,6 +76,11 @@ pub enum TargetError {
     /// Not `s3://bucket[/prefix]` or `file:///path`.
     #[error("sync target `{0}`: expected s3://bucket[/prefix] or file:///path")]
     Url(String),
+    /// A node name that cannot be a folder of the bucket.
+    #[error(
+        "node name `{0}`: expected 1 to 64 of letters, digits, `.`, `_` and `-`, not starting with `.` or `_`"
+    )]
+    Node(String),
     /// object_store rejected the configuration.
     #[error("sync target {url}: {message}")]
     Config {
@@ -84,6 +89,22 @@ pub enum TargetError {
         /// Why.
         message: String,
     },
+}
+
+/// The folder a node's outputs go under in a fleet's bucket is this plus its name.
+pub const NODE_FOLDER_PREFIX: &str = "node=";
+
+/// Checks a node name: 1 to 64 of ASCII letters, digits, `.`, `_` and `-`, not starting
+/// with `.` or `_` (which mark folders that are not outputs). It becomes part of every
+/// object key and a value of the `node` column, so nothing that needs quoting is allowed.
+pub fn check_node_name(name: &str) -> Result<(), TargetError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if (1..=64).contains(&name.len()) && name.bytes().all(allowed) && !name.starts_with(['.', '_'])
+    {
+        Ok(())
+    } else {
+        Err(TargetError::Node(name.into()))
+    }
 }
 
 /// Where files are synced to.
@@ -202,6 +223,12 @@ impl Target {
         })
     }
 
+    /// Where node `name` of a fleet syncs within this target: its `node=NAME/` folder.
+    pub fn for_node(&self, name: &str) -> Result<Target, TargetError> {
+        check_node_name(name)?;
+        self.subfolder(&format!("{NODE_FOLDER_PREFIX}{name}"))
+    }
+
     /// A local folder target, for the default.
     pub fn local(dir: &std::path::Path) -> Result<Target, TargetError> {
         let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
@@ -209,5 +236,39 @@ impl Target {
             &format!("file://{}", absolute.display()),
             &S3Options::default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_plain_folder_names() {
+        for good in ["edge-01", "site_a.gw3", "A"] {
+            assert!(check_node_name(good).is_ok(), "{good}");
+        }
+        let long = "n".repeat(65);
+        for bad in [
+            "",
+            ".hidden",
+            "_logs",
+            "a/b",
+            "a b",
+            "ü",
+            "x=y",
+            long.as_str(),
+        ] {
+            assert!(check_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_node_syncs_under_its_folder_of_the_target() -> Result<(), TargetError> {
+        let dir = tempfile::tempdir().map_err(|e| TargetError::Url(e.to_string()))?;
+        let target = Target::local(dir.path())?.for_node("edge-01")?;
+        assert!(target.url.ends_with("/node=edge-01"), "{}", target.url);
+        assert!(dir.path().join("node=edge-01").is_dir());
+        Ok(())
     }
 }

@@ -7,6 +7,7 @@ mod dead_letters;
 mod determinism;
 mod devices;
 mod faults;
+mod fleet;
 mod hostile_input;
 mod interop;
 mod lateness;
