@@ -20,6 +20,10 @@ pub fn attach_sync(config: &mut RunConfig, sync: &SyncHandle) {
     config.on_supersede = Some(Arc::new(move |moved: &Superseded| {
         superseded.superseded(moved);
     }));
+    let compacted = sync.clone();
+    config.on_compact = Some(Arc::new(move |from: &str, into: &str| {
+        compacted.compacted(from, into)
+    }));
     let quota = sync.clone();
     config.control = Arc::new(Control::with_pause(Some(Arc::new(move || {
         quota.over_quota()

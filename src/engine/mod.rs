@@ -15,7 +15,7 @@ pub use summary::{RunSummary, peak_rss_bytes};
 use self::control::{Control, EndOfInput, Metrics};
 use self::dataflow::Shared;
 use crate::Error;
-use crate::operators::write_parquet::{Notify, OnCommit, OnSupersede};
+use crate::operators::write_parquet::{Notify, OnCommit, OnCompact, OnSupersede};
 use crate::query::QueryPlan;
 use crate::sink::{Layout, commit};
 use crate::source::{self, DEFAULT_CHUNK_BYTES, Input};
@@ -44,6 +44,11 @@ pub struct RunConfig {
     pub on_commit: Option<OnCommit>,
     /// Told about every result file moved out by a newer revision.
     pub on_supersede: Option<OnSupersede>,
+    /// Told about every file compaction replaced.
+    pub on_compact: Option<OnCompact>,
+    /// Compact each closed hour's files into one when a run (or a node's checkpoint)
+    /// ends ([`crate::sink::compaction`]).
+    pub compaction: bool,
     /// The run's control: pause hook, graceful interrupt ([`Control::interrupt`]).
     pub control: Arc<Control>,
     /// Forget what earlier runs on the output folder left (open windows, consumed
@@ -65,8 +70,41 @@ impl RunConfig {
             progress: false,
             on_commit: None,
             on_supersede: None,
+            on_compact: None,
+            compaction: true,
             control: Arc::new(Control::default()),
             fresh: false,
+        }
+    }
+}
+
+/// Where the run of `config` reports its files (nowhere, for what it leaves unset).
+fn notify_of(config: &RunConfig) -> Notify {
+    let defaults = Notify::default();
+    Notify {
+        commit: config.on_commit.clone().unwrap_or(defaults.commit),
+        supersede: config.on_supersede.clone().unwrap_or(defaults.supersede),
+        compacted: config.on_compact.clone().unwrap_or(defaults.compacted),
+    }
+}
+
+/// Compacts the hours of the query's result and late tables that no reading can change
+/// any more. A failure is logged, never fatal: the files stay as they are, readable,
+/// and the next pass tries again.
+fn compact(config: &RunConfig, plan: &QueryPlan, state: &StreamState, notify: &Notify) {
+    let Some(max) = state.max_event_time else {
+        return;
+    };
+    let watermark = max.saturating_sub(plan.source.max_out_of_orderness);
+    let before = crate::sink::compaction::closed_before(plan, watermark);
+    let tables = [plan.name.clone(), format!("{}_late", plan.name)];
+    match crate::sink::compaction::compact_closed_hours(&config.output, &tables, before, notify) {
+        Ok(report) if report.written > 0 => {
+            tracing::info!(query = %plan.name, files = report.written, replaced = report.replaced, "Closed hours compacted");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(query = %plan.name, error = %e, "Compaction failed; the files stay as they are")
         }
     }
 }
@@ -411,13 +449,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     };
     let stream = Arc::new(Continuation::of(&state, &plan));
     let writers: crate::operators::write_parquet::Writers = Arc::default();
-    let notify = Notify {
-        commit: config.on_commit.clone().unwrap_or_else(|| Arc::new(|_| {})),
-        supersede: config
-            .on_supersede
-            .clone()
-            .unwrap_or_else(|| Arc::new(|_| {})),
-    };
+    let notify = notify_of(&config);
     let shared = Shared {
         plan: plan.clone(),
         input: input.clone(),
@@ -554,6 +586,9 @@ impl RunningQuery {
         state.save(&config.output, &plan.name)?;
         if let Some(live) = &live {
             live.checkpointed(live.position());
+        }
+        if config.compaction {
+            compact(&config, &plan, &state, &notify_of(&config));
         }
         // Kept windows the watermark has passed are closed ones kept for corrections.
         let watermark = state.max_event_time.map_or(i64::MIN, |m| {

@@ -18,6 +18,12 @@ pub type OnCommit = Arc<dyn Fn(&CommittedFile) + Send + Sync>;
 /// Called when a result file was replaced by a newer revision and moved locally.
 pub type OnSupersede = Arc<dyn Fn(&Superseded) + Send + Sync>;
 
+/// Called with `(from, into)` when compaction replaced the file `from` by the compacted
+/// file `into` (paths relative to the output root). It answers whether `from` may be
+/// deleted: `false` while the replacement could not be recorded (the sync journal's
+/// disk is full), so the file stays until a later pass records it.
+pub type OnCompact = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// Where a run's committed and superseded files are reported.
 #[derive(Clone)]
 pub struct Notify {
@@ -25,6 +31,8 @@ pub struct Notify {
     pub commit: OnCommit,
     /// Every superseded revision.
     pub supersede: OnSupersede,
+    /// Every file compaction replaced ([`crate::sink::compaction`]).
+    pub compacted: OnCompact,
 }
 
 impl Default for Notify {
@@ -32,6 +40,7 @@ impl Default for Notify {
         Notify {
             commit: Arc::new(|_| {}),
             supersede: Arc::new(|_| {}),
+            compacted: Arc::new(|_, _| true),
         }
     }
 }

@@ -12,6 +12,10 @@
 //!   first time it is listed; a truncated or garbage file is left out, where DataFusion
 //!   would fail every query that touches its table.
 //!
+//! * **one copy of each row**: a compacted hour file (`hour-<hour>-<digest>.parquet`)
+//!   names in its footer the files whose rows it holds; those files, when still listed
+//!   next to it (locally for a moment, in the bucket until sync settles), are left out.
+//!
 //! Whatever is left out is named once in a warning, collected for the caller to print.
 
 use std::collections::{BTreeSet, HashMap};
@@ -26,23 +30,15 @@ use object_store::{
 };
 use parquet::file::metadata::ParquetMetaDataReader;
 
+use crate::sink::compaction;
+
 /// Suffix of the folders holding superseded revisions (the history tables).
 const REVISIONS_SUFFIX: &str = "_revisions";
 /// Footers read at once when a listing brings many new files (a bucket's latency
 /// dominates, not the bytes).
 const FOOTER_READS_IN_FLIGHT: usize = 16;
 
-/// The window stamp and revision of a `window-<stamp>-r<N>.parquet` file name.
-pub fn window_revision(file_name: &str) -> Option<(&str, u32)> {
-    let body = file_name
-        .strip_prefix("window-")?
-        .strip_suffix(".parquet")?;
-    let (stamp, revision) = body.rsplit_once("-r")?;
-    if stamp.is_empty() || revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((stamp, revision.parse().ok()?))
-}
+pub use crate::sink::layout::window_revision;
 
 /// Whether the files under `location` are a history table, where every revision counts.
 fn in_history_table(location: &Path) -> bool {
@@ -143,25 +139,26 @@ fn misplaced(location: &Path, is_file: bool, partitions: &[&str]) -> Option<(Str
     }
 }
 
-/// Why a Parquet file cannot be read, judged from its footer; `None` when it can.
-async fn footer_problem(store: &dyn ObjectStore, meta: &ObjectMeta) -> Option<String> {
+/// Why a Parquet file cannot be read, judged from its footer (`Err`); when it can, the
+/// files it covers if it is a compacted file ([`crate::sink::compaction`]).
+async fn read_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<Vec<String>, String> {
     const TAIL: u64 = 8;
     if meta.size < 4 + TAIL {
-        return Some(format!("{} bytes is too short for Parquet", meta.size));
+        return Err(format!("{} bytes is too short for Parquet", meta.size));
     }
     let tail = match store
         .get_range(&meta.location, meta.size - TAIL..meta.size)
         .await
     {
         Ok(tail) => tail,
-        Err(e) => return Some(format!("unreadable: {e}")),
+        Err(e) => return Err(format!("unreadable: {e}")),
     };
     if &tail[4..] != b"PAR1" {
-        return Some("no Parquet footer (truncated, or not Parquet)".into());
+        return Err("no Parquet footer (truncated, or not Parquet)".into());
     }
     let length = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
     if length + TAIL + 4 > meta.size {
-        return Some(format!(
+        return Err(format!(
             "footer of {length} bytes does not fit in {} bytes (truncated?)",
             meta.size
         ));
@@ -171,16 +168,24 @@ async fn footer_problem(store: &dyn ObjectStore, meta: &ObjectMeta) -> Option<St
         .await
     {
         Ok(footer) => footer,
-        Err(e) => return Some(format!("unreadable: {e}")),
+        Err(e) => return Err(format!("unreadable: {e}")),
     };
     let metadata = match ParquetMetaDataReader::decode_metadata(&footer) {
         Ok(metadata) => metadata,
-        Err(e) => return Some(format!("corrupt footer: {e}")),
+        Err(e) => return Err(format!("corrupt footer: {e}")),
     };
     let file = metadata.file_metadata();
     parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
-        .err()
-        .map(|e| format!("schema not readable as Arrow: {e}"))
+        .map_err(|e| format!("schema not readable as Arrow: {e}"))?;
+    let compacted = meta
+        .location
+        .filename()
+        .is_some_and(compaction::is_compacted);
+    Ok(if compacted {
+        compaction::covers(file.key_value_metadata())
+    } else {
+        Vec::new()
+    })
 }
 
 /// A file's footer verdict, valid while the file keeps its size and tag.
@@ -189,6 +194,8 @@ struct Checked {
     size: u64,
     e_tag: Option<String>,
     readable: bool,
+    /// Of a compacted file: the names of the files next to it whose rows it holds.
+    covers: Vec<String>,
 }
 
 /// Footer verdicts and the warnings not yet handed out.
@@ -286,16 +293,16 @@ async fn curate(
             .cloned()
             .collect()
     };
-    let verdicts: Vec<(ObjectMeta, Option<String>)> = stream::iter(unchecked)
+    let verdicts: Vec<(ObjectMeta, Result<Vec<String>, String>)> = stream::iter(unchecked)
         .map(|meta| async move {
-            let problem = footer_problem(inner, &meta).await;
-            (meta, problem)
+            let verdict = read_footer(inner, &meta).await;
+            (meta, verdict)
         })
         .buffer_unordered(FOOTER_READS_IN_FLIGHT)
         .collect()
         .await;
-    for (meta, problem) in verdicts {
-        if let Some(problem) = &problem {
+    for (meta, verdict) in verdicts {
+        if let Err(problem) = &verdict {
             warn(state, format!("skipping {}: {problem}", meta.location));
         }
         lock(state).checked.insert(
@@ -303,12 +310,13 @@ async fn curate(
             Checked {
                 size: meta.size,
                 e_tag: meta.e_tag.clone(),
-                readable: problem.is_none(),
+                readable: verdict.is_ok(),
+                covers: verdict.unwrap_or_default(),
             },
         );
     }
     let state = lock(state);
-    latest
+    let readable: Vec<ObjectMeta> = latest
         .into_iter()
         .filter(|meta| {
             !is_parquet(meta)
@@ -316,6 +324,33 @@ async fn curate(
                     .checked
                     .get(&meta.location)
                     .is_some_and(|c| c.readable)
+        })
+        .collect();
+    // Files a readable compacted file next to them covers are read from it alone.
+    let folder = |meta: &ObjectMeta| -> String {
+        let path = meta.location.as_ref();
+        path.rsplit_once('/')
+            .map_or("", |(folder, _)| folder)
+            .to_owned()
+    };
+    let mut covered: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for meta in &readable {
+        if let Some(checked) = state.checked.get(&meta.location)
+            && !checked.covers.is_empty()
+        {
+            covered
+                .entry(folder(meta))
+                .or_default()
+                .extend(checked.covers.iter().cloned());
+        }
+    }
+    readable
+        .into_iter()
+        .filter(|meta| {
+            let name = meta.location.filename().unwrap_or_default();
+            covered
+                .get(&folder(meta))
+                .is_none_or(|names| !names.contains(name))
         })
         .collect()
 }

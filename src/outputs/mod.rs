@@ -35,6 +35,7 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -248,8 +249,13 @@ impl Outputs {
             Some(fleet) => Curated::new(fleet, listing::FLEET_PARTITIONS),
             None => Curated::new(Arc::new(Overlay::new(layers)), listing::NODE_PARTITIONS),
         });
+        // No cache of listings: DataFusion's keeps a table's first listing for as long as
+        // the session lives, so a shell (or any long-lived reader) would never see the
+        // windows written since, nor a compacted hour in place of the files it replaced.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(settings.memory_limit, 1.0)
+            .with_cache_manager(caches)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         for function in sketches::functions() {
@@ -292,7 +298,25 @@ impl Outputs {
     }
 
     /// Runs one SQL statement.
+    ///
+    /// A file listed for the statement can vanish before it is read: compaction replaced
+    /// it (its rows are in the compacted file the next listing shows), or sync moved a
+    /// superseded revision. The statement then runs again on a fresh listing, a few
+    /// times, rather than fail.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, OutputsError> {
+        let mut attempt = 1;
+        loop {
+            match self.sql_once(sql).await {
+                Err(OutputsError::DataFusion(e)) if attempt < LISTING_ATTEMPTS && vanished(&e) => {
+                    tracing::debug!(error = %e, attempt, "A listed file vanished; listing again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn sql_once(&self, sql: &str) -> Result<QueryResult, OutputsError> {
         let plan = self
             .ctx
             .state()
@@ -392,6 +416,31 @@ impl Outputs {
         }
         OutputsError::DataFusion(error)
     }
+}
+
+/// How many listings a statement gets when files vanish under it ([`Outputs::sql`]).
+const LISTING_ATTEMPTS: u32 = 4;
+
+/// Whether a failure is a listed file that was gone when it was read.
+fn vanished(error: &DataFusionError) -> bool {
+    let not_found = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<object_store::Error>()
+            .is_some_and(|e| matches!(e, object_store::Error::NotFound { .. }))
+    };
+    if let DataFusionError::ObjectStore(e) = error.find_root()
+        && matches!(**e, object_store::Error::NotFound { .. })
+    {
+        return true;
+    }
+    // Parquet and Arrow errors wrap the store's error; walk every source.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if not_found(e) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Output folders with Parquet files in them; `_`-prefixed folders (logs, journal, dead

@@ -67,6 +67,8 @@ pub struct NodeConfig {
     pub syncer: Option<Arc<Syncer>>,
     /// Forget what earlier runs kept for each query and start from scratch (`--fresh`).
     pub forget_state: bool,
+    /// Compact closed hours at each checkpoint ([`crate::sink::compaction`]).
+    pub compaction: bool,
     /// TLS for the listener: certificate and key in PEM.
     pub tls: Option<tls::TlsFiles>,
     /// Limits of the HTTP routes.
@@ -220,13 +222,16 @@ impl Node {
             config.wal_fsync,
             logged,
         ));
-        let queries = Arc::new(Queries::new(
-            config.output.clone(),
-            workers.clone(),
-            ingests.clone(),
-            config.syncer.clone(),
-            config.limits,
-        ));
+        let queries = Arc::new(
+            Queries::new(
+                config.output.clone(),
+                workers.clone(),
+                ingests.clone(),
+                config.syncer.clone(),
+                config.limits,
+            )
+            .with_compaction(config.compaction),
+        );
         for plan in &config.queries {
             queries
                 .register(plan.clone(), config.forget_state)

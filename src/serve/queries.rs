@@ -286,6 +286,8 @@ pub struct Queries {
     ingests: Arc<Ingests>,
     syncer: Option<Arc<Syncer>>,
     limits: SourceLimits,
+    /// Whether runs compact closed hours when they checkpoint.
+    compaction: bool,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Set (under the `entries` lock) when the node stops: no start or add after it,
     /// so every run is among those [`Queries::stop_all`] stops.
@@ -317,12 +319,19 @@ impl Queries {
             ingests,
             syncer,
             limits,
+            compaction: true,
             entries: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
             finished: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
             transitions: Mutex::new(()),
         }
+    }
+
+    /// The same, compacting closed hours at checkpoints only when `on`.
+    pub fn with_compaction(mut self, on: bool) -> Self {
+        self.compaction = on;
+        self
     }
 
     fn transition(&self) -> MutexGuard<'_, ()> {
@@ -584,6 +593,7 @@ impl Queries {
         run.chunk_bytes = self.limits.chunk_bytes;
         run.max_line_bytes = self.limits.max_line_bytes;
         run.fresh = std::mem::take(&mut entry.fresh);
+        run.compaction = self.compaction;
         if let Some(syncer) = &self.syncer {
             crate::wiring::attach_sync(&mut run, &syncer.handle());
         }

@@ -121,3 +121,15 @@ impl Layout {
         self.root.join(relative)
     }
 }
+
+/// The window stamp and revision of a `window-<stamp>-r<N>.parquet` file name.
+pub fn window_revision(file_name: &str) -> Option<(&str, u32)> {
+    let body = file_name
+        .strip_prefix("window-")?
+        .strip_suffix(".parquet")?;
+    let (stamp, revision) = body.rsplit_once("-r")?;
+    if stamp.is_empty() || revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stamp, revision.parse().ok()?))
+}

@@ -2,6 +2,7 @@
 //! the output layout.
 
 pub mod commit;
+pub mod compaction;
 pub mod layout;
 pub mod parquet;
 

@@ -73,6 +73,21 @@ impl SyncHandle {
         }
     }
 
+    /// Compaction replaced `from` by the compacted file `into` (already journaled as
+    /// committed) and is about to delete `from` locally. Its key leaves the target once
+    /// `into` is there, so a reader of the bucket always finds the rows in one of them.
+    /// Returns whether it was recorded, and so whether `from` may be deleted.
+    pub fn compacted(&self, from: &str, into: &str) -> bool {
+        match self.shared.compacted(from, into) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, from, into, "Could not record a compacted file in the sync journal; it stays until the next pass");
+                *lock(&self.shared.halted) = Some(e.to_string());
+                false
+            }
+        }
+    }
+
     /// Whether the sources should wait: pending files fill the quota under
     /// [`QuotaPolicy::Backpressure`].
     pub fn over_quota(&self) -> bool {
@@ -273,6 +288,9 @@ pub struct SyncReport {
     /// Superseded revisions moved to `<query>_revisions/` in the target too.
     #[serde(default)]
     pub moved_files: usize,
+    /// Files replaced by a compacted hour file, their keys removed from the target too.
+    #[serde(default)]
+    pub compacted_files: usize,
     /// Journal records skipped because their paths leave the output root.
     #[serde(default)]
     pub rejected_paths: usize,
@@ -311,6 +329,7 @@ impl SyncReport {
                 FileState::Conflict { .. } => r.conflicts.push(rec.path.clone()),
                 FileState::Dropped => r.dropped_files += 1,
                 FileState::Superseded { .. } => r.superseded_files += 1,
+                FileState::Moved { to } if is_compacted_path(to) => r.compacted_files += 1,
                 FileState::Moved { .. } => r.moved_files += 1,
                 _ => {}
             }
@@ -359,6 +378,13 @@ impl std::fmt::Display for SyncReport {
                 "revisions    {} superseded file(s) moved to _revisions, {} old key(s) still to remove",
                 self.superseded_files + self.moved_files,
                 self.superseded_files
+            )?;
+        }
+        if self.compacted_files > 0 {
+            writeln!(
+                f,
+                "compacted    {} file(s) replaced by hour files",
+                self.compacted_files
             )?;
         }
         if self.rejected_paths > 0 {
@@ -458,6 +484,31 @@ impl Shared {
         {
             self.drop_oldest(&mut journal, quota)?;
         }
+        self.recompute_pending(&journal);
+        drop(journal);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Records that compaction replaced `from` by `into`: see [`SyncHandle::compacted`].
+    fn compacted(&self, from: &str, into: &str) -> Result<(), JournalError> {
+        let mut journal = lock(&self.journal);
+        let Some(record) = journal.get(from) else {
+            // Never journaled: written by a run without sync, so never uploaded either.
+            return Ok(());
+        };
+        if matches!(
+            record.state,
+            FileState::Superseded { .. } | FileState::Moved { .. }
+        ) {
+            return Ok(());
+        }
+        journal.set_state(
+            from,
+            FileState::Superseded {
+                to: into.to_owned(),
+            },
+        )?;
         self.recompute_pending(&journal);
         drop(journal);
         self.wake.notify_one();
@@ -868,6 +919,11 @@ fn successor(old: &Record, to: &str) -> Record {
     }
 }
 
+/// Whether a path is a compacted hour file's ([`crate::sink::compaction`]).
+fn is_compacted_path(path: &str) -> bool {
+    crate::sink::compaction::is_compacted(path.rsplit('/').next().unwrap_or(path))
+}
+
 /// Journals a supersede: the old path becomes [`FileState::Superseded`] and the new path
 /// gets a pending record (unless it already has one with the same bytes). Reporting the
 /// same move twice changes nothing.
@@ -879,8 +935,12 @@ fn supersede_in(
     let old = journal.get(&moved.from).cloned();
     if let Some(FileState::Superseded { to } | FileState::Moved { to }) =
         old.as_ref().map(|r| &r.state)
-        && *to == moved.to
     {
+        if *to != moved.to {
+            // Already replaced otherwise (by a compacted file, see `Shared::compacted`):
+            // the rows left the result table with it, and its key may be gone.
+            tracing::info!(from = %moved.from, to = %moved.to, replaced_by = %to, "A superseded revision had been compacted; nothing to move");
+        }
         return Ok(());
     }
     let old = match old {

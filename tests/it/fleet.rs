@@ -253,7 +253,10 @@ const ROLLUP: &str = "SELECT window_start, sum(n), merge_distinct(devices_sketch
 
 /// Per window start (µs): readings, distinct devices, p90 of bytes in, and the top 3
 /// devices with their readings.
-type Rollup = BTreeMap<i64, (i64, f64, f64, Vec<(String, i64)>)>;
+type Rollup = BTreeMap<i64, (i64, f64, f64, TopK)>;
+
+/// Values and their counts, most first.
+type TopK = Vec<(String, i64)>;
 
 fn rollup(result: &QueryResult) -> Rollup {
     let mut out = Rollup::new();
@@ -338,7 +341,7 @@ fn sketch_columns_roll_a_fleet_up_to_what_one_box_computes_over_all_readings() {
     // Distinct-count and frequent-items sketches merge exactly: the same answer as one
     // box's. A t-digest's merge depends on how the values were grouped, so the
     // percentile is held to its error bound below instead.
-    let exact_parts = |r: &Rollup| -> Vec<(i64, i64, f64, Vec<(String, i64)>)> {
+    let exact_parts = |r: &Rollup| -> Vec<(i64, i64, f64, TopK)> {
         r.iter()
             .map(|(start, (n, distinct, _, top))| (*start, *n, *distinct, top.clone()))
             .collect()

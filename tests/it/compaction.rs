@@ -1,0 +1,281 @@
+//! Compaction of closed hours: each becomes one file, locally and in the bucket, and
+//! `edgeflow query` answers the same before, while and after it happens, also when a
+//! pass is cut short between writing the hour file and removing what it replaces.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use edgeflow::outputs::{Outputs, QueryResult};
+use edgeflow::sync::target::Target;
+
+use super::s3_server::{Moto, assert_target_mirrors, target_objects};
+use super::support::parquet_files;
+
+/// Every reading once: the window rows' counts and the late rows.
+const TOTALS: &str = "SELECT sum(n), sum(b) FROM (
+        SELECT readings AS n, bytes_in AS b FROM device_traffic
+        UNION ALL SELECT 1, bytes_in FROM device_traffic_late)";
+
+const READINGS: i64 = 40_000;
+
+fn edgeflow() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+    command
+        .env_remove("EDGEFLOW_SYNC")
+        .env_remove("EDGEFLOW_NODE")
+        .env_remove("FAILPOINTS");
+    command
+}
+
+fn check(command: &mut Command, what: &str) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run edgeflow: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Readings over about two and a half hours, out of order, some late.
+fn readings(dir: &Path) -> PathBuf {
+    let input = dir.join("readings.jsonl");
+    check(
+        edgeflow()
+            .args([
+                "gen",
+                "--devices",
+                "40",
+                "--readings",
+                &READINGS.to_string(),
+            ])
+            .args([
+                "--rate",
+                "4.5",
+                "--disorder-ms",
+                "3000",
+                "--late-fraction",
+                "0.01",
+            ])
+            .args(["--seed", "11", "--output"])
+            .arg(&input),
+        "edgeflow gen",
+    );
+    input
+}
+
+/// `edgeflow run` of the canonical query at two workers, synced to `url`.
+fn run(moto: &Moto, input: &Path, out: &Path, url: &str, extra: &[&str], failpoints: Option<&str>) {
+    let mut command = edgeflow();
+    moto.env(&mut command);
+    if let Some(points) = failpoints {
+        command.env("FAILPOINTS", points);
+    }
+    check(
+        command
+            .arg("run")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/queries/device_traffic.sql"
+            ))
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out)
+            .args(["--workers", "2", "--sync", url])
+            .args(extra),
+        "edgeflow run",
+    );
+}
+
+/// The sum of `bytes_in` over the input, computed from its lines.
+fn bytes_in(input: &Path) -> i64 {
+    std::fs::read_to_string(input)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            v["bytes_in"].as_i64().unwrap_or_else(|| panic!("{line}"))
+        })
+        .sum()
+}
+
+fn totals(runtime: &tokio::runtime::Runtime, outputs: &Outputs) -> (i64, i64) {
+    let result: QueryResult = runtime
+        .block_on(outputs.sql(TOTALS))
+        .unwrap_or_else(|e| panic!("{TOTALS}: {e}"));
+    let batch = &result.batches[0];
+    let value = |c: usize| {
+        let column = arrow::compute::cast(batch.column(c), &arrow::datatypes::DataType::Int64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        column
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .map(|a| a.value(0))
+            .unwrap_or_else(|| panic!("not integers"))
+    };
+    (value(0), value(1))
+}
+
+/// File names of the hour folders of the canonical query's result table.
+fn hour_folders(root: &Path) -> Vec<Vec<String>> {
+    let mut folders: std::collections::BTreeMap<PathBuf, Vec<String>> = Default::default();
+    for file in parquet_files(&root.join("device_traffic")) {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        folders
+            .entry(file.parent().map(Path::to_owned).unwrap_or_default())
+            .or_default()
+            .push(name);
+    }
+    folders.into_values().collect()
+}
+
+fn remote(moto: &Moto, url: &str, runtime: &tokio::runtime::Runtime) -> Outputs {
+    let target = Target::open(url, &moto.options()).unwrap_or_else(|e| panic!("{e}"));
+    runtime
+        .block_on(Outputs::open(None, Some(&target)))
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+fn local(root: &Path, runtime: &tokio::runtime::Runtime) -> Outputs {
+    runtime
+        .block_on(Outputs::open(Some(root), None))
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+}
+
+#[test]
+fn compaction_while_queries_run_in_a_loop_never_changes_a_total() {
+    let moto = Moto::signed();
+    moto.bucket("compaction");
+    let url = "s3://compaction/site";
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = readings(dir.path());
+    let out = dir.path().join("out");
+    run(&moto, &input, &out, url, &["--no-compaction"], None);
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let want = totals(&runtime, &local(&out, &runtime));
+    assert_eq!(want, (READINGS, bytes_in(&input)), "every reading once");
+    let before = hour_folders(&out);
+    assert!(
+        before.iter().filter(|f| f.len() > 1).count() >= 2,
+        "hours of many windows: {before:?}"
+    );
+
+    // Readers of the local folder and of the bucket, in a loop while the next run
+    // compacts: each stays on the `hour-…` step a while, so readers meet every state.
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = [None, Some(url)]
+        .into_iter()
+        .map(|remote_url| {
+            let (stop, out) = (stop.clone(), out.clone());
+            let options = moto.options();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+                let outputs = match remote_url {
+                    Some(url) => {
+                        let target = Target::open(url, &options).unwrap_or_else(|e| panic!("{e}"));
+                        runtime
+                            .block_on(Outputs::open(None, Some(&target)))
+                            .unwrap_or_else(|e| panic!("{url}: {e}"))
+                    }
+                    None => local(&out, &runtime),
+                };
+                let queries = AtomicU64::new(0);
+                while !stop.load(Ordering::SeqCst) {
+                    assert_eq!(
+                        totals(&runtime, &outputs),
+                        want,
+                        "{remote_url:?}: a total changed during compaction"
+                    );
+                    queries.fetch_add(1, Ordering::Relaxed);
+                }
+                queries.into_inner()
+            })
+        })
+        .collect();
+    let empty = dir.path().join("nothing-new.jsonl");
+    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    run(
+        &moto,
+        &empty,
+        &out,
+        url,
+        &[],
+        Some("compaction-retire=sleep(400)"),
+    );
+    stop.store(true, Ordering::SeqCst);
+    for reader in readers {
+        let queries = reader
+            .join()
+            .unwrap_or_else(|_| panic!("a reader failed (its message is above)"));
+        assert!(queries > 0, "the reader ran no query");
+    }
+
+    let after = hour_folders(&out);
+    let compacted = after
+        .iter()
+        .filter(|f| f.len() == 1 && f[0].starts_with("hour-"))
+        .count();
+    assert!(compacted >= 2, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|f| f.len() == 1 || f.iter().all(|n| n.starts_with("window-"))),
+        "a compacted hour keeps nothing else: {after:?}"
+    );
+    assert_target_mirrors(&out, url, &moto.options());
+    assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
+    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+}
+
+#[test]
+fn a_compaction_cut_short_shows_no_row_twice_and_the_next_run_finishes_it() {
+    let moto = Moto::signed();
+    moto.bucket("compaction-cut");
+    let url = "s3://compaction-cut/site";
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = readings(dir.path());
+    let out = dir.path().join("out");
+    // The hour files are written and synced; the files they replace stay everywhere.
+    run(
+        &moto,
+        &input,
+        &out,
+        url,
+        &[],
+        Some("compaction-retire=return"),
+    );
+    let cut = hour_folders(&out);
+    assert!(
+        cut.iter()
+            .any(|f| f.len() > 1 && f.iter().any(|n| n.starts_with("hour-"))),
+        "hour files next to what they replace: {cut:?}"
+    );
+    let in_bucket = target_objects(url, &moto.options());
+    assert!(in_bucket.keys().any(|k| k.contains("/hour-")));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let want = (READINGS, bytes_in(&input));
+    assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
+    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+
+    let empty = dir.path().join("nothing-new.jsonl");
+    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    run(&moto, &empty, &out, url, &[], None);
+    let done = hour_folders(&out);
+    assert!(
+        done.iter()
+            .all(|f| f.len() == 1 || f.iter().all(|n| n.starts_with("window-"))),
+        "{done:?}"
+    );
+    assert_target_mirrors(&out, url, &moto.options());
+    assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
+    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+}
