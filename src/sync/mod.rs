@@ -1222,13 +1222,28 @@ fn next_jobs(shared: &Shared, in_flight: &HashSet<String>) -> Vec<(Record, Job)>
                     && shared.lingering(&r.path).is_none()
                     && journal.get(to).is_some_and(|t| {
                         matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
-                    });
+                    })
+                    && next_revision(&r.path)
+                        .and_then(|next| journal.get(&next))
+                        .is_none_or(|next| !next.state.is_pending());
                 ready.then(|| (r.clone(), Job::Retire))
             }
             state if state.is_pending() => Some((r.clone(), Job::Upload)),
             _ => None,
         })
         .collect()
+}
+
+/// The path of the revision after a window file's (`…/window-<stamp>-r<N+1>.parquet`):
+/// the file that replaces it in the result table. Its old key stays until that one is
+/// in the target too, so a reader of the bucket never finds the window in neither.
+fn next_revision(path: &str) -> Option<String> {
+    let (folder, name) = path.rsplit_once('/')?;
+    let (stamp, revision) = crate::sink::layout::window_revision(name)?;
+    Some(format!(
+        "{folder}/window-{stamp}-r{}.parquet",
+        revision.checked_add(1)?
+    ))
 }
 
 /// Journals the outcome of removing an old key; returns whether to back off and retry.
@@ -1382,4 +1397,22 @@ pub fn status(root: &Path) -> Result<SyncReport, JournalError> {
     let journal = Journal::read(root)?;
     let target = journal.target()?.unwrap_or_else(|| "(never synced)".into());
     Ok(SyncReport::from_journal(&journal, &target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_revision;
+
+    #[test]
+    fn the_revision_after_a_window_file_is_its_replacement() {
+        assert_eq!(
+            next_revision("q/date=2026-01-01/hour=00/window-20260101T000000Z-r1.parquet")
+                .as_deref(),
+            Some("q/date=2026-01-01/hour=00/window-20260101T000000Z-r2.parquet")
+        );
+        assert_eq!(
+            next_revision("q_late/date=2026-01-01/hour=00/late-1-n0-w0of1.parquet"),
+            None
+        );
+    }
 }
