@@ -21,6 +21,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -139,9 +140,19 @@ fn misplaced(location: &Path, is_file: bool, partitions: &[&str]) -> Option<(Str
     }
 }
 
-/// Why a Parquet file cannot be read, judged from its footer (`Err`); when it can, the
-/// files it covers if it is a compacted file ([`crate::sink::compaction`]).
-async fn read_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<Vec<String>, String> {
+/// What a readable file's footer says.
+#[derive(Clone, Debug, Default)]
+struct Footer {
+    /// Of a compacted file: the names of the files next to it whose rows it holds.
+    covers: Vec<String>,
+    /// Its columns and their types.
+    columns: Vec<(String, DataType)>,
+}
+
+/// Why a Parquet file cannot be read, judged from its footer (`Err`); when it can, its
+/// columns, and the files it covers if it is a compacted file
+/// ([`crate::sink::compaction`]).
+async fn read_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<Footer, String> {
     const TAIL: u64 = 8;
     if meta.size < 4 + TAIL {
         return Err(format!("{} bytes is too short for Parquet", meta.size));
@@ -175,16 +186,40 @@ async fn read_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<Vec<S
         Err(e) => return Err(format!("corrupt footer: {e}")),
     };
     let file = metadata.file_metadata();
-    parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
-        .map_err(|e| format!("schema not readable as Arrow: {e}"))?;
+    let schema =
+        parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+            .map_err(|e| format!("schema not readable as Arrow: {e}"))?;
     let compacted = meta
         .location
         .filename()
         .is_some_and(compaction::is_compacted);
-    Ok(if compacted {
-        compaction::covers(file.key_value_metadata())
-    } else {
-        Vec::new()
+    Ok(Footer {
+        covers: if compacted {
+            compaction::covers(file.key_value_metadata())
+        } else {
+            Vec::new()
+        },
+        columns: schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect(),
+    })
+}
+
+/// Why a file's columns cannot be read as its table's: a column of the same name with
+/// another type. Text and binary compare by kind: DataFusion reads them as views.
+fn column_conflict(columns: &[(String, DataType)], table: &[(String, DataType)]) -> Option<String> {
+    let kind = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        other => other.clone(),
+    };
+    columns.iter().find_map(|(name, data_type)| {
+        let (_, expected) = table.iter().find(|(n, _)| n == name)?;
+        (kind(expected) != kind(data_type)).then(|| {
+            format!("column `{name}` is {data_type} here but {expected} in the table's newest file")
+        })
     })
 }
 
@@ -194,14 +229,15 @@ struct Checked {
     size: u64,
     e_tag: Option<String>,
     readable: bool,
-    /// Of a compacted file: the names of the files next to it whose rows it holds.
-    covers: Vec<String>,
+    footer: Footer,
 }
 
 /// Footer verdicts and the warnings not yet handed out.
 #[derive(Debug, Default)]
 struct State {
     checked: HashMap<Path, Checked>,
+    /// The columns each table was set up with ([`Curated::expect_columns`]).
+    tables: HashMap<String, Vec<(String, DataType)>>,
     warned: BTreeSet<String>,
     pending: Vec<String>,
 }
@@ -235,6 +271,18 @@ impl Curated {
     /// Warnings about files and folders left out since the last call, each given once.
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut lock(&self.state).pending)
+    }
+
+    /// From now on, files of `table` with a column of the same name but another type
+    /// than in `schema` are left out (named in a warning): one such file would fail
+    /// every query of the table.
+    pub fn expect_columns(&self, table: &str, schema: &arrow::datatypes::Schema) {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        lock(&self.state).tables.insert(table.to_owned(), columns);
     }
 
     /// Records a warning for the caller, unless it was given before.
@@ -293,7 +341,7 @@ async fn curate(
             .cloned()
             .collect()
     };
-    let verdicts: Vec<(ObjectMeta, Result<Vec<String>, String>)> = stream::iter(unchecked)
+    let verdicts: Vec<(ObjectMeta, Result<Footer, String>)> = stream::iter(unchecked)
         .map(|meta| async move {
             let verdict = read_footer(inner, &meta).await;
             (meta, verdict)
@@ -311,21 +359,37 @@ async fn curate(
                 size: meta.size,
                 e_tag: meta.e_tag.clone(),
                 readable: verdict.is_ok(),
-                covers: verdict.unwrap_or_default(),
+                footer: verdict.unwrap_or_default(),
             },
         );
     }
-    let state = lock(state);
+    let mut conflicts = Vec::new();
+    let guard = lock(state);
     let readable: Vec<ObjectMeta> = latest
         .into_iter()
         .filter(|meta| {
-            !is_parquet(meta)
-                || state
-                    .checked
-                    .get(&meta.location)
-                    .is_some_and(|c| c.readable)
+            if !is_parquet(meta) {
+                return true;
+            }
+            let Some(checked) = guard.checked.get(&meta.location).filter(|c| c.readable) else {
+                return false;
+            };
+            let table = meta.location.parts().next();
+            let expected = table.and_then(|t| guard.tables.get(t.as_ref()));
+            match expected.and_then(|columns| column_conflict(&checked.footer.columns, columns)) {
+                Some(why) => {
+                    conflicts.push(format!("skipping {}: {why}", meta.location));
+                    false
+                }
+                None => true,
+            }
         })
         .collect();
+    drop(guard);
+    for conflict in conflicts {
+        warn(state, conflict);
+    }
+    let state = lock(state);
     // Files a readable compacted file next to them covers are read from it alone.
     let folder = |meta: &ObjectMeta| -> String {
         let path = meta.location.as_ref();
@@ -336,12 +400,12 @@ async fn curate(
     let mut covered: HashMap<String, BTreeSet<String>> = HashMap::new();
     for meta in &readable {
         if let Some(checked) = state.checked.get(&meta.location)
-            && !checked.covers.is_empty()
+            && !checked.footer.covers.is_empty()
         {
             covered
                 .entry(folder(meta))
                 .or_default()
-                .extend(checked.covers.iter().cloned());
+                .extend(checked.footer.covers.iter().cloned());
         }
     }
     readable

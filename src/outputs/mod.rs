@@ -40,9 +40,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore};
 
 use self::listing::Curated;
 use self::overlay::{Layer, Overlay};
@@ -265,11 +265,14 @@ impl Outputs {
             .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
         ctx.register_object_store(&url, store.clone());
         let mut tables = Vec::new();
-        for table in discover(&store).await? {
+        for (table, newest) in discover(&store).await? {
             // One folder DataFusion cannot make a table of (files whose schemas conflict,
             // say) must not take the others down with it.
-            match register(&ctx, &table.name, store.partitions()).await {
-                Ok(()) => tables.push(table),
+            match register(&ctx, &table.name, &newest, store.partitions()).await {
+                Ok(schema) => {
+                    store.expect_columns(&table.name, &schema);
+                    tables.push(table);
+                }
                 Err(e) => store.warn(format!("skipping table {}: {e}", table.name)),
             }
         }
@@ -443,9 +446,9 @@ fn vanished(error: &DataFusionError) -> bool {
     false
 }
 
-/// Output folders with Parquet files in them; `_`-prefixed folders (logs, journal, dead
-/// letters) are not tables.
-async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
+/// Output folders with Parquet files in them, each with its newest file; `_`-prefixed
+/// folders (logs, journal, dead letters) are not tables.
+async fn discover(store: &Curated) -> Result<Vec<(TableInfo, ObjectMeta)>, OutputsError> {
     let store_error = |source| OutputsError::Store {
         location: store.to_string(),
         source,
@@ -465,12 +468,19 @@ async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
             .try_collect()
             .await
             .map_err(store_error)?;
-        if !files.is_empty() {
-            tables.push(TableInfo {
-                name,
-                files: files.len(),
-                bytes: files.iter().map(|m| m.size).sum(),
-            });
+        let newest = files
+            .iter()
+            .max_by(|a, b| (a.last_modified, &a.location).cmp(&(b.last_modified, &b.location)))
+            .cloned();
+        if let Some(newest) = newest {
+            tables.push((
+                TableInfo {
+                    name,
+                    files: files.len(),
+                    bytes: files.iter().map(|m| m.size).sum(),
+                },
+                newest,
+            ));
         }
     }
     Ok(tables)
@@ -479,6 +489,11 @@ async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
 /// Registers the files of output folder `name` as a hidden listing table and the table
 /// users see as a view over it, with the `partitions` folders as columns (`node` TEXT,
 /// `date` DATE, `hour` INT).
+///
+/// The columns are those of the table's `newest` file: the query as it is now (a
+/// changed query's older files are read with its columns, missing ones as NULL).
+/// Reading every file's footer for them, as DataFusion's inference does, cost a
+/// fleet's day of outputs most of a query's time.
 ///
 /// The hour folders are zero-padded (`hour=07`, as Hive layouts are). DataFusion turns an
 /// equality on a typed partition column into a folder prefix built from the literal
@@ -491,8 +506,9 @@ async fn discover(store: &Curated) -> Result<Vec<TableInfo>, OutputsError> {
 async fn register(
     ctx: &SessionContext,
     name: &str,
+    newest: &ObjectMeta,
     partitions: &[&str],
-) -> Result<(), OutputsError> {
+) -> Result<SchemaRef, OutputsError> {
     let mut url = url::Url::parse(OUTPUTS_URL)
         .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
     // Pushed as a path segment, so the name is percent-encoded rather than parsed.
@@ -515,7 +531,12 @@ async fn register(
                 })
                 .collect(),
         );
-    let schema = options.infer_schema(&ctx.state(), &url).await?;
+    let state = ctx.state();
+    let store = state.runtime_env().object_store(&url)?;
+    let schema = options
+        .format
+        .infer_schema(&state, &store, std::slice::from_ref(newest))
+        .await?;
     // The files' columns, then the partitions' (`hour` cast).
     let columns: Vec<String> = schema
         .fields()
@@ -528,7 +549,7 @@ async fn register(
         .collect();
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
-        .with_schema(schema);
+        .with_schema(schema.clone());
     let files = format!("{HIDDEN_PREFIX}{name}");
     ctx.register_table(
         TableReference::bare(files.clone()),
@@ -541,5 +562,5 @@ async fn register(
         quote_ident(&files)
     ))
     .await?;
-    Ok(())
+    Ok(schema)
 }

@@ -481,3 +481,52 @@ fn corrupt_files_and_odd_folders_are_named_and_skipped() {
         );
     }
 }
+
+/// A window file whose `readings` column is text: a query changed under `--fresh`.
+fn text_readings_file() -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("device_id", DataType::Utf8, false),
+        Field::new("readings", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["dev-000000"])),
+            Arc::new(StringArray::from(vec!["many"])),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    writer.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    writer.close().unwrap_or_else(|e| panic!("{e}"));
+    bytes
+}
+
+#[test]
+fn a_file_whose_column_types_differ_from_the_newest_is_named_and_skipped() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = dir.path();
+    // An older file from before the query changed, then the current ones.
+    put_local(root, &window("20260101T000000Z", 0), &text_readings_file());
+    let old = std::fs::File::options()
+        .write(true)
+        .open(root.join(window("20260101T000000Z", 0)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    old.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        .unwrap_or_else(|e| panic!("{e}"));
+    put_local(root, &window("20260101T000100Z", 0), &window_file(3, 2));
+    put_local(root, &window("20260101T000200Z", 0), &window_file(2, 5));
+
+    let rt = runtime();
+    let outputs = open(&rt, Some(root), None);
+    let result = sql(&rt, &outputs, "SELECT sum(readings) FROM traffic");
+    assert_eq!(single(&result), 3 * 2 + 2 * 5);
+    let warnings = outputs.take_warnings().join("\n");
+    assert!(
+        warnings.contains("window-20260101T000000Z-r0.parquet")
+            && warnings.contains("column `readings` is Utf8 here but Int64"),
+        "{warnings}"
+    );
+}
