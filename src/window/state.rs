@@ -107,7 +107,9 @@ pub struct PartialWindow {
     /// lateness): when they are due, a time at or after the batches that carried them.
     /// Parts of one correction share it, and the owner writes them as one new revision
     /// once the frontier has passed it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ///
+    /// Always serialized: timely encodes what crosses processes with bincode, which
+    /// has no field names, so a skipped field would shift every field after it.
     pub correction: Option<i64>,
     /// Key values, one row per group.
     pub keys: KeyRows,
@@ -612,5 +614,33 @@ pub(crate) mod tests {
             (0..16).map(|i| window_owner(i * minute, 4)).collect();
         assert_eq!(owners.len(), 4);
         assert!((0..16).all(|i| window_owner(i * minute, 1) == 0));
+    }
+
+    /// What crosses processes in timely's cluster mode is bincode: a part must come
+    /// back as it went, with and without a correction.
+    #[test]
+    fn partial_windows_survive_bincode_with_and_without_a_correction() {
+        let p = plan("TUMBLE(r, ts, INTERVAL '10' SECOND)", "0s");
+        let mut interner = Interner::new();
+        let mut state = WindowState::new(&p);
+        let s = 1_000_000;
+        let b = batch(
+            &mut interner,
+            &[("a", s, 1), ("b", 2 * s, 2), ("a", 3 * s, 3)],
+        );
+        ingest(&mut state, &b, i64::MIN, &interner);
+        let mut parts = state.close_until(i64::MAX, 0, 2, &interner);
+        assert!(!parts.is_empty());
+        let corrected = PartialWindow {
+            correction: Some(42 * s),
+            ..parts[0].clone()
+        };
+        parts.push(corrected);
+        for part in &parts {
+            let bytes = bincode::serialize(part).unwrap_or_else(|e| panic!("{e}"));
+            let back: PartialWindow =
+                bincode::deserialize(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&back, part);
+        }
     }
 }
