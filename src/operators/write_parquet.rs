@@ -31,7 +31,7 @@ pub struct Notify {
     pub commit: OnCommit,
     /// Every superseded revision.
     pub supersede: OnSupersede,
-    /// Every file compaction replaced ([`crate::sink::compaction`]).
+    /// Every file compaction replaced ([`crate::sink::compaction`]); see [`OnCompact`].
     pub compacted: OnCompact,
 }
 
