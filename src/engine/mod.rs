@@ -95,6 +95,15 @@ fn compact(config: &RunConfig, plan: &QueryPlan, state: &StreamState, notify: &N
     let Some(max) = state.max_event_time else {
         return;
     };
+    if config.on_compact.is_none()
+        && crate::sync::journal::Journal::path_for(&config.output).exists()
+    {
+        // The folder was synced before and this run does not sync: deleting files the
+        // bucket holds without journaling it would leave them there, next to the hour
+        // file, for every reader that does not know the rule. A synced run compacts.
+        tracing::info!(query = %plan.name, "Compaction left to a run that syncs this folder");
+        return;
+    }
     let watermark = max.saturating_sub(plan.source.max_out_of_orderness);
     let before = crate::sink::compaction::closed_before(plan, watermark);
     let tables = [plan.name.clone(), format!("{}_late", plan.name)];

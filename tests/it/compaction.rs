@@ -279,3 +279,47 @@ fn a_compaction_cut_short_shows_no_row_twice_and_the_next_run_finishes_it() {
     assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
     assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
 }
+
+#[test]
+fn a_folder_synced_before_is_compacted_only_by_a_run_that_syncs_it() {
+    let moto = Moto::signed();
+    moto.bucket("compaction-nosync");
+    let url = "s3://compaction-nosync/site";
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = readings(dir.path());
+    let out = dir.path().join("out");
+    run(&moto, &input, &out, url, &["--no-compaction"], None);
+    let written = hour_folders(&out);
+    let empty = dir.path().join("nothing-new.jsonl");
+    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    // Without sync, deleting what the bucket holds would go unrecorded: nothing moves.
+    let mut command = edgeflow();
+    check(
+        command
+            .arg("run")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/queries/device_traffic.sql"
+            ))
+            .arg("--input")
+            .arg(&empty)
+            .arg("--output")
+            .arg(&out)
+            .args(["--workers", "2", "--no-sync"]),
+        "edgeflow run --no-sync",
+    );
+    assert_eq!(hour_folders(&out), written);
+    // Another input: one already consumed is not run again.
+    let empty = dir.path().join("nothing-new-either.jsonl");
+    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    run(&moto, &empty, &out, url, &[], None);
+    assert!(
+        hour_folders(&out)
+            .iter()
+            .any(|f| f.len() == 1 && f[0].starts_with("hour-"))
+    );
+    assert_target_mirrors(&out, url, &moto.options());
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let want = (READINGS, bytes_in(&input));
+    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+}
