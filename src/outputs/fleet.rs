@@ -18,6 +18,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
+use super::overlay::read_only;
 use crate::sync::target::NODE_FOLDER_PREFIX;
 
 /// The node names of a tree's top-level folders (`node=NAME/`), sorted; empty when the
@@ -85,12 +86,6 @@ fn file_to_fleet(path: &Path) -> Option<Path> {
     (path.parts().count() >= 3)
         .then(|| to_fleet(path))
         .flatten()
-}
-
-fn read_only(operation: &str) -> object_store::Error {
-    object_store::Error::NotSupported {
-        source: format!("a fleet's outputs are read-only ({operation})").into(),
-    }
 }
 
 fn not_in_a_node(path: &Path) -> object_store::Error {

@@ -61,7 +61,8 @@ impl std::fmt::Display for Overlay {
     }
 }
 
-fn read_only(operation: &str) -> object_store::Error {
+/// The error of a write to a read-only view of the outputs.
+pub(super) fn read_only(operation: &str) -> object_store::Error {
     object_store::Error::NotSupported {
         source: format!("the outputs are read-only here ({operation})").into(),
     }

@@ -104,6 +104,35 @@ fn bytes_in(input: &Path) -> i64 {
         .sum()
 }
 
+/// An input file with nothing in it, for a run that only compacts.
+fn empty_input(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// Every hour folder of `out` holds one hour file or only window files (the last hour,
+/// still open); the bucket mirrors `out`; both answer `want`.
+fn assert_compacted_everywhere(moto: &Moto, out: &Path, url: &str, want: (i64, i64)) {
+    let folders = hour_folders(out);
+    assert!(
+        folders
+            .iter()
+            .all(|f| f.len() == 1 || f.iter().all(|n| n.starts_with("window-"))),
+        "a compacted hour keeps nothing else: {folders:?}"
+    );
+    assert!(
+        folders
+            .iter()
+            .any(|f| f.len() == 1 && f[0].starts_with("hour-")),
+        "{folders:?}"
+    );
+    assert_target_mirrors(out, url, &moto.options());
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(totals(&runtime, &local(out, &runtime)), want);
+    assert_eq!(totals(&runtime, &remote(moto, url, &runtime)), want);
+}
+
 fn totals(runtime: &tokio::runtime::Runtime, outputs: &Outputs) -> (i64, i64) {
     let result: QueryResult = runtime
         .block_on(outputs.sql(TOTALS))
@@ -201,8 +230,7 @@ fn compaction_while_queries_run_in_a_loop_never_changes_a_total() {
             })
         })
         .collect();
-    let empty = dir.path().join("nothing-new.jsonl");
-    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    let empty = empty_input(dir.path(), "nothing-new.jsonl");
     run(
         &moto,
         &empty,
@@ -219,21 +247,12 @@ fn compaction_while_queries_run_in_a_loop_never_changes_a_total() {
         assert!(queries > 0, "the reader ran no query");
     }
 
-    let after = hour_folders(&out);
-    let compacted = after
+    let compacted = hour_folders(&out)
         .iter()
         .filter(|f| f.len() == 1 && f[0].starts_with("hour-"))
         .count();
-    assert!(compacted >= 2, "{after:?}");
-    assert!(
-        after
-            .iter()
-            .all(|f| f.len() == 1 || f.iter().all(|n| n.starts_with("window-"))),
-        "a compacted hour keeps nothing else: {after:?}"
-    );
-    assert_target_mirrors(&out, url, &moto.options());
-    assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
-    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+    assert!(compacted >= 2, "{compacted} hours compacted");
+    assert_compacted_everywhere(&moto, &out, url, want);
 }
 
 #[test]
@@ -266,18 +285,15 @@ fn a_compaction_cut_short_shows_no_row_twice_and_the_next_run_finishes_it() {
     assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
     assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
 
-    let empty = dir.path().join("nothing-new.jsonl");
-    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
-    run(&moto, &empty, &out, url, &[], None);
-    let done = hour_folders(&out);
-    assert!(
-        done.iter()
-            .all(|f| f.len() == 1 || f.iter().all(|n| n.starts_with("window-"))),
-        "{done:?}"
+    run(
+        &moto,
+        &empty_input(dir.path(), "nothing-new.jsonl"),
+        &out,
+        url,
+        &[],
+        None,
     );
-    assert_target_mirrors(&out, url, &moto.options());
-    assert_eq!(totals(&runtime, &local(&out, &runtime)), want);
-    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+    assert_compacted_everywhere(&moto, &out, url, want);
 }
 
 #[test]
@@ -290,8 +306,7 @@ fn a_folder_synced_before_is_compacted_only_by_a_run_that_syncs_it() {
     let out = dir.path().join("out");
     run(&moto, &input, &out, url, &["--no-compaction"], None);
     let written = hour_folders(&out);
-    let empty = dir.path().join("nothing-new.jsonl");
-    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    let empty = empty_input(dir.path(), "nothing-new.jsonl");
     // Without sync, deleting what the bucket holds would go unrecorded: nothing moves.
     let mut command = edgeflow();
     check(
@@ -310,16 +325,7 @@ fn a_folder_synced_before_is_compacted_only_by_a_run_that_syncs_it() {
     );
     assert_eq!(hour_folders(&out), written);
     // Another input: one already consumed is not run again.
-    let empty = dir.path().join("nothing-new-either.jsonl");
-    std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+    let empty = empty_input(dir.path(), "nothing-new-either.jsonl");
     run(&moto, &empty, &out, url, &[], None);
-    assert!(
-        hour_folders(&out)
-            .iter()
-            .any(|f| f.len() == 1 && f[0].starts_with("hour-"))
-    );
-    assert_target_mirrors(&out, url, &moto.options());
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
-    let want = (READINGS, bytes_in(&input));
-    assert_eq!(totals(&runtime, &remote(&moto, url, &runtime)), want);
+    assert_compacted_everywhere(&moto, &out, url, (READINGS, bytes_in(&input)));
 }
