@@ -3,7 +3,7 @@
 //! It emits each chunk and, on a second output, the chunk's summary (largest event time,
 //! line count) for every worker. Its capability sits at the watermark of the first chunk
 //! this worker could still read: the largest event time among the chunks it has read and
-//! the contiguous prefix of the input the stamp operator knows ([`Backlog::known`]),
+//! the contiguous prefix of the input the stamp operator knows (`Backlog::known`),
 //! minus the allowed out-of-orderness. Any chunk still to come follows both, so this is a
 //! lower bound on its watermark, which is what the frontier must be; and because it
 //! follows the chunks every worker reads, a worker dealt nothing for a while does not

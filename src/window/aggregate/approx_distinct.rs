@@ -52,7 +52,7 @@ pub fn union(a: &HllSketch, b: &HllSketch) -> HllSketch {
 }
 
 /// One HLL sketch per slot, made on the first value (kept as the values' coupons until
-/// needed, see [`Staged`]).
+/// needed, see `staged`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApproxDistinct {
     #[serde(with = "sketch_bytes")]

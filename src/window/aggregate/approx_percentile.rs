@@ -99,7 +99,7 @@ fn from_order_key(key: u64) -> f64 {
 }
 
 /// One t-digest per slot, made on the first value (kept as the values until needed,
-/// see [`Staged`]).
+/// see `staged`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ApproxPercentile {
     /// The quantile asked for, 0 to 1.
