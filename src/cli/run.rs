@@ -57,10 +57,9 @@ pub struct RunArgs {
     /// become new revisions.
     #[arg(long)]
     pub fresh: bool,
-    /// Leave each window's file as it is: do not compact the files of closed hours
-    /// into one per hour.
+    /// Compact the files of each closed hour into one when a run (or checkpoint) ends.
     #[arg(long)]
-    pub no_compaction: bool,
+    pub compact: bool,
     /// With a live source (http_poll, http_push, mqtt, a followed file glob): stop
     /// after this long, as SIGTERM would (e.g. 90s, 2h).
     #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -185,7 +184,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             http: Default::default(),
             run_for: args.run_for,
             fresh: args.fresh,
-            no_compaction: args.no_compaction,
+            compact: args.compact,
             max_line_bytes: args.max_line_bytes,
             json: args.json,
             sync: args.sync.clone(),
@@ -247,7 +246,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             // One bar per terminal: several queries would draw over each other.
             config.progress = plans.len() == 1 && std::io::stderr().is_terminal();
             config.fresh = args.fresh;
-            config.compaction = !args.no_compaction;
+            config.compaction = args.compact;
             config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
             if let Some(syncer) = &syncer {
                 edgeflow::wiring::attach_sync(&mut config, &syncer.handle());

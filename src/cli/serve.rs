@@ -74,10 +74,9 @@ pub struct ServeArgs {
     /// Forget what earlier runs kept for each query and start from scratch.
     #[arg(long)]
     pub fresh: bool,
-    /// Leave each window's file as it is: do not compact the files of closed hours
-    /// into one per hour.
+    /// Compact the files of each closed hour into one when a run (or checkpoint) ends.
     #[arg(long)]
-    pub no_compaction: bool,
+    pub compact: bool,
     /// Longest reading line (JSON) taken.
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     pub max_line_bytes: u64,
@@ -102,7 +101,7 @@ pub struct ServeArgs {
     #[arg(long = "sync", value_name = "URL")]
     pub sync: Option<String>,
     /// This box's name in a fleet: files go under `node=NAME/` of the target, so many
-    /// nodes share one bucket (default: $EDGEFLOW_NODE, else the config file's).
+    /// nodes share one bucket (default: $EDGEFLOW_NODE_NAME, else the config file's).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// Do not sync (wins over $EDGEFLOW_SYNC and the config file's target).
@@ -200,7 +199,7 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             .node
             .clone()
             .or_else(|| {
-                std::env::var("EDGEFLOW_NODE")
+                std::env::var("EDGEFLOW_NODE_NAME")
                     .ok()
                     .filter(|v| !v.is_empty())
             })
@@ -252,7 +251,7 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         },
         run_for: args.run_for,
         fresh: args.fresh,
-        no_compaction: args.no_compaction,
+        compact: args.compact,
         max_line_bytes: args.max_line_bytes,
         json: args.json,
         sync,
@@ -282,8 +281,8 @@ pub struct NodeSettings {
     pub run_for: Option<Duration>,
     /// `--fresh`.
     pub fresh: bool,
-    /// `--no-compaction`.
-    pub no_compaction: bool,
+    /// `--compact`.
+    pub compact: bool,
     /// Longest line.
     pub max_line_bytes: u64,
     /// JSON summary.
@@ -333,7 +332,7 @@ pub fn run_node(
         run_for: settings.run_for,
         syncer: syncer.clone(),
         forget_state: settings.fresh,
-        compaction: !settings.no_compaction,
+        compaction: settings.compact,
         tls: settings.tls.clone(),
         http: settings.http.clone(),
         wal_fsync: settings.wal_fsync,

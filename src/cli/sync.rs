@@ -58,7 +58,7 @@ pub struct SyncFlags {
     pub sync: Option<String>,
     /// This box's name in a fleet: files go under `node=NAME/` of the target, so many
     /// nodes share one bucket and `edgeflow query` reads them as one table per query.
-    #[arg(long, value_name = "NAME", env = "EDGEFLOW_NODE")]
+    #[arg(long, value_name = "NAME", env = "EDGEFLOW_NODE_NAME")]
     pub node: Option<String>,
     /// Do not sync; results stay in the output folder only (wins over $EDGEFLOW_SYNC).
     #[arg(long, conflicts_with = "sync")]
@@ -146,7 +146,7 @@ pub struct SyncArgs {
     #[arg(long)]
     pub to: String,
     /// This box's name in a fleet: files go under `node=NAME/` of the target.
-    #[arg(long, value_name = "NAME", env = "EDGEFLOW_NODE")]
+    #[arg(long, value_name = "NAME", env = "EDGEFLOW_NODE_NAME")]
     pub node: Option<String>,
     /// Check every file still on local disk against the target, not only pending ones.
     #[arg(long)]

@@ -24,7 +24,7 @@ fn edgeflow() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
     command
         .env_remove("EDGEFLOW_SYNC")
-        .env_remove("EDGEFLOW_NODE")
+        .env_remove("EDGEFLOW_NODE_NAME")
         .env_remove("FAILPOINTS");
     command
 }
@@ -188,7 +188,7 @@ fn compaction_while_queries_run_in_a_loop_never_changes_a_total() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let input = readings(dir.path());
     let out = dir.path().join("out");
-    run(&moto, &input, &out, url, &["--no-compaction"], None);
+    run(&moto, &input, &out, url, &[], None);
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let want = totals(&runtime, &local(&out, &runtime));
     assert_eq!(want, (READINGS, bytes_in(&input)), "every reading once");
@@ -236,7 +236,7 @@ fn compaction_while_queries_run_in_a_loop_never_changes_a_total() {
         &empty,
         &out,
         url,
-        &[],
+        &["--compact"],
         Some("compaction-retire=sleep(400)"),
     );
     stop.store(true, Ordering::SeqCst);
@@ -269,7 +269,7 @@ fn a_compaction_cut_short_shows_no_row_twice_and_the_next_run_finishes_it() {
         &input,
         &out,
         url,
-        &[],
+        &["--compact"],
         Some("compaction-retire=return"),
     );
     let cut = hour_folders(&out);
@@ -290,7 +290,7 @@ fn a_compaction_cut_short_shows_no_row_twice_and_the_next_run_finishes_it() {
         &empty_input(dir.path(), "nothing-new.jsonl"),
         &out,
         url,
-        &[],
+        &["--compact"],
         None,
     );
     assert_compacted_everywhere(&moto, &out, url, want);
@@ -304,7 +304,7 @@ fn a_folder_synced_before_is_compacted_only_by_a_run_that_syncs_it() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let input = readings(dir.path());
     let out = dir.path().join("out");
-    run(&moto, &input, &out, url, &["--no-compaction"], None);
+    run(&moto, &input, &out, url, &[], None);
     let written = hour_folders(&out);
     let empty = empty_input(dir.path(), "nothing-new.jsonl");
     // Without sync, deleting what the bucket holds would go unrecorded: nothing moves.
@@ -320,12 +320,12 @@ fn a_folder_synced_before_is_compacted_only_by_a_run_that_syncs_it() {
             .arg(&empty)
             .arg("--output")
             .arg(&out)
-            .args(["--workers", "2", "--no-sync"]),
+            .args(["--workers", "2", "--no-sync", "--compact"]),
         "edgeflow run --no-sync",
     );
     assert_eq!(hour_folders(&out), written);
     // Another input: one already consumed is not run again.
     let empty = empty_input(dir.path(), "nothing-new-either.jsonl");
-    run(&moto, &empty, &out, url, &[], None);
+    run(&moto, &empty, &out, url, &["--compact"], None);
     assert_compacted_everywhere(&moto, &out, url, (READINGS, bytes_in(&input)));
 }

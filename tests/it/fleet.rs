@@ -64,7 +64,7 @@ fn run_node(moto: &Moto, query: &Path, input: &Path, out: &Path, workers: usize,
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
     command
         .env_remove("EDGEFLOW_SYNC")
-        .env_remove("EDGEFLOW_NODE");
+        .env_remove("EDGEFLOW_NODE_NAME");
     moto.env(&mut command);
     let output = command
         .arg("run")
