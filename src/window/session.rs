@@ -204,10 +204,7 @@ impl Sessions {
             if !owned(keys, row) {
                 continue;
             }
-            let (Some(first), Some(last)) = (
-                accs[self.first_agg].int_extreme(row),
-                accs[self.last_agg].int_extreme(row),
-            ) else {
+            let Some((first, last)) = self.bounds(accs, row) else {
                 continue;
             };
             let key = self.key_id(keys, row);
@@ -226,14 +223,20 @@ impl Sessions {
         taken
     }
 
+    /// The first and last reading time of row `row` of merged pane rows; `None` for a row
+    /// without readings.
+    fn bounds(&self, accs: &[Accumulator], row: usize) -> Option<(i64, i64)> {
+        Some((
+            accs[self.first_agg].int_extreme(row)?,
+            accs[self.last_agg].int_extreme(row)?,
+        ))
+    }
+
     /// Stitches the merged rows of one pane (panes come in order of their end).
     pub fn add_pane(&mut self, keys: &KeyRows, accs: &[Accumulator]) {
         let gap = self.gap;
         for row in 0..keys.len {
-            let (Some(first), Some(last)) = (
-                accs[self.first_agg].int_extreme(row),
-                accs[self.last_agg].int_extreme(row),
-            ) else {
+            let Some((first, last)) = self.bounds(accs, row) else {
                 continue;
             };
             let key = self.key_id(keys, row);
@@ -424,10 +427,7 @@ impl Sessions {
         let gap = self.gap;
         let mut dirty = BTreeSet::new();
         for row in 0..keys.len {
-            let (Some(first), Some(last)) = (
-                accs[self.first_agg].int_extreme(row),
-                accs[self.last_agg].int_extreme(row),
-            ) else {
+            let Some((first, last)) = self.bounds(accs, row) else {
                 continue;
             };
             let key = self.key_id(keys, row);
