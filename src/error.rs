@@ -48,6 +48,9 @@ pub enum Error {
     /// The live node cannot start or run.
     #[error(transparent)]
     Node(#[from] crate::serve::NodeError),
+    /// The processes of a cluster cannot be connected, or disagree on what to compute.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The registry a query joins cannot be read, or a row of it is malformed.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Registry(Vec<crate::registry::RegistryError>),
@@ -75,6 +78,11 @@ impl Error {
                 crate::serve::NodeError::Listen { .. } | crate::serve::NodeError::Runtime(_),
             ) => ErrorKind::External,
             Error::Node(_) => ErrorKind::User,
+            Error::Cluster(
+                crate::cluster::ClusterError::Connect { .. }
+                | crate::cluster::ClusterError::Listen { .. },
+            ) => ErrorKind::External,
+            Error::Cluster(_) => ErrorKind::User,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

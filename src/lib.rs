@@ -29,6 +29,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod cluster;
 pub mod decode;
 pub mod devices;
 pub mod digest;

@@ -89,6 +89,45 @@ pub fn on_signals(on_signal: impl Fn(i32) + Send + 'static) {
     });
 }
 
+/// timely's cluster settings: one run's workers over several processes.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Processes in the cluster, each with `--workers` threads (timely's cluster mode;
+    /// every process is started with the same arguments but `--process`).
+    #[arg(long, default_value_t = 1, requires = "hostfile")]
+    pub processes: usize,
+    /// This process's index in the cluster, from 0.
+    #[arg(long, default_value_t = 0, requires = "hostfile")]
+    pub process: usize,
+    /// The cluster's processes, one `host:port` per line in process order (the same
+    /// file for every process; each listens on its own line).
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+    /// How long a process waits for the others to start and connect.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, hide_short_help = true)]
+    pub connect_timeout: std::time::Duration,
+}
+
+impl ClusterArgs {
+    /// The cluster these settings describe; none for a single process.
+    pub fn cluster(&self) -> anyhow::Result<Option<edgeflow::cluster::Cluster>> {
+        let Some(hostfile) = &self.hostfile else {
+            return Ok(None);
+        };
+        if self.processes == 0 {
+            return Err(Usage("--processes must be at least 1".into()).into());
+        }
+        let cluster = edgeflow::cluster::Cluster::from_hostfile(
+            hostfile,
+            self.processes,
+            self.process,
+            self.connect_timeout,
+        )
+        .map_err(edgeflow::Error::from)?;
+        Ok((cluster.processes() > 1).then_some(cluster))
+    }
+}
+
 /// Settings of the synthetic reading generator, shared by `run` and `gen`.
 #[derive(Debug, Clone, Args)]
 pub struct GeneratorArgs {

@@ -21,7 +21,7 @@ use edgeflow::sync::{SyncReport, Syncer};
 use super::logging::FileLogs;
 use super::serve::{DEFAULT_LISTEN, NodeSettings, run_node};
 use super::sync::SyncFlags;
-use super::{GenFormat, GeneratorArgs, Usage, default_output, is_dash};
+use super::{ClusterArgs, GenFormat, GeneratorArgs, Usage, default_output, is_dash};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// Sync settings.
     #[command(flatten)]
     pub sync: SyncFlags,
+    /// Cluster settings.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Generator settings, used when there is no `--input`.
     #[command(flatten)]
     pub generator: GeneratorArgs,
@@ -168,6 +171,13 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         )
         .into());
     }
+    let cluster = args.cluster.cluster()?;
+    if cluster.is_some() && live > 0 {
+        return Err(Usage(
+            "cluster mode runs finite inputs (files, the generator): live sources run on one process".into(),
+        )
+        .into());
+    }
     if live > 0 {
         // A live source has no end: the queries run as a node (sharing each table's ingest).
         let listen = plans
@@ -218,6 +228,10 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     if workers == 0 {
         return Err(Usage("--workers must be at least 1".into()).into());
     }
+    let hello = match &cluster {
+        Some(cluster) => Some(cluster_hello(args, &plans, &inputs, cluster, workers)?),
+        None => None,
+    };
     // The output folder is checked before sync opens its journal there, so an unusable
     // folder is reported as such.
     engine::ensure_writable(&args.output)?;
@@ -230,11 +244,17 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let signals = Signals::install();
+    let signals = match &cluster {
+        Some(_) => Signals::install_cluster(),
+        None => Signals::install(),
+    };
     let deadline = args.run_for.map(|d| Instant::now() + d);
     // One set of workers for every query and every input file: each query is a dataflow
     // of its own on them.
-    let pool = engine::Workers::start(workers)?;
+    let pool = match (&cluster, &hello) {
+        (Some(cluster), Some(hello)) => engine::Workers::start_cluster(workers, cluster, hello)?,
+        _ => engine::Workers::start(workers)?,
+    };
     // One leg: every query over `input` until its end, a signal or a checkpoint.
     let leg = |input: &Input| -> anyhow::Result<(Vec<engine::RunSummary>, bool)> {
         let mut running = Vec::new();
@@ -272,8 +292,10 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         let controls: Vec<Arc<Control>> = running.iter().map(|q| q.control().clone()).collect();
         let (leg_done, done) = std::sync::mpsc::channel::<()>();
         // Standard input cannot be read again from a position: it runs in one leg.
+        // Nor does a cluster: each process would cut the input where its own timer says.
         let every = match input {
             Input::Stdin { .. } => Duration::MAX,
+            _ if cluster.is_some() => Duration::MAX,
             _ => args.checkpoint_every,
         };
         let timer = std::thread::spawn({
@@ -388,7 +410,11 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             }
         }
     }
-    if !pool.shutdown() && failure.is_none() {
+    if failure.is_some() && cluster.is_some() {
+        // Without the clean goodbye (see `Workers`' drop): the peers stop with an error
+        // naming this process instead of waiting for it.
+        drop(pool);
+    } else if !pool.shutdown() && failure.is_none() {
         failure = Some(anyhow::Error::from(edgeflow::Error::Internal(
             "a worker failed".into(),
         )));
@@ -409,6 +435,81 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         Some(signal) => Err(Interrupted(signal).into()),
         None => Ok(()),
     }
+}
+
+/// What every process of a cluster must agree on before its workers exchange a byte:
+/// the same edgeflow and plans, the same input cut into the same chunks, and output
+/// folders at the same point of the stream.
+fn cluster_hello(
+    args: &RunArgs,
+    plans: &[QueryPlan],
+    inputs: &Inputs,
+    cluster: &edgeflow::cluster::Cluster,
+    workers: usize,
+) -> anyhow::Result<edgeflow::cluster::Hello> {
+    let refuse = |what: &str| -> anyhow::Result<edgeflow::cluster::Hello> {
+        Err(Usage(format!("cluster mode cannot {what}")).into())
+    };
+    match inputs {
+        Inputs::One(Input::Stdin { .. }) => {
+            return refuse(
+                "read standard input: every process reads its share of one file (--input FILE, the same on every host)",
+            );
+        }
+        Inputs::Files { follow: true, .. } => {
+            return refuse("follow a file glob (follow = true): it reads finite inputs");
+        }
+        _ => {}
+    }
+    if args.compact {
+        return refuse(
+            "compact (--compact): every process would write its own hour files under one prefix",
+        );
+    }
+    let mut hello = edgeflow::cluster::Hello::default()
+        .with("edgeflow version", env!("CARGO_PKG_VERSION"))
+        .with("processes", cluster.processes())
+        .with("workers per process", workers)
+        .with("--chunk-bytes", args.chunk_bytes.max(4096))
+        .with("--max-line-bytes", args.max_line_bytes)
+        .with("--fresh", args.fresh);
+    let sized = |path: &std::path::Path| {
+        let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        format!("{} ({bytes} bytes)", path.display())
+    };
+    hello = match inputs {
+        Inputs::One(input @ Input::File { path, .. }) => {
+            hello.with("input", format!("{input:?}: {}", sized(path)))
+        }
+        Inputs::One(input) => hello.with("input", format!("{input:?}")),
+        Inputs::Files { pattern, .. } => {
+            let files = matching_files(pattern)?;
+            let listed: Vec<String> = files.iter().map(|f| sized(f)).collect();
+            hello.with("input", listed.join(", "))
+        }
+    };
+    for plan in plans {
+        let mut bare = plan.clone();
+        bare.file = PathBuf::new();
+        let plan_text = serde_json::to_vec(&bare)?;
+        hello = hello.with(
+            format!("query {}", plan.name),
+            edgeflow::digest::md5_hex(&plan_text),
+        );
+        if !args.fresh {
+            // Where each process's folder stands in the stream (every process records
+            // the whole input's position and watermark, whatever share it read).
+            let stream = match edgeflow::stream::StreamState::load(&args.output, plan) {
+                Ok(state) => format!(
+                    "watermark {:?}, inputs consumed {:?}",
+                    state.max_event_time, state.inputs
+                ),
+                Err(e) => format!("unreadable ({e})"),
+            };
+            hello = hello.with(format!("stream of {}", plan.name), stream);
+        }
+    }
+    Ok(hello)
 }
 
 /// The files a pattern matches, in name order (a plain path matches itself).
@@ -449,6 +550,26 @@ struct Signals {
 }
 
 impl Signals {
+    /// In a cluster a signal cannot stop one process at a clean cut (the others go on
+    /// reading): the process ends at once, its run not committed, and its peers stop
+    /// with an error naming it. The next run of the cluster does the run again.
+    fn install_cluster() -> Signals {
+        super::on_signals(move |number| {
+            tracing::warn!(
+                signal = number,
+                "Stopping a cluster process: its run is not committed, and the other processes stop too"
+            );
+            eprintln!(
+                "edgeflow: signal {number}: this cluster process stops without committing its run; the next run of the cluster does it again"
+            );
+            std::process::exit(128 + number);
+        });
+        Signals {
+            current: Arc::default(),
+            received: Arc::new(AtomicI32::new(0)),
+        }
+    }
+
     fn install() -> Signals {
         let signals = Signals {
             current: Arc::default(),

@@ -243,6 +243,10 @@ pub struct Control {
     interrupted_by: Mutex<Option<i32>>,
     lines: AtomicU64,
     max_event_time: AtomicI64,
+    /// Lines in the contiguous prefix of the input every worker has summaries of.
+    prefix_lines: AtomicU64,
+    /// Largest event time in it (and of earlier runs).
+    prefix_max_event_time: AtomicI64,
     end_of_input: Mutex<EndOfInput>,
     /// Set once a worker has seen the whole input: windows flushed after it are open.
     input_ended: AtomicBool,
@@ -263,6 +267,8 @@ impl Default for Control {
             interrupted_by: Mutex::new(None),
             lines: AtomicU64::new(0),
             max_event_time: AtomicI64::new(i64::MIN),
+            prefix_lines: AtomicU64::new(0),
+            prefix_max_event_time: AtomicI64::new(i64::MIN),
             end_of_input: Mutex::new(EndOfInput::Keep),
             input_ended: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
@@ -411,6 +417,25 @@ impl Control {
             .lock()
             .ok()
             .and_then(|c| (c.stop_at != u64::MAX).then_some(c.stop_at))
+    }
+
+    /// Notes how far the input's summarised prefix reaches: its lines and largest event
+    /// time. Every worker of every process hears every chunk's summary, so this is the
+    /// whole input's, also in a cluster where this process read only a share of it.
+    pub fn note_prefix(&self, lines: u64, max_event_time: Option<i64>) {
+        self.prefix_lines.fetch_max(lines, Ordering::Relaxed);
+        if let Some(m) = max_event_time {
+            self.prefix_max_event_time.fetch_max(m, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines and largest event time of the summarised prefix ([`Control::note_prefix`]).
+    pub fn stream_prefix(&self) -> (u64, Option<i64>) {
+        let m = self.prefix_max_event_time.load(Ordering::Relaxed);
+        (
+            self.prefix_lines.load(Ordering::Relaxed),
+            (m != i64::MIN).then_some(m),
+        )
     }
 
     /// Counts what a claimed chunk holds: lines and largest event time.

@@ -54,6 +54,8 @@ pub struct Shared {
     pub writers: Writers,
     /// The registry the query joins, if it joins one.
     pub registry: Option<Arc<Registry>>,
+    /// This process's first worker (0 outside a cluster).
+    pub first_worker: usize,
 }
 
 /// Builds the dataflow of one worker in `scope`.
@@ -115,10 +117,10 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         shared.metrics.clone(),
     );
     // Windows an earlier run left open join this run's partials at their keys' owners;
-    // worker 0 hands them out.
+    // the first worker of each process hands out those its process kept.
     // Of a SESSION query, only corrections a checkpoint cut short go this way (kept
     // sessions go straight back to their stitcher, not through the panes).
-    let resumed: Vec<PartialWindow> = if scope.index() == 0 {
+    let resumed: Vec<PartialWindow> = if scope.index() == shared.first_worker {
         shared
             .stream
             .resumed

@@ -375,6 +375,19 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     } else {
         StreamState::load(&config.output, &plan)?
     };
+    let shape = workers.cluster_shape();
+    if state.cluster != shape && state.runs > 0 && !config.fresh {
+        let describe = |shape: Option<crate::stream::ClusterShape>| {
+            shape.map_or_else(|| "a single process".to_owned(), |s| s.to_string())
+        };
+        return Err(crate::cluster::ClusterError::Shape {
+            folder: config.output.clone(),
+            was: describe(state.cluster),
+            now: describe(shape),
+        }
+        .into());
+    }
+    state.cluster = shape;
     let mut layout = Layout::new(&config.output, &plan.name, peers, state.runs);
     prepare_output(&layout)?;
     if config.fresh {
@@ -471,6 +484,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         metrics: metrics.clone(),
         writers: writers.clone(),
         registry,
+        first_worker: workers.first(),
     };
     let job = workers.build(shared)?;
     Ok(RunningQuery {
@@ -570,14 +584,21 @@ impl RunningQuery {
         }
         let cut = control.cut_at();
         let end = input.position_after(cut);
+        // A process of a cluster reads a share of the input; what it records is the
+        // whole input's, which every worker learns from the chunks' summaries.
+        let (lines, max_event_time) = if state.cluster.is_some() {
+            control.stream_prefix()
+        } else {
+            (control.lines_read(), control.max_event_time())
+        };
         consumed::record(
             &mut state.inputs,
             &config.input,
             end,
-            lines_before + control.lines_read(),
+            lines_before + lines,
             cut.is_none(),
         );
-        state.advance(&stream, control.max_event_time());
+        state.advance(&stream, max_event_time);
         if control.end_of_input() == EndOfInput::Close {
             state.close_written(plan.window.file_span(), plan.source.max_out_of_orderness);
         }

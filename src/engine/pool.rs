@@ -85,19 +85,76 @@ struct Commands {
 }
 
 /// A fixed set of timely worker threads running dataflows built on demand.
+///
+/// In a cluster ([`crate::cluster`]) the set spans processes: this process runs the
+/// workers `first..first + local` of `peers`, and every process builds the same
+/// dataflows in the same order.
 pub struct Workers {
     peers: usize,
+    processes: usize,
+    first: usize,
+    local: usize,
     commands: Arc<Mutex<Commands>>,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
 }
+
+/// How a worker thread is handed to timely.
+type Serve = Box<dyn Fn(&mut timely::worker::Worker) + Send + Sync>;
 
 impl Workers {
     /// Starts `peers` worker threads (at least one).
     pub fn start(peers: usize) -> Result<Workers, Error> {
         let peers = peers.max(1);
-        let mut senders = Vec::with_capacity(peers);
-        let mut receivers = Vec::with_capacity(peers);
-        for _ in 0..peers {
+        Self::launch(peers, 1, 0, |serve| {
+            timely::execute(timely::Config::process(peers), serve)
+        })
+    }
+
+    /// Starts `threads` worker threads as process `cluster.process` of a cluster, once
+    /// every peer is connected and agrees with `hello`. From here on, a peer that dies
+    /// ends this process too ([`crate::cluster::exit_when_a_peer_dies`]).
+    pub fn start_cluster(
+        threads: usize,
+        cluster: &crate::cluster::Cluster,
+        hello: &crate::cluster::Hello,
+    ) -> Result<Workers, Error> {
+        use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+        use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+        let threads = threads.max(1);
+        let sockets = cluster.connect(hello)?;
+        crate::cluster::exit_when_a_peer_dies(cluster.addresses.clone());
+        let process = cluster.process;
+        Self::launch(threads, cluster.processes(), process, move |serve| {
+            let hooks = timely::communication::Hooks::default();
+            let locals = ProcessBuilder::new_typed_vector(
+                threads,
+                hooks.refill.clone(),
+                hooks.spill.clone(),
+            );
+            let (builders, guard) =
+                initialize_networking_from_sockets(locals, sockets, process, threads, hooks)
+                    .map_err(|e| format!("connecting the cluster's workers: {e}"))?;
+            let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+            timely::execute::execute_from(
+                builders,
+                Box::new(guard),
+                timely::WorkerConfig::default(),
+                serve,
+            )
+        })
+    }
+
+    /// Starts this process's `local` workers of `processes` through `execute`.
+    fn launch(
+        local: usize,
+        processes: usize,
+        process: usize,
+        execute: impl FnOnce(Serve) -> Result<timely::communication::WorkerGuards<()>, String>,
+    ) -> Result<Workers, Error> {
+        let first = process * local;
+        let mut senders = Vec::with_capacity(local);
+        let mut receivers = Vec::with_capacity(local);
+        for _ in 0..local {
             let (tx, rx) = channel();
             senders.push(tx);
             receivers.push(Some(rx));
@@ -108,29 +165,46 @@ impl Workers {
             threads: Vec::new(),
         }));
         let registry = commands.clone();
-        let guards = timely::execute(timely::Config::process(peers), move |worker| {
-            let receiver = receivers
-                .lock()
-                .ok()
-                .and_then(|mut r| r.get_mut(worker.index()).and_then(Option::take));
+        let guards = execute(Box::new(move |worker| {
+            let receiver = receivers.lock().ok().and_then(|mut r| {
+                r.get_mut(worker.index().wrapping_sub(first))
+                    .and_then(Option::take)
+            });
             if let Ok(mut c) = registry.lock() {
                 c.threads.push(std::thread::current());
             }
             if let Some(receiver) = receiver {
                 serve(worker, &receiver);
             }
-        })
+        }))
         .map_err(|e| Error::Internal(format!("starting workers: {e}")))?;
         Ok(Workers {
-            peers,
+            peers: local * processes,
+            processes,
+            first,
+            local,
             commands,
             guards: Mutex::new(Some(guards)),
         })
     }
 
-    /// Worker threads.
+    /// Worker threads, in every process of a cluster.
     pub fn peers(&self) -> usize {
         self.peers
+    }
+
+    /// Index of this process's first worker (0 outside a cluster).
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// The cluster these workers are a process of (none: a single process).
+    pub fn cluster_shape(&self) -> Option<crate::stream::ClusterShape> {
+        (self.processes > 1).then(|| crate::stream::ClusterShape {
+            processes: self.processes,
+            process: self.first / self.local.max(1),
+            workers: self.peers,
+        })
     }
 
     /// Builds `shared`'s dataflow on every worker; the job ends when it completes.
@@ -138,7 +212,7 @@ impl Workers {
         let job = Arc::new(Job {
             shared,
             left: Mutex::new(JobState {
-                workers: self.peers,
+                workers: self.local,
                 panicked: false,
             }),
             finished: Condvar::new(),
@@ -174,6 +248,16 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
+        if self.processes > 1 {
+            // A cluster process that fails leaves without the clean goodbye: joining
+            // would wait for its peers, whose workers wait for this process's forever.
+            // Left running, the workers end with the process, and the peers stop with
+            // an error naming it.
+            if let Some(guards) = self.guards.lock().ok().and_then(|mut g| g.take()) {
+                std::mem::forget(guards);
+            }
+            return;
+        }
         self.shutdown();
     }
 }

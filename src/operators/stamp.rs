@@ -150,6 +150,7 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                     }
                 }
                 backlog.know(prefix.max_event_time);
+                control.note_prefix(prefix.lines, prefix.max_event_time);
                 // Every reader is done, yet chunks wait for one no reader will bring:
                 // readers that stop on a failure leave such gaps. Holding the chunks'
                 // capabilities would keep the dataflow from ever completing.

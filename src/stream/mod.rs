@@ -123,6 +123,32 @@ pub struct StreamState {
     /// Where a live query stands in its table's write-ahead log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LivePosition>,
+    /// The cluster whose process keeps this folder (none: a single process). Who owns a
+    /// window or a key depends on it, and each process keeps only what its workers own,
+    /// so the stream goes on only on the same cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterShape>,
+}
+
+/// Processes and workers of a cluster, and which process a folder belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterShape {
+    /// Processes.
+    pub processes: usize,
+    /// The process.
+    pub process: usize,
+    /// Workers in every process together.
+    pub workers: usize,
+}
+
+impl std::fmt::Display for ClusterShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "process {} of {} ({} workers in all)",
+            self.process, self.processes, self.workers
+        )
+    }
 }
 
 /// How far a live query's state reflects its table's write-ahead log.
@@ -224,6 +250,7 @@ impl StreamState {
         self.max_event_time = None;
         self.inputs.clear();
         self.open.clear();
+        self.cluster = None;
     }
 
     /// Folds in what a run that ended well did: its largest event time, the revisions

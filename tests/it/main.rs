@@ -1,6 +1,7 @@
 //! edgeflow's integration tests: one binary, one module per concern.
 
 mod cli;
+mod cluster;
 mod compaction;
 mod control;
 mod crash;

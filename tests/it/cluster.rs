@@ -1,0 +1,366 @@
+//! Cluster mode: one run's workers spread over processes on 127.0.0.1, exchanging data
+//! over TCP. The processes' output folders together hold exactly the rows of a plain
+//! sequential pass (and so of one process), for two and three processes at several
+//! worker counts, over out-of-order and late input, across two runs of one stream; a
+//! killed process ends the others with an error naming it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeflow::decode::Format;
+use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, write_readings};
+use edgeflow::types::Value;
+
+use crate::oracle::{Late, Spec, late_rows, oracle};
+use crate::s3_server::{free_port, wait_until};
+use crate::support::{assert_rows_eq, dead_letters, read_rows, sort_rows};
+
+/// Far beyond any run here; reached only by a hang.
+const HANG: Duration = Duration::from_secs(120);
+
+/// A hostfile of `processes` free ports on 127.0.0.1.
+fn hostfile(dir: &Path, processes: usize) -> (PathBuf, Vec<String>) {
+    let addresses: Vec<String> = (0..processes)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let path = dir.join("hosts");
+    std::fs::write(&path, addresses.join("\n") + "\n").unwrap_or_else(|e| panic!("{e}"));
+    (path, addresses)
+}
+
+/// Process `process` of the cluster in `hosts`, running `query` into `out`; `extra`
+/// says what it reads.
+fn start(
+    query: &Path,
+    out: &Path,
+    workers: usize,
+    hosts: &Path,
+    (process, processes): (usize, usize),
+    extra: &[&str],
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .arg("run")
+        .arg(query)
+        .arg("-o")
+        .arg(out)
+        .args([
+            "-w",
+            &workers.to_string(),
+            "--chunk-bytes",
+            "8192",
+            "--json",
+        ])
+        .args(["--processes", &processes.to_string()])
+        .args(["--process", &process.to_string()])
+        .arg("--hostfile")
+        .arg(hosts)
+        .arg("--no-sync")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting edgeflow: {e}"))
+}
+
+/// Waits for `child`, failing the test if it outlives [`HANG`].
+fn finish(mut child: Child, what: &str) -> Output {
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() > HANG => {
+                child.kill().ok();
+                panic!("{what} did not end within {HANG:?}");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Runs a whole cluster of `processes` x `workers` over `input`, each process into
+/// `outs[i]`, and checks every process succeeded; returns the readings each read.
+fn run_cluster(
+    query: &Path,
+    input: &Path,
+    outs: &[PathBuf],
+    workers: usize,
+    dir: &Path,
+) -> Vec<u64> {
+    let (hosts, _) = hostfile(dir, outs.len());
+    let input = input.to_string_lossy().into_owned();
+    let children: Vec<Child> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            start(
+                query,
+                out,
+                workers,
+                &hosts,
+                (i, outs.len()),
+                &["--input", &input],
+            )
+        })
+        .collect();
+    let mut readings = Vec::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let what = format!("process {i} of {} x {workers}", outs.len());
+        let output = finish(child, &what);
+        assert!(
+            output.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{what}: summary is not JSON: {e}"));
+        readings.push(summary["readings"].as_u64().unwrap_or(0));
+    }
+    readings
+}
+
+/// The result rows and late rows of every process's folder together.
+fn union(outs: &[PathBuf]) -> (Vec<Vec<Value>>, Vec<Late>) {
+    let mut rows = Vec::new();
+    let mut late = Vec::new();
+    for out in outs {
+        rows.extend(read_rows(&out.join("q")));
+        late.extend(late_rows(&out.join("q_late")));
+    }
+    sort_rows(&mut rows);
+    late.sort();
+    (rows, late)
+}
+
+fn readings_of(config: &GeneratorConfig) -> Vec<Reading> {
+    (0..config.readings).map(|i| config.reading(i)).collect()
+}
+
+fn append(path: &Path, config: &GeneratorConfig) {
+    let mut bytes = Vec::new();
+    write_readings(config, Format::Jsonl, TimestampFormat::Millis, &mut bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    file.write_all(&bytes).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Two runs of one stream on a cluster of `processes`, at each of `workers` per
+/// process: the first over a file, the second over what was appended to it (a bad
+/// line, then readings that overlap the first run's, some of them late). After each
+/// run the processes' folders together equal the sequential answer and one process's
+/// output; the bad line is reported once, at its line, by process 0.
+fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
+    let spec = Spec::minute();
+    let first = GeneratorConfig {
+        devices: 60,
+        readings: 6_000,
+        rate: 20.0,
+        disorder_ms: 8_000,
+        late_fraction: 0.02,
+        seed: 11,
+        ..GeneratorConfig::default()
+    };
+    let second = GeneratorConfig {
+        readings: 3_000,
+        seed: 12,
+        start_ms: first.start_ms + 250_000,
+        ..first.clone()
+    };
+    let (want_first, want_first_late) = oracle(&spec, &readings_of(&first));
+    let mut all = readings_of(&first);
+    all.extend(readings_of(&second));
+    let (want_all, want_all_late) = oracle(&spec, &all);
+    for &w in workers {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let query = dir.path().join("q.sql");
+        std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
+        let input = dir.path().join("in.jsonl");
+        append(&input, &first);
+        let outs: Vec<PathBuf> = (0..processes)
+            .map(|i| dir.path().join(format!("out{i}")))
+            .collect();
+        let context = format!("{processes} processes x {w} workers");
+
+        let read = run_cluster(&query, &input, &outs, w, dir.path());
+        let (rows, late) = union(&outs);
+        assert_rows_eq(&rows, &want_first, &format!("{context}, first run"));
+        assert_eq!(late, want_first_late, "{context}, first run: late rows");
+        // Every process read a share of the file, and the shares make the whole.
+        assert!(read.iter().all(|&r| r > 0), "{context}: shares {read:?}");
+        assert_eq!(read.iter().sum::<u64>(), first.readings, "{context}");
+        // One process over the same input, for comparison.
+        let single = dir.path().join("single");
+        let status = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+            .arg("run")
+            .arg(&query)
+            .arg("--input")
+            .arg(&input)
+            .arg("-o")
+            .arg(&single)
+            .args(["-w", "2", "--no-sync"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.status.success(), "one process failed");
+        assert_rows_eq(
+            &rows,
+            &read_rows(&single.join("q")),
+            &format!("{context} against one process"),
+        );
+
+        // The stream goes on: a bad line and more readings, some late.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .and_then(|mut f| f.write_all(b"{\"device_id\": oops\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        append(&input, &second);
+        run_cluster(&query, &input, &outs, w, dir.path());
+        let (rows, late) = union(&outs);
+        assert_rows_eq(&rows, &want_all, &format!("{context}, second run"));
+        assert_eq!(late, want_all_late, "{context}, second run: late rows");
+        let letters = dead_letters(&outs[0], "q");
+        let bad_line = first.readings + 1;
+        assert!(
+            letters.contains(&format!("\"line\":{bad_line}")),
+            "{context}: the bad line is reported at line {bad_line}: {letters}"
+        );
+        for out in &outs[1..] {
+            assert!(
+                !out.join("_deadletter").exists(),
+                "{context}: only process 0 writes dead letters"
+            );
+        }
+
+        // A folder of the cluster goes on only with the same cluster.
+        let alone = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+            .arg("run")
+            .arg(&query)
+            .arg("--input")
+            .arg(&input)
+            .arg("-o")
+            .arg(&outs[0])
+            .args(["-w", "1", "--no-sync"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&alone.stderr);
+        assert_eq!(alone.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("process 0 of {processes}"))
+                && stderr.contains("this run is a single process"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn two_processes_give_the_rows_of_one_at_1_and_2_workers_each() {
+    cluster_equals_one_process(2, &[1, 2]);
+}
+
+#[test]
+fn three_processes_give_the_rows_of_one_at_1_and_2_workers_each() {
+    cluster_equals_one_process(3, &[1, 2]);
+}
+
+/// Three processes over a long generated input; process 1 is killed. The others stop
+/// with an error naming it, and commit nothing.
+#[test]
+fn a_killed_process_ends_the_others_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, Spec::minute().sql()).unwrap_or_else(|e| panic!("{e}"));
+    let (hosts, addresses) = hostfile(dir.path(), 3);
+    let outs: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("out{i}"))).collect();
+    // Far more readings than run before the kill.
+    let mut children: Vec<Option<Child>> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            Some(start(
+                &query,
+                out,
+                1,
+                &hosts,
+                (i, 3),
+                &["--readings", "500000000"],
+            ))
+        })
+        .collect();
+    // Killed once every process has written a window: the cluster is under way.
+    wait_until("every process writing windows", HANG, || {
+        outs.iter()
+            .all(|out| !crate::support::parquet_files(&out.join("q")).is_empty())
+    });
+    let mut victim = children[1].take().unwrap_or_else(|| panic!("process 1"));
+    victim.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+    victim.wait().ok();
+    for i in [0, 2] {
+        let child = children[i].take().unwrap_or_else(|| panic!("process {i}"));
+        let output = finish(child, &format!("process {i}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "process {i}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "process 1 of the cluster ({}) is gone",
+                addresses[1]
+            )),
+            "process {i}: {stderr}"
+        );
+        assert!(
+            !outs[i].join("_state/q/stream.json").exists(),
+            "process {i} committed a run its cluster did not finish"
+        );
+    }
+}
+
+/// Processes that would compute different things refuse to start, naming what differs.
+#[test]
+fn processes_that_disagree_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, Spec::minute().sql()).unwrap_or_else(|e| panic!("{e}"));
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    let hopping = Spec {
+        slide_ms: 30_000,
+        ..Spec::minute()
+    };
+    std::fs::write(other.join("q.sql"), hopping.sql()).unwrap_or_else(|e| panic!("{e}"));
+    let (hosts, _) = hostfile(dir.path(), 2);
+    let children = [
+        start(
+            &query,
+            &dir.path().join("out0"),
+            1,
+            &hosts,
+            (0, 2),
+            &["--readings", "1000"],
+        ),
+        start(
+            &other.join("q.sql"),
+            &dir.path().join("out1"),
+            1,
+            &hosts,
+            (1, 2),
+            &["--readings", "1000"],
+        ),
+    ];
+    for (i, child) in children.into_iter().enumerate() {
+        let output = finish(child, &format!("process {i}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "process {i}: {stderr}");
+        assert!(
+            stderr.contains("differs in query q"),
+            "process {i}: {stderr}"
+        );
+    }
+}
