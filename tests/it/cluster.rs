@@ -14,7 +14,7 @@ use edgeflow::source::generator::{GeneratorConfig, Reading, TimestampFormat, wri
 use edgeflow::types::Value;
 
 use crate::oracle::{Late, Spec, late_rows, oracle};
-use crate::s3_server::{free_port, wait_until};
+use crate::s3_server::{Moto, free_port, local_outputs, target_objects, wait_until};
 use crate::support::{assert_rows_eq, dead_letters, read_rows, sort_rows};
 
 /// Far beyond any run here; reached only by a hang.
@@ -39,8 +39,9 @@ fn start(
     hosts: &Path,
     (process, processes): (usize, usize),
     extra: &[&str],
+    moto: Option<&Moto>,
 ) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+    command(moto)
         .arg("run")
         .arg(query)
         .arg("-o")
@@ -56,12 +57,20 @@ fn start(
         .args(["--process", &process.to_string()])
         .arg("--hostfile")
         .arg(hosts)
-        .arg("--no-sync")
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting edgeflow: {e}"))
+}
+
+/// An edgeflow command, with the variables that point it at `moto` if given.
+fn command(moto: Option<&Moto>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+    if let Some(moto) = moto {
+        moto.env(&mut command);
+    }
+    command
 }
 
 /// Waits for `child`, failing the test if it outlives [`HANG`].
@@ -91,9 +100,15 @@ fn run_cluster(
     outs: &[PathBuf],
     workers: usize,
     dir: &Path,
+    sync: Option<(&Moto, &str)>,
 ) -> Vec<u64> {
     let (hosts, _) = hostfile(dir, outs.len());
     let input = input.to_string_lossy().into_owned();
+    let mut extra = vec!["--input", &input];
+    match sync {
+        Some((_, url)) => extra.extend(["--sync", url]),
+        None => extra.push("--no-sync"),
+    }
     let children: Vec<Child> = outs
         .iter()
         .enumerate()
@@ -104,7 +119,8 @@ fn run_cluster(
                 workers,
                 &hosts,
                 (i, outs.len()),
-                &["--input", &input],
+                &extra,
+                sync.map(|(moto, _)| moto),
             )
         })
         .collect();
@@ -190,7 +206,7 @@ fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
             .collect();
         let context = format!("{processes} processes x {w} workers");
 
-        let read = run_cluster(&query, &input, &outs, w, dir.path());
+        let read = run_cluster(&query, &input, &outs, w, dir.path(), None);
         let (rows, late) = union(&outs);
         assert_rows_eq(&rows, &want_first, &format!("{context}, first run"));
         assert_eq!(late, want_first_late, "{context}, first run: late rows");
@@ -223,7 +239,7 @@ fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
             .and_then(|mut f| f.write_all(b"{\"device_id\": oops\n"))
             .unwrap_or_else(|e| panic!("{e}"));
         append(&input, &second);
-        run_cluster(&query, &input, &outs, w, dir.path());
+        run_cluster(&query, &input, &outs, w, dir.path(), None);
         let (rows, late) = union(&outs);
         assert_rows_eq(&rows, &want_all, &format!("{context}, second run"));
         assert_eq!(late, want_all_late, "{context}, second run: late rows");
@@ -271,6 +287,63 @@ fn three_processes_give_the_rows_of_one_at_1_and_2_workers_each() {
     cluster_equals_one_process(3, &[1, 2]);
 }
 
+/// Two processes sync their folders to one prefix of one bucket: no object of one is
+/// an object of the other, and the prefix holds exactly both folders' files, byte for
+/// byte, whose rows are the sequential answer.
+#[test]
+fn two_processes_sync_to_one_prefix_without_conflicts() {
+    let moto = Moto::signed();
+    moto.bucket("cluster");
+    let url = "s3://cluster/site-a";
+    let spec = Spec::minute();
+    let config = GeneratorConfig {
+        devices: 40,
+        readings: 5_000,
+        rate: 20.0,
+        disorder_ms: 8_000,
+        late_fraction: 0.02,
+        seed: 5,
+        ..GeneratorConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("in.jsonl");
+    append(&input, &config);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .and_then(|mut f| f.write_all(b"not a reading\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("out{i}"))).collect();
+    run_cluster(&query, &input, &outs, 2, dir.path(), Some((&moto, url)));
+
+    let (rows, late) = union(&outs);
+    let (want, want_late) = oracle(&spec, &readings_of(&config));
+    assert_rows_eq(&rows, &want, "two processes synced");
+    assert_eq!(late, want_late, "late rows");
+    let mut local = local_outputs(&outs[0]);
+    for (key, bytes) in local_outputs(&outs[1]) {
+        assert!(
+            local.insert(key.clone(), bytes).is_none(),
+            "both processes wrote {key}"
+        );
+    }
+    assert!(local.keys().any(|k| k.starts_with("_deadletter/")));
+    let remote = target_objects(url, &moto.options());
+    let keys =
+        |m: &std::collections::BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&remote),
+        keys(&local),
+        "{url} holds both folders' files"
+    );
+    assert!(
+        remote == local,
+        "{url} differs from the folders byte for byte"
+    );
+}
+
 /// Three processes over a long generated input; process 1 is killed. The others stop
 /// with an error naming it, and commit nothing.
 #[test]
@@ -291,7 +364,8 @@ fn a_killed_process_ends_the_others_with_an_error_naming_it() {
                 1,
                 &hosts,
                 (i, 3),
-                &["--readings", "500000000"],
+                &["--readings", "500000000", "--no-sync"],
+                None,
             ))
         })
         .collect();
@@ -343,7 +417,8 @@ fn processes_that_disagree_refuse_to_start() {
             1,
             &hosts,
             (0, 2),
-            &["--readings", "1000"],
+            &["--readings", "1000", "--no-sync"],
+            None,
         ),
         start(
             &other.join("q.sql"),
@@ -351,7 +426,8 @@ fn processes_that_disagree_refuse_to_start() {
             1,
             &hosts,
             (1, 2),
-            &["--readings", "1000"],
+            &["--readings", "1000", "--no-sync"],
+            None,
         ),
     ];
     for (i, child) in children.into_iter().enumerate() {
