@@ -638,6 +638,10 @@ impl RunningQuery {
         );
         summary.resumed_at = (position > 0).then_some(position);
         summary.interrupted_by = control.interrupted_by();
+        if state.cluster.is_some_and(|c| c.process != 0) {
+            // Worker 0 writes every dead letter: in a cluster, process 0.
+            summary.dead_letters = format!("process 0's _deadletter/{}", plan.name).into();
+        }
         Ok(summary)
     }
 }

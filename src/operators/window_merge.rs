@@ -105,8 +105,11 @@ impl Collecting {
 /// the end closes every window): windows ending after it stay open.
 pub(super) fn final_watermark(control: &Control, stream: &Continuation, ooo: i64) -> Time {
     if control.input_ended() && control.end_of_input() != EndOfInput::Close {
+        // The summarised prefix is the whole input's, also in a cluster process that
+        // read only a share of it.
         control
             .max_event_time()
+            .max(control.stream_prefix().1)
             .max(stream.max_event_time)
             .map_or(Time::MIN, |m| m.saturating_sub(ooo))
     } else {
