@@ -117,33 +117,103 @@ pub enum ClusterError {
 }
 
 /// What a process is about to compute, compared with every peer's before any data
-/// moves: `(what, value)` pairs, in the order they are compared.
+/// moves, fact by fact in the order given.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Hello(pub Vec<(String, String)>);
+pub struct Hello(pub Vec<Fact>);
+
+/// One fact of a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fact {
+    /// What it is about.
+    pub what: String,
+    /// Its value here.
+    pub value: String,
+    /// For a position that a commit moves (a stream's), its value before this process's
+    /// last commit: a peer still there is one commit behind, and this process goes
+    /// back to it.
+    #[serde(default)]
+    pub previous: Option<String>,
+}
+
+/// How two hellos compare.
+#[derive(Debug, PartialEq, Eq)]
+enum Comparison {
+    /// The same facts.
+    Agree,
+    /// The same but for facts on which this process is one commit ahead of the peer.
+    Ahead(Vec<String>),
+    /// A fact differs: (what, ours, theirs).
+    Differ(String, String, String),
+}
 
 impl Hello {
     /// Adds a fact every process must agree on.
     pub fn with(mut self, what: impl Into<String>, value: impl ToString) -> Self {
-        self.0.push((what.into(), value.to_string()));
+        self.0.push(Fact {
+            what: what.into(),
+            value: value.to_string(),
+            previous: None,
+        });
         self
     }
 
-    /// The first fact on which `theirs` differs from `self`: (what, ours, theirs).
-    fn difference(&self, theirs: &Hello) -> Option<(String, String, String)> {
-        let value = |hello: &Hello, what: &str| {
-            hello
-                .0
-                .iter()
-                .find(|(w, _)| w == what)
-                .map_or_else(|| "(nothing)".to_owned(), |(_, v)| v.clone())
-        };
-        self.0
-            .iter()
-            .chain(&theirs.0)
-            .map(|(what, _)| what)
-            .find(|what| value(self, what) != value(theirs, what))
-            .map(|what| (what.clone(), value(self, what), value(theirs, what)))
+    /// Adds a position every process must be at, or at most one commit past.
+    pub fn with_position(
+        mut self,
+        what: impl Into<String>,
+        value: impl ToString,
+        previous: Option<String>,
+    ) -> Self {
+        self.0.push(Fact {
+            what: what.into(),
+            value: value.to_string(),
+            previous,
+        });
+        self
     }
+
+    fn fact(&self, what: &str) -> Option<&Fact> {
+        self.0.iter().find(|f| f.what == what)
+    }
+
+    fn compare(&self, theirs: &Hello) -> Comparison {
+        let mut ahead = Vec::new();
+        let names = self.0.iter().chain(&theirs.0).map(|f| &f.what);
+        for what in names {
+            let (ours, other) = (self.fact(what), theirs.fact(what));
+            match (ours, other) {
+                (Some(o), Some(t)) if o.value == t.value => {}
+                (Some(o), Some(t)) if o.previous.as_ref() == Some(&t.value) => {
+                    if !ahead.contains(what) {
+                        ahead.push(what.clone());
+                    }
+                }
+                // The peer is ahead: it goes back.
+                (Some(o), Some(t)) if t.previous.as_ref() == Some(&o.value) => {}
+                _ => {
+                    let value =
+                        |f: Option<&Fact>| f.map_or("(nothing)".to_owned(), |f| f.value.clone());
+                    return Comparison::Differ(what.clone(), value(ours), value(other));
+                }
+            }
+        }
+        if ahead.is_empty() {
+            Comparison::Agree
+        } else {
+            Comparison::Ahead(ahead)
+        }
+    }
+}
+
+/// A connected cluster: the sockets for timely, and the positions on which this process
+/// is one commit ahead of a peer (a process that died between the processes' commits
+/// left them apart) and must go back before the run.
+#[derive(Debug)]
+pub struct Connected {
+    /// One socket per process, `None` at this process's own index.
+    pub sockets: Vec<Option<TcpStream>>,
+    /// The facts ([`Fact::what`]) to go back on.
+    pub ahead: Vec<String>,
 }
 
 /// Marks an edgeflow cluster connection; anything else on the port is not a peer.
@@ -205,9 +275,8 @@ impl Cluster {
         self.addresses.len()
     }
 
-    /// Connects to every peer and compares `hello` with each: a socket per process,
-    /// `None` at this process's own index, in the form timely takes them.
-    pub fn connect(&self, hello: &Hello) -> Result<Vec<Option<TcpStream>>, ClusterError> {
+    /// Connects to every peer and compares `hello` with each.
+    pub fn connect(&self, hello: &Hello) -> Result<Connected, ClusterError> {
         let deadline = Instant::now() + self.connect_timeout;
         let me = self.process;
         let payload = serde_json::to_vec(hello).map_err(|e| self.failed(me, e.to_string()))?;
@@ -218,6 +287,7 @@ impl Cluster {
                 source,
             })?;
         let mut sockets: Vec<Option<TcpStream>> = (0..self.processes()).map(|_| None).collect();
+        let mut ahead: Vec<String> = Vec::new();
         // Lower-numbered processes listen for this one; higher-numbered ones call it.
         for (peer, slot) in sockets.iter_mut().enumerate().take(me) {
             let stream = self.dial(peer, deadline)?;
@@ -225,7 +295,7 @@ impl Cluster {
             if theirs.0 != peer {
                 return Err(self.failed(peer, format!("answered as process {}", theirs.0)));
             }
-            self.compare(peer, hello, &theirs.1)?;
+            self.compare(peer, hello, &theirs.1, &mut ahead)?;
             *slot = Some(stream);
         }
         listener
@@ -248,7 +318,7 @@ impl Cluster {
                         tracing::warn!(%from, peer, "A connection claiming a process this one does not expect; ignored");
                         continue;
                     }
-                    self.compare(peer, hello, &theirs)?;
+                    self.compare(peer, hello, &theirs, &mut ahead)?;
                     sockets[peer] = Some(stream);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -282,7 +352,7 @@ impl Cluster {
             processes = self.processes(),
             "Cluster connected: every peer agrees on what to compute"
         );
-        Ok(sockets)
+        Ok(Connected { sockets, ahead })
     }
 
     /// Calls `peer` until it answers or the deadline passes (it may start later).
@@ -365,10 +435,29 @@ impl Cluster {
         Ok((usize::try_from(index).unwrap_or(usize::MAX), hello))
     }
 
-    fn compare(&self, peer: usize, ours: &Hello, theirs: &Hello) -> Result<(), ClusterError> {
-        match ours.difference(theirs) {
-            None => Ok(()),
-            Some((what, ours, theirs)) => Err(ClusterError::Mismatch {
+    fn compare(
+        &self,
+        peer: usize,
+        ours: &Hello,
+        theirs: &Hello,
+        ahead: &mut Vec<String>,
+    ) -> Result<(), ClusterError> {
+        match ours.compare(theirs) {
+            Comparison::Agree => Ok(()),
+            Comparison::Ahead(facts) => {
+                for fact in facts {
+                    tracing::warn!(
+                        peer,
+                        fact,
+                        "This process committed a run its peer did not: it goes back to the state before"
+                    );
+                    if !ahead.contains(&fact) {
+                        ahead.push(fact);
+                    }
+                }
+                Ok(())
+            }
+            Comparison::Differ(what, ours, theirs) => Err(ClusterError::Mismatch {
                 peer,
                 address: self.addresses[peer].clone(),
                 what,
@@ -468,16 +557,38 @@ mod tests {
     fn the_first_difference_between_hellos_is_named() {
         let ours = Hello::default().with("query", "a").with("input", "x");
         let theirs = Hello::default().with("query", "a").with("input", "y");
-        assert_eq!(ours.difference(&ours.clone()), None);
+        assert_eq!(ours.compare(&ours.clone()), Comparison::Agree);
         assert_eq!(
-            ours.difference(&theirs),
-            Some(("input".into(), "x".into(), "y".into()))
+            ours.compare(&theirs),
+            Comparison::Differ("input".into(), "x".into(), "y".into())
         );
         let fewer = Hello::default().with("query", "a");
         assert_eq!(
-            ours.difference(&fewer),
-            Some(("input".into(), "x".into(), "(nothing)".into()))
+            ours.compare(&fewer),
+            Comparison::Differ("input".into(), "x".into(), "(nothing)".into())
         );
+    }
+
+    /// A process one commit ahead of a peer goes back; the peer does not; two
+    /// commits apart, or apart otherwise, they differ.
+    #[test]
+    fn a_position_one_commit_ahead_goes_back() {
+        let at = |value: &str, previous: Option<&str>| {
+            Hello::default().with_position("stream of q", value, previous.map(str::to_owned))
+        };
+        let ahead = at("run 2", Some("run 1"));
+        let behind = at("run 1", Some("run 0"));
+        assert_eq!(
+            ahead.compare(&behind),
+            Comparison::Ahead(vec!["stream of q".into()])
+        );
+        assert_eq!(behind.compare(&ahead), Comparison::Agree);
+        let far = at("run 3", Some("run 2"));
+        assert!(matches!(far.compare(&behind), Comparison::Differ(..)));
+        assert!(matches!(
+            at("run 2", None).compare(&behind),
+            Comparison::Differ(..)
+        ));
     }
 
     /// Two processes in threads on 127.0.0.1: they connect and agree, or name what
@@ -506,7 +617,7 @@ mod tests {
                     std::thread::spawn(move || {
                         cluster
                             .connect(&Hello::default().with("query", value))
-                            .map(|s| s.iter().filter(|s| s.is_some()).count())
+                            .map(|c| c.sockets.iter().filter(|s| s.is_some()).count())
                     })
                 })
                 .collect();

@@ -252,7 +252,9 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     // One set of workers for every query and every input file: each query is a dataflow
     // of its own on them.
     let pool = match (&cluster, &hello) {
-        (Some(cluster), Some(hello)) => engine::Workers::start_cluster(workers, cluster, hello)?,
+        (Some(cluster), Some(hello)) => {
+            start_cluster(cluster, hello, &plans, &args.output, workers)?
+        }
         _ => engine::Workers::start(workers)?,
     };
     // One leg: every query over `input` until its end, a signal or a checkpoint.
@@ -498,18 +500,57 @@ fn cluster_hello(
         );
         if !args.fresh {
             // Where each process's folder stands in the stream (every process records
-            // the whole input's position and watermark, whatever share it read).
-            let stream = match edgeflow::stream::StreamState::load(&args.output, plan) {
-                Ok(state) => format!(
+            // the whole input's position and watermark, whatever share it read), and
+            // where it stood before its last commit.
+            use edgeflow::stream::StreamState;
+            let position = |state: &StreamState| {
+                format!(
                     "watermark {:?}, inputs consumed {:?}",
                     state.max_event_time, state.inputs
-                ),
+                )
+            };
+            let stream = match StreamState::load(&args.output, plan) {
+                Ok(state) => position(&state),
                 Err(e) => format!("unreadable ({e})"),
             };
-            hello = hello.with(format!("stream of {}", plan.name), stream);
+            let previous = StreamState::load_previous(&args.output, plan)
+                .ok()
+                .flatten()
+                .map(|state| position(&state));
+            hello = hello.with_position(stream_fact(&plan.name), stream, previous);
         }
     }
     Ok(hello)
+}
+
+/// The hello fact of where a query's stream stands.
+fn stream_fact(query: &str) -> String {
+    format!("stream of {query}")
+}
+
+/// Connects the cluster and starts this process's workers; a query whose state is one
+/// commit ahead of a peer's (a process died between the processes' commits) goes back
+/// to its state before that commit, and the run is done again.
+fn start_cluster(
+    cluster: &edgeflow::cluster::Cluster,
+    hello: &edgeflow::cluster::Hello,
+    plans: &[QueryPlan],
+    output: &std::path::Path,
+    workers: usize,
+) -> anyhow::Result<engine::Workers> {
+    let connected = cluster.connect(hello).map_err(edgeflow::Error::from)?;
+    for plan in plans {
+        if connected.ahead.contains(&stream_fact(&plan.name)) {
+            edgeflow::stream::StreamState::roll_back(output, &plan.name)
+                .map_err(edgeflow::Error::from)?;
+            tracing::warn!(query = %plan.name, "This process had committed a run a peer had not: back to the state before it; the run is done again");
+        }
+    }
+    Ok(engine::Workers::start_cluster(
+        workers,
+        cluster,
+        connected.sockets,
+    )?)
 }
 
 /// The files a pattern matches, in name order (a plain path matches itself).

@@ -613,7 +613,11 @@ impl RunningQuery {
                 running: control.end_of_input() == EndOfInput::Checkpoint,
             });
         }
-        state.save(&config.output, &plan.name)?;
+        if state.cluster.is_some() {
+            state.save_keeping_previous(&config.output, &plan.name)?;
+        } else {
+            state.save(&config.output, &plan.name)?;
+        }
         if let Some(live) = &live {
             live.checkpointed(live.position());
         }

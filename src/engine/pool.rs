@@ -110,18 +110,17 @@ impl Workers {
         })
     }
 
-    /// Starts `threads` worker threads as process `cluster.process` of a cluster, once
-    /// every peer is connected and agrees with `hello`. From here on, a peer that dies
-    /// ends this process too ([`crate::cluster::exit_when_a_peer_dies`]).
+    /// Starts `threads` worker threads as process `cluster.process` of a cluster, on
+    /// the `sockets` [`crate::cluster::Cluster::connect`] made. From here on, a peer
+    /// that dies ends this process too ([`crate::cluster::exit_when_a_peer_dies`]).
     pub fn start_cluster(
         threads: usize,
         cluster: &crate::cluster::Cluster,
-        hello: &crate::cluster::Hello,
+        sockets: Vec<Option<std::net::TcpStream>>,
     ) -> Result<Workers, Error> {
         use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
         use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
         let threads = threads.max(1);
-        let sockets = cluster.connect(hello)?;
         crate::cluster::exit_when_a_peer_dies(cluster.addresses.clone());
         let process = cluster.process;
         Self::launch(threads, cluster.processes(), process, move |serve| {

@@ -202,9 +202,66 @@ impl StreamState {
         }
     }
 
+    /// Where a cluster process keeps the state its last commit replaced.
+    pub fn previous_path(root: &Path, query: &str) -> PathBuf {
+        root.join("_state").join(query).join("stream.prev.json")
+    }
+
     /// Loads the state of `plan` under `root`, or a new one when there is none.
     pub fn load(root: &Path, plan: &QueryPlan) -> Result<Self, StateError> {
-        let path = Self::path(root, &plan.name);
+        Self::load_at(Self::path(root, &plan.name), plan)
+    }
+
+    /// The state a cluster process's last commit replaced (a new stream when there was
+    /// none); `None` when it keeps none.
+    pub fn load_previous(root: &Path, plan: &QueryPlan) -> Result<Option<Self>, StateError> {
+        let path = Self::previous_path(root, &plan.name);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => Ok(Some(StreamState::new(plan))),
+            Ok(_) => Self::load_at(path, plan).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Saves the state as [`StreamState::save`] does, keeping the one it replaces (an
+    /// empty file: none) for [`StreamState::roll_back`]: a cluster process commits on
+    /// its own, and one that committed a run a peer did not goes back.
+    pub fn save_keeping_previous(&self, root: &Path, query: &str) -> Result<(), StateError> {
+        let path = Self::path(root, query);
+        let previous = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        let kept = Self::previous_path(root, query);
+        crate::sink::commit::commit_bytes(&kept, &previous)
+            .map_err(|source| StateError::Io { path: kept, source })?;
+        self.save(root, query)
+    }
+
+    /// Puts back the state the last commit replaced, as if that commit had not
+    /// happened (what it wrote is then written again, as after a crash before it).
+    pub fn roll_back(root: &Path, query: &str) -> Result<(), StateError> {
+        let (path, kept) = (Self::path(root, query), Self::previous_path(root, query));
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        let previous = std::fs::read(&kept).map_err(io(&kept))?;
+        if previous.is_empty() {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                _ => {}
+            }
+        } else {
+            crate::sink::commit::commit_bytes(&path, &previous).map_err(io(&path))?;
+        }
+        // One step back only: a second roll-back would have nothing to go to.
+        std::fs::remove_file(&kept).map_err(io(&kept))
+    }
+
+    fn load_at(path: PathBuf, plan: &QueryPlan) -> Result<Self, StateError> {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -344,6 +344,55 @@ fn two_processes_sync_to_one_prefix_without_conflicts() {
     );
 }
 
+/// Process 1 dies between the processes' commits: process 0 committed the first run,
+/// process 1 did not (its files are there, its state is not). The next run finds them
+/// one commit apart: process 0 goes back, the two do the first run's input again with
+/// the second's, and the rows are the sequential answer, none twice.
+#[test]
+fn a_process_one_commit_ahead_of_its_peer_goes_back() {
+    let spec = Spec::minute();
+    let first = GeneratorConfig {
+        devices: 30,
+        readings: 4_000,
+        rate: 20.0,
+        disorder_ms: 8_000,
+        late_fraction: 0.02,
+        seed: 21,
+        ..GeneratorConfig::default()
+    };
+    let second = GeneratorConfig {
+        readings: 2_000,
+        seed: 22,
+        start_ms: first.start_ms + 150_000,
+        ..first.clone()
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("in.jsonl");
+    append(&input, &first);
+    let outs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("out{i}"))).collect();
+    run_cluster(&query, &input, &outs, 1, dir.path(), None);
+    // Process 1's commit never happened.
+    let state = outs[1].join("_state/q");
+    for name in ["stream.json", "stream.prev.json"] {
+        std::fs::remove_file(state.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    append(&input, &second);
+    let read = run_cluster(&query, &input, &outs, 1, dir.path(), None);
+    let mut all = readings_of(&first);
+    all.extend(readings_of(&second));
+    assert_eq!(
+        read.iter().sum::<u64>(),
+        all.len() as u64,
+        "the first run's input is read again"
+    );
+    let (want, want_late) = oracle(&spec, &all);
+    let (rows, late) = union(&outs);
+    assert_rows_eq(&rows, &want, "after going back");
+    assert_eq!(late, want_late, "late rows after going back");
+}
+
 /// Three processes over a long generated input; process 1 is killed. The others stop
 /// with an error naming it, and commit nothing.
 #[test]
