@@ -57,9 +57,10 @@ pub struct RunArgs {
     /// become new revisions.
     #[arg(long)]
     pub fresh: bool,
-    /// Compact the files of each closed hour into one when a run (or checkpoint) ends.
+    /// Leave each window's file as it is: do not compact the files of closed hours into
+    /// one per hour when the run (or a checkpoint) ends.
     #[arg(long)]
-    pub compact: bool,
+    pub no_compaction: bool,
     /// With a live source (http_poll, http_push, mqtt, a followed file glob): stop
     /// after this long, as SIGTERM would (e.g. 90s, 2h).
     #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -194,7 +195,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             http: Default::default(),
             run_for: args.run_for,
             fresh: args.fresh,
-            compact: args.compact,
+            no_compaction: args.no_compaction,
             max_line_bytes: args.max_line_bytes,
             json: args.json,
             sync: args.sync.clone(),
@@ -268,7 +269,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             // One bar per terminal: several queries would draw over each other.
             config.progress = plans.len() == 1 && std::io::stderr().is_terminal();
             config.fresh = args.fresh;
-            config.compaction = args.compact;
+            config.compaction = !args.no_compaction;
             config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
             if let Some(syncer) = &syncer {
                 edgeflow::wiring::attach_sync(&mut config, &syncer.handle());
@@ -462,11 +463,6 @@ fn cluster_hello(
             return refuse("follow a file glob (follow = true): it reads finite inputs");
         }
         _ => {}
-    }
-    if args.compact {
-        return refuse(
-            "compact (--compact): every process would write its own hour files under one prefix",
-        );
     }
     let mut hello = edgeflow::cluster::Hello::default()
         .with("edgeflow version", env!("CARGO_PKG_VERSION"))

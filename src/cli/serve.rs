@@ -74,9 +74,10 @@ pub struct ServeArgs {
     /// Forget what earlier runs kept for each query and start from scratch.
     #[arg(long)]
     pub fresh: bool,
-    /// Compact the files of each closed hour into one when a run (or checkpoint) ends.
+    /// Leave each window's file as it is: do not compact the files of closed hours into
+    /// one per hour at checkpoints.
     #[arg(long)]
-    pub compact: bool,
+    pub no_compaction: bool,
     /// Longest reading line (JSON) taken.
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     pub max_line_bytes: u64,
@@ -251,7 +252,7 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         },
         run_for: args.run_for,
         fresh: args.fresh,
-        compact: args.compact,
+        no_compaction: args.no_compaction,
         max_line_bytes: args.max_line_bytes,
         json: args.json,
         sync,
@@ -281,8 +282,8 @@ pub struct NodeSettings {
     pub run_for: Option<Duration>,
     /// `--fresh`.
     pub fresh: bool,
-    /// `--compact`.
-    pub compact: bool,
+    /// `--no-compaction`.
+    pub no_compaction: bool,
     /// Longest line.
     pub max_line_bytes: u64,
     /// JSON summary.
@@ -332,7 +333,7 @@ pub fn run_node(
         run_for: settings.run_for,
         syncer: syncer.clone(),
         forget_state: settings.fresh,
-        compaction: settings.compact,
+        compaction: !settings.no_compaction,
         tls: settings.tls.clone(),
         http: settings.http.clone(),
         wal_fsync: settings.wal_fsync,

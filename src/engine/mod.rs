@@ -47,7 +47,7 @@ pub struct RunConfig {
     /// Told about every file compaction replaced.
     pub on_compact: Option<OnCompact>,
     /// Compact each closed hour's files into one when a run (or a node's checkpoint)
-    /// ends ([`crate::sink::compaction`]). Off by default (`--compact` turns it on).
+    /// ends ([`crate::sink::compaction`]). On by default (`--no-compaction` turns it off).
     pub compaction: bool,
     /// The run's control: pause hook, graceful interrupt ([`Control::interrupt`]).
     pub control: Arc<Control>,
@@ -71,7 +71,7 @@ impl RunConfig {
             on_commit: None,
             on_supersede: None,
             on_compact: None,
-            compaction: false,
+            compaction: true,
             control: Arc::new(Control::default()),
             fresh: false,
         }

@@ -319,7 +319,7 @@ impl Queries {
             ingests,
             syncer,
             limits,
-            compaction: false,
+            compaction: true,
             entries: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
             finished: Mutex::new(Vec::new()),

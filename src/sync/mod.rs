@@ -532,7 +532,7 @@ impl Shared {
             .records()
             .filter(|r| kind.is_none_or(|k| r.kind == k))
             .filter(|r| match &r.state {
-                FileState::Superseded { to } => journal.get(to).is_some_and(|t| {
+                FileState::Superseded { to } => replacement(journal, to).is_some_and(|t| {
                     t.state.is_pending()
                         || matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
                 }),
@@ -1220,8 +1220,9 @@ fn next_jobs(shared: &Shared, in_flight: &HashSet<String>) -> Vec<(Record, Job)>
             FileState::Superseded { to } => {
                 let ready = !in_flight.contains(to)
                     && shared.lingering(&r.path).is_none()
-                    && journal.get(to).is_some_and(|t| {
-                        matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
+                    && replacement(&journal, to).is_some_and(|t| {
+                        !in_flight.contains(&t.path)
+                            && matches!(t.state, FileState::Uploaded { .. } | FileState::Deleted)
                     })
                     && next_revision(&r.path)
                         .and_then(|next| journal.get(&next))
@@ -1232,6 +1233,24 @@ fn next_jobs(shared: &Shared, in_flight: &HashSet<String>) -> Vec<(Record, Job)>
             _ => None,
         })
         .collect()
+}
+
+/// The record of the file that holds a replaced file's rows now: `to`, or, when `to`
+/// was replaced in turn before the old key could go (an hour compacted again while the
+/// bucket was out of reach), what replaced it. `None` while that file is not journaled.
+fn replacement<'j>(journal: &'j Journal, to: &str) -> Option<&'j Record> {
+    let mut record = journal.get(to)?;
+    // A chain is one link per compaction of one hour; the bound only stops a cycle a
+    // damaged journal could hold.
+    for _ in 0..1024 {
+        match &record.state {
+            FileState::Superseded { to } | FileState::Moved { to } => {
+                record = journal.get(to)?;
+            }
+            _ => return Some(record),
+        }
+    }
+    None
 }
 
 /// The path of the revision after a window file's (`…/window-<stamp>-r<N+1>.parquet`):
@@ -1401,7 +1420,70 @@ pub fn status(root: &Path) -> Result<SyncReport, JournalError> {
 
 #[cfg(test)]
 mod tests {
-    use super::next_revision;
+    use super::journal::{FileKind, FileState, Journal, JournalError, Record};
+    use super::{next_revision, replacement};
+
+    /// An hour compacted, then compacted again before its first hour file was
+    /// uploaded: the originals' old keys wait for the file that holds their rows now,
+    /// not for one that will never be uploaded.
+    #[test]
+    fn a_replaced_file_waits_for_the_last_file_of_a_chain() -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(|source| JournalError {
+            path: "tmp".into(),
+            source,
+        })?;
+        let mut journal = Journal::open(dir.path())?;
+        let record = |path: &str, state: FileState| Record {
+            path: path.into(),
+            size: 1,
+            md5: "x".into(),
+            kind: FileKind::Data,
+            committed_ms: 1,
+            from: None,
+            attempts: 0,
+            state,
+        };
+        let uploaded = FileState::Uploaded {
+            etag: None,
+            at_ms: 2,
+        };
+        journal.put(record(
+            "late-1.parquet",
+            FileState::Superseded {
+                to: "hour-a".into(),
+            },
+        ))?;
+        journal.put(record(
+            "hour-a",
+            FileState::Moved {
+                to: "hour-b".into(),
+            },
+        ))?;
+        journal.put(record("hour-b", uploaded.clone()))?;
+        journal.put(record(
+            "window-r0",
+            FileState::Superseded { to: "gone".into() },
+        ))?;
+        assert_eq!(
+            replacement(&journal, "hour-a").map(|r| (r.path.as_str(), &r.state)),
+            Some(("hour-b", &uploaded))
+        );
+        assert!(replacement(&journal, "gone").is_none());
+        journal.put(record(
+            "loop-a",
+            FileState::Superseded {
+                to: "loop-b".into(),
+            },
+        ))?;
+        journal.put(record(
+            "loop-b",
+            FileState::Moved {
+                to: "loop-a".into(),
+            },
+        ))?;
+        assert!(replacement(&journal, "loop-a").is_none());
+        Ok(())
+    }
 
     #[test]
     fn the_revision_after_a_window_file_is_its_replacement() {

@@ -484,7 +484,11 @@ fn twenty_kill_9s_and_a_bucket_outage_lose_no_acknowledged_reading_and_count_non
     let file_run =
         std::thread::spawn(move || file_run.crash_repeatedly(KILLS, Rng(0x5eed_f11e_0000_0002)));
 
-    let client = Client::start(port, now_ms() - 3_600_000);
+    // From a minute before a whole hour more than an hour ago: the pushed readings cross
+    // into the next hour, so the node compacts a closed hour between kills, during the
+    // outage too.
+    let hour = 3_600_000;
+    let client = Client::start(port, (now_ms() - hour).div_euclid(hour) * hour - 60_000);
     let mqtt_log = dir.path().join("published.jsonl");
     let mut publisher = None;
     let (mut replays, mut redelivered) = (0, 0);
