@@ -409,6 +409,11 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             layout = Layout::new(&config.output, &plan.name, peers, state.runs);
         }
     }
+    if config.compaction && state.cluster.is_some() {
+        // The hello found every process at this state: the last run is committed
+        // everywhere, and its closed hours can be compacted.
+        compact(&config, &plan, &state, &notify_of(&config));
+    }
     let metrics = Arc::new(Metrics::default());
     let (position, lines_before) = match consumed::start_at(&config.input, &state.inputs) {
         StartAt::Beginning => (0, 0),
@@ -621,7 +626,10 @@ impl RunningQuery {
         if let Some(live) = &live {
             live.checkpointed(live.position());
         }
-        if config.compaction {
+        // A cluster process compacts at its next start instead, once every peer is known
+        // to have committed this run too (a process one commit ahead goes back, and what
+        // it compacted could not).
+        if config.compaction && state.cluster.is_none() {
             compact(&config, &plan, &state, &notify_of(&config));
         }
         // Kept windows the watermark has passed are closed ones kept for corrections.

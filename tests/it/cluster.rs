@@ -170,8 +170,9 @@ fn append(path: &Path, config: &GeneratorConfig) {
 }
 
 /// Two runs of one stream on a cluster of `processes`, at each of `workers` per
-/// process: the first over a file, the second over what was appended to it (a bad
-/// line, then readings that overlap the first run's, some of them late). After each
+/// process: the first over a file (over an hour of event time), the second over what
+/// was appended to it (a bad line, then readings that overlap the first run's, some of
+/// them late). After each
 /// run the processes' folders together equal the sequential answer and one process's
 /// output; the bad line is reported once, at its line, by process 0.
 fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
@@ -179,7 +180,7 @@ fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
     let first = GeneratorConfig {
         devices: 60,
         readings: 6_000,
-        rate: 20.0,
+        rate: 1.5,
         disorder_ms: 8_000,
         late_fraction: 0.02,
         seed: 11,
@@ -188,7 +189,7 @@ fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
     let second = GeneratorConfig {
         readings: 3_000,
         seed: 12,
-        start_ms: first.start_ms + 250_000,
+        start_ms: first.start_ms + 3_900_000,
         ..first.clone()
     };
     let (want_first, want_first_late) = oracle(&spec, &readings_of(&first));
@@ -243,6 +244,16 @@ fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
         let (rows, late) = union(&outs);
         assert_rows_eq(&rows, &want_all, &format!("{context}, second run"));
         assert_eq!(late, want_all_late, "{context}, second run: late rows");
+        // The second run began by compacting the hours the first one closed.
+        let compacted = outs.iter().any(|out| {
+            crate::support::parquet_files(&out.join("q"))
+                .iter()
+                .any(|f| {
+                    f.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("hour-"))
+                })
+        });
+        assert!(compacted, "{context}: no hour was compacted");
         let letters = dead_letters(&outs[0], "q");
         let bad_line = first.readings + 1;
         assert!(
