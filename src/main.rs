@@ -51,7 +51,15 @@ fn main() -> ExitCode {
             .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
         _ => None,
     };
-    let logs = cli::logging::init(log_dir.as_deref());
+    let process = match &cli.command {
+        Command::Run(args) => args
+            .cluster
+            .hostfile
+            .is_some()
+            .then_some(args.cluster.process),
+        _ => None,
+    };
+    let logs = cli::logging::init(log_dir.as_deref(), process);
     let result = match &cli.command {
         Command::Run(args) => cli::run::run(args, logs),
         Command::Serve(args) => cli::serve::serve(args, logs),

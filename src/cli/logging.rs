@@ -23,17 +23,20 @@ fn filter(default: &str) -> EnvFilter {
 
 /// Installs the global subscriber; with `file_dir`, also writes hourly-rotated JSON log
 /// files there. A log folder that cannot be created costs the files, not the run.
-pub fn init(file_dir: Option<&Path>) -> Option<FileLogs> {
+/// `process` is this process's index in a cluster: its processes sync their logs to one
+/// prefix, and two hosts can start the same pid in the same second.
+pub fn init(file_dir: Option<&Path>, process: Option<usize>) -> Option<FileLogs> {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Escape codes only help a person at a terminal; in files and pipes they are noise.
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter("warn"));
-    let prefix = format!(
-        "edgeflow-{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-        std::process::id()
-    );
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let pid = std::process::id();
+    let prefix = match process {
+        Some(process) => format!("edgeflow-{stamp}-p{process}-{pid}"),
+        None => format!("edgeflow-{stamp}-{pid}"),
+    };
     let appender = file_dir.map(|dir| {
         rolling::Builder::new()
             .rotation(Rotation::HOURLY)

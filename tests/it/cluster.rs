@@ -93,7 +93,7 @@ fn finish(mut child: Child, what: &str) -> Output {
 }
 
 /// Runs a whole cluster of `processes` x `workers` over `input`, each process into
-/// `outs[i]`, and checks every process succeeded; returns the readings each read.
+/// `outs[i]`, and checks every process succeeded; returns each process's summary.
 fn run_cluster(
     query: &Path,
     input: &Path,
@@ -101,7 +101,7 @@ fn run_cluster(
     workers: usize,
     dir: &Path,
     sync: Option<(&Moto, &str)>,
-) -> Vec<u64> {
+) -> Vec<serde_json::Value> {
     let (hosts, _) = hostfile(dir, outs.len());
     let input = input.to_string_lossy().into_owned();
     let mut extra = vec!["--input", &input];
@@ -124,7 +124,7 @@ fn run_cluster(
             )
         })
         .collect();
-    let mut readings = Vec::new();
+    let mut summaries = Vec::new();
     for (i, child) in children.into_iter().enumerate() {
         let what = format!("process {i} of {} x {workers}", outs.len());
         let output = finish(child, &what);
@@ -133,11 +133,20 @@ fn run_cluster(
             "{what} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{what}: summary is not JSON: {e}"));
-        readings.push(summary["readings"].as_u64().unwrap_or(0));
+        summaries.push(
+            serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|e| panic!("{what}: summary is not JSON: {e}")),
+        );
     }
-    readings
+    summaries
+}
+
+/// One figure of each process's summary.
+fn each(summaries: &[serde_json::Value], figure: &str) -> Vec<u64> {
+    summaries
+        .iter()
+        .map(|s| s[figure].as_u64().unwrap_or(0))
+        .collect()
 }
 
 /// The result rows and late rows of every process's folder together.
@@ -207,7 +216,10 @@ fn cluster_equals_one_process(processes: usize, workers: &[usize]) {
             .collect();
         let context = format!("{processes} processes x {w} workers");
 
-        let read = run_cluster(&query, &input, &outs, w, dir.path(), None);
+        let read = each(
+            &run_cluster(&query, &input, &outs, w, dir.path(), None),
+            "readings",
+        );
         let (rows, late) = union(&outs);
         assert_rows_eq(&rows, &want_first, &format!("{context}, first run"));
         assert_eq!(late, want_first_late, "{context}, first run: late rows");
@@ -341,6 +353,20 @@ fn two_processes_sync_to_one_prefix_without_conflicts() {
         );
     }
     assert!(local.keys().any(|k| k.starts_with("_deadletter/")));
+    // Log names carry the process, so two hosts with the same pid cannot collide.
+    for process in 0..2 {
+        let marker = format!("-p{process}-");
+        assert!(
+            local
+                .keys()
+                .any(|k| k.starts_with("_logs/edgeflow-") && k.contains(&marker)),
+            "no log of process {process}: {:?}",
+            local
+                .keys()
+                .filter(|k| k.starts_with("_logs/"))
+                .collect::<Vec<_>>()
+        );
+    }
     let remote = target_objects(url, &moto.options());
     let keys =
         |m: &std::collections::BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
@@ -390,7 +416,10 @@ fn a_process_one_commit_ahead_of_its_peer_goes_back() {
         std::fs::remove_file(state.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     append(&input, &second);
-    let read = run_cluster(&query, &input, &outs, 1, dir.path(), None);
+    let read = each(
+        &run_cluster(&query, &input, &outs, 1, dir.path(), None),
+        "readings",
+    );
     let mut all = readings_of(&first);
     all.extend(readings_of(&second));
     assert_eq!(
@@ -402,6 +431,47 @@ fn a_process_one_commit_ahead_of_its_peer_goes_back() {
     let (rows, late) = union(&outs);
     assert_rows_eq(&rows, &want, "after going back");
     assert_eq!(late, want_late, "late rows after going back");
+}
+
+/// SESSION windows under an allowed lateness, over two runs of one stream on two
+/// processes of two workers: the folders' latest views together are the sequential
+/// sessionisation, and the processes' late readings and corrections add up to its counts.
+/// A correction can bridge two sessions written by the first run; each key has one owner
+/// in the cluster, so the revision that replaces them is in that owner's folder.
+#[test]
+fn sessions_with_corrections_over_two_runs_of_a_cluster_equal_the_sequential_answer() {
+    let (gap, ooo, allowed) = (5_000, 2_000, 90_000);
+    let input = crate::sessions::readings(41, 40, 200);
+    let at = input.len() * 2 / 5;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, crate::sessions::sql_allowing(gap, ooo, allowed))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("in.jsonl");
+    let outs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("out{i}"))).collect();
+    let (mut late, mut corrections) = (0, 0);
+    for (run, part) in [&input[..at], &input[at..]].into_iter().enumerate() {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.write_all(crate::traffic::jsonl(part).as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let summaries = run_cluster(&query, &path, &outs, 2, dir.path(), None);
+        late += each(&summaries, "late").iter().sum::<u64>();
+        corrections += each(&summaries, "corrections").iter().sum::<u64>();
+        let seen = &input[..at.max(run * input.len())];
+        let (want, want_late, want_corrections) =
+            crate::sessions::oracle_allowing(seen, gap, ooo, allowed);
+        let mut rows: Vec<Vec<Value>> = outs.iter().flat_map(|o| read_rows(&o.join("q"))).collect();
+        sort_rows(&mut rows);
+        let context = format!("run {}", run + 1);
+        assert_rows_eq(&rows, &want, &context);
+        assert_eq!(late, want_late, "{context}: late readings");
+        assert_eq!(corrections, want_corrections, "{context}: corrections");
+    }
+    assert!(corrections > 0, "the input makes corrections");
 }
 
 /// Three processes over a long generated input; process 1 is killed. The others stop

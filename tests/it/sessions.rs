@@ -20,7 +20,7 @@ use super::traffic::{Reading, fleet, jsonl, run_in_legs, run_in_two, write};
 /// Readings of `devices` devices in arrival order: each device reports in bursts
 /// (0.2 to 4 s apart) separated by silences (8 to 40 s), so sessions of a 5 s gap both
 /// form and break; arrivals are late by up to 3 s, and one in fifty by up to 40 s.
-fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
+pub(crate) fn readings(seed: u64, devices: usize, per_device: usize) -> Vec<Reading> {
     fleet(
         seed,
         devices,
@@ -47,7 +47,7 @@ fn sql(gap_ms: i64, ooo_ms: i64) -> String {
     sql_allowing(gap_ms, ooo_ms, 0)
 }
 
-fn sql_allowing(gap_ms: i64, ooo_ms: i64, allowed_ms: i64) -> String {
+pub(crate) fn sql_allowing(gap_ms: i64, ooo_ms: i64, allowed_ms: i64) -> String {
     format!(
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
            WITH (event_time = 'ts', max_out_of_orderness = '{ooo_ms}ms',
@@ -71,7 +71,7 @@ fn oracle(readings: &[Reading], gap_ms: i64, ooo_ms: i64) -> (Vec<Vec<Value>>, u
 
 /// [`oracle`] under an allowed lateness: a reading is late once the watermark has passed
 /// its pane's end by the allowance; between the two it is a correction (counted, third).
-fn oracle_allowing(
+pub(crate) fn oracle_allowing(
     readings: &[Reading],
     gap_ms: i64,
     ooo_ms: i64,
