@@ -408,21 +408,27 @@ fn without_userinfo(url: &str) -> String {
     }
 }
 
+/// A data file's record in `state`, for tests here and in sync.
+#[cfg(test)]
+pub(crate) fn test_record(path: &str, state: FileState) -> Record {
+    Record {
+        path: path.into(),
+        size: 10,
+        md5: "x".into(),
+        kind: FileKind::Data,
+        committed_ms: 1,
+        from: None,
+        attempts: 0,
+        state,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(path: &str) -> Record {
-        Record {
-            path: path.into(),
-            size: 10,
-            md5: "x".into(),
-            kind: FileKind::Data,
-            committed_ms: 1,
-            from: None,
-            attempts: 0,
-            state: FileState::Committed,
-        }
+        test_record(path, FileState::Committed)
     }
 
     #[test]

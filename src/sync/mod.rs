@@ -1420,7 +1420,7 @@ pub fn status(root: &Path) -> Result<SyncReport, JournalError> {
 
 #[cfg(test)]
 mod tests {
-    use super::journal::{FileKind, FileState, Journal, JournalError, Record};
+    use super::journal::{FileState, Journal, JournalError, test_record as record};
     use super::{next_revision, replacement};
 
     /// An hour compacted, then compacted again before its first hour file was
@@ -1433,16 +1433,6 @@ mod tests {
             source,
         })?;
         let mut journal = Journal::open(dir.path())?;
-        let record = |path: &str, state: FileState| Record {
-            path: path.into(),
-            size: 1,
-            md5: "x".into(),
-            kind: FileKind::Data,
-            committed_ms: 1,
-            from: None,
-            attempts: 0,
-            state,
-        };
         let uploaded = FileState::Uploaded {
             etag: None,
             at_ms: 2,

@@ -69,26 +69,38 @@ fn readings(dir: &Path) -> PathBuf {
 
 /// `edgeflow run` of the canonical query at two workers, synced to `url`.
 fn run(moto: &Moto, input: &Path, out: &Path, url: &str, extra: &[&str], failpoints: Option<&str>) {
-    let mut command = edgeflow();
-    moto.env(&mut command);
+    let mut command = canonical_run(&moto.endpoint(), &moto.creds, input, out, url, extra);
     if let Some(points) = failpoints {
         command.env("FAILPOINTS", points);
     }
-    check(
-        command
-            .arg("run")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/queries/device_traffic.sql"
-            ))
-            .arg("--input")
-            .arg(input)
-            .arg("--output")
-            .arg(out)
-            .args(["--workers", "2", "--sync", url])
-            .args(extra),
-        "edgeflow run",
-    );
+    check(&mut command, "edgeflow run");
+}
+
+/// `edgeflow run` of the canonical query over `input` into `out` on two workers,
+/// syncing to `url` through the S3 endpoint at `endpoint`.
+fn canonical_run(
+    endpoint: &str,
+    creds: &super::s3_server::Creds,
+    input: &Path,
+    out: &Path,
+    url: &str,
+    extra: &[&str],
+) -> Command {
+    let mut command = edgeflow();
+    super::s3_server::env_for(&mut command, endpoint, creds);
+    command
+        .arg("run")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/queries/device_traffic.sql"
+        ))
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args(["--workers", "2", "--sync", url])
+        .args(extra);
+    command
 }
 
 /// The sum of `bytes_in` over the input, computed from its lines.
@@ -345,20 +357,7 @@ fn an_hour_compacted_twice_during_an_outage_leaves_nothing_it_replaced_in_the_bu
     let input = readings(dir.path());
     let out = dir.path().join("out");
     let run_via_forwarder = |input: &Path, extra: &[&str]| {
-        let mut command = edgeflow();
-        super::s3_server::env_for(&mut command, &forwarder.endpoint(), &moto.creds);
-        command
-            .arg("run")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/queries/device_traffic.sql"
-            ))
-            .arg("--input")
-            .arg(input)
-            .arg("--output")
-            .arg(&out)
-            .args(["--workers", "2", "--sync", url])
-            .args(extra)
+        canonical_run(&forwarder.endpoint(), &moto.creds, input, &out, url, extra)
             .output()
             .unwrap_or_else(|e| panic!("cannot run edgeflow: {e}"))
     };
