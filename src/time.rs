@@ -87,12 +87,32 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 /// Digits beyond microseconds are truncated toward the past, as Arrow does when casting
 /// nanoseconds to microseconds.
 pub fn parse_rfc3339(text: &[u8]) -> Result<i64, TimestampError> {
+    parse_rfc3339_cached(text, &mut DateCache::default())
+}
+
+/// The last date [`parse_rfc3339_cached`] read (its ten bytes, `YYYY-MM-DD`) and its day
+/// number: readings arrive roughly in time order, so most share the date before them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DateCache(Option<([u8; 10], i64)>);
+
+/// [`parse_rfc3339`], skipping the date's digits and calendar arithmetic when the date is
+/// the one `cache` holds; the answer (and any error) is the same.
+pub fn parse_rfc3339_cached(text: &[u8], cache: &mut DateCache) -> Result<i64, TimestampError> {
     let b = text;
-    let year = digits(b, 0, 4)?;
-    expect(b, 4, b'-')?;
-    let month = digits(b, 5, 2)?;
-    expect(b, 7, b'-')?;
-    let day = digits(b, 8, 2)?;
+    let known = match (cache.0, b.get(..10)) {
+        (Some((date, days)), Some(head)) if date == head => Some(days),
+        _ => None,
+    };
+    let (year, month, day) = match known {
+        Some(_) => (0, 0, 0),
+        None => {
+            let year = digits(b, 0, 4)?;
+            expect(b, 4, b'-')?;
+            let month = digits(b, 5, 2)?;
+            expect(b, 7, b'-')?;
+            (year, month, digits(b, 8, 2)?)
+        }
+    };
     match b.get(10) {
         Some(b'T' | b't' | b' ') => {}
         _ => return Err(TimestampError::Syntax),
@@ -143,16 +163,22 @@ pub fn parse_rfc3339(text: &[u8]) -> Result<i64, TimestampError> {
         return Err(TimestampError::Syntax);
     }
     // A leap second (60) is accepted and folded onto the next second, as chrono does.
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if hour > 23 || minute > 59 || second > 60 {
         return Err(TimestampError::Range);
     }
-    let days = days_from_civil(year, month, day);
+    let days = match known {
+        Some(days) => days,
+        None => {
+            if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+                return Err(TimestampError::Range);
+            }
+            let days = days_from_civil(year, month, day);
+            if let Some(head) = b.get(..10).and_then(|h| <[u8; 10]>::try_from(h).ok()) {
+                cache.0 = Some((head, days));
+            }
+            days
+        }
+    };
     let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
     Ok(seconds * MICROS_PER_SECOND + micros)
 }
@@ -286,6 +312,24 @@ mod tests {
             prop_assert_eq!(parse_rfc3339(text.as_bytes()), Ok(want), "{}", text);
             let round = DateTime::parse_from_rfc3339(&format_rfc3339_micros(want)).map(|d| d.timestamp_micros());
             prop_assert_eq!(round, Ok(want));
+        }
+
+        /// One cache over a run of texts of few dates, valid and not (bad times, days
+        /// past a month's end, torn tails): every answer is the uncached one.
+        #[test]
+        fn the_date_cache_changes_no_answer(texts in proptest::collection::vec(
+            ("2026-0[12]-(01|29|30)", "[T ]", "([01][0-9]|2[0-5]):[0-6][0-9]:[0-6][0-9]", "(\\.[0-9]{1,10})?", "(Z|[+-]0[0-9]:[0-9]{2}|x|)"),
+            1..40,
+        )) {
+            let mut cache = DateCache::default();
+            for (date, sep, time, frac, zone) in texts {
+                let text = format!("{date}{sep}{time}{frac}{zone}");
+                prop_assert_eq!(
+                    parse_rfc3339_cached(text.as_bytes(), &mut cache),
+                    parse_rfc3339(text.as_bytes()),
+                    "{}", text
+                );
+            }
         }
 
         #[test]

@@ -7,10 +7,12 @@
 //! so its line is reported as bad and the next line is read as the next record. A lone
 //! `\r` is not a line break.
 
-use super::field::{FieldError, push_text_value};
+use super::field::{FieldError, millis_to_micros, push_text_value, timestamp_from_text_cached};
+use super::number::{Decimal, decimal_prefix, integer_prefix};
 use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
 use crate::batch::{Batch, ColumnValues, Interner};
 use crate::query::SourceSchema;
+use crate::time::DateCache;
 
 /// One record read by the `csv` crate's core parser (quotes, doubled quotes), into
 /// buffers reused from line to line.
@@ -84,6 +86,17 @@ impl QuotedRecord {
     }
 }
 
+/// Where the field at the start of `rest` ends: at the next comma, or for the `last`
+/// field at the end of the line. `None` when the line has too many fields or too few.
+#[inline]
+fn field_end(rest: &[u8], last: bool) -> Option<usize> {
+    match (memchr::memchr(b',', rest), last) {
+        (None, true) => Some(rest.len()),
+        (Some(n), false) => Some(n),
+        _ => None,
+    }
+}
+
 /// The header does not name every declared column.
 #[derive(Debug, thiserror::Error)]
 #[error("CSV header lacks declared column(s) {missing}; header has: {found}")]
@@ -99,6 +112,10 @@ pub struct CsvHeaderError {
 pub struct CsvDecoder {
     /// For each declared column, its field index in a record.
     positions: Vec<usize>,
+    /// For each field of a record, the declared column it feeds, if any.
+    column_of: Vec<Option<usize>>,
+    /// The RFC 3339 date of the last event time read as text.
+    dates: DateCache,
     names: Vec<String>,
     width: usize,
     pub(super) event_time: usize,
@@ -139,8 +156,19 @@ impl CsvDecoder {
                 found: fields.join(", "),
             });
         }
+        let mut column_of = vec![None; fields.len()];
+        for (c, &p) in positions.iter().enumerate() {
+            if column_of[p].replace(c).is_some() {
+                // Two declared columns read one field (names that differ only in
+                // case): only the careful path fills both.
+                column_of.clear();
+                break;
+            }
+        }
         Ok(CsvDecoder {
             positions,
+            column_of,
+            dates: DateCache::default(),
             names: schema.columns.iter().map(|c| c.name.clone()).collect(),
             width: fields.len(),
             event_time: schema.event_time,
@@ -168,23 +196,20 @@ impl CsvDecoder {
         let mut max_ts: Option<i64> = None;
         let mut quoted = QuotedRecord::default();
         let mut commas: Vec<usize> = Vec::with_capacity(self.width + 1);
-        // One pass over the chunk finds every line break, comma and quote.
-        let mut marks = memchr::memchr3_iter(b'\n', b',', b'"', data);
+        // One pass over the chunk finds every line break and quote; commas are found
+        // line by line, by the fields that need them.
+        let mut marks = memchr::memchr2_iter(b'\n', b'"', data);
         let mut start = 0usize;
         let mut line = 0u64;
         while start < data.len() {
-            commas.clear();
             let mut has_quote = false;
             let mut end = data.len();
             for at in marks.by_ref() {
-                match data[at] {
-                    b'\n' => {
-                        end = at;
-                        break;
-                    }
-                    b',' => commas.push(at - start),
-                    _ => has_quote = true,
+                if data[at] == b'\n' {
+                    end = at;
+                    break;
                 }
+                has_quote = true;
             }
             let text = &data[start..end];
             let (this_line, this_start) = (line, start);
@@ -207,10 +232,20 @@ impl CsvDecoder {
                 ));
                 continue;
             }
-            let pushed = if self.split_plain && !has_quote {
-                // Only `\n` ends a record, so a CRLF line keeps its `\r`: not part of the
-                // last field.
-                let text = text.strip_suffix(b"\r").unwrap_or(text);
+            // Only `\n` ends a record, so a CRLF line keeps its `\r`: not part of the last
+            // field.
+            let plain = text.strip_suffix(b"\r").unwrap_or(text);
+            let fast = self.split_plain && self.push_plain(plain, has_quote, &mut batch, interner);
+            if !fast {
+                // Not the simple case: undo what was pushed, then read the line the
+                // careful way, which words any error.
+                batch.rollback_row();
+            }
+            let pushed = if fast {
+                Ok(())
+            } else if self.split_plain && !has_quote {
+                commas.clear();
+                commas.extend(memchr::memchr_iter(b',', plain));
                 if commas.len() + 1 != self.width {
                     bad.push(bad_line(format!(
                         "expected {} fields, found {}",
@@ -221,10 +256,10 @@ impl CsvDecoder {
                 }
                 let field = |i: usize| {
                     let from = if i == 0 { 0 } else { commas[i - 1] + 1 };
-                    let to = commas.get(i).copied().unwrap_or(text.len());
-                    &text[from..to]
+                    let to = commas.get(i).copied().unwrap_or(plain.len());
+                    &plain[from..to]
                 };
-                self.push_fields(field, text.is_ascii(), &mut batch, interner)
+                self.push_fields(field, plain.is_ascii(), &mut batch, interner)
             } else {
                 let consumed = quoted.parse(&data[this_start..]);
                 if consumed > text.len() + 1 {
@@ -281,6 +316,119 @@ impl CsvDecoder {
             max_event_time: max_ts,
             bytes: data.len() as u64,
         }
+    }
+
+    /// Reads a line in one pass, field by field: a number is parsed where it stands and
+    /// must end at its comma, any other field ends at the next comma (`memchr`). With
+    /// `quotes` (the line has a quote somewhere), a field may be quoted as a whole with
+    /// no quote inside (`"a,b"`), and no other field may hold a quote. Returns false,
+    /// with the row partly pushed, when the line is not that simple: a field count other
+    /// than the header's, an empty event time, a value [`push_text_value`] rejects, or
+    /// quoting beyond that. The caller then reads the line the careful way.
+    #[inline]
+    fn push_plain(
+        &mut self,
+        text: &[u8],
+        quotes: bool,
+        batch: &mut Batch,
+        interner: &mut Interner,
+    ) -> bool {
+        if self.column_of.is_empty() {
+            return false;
+        }
+        let last = self.column_of.len().saturating_sub(1);
+        let mut at = 0;
+        for (f, &wanted) in self.column_of.iter().enumerate() {
+            let rest = &text[at..];
+            let ends = |n: usize| {
+                if f == last {
+                    n == rest.len()
+                } else {
+                    rest.get(n) == Some(&b',')
+                }
+            };
+            if quotes && rest.first() == Some(&b'"') {
+                // The value is what lies between the quotes; a quote inside (doubled,
+                // or one that does not end the field) is for the careful path.
+                let Some(close) = memchr::memchr(b'"', &rest[1..]).map(|q| q + 1) else {
+                    return false;
+                };
+                if !ends(close + 1) {
+                    return false;
+                }
+                if let Some(c) = wanted
+                    && !self.push_value(c, &rest[1..close], batch, interner)
+                {
+                    return false;
+                }
+                at += close + 2;
+                continue;
+            }
+            let parsed = wanted.and_then(|c| {
+                let column = &mut batch.columns[c];
+                let n = match &mut column.values {
+                    ColumnValues::BigInt(v) => {
+                        let (n, x) = integer_prefix(rest).filter(|&(n, _)| ends(n))?;
+                        v.push(x);
+                        n
+                    }
+                    ColumnValues::Double(v) => match decimal_prefix(rest) {
+                        Decimal::Short(n, x) if ends(n) => {
+                            v.push(x);
+                            n
+                        }
+                        _ => return None,
+                    },
+                    ColumnValues::Timestamp(v) => {
+                        if let Some((n, ms)) = integer_prefix(rest).filter(|&(n, _)| ends(n)) {
+                            v.push(millis_to_micros(ms).ok()?);
+                            n
+                        } else {
+                            let n = field_end(rest, f == last)?;
+                            v.push(timestamp_from_text_cached(&rest[..n], &mut self.dates).ok()?);
+                            n
+                        }
+                    }
+                    ColumnValues::Text(_) | ColumnValues::Boolean(_) => return None,
+                };
+                column.mark_pushed();
+                Some(n)
+            });
+            let n = match parsed {
+                Some(n) => n,
+                None => {
+                    let Some(n) = field_end(rest, f == last) else {
+                        return false;
+                    };
+                    let value = &rest[..n];
+                    if quotes && memchr::memchr(b'"', value).is_some() {
+                        return false;
+                    }
+                    if let Some(c) = wanted
+                        && !self.push_value(c, value, batch, interner)
+                    {
+                        return false;
+                    }
+                    n
+                }
+            };
+            at += n + 1;
+        }
+        true
+    }
+
+    /// Pushes `value` to column `c` as the careful path would; false where it would
+    /// report the line.
+    #[inline]
+    fn push_value(
+        &self,
+        c: usize,
+        value: &[u8],
+        batch: &mut Batch,
+        interner: &mut Interner,
+    ) -> bool {
+        !(c == self.event_time && value.is_empty())
+            && push_text_value(&mut batch.columns[c], value, false, interner).is_ok()
     }
 
     /// Pushes one record's declared columns; `field(i)` is the record's field `i`, and

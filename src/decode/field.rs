@@ -2,7 +2,7 @@
 
 use crate::batch::{Column, ColumnValues, Interner};
 use crate::decode::number::{NumberError, parse_f64, parse_i64};
-use crate::time::{MICROS_PER_MILLI, TimestampError, parse_rfc3339};
+use crate::time::{DateCache, MICROS_PER_MILLI, TimestampError, parse_rfc3339_cached};
 use crate::types::DataType;
 
 /// Event times outside years 0000..=9999 are rejected, so window arithmetic never overflows.
@@ -46,14 +46,21 @@ pub fn millis_to_micros(ms: i64) -> Result<i64, FieldError> {
 /// A timestamp given as text: RFC 3339, or integer epoch milliseconds.
 #[inline]
 pub fn timestamp_from_text(text: &[u8]) -> Result<i64, FieldError> {
-    if !text.is_empty()
-        && text.iter().all(|c| c.is_ascii_digit() || *c == b'-')
-        && text.len() < 20
+    timestamp_from_text_cached(text, &mut DateCache::default())
+}
+
+/// [`timestamp_from_text`], keeping the last RFC 3339 date read in `dates`.
+#[inline]
+pub fn timestamp_from_text_cached(text: &[u8], dates: &mut DateCache) -> Result<i64, FieldError> {
+    // `parse_i64` stops at the first byte that is not a digit (RFC 3339's `-` after the
+    // year), so this costs little when the text is not epoch milliseconds.
+    if text.len() < 20
+        && text.first() != Some(&b'+')
         && let Ok(ms) = parse_i64(text)
     {
         return millis_to_micros(ms);
     }
-    let us = parse_rfc3339(text).map_err(FieldError::Timestamp)?;
+    let us = parse_rfc3339_cached(text, dates).map_err(FieldError::Timestamp)?;
     if (MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&us) {
         Ok(us)
     } else {

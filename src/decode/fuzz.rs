@@ -31,11 +31,19 @@ const JSON_LINES: [&str; 4] = [
 
 const CSV_HEADER: &[u8] = b"device_id,ts,bytes,lat,up\n";
 
-const CSV_LINES: [&str; 4] = [
+const CSV_LINES: [&str; 9] = [
     "dev-1,1767225600000,512,1.25,true",
     "\"b,\"\"quoted\"\"\",2026-01-01T00:00:02Z,-7,2,false",
     ",3000,,,",
     "d,1000,9223372036854775807,1e308,true\r",
+    // What the one-pass reader leaves to the careful one: signs, leading zeros, a bare
+    // point, a long mantissa, RFC 3339 with an offset.
+    "dev-2,1500,+007,-0.5,1",
+    "dev-3,0,-12,3.,0",
+    "e,2026-01-01T00:00:02.5+01:00,-0,1.2345678901234567,t",
+    // Fields quoted as a whole, which the one-pass reader takes too.
+    "\"dev-4\",1000,\"12\",1.5,true",
+    "\"d,5\",2000,3,\"\",false",
 ];
 
 /// One way of damaging a line.
@@ -222,7 +230,12 @@ fn valid_lines_decode_whole() {
         Ok(mut d) => d.decode(csv.as_bytes(), &mut interner),
         Err(e) => panic!("{e}"),
     };
-    assert_eq!((c.batch.len, c.bad.len()), (4, 0), "{:?}", c.bad);
+    assert_eq!(
+        (c.batch.len, c.bad.len()),
+        (CSV_LINES.len(), 0),
+        "{:?}",
+        c.bad
+    );
 }
 
 /// Everything a decoded chunk holds, comparable: rows as values, bad records.

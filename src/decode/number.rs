@@ -139,6 +139,70 @@ pub fn scan_json_number(b: &[u8], start: usize) -> Result<(usize, bool), NumberE
     Ok((i, integer))
 }
 
+/// An integer at the start of `s` (`-?(0|[1-9][0-9]*)`) of at most 18 digits, so it
+/// cannot overflow: its length and value. `None` for anything else, and when a fraction
+/// or an exponent follows, so a caller never takes `1.5` for `1`.
+#[inline]
+pub fn integer_prefix(s: &[u8]) -> Option<(usize, i64)> {
+    let negative = s.first() == Some(&b'-');
+    let digits = &s[usize::from(negative)..];
+    let (v, n) = digit_run(digits);
+    if n == 0
+        || n > 18
+        || (n > 1 && digits[0] == b'0')
+        || matches!(digits.get(n), Some(b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    let v = v as i64;
+    Some((usize::from(negative) + n, if negative { -v } else { v }))
+}
+
+/// What [`decimal_prefix`] found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decimal {
+    /// A decimal of at most 15 digits and no exponent: its length and its value, which
+    /// is what [`parse_f64`] gives for the same token.
+    Short(usize, f64),
+    /// A number with an exponent or more digits: for the careful parser.
+    Long,
+    /// Not a number in JSON's grammar (`.5`, `01`, `1.`).
+    Invalid,
+}
+
+/// The decimal number at the start of `s`, converted in the pass that scans it.
+#[inline]
+pub fn decimal_prefix(s: &[u8]) -> Decimal {
+    let negative = s.first() == Some(&b'-');
+    let at = usize::from(negative);
+    let (int, int_digits) = digit_run(&s[at..]);
+    if int_digits == 0 || (int_digits > 1 && s[at] == b'0') {
+        return Decimal::Invalid;
+    }
+    let mut j = at + int_digits;
+    let (mut mantissa, mut frac_digits) = (int, 0);
+    if s.get(j) == Some(&b'.') {
+        let (frac, n) = digit_run(&s[j + 1..]);
+        if n == 0 {
+            return Decimal::Invalid;
+        }
+        frac_digits = n;
+        mantissa = if n < 16 {
+            int.wrapping_mul(10u64.pow(n as u32)).wrapping_add(frac)
+        } else {
+            0
+        };
+        j += 1 + n;
+    }
+    if matches!(s.get(j), Some(b'e' | b'E')) || int_digits + frac_digits > 15 {
+        return Decimal::Long;
+    }
+    // At most 15 digits: the mantissa and the power of ten are exact, so one division is
+    // correctly rounded.
+    let v = mantissa as f64 / POW10[frac_digits];
+    Decimal::Short(j, if negative { -v } else { v })
+}
+
 /// Parses a whole token as a signed 64-bit integer (`-?[0-9]+`).
 #[inline]
 pub fn parse_i64(token: &[u8]) -> Result<i64, NumberError> {
@@ -149,6 +213,14 @@ pub fn parse_i64(token: &[u8]) -> Result<i64, NumberError> {
     };
     if digits.is_empty() {
         return Err(NumberError::Syntax);
+    }
+    if digits.len() <= 18 {
+        // Eighteen digits cannot overflow: take them a word at a time.
+        let (v, n) = digit_run(digits);
+        if n == digits.len() {
+            let v = v as i64;
+            return Ok(if negative { -v } else { v });
+        }
     }
     // Accumulate negatively so that i64::MIN parses.
     let mut v: i64 = 0;

@@ -42,6 +42,8 @@ pub struct JsonDecoder {
     stamp: u64,
     types: Vec<crate::types::DataType>,
     scratch: Vec<u8>,
+    /// The RFC 3339 date of the last event time read as a string.
+    dates: crate::time::DateCache,
     keys: Vec<Key>,
     shape: Shape,
     max_line: usize,
@@ -65,6 +67,7 @@ impl JsonDecoder {
             stamp: 0,
             types: schema.types(),
             scratch: Vec::new(),
+            dates: crate::time::DateCache::default(),
             keys: Vec::new(),
             shape: Shape::default(),
             max_line: DEFAULT_MAX_LINE_BYTES,

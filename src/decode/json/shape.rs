@@ -12,9 +12,9 @@
 use super::scan::{skip_value, string};
 use super::{JsonDecoder, Key};
 use crate::batch::{Batch, Column, ColumnValues, Interner};
-use crate::decode::field::{MAX_EVENT_TIME, MIN_EVENT_TIME, timestamp_from_text};
-use crate::decode::number::{digit_run, parse_f64};
-use crate::time::MICROS_PER_MILLI;
+use crate::decode::field::{MAX_EVENT_TIME, MIN_EVENT_TIME, timestamp_from_text_cached};
+use crate::decode::number::{Decimal, decimal_prefix, integer_prefix, parse_f64};
+use crate::time::{DateCache, MICROS_PER_MILLI};
 use crate::types::DataType;
 
 /// After this many lines in a row miss the shape, the next well-formed line sets a new one.
@@ -105,63 +105,26 @@ fn has_prefix(b: &[u8], at: usize, prefix: &[u8]) -> bool {
         .is_some_and(|s| crate::batch::bytes_eq(s, prefix))
 }
 
-/// A JSON integer at `i` (`-?(0|[1-9][0-9]*)`) of at most 18 digits, so it cannot
-/// overflow; `None` otherwise or when a fraction or exponent follows.
+/// A JSON integer at `i` of at most 18 digits: where it ends, and its value.
 #[inline]
 fn integer(b: &[u8], i: usize) -> Option<(usize, i64)> {
-    let s = b.get(i..)?;
-    let negative = s.first() == Some(&b'-');
-    let digits = &s[usize::from(negative)..];
-    let (v, n) = digit_run(digits);
-    if n == 0
-        || n > 18
-        || (n > 1 && digits[0] == b'0')
-        || matches!(digits.get(n), Some(b'.' | b'e' | b'E'))
-    {
-        return None;
-    }
-    let v = v as i64;
-    Some((i + usize::from(negative) + n, if negative { -v } else { v }))
+    let (n, v) = integer_prefix(b.get(i..)?)?;
+    Some((i + n, v))
 }
 
 /// A JSON number at `i` as a double; the common short decimal is converted exactly
 /// without a second pass, anything longer goes to the careful parser.
 #[inline]
 fn double(b: &[u8], i: usize) -> Option<(usize, f64)> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
-    let s = b.get(i..)?;
-    let negative = s.first() == Some(&b'-');
-    let at = usize::from(negative);
-    let (int, int_digits) = digit_run(&s[at..]);
-    if int_digits == 0 || (int_digits > 1 && s[at] == b'0') {
-        return None;
-    }
-    let mut j = at + int_digits;
-    let (mut mantissa, mut frac_digits) = (int, 0);
-    if s.get(j) == Some(&b'.') {
-        let (frac, n) = digit_run(&s[j + 1..]);
-        if n == 0 {
-            return None;
+    match decimal_prefix(b.get(i..)?) {
+        Decimal::Short(n, v) => Some((i + n, v)),
+        Decimal::Long => {
+            // Exponents and long mantissas: find the token's end, then parse it carefully.
+            let (end, _) = crate::decode::number::scan_json_number(b, i).ok()?;
+            parse_f64(&b[i..end]).ok().map(|v| (end, v))
         }
-        frac_digits = n;
-        mantissa = if n < 16 {
-            int.wrapping_mul(10u64.pow(n as u32)).wrapping_add(frac)
-        } else {
-            0
-        };
-        j += 1 + n;
+        Decimal::Invalid => None,
     }
-    if matches!(s.get(j), Some(b'e' | b'E')) || int_digits + frac_digits > 15 {
-        // Exponents and long mantissas: find the token's end, then parse it carefully.
-        let (end, _) = crate::decode::number::scan_json_number(b, i).ok()?;
-        return parse_f64(&b[i..end]).ok().map(|v| (end, v));
-    }
-    // At most 15 digits: the mantissa and the power of ten are exact, so one division is
-    // correctly rounded.
-    let v = mantissa as f64 / POW10[frac_digits];
-    Some((i + j, if negative { -v } else { v }))
 }
 
 impl JsonDecoder {
@@ -219,7 +182,7 @@ impl JsonDecoder {
                     }
                 }
                 Op::Timestamp(c) => {
-                    let (end, us) = timestamp(b, j, &mut self.scratch)?;
+                    let (end, us) = timestamp(b, j, &mut self.scratch, &mut self.dates)?;
                     push(&mut batch.columns[c], |v| v.push_int(us), end)?
                 }
             };
@@ -278,10 +241,15 @@ fn text(
 
 /// An event time: integer epoch milliseconds or an RFC 3339 string, in range. Never null.
 #[inline]
-fn timestamp(b: &[u8], i: usize, scratch: &mut Vec<u8>) -> Option<(usize, i64)> {
+fn timestamp(
+    b: &[u8],
+    i: usize,
+    scratch: &mut Vec<u8>,
+    dates: &mut DateCache,
+) -> Option<(usize, i64)> {
     let (end, us) = if b.get(i) == Some(&b'"') {
         let (end, text) = string(b, i + 1, scratch).ok()?;
-        (end, timestamp_from_text(text).ok()?)
+        (end, timestamp_from_text_cached(text, dates).ok()?)
     } else {
         let (end, ms) = integer(b, i)?;
         (end, ms.checked_mul(MICROS_PER_MILLI)?)
