@@ -36,6 +36,9 @@ use crate::query::expr::ColumnRef;
 use crate::window::closed::correction_due;
 use crate::window::state::{LateRow, PartialWindow, WindowState};
 
+/// How often the open-state gauge is refreshed between window closes.
+const STATE_GAUGE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Aggregates stamped chunks into per-worker partial windows.
 pub trait WindowPartial<'s> {
     /// Returns partial windows (to be exchanged by `target`) and late readings.
@@ -110,6 +113,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
             state.refuse_corrections_until(uncorrectable_until);
             let mut window_caps: BTreeMap<i64, Capability<Time>> = BTreeMap::new();
             let mut late_rows: Vec<LateRow> = Vec::new();
+            let mut state_reported: Option<std::time::Instant> = None;
             move |frontiers| {
                 let mut late_session = late_out.activate();
                 let mut corrections = partial_out.activate();
@@ -192,7 +196,8 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                         Time::MAX
                     }
                 };
-                if state.earliest_end().is_some_and(|end| end <= limit) {
+                let closing = state.earliest_end().is_some_and(|end| end <= limit);
+                if closing {
                     metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
                     let parts = state.close_until(limit, worker, peers, &interner.borrow());
                     // A session's file closes later, at its stitcher.
@@ -209,12 +214,18 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                     }
                     window_caps.retain(|&end, _| end > limit);
                 }
-                metrics.state_now(
-                    worker,
-                    window_caps.len() as u64,
-                    state.open_groups() as u64,
-                    state.state_bytes() as u64,
-                );
+                // The state's bytes walk every slot (a sketch's by what it holds): the
+                // gauge is refreshed after a close and otherwise a few times a second,
+                // not on every activation.
+                if closing || state_reported.is_none_or(|at| at.elapsed() >= STATE_GAUGE_EVERY) {
+                    metrics.state_now(
+                        worker,
+                        window_caps.len() as u64,
+                        state.open_groups() as u64,
+                        state.state_bytes() as u64,
+                    );
+                    state_reported = Some(std::time::Instant::now());
+                }
             }
         });
         (partials, late)
