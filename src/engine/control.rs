@@ -173,6 +173,27 @@ impl Metrics {
     }
 }
 
+/// When an operator refreshes its open-state gauge ([`Metrics::state_now`],
+/// [`Metrics::sessions_now`]). Measuring the state walks every slot or key (a sketch by
+/// what it holds), so it is done when asked to (after a close, at the end) and
+/// otherwise a few times a second, not on every activation.
+#[derive(Debug, Default)]
+pub struct GaugeClock(Option<Instant>);
+
+impl GaugeClock {
+    /// How often the gauge is refreshed between closes.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    /// Whether to refresh now; `anyway` forces it.
+    pub fn due(&mut self, anyway: bool) -> bool {
+        let due = anyway || self.0.is_none_or(|at| at.elapsed() >= Self::EVERY);
+        if due {
+            self.0 = Some(Instant::now());
+        }
+        due
+    }
+}
+
 /// Asked by the sources before each chunk: while it says yes, they wait (sync's
 /// backpressure quota uses it).
 pub type PauseCheck = Arc<dyn Fn() -> bool + Send + Sync>;

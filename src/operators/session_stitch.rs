@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::Time;
 use super::window_merge::final_watermark;
-use crate::engine::control::{Control, EndOfInput, Metrics};
+use crate::engine::control::{Control, EndOfInput, GaugeClock, Metrics};
 use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
 use crate::window::key::KeyRows;
@@ -87,6 +87,7 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                 )),
             }
             let mut queue: Queue = BTreeMap::new();
+            let mut gauge = GaugeClock::default();
             move |(input, frontier), output| {
                 let Some(sessions) = sessions.as_mut() else {
                     input.for_each_stamp(|_, _| {});
@@ -213,7 +214,9 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                 for (time, part) in out {
                     output.session(&cap.delayed(&time)).give(part);
                 }
-                metrics.sessions_now(index, sessions.held() as u64, sessions.state_bytes() as u64);
+                if gauge.due(now.is_none()) {
+                    metrics.sessions_now(index, sessions.held() as u64, sessions.state_bytes() as u64);
+                }
                 match now {
                     Some(t) if t > *cap.time() => cap.downgrade(&t),
                     Some(_) => {}

@@ -29,15 +29,12 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use super::{LateRows, StampedChunk, Time};
 use crate::batch::arrow::to_arrow;
 use crate::batch::{Batch, Column, Interner};
-use crate::engine::control::{Control, Metrics};
+use crate::engine::control::{Control, GaugeClock, Metrics};
 use crate::eval::{Scope, eval, selection};
 use crate::query::QueryPlan;
 use crate::query::expr::ColumnRef;
 use crate::window::closed::correction_due;
 use crate::window::state::{LateRow, PartialWindow, WindowState};
-
-/// How often the open-state gauge is refreshed between window closes.
-const STATE_GAUGE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Aggregates stamped chunks into per-worker partial windows.
 pub trait WindowPartial<'s> {
@@ -113,7 +110,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
             state.refuse_corrections_until(uncorrectable_until);
             let mut window_caps: BTreeMap<i64, Capability<Time>> = BTreeMap::new();
             let mut late_rows: Vec<LateRow> = Vec::new();
-            let mut state_reported: Option<std::time::Instant> = None;
+            let mut gauge = GaugeClock::default();
             move |frontiers| {
                 let mut late_session = late_out.activate();
                 let mut corrections = partial_out.activate();
@@ -214,17 +211,13 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                     }
                     window_caps.retain(|&end, _| end > limit);
                 }
-                // The state's bytes walk every slot (a sketch's by what it holds): the
-                // gauge is refreshed after a close and otherwise a few times a second,
-                // not on every activation.
-                if closing || state_reported.is_none_or(|at| at.elapsed() >= STATE_GAUGE_EVERY) {
+                if gauge.due(closing) {
                     metrics.state_now(
                         worker,
                         window_caps.len() as u64,
                         state.open_groups() as u64,
                         state.state_bytes() as u64,
                     );
-                    state_reported = Some(std::time::Instant::now());
                 }
             }
         });
