@@ -215,7 +215,11 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                     output.session(&cap.delayed(&time)).give(part);
                 }
                 if gauge.due(now.is_none()) {
-                    metrics.sessions_now(index, sessions.held() as u64, sessions.state_bytes() as u64);
+                    metrics.sessions_now(
+                        index,
+                        sessions.held() as u64,
+                        sessions.state_bytes() as u64,
+                    );
                 }
                 match now {
                     Some(t) if t > *cap.time() => cap.downgrade(&t),

@@ -24,8 +24,7 @@
 //!
 //! [`WindowSpec::session_file_span`]: crate::query::WindowSpec::session_file_span
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::aggregate::{Accumulator, Aggregate};
 use super::closed::correction_due;
@@ -83,9 +82,11 @@ pub struct Sessions {
     index: KeyIndex,
     /// Open sessions by key id, sorted by `first`.
     open: Vec<Vec<Session>>,
-    /// `(end, key)` of open sessions, earliest end first; entries whose session has
-    /// since grown or merged are skipped when they come up.
-    ends: BinaryHeap<Reverse<(i64, u32)>>,
+    /// `(end, key)` of open sessions in buckets of one gap of end times (a bucket is
+    /// put in order when it comes due); entries whose session has since grown or merged
+    /// are skipped when they come up. Buckets rather than one heap: a million keys'
+    /// ends made every pop a walk of cache misses down the heap.
+    ends: BTreeMap<i64, Vec<(i64, u32)>>,
     accs: Vec<Accumulator>,
     free: Vec<u32>,
     /// Final sessions by the start of their file's span.
@@ -113,7 +114,7 @@ impl Sessions {
             keys: KeyRows::new(&plan.keys),
             index: KeyIndex::default(),
             open: Vec::new(),
-            ends: BinaryHeap::new(),
+            ends: BTreeMap::new(),
             accs: plan.aggregates.iter().map(Accumulator::new).collect(),
             free: Vec::new(),
             closed: BTreeMap::new(),
@@ -186,8 +187,7 @@ impl Sessions {
             // Most keys hold one session at a time: room for exactly what is there.
             open.reserve_exact(1);
             open.insert(at, session);
-            self.ends
-                .push(Reverse((session.last.saturating_add(self.gap), key)));
+            self.push_end(session.last.saturating_add(self.gap), key);
         }
     }
 
@@ -250,8 +250,7 @@ impl Sessions {
             let open = &mut self.open[key as usize];
             open.reserve_exact(1);
             open.insert(from, session);
-            self.ends
-                .push(Reverse((session.last.saturating_add(gap), key)));
+            self.push_end(session.last.saturating_add(gap), key);
         }
     }
 
@@ -298,25 +297,47 @@ impl Sessions {
     /// Makes every session ending at or before `limit` final (`limit` a pane boundary
     /// up to which every pane is stitched).
     pub fn close_until(&mut self, limit: i64) {
-        while let Some(&Reverse((end, key))) = self.ends.peek() {
-            if end > limit {
+        let last_bucket = limit.div_euclid(self.gap.max(1));
+        while let Some(mut bucket) = self.ends.first_entry() {
+            if *bucket.key() > last_bucket {
                 break;
             }
-            self.ends.pop();
-            let open = &mut self.open[key as usize];
-            let Some(at) = open
-                .iter()
-                .position(|s| s.last.saturating_add(self.gap) == end)
-            else {
-                continue;
+            // In order of (end, key), as one queue over every bucket would give them.
+            bucket.get_mut().sort_unstable();
+            let due = bucket.get().partition_point(|&(end, _)| end <= limit);
+            let whole = due == bucket.get().len();
+            let ends: Vec<(i64, u32)> = if whole {
+                bucket.remove()
+            } else {
+                bucket.get_mut().drain(..due).collect()
             };
-            let session = open.remove(at);
-            if open.is_empty() {
-                // A key that went quiet holds no allocation.
-                open.shrink_to_fit();
+            for (end, key) in ends {
+                let open = &mut self.open[key as usize];
+                let Some(at) = open
+                    .iter()
+                    .position(|s| s.last.saturating_add(self.gap) == end)
+                else {
+                    continue;
+                };
+                let session = open.remove(at);
+                if open.is_empty() {
+                    // A key that went quiet holds no allocation.
+                    open.shrink_to_fit();
+                }
+                self.close(key, session);
             }
-            self.close(key, session);
+            if !whole {
+                break;
+            }
         }
+    }
+
+    /// Queues the end of `key`'s session ending at `end`.
+    fn push_end(&mut self, end: i64, key: u32) {
+        self.ends
+            .entry(end.div_euclid(self.gap.max(1)))
+            .or_default()
+            .push((end, key));
     }
 
     fn close(&mut self, key: u32, session: Session) {
@@ -472,7 +493,7 @@ impl Sessions {
                 let at = open.partition_point(|s| s.first < session.first);
                 open.reserve_exact(1);
                 open.insert(at, session);
-                self.ends.push(Reverse((end, key)));
+                self.push_end(end, key);
             } else {
                 let file = self.file_of(end);
                 self.changed.insert(file);
@@ -584,7 +605,11 @@ impl Sessions {
             + heap
             + sessions
             + closed
-            + self.ends.capacity() * std::mem::size_of::<Reverse<(i64, u32)>>()
+            + self
+                .ends
+                .values()
+                .map(|b| b.capacity() * std::mem::size_of::<(i64, u32)>())
+                .sum::<usize>()
             + self.free.capacity() * 4
             + self.keys.heap_bytes()
             + self.index.heap_bytes()
