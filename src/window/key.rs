@@ -632,7 +632,17 @@ impl KeyRows {
 
     /// Row indexes in key order (NULL first).
     pub fn sorted_order(&self) -> Vec<usize> {
-        let cmp = |a: usize, b: usize| self.cmp_rows(a, self, b);
+        self.sorted_order_then(|_, _| Ordering::Equal)
+    }
+
+    /// Row indexes in key order (NULL first), rows of one key in the order of `then`,
+    /// and rows `then` ties in the order they are in (as a stable sort leaves them).
+    pub fn sorted_order_then(&self, then: impl Fn(usize, usize) -> Ordering) -> Vec<usize> {
+        let cmp = |a: usize, b: usize| {
+            self.cmp_rows(a, self, b)
+                .then_with(|| then(a, b))
+                .then(a.cmp(&b))
+        };
         match self.columns.first() {
             Some(KeyColumn::Text(text)) => {
                 sort_by_head(self.len, |r| text.get(r).map_or(0, head), cmp)

@@ -421,11 +421,7 @@ impl Sessions {
         for (key, _) in sessions {
             rows.push_from(&self.keys, *key as usize);
         }
-        let mut order: Vec<usize> = (0..sessions.len()).collect();
-        order.sort_by(|&a, &b| {
-            rows.cmp_rows(a, &rows, b)
-                .then(sessions[a].1.first.cmp(&sessions[b].1.first))
-        });
+        let order = rows.sorted_order_then(|a, b| sessions[a].1.first.cmp(&sessions[b].1.first));
         let order32: Vec<u32> = order.iter().map(|&i| i as u32).collect();
         let mut keys = rows.select(&order32);
         keys.sorted = true;
@@ -657,12 +653,11 @@ pub fn replace_shares(
         }
     }
     let start_of = |row: usize| accs[first_agg].int_extreme(row);
-    let mut order: Vec<usize> = (0..keys.len).collect();
-    order.sort_by(|&a, &b| {
-        keys.cmp_rows(a, &keys, b)
-            .then(start_of(a).cmp(&start_of(b)))
-    });
-    let order: Vec<u32> = order.into_iter().map(|r| r as u32).collect();
+    let order: Vec<u32> = keys
+        .sorted_order_then(|a, b| start_of(a).cmp(&start_of(b)))
+        .into_iter()
+        .map(|r| r as u32)
+        .collect();
     let mut sorted = keys.select(&order);
     sorted.sorted = true;
     let accs = accs.iter().map(|a| a.gather(&order)).collect();
