@@ -11,7 +11,7 @@ use edgeflow::outputs::{Outputs, QueryResult};
 use edgeflow::sync::target::Target;
 
 use super::s3_server::{Moto, assert_target_mirrors, target_objects};
-use super::support::parquet_files;
+use super::support::{canonical_run, parquet_files};
 
 /// Every reading once: the window rows' counts and the late rows.
 const TOTALS: &str = "SELECT sum(n), sum(b) FROM (
@@ -69,7 +69,7 @@ fn readings(dir: &Path) -> PathBuf {
 
 /// `edgeflow run` of the canonical query at two workers, synced to `url`.
 fn run(moto: &Moto, input: &Path, out: &Path, url: &str, extra: &[&str], failpoints: Option<&str>) {
-    let mut command = canonical_run(&moto.endpoint(), &moto.creds, input, out, url, extra);
+    let mut command = synced_run(&moto.endpoint(), &moto.creds, input, out, url, extra);
     if let Some(points) = failpoints {
         command.env("FAILPOINTS", points);
     }
@@ -78,7 +78,7 @@ fn run(moto: &Moto, input: &Path, out: &Path, url: &str, extra: &[&str], failpoi
 
 /// `edgeflow run` of the canonical query over `input` into `out` on two workers,
 /// syncing to `url` through the S3 endpoint at `endpoint`.
-fn canonical_run(
+fn synced_run(
     endpoint: &str,
     creds: &super::s3_server::Creds,
     input: &Path,
@@ -88,17 +88,8 @@ fn canonical_run(
 ) -> Command {
     let mut command = edgeflow();
     super::s3_server::env_for(&mut command, endpoint, creds);
-    command
-        .arg("run")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/queries/device_traffic.sql"
-        ))
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(out)
-        .args(["--workers", "2", "--sync", url])
+    canonical_run(&mut command, input, out)
+        .args(["--sync", url])
         .args(extra);
     command
 }
@@ -322,17 +313,7 @@ fn a_folder_synced_before_is_compacted_only_by_a_run_that_syncs_it() {
     // Without sync, deleting what the bucket holds would go unrecorded: nothing moves.
     let mut command = edgeflow();
     check(
-        command
-            .arg("run")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/queries/device_traffic.sql"
-            ))
-            .arg("--input")
-            .arg(&empty)
-            .arg("--output")
-            .arg(&out)
-            .args(["--workers", "2", "--no-sync"]),
+        canonical_run(&mut command, &empty, &out).arg("--no-sync"),
         "edgeflow run --no-sync",
     );
     assert_eq!(hour_folders(&out), written);
@@ -357,7 +338,7 @@ fn an_hour_compacted_twice_during_an_outage_leaves_nothing_it_replaced_in_the_bu
     let input = readings(dir.path());
     let out = dir.path().join("out");
     let run_via_forwarder = |input: &Path, extra: &[&str]| {
-        canonical_run(&forwarder.endpoint(), &moto.creds, input, &out, url, extra)
+        synced_run(&forwarder.endpoint(), &moto.creds, input, &out, url, extra)
             .output()
             .unwrap_or_else(|e| panic!("cannot run edgeflow: {e}"))
     };

@@ -12,6 +12,7 @@ use edgeflow::outputs::{Outputs, QueryResult};
 use edgeflow::sync::target::Target;
 
 use super::s3_server::Moto;
+use super::support::canonical_run;
 
 struct Reading {
     device: String,
@@ -37,20 +38,6 @@ fn check(command: &mut Command, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `command` set up to run the canonical query over `input` at two workers into `out`.
-fn canonical_run<'c>(command: &'c mut Command, input: &Path, out: &Path) -> &'c mut Command {
-    command
-        .arg("run")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/queries/device_traffic.sql"
-        ))
-        .arg("--input")
-        .arg(input)
-        .args(["--workers", "2", "--output"])
-        .arg(out)
 }
 
 /// Generates out-of-order readings with some late ones, runs the canonical query over

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use arrow::array::{
     Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
@@ -299,4 +300,18 @@ pub fn assert_same_files(
     for (name, bytes) in got {
         assert!(bytes == &want[name], "{context}: {name} differs");
     }
+}
+
+/// `command` set up to run the canonical query over `input` at two workers into `out`.
+pub fn canonical_run<'c>(command: &'c mut Command, input: &Path, out: &Path) -> &'c mut Command {
+    command
+        .arg("run")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/queries/device_traffic.sql"
+        ))
+        .arg("--input")
+        .arg(input)
+        .args(["--workers", "2", "--output"])
+        .arg(out)
 }
