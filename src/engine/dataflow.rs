@@ -23,7 +23,7 @@ use crate::operators::write_late::WriteLate;
 use crate::operators::write_parquet::{Notify, WriteParquet, Writers};
 use crate::query::QueryPlan;
 use crate::registry::Registry;
-use crate::sink::{Layout, late_schema, result_schema, unique_result_column};
+use crate::sink::{Layout, late_schema, unique_result_column};
 use crate::source::OpenInput;
 use crate::stream::Continuation;
 use crate::window::assign::WindowAssigner;
@@ -159,12 +159,12 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
             registry_progress,
             registry_trace,
             plan.clone(),
-            result_schema(&plan),
             shared.stream.clone(),
             shared.control.clone(),
             shared.metrics.clone(),
         )
         .write_parquet(
+            plan.clone(),
             shared.layout.clone(),
             unique_result_column(&plan),
             shared.stream.clone(),

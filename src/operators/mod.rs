@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
 use crate::decode::DecodedChunk;
+use crate::window::aggregate::Accumulator;
+use crate::window::key::KeyRows;
 
 /// Timely time in the engine's dataflow: an event-time watermark, microseconds.
 pub type Time = i64;
@@ -59,7 +61,12 @@ pub struct StampedChunk {
     pub batch: Batch,
 }
 
-/// Result rows of one closed window, sorted by key, ready for Parquet.
+/// One closed window's merged state, to be written as one revision of its rows.
+///
+/// The rows themselves (aggregates finished, sketches serialised, `HAVING`, `SELECT`,
+/// Arrow) are computed by the writer thread ([`window_rows`]), not by the worker that
+/// merged the state: finishing a window is a large share of a worker's time when groups
+/// are many or keep sketches, and on the writer thread it overlaps the next readings.
 #[derive(Debug, Clone)]
 pub struct ClosedWindow {
     /// Window start, microseconds.
@@ -68,8 +75,10 @@ pub struct ClosedWindow {
     pub end: i64,
     /// Which revision of the window's rows this is (0 first).
     pub revision: u32,
-    /// The rows.
-    pub batch: RecordBatch,
+    /// Group keys, one row per group.
+    pub keys: KeyRows,
+    /// One accumulator per aggregate, slot `i` for key row `i`.
+    pub accs: Vec<Accumulator>,
 }
 
 /// Late readings found in one batch.

@@ -1,6 +1,6 @@
 //! The owner side of a window: append the parts its key owners merged
-//! ([`super::key_merge`]), and once the frontier has passed the window, compute its
-//! rows.
+//! ([`super::key_merge`]), and once the frontier has passed the window, hand its merged
+//! state to the writer, which computes its rows ([`super::window_rows`]).
 //!
 //! When the input ends, every window is flushed. Windows the watermark has not passed
 //! are *open*: their rows are written as a revision so results
@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -21,7 +20,6 @@ use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::AntichainRef;
 
 use super::registry::{RegistryTrace, join_window};
-use super::window_rows::window_rows;
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, EndOfInput, Metrics};
 use crate::query::QueryPlan;
@@ -129,7 +127,6 @@ pub trait WindowMerge<'s> {
         registry: StreamVec<'s, Time, ()>,
         trace: Option<RegistryTrace>,
         plan: Arc<QueryPlan>,
-        schema: SchemaRef,
         stream: Arc<Continuation>,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -142,7 +139,6 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         registry: StreamVec<'s, Time, ()>,
         mut trace: Option<RegistryTrace>,
         plan: Arc<QueryPlan>,
-        schema: SchemaRef,
         stream: Arc<Continuation>,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -200,43 +196,31 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     let end_of_input = control.end_of_input();
                     let final_watermark =
                         final_watermark(&control, &stream, plan.source.max_out_of_orderness);
-                    // Writes a window's rows: joined with the registry first, if the query
-                    // joins one (`count`: its dropped readings are new to the count).
+                    // A window to write: joined with the registry first, if the query joins
+                    // one (`count`: its dropped readings are new to the count).
                     let write = |trace: Option<&mut RegistryTrace>,
                                  start: i64,
                                  end: i64,
-                                 keys: &KeyRows,
-                                 accs: &[Accumulator],
+                                 keys: KeyRows,
+                                 accs: Vec<Accumulator>,
                                  revision,
                                  count| {
-                        let joined = match (&plan.join, trace) {
+                        let (keys, accs) = match (&plan.join, trace) {
                             (Some(join), Some(trace)) => {
-                                let joined = join_window(join, trace, end, keys, accs);
+                                let joined = join_window(join, trace, end, &keys, &accs);
                                 if count {
                                     Metrics::add(&metrics.registry_unmatched, joined.unmatched);
                                 }
-                                Some(joined)
+                                (joined.keys, joined.accs)
                             }
-                            _ => None,
+                            _ => (keys, accs),
                         };
-                        let (keys, accs) = match &joined {
-                            Some(j) => (&j.keys, j.accs.as_slice()),
-                            None => (keys, accs),
-                        };
-                        match window_rows(&plan, &schema, start, end, keys, accs, revision) {
-                            Ok(rows) => {
-                                Metrics::add(&metrics.overflows, rows.overflows);
-                                Some(ClosedWindow {
-                                    start,
-                                    end,
-                                    revision,
-                                    batch: rows.batch,
-                                })
-                            }
-                            Err(e) => {
-                                control.fail(crate::Error::Internal(format!("window rows: {e}")));
-                                None
-                            }
+                        ClosedWindow {
+                            start,
+                            end,
+                            revision,
+                            keys,
+                            accs,
                         }
                     };
                     while let Some(closed) = open.next_closed(limit) {
@@ -263,11 +247,22 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 peers,
                                 first_agg,
                             );
-                            if let Some(rows) =
-                                write(trace.as_mut(), start, end, &keys, &accs, revision, false)
-                            {
-                                output.session(&cap).give(rows);
+                            if !closed_windows.keeps() {
+                                let window =
+                                    write(trace.as_mut(), start, end, keys, accs, revision, false);
+                                output.session(&cap).give(window);
+                                continue;
                             }
+                            let window = write(
+                                trace.as_mut(),
+                                start,
+                                end,
+                                keys.clone(),
+                                accs.clone(),
+                                revision,
+                                false,
+                            );
+                            output.session(&cap).give(window);
                             closed_windows.closed(
                                 start,
                                 ClosedWindowState {
@@ -306,17 +301,17 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             let first = stream.next_revision(start);
                             let window = closed_windows.correct(start, end, keys, accs, first);
                             let revision = window.revision.unwrap_or(first);
-                            if let Some(rows) = write(
+                            // Kept for further corrections: the writer gets a copy.
+                            let window = write(
                                 trace.as_mut(),
                                 start,
                                 end,
-                                &window.keys,
-                                &window.accs,
+                                window.keys.clone(),
+                                window.accs.clone(),
                                 revision,
                                 false,
-                            ) {
-                                output.session(&cap).give(rows);
-                            }
+                            );
+                            output.session(&cap).give(window);
                             continue;
                         }
                         let still_open = end > final_watermark;
@@ -334,13 +329,32 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         // checkpoint keeps its windows without writing them.
                         let checkpoint = still_open && end_of_input == EndOfInput::Checkpoint;
                         let mut revision = stream.next_revision(start).checked_sub(1);
+                        // Whether the state outlives its write: kept for the next run, or
+                        // for corrections. If not, the writer takes it as it is.
+                        let retained = if still_open {
+                            !plan.window.is_session()
+                        } else {
+                            closed_windows.keeps()
+                        };
                         if fresh && !checkpoint {
                             let next = stream.next_revision(start);
-                            if let Some(rows) =
-                                write(trace.as_mut(), start, end, &keys, &accs, next, !still_open)
-                            {
-                                output.session(&cap).give(rows);
+                            if !retained {
+                                let count = !still_open;
+                                let window =
+                                    write(trace.as_mut(), start, end, keys, accs, next, count);
+                                output.session(&cap).give(window);
+                                continue;
                             }
+                            let window = write(
+                                trace.as_mut(),
+                                start,
+                                end,
+                                keys.clone(),
+                                accs.clone(),
+                                next,
+                                !still_open,
+                            );
+                            output.session(&cap).give(window);
                             revision = Some(next);
                         } else if !still_open
                             && end > previous_watermark

@@ -1,7 +1,8 @@
-//! The result rows of a closed window, computed from its merged state by the window's
-//! owner ([`super::window_merge`]): aggregates finished, `HAVING` applied, `SELECT`
-//! expressions evaluated, Arrow built, and for a window Top-N the rows ranked and cut. The window state itself ([`crate::window`]) knows
-//! nothing of SQL output.
+//! The result rows of a closed window, computed from the state its owner merged
+//! ([`super::window_merge`]) on the owner's writer thread ([`super::write_parquet`]):
+//! aggregates finished, `HAVING` applied, `SELECT` expressions evaluated, Arrow built,
+//! and for a window Top-N the rows ranked and cut. The window state itself
+//! ([`crate::window`]) knows nothing of SQL output.
 
 use std::sync::Arc;
 

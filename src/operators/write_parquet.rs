@@ -1,15 +1,18 @@
-//! Commits each closed window's rows as one Parquet file, and moves the revision it
-//! replaces out of the result table.
+//! Computes each closed window's rows and commits them as one Parquet file, then moves
+//! the revision it replaces out of the result table; all on a writer thread.
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
+use super::window_rows::window_rows;
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
-use crate::sink::{CommittedFile, Layout, Superseded, write_parquet};
+use crate::query::QueryPlan;
+use crate::sink::{CommittedFile, Layout, Superseded, result_schema, write_parquet};
 use crate::stream::Continuation;
 
 /// Called with every committed file (the sync journal listens here).
@@ -69,7 +72,7 @@ fn supersede_previous(
     Ok(Some(moved))
 }
 
-/// Windows handed to a writer thread and not yet taken: enough to keep encoding busy
+/// Windows handed to a writer thread and not yet taken: enough to keep the writer busy
 /// while the worker merges the next window, few enough to bound memory.
 const QUEUED_WINDOWS: usize = 2;
 
@@ -78,6 +81,8 @@ pub type Writers = Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>;
 
 /// Everything a writer thread needs to commit windows.
 struct WindowWriter {
+    plan: Arc<QueryPlan>,
+    schema: SchemaRef,
     layout: Layout,
     unique: Option<String>,
     stream: Arc<Continuation>,
@@ -87,17 +92,37 @@ struct WindowWriter {
 }
 
 impl WindowWriter {
-    /// Commits one window, then moves the revision it replaces.
+    /// Computes one window's rows and commits them, then moves the revision they replace.
     fn write(&self, window: &ClosedWindow) {
-        if window.batch.num_rows() == 0 && window.revision == 0 {
+        let (layout, metrics) = (&self.layout, &self.metrics);
+        let rows = window_rows(
+            &self.plan,
+            &self.schema,
+            window.start,
+            window.end,
+            &window.keys,
+            &window.accs,
+            window.revision,
+        );
+        let batch = match rows {
+            Ok(rows) => {
+                Metrics::add(&metrics.overflows, rows.overflows);
+                rows.batch
+            }
+            Err(e) => {
+                return self
+                    .control
+                    .fail(crate::Error::Internal(format!("window rows: {e}")));
+            }
+        };
+        if batch.num_rows() == 0 && window.revision == 0 {
             return;
         }
-        let (layout, metrics) = (&self.layout, &self.metrics);
         let relative = layout.window_file(window.start, window.revision);
         let file = write_parquet(
             layout,
             relative,
-            &window.batch,
+            &batch,
             self.unique.as_deref().as_slice(),
             || metrics.window_durable(window.start),
         );
@@ -132,12 +157,13 @@ impl WindowWriter {
 /// Writes closed windows.
 pub trait WriteParquet {
     /// Writes each window as `<query>/date=../hour=../window-<start>-r<revision>.parquet`
-    /// on a thread of its own (registered in `writers`), so encoding and fsync never
-    /// stall this worker's part of the dataflow; windows are committed in the order
-    /// they close.
+    /// on a thread of its own (registered in `writers`), so computing its rows, encoding
+    /// and fsync never stall this worker's part of the dataflow; windows are committed
+    /// in the order they close.
     #[allow(clippy::too_many_arguments)]
     fn write_parquet(
         self,
+        plan: Arc<QueryPlan>,
         layout: Layout,
         unique: Option<String>,
         stream: Arc<Continuation>,
@@ -151,6 +177,7 @@ pub trait WriteParquet {
 impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
     fn write_parquet(
         self,
+        plan: Arc<QueryPlan>,
         layout: Layout,
         unique: Option<String>,
         stream: Arc<Continuation>,
@@ -160,6 +187,8 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
         writers: Writers,
     ) {
         let writer = WindowWriter {
+            schema: result_schema(&plan),
+            plan,
             layout,
             unique,
             stream,

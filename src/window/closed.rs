@@ -62,10 +62,15 @@ impl ClosedWindows {
         }
     }
 
+    /// Whether closed windows are kept at all (corrections can reach them).
+    pub fn keeps(&self) -> bool {
+        self.allowed_lateness > 0
+    }
+
     /// Keeps the window starting at `start` that has just closed, if corrections can
     /// reach it.
     pub fn closed(&mut self, start: i64, window: ClosedWindowState) {
-        if self.allowed_lateness > 0 {
+        if self.keeps() {
             self.windows.insert(start, window);
         }
     }
