@@ -479,10 +479,24 @@ impl Cluster {
 /// Exit status of a process whose peer died.
 pub const PEER_LOST_EXIT: i32 = 1;
 
-/// Ends this process with an error naming the peer when timely loses the connection to
-/// one (its receive or send thread panics with "timely communication error"): the
-/// workers would otherwise wait for the dead peer forever. Nothing of the run is
-/// committed; the next run of the cluster redoes it.
+/// How long a process that lost a peer waits for its other connections to fail before
+/// it reports: a peer that stops because another died closes its sockets too, and which
+/// of them this process notices first is chance.
+const PEERS_LOST_GRACE: Duration = Duration::from_millis(200);
+
+/// Peers found gone, by index, with timely's message; `Some` once one is.
+static PEERS_LOST: std::sync::Mutex<Option<std::collections::BTreeMap<usize, String>>> =
+    std::sync::Mutex::new(None);
+
+/// Ends this process with an error naming the peers it lost when timely loses the
+/// connection to one (its receive or send thread panics with "timely communication
+/// error"): the workers would otherwise wait for the dead peer forever. Nothing of the
+/// run is committed; the next run of the cluster redoes it.
+///
+/// The first such panic waits [`PEERS_LOST_GRACE`] and then names every peer lost by
+/// then. Meanwhile any other panic in the process is a consequence and is held where it
+/// happened (its thread parks instead of unwinding), so that no worker's failure ends
+/// the process first with a message that hides the cause.
 pub fn exit_when_a_peer_dies(addresses: Vec<String>) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -499,16 +513,46 @@ pub fn exit_when_a_peer_dies(addresses: Vec<String>) {
                 n.strip_prefix("timely:recv-")
                     .or_else(|| n.strip_prefix("timely:send-"))
             })
-            .and_then(|i| i.parse::<usize>().ok());
-        if let Some(peer) = peer.filter(|_| message.contains("timely communication error")) {
-            let address = addresses.get(peer).map_or("?", String::as_str);
-            tracing::error!(peer, address, cause = message, "A cluster peer is gone");
-            eprintln!(
-                "error: process {peer} of the cluster ({address}) is gone ({message}); timely has no fail-over, so this process stops too, without committing its run (the next run of the cluster does it again)"
-            );
-            std::process::exit(PEER_LOST_EXIT);
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|_| message.contains("timely communication error"));
+        let first = {
+            let mut lost = PEERS_LOST.lock().unwrap_or_else(|p| p.into_inner());
+            match (peer, lost.as_mut()) {
+                (None, None) => None,
+                (None, Some(_)) => Some(false),
+                (Some(peer), Some(gone)) => {
+                    gone.entry(peer).or_insert_with(|| message.to_owned());
+                    Some(false)
+                }
+                (Some(peer), None) => {
+                    *lost = Some([(peer, message.to_owned())].into());
+                    Some(true)
+                }
+            }
+        };
+        match first {
+            None => previous(info),
+            Some(false) => loop {
+                std::thread::park();
+            },
+            Some(true) => {
+                std::thread::sleep(PEERS_LOST_GRACE);
+                let gone = PEERS_LOST
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                for (peer, cause) in &gone {
+                    let address = addresses.get(*peer).map_or("?", String::as_str);
+                    tracing::error!(peer, address, cause, "A cluster peer is gone");
+                    eprintln!("error: process {peer} of the cluster ({address}) is gone ({cause})");
+                }
+                eprintln!(
+                    "timely has no fail-over, so this process stops too, without committing its run (the next run of the cluster does it again)"
+                );
+                std::process::exit(PEER_LOST_EXIT);
+            }
         }
-        previous(info);
     }));
 }
 
