@@ -493,7 +493,7 @@ static PEERS_LOST: std::sync::Mutex<Option<std::collections::BTreeMap<usize, Str
 /// error"): the workers would otherwise wait for the dead peer forever. Nothing of the
 /// run is committed; the next run of the cluster redoes it.
 ///
-/// The first such panic waits [`PEERS_LOST_GRACE`] and then names every peer lost by
+/// The first such panic waits a moment (200 ms) and then names every peer lost by
 /// then. Meanwhile any other panic in the process is a consequence and is held where it
 /// happened (its thread parks instead of unwinding), so that no worker's failure ends
 /// the process first with a message that hides the cause.
