@@ -115,6 +115,16 @@ pub(super) fn final_watermark(control: &Control, stream: &Continuation, ooo: i64
     }
 }
 
+/// A window's merged state: its group keys and one accumulator per aggregate.
+type Rows = (KeyRows, Vec<Accumulator>);
+
+/// A window's state for the writer, and a copy of it for the caller when `keep` (the
+/// state outlives its write); without one, the writer takes the state as it is.
+fn for_writer(keys: KeyRows, accs: Vec<Accumulator>, keep: bool) -> (Rows, Option<Rows>) {
+    let kept = keep.then(|| (keys.clone(), accs.clone()));
+    ((keys, accs), kept)
+}
+
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
     /// Routes partials to their window's owner and emits each closed window's rows.
@@ -201,8 +211,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     let write = |trace: Option<&mut RegistryTrace>,
                                  start: i64,
                                  end: i64,
-                                 keys: KeyRows,
-                                 accs: Vec<Accumulator>,
+                                 (keys, accs): Rows,
                                  revision,
                                  count| {
                         let (keys, accs) = match (&plan.join, trace) {
@@ -247,22 +256,11 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 peers,
                                 first_agg,
                             );
-                            if !closed_windows.keeps() {
-                                let window =
-                                    write(trace.as_mut(), start, end, keys, accs, revision, false);
-                                output.session(&cap).give(window);
-                                continue;
-                            }
-                            let window = write(
-                                trace.as_mut(),
-                                start,
-                                end,
-                                keys.clone(),
-                                accs.clone(),
-                                revision,
-                                false,
-                            );
+                            let (to_write, kept) = for_writer(keys, accs, closed_windows.keeps());
+                            let window =
+                                write(trace.as_mut(), start, end, to_write, revision, false);
                             output.session(&cap).give(window);
+                            let Some((keys, accs)) = kept else { continue };
                             closed_windows.closed(
                                 start,
                                 ClosedWindowState {
@@ -302,15 +300,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             let window = closed_windows.correct(start, end, keys, accs, first);
                             let revision = window.revision.unwrap_or(first);
                             // Kept for further corrections: the writer gets a copy.
-                            let window = write(
-                                trace.as_mut(),
-                                start,
-                                end,
-                                window.keys.clone(),
-                                window.accs.clone(),
-                                revision,
-                                false,
-                            );
+                            let copy = (window.keys.clone(), window.accs.clone());
+                            let window = write(trace.as_mut(), start, end, copy, revision, false);
                             output.session(&cap).give(window);
                             continue;
                         }
@@ -336,36 +327,30 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         } else {
                             closed_windows.keeps()
                         };
-                        if fresh && !checkpoint {
+                        let (keys, accs) = if fresh && !checkpoint {
                             let next = stream.next_revision(start);
-                            if !retained {
-                                let count = !still_open;
-                                let window =
-                                    write(trace.as_mut(), start, end, keys, accs, next, count);
-                                output.session(&cap).give(window);
-                                continue;
-                            }
-                            let window = write(
-                                trace.as_mut(),
-                                start,
-                                end,
-                                keys.clone(),
-                                accs.clone(),
-                                next,
-                                !still_open,
-                            );
+                            let (to_write, kept) = for_writer(keys, accs, retained);
+                            let window =
+                                write(trace.as_mut(), start, end, to_write, next, !still_open);
                             output.session(&cap).give(window);
+                            let Some(kept) = kept else { continue };
                             revision = Some(next);
-                        } else if !still_open
-                            && end > previous_watermark
-                            && let (Some(join), Some(trace)) = (&plan.join, trace.as_mut())
-                        {
-                            // Open when an earlier run ended, closed now without anything
-                            // new: its dropped readings count now. (A window an earlier run
-                            // closed comes back only to take corrections; it was counted.)
-                            let unmatched = join_window(join, trace, end, &keys, &accs).unmatched;
-                            Metrics::add(&metrics.registry_unmatched, unmatched);
-                        }
+                            kept
+                        } else {
+                            if !still_open
+                                && end > previous_watermark
+                                && let (Some(join), Some(trace)) = (&plan.join, trace.as_mut())
+                            {
+                                // Open when an earlier run ended, closed now without anything
+                                // new: its dropped readings count now. (A window an earlier
+                                // run closed comes back only to take corrections; it was
+                                // counted.)
+                                let unmatched =
+                                    join_window(join, trace, end, &keys, &accs).unmatched;
+                                Metrics::add(&metrics.registry_unmatched, unmatched);
+                            }
+                            (keys, accs)
+                        };
                         if still_open {
                             // Sessions are kept where they are stitched (`SessionStitch`).
                             if !plan.window.is_session() {
