@@ -118,13 +118,6 @@ pub(super) fn final_watermark(control: &Control, stream: &Continuation, ooo: i64
 /// A window's merged state: its group keys and one accumulator per aggregate.
 type Rows = (KeyRows, Vec<Accumulator>);
 
-/// A window's state for the writer, and a copy of it for the caller when `keep` (the
-/// state outlives its write); without one, the writer takes the state as it is.
-fn for_writer(keys: KeyRows, accs: Vec<Accumulator>, keep: bool) -> (Rows, Option<Rows>) {
-    let kept = keep.then(|| (keys.clone(), accs.clone()));
-    ((keys, accs), kept)
-}
-
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
     /// Routes partials to their window's owner and emits each closed window's rows.
@@ -206,31 +199,40 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     let end_of_input = control.end_of_input();
                     let final_watermark =
                         final_watermark(&control, &stream, plan.source.max_out_of_orderness);
-                    // A window to write: joined with the registry first, if the query joins
-                    // one (`count`: its dropped readings are new to the count).
+                    // A window for the writer, joined with the registry first if the query
+                    // joins one (`count`: its dropped readings are new to the count), and
+                    // the state back when `keep` (it outlives the write). The writer takes
+                    // the state itself when it can: a join makes new state, and state not
+                    // kept moves; only state kept and not joined is copied.
                     let write = |trace: Option<&mut RegistryTrace>,
                                  start: i64,
                                  end: i64,
                                  (keys, accs): Rows,
+                                 keep: bool,
                                  revision,
                                  count| {
-                        let (keys, accs) = match (&plan.join, trace) {
+                        let (written, kept) = match (&plan.join, trace) {
                             (Some(join), Some(trace)) => {
                                 let joined = join_window(join, trace, end, &keys, &accs);
                                 if count {
                                     Metrics::add(&metrics.registry_unmatched, joined.unmatched);
                                 }
-                                (joined.keys, joined.accs)
+                                ((joined.keys, joined.accs), keep.then_some((keys, accs)))
                             }
-                            _ => (keys, accs),
+                            _ => {
+                                let kept = keep.then(|| (keys.clone(), accs.clone()));
+                                ((keys, accs), kept)
+                            }
                         };
-                        ClosedWindow {
+                        let (keys, accs) = written;
+                        let window = ClosedWindow {
                             start,
                             end,
                             revision,
                             keys,
                             accs,
-                        }
+                        };
+                        (window, kept)
                     };
                     while let Some(closed) = open.next_closed(limit) {
                         let Collected {
@@ -256,9 +258,16 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 peers,
                                 first_agg,
                             );
-                            let (to_write, kept) = for_writer(keys, accs, closed_windows.keeps());
-                            let window =
-                                write(trace.as_mut(), start, end, to_write, revision, false);
+                            let keep = closed_windows.keeps();
+                            let (window, kept) = write(
+                                trace.as_mut(),
+                                start,
+                                end,
+                                (keys, accs),
+                                keep,
+                                revision,
+                                false,
+                            );
                             output.session(&cap).give(window);
                             let Some((keys, accs)) = kept else { continue };
                             closed_windows.closed(
@@ -297,12 +306,23 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 Metrics::add(&metrics.registry_unmatched, unmatched);
                             }
                             let first = stream.next_revision(start);
-                            let window = closed_windows.correct(start, end, keys, accs, first);
-                            let revision = window.revision.unwrap_or(first);
-                            // Kept for further corrections: the writer gets a copy.
-                            let copy = (window.keys.clone(), window.accs.clone());
-                            let window = write(trace.as_mut(), start, end, copy, revision, false);
+                            let corrected = closed_windows.correct(start, end, keys, accs, first);
+                            let revision = corrected.revision.unwrap_or(first);
+                            let rows = (corrected.keys, corrected.accs);
+                            let (window, kept) =
+                                write(trace.as_mut(), start, end, rows, true, revision, false);
                             output.session(&cap).give(window);
+                            if let Some((keys, accs)) = kept {
+                                closed_windows.closed(
+                                    start,
+                                    ClosedWindowState {
+                                        end,
+                                        keys,
+                                        accs,
+                                        revision: Some(revision),
+                                    },
+                                );
+                            }
                             continue;
                         }
                         let still_open = end > final_watermark;
@@ -329,9 +349,16 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                         };
                         let (keys, accs) = if fresh && !checkpoint {
                             let next = stream.next_revision(start);
-                            let (to_write, kept) = for_writer(keys, accs, retained);
-                            let window =
-                                write(trace.as_mut(), start, end, to_write, next, !still_open);
+                            let rows = (keys, accs);
+                            let (window, kept) = write(
+                                trace.as_mut(),
+                                start,
+                                end,
+                                rows,
+                                retained,
+                                next,
+                                !still_open,
+                            );
                             output.session(&cap).give(window);
                             let Some(kept) = kept else { continue };
                             revision = Some(next);

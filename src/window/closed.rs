@@ -76,8 +76,9 @@ impl ClosedWindows {
     }
 
     /// Merges a correction (`keys`, `accs`) into the window starting at `start` and
-    /// returns the window as it now stands, with the revision to write it as. A window
-    /// with nothing kept (its first readings are the correction) gets `first_revision`.
+    /// hands out the window as it now stands, with the revision to write it as; the
+    /// caller keeps it again with [`ClosedWindows::closed`] once written. A window with
+    /// nothing kept (its first readings are the correction) gets `first_revision`.
     pub fn correct(
         &mut self,
         start: i64,
@@ -85,8 +86,8 @@ impl ClosedWindows {
         keys: KeyRows,
         accs: Vec<Accumulator>,
         first_revision: u32,
-    ) -> &ClosedWindowState {
-        let window = match self.windows.remove(&start) {
+    ) -> ClosedWindowState {
+        match self.windows.remove(&start) {
             Some(base) => {
                 let (keys, accs) = with_correction(base.keys, base.accs, keys, accs);
                 ClosedWindowState {
@@ -105,8 +106,7 @@ impl ClosedWindows {
                     revision: Some(first_revision),
                 }
             }
-        };
-        self.windows.entry(start).or_insert(window)
+        }
     }
 
     /// Takes the window starting at `start` out, if kept.
@@ -252,9 +252,11 @@ mod tests {
         let w = closed.correct(0, 10 * S, keys, accs, 0);
         assert_eq!(w.revision, Some(1));
         assert_eq!(
-            sums(w, &mut interner),
+            sums(&w, &mut interner),
             vec![("a".into(), 3), ("b".into(), 10), ("c".into(), 5)]
         );
+        // Written, the corrected window is kept again for later corrections.
+        closed.closed(0, w);
         // A correction due at the end of the interval holding end plus allowance can
         // still come while the frontier is at that end; once past it, none.
         closed.expire(70 * S - 1);
@@ -280,7 +282,7 @@ mod tests {
         let (keys, accs) = window(&[("a", 1, 4)], &mut interner);
         let w = closed.correct(0, 10 * S, keys, accs, 3);
         assert_eq!(w.revision, Some(3));
-        assert_eq!(sums(w, &mut interner), vec![("a".into(), 4)]);
+        assert_eq!(sums(&w, &mut interner), vec![("a".into(), 4)]);
     }
 
     #[test]
