@@ -118,6 +118,28 @@ pub(super) fn final_watermark(control: &Control, stream: &Continuation, ooo: i64
 /// A window's merged state: its group keys and one accumulator per aggregate.
 type Rows = (KeyRows, Vec<Accumulator>);
 
+/// Keeps a closed window (last written as `revision`) for later corrections, if its
+/// state came back from the write.
+fn keep_written(
+    closed: &mut ClosedWindows,
+    start: i64,
+    end: i64,
+    kept: Option<Rows>,
+    revision: Option<u32>,
+) {
+    if let Some((keys, accs)) = kept {
+        closed.closed(
+            start,
+            ClosedWindowState {
+                end,
+                keys,
+                accs,
+                revision,
+            },
+        );
+    }
+}
+
 /// Merges partial windows at their owners.
 pub trait WindowMerge<'s> {
     /// Routes partials to their window's owner and emits each closed window's rows.
@@ -259,26 +281,11 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 first_agg,
                             );
                             let keep = closed_windows.keeps();
-                            let (window, kept) = write(
-                                trace.as_mut(),
-                                start,
-                                end,
-                                (keys, accs),
-                                keep,
-                                revision,
-                                false,
-                            );
+                            let rows = (keys, accs);
+                            let (window, kept) =
+                                write(trace.as_mut(), start, end, rows, keep, revision, false);
                             output.session(&cap).give(window);
-                            let Some((keys, accs)) = kept else { continue };
-                            closed_windows.closed(
-                                start,
-                                ClosedWindowState {
-                                    end,
-                                    keys,
-                                    accs,
-                                    revision: Some(revision),
-                                },
-                            );
+                            keep_written(&mut closed_windows, start, end, kept, Some(revision));
                             continue;
                         }
                         if let Some(due) = correction {
@@ -309,20 +316,11 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             let corrected = closed_windows.correct(start, end, keys, accs, first);
                             let revision = corrected.revision.unwrap_or(first);
                             let rows = (corrected.keys, corrected.accs);
+                            let keep = closed_windows.keeps();
                             let (window, kept) =
-                                write(trace.as_mut(), start, end, rows, true, revision, false);
+                                write(trace.as_mut(), start, end, rows, keep, revision, false);
                             output.session(&cap).give(window);
-                            if let Some((keys, accs)) = kept {
-                                closed_windows.closed(
-                                    start,
-                                    ClosedWindowState {
-                                        end,
-                                        keys,
-                                        accs,
-                                        revision: Some(revision),
-                                    },
-                                );
-                            }
+                            keep_written(&mut closed_windows, start, end, kept, Some(revision));
                             continue;
                         }
                         let still_open = end > final_watermark;
@@ -391,15 +389,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 });
                             }
                         } else {
-                            closed_windows.closed(
-                                start,
-                                ClosedWindowState {
-                                    end,
-                                    keys,
-                                    accs,
-                                    revision,
-                                },
-                            );
+                            let kept = Some((keys, accs));
+                            keep_written(&mut closed_windows, start, end, kept, revision);
                         }
                     }
                     if input_ended {
