@@ -7,6 +7,9 @@ use crate::batch::{Batch, Column, ColumnValues, Interner};
 use crate::decode::field::{FieldError, millis_to_micros, timestamp_from_text};
 use crate::decode::number::{NumberError, parse_f64, parse_i64, scan_json_number};
 
+/// The UTF-8 encoding of U+FEFF.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 impl JsonDecoder {
     /// Parses the object at `i`, pushing one row and recording its keys in `self.keys`;
     /// returns the index of the line break (or end of data) that ends it.
@@ -17,6 +20,14 @@ impl JsonDecoder {
         batch: &mut Batch,
         interner: &mut Interner,
     ) -> Scan<usize> {
+        // A UTF-8 byte order mark, as Windows tools write at the start of a file (and so
+        // at the start of a line of files joined with `cat`), is not part of the object.
+        if b[i..].starts_with(UTF8_BOM) {
+            let j = skip_ws(b, i + UTF8_BOM.len());
+            if b.get(j).is_some_and(|&c| c != b'\n') {
+                return self.object(b, j, batch, interner);
+            }
+        }
         if b[i] != b'{' {
             return fail(
                 i,
@@ -127,7 +138,7 @@ impl JsonDecoder {
                     scan_json_number(b, i).map_err(|_| mistyped("BIGINT (an integer)"))?;
                 if !integer {
                     return Err(field_error(FieldError::Mistyped(
-                        "expected BIGINT (an integer), found a fraction",
+                        "expected BIGINT (an integer), found a number with a fraction or an exponent",
                     )));
                 }
                 v.push(parse_i64(&b[i..end]).map_err(|_| field_error(FieldError::Range))?);

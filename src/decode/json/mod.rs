@@ -237,6 +237,27 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_before_a_line_is_skipped() {
+        let line = "{\"device_id\":\"a\",\"ts\":1000,\"bytes\":5,\"lat\":1.5,\"up\":true}";
+        // The start of a file, then the start of a second file joined after it.
+        let (c, i) = decode(&format!(
+            "\u{feff}{line}\n{line}\n\u{feff} {line}\n\u{feff}\n"
+        ));
+        assert_eq!(c.batch.len, 3, "{:?}", c.bad);
+        assert_eq!(c.batch.columns[0].value(2, &i), Value::Text("a".into()));
+        // A mark with no object after it is still a bad line.
+        assert_eq!(c.bad.len(), 1);
+        assert_eq!(c.bad[0].line, 3);
+        assert!(
+            c.bad[0]
+                .reason
+                .starts_with("column 1: expected a JSON object"),
+            "{}",
+            c.bad[0].reason
+        );
+    }
+
+    #[test]
     fn bad_lines_are_reported_and_rolled_back() {
         let (c, _) = decode(concat!(
             "{\"device_id\":\"a\",\"ts\":1000,\"bytes\":5,\"lat\":1.5}\n",
