@@ -510,6 +510,19 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_before_the_header_is_skipped() {
+        let header = "\u{feff}device_id,ts,bytes\n";
+        let mut d = CsvDecoder::new(&schema(), header.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let mut interner = Interner::new();
+        let c = d.decode(b"a,1000,5\n", &mut interner);
+        assert!(c.bad.is_empty(), "{:?}", c.bad);
+        assert_eq!(
+            c.batch.columns[0].value(0, &interner),
+            Value::Text("a".into())
+        );
+    }
+
+    #[test]
     fn header_must_name_declared_columns() {
         let e = CsvDecoder::new(&schema(), b"device_id,bytes\n")
             .err()
