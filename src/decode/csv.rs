@@ -97,14 +97,28 @@ fn field_end(rest: &[u8], last: bool) -> Option<usize> {
     }
 }
 
-/// The header does not name every declared column.
+/// A header that does not say where each declared column is.
 #[derive(Debug, thiserror::Error)]
-#[error("CSV header lacks declared column(s) {missing}; header has: {found}")]
-pub struct CsvHeaderError {
-    /// Declared columns not in the header.
-    pub missing: String,
-    /// The header's fields.
-    pub found: String,
+#[non_exhaustive]
+pub enum CsvHeaderError {
+    /// Declared columns are not in the header.
+    #[error("CSV header lacks declared column(s) {missing}; header has: {found}")]
+    Missing {
+        /// Declared columns not in the header.
+        missing: String,
+        /// The header's fields.
+        found: String,
+    },
+    /// A declared column is named by more than one field.
+    #[error(
+        "CSV header names declared column `{column}` more than once (fields {fields}): which one to read is ambiguous"
+    )]
+    Twice {
+        /// The declared column.
+        column: String,
+        /// The fields naming it, counting from 1.
+        fields: String,
+    },
 }
 
 /// Decodes CSV records for one source schema.
@@ -141,17 +155,31 @@ impl CsvDecoder {
         let mut positions = Vec::with_capacity(schema.columns.len());
         let mut missing = Vec::new();
         for c in &schema.columns {
-            match fields
-                .iter()
-                .position(|f| *f == c.name)
-                .or_else(|| fields.iter().position(|f| f.eq_ignore_ascii_case(&c.name)))
-            {
-                Some(p) => positions.push(p),
-                None => missing.push(format!("`{}`", c.name)),
+            let exact: Vec<usize> = (0..fields.len()).filter(|&i| fields[i] == c.name).collect();
+            let named = if exact.is_empty() {
+                (0..fields.len())
+                    .filter(|&i| fields[i].eq_ignore_ascii_case(&c.name))
+                    .collect()
+            } else {
+                exact
+            };
+            match named[..] {
+                [p] => positions.push(p),
+                [] => missing.push(format!("`{}`", c.name)),
+                _ => {
+                    return Err(CsvHeaderError::Twice {
+                        column: c.name.clone(),
+                        fields: named
+                            .iter()
+                            .map(|i| (i + 1).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
             }
         }
         if !missing.is_empty() {
-            return Err(CsvHeaderError {
+            return Err(CsvHeaderError::Missing {
                 missing: missing.join(", "),
                 found: fields.join(", "),
             });
@@ -267,6 +295,14 @@ impl CsvDecoder {
                     // so the line is bad and the next line is the next record.
                     bad.push(bad_line(
                         "invalid CSV: quoted field not closed on its line".into(),
+                    ));
+                    continue;
+                }
+                // The parser takes a lone quote inside an unquoted field as text; such a
+                // line is most often the rest of a quoted field that spanned lines.
+                if memchr::memchr_iter(b'"', text).count() % 2 == 1 {
+                    bad.push(bad_line(
+                        "invalid CSV: a double quote without its pair (the rest of a quoted field that spans lines?)".into(),
                     ));
                     continue;
                 }
@@ -523,11 +559,47 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_field_spanning_lines_makes_both_lines_bad() {
+        let header = b"device_id,ts,bytes\n";
+        let mut d = CsvDecoder::new(&schema(), header).unwrap_or_else(|e| panic!("{e}"));
+        let mut interner = Interner::new();
+        let c = d.decode(b"\"a\nb\",1000,5\n\"c\"\"d\",2000,6\n", &mut interner);
+        assert_eq!(c.batch.len, 1, "{:?}", c.bad);
+        assert_eq!(
+            c.batch.columns[0].value(0, &interner),
+            Value::Text("c\"d".into())
+        );
+        assert_eq!(c.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(
+            c.bad[0].reason.contains("not closed on its line"),
+            "{}",
+            c.bad[0].reason
+        );
+        assert!(
+            c.bad[1].reason.contains("without its pair"),
+            "{}",
+            c.bad[1].reason
+        );
+    }
+
+    #[test]
     fn header_must_name_declared_columns() {
         let e = CsvDecoder::new(&schema(), b"device_id,bytes\n")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("`ts`"), "{e}");
+        let e = CsvDecoder::new(&schema(), b"device_id,ts,bytes,Device_ID,device_id\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("`device_id` more than once (fields 1, 5)"),
+            "{e}"
+        );
+        // Another field differing only in case does not make an exact name ambiguous, and
+        // extra fields may repeat.
+        let ok = CsvDecoder::new(&schema(), b"device_id,ts,BYTES,x,x,DEVICE_ID\n");
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 }
