@@ -10,8 +10,8 @@ use edgeflow::outputs::format::{self, OutputFormat};
 use edgeflow::outputs::{Outputs, OutputsError, QueryResult, Settings};
 use edgeflow::sync::target::{S3Options, Target};
 
-use super::default_output;
 use super::sync::parse_bytes;
+use super::{Usage, default_output};
 
 /// Where the outputs are.
 #[derive(Debug, Args)]
@@ -106,12 +106,14 @@ fn print_warnings(outputs: &Outputs) {
     }
 }
 
-/// A refused write says how to allow it.
+/// A refused write says how to allow it; a statement that is the user's to fix exits
+/// with code 2, a store or file that failed with 1.
 fn with_hint(error: OutputsError) -> anyhow::Error {
     match error {
         OutputsError::ReadOnly { .. } => {
-            anyhow::anyhow!("{error} (start with --allow-writes to run it)")
+            Usage(format!("{error} (start with --allow-writes to run it)")).into()
         }
+        e if e.is_users() => Usage(e.to_string()).into(),
         other => other.into(),
     }
 }

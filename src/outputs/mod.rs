@@ -61,6 +61,12 @@ pub enum OutputsError {
     /// says everything, and printing it again as the cause would repeat it.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    /// The statement does not parse.
+    #[error("syntax error at {message}")]
+    Syntax {
+        /// Where (`line L, column C` or the end of the statement), and what was expected.
+        message: String,
+    },
     /// The query names a table that does not exist.
     #[error("{message}\nknown tables: {known}")]
     UnknownTable {
@@ -402,8 +408,12 @@ impl Outputs {
         Ok(text)
     }
 
-    /// Adds the list of known tables to a table-not-found error.
+    /// Says where a statement does not parse, and adds the list of known tables to a
+    /// table-not-found error.
     fn explain(&self, error: DataFusionError) -> OutputsError {
+        if let DataFusionError::SQL(parser, _) = error.find_root() {
+            return syntax_error(parser);
+        }
         let message = error.to_string();
         if message.contains("not found") && (message.contains("table") || message.contains("Table"))
         {
@@ -419,6 +429,44 @@ impl Outputs {
         }
         OutputsError::DataFusion(error)
     }
+}
+
+impl OutputsError {
+    /// Whether the statement is at fault (its text, a name in it, a refused write), not
+    /// the store or files it read.
+    pub fn is_users(&self) -> bool {
+        match self {
+            OutputsError::Syntax { .. }
+            | OutputsError::UnknownTable { .. }
+            | OutputsError::ReadOnly { .. }
+            | OutputsError::FleetWithRoot { .. } => true,
+            OutputsError::DataFusion(e) => matches!(
+                e.find_root(),
+                DataFusionError::Plan(_)
+                    | DataFusionError::SchemaError(..)
+                    | DataFusionError::SQL(..)
+                    | DataFusionError::NotImplemented(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A statement that does not parse, as `line L, column C: what was expected`.
+fn syntax_error(error: &datafusion::sql::sqlparser::parser::ParserError) -> OutputsError {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    let text = match error {
+        ParserError::TokenizerError(text) | ParserError::ParserError(text) => text.as_str(),
+        ParserError::RecursionLimitExceeded => "the statement is nested too deeply",
+    };
+    // sqlparser ends its messages with " at Line: L, Column: C", except at the end of
+    // the statement.
+    let located = text.rsplit_once(" at Line: ").and_then(|(what, place)| {
+        let (line, column) = place.split_once(", Column: ")?;
+        Some(format!("line {line}, column {column}: {what}"))
+    });
+    let message = located.unwrap_or_else(|| format!("the end of the statement: {text}"));
+    OutputsError::Syntax { message }
 }
 
 /// How many listings a statement gets when files vanish under it ([`Outputs::sql`]).
@@ -563,4 +611,37 @@ async fn register(
     ))
     .await?;
     Ok(schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn error_of(sql: &str) -> OutputsError {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let outputs = Outputs::open(Some(dir.path()), None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        match outputs.sql(sql).await {
+            Ok(_) => panic!("`{sql}` should fail"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_syntax_error_says_where_and_is_the_users() {
+        let e = error_of("SELECT 1,\n  'abc FROM t").await;
+        assert_eq!(
+            e.to_string(),
+            "syntax error at line 2, column 3: Unterminated string literal"
+        );
+        assert!(e.is_users());
+        let e = error_of("SELECT (").await;
+        assert!(
+            e.to_string()
+                .starts_with("syntax error at the end of the statement: Expected"),
+            "{e}"
+        );
+        assert!(error_of("SELECT nope").await.is_users());
+    }
 }

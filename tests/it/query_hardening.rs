@@ -260,14 +260,14 @@ fn statements_other_than_queries_are_refused_unless_writes_are_allowed() {
         "the view is still there"
     );
 
-    // The command line says why, and exits 1.
+    // The command line says why, and exits 2: the statement is the user's to change.
     let out = output(
         edgeflow()
             .args(["query", "--root"])
             .arg(&root)
             .arg("CREATE TABLE t AS SELECT 1"),
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
         err.contains("read-only") && err.contains("DDL") && err.contains("--allow-writes"),

@@ -408,7 +408,7 @@ fn the_command_line_formats_results_and_explains_unknown_tables() {
         .arg("SELECT * FROM device_trafic")
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("device_trafic") && err.contains("not found"),
