@@ -9,9 +9,9 @@
 use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
 use serde::{Deserialize, Serialize};
 
-use super::sketch_bytes::{self, SketchBytes};
-use super::staged::{CapacityHint, Replay, Staged};
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_out};
+use super::sketch_bytes::SketchBytes;
+use super::staged::{Replay, Staged, StagedSlots};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Log2 of the number of HLL registers.
@@ -53,31 +53,16 @@ pub fn union(a: &HllSketch, b: &HllSketch) -> HllSketch {
 
 /// One HLL sketch per slot, made on the first value (kept as the values' coupons until
 /// needed, see `staged`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApproxDistinct {
-    #[serde(with = "sketch_bytes")]
-    sketches: Vec<Option<Staged<HllSketch>>>,
-    #[serde(skip)]
-    hint: CapacityHint,
-}
-
-impl PartialEq for ApproxDistinct {
-    fn eq(&self, other: &Self) -> bool {
-        self.sketches.len() == other.sketches.len()
-            && self.sketches.iter().zip(&other.sketches).all(|(a, b)| {
-                a.as_ref().map(SketchBytes::to_bytes) == b.as_ref().map(SketchBytes::to_bytes)
-            })
-    }
+    sketches: StagedSlots<HllSketch>,
 }
 
 impl ApproxDistinct {
     /// Adds the value hashed to `coupon` (as `HllSketch::update` hashes it) to `slot`.
     #[inline]
     fn add(&mut self, slot: usize, coupon: Coupon) {
-        let room = self.hint.get();
-        self.sketches[slot]
-            .get_or_insert_with(|| Staged::with_capacity(room))
-            .push(coupon);
+        self.sketches.add(slot, coupon);
     }
 }
 
@@ -92,23 +77,19 @@ impl Aggregate for ApproxDistinct {
 
     fn bytes_per_slot(&self) -> usize {
         // The slot itself; a sketch grows with distinct values, up to 4 KiB.
-        size_of::<Option<Staged<HllSketch>>>()
+        StagedSlots::<HllSketch>::BYTES_PER_SLOT
     }
 
     fn heap_bytes(&self) -> usize {
-        self.sketches
-            .iter()
-            .flatten()
-            .map(|s| s.heap_bytes(HllSketch::estimated_size))
-            .sum()
+        self.sketches.heap_bytes(HllSketch::estimated_size)
     }
 
     fn push_empty(&mut self) {
-        self.sketches.push(None);
+        self.sketches.push_empty();
     }
 
     fn reset(&mut self, slot: usize) {
-        self.sketches[slot] = None;
+        self.sketches.reset(slot);
     }
 
     fn update(&mut self, pairs: &Pairs, input: Input<'_>) {
@@ -144,29 +125,21 @@ impl Aggregate for ApproxDistinct {
 
     fn gather(&self, slots: &[u32]) -> Self {
         ApproxDistinct {
-            sketches: pick(&self.sketches, slots),
-            hint: CapacityHint::default(),
+            sketches: self.sketches.gather(slots),
         }
     }
 
     fn take(&mut self, slots: &[u32]) -> Self {
-        let sketches = &self.sketches;
-        self.hint
-            .learn(slots.iter().map(|&s| &sketches[s as usize]));
         ApproxDistinct {
-            sketches: pick_out(&mut self.sketches, slots),
-            hint: CapacityHint::default(),
+            sketches: self.sketches.take(slots),
         }
     }
 
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
-        let Some(theirs) = &other.sketches[from] else {
-            return;
-        };
-        self.sketches[to] = Some(match &self.sketches[to] {
-            None => theirs.clone(),
-            Some(ours) => Staged::sketch_of(union(&ours.sketch(), &theirs.sketch())),
-        });
+        self.sketches
+            .merge_slot(to, &other.sketches, from, |ours, theirs| {
+                *ours = union(ours, theirs)
+            });
     }
 
     fn finish(&self, slots: &[usize], _interner: &mut Interner) -> Finished {
@@ -174,7 +147,7 @@ impl Aggregate for ApproxDistinct {
             values: ColumnValues::BigInt(
                 slots
                     .iter()
-                    .map(|&s| self.sketches[s].as_ref().map_or(0, estimate))
+                    .map(|&s| self.sketches.get(s).map_or(0, estimate))
                     .collect(),
             ),
             validity: None,
@@ -182,7 +155,7 @@ impl Aggregate for ApproxDistinct {
     }
 
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
-        Some(sketch_bytes::of_slots(&self.sketches, slots))
+        Some(self.sketches.bytes(slots))
     }
 
     fn finish_with_sketches(
@@ -198,7 +171,7 @@ impl Aggregate for ApproxDistinct {
         let mut counts = Vec::with_capacity(slots.len());
         let mut bytes = Vec::with_capacity(slots.len());
         for &s in slots {
-            match &self.sketches[s] {
+            match self.sketches.get(s) {
                 None => {
                     counts.push(0);
                     bytes.push(None);

@@ -12,10 +12,10 @@
 use datasketches::tdigest::TDigestMut;
 use serde::{Deserialize, Serialize};
 
-use super::sketch_bytes::{self, SketchBytes};
-use super::staged::{CapacityHint, Replay, Staged};
+use super::sketch_bytes::SketchBytes;
+use super::staged::{Replay, StagedSlots};
 use super::sum_float::{doubles, for_each_number};
-use super::{Aggregate, Finished, Input, Pairs, pick, pick_out};
+use super::{Aggregate, Finished, Input, Pairs};
 use crate::batch::Interner;
 
 /// The t-digest's compression.
@@ -100,24 +100,11 @@ fn from_order_key(key: u64) -> f64 {
 
 /// One t-digest per slot, made on the first value (kept as the values until needed,
 /// see `staged`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApproxPercentile {
     /// The quantile asked for, 0 to 1.
     q: f64,
-    #[serde(with = "sketch_bytes")]
-    digests: Vec<Option<Staged<TDigestMut>>>,
-    #[serde(skip)]
-    hint: CapacityHint,
-}
-
-impl PartialEq for ApproxPercentile {
-    fn eq(&self, other: &Self) -> bool {
-        self.q == other.q
-            && self.digests.len() == other.digests.len()
-            && self.digests.iter().zip(&other.digests).all(|(a, b)| {
-                a.as_ref().map(SketchBytes::to_bytes) == b.as_ref().map(SketchBytes::to_bytes)
-            })
-    }
+    digests: StagedSlots<TDigestMut>,
 }
 
 impl ApproxPercentile {
@@ -125,13 +112,12 @@ impl ApproxPercentile {
     pub fn new(q: f64) -> Self {
         ApproxPercentile {
             q,
-            digests: Vec::new(),
-            hint: CapacityHint::default(),
+            digests: StagedSlots::default(),
         }
     }
 
     fn quantile(&self, slot: usize) -> Option<f64> {
-        let mut digest = self.digests[slot].as_ref()?.sketch().into_owned();
+        let mut digest = self.digests.get(slot)?.sketch().into_owned();
         digest.quantile(self.q).ok().flatten()
     }
 }
@@ -147,60 +133,43 @@ impl Aggregate for ApproxPercentile {
 
     fn bytes_per_slot(&self) -> usize {
         // The slot itself; a digest grows to a few KiB.
-        size_of::<Option<Staged<TDigestMut>>>()
+        StagedSlots::<TDigestMut>::BYTES_PER_SLOT
     }
 
     fn heap_bytes(&self) -> usize {
-        self.digests
-            .iter()
-            .flatten()
-            .map(|d| d.heap_bytes(TDigestMut::estimated_size))
-            .sum()
+        self.digests.heap_bytes(TDigestMut::estimated_size)
     }
 
     fn push_empty(&mut self) {
-        self.digests.push(None);
+        self.digests.push_empty();
     }
 
     fn reset(&mut self, slot: usize) {
-        self.digests[slot] = None;
+        self.digests.reset(slot);
     }
 
     fn update(&mut self, pairs: &Pairs, input: Input<'_>) {
-        let (digests, room) = (&mut self.digests, self.hint.get());
-        for_each_number(pairs, input, |slot, x| {
-            digests[slot]
-                .get_or_insert_with(|| Staged::with_capacity(room))
-                .push(x);
-        });
+        let digests = &mut self.digests;
+        for_each_number(pairs, input, |slot, x| digests.add(slot, x));
     }
 
     fn gather(&self, slots: &[u32]) -> Self {
         ApproxPercentile {
             q: self.q,
-            digests: pick(&self.digests, slots),
-            hint: CapacityHint::default(),
+            digests: self.digests.gather(slots),
         }
     }
 
     fn take(&mut self, slots: &[u32]) -> Self {
-        let digests = &self.digests;
-        self.hint.learn(slots.iter().map(|&s| &digests[s as usize]));
         ApproxPercentile {
             q: self.q,
-            digests: pick_out(&mut self.digests, slots),
-            hint: CapacityHint::default(),
+            digests: self.digests.take(slots),
         }
     }
 
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
-        let Some(theirs) = &other.digests[from] else {
-            return;
-        };
-        match &mut self.digests[to] {
-            Some(ours) => ours.sketch_mut().merge(&theirs.sketch()),
-            slot @ None => *slot = Some(theirs.clone()),
-        }
+        self.digests
+            .merge_slot(to, &other.digests, from, |ours, theirs| ours.merge(theirs));
     }
 
     fn finish(&self, slots: &[usize], _interner: &mut Interner) -> Finished {
@@ -209,7 +178,7 @@ impl Aggregate for ApproxPercentile {
     }
 
     fn sketches(&self, slots: &[usize]) -> Option<Vec<Option<Vec<u8>>>> {
-        Some(sketch_bytes::of_slots(&self.digests, slots))
+        Some(self.digests.bytes(slots))
     }
 
     fn finish_with_sketches(
@@ -224,7 +193,7 @@ impl Aggregate for ApproxPercentile {
         let mut values = Vec::with_capacity(slots.len());
         let mut bytes = Vec::with_capacity(slots.len());
         for &s in slots {
-            let Some(digest) = &self.digests[s] else {
+            let Some(digest) = self.digests.get(s) else {
                 values.push(None);
                 bytes.push(None);
                 continue;

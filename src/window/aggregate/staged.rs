@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 use std::fmt::Debug;
 
+use serde::{Deserialize, Serialize};
+
 use super::sketch_bytes::SketchBytes;
 
 /// Values kept before a slot builds its sketch: beyond this a sketch is no larger than
@@ -123,6 +125,121 @@ impl<S: Replay> SketchBytes for Staged<S> {
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         S::from_bytes(bytes).map(Staged::sketch_of)
+    }
+}
+
+/// One staged sketch per slot of an aggregate, and the room a new slot's list gets:
+/// what the sketch aggregates share. Stored as the list of slots alone (each sketch in
+/// its standard bytes, see `sketch_bytes`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
+pub struct StagedSlots<S: Replay> {
+    #[serde(with = "super::sketch_bytes")]
+    slots: Vec<Option<Staged<S>>>,
+    #[serde(skip)]
+    hint: CapacityHint,
+}
+
+impl<S: Replay> Default for StagedSlots<S> {
+    fn default() -> Self {
+        StagedSlots {
+            slots: Vec::new(),
+            hint: CapacityHint::default(),
+        }
+    }
+}
+
+impl<S: Replay> PartialEq for StagedSlots<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.slots.len() == other.slots.len()
+            && self.slots.iter().zip(&other.slots).all(|(a, b)| {
+                a.as_ref().map(SketchBytes::to_bytes) == b.as_ref().map(SketchBytes::to_bytes)
+            })
+    }
+}
+
+impl<S: Replay> StagedSlots<S> {
+    /// Bytes of one slot itself; what its sketch holds is [`StagedSlots::heap_bytes`].
+    pub const BYTES_PER_SLOT: usize = size_of::<Option<Staged<S>>>();
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes the slots' lists and sketches hold (`sketch_size` measures a sketch).
+    pub fn heap_bytes(&self, sketch_size: impl Fn(&S) -> usize) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| s.heap_bytes(&sketch_size))
+            .sum()
+    }
+
+    /// Adds an empty slot at the end.
+    pub fn push_empty(&mut self) {
+        self.slots.push(None);
+    }
+
+    /// Empties `slot`.
+    pub fn reset(&mut self, slot: usize) {
+        self.slots[slot] = None;
+    }
+
+    /// Adds `value` to `slot`, making its list on the first value.
+    #[inline]
+    pub fn add(&mut self, slot: usize, value: S::Value) {
+        let room = self.hint.get();
+        self.slots[slot]
+            .get_or_insert_with(|| Staged::with_capacity(room))
+            .push(value);
+    }
+
+    /// What `slot` holds, if it has seen a value.
+    pub fn get(&self, slot: usize) -> Option<&Staged<S>> {
+        self.slots[slot].as_ref()
+    }
+
+    /// Copies of `slots`, in that order.
+    pub fn gather(&self, slots: &[u32]) -> Self {
+        StagedSlots {
+            slots: super::pick(&self.slots, slots),
+            hint: CapacityHint::default(),
+        }
+    }
+
+    /// Moves `slots` out (in that order), learning from them how much room a new
+    /// slot's list needs.
+    pub fn take(&mut self, slots: &[u32]) -> Self {
+        let all = &self.slots;
+        self.hint.learn(slots.iter().map(|&s| &all[s as usize]));
+        StagedSlots {
+            slots: super::pick_out(&mut self.slots, slots),
+            hint: CapacityHint::default(),
+        }
+    }
+
+    /// Folds `other`'s slot `from` into slot `to` with `merge(ours, theirs)` (a copy
+    /// when `to` is empty).
+    pub fn merge_slot(
+        &mut self,
+        to: usize,
+        other: &Self,
+        from: usize,
+        merge: impl FnOnce(&mut S, &S),
+    ) {
+        let Some(theirs) = &other.slots[from] else {
+            return;
+        };
+        match &mut self.slots[to] {
+            Some(ours) => merge(ours.sketch_mut(), &theirs.sketch()),
+            slot @ None => *slot = Some(theirs.clone()),
+        }
+    }
+
+    /// The standard bytes of the sketches of `slots`, in that order.
+    pub fn bytes(&self, slots: &[usize]) -> Vec<Option<Vec<u8>>> {
+        super::sketch_bytes::of_slots(&self.slots, slots)
     }
 }
 
