@@ -1,9 +1,11 @@
 //! Computes each closed window's rows and commits them as one Parquet file, then moves
 //! the revision it replaces out of the result table; all on a writer thread.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -12,7 +14,7 @@ use super::window_rows::window_rows;
 use super::{ClosedWindow, Time};
 use crate::engine::control::{Control, Metrics};
 use crate::query::QueryPlan;
-use crate::sink::{CommittedFile, Layout, Superseded, result_schema, write_parquet};
+use crate::sink::{CommittedFile, Layout, Superseded, commit_encoded, result_schema};
 use crate::stream::Continuation;
 
 /// Called with every committed file (the sync journal listens here).
@@ -89,12 +91,14 @@ struct WindowWriter {
     notify: Notify,
     control: Arc<Control>,
     metrics: Arc<Metrics>,
+    /// Windows this run writes at revisions moved past a killed run's files, and by
+    /// how many ([`WindowWriter::clear_of_leftovers`]).
+    moved: HashMap<i64, u32>,
 }
 
 impl WindowWriter {
-    /// Computes one window's rows and commits them, then moves the revision they replace.
-    fn write(&self, window: &ClosedWindow) {
-        let (layout, metrics) = (&self.layout, &self.metrics);
+    /// The window's rows as revision `revision`, or `None` once the failure is recorded.
+    fn rows(&self, window: &ClosedWindow, revision: u32) -> Option<RecordBatch> {
         let rows = window_rows(
             &self.plan,
             &self.schema,
@@ -102,30 +106,101 @@ impl WindowWriter {
             window.end,
             &window.keys,
             &window.accs,
-            window.revision,
+            revision,
         );
-        let batch = match rows {
+        match rows {
             Ok(rows) => {
-                Metrics::add(&metrics.overflows, rows.overflows);
-                rows.batch
+                Metrics::add(&self.metrics.overflows, rows.overflows);
+                Some(rows.batch)
             }
             Err(e) => {
-                return self
-                    .control
+                self.control
                     .fail(crate::Error::Internal(format!("window rows: {e}")));
+                None
             }
+        }
+    }
+
+    /// `batch` encoded as the file at `relative`, or `None` once the failure is recorded.
+    fn encode(&self, batch: &RecordBatch, relative: &str) -> Option<Vec<u8>> {
+        let unique = self.unique.as_deref();
+        match crate::sink::parquet::encode(batch, unique.as_slice()) {
+            Ok(bytes) => Some(bytes),
+            Err(source) => {
+                let path = self.layout.absolute(relative);
+                self.control
+                    .fail(crate::sink::SinkError::Parquet { path, source }.into());
+                None
+            }
+        }
+    }
+
+    /// Where a window whose first write in this run is revision `revision`, encoded as
+    /// `bytes`, must go instead, if anywhere: past the files a killed run left for it
+    /// when they hold other bytes (a sketch's bytes depend on the worker count and the
+    /// order of merges), because a name once written never gets other bytes: the
+    /// target may already hold it. Later writes of the window in this run keep the
+    /// same distance.
+    fn clear_of_leftovers(&mut self, start: i64, revision: u32, bytes: &[u8]) -> Option<u32> {
+        let layout = &self.layout;
+        let leftover = |r: u32| {
+            [
+                layout.window_file(start, r),
+                layout.superseded_file(start, r),
+            ]
+            .into_iter()
+            .map(|relative| layout.absolute(&relative))
+            .find(|path| path.exists())
+        };
+        let found = leftover(revision)?;
+        if std::fs::read(&found).is_ok_and(|old| old == bytes) {
+            return None;
+        }
+        let mut last = revision;
+        while leftover(last + 1).is_some() {
+            last += 1;
+        }
+        self.moved.insert(start, last + 1 - revision);
+        tracing::info!(
+            file = %found.display(),
+            revision = last + 1,
+            "A window written by a run that did not finish differs now: written as the next revision"
+        );
+        Some(last + 1)
+    }
+
+    /// Computes one window's rows and commits them, then moves the revision they replace.
+    fn write(&mut self, window: &ClosedWindow) {
+        let moved = self.moved.get(&window.start).copied();
+        let mut revision = window.revision + moved.unwrap_or(0);
+        let Some(mut batch) = self.rows(window, revision) else {
+            return;
         };
         if batch.num_rows() == 0 && window.revision == 0 {
             return;
         }
-        let relative = layout.window_file(window.start, window.revision);
-        let file = write_parquet(
-            layout,
-            relative,
-            &batch,
-            self.unique.as_deref().as_slice(),
-            || metrics.window_durable(window.start),
-        );
+        let mut relative = self.layout.window_file(window.start, revision);
+        let Some(mut bytes) = self.encode(&batch, &relative) else {
+            return;
+        };
+        if moved.is_none()
+            && let Some(clear) = self.clear_of_leftovers(window.start, revision, &bytes)
+        {
+            revision = clear;
+            relative = self.layout.window_file(window.start, revision);
+            let Some(again) = self.rows(window, revision) else {
+                return;
+            };
+            batch = again;
+            let Some(again) = self.encode(&batch, &relative) else {
+                return;
+            };
+            bytes = again;
+        }
+        let (layout, metrics) = (&self.layout, &self.metrics);
+        let file = commit_encoded(layout, relative, &bytes, batch.num_rows(), || {
+            metrics.window_durable(window.start)
+        });
         let file = match file {
             Ok(file) => file,
             Err(e) => return self.control.fail(e.into()),
@@ -134,8 +209,8 @@ impl WindowWriter {
         Metrics::add(&metrics.files, 1);
         Metrics::add(&metrics.bytes_written, file.bytes);
         (self.notify.commit)(&file);
-        self.stream.wrote(window.start, window.revision);
-        match supersede_previous(layout, window.start, window.revision) {
+        self.stream.wrote(window.start, revision);
+        match supersede_previous(layout, window.start, revision) {
             Ok(Some(moved)) => {
                 Metrics::add(&metrics.superseded, 1);
                 (self.notify.supersede)(&moved);
@@ -143,9 +218,8 @@ impl WindowWriter {
             Ok(None) => {}
             Err(source) => self.control.fail(
                 crate::sink::SinkError::Io {
-                    path: layout.absolute(
-                        &layout.window_file(window.start, window.revision.saturating_sub(1)),
-                    ),
+                    path: layout
+                        .absolute(&layout.window_file(window.start, revision.saturating_sub(1))),
                     source,
                 }
                 .into(),
@@ -195,11 +269,13 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
             notify,
             control: control.clone(),
             metrics,
+            moved: HashMap::new(),
         };
         let (queue, windows) = std::sync::mpsc::sync_channel::<ClosedWindow>(QUEUED_WINDOWS);
         let spawned = std::thread::Builder::new()
             .name(format!("edgeflow-writer-{}", self.scope().index()))
             .spawn(move || {
+                let mut writer = writer;
                 for window in windows {
                     writer.write(&window);
                 }

@@ -145,18 +145,30 @@ pub fn write_parquet(
     unique: &[&str],
     durable: impl FnOnce(),
 ) -> Result<CommittedFile, SinkError> {
-    let path = layout.absolute(&relative);
     let bytes = parquet::encode(batch, unique).map_err(|source| SinkError::Parquet {
-        path: path.clone(),
+        path: layout.absolute(&relative),
         source,
     })?;
-    commit::commit_bytes(&path, &bytes).map_err(|source| SinkError::Io { path, source })?;
+    commit_encoded(layout, relative, &bytes, batch.num_rows(), durable)
+}
+
+/// Commits the encoded file `bytes` (of `rows` rows) at `relative` under the layout's
+/// root, as [`write_parquet`] does once it has encoded.
+pub fn commit_encoded(
+    layout: &Layout,
+    relative: String,
+    bytes: &[u8],
+    rows: usize,
+    durable: impl FnOnce(),
+) -> Result<CommittedFile, SinkError> {
+    let path = layout.absolute(&relative);
+    commit::commit_bytes(&path, bytes).map_err(|source| SinkError::Io { path, source })?;
     durable();
-    let md5 = crate::digest::md5_hex(&bytes);
+    let md5 = crate::digest::md5_hex(bytes);
     Ok(CommittedFile {
         md5,
         relative,
         bytes: bytes.len() as u64,
-        rows: batch.num_rows() as u64,
+        rows: rows as u64,
     })
 }

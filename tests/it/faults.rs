@@ -190,6 +190,78 @@ fn a_journal_append_that_fails_halts_the_sync_and_the_next_run_ships_every_file_
     }
 }
 
+/// The result rows under `dir` without their sketches and revision, sorted: what a
+/// query answers, whatever bytes its sketches were written with.
+fn rows_without_sketches(dir: &Path) -> Vec<Vec<Value>> {
+    let mut rows: Vec<Vec<Value>> = super::support::read_batches(dir)
+        .iter()
+        .flat_map(|b| {
+            let schema = b.schema();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|&c| {
+                    let name = schema.field(c).name();
+                    !name.ends_with("_sketch") && name != edgeflow::sink::REVISION_COLUMN
+                })
+                .collect();
+            let b = ok(b.project(&keep));
+            (0..b.num_rows())
+                .map(|i| super::support::row(&b, i))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    super::support::sort_rows(&mut rows);
+    rows
+}
+
+/// A run of a sketch query dies after some windows were uploaded, and is done again at
+/// another worker count. Sketch bytes depend on the worker count, so those windows come
+/// out with other bytes: they are written as the next revision rather than under a name
+/// the bucket already holds, so the sync meets no conflict, the run succeeds, and the
+/// bucket ends up equal to the local folder, with the rows of a run that never died.
+#[test]
+fn a_sketch_query_redone_at_another_worker_count_writes_new_revisions_without_conflicts() {
+    let dir = ok(tempfile::tempdir());
+    prepare(dir.path());
+    let sql = spec().sql().replace(
+        " FROM TUMBLE(",
+        ", APPROX_PERCENTILE(latency_ms, 0.9) AS p90, APPROX_DISTINCT(packets) AS kinds FROM TUMBLE(",
+    );
+    assert!(sql.contains("p90"), "{sql}");
+    ok(std::fs::write(dir.path().join("q.sql"), &sql));
+    let clean = dir.path().join("clean");
+    let (status, stderr) = run(dir.path(), &clean, 2, None);
+    assert!(status.success(), "{stderr}");
+    let moto = Moto::signed();
+    moto.bucket("redo");
+    // Each worker's late rows are committed first, then windows.
+    for (first, again, commits) in [(1, 2, 5), (4, 1, 12)] {
+        let context = format!("died at {first} workers, done again at {again}");
+        let out = dir.path().join(format!("out-{first}-{again}"));
+        let url = format!("s3://redo/w{first}");
+        let with_sync = |c: &mut Command| {
+            c.arg("--sync").arg(&url);
+            moto.env(c);
+        };
+        // Dies after `commits` commits, windows among them, uploaded before it ends.
+        let failpoints = format!("commit-write={commits}*off->return(EIO)");
+        let (status, stderr) = run_with(dir.path(), &out, first, Some(&failpoints), with_sync);
+        assert_eq!(status.code(), Some(1), "{context}: {stderr}");
+        let (status, stderr) = run_with(dir.path(), &out, again, None, with_sync);
+        assert!(status.success(), "{context}: {stderr}");
+        assert!(!stderr.contains("conflict"), "{context}: {stderr}");
+        assert!(
+            super::support::revisions(&out.join("q")).contains(&1),
+            "{context}: a window that came out other than before is its next revision"
+        );
+        assert_eq!(
+            rows_without_sketches(&out.join("q")),
+            rows_without_sketches(&clean.join("q")),
+            "{context}"
+        );
+        assert_target_mirrors(&out, &url, &moto.options());
+    }
+}
+
 /// Deleting checkpointed log segments fails (a read-only or failing disk): the node
 /// goes on taking pushes, keeps the segments, and a kill -9 then replays from the
 /// checkpoint, not from the oldest segment kept, so nothing is counted twice; once
