@@ -39,6 +39,19 @@ impl Replay for HllSketch {
     fn feed(&mut self, coupon: Coupon) {
         self.update_with_coupon(coupon);
     }
+
+    /// Feeds the coupons in ascending order: the sketch's list and hash set keep
+    /// coupons where they came, so the same values in another order (another split over
+    /// workers) would be other bytes.
+    fn build(coupons: &[Coupon]) -> Self {
+        let mut sorted = coupons.to_vec();
+        sorted.sort_unstable();
+        let mut sketch = Self::empty();
+        for coupon in sorted {
+            sketch.update_with_coupon(coupon);
+        }
+        sketch
+    }
 }
 
 /// The union of two sketches.

@@ -46,23 +46,15 @@ impl Replay for TDigestMut {
         self.serialize()
     }
 
-    /// Feeds the values in ascending order: the digest keeps unmerged values as they
-    /// came and its compaction sorts them stably by mean, so fed sorted it ends in the
-    /// same state, and its sort (most of the time of writing a window's digests: a
-    /// comparison sort of 16-byte centroids on random input) finds one run instead.
-    /// Sorting the values here is several times cheaper: integer keys, no stability
-    /// needed, as values that compare equal have the same bits. Except 0.0 and -0.0:
-    /// they compare equal and are written as they came, so with a -0.0 among the
-    /// values they are fed in order. Values that are not finite are ignored by `update`
-    /// either way.
+    /// Feeds the values in ascending order (-0.0 before 0.0), whatever order they came
+    /// in, so a slot's digest is the same for any split of its values over workers.
+    /// The digest sorts its buffer stably by mean when it compacts; fed sorted, its sort
+    /// (most of the time of writing a window's digests: a comparison sort of 16-byte
+    /// centroids) finds one run, and sorting the values here is several times cheaper:
+    /// integer keys, no stability needed. Values that are not finite are ignored by
+    /// `update` either way.
     fn build(values: &[f64]) -> Self {
         let mut digest = Self::empty();
-        if values.iter().any(|x| x.to_bits() == NEG_ZERO) {
-            for &x in values {
-                digest.update(x);
-            }
-            return digest;
-        }
         let mut keys = Vec::with_capacity(values.len());
         keys.extend(
             values
