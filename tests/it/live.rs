@@ -573,10 +573,10 @@ fn a_quiet_source_closes_its_windows_after_idle_timeout() {
         ],
         &[],
     );
-    // Readings of a window that ends now: once the source has been quiet for a
+    // Readings of one window that has ended: once the source has been quiet for a
     // second, the watermark follows the clock and the window closes, with no more
-    // readings and no stop.
-    let t = now_ms() - 10_000;
+    // readings and no stop. They start 100 ms into a window, so they never straddle two.
+    let t = (now_ms() - 20_000).div_euclid(10_000) * 10_000 + 100;
     let mut batch = String::new();
     for i in 0..20 {
         batch.push_str(&line("dev", t + i, 1));

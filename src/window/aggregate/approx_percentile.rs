@@ -46,6 +46,18 @@ impl Replay for TDigestMut {
         self.serialize()
     }
 
+    fn store_values(values: &[f64]) -> Option<Vec<u8>> {
+        Some(values.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn load_values(bytes: &[u8]) -> Result<Vec<f64>, String> {
+        let (values, rest) = bytes.as_chunks::<8>();
+        if !rest.is_empty() || values.len() > super::staged::MAX_STAGED {
+            return Err(format!("t-digest values: {} bytes", bytes.len()));
+        }
+        Ok(values.iter().map(|&b| f64::from_le_bytes(b)).collect())
+    }
+
     /// Feeds the values in ascending order (-0.0 before 0.0), whatever order they came
     /// in, so a slot's digest is the same for any split of its values over workers.
     /// The digest sorts its buffer stably by mean when it compacts; fed sorted, its sort

@@ -72,6 +72,105 @@ pub fn deserialize<'de, D: Deserializer<'de>, T: SketchBytes>(
         .map_err(D::Error::custom)
 }
 
+/// Staged slots ([`super::staged::StagedSlots`]) in the stream state and between
+/// processes: a slot still holding values that the sketch can read back
+/// ([`Replay::store_values`]) keeps them, so a window resumed by the next run, or merged
+/// at another process, still merges by putting values together; any other slot is its
+/// sketch's standard bytes, as [`serialize`] writes them. In a readable format a kept
+/// slot is `{"values": "<base64>"}`.
+pub mod staged {
+    use super::*;
+    use crate::window::aggregate::staged::{Replay, Staged};
+
+    /// One slot as a readable format holds it.
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum ReadableSlot {
+        Sketch(String),
+        Values {
+            values: String,
+        },
+        /// A sketch as edgeflow wrote it before base64: an array of byte values.
+        Numbers(Vec<u8>),
+    }
+
+    /// One slot as a binary format holds it.
+    #[derive(Serialize, Deserialize)]
+    enum BinarySlot {
+        Sketch(Vec<u8>),
+        Values(Vec<u8>),
+    }
+
+    fn stored<S: Replay>(slot: &Staged<S>) -> BinarySlot {
+        match slot {
+            Staged::Values(values) => match S::store_values(values) {
+                Some(bytes) => BinarySlot::Values(bytes),
+                None => BinarySlot::Sketch(slot.to_bytes()),
+            },
+            Staged::Sketch(_) => BinarySlot::Sketch(slot.to_bytes()),
+        }
+    }
+
+    fn loaded<S: Replay>(slot: BinarySlot) -> Result<Staged<S>, String> {
+        match slot {
+            BinarySlot::Sketch(bytes) => Staged::from_bytes(&bytes),
+            BinarySlot::Values(bytes) => S::load_values(&bytes).map(Staged::Values),
+        }
+    }
+
+    /// Serialises the slots.
+    pub fn serialize<S: Replay, Z: Serializer>(
+        slots: &[Option<Staged<S>>],
+        serializer: Z,
+    ) -> Result<Z::Ok, Z::Error> {
+        let stored = slots.iter().map(|s| s.as_ref().map(stored));
+        if serializer.is_human_readable() {
+            let readable: Vec<Option<ReadableSlot>> = stored
+                .map(|s| {
+                    s.map(|s| match s {
+                        BinarySlot::Sketch(bytes) => ReadableSlot::Sketch(BASE64.encode(bytes)),
+                        BinarySlot::Values(bytes) => ReadableSlot::Values {
+                            values: BASE64.encode(bytes),
+                        },
+                    })
+                })
+                .collect();
+            readable.serialize(serializer)
+        } else {
+            stored.collect::<Vec<_>>().serialize(serializer)
+        }
+    }
+
+    /// Reads the slots back.
+    pub fn deserialize<'de, S: Replay, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Option<Staged<S>>>, D::Error> {
+        let stored: Vec<Option<BinarySlot>> = if deserializer.is_human_readable() {
+            Vec::<Option<ReadableSlot>>::deserialize(deserializer)?
+                .into_iter()
+                .map(|r| {
+                    r.map(|r| match r {
+                        ReadableSlot::Sketch(text) => BASE64.decode(text).map(BinarySlot::Sketch),
+                        ReadableSlot::Values { values } => {
+                            BASE64.decode(values).map(BinarySlot::Values)
+                        }
+                        ReadableSlot::Numbers(bytes) => Ok(BinarySlot::Sketch(bytes)),
+                    })
+                    .transpose()
+                })
+                .collect::<Result<_, _>>()
+                .map_err(D::Error::custom)?
+        } else {
+            Vec::deserialize(deserializer)?
+        };
+        stored
+            .into_iter()
+            .map(|s| s.map(loaded).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(D::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

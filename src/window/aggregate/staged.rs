@@ -43,6 +43,15 @@ pub trait Replay: Clone + SketchBytes {
         }
         sketch
     }
+    /// `values` as bytes to keep in the stream state and send to other processes, when
+    /// [`Replay::load_values`] reads them back; `None` stores the slot as its sketch.
+    fn store_values(_values: &[Self::Value]) -> Option<Vec<u8>> {
+        None
+    }
+    /// Values stored by [`Replay::store_values`].
+    fn load_values(_bytes: &[u8]) -> Result<Vec<Self::Value>, String> {
+        Err("this sketch stores no values".into())
+    }
     /// The standard serialised form, from a sketch no longer needed (the t-digest
     /// compacts itself to serialise, so it saves a copy).
     fn into_bytes(self) -> Vec<u8> {
@@ -133,12 +142,12 @@ impl<S: Replay> SketchBytes for Staged<S> {
 }
 
 /// One staged sketch per slot of an aggregate, and the room a new slot's list gets:
-/// what the sketch aggregates share. Stored as the list of slots alone (each sketch in
-/// its standard bytes, see `sketch_bytes`).
+/// what the sketch aggregates share. Stored as the list of slots alone (see
+/// `sketch_bytes::staged`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent, bound = "")]
 pub struct StagedSlots<S: Replay> {
-    #[serde(with = "super::sketch_bytes")]
+    #[serde(with = "super::sketch_bytes::staged")]
     slots: Vec<Option<Staged<S>>>,
     #[serde(skip)]
     hint: CapacityHint,
@@ -405,6 +414,55 @@ mod tests {
             fed.merge(&ascending(&other));
             prop_assert_eq!(built.to_bytes(), fed.to_bytes());
         }
+    }
+
+    /// A t-digest slot still holding values keeps them through the stream state (JSON)
+    /// and between processes (bincode), so a resumed or remote window merges by values;
+    /// an HLL slot, whose coupons cannot be read back, travels as its sketch.
+    #[test]
+    fn stored_slots_keep_their_values_where_the_sketch_can_read_them_back() {
+        let mut digests = StagedSlots::<TDigestMut>::default();
+        let mut hlls = StagedSlots::<HllSketch>::default();
+        for _ in 0..3 {
+            digests.push_empty();
+            hlls.push_empty();
+        }
+        for i in 0..40 {
+            digests.add(0, f64::from(i) * 0.5 - 3.0);
+            hlls.add(0, Coupon::from_value(i));
+        }
+        for i in 0..=MAX_STAGED {
+            digests.add(2, i as f64);
+        }
+        let json = serde_json::to_string(&digests).unwrap_or_else(|e| panic!("{e}"));
+        assert!(json.starts_with(r#"[{"values":"#), "{json}");
+        let binary = bincode::serialize(&digests).unwrap_or_else(|e| panic!("{e}"));
+        for back in [
+            serde_json::from_str::<StagedSlots<TDigestMut>>(&json)
+                .unwrap_or_else(|e| panic!("{e}")),
+            bincode::deserialize::<StagedSlots<TDigestMut>>(&binary)
+                .unwrap_or_else(|e| panic!("{e}")),
+        ] {
+            assert!(matches!(back.get(0), Some(Staged::Values(v)) if v.len() == 40));
+            assert!(back.get(1).is_none());
+            assert!(matches!(back.get(2), Some(Staged::Sketch(_))));
+            assert!(back == digests);
+        }
+        let json = serde_json::to_string(&hlls).unwrap_or_else(|e| panic!("{e}"));
+        let back: StagedSlots<HllSketch> =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        let estimate = |slots: &StagedSlots<HllSketch>| slots.get(0).map(|s| s.sketch().estimate());
+        assert!(matches!(back.get(0), Some(Staged::Sketch(_))));
+        assert_eq!(estimate(&back), estimate(&hlls));
+        // Values that are not whole doubles are refused, naming the sketch.
+        let bad = r#"[{"values":"AAE="}]"#;
+        let err = serde_json::from_str::<StagedSlots<TDigestMut>>(bad)
+            .map(|_| ())
+            .map_or_else(
+                |e| e.to_string(),
+                |()| panic!("damaged values should not load"),
+            );
+        assert!(err.contains("t-digest values"), "{err}");
     }
 
     #[test]
