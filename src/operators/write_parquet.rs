@@ -97,8 +97,9 @@ struct WindowWriter {
 }
 
 impl WindowWriter {
-    /// The window's rows as revision `revision`, or `None` once the failure is recorded.
-    fn rows(&self, window: &ClosedWindow, revision: u32) -> Option<RecordBatch> {
+    /// The window's rows as revision `revision` and the values that overflowed, or
+    /// `None` once the failure is recorded.
+    fn rows(&self, window: &ClosedWindow, revision: u32) -> Option<(RecordBatch, u64)> {
         let rows = window_rows(
             &self.plan,
             &self.schema,
@@ -109,10 +110,7 @@ impl WindowWriter {
             revision,
         );
         match rows {
-            Ok(rows) => {
-                Metrics::add(&self.metrics.overflows, rows.overflows);
-                Some(rows.batch)
-            }
+            Ok(rows) => Some((rows.batch, rows.overflows)),
             Err(e) => {
                 self.control
                     .fail(crate::Error::Internal(format!("window rows: {e}")));
@@ -173,9 +171,10 @@ impl WindowWriter {
     fn write(&mut self, window: &ClosedWindow) {
         let moved = self.moved.get(&window.start).copied();
         let mut revision = window.revision + moved.unwrap_or(0);
-        let Some(mut batch) = self.rows(window, revision) else {
+        let Some((mut batch, overflows)) = self.rows(window, revision) else {
             return;
         };
+        Metrics::add(&self.metrics.overflows, overflows);
         if batch.num_rows() == 0 && window.revision == 0 {
             return;
         }
@@ -188,7 +187,7 @@ impl WindowWriter {
         {
             revision = clear;
             relative = self.layout.window_file(window.start, revision);
-            let Some(again) = self.rows(window, revision) else {
+            let Some((again, _)) = self.rows(window, revision) else {
                 return;
             };
             batch = again;
@@ -210,16 +209,33 @@ impl WindowWriter {
         Metrics::add(&metrics.bytes_written, file.bytes);
         (self.notify.commit)(&file);
         self.stream.wrote(window.start, revision);
-        match supersede_previous(layout, window.start, revision) {
+        // Written past a killed run's files, the window also moves those of them still in
+        // the result table, and its own earlier revision if this run wrote it there.
+        let lowest = window.revision.saturating_sub(1);
+        for older in (lowest..revision.saturating_sub(1)).rev() {
+            if layout
+                .absolute(&layout.window_file(window.start, older))
+                .exists()
+            {
+                self.supersede(window.start, older + 1);
+            }
+        }
+        self.supersede(window.start, revision);
+    }
+
+    /// Moves revision `revision - 1` of the window at `start` out of the result table.
+    fn supersede(&self, start: i64, revision: u32) {
+        match supersede_previous(&self.layout, start, revision) {
             Ok(Some(moved)) => {
-                Metrics::add(&metrics.superseded, 1);
+                Metrics::add(&self.metrics.superseded, 1);
                 (self.notify.supersede)(&moved);
             }
             Ok(None) => {}
             Err(source) => self.control.fail(
                 crate::sink::SinkError::Io {
-                    path: layout
-                        .absolute(&layout.window_file(window.start, revision.saturating_sub(1))),
+                    path: self
+                        .layout
+                        .absolute(&self.layout.window_file(start, revision.saturating_sub(1))),
                     source,
                 }
                 .into(),
