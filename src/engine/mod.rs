@@ -569,16 +569,21 @@ impl RunningQuery {
             control.fail(Error::Internal("a worker panicked".into()));
             return Err(Error::Internal("a worker panicked (see the log)".into()));
         }
-        // Every result file is committed before the run counts as done.
+        // Every result file is committed before the run counts as done. The windows
+        // kept for the next run are final once the workers are: packing them (as long as
+        // the last files take, for a big window of sketches) overlaps the writers.
         let handles = writers
             .lock()
             .map(|mut w| std::mem::take(&mut *w))
             .unwrap_or_default();
-        for handle in handles {
-            if handle.join().is_err() {
-                control.fail(Error::Internal("a result writer panicked".into()));
+        std::thread::scope(|scope| {
+            scope.spawn(|| stream.prepack_kept());
+            for handle in handles {
+                if handle.join().is_err() {
+                    control.fail(Error::Internal("a result writer panicked".into()));
+                }
             }
-        }
+        });
         if let Some((done, handle)) = progress {
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             handle.join().ok();

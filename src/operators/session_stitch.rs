@@ -158,6 +158,7 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                                 accs: part.accs,
                                 unwritten: false,
                                 correction: Some(due),
+                                prepacked: Default::default(),
                             });
                         }
                         continue;
@@ -263,5 +264,6 @@ fn kept(f: &SessionFile, unwritten: bool) -> KeptWindow {
         accs: f.accs.clone(),
         unwritten,
         correction: None,
+        prepacked: Default::default(),
     }
 }

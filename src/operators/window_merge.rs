@@ -303,6 +303,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                     accs,
                                     unwritten: false,
                                     correction: Some(due),
+                                    prepacked: Default::default(),
                                 });
                                 continue;
                             }
@@ -386,6 +387,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                     accs,
                                     unwritten: checkpoint && fresh,
                                     correction: None,
+                                    prepacked: Default::default(),
                                 });
                             }
                         } else {

@@ -95,6 +95,8 @@ pub struct KeptWindow {
     /// corrections of that interval and writes them when they are due, so where a
     /// checkpoint falls changes no revision.
     pub correction: Option<i64>,
+    /// Keys and state packed ahead of the save, if they were.
+    pub prepacked: packed::Prepacked,
 }
 
 impl Serialize for KeptWindow {
@@ -416,6 +418,13 @@ impl Continuation {
         }
     }
 
+    /// Packs the windows kept so far for the save ([`KeptWindow::prepack`]).
+    pub fn prepack_kept(&self) {
+        if let Ok(kept) = self.kept.lock() {
+            kept.iter().for_each(KeptWindow::prepack);
+        }
+    }
+
     /// Keeps a window open for the next run.
     pub fn keep(&self, window: KeptWindow) {
         if let Ok(mut k) = self.kept.lock() {
@@ -482,6 +491,7 @@ mod tests {
             accs: Vec::new(),
             unwritten: true,
             correction: None,
+            prepacked: Default::default(),
         });
         state.live = Some(LivePosition {
             table: "readings".into(),

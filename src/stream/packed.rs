@@ -8,6 +8,7 @@
 //! edgeflow before state version 3) still load.
 
 use std::io::Read;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -58,8 +59,43 @@ pub(super) struct Stored {
     correction: Option<i64>,
 }
 
-/// Packs `window` for storing.
-pub(super) fn pack(window: &KeptWindow) -> Result<Stored, String> {
+/// A kept window's keys and state packed ahead of saving ([`KeptWindow::prepack`]),
+/// so that packing a big window overlaps the writing of the run's last files. Not part
+/// of the window's value: windows equal whether packed ahead or not.
+#[derive(Clone, Default)]
+pub struct Prepacked(OnceLock<String>);
+
+impl PartialEq for Prepacked {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Prepacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Prepacked(ready)"
+        } else {
+            "Prepacked(none)"
+        })
+    }
+}
+
+impl KeptWindow {
+    /// Packs the keys and state now, for the next save of the stream state to use. They
+    /// must not change after this (a kept window is handed on, never updated). A
+    /// failure is left for that save to report.
+    pub fn prepack(&self) {
+        if self.prepacked.0.get().is_none()
+            && let Ok(packed) = pack_payload(self)
+        {
+            self.prepacked.0.set(packed).ok();
+        }
+    }
+}
+
+/// The `packed` field of `window`: base64 of the zstd of the JSON of keys and state.
+fn pack_payload(window: &KeptWindow) -> Result<String, String> {
     let json = serde_json::to_vec(&Payload {
         keys: &window.keys,
         accs: &window.accs,
@@ -67,10 +103,19 @@ pub(super) fn pack(window: &KeptWindow) -> Result<Stored, String> {
     .map_err(|e| format!("window at {}: {e}", window.start))?;
     let compressed = zstd::bulk::compress(&json, LEVEL)
         .map_err(|e| format!("window at {}: zstd: {e}", window.start))?;
+    Ok(BASE64.encode(compressed))
+}
+
+/// Packs `window` for storing.
+pub(super) fn pack(window: &KeptWindow) -> Result<Stored, String> {
+    let packed = match window.prepacked.0.get() {
+        Some(packed) => packed.clone(),
+        None => pack_payload(window)?,
+    };
     Ok(Stored {
         start: window.start,
         end: window.end,
-        packed: Some(BASE64.encode(compressed)),
+        packed: Some(packed),
         keys: None,
         accs: None,
         unwritten: window.unwritten,
@@ -111,6 +156,7 @@ impl TryFrom<Stored> for KeptWindow {
             accs,
             unwritten: stored.unwritten,
             correction: stored.correction,
+            prepacked: Prepacked::default(),
         })
     }
 }
@@ -134,6 +180,7 @@ mod tests {
             accs: vec![acc],
             unwritten: false,
             correction: Some(7),
+            prepacked: Prepacked::default(),
         }
     }
 
@@ -148,6 +195,18 @@ mod tests {
         );
         assert_eq!(value["start"], 60_000_000);
         assert_eq!(serde_json::from_str::<KeptWindow>(&text)?, window());
+        Ok(())
+    }
+
+    #[test]
+    fn a_window_packed_ahead_is_stored_as_one_packed_when_saved() -> Result<(), serde_json::Error> {
+        let ahead = window();
+        ahead.prepack();
+        assert!(ahead.prepacked.0.get().is_some());
+        assert_eq!(
+            serde_json::to_string(&ahead)?,
+            serde_json::to_string(&window())?
+        );
         Ok(())
     }
 

@@ -143,6 +143,7 @@ impl ClosedWindows {
                 accs: w.accs,
                 unwritten: false,
                 correction: None,
+                prepacked: Default::default(),
             })
             .collect()
     }
