@@ -50,29 +50,12 @@ pub fn window_rows(
     };
     let n = order.len();
     let mut interner = Interner::new();
-    let mut overflows = 0;
     // Aggregates whose sketch is written, finished with it in one pass over their slots.
     let with_sketch: Vec<bool> = (0..accs.len())
         .map(|a| (0..plan.outputs.len()).any(|i| plan.sketch_of(i) == Some(a)))
         .collect();
-    let mut agg_sketches: Vec<Option<Vec<Option<Vec<u8>>>>> = Vec::with_capacity(accs.len());
-    let agg_columns: Vec<Column> = accs
-        .iter()
-        .zip(&plan.aggregates)
-        .zip(&with_sketch)
-        .map(|((acc, call), &with_sketch)| {
-            let (
-                Finished {
-                    column,
-                    overflows: o,
-                },
-                sketches,
-            ) = acc.finish_with_sketches(&order, &mut interner, with_sketch);
-            overflows += o;
-            agg_sketches.push(sketches);
-            retype(column, call.output_type)
-        })
-        .collect();
+    let (agg_columns, agg_sketches, overflows) =
+        finish_aggregates(plan, accs, &order, &with_sketch, &mut interner);
     // A session's bounds are its own: first reading, last reading plus the gap.
     let (starts, ends) = match plan.session_times() {
         Some((first, last, gap)) => (
@@ -186,6 +169,80 @@ pub fn window_rows(
 }
 
 /// The output columns, each followed by its sketch column if it has one.
+/// Each row's serialised sketch (`None` for a row without one).
+type Sketches = Vec<Option<Vec<u8>>>;
+
+/// An aggregate's result column and, if written, its sketches.
+type FinishedAggregate = (Finished, Option<Sketches>);
+
+/// Windows with at least this many rows finish their sketch aggregates on threads of
+/// their own; below it, starting a thread costs more than it saves.
+const PARALLEL_ROWS: usize = 4096;
+
+/// Finishes every aggregate over `order`: result columns (retyped to the plan's types),
+/// sketches where `with_sketch` says so, and the overflow count.
+///
+/// Building and serialising sketches is most of a sketch query's writing time, and the
+/// last window of a run is written while the workers' core is idle: in a big window,
+/// each aggregate written with its sketch is finished on a thread of its own. Their
+/// results are never text, so they need none of the shared interner's ids.
+fn finish_aggregates(
+    plan: &QueryPlan,
+    accs: &[Accumulator],
+    order: &[usize],
+    with_sketch: &[bool],
+    interner: &mut Interner,
+) -> (Vec<Column>, Vec<Option<Sketches>>, u64) {
+    let apart = |a: usize| {
+        order.len() >= PARALLEL_ROWS
+            && with_sketch[a]
+            && plan.aggregates[a].output_type != crate::types::DataType::Text
+    };
+    let finished: Vec<FinishedAggregate> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..accs.len())
+            .map(|a| {
+                apart(a).then(|| {
+                    let acc = &accs[a];
+                    scope.spawn(move || acc.finish_with_sketches(order, &mut Interner::new(), true))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(a, handle)| match handle {
+                Some(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => accs[a].finish_with_sketches(order, interner, with_sketch[a]),
+            })
+            .collect()
+    });
+    let mut overflows = 0;
+    let mut sketches = Vec::with_capacity(accs.len());
+    let columns = finished
+        .into_iter()
+        .zip(&plan.aggregates)
+        .map(
+            |(
+                (
+                    Finished {
+                        column,
+                        overflows: o,
+                    },
+                    s,
+                ),
+                call,
+            )| {
+                overflows += o;
+                sketches.push(s);
+                retype(column, call.output_type)
+            },
+        )
+        .collect();
+    (columns, sketches, overflows)
+}
+
 fn with_sketches(outputs: Vec<ArrayRef>, sketches: Vec<Option<ArrayRef>>) -> Vec<ArrayRef> {
     outputs
         .into_iter()

@@ -81,15 +81,20 @@ pub fn encode(batch: &RecordBatch, unique: &[&str]) -> Result<Vec<u8>, ParquetEr
         offset += rows.num_rows();
         let writers = factory.create_column_writers(group)?;
         let mut leaves = Vec::with_capacity(writers.len());
+        let mut costs = Vec::with_capacity(writers.len());
         for (field, array) in rows.schema().fields().iter().zip(rows.columns()) {
-            leaves.extend(compute_leaves(field, array)?);
+            let of_field = compute_leaves(field, array)?;
+            let cost = array.get_array_memory_size() / of_field.len().max(1);
+            costs.extend(std::iter::repeat_n(cost, of_field.len()));
+            leaves.extend(of_field);
         }
         let parallel = if rows.num_rows() >= PARALLEL_ROWS {
             threads
         } else {
             1
         };
-        let chunks = encode_columns(writers.into_iter().zip(leaves).collect(), parallel)?;
+        let columns = writers.into_iter().zip(leaves).zip(costs).collect();
+        let chunks = encode_columns(columns, parallel)?;
         let mut row_group = file.next_row_group()?;
         for chunk in chunks {
             chunk.append_to_row_group(&mut row_group)?;
@@ -104,9 +109,10 @@ pub fn encode(batch: &RecordBatch, unique: &[&str]) -> Result<Vec<u8>, ParquetEr
 pub const MAX_ENCODE_THREADS: usize = 4;
 
 /// Encodes each leaf column with its writer (pages, statistics and compression all
-/// happen here), `threads` at a time; returns the chunks in column order.
+/// happen here), `threads` at a time; returns the chunks in column order. Each column
+/// comes with its cost: the bytes of its Arrow data.
 fn encode_columns(
-    columns: Vec<(ArrowColumnWriter, ArrowLeafColumn)>,
+    columns: Vec<((ArrowColumnWriter, ArrowLeafColumn), usize)>,
     threads: usize,
 ) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
     let encode = |share: Vec<(usize, (ArrowColumnWriter, ArrowLeafColumn))>| {
@@ -120,11 +126,11 @@ fn encode_columns(
     };
     let count = columns.len();
     let threads = threads.clamp(1, count.max(1));
-    // Column `i` goes to share `i % threads`, which spreads the costly text and float
-    // columns of a result schema over the shares.
     let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, column) in columns.into_iter().enumerate() {
-        shares[i % threads].push((i, column));
+    let costs: Vec<usize> = columns.iter().map(|(_, cost)| *cost).collect();
+    let owners = balanced_shares(&costs, threads);
+    for (i, ((column, _), share)) in columns.into_iter().zip(owners).enumerate() {
+        shares[share].push((i, column));
     }
     let mine = shares.remove(0);
     let results = std::thread::scope(|scope| {
@@ -151,6 +157,26 @@ fn encode_columns(
     Ok(chunks.into_iter().flatten().collect())
 }
 
+/// The share each column goes to: the costliest first, each to the share with the
+/// least so far. A sketch query's binary sketch columns cost more to compress than the
+/// rest of its file; taking turns by position could give both to one thread.
+fn balanced_shares(costs: &[usize], threads: usize) -> Vec<usize> {
+    let mut by_cost: Vec<usize> = (0..costs.len()).collect();
+    by_cost.sort_by_key(|&i| std::cmp::Reverse(costs[i]));
+    let mut loads = vec![0usize; threads.max(1)];
+    let mut owners = vec![0; costs.len()];
+    for i in by_cost {
+        let (least, _) = loads
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, &load)| load)
+            .unwrap_or((0, &0));
+        owners[i] = least;
+        loads[least] += costs[i];
+    }
+    owners
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -163,6 +189,25 @@ mod tests {
 
     /// Parallel column encoding writes exactly the file a single `ArrowWriter` writes,
     /// over several row groups, and it reads back as the batch.
+    #[test]
+    fn the_costliest_columns_go_to_different_threads() {
+        // Two sketch columns at odd positions among cheap ones: by turns they would
+        // share one thread.
+        let costs = [10, 500, 10, 400, 10, 10];
+        let owners = balanced_shares(&costs, 2);
+        assert_ne!(owners[1], owners[3]);
+        let load = |share| -> usize {
+            owners
+                .iter()
+                .zip(&costs)
+                .filter(|&(&o, _)| o == share)
+                .map(|(_, &c)| c)
+                .sum()
+        };
+        assert_eq!((load(0), load(1)), (500, 440));
+        assert_eq!(balanced_shares(&costs, 1), vec![0; 6]);
+    }
+
     #[test]
     fn parallel_encoding_matches_arrow_writer() -> Result<(), Box<dyn std::error::Error>> {
         let rows = 2 * ROW_GROUP_ROWS + 7;
