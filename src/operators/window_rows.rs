@@ -168,7 +168,6 @@ pub fn window_rows(
     Ok(WindowRows { batch, overflows })
 }
 
-/// The output columns, each followed by its sketch column if it has one.
 /// Each row's serialised sketch (`None` for a row without one).
 type Sketches = Vec<Option<Vec<u8>>>;
 
@@ -223,26 +222,16 @@ fn finish_aggregates(
     let columns = finished
         .into_iter()
         .zip(&plan.aggregates)
-        .map(
-            |(
-                (
-                    Finished {
-                        column,
-                        overflows: o,
-                    },
-                    s,
-                ),
-                call,
-            )| {
-                overflows += o;
-                sketches.push(s);
-                retype(column, call.output_type)
-            },
-        )
+        .map(|((finished, s), call)| {
+            overflows += finished.overflows;
+            sketches.push(s);
+            retype(finished.column, call.output_type)
+        })
         .collect();
     (columns, sketches, overflows)
 }
 
+/// The output columns, each followed by its sketch column if it has one.
 fn with_sketches(outputs: Vec<ArrayRef>, sketches: Vec<Option<ArrayRef>>) -> Vec<ArrayRef> {
     outputs
         .into_iter()
