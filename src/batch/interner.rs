@@ -13,6 +13,10 @@ use std::hash::BuildHasher;
 /// slot and nothing else: at a million distinct keys every extra access is a cache miss.
 const INLINE: usize = 16;
 
+/// Beyond this size the table no longer fits in one core's L2 cache (1 to 2 MiB on
+/// current server cores, with room left for the accumulators).
+const LARGE_TABLE_BYTES: usize = 1 << 20;
+
 /// One slot of the open-addressing table. 32 bytes and aligned to 32, so a slot never
 /// straddles two cache lines: a lookup that hits its first slot costs one miss, where a
 /// table with separate control bytes costs two.
@@ -125,10 +129,38 @@ impl Interner {
     /// The id of `text`, which the caller has checked is UTF-8.
     #[inline]
     pub fn intern_utf8(&mut self, text: &[u8]) -> u32 {
+        self.intern_hashed(self.hash(text), text)
+    }
+
+    /// The hash the table files `text` under, for [`Interner::intern_hashed`].
+    #[inline]
+    pub fn hash(&self, text: &[u8]) -> u64 {
+        self.hasher.hash_one(text)
+    }
+
+    /// Whether the table has outgrown a core's caches, so that nearly every lookup of a
+    /// key waits on memory and lookups are worth batching (see
+    /// `decode::deferred`).
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        self.slots.len() * size_of::<Slot>() > LARGE_TABLE_BYTES
+    }
+
+    /// Starts fetching the slot where a lookup of `hash` begins, so that a lookup a few
+    /// keys later finds it in the cache.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            prefetch_index::prefetch_index(&self.slots, hash as usize & (self.slots.len() - 1));
+        }
+    }
+
+    /// The id of UTF-8 `text`, whose [`Interner::hash`] is `hash`.
+    #[inline]
+    pub fn intern_hashed(&mut self, hash: u64, text: &[u8]) -> u32 {
         if (self.ends.len() + 1) * 8 > self.slots.len() * 7 {
             self.grow();
         }
-        let hash = self.hasher.hash_one(text);
         let at = self.probe(hash, text);
         if self.slots[at].id != 0 {
             return self.slots[at].id - 1;

@@ -7,6 +7,7 @@
 
 pub mod clock;
 mod csv;
+mod deferred;
 mod field;
 #[cfg(test)]
 mod fuzz;

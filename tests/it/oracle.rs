@@ -300,6 +300,22 @@ fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
 
 /// The oracle's Top-N: per window, the `n` rows with the most readings, ties by device,
 /// each with its rank.
+/// Sixty thousand devices: each worker's key table outgrows the caches, and the decoder
+/// interns keys a batch at a time (`decode::deferred`), which must change no row.
+#[test]
+fn many_devices_match_oracle_at_1_2_and_4_workers() {
+    let spec = Spec {
+        size_ms: 60_000,
+        slide_ms: 60_000,
+        ooo_ms: 5_000,
+        filtered: false,
+    };
+    let config = generator(240_000, 60_000, 2_000.0, 8_000, 0.01, 11);
+    for workers in [1, 2, 4] {
+        check(&spec, &config, Via::Json, workers, 256 * 1024);
+    }
+}
+
 pub fn top_n(rows: &[Vec<Value>], n: usize) -> Vec<Vec<Value>> {
     let key = |r: &[Value]| match (&r[0], &r[1], &r[3]) {
         (Value::Text(device), Value::Timestamp(start), Value::BigInt(n)) => {

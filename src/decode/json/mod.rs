@@ -11,6 +11,7 @@ mod general;
 mod scan;
 mod shape;
 
+use super::deferred::DeferredTexts;
 use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
 use crate::batch::{Batch, Interner};
 use crate::query::SourceSchema;
@@ -46,6 +47,8 @@ pub struct JsonDecoder {
     dates: crate::time::DateCache,
     keys: Vec<Key>,
     shape: Shape,
+    /// Keys read by the fast path, interned a batch at a time once the interner is large.
+    deferred: DeferredTexts,
     max_line: usize,
 }
 
@@ -70,6 +73,7 @@ impl JsonDecoder {
             dates: crate::time::DateCache::default(),
             keys: Vec::new(),
             shape: Shape::default(),
+            deferred: DeferredTexts::default(),
             max_line: DEFAULT_MAX_LINE_BYTES,
         }
     }
@@ -113,6 +117,7 @@ impl JsonDecoder {
                     pos = end + 1;
                     if too_long(start, end) {
                         batch.rollback_row();
+                        self.deferred.rollback(batch.len);
                         bad.push(line_too_long(
                             line - 1,
                             (end - start) as u64,
@@ -121,12 +126,19 @@ impl JsonDecoder {
                         ));
                     } else {
                         batch.len += 1;
+                        if self.deferred.is_full() {
+                            self.deferred.resolve(data, &mut batch, interner);
+                        }
                     }
                     continue;
                 }
                 batch.rollback_row();
+                self.deferred.rollback(batch.len);
                 self.shape.record(false);
             }
+            // The general path interns as it reads: what waits goes first, so that ids
+            // follow the order of the lines.
+            self.deferred.resolve(data, &mut batch, interner);
             match self.object(data, i, &mut batch, interner) {
                 Ok(end) if !too_long(start, end) => {
                     batch.len += 1;
@@ -162,6 +174,7 @@ impl JsonDecoder {
                 }
             }
         }
+        self.deferred.resolve(data, &mut batch, interner);
         let max_event_time = batch.timestamps(self.event_time).iter().copied().max();
         DecodedChunk {
             batch,
@@ -176,6 +189,7 @@ impl JsonDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::ColumnValues;
     use crate::query;
     use crate::types::Value;
     use proptest::prelude::*;
@@ -391,6 +405,67 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// One line of [`keys_interned_in_batches_get_the_ids_of_one_line_at_a_time`]: a
+    /// device (from a pool that overlaps the interner's keys) and how the line is written.
+    fn batched_line(device: usize, kind: usize) -> String {
+        let id = format!("k{device}");
+        match kind {
+            // The fast path, whose keys wait.
+            0..=5 => format!(r#"{{"device_id":"{id}","ts":1,"bytes":2,"lat":1.5,"up":true}}"#),
+            // An escaped key: copied out of the input, so the line takes the general path.
+            6 => format!(
+                r#"{{"device_id":"\u006b{}","ts":1,"bytes":2,"lat":1.5,"up":true}}"#,
+                &id[1..]
+            ),
+            // A key that waits, then a bad field undoes the line.
+            7 => format!(r#"{{"device_id":"{id}","ts":1,"bytes":"two","lat":1.5,"up":true}}"#),
+            // Spaces: the general path, which interns at once.
+            8 => {
+                format!(r#"{{ "device_id": "{id}", "ts": 1, "bytes": 2, "lat": 1.5, "up": true }}"#)
+            }
+            _ => r#"{"device_id":null,"ts":1,"bytes":2,"lat":1.5,"up":true}"#.to_owned(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// With an interner large enough that keys wait and are interned a batch at a time,
+        /// every key still gets the id it gets when each line's key is interned as the line
+        /// is read, through fast lines, escaped keys, undone lines and general-path lines.
+        #[test]
+        fn keys_interned_in_batches_get_the_ids_of_one_line_at_a_time(
+            lines in prop::collection::vec((0usize..50_200, 0usize..10), 0..700),
+        ) {
+            let mut interner = Interner::new();
+            for k in 0..50_000 {
+                interner.intern(&format!("k{k}"));
+            }
+            prop_assert!(interner.is_large());
+            let mut oracle = Interner::new();
+            for k in 0..50_000 {
+                oracle.intern(&format!("k{k}"));
+            }
+            let text: String = lines.iter().map(|&(d, kind)| batched_line(d, kind) + "\n").collect();
+            let c = JsonDecoder::new(&schema()).decode(text.as_bytes(), &mut interner);
+            let mut want = Vec::new();
+            for &(d, kind) in &lines {
+                match kind {
+                    // The general parser has interned the key by the time it meets the
+                    // bad field (a key that is never used again costs its bytes).
+                    7 => _ = oracle.intern(&format!("k{d}")),
+                    9 => want.push(0),
+                    _ => want.push(oracle.intern(&format!("k{d}"))),
+                }
+            }
+            let ColumnValues::Text(ids) = &c.batch.columns[0].values else {
+                panic!("device_id is a text column");
+            };
+            prop_assert_eq!(ids, &want);
+            prop_assert_eq!(interner.len(), oracle.len());
+            prop_assert_eq!(c.bad.len(), lines.iter().filter(|l| l.1 == 7).count());
         }
     }
 

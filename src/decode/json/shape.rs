@@ -12,6 +12,7 @@
 use super::scan::{skip_value, string};
 use super::{JsonDecoder, Key};
 use crate::batch::{Batch, Column, ColumnValues, Interner};
+use crate::decode::deferred::UNRESOLVED;
 use crate::decode::field::{MAX_EVENT_TIME, MIN_EVENT_TIME, timestamp_from_text_cached};
 use crate::decode::number::{Decimal, decimal_prefix, integer_prefix, parse_f64};
 use crate::time::{DateCache, MICROS_PER_MILLI};
@@ -143,6 +144,7 @@ impl JsonDecoder {
             return None;
         }
         let mut j = i + 1;
+        let defer = interner.is_large();
         for (k, token) in self.shape.tokens.iter().enumerate() {
             if k > 0 {
                 if b.get(j) != Some(&b',') {
@@ -156,6 +158,18 @@ impl JsonDecoder {
             j += token.prefix.len();
             j = match token.op {
                 Op::Skip => skip_value(b, j, 1, &mut self.scratch).ok()?,
+                Op::Text(c) if defer && b.get(j) == Some(&b'"') => {
+                    let (end, value) = string(b, j + 1, &mut self.scratch).ok()?;
+                    // Unescaping always shortens: a value of another length was copied
+                    // out of the input, and only values in the input can wait for their
+                    // ids. Such a rare line takes the general path.
+                    let span = (j + 1, end - 1);
+                    if value.len() != span.1 - span.0 {
+                        return None;
+                    }
+                    self.deferred.push(interner.hash(value), span, c, batch.len);
+                    push(&mut batch.columns[c], |v| v.push_text(UNRESOLVED), end)?
+                }
                 Op::Text(c) => text(b, j, &mut batch.columns[c], interner, &mut self.scratch)?,
                 Op::BigInt(c) => {
                     let column = &mut batch.columns[c];
