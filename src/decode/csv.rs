@@ -7,6 +7,7 @@
 //! so its line is reported as bad and the next line is read as the next record. A lone
 //! `\r` is not a line break.
 
+use super::deferred::{DeferredTexts, UNRESOLVED};
 use super::field::{FieldError, millis_to_micros, push_text_value, timestamp_from_text_cached};
 use super::number::{Decimal, decimal_prefix, integer_prefix};
 use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
@@ -139,6 +140,8 @@ pub struct CsvDecoder {
     /// Whether lines without quotes are split at commas directly (always, but for the
     /// test that checks it agrees with the full parser).
     pub(super) split_plain: bool,
+    /// Keys read by the fast path, interned a batch at a time once the interner is large.
+    deferred: DeferredTexts,
 }
 
 impl CsvDecoder {
@@ -204,6 +207,7 @@ impl CsvDecoder {
             types: schema.types(),
             max_line: DEFAULT_MAX_LINE_BYTES,
             split_plain: true,
+            deferred: DeferredTexts::default(),
         })
     }
 
@@ -263,11 +267,15 @@ impl CsvDecoder {
             // Only `\n` ends a record, so a CRLF line keeps its `\r`: not part of the last
             // field.
             let plain = text.strip_suffix(b"\r").unwrap_or(text);
-            let fast = self.split_plain && self.push_plain(plain, has_quote, &mut batch, interner);
+            let fast = self.split_plain
+                && self.push_plain((plain, this_start), has_quote, &mut batch, interner);
             if !fast {
                 // Not the simple case: undo what was pushed, then read the line the
-                // careful way, which words any error.
+                // careful way, which words any error. It interns as it reads, so what
+                // waits goes first and ids follow the order of the lines.
                 batch.rollback_row();
+                self.deferred.rollback(batch.len);
+                self.deferred.resolve(data, &mut batch, interner);
             }
             let pushed = if fast {
                 Ok(())
@@ -334,6 +342,9 @@ impl CsvDecoder {
                         max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
                     }
                     batch.len += 1;
+                    if self.deferred.is_full() {
+                        self.deferred.resolve(data, &mut batch, interner);
+                    }
                 }
                 Err(reason) => {
                     batch.rollback_row();
@@ -341,6 +352,7 @@ impl CsvDecoder {
                 }
             }
         }
+        self.deferred.resolve(data, &mut batch, interner);
         let mut lines = memchr::memchr_iter(b'\n', data).count() as u64;
         if data.last().is_some_and(|&b| b != b'\n') {
             lines += 1;
@@ -361,10 +373,11 @@ impl CsvDecoder {
     /// with the row partly pushed, when the line is not that simple: a field count other
     /// than the header's, an empty event time, a value [`push_text_value`] rejects, or
     /// quoting beyond that. The caller then reads the line the careful way.
+    /// `line_at` is where `text` starts in the chunk.
     #[inline]
     fn push_plain(
         &mut self,
-        text: &[u8],
+        (text, line_at): (&[u8], usize),
         quotes: bool,
         batch: &mut Batch,
         interner: &mut Interner,
@@ -374,7 +387,8 @@ impl CsvDecoder {
         }
         let last = self.column_of.len().saturating_sub(1);
         let mut at = 0;
-        for (f, &wanted) in self.column_of.iter().enumerate() {
+        for f in 0..self.column_of.len() {
+            let wanted = self.column_of[f];
             let rest = &text[at..];
             let ends = |n: usize| {
                 if f == last {
@@ -393,7 +407,7 @@ impl CsvDecoder {
                     return false;
                 }
                 if let Some(c) = wanted
-                    && !self.push_value(c, &rest[1..close], batch, interner)
+                    && !self.push_value(c, (&rest[1..close], line_at + at + 1), batch, interner)
                 {
                     return false;
                 }
@@ -441,7 +455,7 @@ impl CsvDecoder {
                         return false;
                     }
                     if let Some(c) = wanted
-                        && !self.push_value(c, value, batch, interner)
+                        && !self.push_value(c, (value, line_at + at), batch, interner)
                     {
                         return false;
                     }
@@ -453,18 +467,34 @@ impl CsvDecoder {
         true
     }
 
-    /// Pushes `value` to column `c` as the careful path would; false where it would
-    /// report the line.
+    /// Pushes `value` (at `value_at` in the chunk) to column `c` as the careful path
+    /// would; false where it would report the line. Once the interner is large, a text
+    /// value waits for its id (`decode::deferred`).
     #[inline]
     fn push_value(
-        &self,
+        &mut self,
         c: usize,
-        value: &[u8],
+        (value, value_at): (&[u8], usize),
         batch: &mut Batch,
         interner: &mut Interner,
     ) -> bool {
-        !(c == self.event_time && value.is_empty())
-            && push_text_value(&mut batch.columns[c], value, false, interner).is_ok()
+        if c == self.event_time && value.is_empty() {
+            return false;
+        }
+        let row = batch.len;
+        let column = &mut batch.columns[c];
+        if let ColumnValues::Text(ids) = &mut column.values
+            && !value.is_empty()
+            && interner.is_large()
+            && std::str::from_utf8(value).is_ok()
+        {
+            let span = (value_at, value_at + value.len());
+            self.deferred.push(interner.hash(value), span, c, row);
+            ids.push(UNRESOLVED);
+            column.mark_pushed();
+            return true;
+        }
+        push_text_value(column, value, false, interner).is_ok()
     }
 
     /// Pushes one record's declared columns; `field(i)` is the record's field `i`, and
@@ -513,6 +543,62 @@ mod tests {
         ) {
             Ok(p) => p.source,
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// One line of [`keys_interned_in_batches_get_the_ids_of_one_line_at_a_time`], for
+    /// the header `device_id,ts,bytes`.
+    fn batched_line(device: usize, kind: usize) -> String {
+        match kind {
+            // The fast path, whose keys wait, plain or quoted as a whole.
+            0..=4 => format!("k{device},1000,5"),
+            5 => format!("\"k{device}\",1000,5"),
+            // A key that waits, then a bad number undoes the line and the careful path
+            // (which interns the key before it meets the number) reports it.
+            6 => format!("k{device},1000,five"),
+            // A doubled quote: the careful path.
+            7 => format!("\"k{device}\"\"\",1000,5"),
+            _ => ",1000,5".to_owned(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// With an interner large enough that keys wait and are interned a batch at a time,
+        /// every key gets the id it gets when each line's key is interned as the line is
+        /// read, through quoted keys, undone lines and careful-path lines.
+        #[test]
+        fn keys_interned_in_batches_get_the_ids_of_one_line_at_a_time(
+            lines in proptest::collection::vec((0usize..50_200, 0usize..9), 0..700),
+        ) {
+            let mut interner = Interner::new();
+            let mut oracle = Interner::new();
+            for k in 0..50_000 {
+                interner.intern(&format!("k{k}"));
+                oracle.intern(&format!("k{k}"));
+            }
+            proptest::prop_assert!(interner.is_large());
+            let mut d = match CsvDecoder::new(&schema(), b"device_id,ts,bytes\n") {
+                Ok(d) => d,
+                Err(e) => panic!("{e}"),
+            };
+            let text: String = lines.iter().map(|&(k, kind)| batched_line(k, kind) + "\n").collect();
+            let c = d.decode(text.as_bytes(), &mut interner);
+            let mut want = Vec::new();
+            for &(k, kind) in &lines {
+                match kind {
+                    6 => _ = oracle.intern(&format!("k{k}")),
+                    7 => want.push(oracle.intern(&format!("k{k}\""))),
+                    8 => want.push(0),
+                    _ => want.push(oracle.intern(&format!("k{k}"))),
+                }
+            }
+            let ColumnValues::Text(ids) = &c.batch.columns[0].values else {
+                panic!("device_id is a text column");
+            };
+            proptest::prop_assert_eq!(ids, &want);
+            proptest::prop_assert_eq!(interner.len(), oracle.len());
+            proptest::prop_assert_eq!(c.bad.len(), lines.iter().filter(|l| l.1 == 6).count());
         }
     }
 

@@ -35,7 +35,7 @@ struct Pending {
 }
 
 /// Text values of the decoded input whose ids are not looked up yet.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DeferredTexts {
     pending: Vec<Pending>,
 }

@@ -300,8 +300,9 @@ fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
 
 /// The oracle's Top-N: per window, the `n` rows with the most readings, ties by device,
 /// each with its rank.
-/// Sixty thousand devices: each worker's key table outgrows the caches, and the decoder
-/// interns keys a batch at a time (`decode::deferred`), which must change no row.
+/// Sixty thousand devices: each worker's key table outgrows the caches, and the JSON and
+/// CSV decoders intern keys a batch at a time (`decode::deferred`), which must change no
+/// row.
 #[test]
 fn many_devices_match_oracle_at_1_2_and_4_workers() {
     let spec = Spec {
@@ -312,7 +313,9 @@ fn many_devices_match_oracle_at_1_2_and_4_workers() {
     };
     let config = generator(240_000, 60_000, 2_000.0, 8_000, 0.01, 11);
     for workers in [1, 2, 4] {
-        check(&spec, &config, Via::Json, workers, 256 * 1024);
+        for via in [Via::Json, Via::Csv] {
+            check(&spec, &config, via, workers, 256 * 1024);
+        }
     }
 }
 
