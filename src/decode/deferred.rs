@@ -2,13 +2,13 @@
 //!
 //! Once the interner's table has outgrown the caches (a million devices: 64 MiB), the
 //! lookup of a line's key is a miss to memory, and interning it as the line is read
-//! makes decoding wait for that miss on every line: one miss in flight at a time. Kept
-//! aside with their hashes and looked up together, each lookup first asks for the slot
-//! of the key [`DISTANCE`] places ahead, so several misses overlap.
+//! makes decoding wait for that miss on every line: one miss in flight at a time. Keys
+//! are kept aside with their hashes and looked up together; each lookup first asks for
+//! the slot of the key [`DISTANCE`] places ahead, so several misses overlap.
 //!
 //! Keys are interned in the order their lines came, and the decoder interns everything
-//! kept before it interns anything else, so every key gets the id it would have got one
-//! line at a time.
+//! kept before it interns anything else or undoes a line, so every key gets the id it
+//! would have got one line at a time.
 
 use crate::batch::{Batch, ColumnValues, Interner};
 
@@ -58,14 +58,6 @@ impl DeferredTexts {
     #[inline]
     pub fn is_full(&self) -> bool {
         self.pending.len() >= BATCH
-    }
-
-    /// Forgets the values of rows from `len` on: a line was undone.
-    #[inline]
-    pub fn rollback(&mut self, len: usize) {
-        while self.pending.last().is_some_and(|p| p.row >= len) {
-            self.pending.pop();
-        }
     }
 
     /// Interns every waiting value of `input` in the order they came and puts the ids in

@@ -245,11 +245,12 @@ impl TextOrder {
 }
 
 /// The first position at or after `from` of `sorted` whose entry is not `below`, for a
-/// `below` that holds for a prefix of `sorted`. Probes `from + 1`, `+ 2`, `+ 4`, ... then
-/// searches the last step: the ids a window adds, in their own order, each land a short
-/// way after the previous one, and a comparison reads two texts from anywhere in the
-/// interner, so a search from the start of what is left (20 comparisons over a million
-/// keys) costs over twice as many misses when one key in ten is new.
+/// `below` that holds for a prefix of `sorted`. Probes the 1st, 2nd, 4th, 8th, ... entry
+/// from `from` on, then searches the last step: the ids a window adds, in their own
+/// order, each land a short way after the previous one, and a comparison reads two
+/// texts from anywhere in the interner, so a search from the start of what is left (20
+/// comparisons over a million keys) costs over twice as many misses when one key in ten
+/// is new.
 fn gallop(sorted: &[u32], from: usize, below: impl Fn(u32) -> bool) -> usize {
     let rest = &sorted[from..];
     let (mut lo, mut step) = (0, 1);

@@ -298,8 +298,6 @@ fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
     }
 }
 
-/// The oracle's Top-N: per window, the `n` rows with the most readings, ties by device,
-/// each with its rank.
 /// Sixty thousand devices: each worker's key table outgrows the caches, and the JSON and
 /// CSV decoders intern keys a batch at a time (`decode::deferred`), which must change no
 /// row.
@@ -319,6 +317,8 @@ fn many_devices_match_oracle_at_1_2_and_4_workers() {
     }
 }
 
+/// The oracle's Top-N: per window, the `n` rows with the most readings, ties by device,
+/// each with its rank.
 pub fn top_n(rows: &[Vec<Value>], n: usize) -> Vec<Vec<Value>> {
     let key = |r: &[Value]| match (&r[0], &r[1], &r[3]) {
         (Value::Text(device), Value::Timestamp(start), Value::BigInt(n)) => {

@@ -116,8 +116,10 @@ impl JsonDecoder {
                     self.shape.record(true);
                     pos = end + 1;
                     if too_long(start, end) {
+                        // The line's key is interned before the line is undone, as it
+                        // was when keys were interned on the spot.
+                        self.deferred.resolve(data, &mut batch, interner);
                         batch.rollback_row();
-                        self.deferred.rollback(batch.len);
                         bad.push(line_too_long(
                             line - 1,
                             (end - start) as u64,
@@ -132,12 +134,12 @@ impl JsonDecoder {
                     }
                     continue;
                 }
+                self.deferred.resolve(data, &mut batch, interner);
                 batch.rollback_row();
-                self.deferred.rollback(batch.len);
                 self.shape.record(false);
             }
-            // The general path interns as it reads: what waits goes first, so that ids
-            // follow the order of the lines.
+            // The general path interns as it reads: whatever waits goes first, so that
+            // ids follow the order of the lines.
             self.deferred.resolve(data, &mut batch, interner);
             match self.object(data, i, &mut batch, interner) {
                 Ok(end) if !too_long(start, end) => {
