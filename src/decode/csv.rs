@@ -532,6 +532,7 @@ impl CsvDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::deferred::large_interner;
     use crate::query;
     use crate::types::Value;
 
@@ -575,12 +576,7 @@ mod tests {
         fn keys_interned_in_batches_get_the_ids_of_one_line_at_a_time(
             lines in proptest::collection::vec((0usize..50_200, 0usize..10), 0..700),
         ) {
-            let mut interner = Interner::new();
-            let mut oracle = Interner::new();
-            for k in 0..50_000 {
-                interner.intern(&format!("k{k}"));
-                oracle.intern(&format!("k{k}"));
-            }
+            let (mut interner, mut oracle) = (large_interner(), large_interner());
             proptest::prop_assert!(interner.is_large());
             let mut d = match CsvDecoder::new(&schema(), b"device_id,ts,bytes\n") {
                 Ok(d) => d,

@@ -23,6 +23,17 @@ const DISTANCE: usize = 8;
 /// An id to be filled in: what stands in the column until then.
 pub const UNRESOLVED: u32 = u32::MAX;
 
+/// An interner holding the keys `k0` to `k49999`: past the size where keys wait, for
+/// the decoders' tests of batched interning.
+#[cfg(test)]
+pub fn large_interner() -> Interner {
+    let mut interner = Interner::new();
+    for k in 0..50_000 {
+        interner.intern(&format!("k{k}"));
+    }
+    interner
+}
+
 /// One text value waiting for its id.
 #[derive(Clone, Copy, Debug)]
 struct Pending {

@@ -187,8 +187,6 @@ mod tests {
 
     use super::*;
 
-    /// Parallel column encoding writes exactly the file a single `ArrowWriter` writes,
-    /// over several row groups, and it reads back as the batch.
     #[test]
     fn the_costliest_columns_go_to_different_threads() {
         // Two sketch columns at odd positions among cheap ones: by turns they would
@@ -208,6 +206,8 @@ mod tests {
         assert_eq!(balanced_shares(&costs, 1), vec![0; 6]);
     }
 
+    /// Parallel column encoding writes exactly the file a single `ArrowWriter` writes,
+    /// over several row groups, and it reads back as the batch.
     #[test]
     fn parallel_encoding_matches_arrow_writer() -> Result<(), Box<dyn std::error::Error>> {
         let rows = 2 * ROW_GROUP_ROWS + 7;

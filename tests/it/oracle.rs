@@ -286,12 +286,7 @@ fn generator(
 
 #[test]
 fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
-    let spec = Spec {
-        size_ms: 60_000,
-        slide_ms: 60_000,
-        ooo_ms: 5_000,
-        filtered: false,
-    };
+    let spec = Spec::minute();
     let config = generator(30_000, 200, 200.0, 8_000, 0.01, 7);
     for workers in [1, 2, 4] {
         check(&spec, &config, Via::Json, workers, 16 * 1024);
@@ -303,12 +298,7 @@ fn canonical_query_matches_oracle_at_1_2_and_4_workers() {
 /// row.
 #[test]
 fn many_devices_match_oracle_at_1_2_and_4_workers() {
-    let spec = Spec {
-        size_ms: 60_000,
-        slide_ms: 60_000,
-        ooo_ms: 5_000,
-        filtered: false,
-    };
+    let spec = Spec::minute();
     let config = generator(240_000, 60_000, 2_000.0, 8_000, 0.01, 11);
     for workers in [1, 2, 4] {
         for via in [Via::Json, Via::Csv] {

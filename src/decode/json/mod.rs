@@ -192,6 +192,7 @@ impl JsonDecoder {
 mod tests {
     use super::*;
     use crate::batch::ColumnValues;
+    use crate::decode::deferred::large_interner;
     use crate::query;
     use crate::types::Value;
     use proptest::prelude::*;
@@ -441,15 +442,8 @@ mod tests {
         fn keys_interned_in_batches_get_the_ids_of_one_line_at_a_time(
             lines in prop::collection::vec((0usize..50_200, 0usize..10), 0..700),
         ) {
-            let mut interner = Interner::new();
-            for k in 0..50_000 {
-                interner.intern(&format!("k{k}"));
-            }
+            let (mut interner, mut oracle) = (large_interner(), large_interner());
             prop_assert!(interner.is_large());
-            let mut oracle = Interner::new();
-            for k in 0..50_000 {
-                oracle.intern(&format!("k{k}"));
-            }
             let text: String = lines.iter().map(|&(d, kind)| batched_line(d, kind) + "\n").collect();
             let c = JsonDecoder::new(&schema()).decode(text.as_bytes(), &mut interner);
             let mut want = Vec::new();
