@@ -195,14 +195,16 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                 };
                 let closing = state.earliest_end().is_some_and(|end| end <= limit);
                 if closing {
-                    metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
-                    let parts = state.close_until(limit, worker, peers, &interner.borrow());
-                    // A session's file closes later, at its stitcher.
+                    // The watermark has passed these windows' ends now: their time to
+                    // durable starts here, before their state is taken. (A session's
+                    // file closes later, at its stitcher.)
                     if !plan.window.is_session() {
                         for (&end, _) in window_caps.range(..=limit) {
                             metrics.window_closing(end - window_size);
                         }
                     }
+                    metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
+                    let parts = state.close_until(limit, worker, peers, &interner.borrow());
                     let session = &mut corrections;
                     for part in parts {
                         if let Some(cap) = window_caps.get(&part.end) {

@@ -228,7 +228,24 @@ impl Slots {
             for &key in key_order.iter() {
                 keys.push_values(key, interner, &mut rows);
             }
-            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
+            // Every slot of the window goes to exactly one owner, so taking them empties
+            // them all for reuse.
+            if peers <= 1 && rows.len > 0 {
+                // One owner of every key: the rows go as they are, without hashing each
+                // key to find its owner or copying the key texts once more.
+                out.push(PartialWindow {
+                    start: window.start,
+                    end: window.end,
+                    target: 0,
+                    from: worker,
+                    correction: None,
+                    keys: rows,
+                    accs: self.accs.iter_mut().map(|a| a.take(&slot_order)).collect(),
+                });
+                self.free.extend_from_slice(&window.slots);
+                continue;
+            }
+            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers];
             for row in 0..rows.len {
                 rows_of[key_owner(&rows, row, peers)].push(row as u32);
             }
@@ -244,8 +261,6 @@ impl Slots {
                     from: worker,
                     correction: None,
                     keys: rows.select(&owned),
-                    // Every slot of the window goes to exactly one owner, so taking
-                    // them empties them all for reuse.
                     accs: self.accs.iter_mut().map(|a| a.take(&slots)).collect(),
                 });
             }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Rows (or non-null values) per slot.
@@ -66,6 +66,13 @@ impl Aggregate for Count {
         Count {
             skip_nulls: self.skip_nulls,
             n: pick(&self.n, slots),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        Count {
+            skip_nulls: self.skip_nulls,
+            n: pick_reset(&mut self.n, slots),
         }
     }
 

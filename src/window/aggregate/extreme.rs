@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::scalar::Scalar;
-use super::{ANY, Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, validity};
+use super::{ANY, Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset, validity};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// The least or greatest value per slot.
@@ -91,6 +91,15 @@ impl<V: Scalar> Aggregate for Extreme<V> {
             max: self.max,
             v: pick(&self.v, slots),
             flags: pick(&self.flags, slots),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        // Only the flags say a slot is empty (see `reset`).
+        Extreme {
+            max: self.max,
+            v: pick(&self.v, slots),
+            flags: pick_reset(&mut self.flags, slots),
         }
     }
 

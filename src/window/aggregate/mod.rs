@@ -189,6 +189,16 @@ fn pick<T: Clone>(v: &[T], slots: &[u32]) -> Vec<T> {
     slots.iter().map(|&s| v[s as usize].clone()).collect()
 }
 
+/// `v` at `slots`, in that order, each left at its default (zero) for reuse: what
+/// [`pick`] and then [`Aggregate::reset`] of each slot do, in one pass. A closing window's
+/// slots lie anywhere in the state, and the second pass missed the cache again.
+fn pick_reset<T: Default>(v: &mut [T], slots: &[u32]) -> Vec<T> {
+    slots
+        .iter()
+        .map(|&s| std::mem::take(&mut v[s as usize]))
+        .collect()
+}
+
 /// `v` with only `slots`, in that order, moved out: those left `None`.
 fn pick_out<T>(v: &mut [Option<T>], slots: &[u32]) -> Vec<Option<T>> {
     slots.iter().map(|&s| v[s as usize].take()).collect()

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, validity};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset, validity};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Adds `x` to the compensated sum `(sum, comp)`.
@@ -124,6 +124,15 @@ impl Aggregate for SumFloat {
             sum: pick(&self.sum, slots),
             comp: pick(&self.comp, slots),
             n: pick(&self.n, slots),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        SumFloat {
+            avg: self.avg,
+            sum: pick_reset(&mut self.sum, slots),
+            comp: pick_reset(&mut self.comp, slots),
+            n: pick_reset(&mut self.n, slots),
         }
     }
 

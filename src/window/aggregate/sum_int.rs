@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ANY, Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, validity};
+use super::{ANY, Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset, validity};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// The exact sum is `sum + wraps * 2^64`. Four bytes of wrap count instead of an `i128`
@@ -75,6 +75,14 @@ impl Aggregate for SumInt {
             sum: pick(&self.sum, slots),
             wraps: pick(&self.wraps, slots),
             flags: pick(&self.flags, slots),
+        }
+    }
+
+    fn take(&mut self, slots: &[u32]) -> Self {
+        SumInt {
+            sum: pick_reset(&mut self.sum, slots),
+            wraps: pick_reset(&mut self.wraps, slots),
+            flags: pick_reset(&mut self.flags, slots),
         }
     }
 
