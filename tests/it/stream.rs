@@ -256,6 +256,66 @@ fn consecutive_files_equal_one_run_over_the_whole() {
     }
 }
 
+/// Every row of the result files under `dir` but its revision, keyed by its first two
+/// columns (device, window start), each value as Arrow displays it (binary as hex).
+fn rows_with_sketches(dir: &Path) -> std::collections::BTreeMap<(String, String), Vec<String>> {
+    use arrow::util::display::array_value_to_string;
+    let mut rows = std::collections::BTreeMap::new();
+    for batch in super::support::read_batches(dir) {
+        let schema = batch.schema();
+        let columns: Vec<usize> = (0..batch.num_columns())
+            .filter(|&c| schema.field(c).name() != edgeflow::sink::REVISION_COLUMN)
+            .collect();
+        for i in 0..batch.num_rows() {
+            let show = |c: usize| {
+                array_value_to_string(batch.column(c), i).unwrap_or_else(|e| panic!("{e}"))
+            };
+            let values: Vec<String> = columns.iter().map(|&c| show(c)).collect();
+            let key = (show(0), show(1));
+            assert!(
+                rows.insert(key.clone(), values).is_none(),
+                "{key:?} twice in the latest files"
+            );
+        }
+    }
+    rows
+}
+
+/// A sketch query's input split over runs at other worker counts ends with the rows of
+/// one run over the whole, sketch bytes included (each group holds fewer values in a
+/// window than a slot keeps as values): the open windows' t-digest and HLL slots are
+/// kept in the stream state as their values, not as sketches, and built from all of
+/// them in one order when the window is written.
+#[test]
+fn a_sketch_query_over_consecutive_files_writes_the_bytes_of_one_run() {
+    let sql = spec().sql().replace(
+        " FROM TUMBLE(",
+        ", APPROX_PERCENTILE(latency_ms, 0.99) AS p99, APPROX_DISTINCT(packets) AS kinds, \
+         APPROX_DISTINCT(latency_ms) AS latencies FROM TUMBLE(",
+    );
+    assert!(sql.contains("latencies"), "{sql}");
+    let config = config(12_000, 33);
+    let all = lines(&config);
+    let dir = tempdir();
+    let whole = dir.path().join("whole");
+    let path = dir.path().join("all.jsonl");
+    write_lines(&path, &all);
+    run(&sql, json_input(&path), &whole, 1, false);
+    let want = rows_with_sketches(&whole.join("q"));
+    assert!(want.len() > 100, "{} rows", want.len());
+    let out = dir.path().join("out");
+    for (i, part) in split(&all, 3).iter().enumerate() {
+        let path = dir.path().join(format!("part-{i}.jsonl"));
+        write_lines(&path, part);
+        run(&sql, json_input(&path), &out, [2, 4, 1][i], false);
+    }
+    let got = rows_with_sketches(&out.join("q"));
+    assert_eq!(got.len(), want.len(), "rows");
+    for (key, row) in &want {
+        assert_eq!(got.get(key), Some(row), "{key:?}");
+    }
+}
+
 /// Every worker flushes the windows still open when the input ends, one after the
 /// other: a window flushed by one worker must not pass as closed at the next.
 #[test]

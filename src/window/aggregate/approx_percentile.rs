@@ -51,11 +51,7 @@ impl Replay for TDigestMut {
     }
 
     fn load_values(bytes: &[u8]) -> Result<Vec<f64>, String> {
-        let (values, rest) = bytes.as_chunks::<8>();
-        if !rest.is_empty() || values.len() > super::staged::MAX_STAGED {
-            return Err(format!("t-digest values: {} bytes", bytes.len()));
-        }
-        Ok(values.iter().map(|&b| f64::from_le_bytes(b)).collect())
+        super::staged::eight_byte_values(bytes, "t-digest", f64::from_le_bytes)
     }
 
     /// Feeds the values in ascending order (-0.0 before 0.0), whatever order they came

@@ -30,7 +30,7 @@ use crate::batch::{Column, ColumnValues, Interner};
 use crate::query::{AggregateCall, AggregateFunction};
 use crate::types::DataType;
 
-pub use approx_distinct::ApproxDistinct;
+pub use approx_distinct::{ApproxDistinct, NumberHll};
 pub use approx_percentile::ApproxPercentile;
 pub use approx_top_k::ApproxTopK;
 pub use by_time::ByTime;
@@ -253,7 +253,14 @@ macro_rules! accumulators {
             fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
                 match (self, other) {
                     $((Accumulator::$variant(a), Accumulator::$variant(o)) => a.merge_slot(to, o, from),)*
-                    // Partials of one aggregate are always of one kind.
+                    // State kept before numbers had their own HLL slots.
+                    (Accumulator::ApproxDistinct(a), Accumulator::ApproxDistinctNumber(o)) => {
+                        a.merge_other_kind(to, o, from)
+                    }
+                    (Accumulator::ApproxDistinctNumber(a), Accumulator::ApproxDistinct(o)) => {
+                        a.merge_other_kind(to, o, from)
+                    }
+                    // Otherwise partials of one aggregate are always of one kind.
                     _ => {}
                 }
             }
@@ -303,8 +310,10 @@ accumulators! {
     ByTimeBool(ByTime<bool>),
     /// `FIRST_VALUE`/`LAST_VALUE` of `TEXT`.
     ByTimeText(ByTime<String>),
-    /// `APPROX_DISTINCT`, an HLL sketch.
+    /// `APPROX_DISTINCT` of `TEXT` or `BOOLEAN`, an HLL sketch.
     ApproxDistinct(ApproxDistinct),
+    /// `APPROX_DISTINCT` of `BIGINT`, `TIMESTAMP` or `DOUBLE`, an HLL sketch.
+    ApproxDistinctNumber(ApproxDistinct<NumberHll>),
     /// `APPROX_PERCENTILE`, a t-digest.
     ApproxPercentile(ApproxPercentile),
     /// `APPROX_TOP_K` of `TEXT`, a frequent items sketch.
@@ -325,6 +334,10 @@ impl Accumulator {
             (F::Count, _) => Accumulator::Count(Count::new(true)),
             (F::Sum, Some(DataType::BigInt)) => Accumulator::SumInt(SumInt::default()),
             (F::Sum | F::Avg, _) => Accumulator::SumFloat(SumFloat::new(call.func == F::Avg)),
+            (
+                F::ApproxDistinct,
+                Some(DataType::BigInt | DataType::Timestamp | DataType::Double),
+            ) => Accumulator::ApproxDistinctNumber(ApproxDistinct::default()),
             (F::ApproxDistinct, _) => Accumulator::ApproxDistinct(ApproxDistinct::default()),
             (F::ApproxTopK, Some(DataType::Text)) => {
                 Accumulator::ApproxTopKText(ApproxTopK::new(call.param.unwrap_or(10.0) as usize))

@@ -59,6 +59,21 @@ pub trait Replay: Clone + SketchBytes {
     }
 }
 
+/// Values of eight bytes each, as [`Replay::store_values`] stores them (little-endian),
+/// read back with `value`; an error naming `sketch` unless they are whole values, at
+/// most [`MAX_STAGED`] of them.
+pub fn eight_byte_values<T>(
+    bytes: &[u8],
+    sketch: &str,
+    value: impl Fn([u8; 8]) -> T,
+) -> Result<Vec<T>, String> {
+    let (values, rest) = bytes.as_chunks::<8>();
+    if !rest.is_empty() || values.len() > MAX_STAGED {
+        return Err(format!("{sketch} values: {} bytes", bytes.len()));
+    }
+    Ok(values.iter().map(|&b| value(b)).collect())
+}
+
 /// One slot's sketch, or the values it has seen so far.
 ///
 /// The sketch is boxed so that a slot is as small as a `Vec`: the update loop reads
@@ -197,6 +212,11 @@ impl<S: Replay> StagedSlots<S> {
     /// Empties `slot`.
     pub fn reset(&mut self, slot: usize) {
         self.slots[slot] = None;
+    }
+
+    /// Makes `slot` hold `staged`.
+    pub fn set(&mut self, slot: usize, staged: Staged<S>) {
+        self.slots[slot] = Some(staged);
     }
 
     /// Adds `value` to `slot`, making its list on the first value.
