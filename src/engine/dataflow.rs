@@ -81,7 +81,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         shared.stream.max_event_time,
         ooo,
         shared.first_line,
-        backlog,
+        backlog.clone(),
         shared.control.clone(),
     );
     bad.dead_letters(
@@ -94,6 +94,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         plan.clone(),
         late_schema(&plan),
         interner,
+        backlog,
         shared.stream.uncorrectable_until,
         shared.control.clone(),
         shared.metrics.clone(),

@@ -29,6 +29,11 @@ use crate::source::{OpenInput, SourcePoll};
 /// waits to learn about chunks other workers are reading.
 const MAX_BACKLOG: usize = 4;
 
+/// Steps the reader sits out after its worker closed a window: enough for the closed
+/// window's parts to pass the key merge and the window merge, each a step after the
+/// frontier moves, and reach the writer before another chunk is decoded.
+const CLOSE_STEPS: u32 = 4;
+
 /// How often a paused reader looks again.
 const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -41,6 +46,8 @@ pub struct Backlog {
     /// Largest event time in the input's prefix whose summaries the stamp operator has
     /// seen: every chunk this worker has yet to read comes after that prefix.
     known: Cell<Option<i64>>,
+    /// Steps the reader still sits out for a window that closed.
+    held: Cell<u32>,
 }
 
 impl Backlog {
@@ -62,6 +69,21 @@ impl Backlog {
 
     fn full(&self) -> bool {
         self.waiting.get() >= MAX_BACKLOG
+    }
+
+    /// This worker closed a window: the reader sits out the next few steps. A closed
+    /// window travels a stage per step, and each step would otherwise first decode a
+    /// chunk (1–2 ms): the time from close to durable file is what an operator waits
+    /// on, and the worker's core is free again within microseconds.
+    pub fn hold_for_close(&self) {
+        self.held.set(CLOSE_STEPS);
+    }
+
+    /// Whether the reader sits out this step (counting it).
+    fn holding(&self) -> bool {
+        let held = self.held.get();
+        self.held.set(held.saturating_sub(1));
+        held > 0
     }
 
     /// The stamp operator learnt the input's prefix up to a largest event time `max`;
@@ -146,6 +168,10 @@ pub fn read_chunks<'s>(
                 }
             }
             if backlog.full() {
+                return;
+            }
+            if backlog.holding() {
+                activator.activate();
                 return;
             }
             if control.paused() {

@@ -26,6 +26,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use super::read_chunks::Backlog;
 use super::{LateRows, StampedChunk, Time};
 use crate::batch::arrow::to_arrow;
 use crate::batch::{Batch, Column, Interner};
@@ -44,6 +45,7 @@ pub trait WindowPartial<'s> {
         plan: Arc<QueryPlan>,
         late_schema: SchemaRef,
         interner: Rc<RefCell<Interner>>,
+        backlog: Rc<Backlog>,
         uncorrectable_until: i64,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -85,6 +87,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
         plan: Arc<QueryPlan>,
         late_schema: SchemaRef,
         interner: Rc<RefCell<Interner>>,
+        backlog: Rc<Backlog>,
         uncorrectable_until: i64,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -205,6 +208,9 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                     }
                     metrics.sample_state(state.open_groups() as u64, state.state_bytes() as u64);
                     let parts = state.close_until(limit, worker, peers, &interner.borrow());
+                    if !parts.is_empty() {
+                        backlog.hold_for_close();
+                    }
                     let session = &mut corrections;
                     for part in parts {
                         if let Some(cap) = window_caps.get(&part.end) {
