@@ -18,7 +18,7 @@ use crate::operators::registry;
 use crate::operators::session_stitch::SessionStitch;
 use crate::operators::stamp::Stamp;
 use crate::operators::window_merge::WindowMerge;
-use crate::operators::window_partial::WindowPartial;
+use crate::operators::window_partial::{ReaderShare, WindowPartial};
 use crate::operators::write_late::WriteLate;
 use crate::operators::write_parquet::{Notify, WriteParquet, Writers};
 use crate::query::QueryPlan;
@@ -93,8 +93,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     let (partials, late) = stamped.window_partial(
         plan.clone(),
         late_schema(&plan),
-        interner,
-        backlog,
+        ReaderShare { interner, backlog },
         shared.stream.uncorrectable_until,
         shared.control.clone(),
         shared.metrics.clone(),

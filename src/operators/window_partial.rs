@@ -44,8 +44,7 @@ pub trait WindowPartial<'s> {
         self,
         plan: Arc<QueryPlan>,
         late_schema: SchemaRef,
-        interner: Rc<RefCell<Interner>>,
-        backlog: Rc<Backlog>,
+        reader: ReaderShare,
         uncorrectable_until: i64,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -53,6 +52,15 @@ pub trait WindowPartial<'s> {
         StreamVec<'s, Time, PartialWindow>,
         StreamVec<'s, Time, LateRows>,
     );
+}
+
+/// What the window operator shares with its worker's reader: the interner the reader
+/// fills, and the backlog through which a closing window holds the reader back.
+pub struct ReaderShare {
+    /// The worker's interner.
+    pub interner: Rc<RefCell<Interner>>,
+    /// The reader's backlog.
+    pub backlog: Rc<Backlog>,
 }
 
 fn late_batch(
@@ -86,8 +94,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
         self,
         plan: Arc<QueryPlan>,
         late_schema: SchemaRef,
-        interner: Rc<RefCell<Interner>>,
-        backlog: Rc<Backlog>,
+        reader: ReaderShare,
         uncorrectable_until: i64,
         control: Arc<Control>,
         metrics: Arc<Metrics>,
@@ -95,6 +102,7 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
         StreamVec<'s, Time, PartialWindow>,
         StreamVec<'s, Time, LateRows>,
     ) {
+        let ReaderShare { interner, backlog } = reader;
         let worker = self.scope().index();
         let peers = self.scope().peers();
         let assigner = crate::window::assign::WindowAssigner::new(plan.window);
