@@ -32,9 +32,11 @@ use crate::window::aggregate::Accumulator;
 use crate::window::key::KeyRows;
 
 /// Format version of `stream.json`; a newer edgeflow reads older versions or refuses.
-/// Version 3 packs each kept window's keys and state (see [`KeptWindow`]); version 2 holds
-/// sketches as base64 text (version 1: arrays of byte values).
-pub const STATE_VERSION: u32 = 3;
+/// Version 4 may keep an `APPROX_DISTINCT` over a number as the numbers' bits (an older
+/// edgeflow would not know that state); version 3 packs each kept window's keys and
+/// state (see [`KeptWindow`]); version 2 holds sketches as base64 text (version 1:
+/// arrays of byte values).
+pub const STATE_VERSION: u32 = 4;
 
 /// A stream state that cannot be used.
 #[derive(Debug, thiserror::Error)]

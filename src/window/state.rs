@@ -245,7 +245,7 @@ impl Slots {
                 self.free.extend_from_slice(&window.slots);
                 continue;
             }
-            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers];
+            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
             for row in 0..rows.len {
                 rows_of[key_owner(&rows, row, peers)].push(row as u32);
             }

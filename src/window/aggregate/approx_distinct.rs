@@ -72,9 +72,9 @@ pub fn union(a: &HllSketch, b: &HllSketch) -> HllSketch {
 /// coupons build. Bits, unlike coupons, can be stored and read back: a slot still
 /// holding values keeps them in the stream state and between processes, so a window
 /// resumed by the next run, or merged at another process, is built from all its values
-/// in one order, the same bytes as one run over the whole input. Hashing on the
-/// writer's thread rather than per reading on the worker also takes the hash off the
-/// worker's path.
+/// in one order, the same bytes as one run over the whole input (while the slot holds
+/// at most `MAX_STAGED` values; beyond, it hashes each value into its sketch as it
+/// comes).
 #[derive(Clone, Debug)]
 pub struct NumberHll(HllSketch);
 
@@ -134,6 +134,8 @@ impl HllKind for HllSketch {
             ColumnValues::Boolean(v) => for_valid_pairs!(pairs, column, |row, slot| {
                 slots.add(slot, Coupon::from_value(v[row]))
             }),
+            // Numbers go to `NumberHll` slots; only state an older edgeflow kept holds
+            // numbers here, and kept state is merged, never updated.
             _ => for_number_bits(column, pairs, |slot, bits| {
                 slots.add(slot, Coupon::from_value(bits))
             }),
@@ -424,9 +426,16 @@ mod tests {
         ] {
             assert!(matches!(count(&merged), ColumnValues::BigInt(v) if v == [60]));
         }
-        // Through the accumulators, as a window's merge meets them.
-        let mut acc = Accumulator::ApproxDistinctNumber(newer);
-        acc.merge_slot(0, &Accumulator::ApproxDistinct(older), 0);
-        assert!(matches!(count(&acc), ColumnValues::BigInt(v) if v == [60]));
+        // Through the accumulators, as a window's merge meets them: resumed state comes
+        // first, so a fold of the older kind takes this run's parts, and the other way.
+        let (older, newer) = (
+            Accumulator::ApproxDistinct(older),
+            Accumulator::ApproxDistinctNumber(newer),
+        );
+        for (into, from) in [(&older, &newer), (&newer, &older)] {
+            let mut acc = into.clone();
+            acc.merge_slot(0, from, 0);
+            assert!(matches!(count(&acc), ColumnValues::BigInt(v) if v == [60]));
+        }
     }
 }

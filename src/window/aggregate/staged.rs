@@ -489,5 +489,7 @@ mod tests {
     fn slots_stay_as_small_as_a_vec() {
         assert!(size_of::<Option<Staged<TDigestMut>>>() <= 32);
         assert!(size_of::<Option<Staged<HllSketch>>>() <= 32);
+        let number = size_of::<Option<Staged<super::super::approx_distinct::NumberHll>>>();
+        assert!(number <= 32);
     }
 }
