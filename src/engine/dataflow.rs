@@ -115,6 +115,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
         shared.notify.commit.clone(),
         shared.control.clone(),
         shared.metrics.clone(),
+        shared.writers.clone(),
     );
     // Windows an earlier run left open join this run's partials at their keys' owners;
     // the first worker of each process hands out those its process kept.
