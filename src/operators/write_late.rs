@@ -21,7 +21,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use super::write_parquet::{OnCommit, Writers};
+use super::write_parquet::{OnCommit, Writers, start_writer};
 use super::{LateRows, Time};
 use crate::engine::control::{Control, Metrics};
 use crate::sink::{Layout, write_parquet};
@@ -125,32 +125,18 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
         let worker = self.scope().index();
         let (queue, epochs) = std::sync::mpsc::sync_channel::<LateEpoch>(QUEUED_EPOCHS);
         let failed = control.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("edgeflow-late-{worker}"))
-            .spawn(move || {
-                for LateEpoch { e, part, batches } in epochs {
-                    let written = write_epoch(
-                        &layout, epoch, e, part, worker, &batches, &on_commit, &metrics,
-                    );
-                    if let Err(err) = written {
-                        failed.fail(err);
-                    }
+        let name = format!("edgeflow-late-{worker}");
+        let started = start_writer(name, &writers, &control, move || {
+            for LateEpoch { e, part, batches } in epochs {
+                let written = write_epoch(
+                    &layout, epoch, e, part, worker, &batches, &on_commit, &metrics,
+                );
+                if let Err(err) = written {
+                    failed.fail(err);
                 }
-            });
-        let mut queue = match spawned {
-            Ok(handle) => {
-                if let Ok(mut w) = writers.lock() {
-                    w.push(handle);
-                }
-                Some(queue)
             }
-            Err(e) => {
-                control.fail(crate::Error::Internal(format!(
-                    "starting a late-rows writer thread: {e}"
-                )));
-                None
-            }
-        };
+        });
+        let mut queue = started.then_some(queue);
         let mut buffered: BTreeMap<i64, (Vec<RecordBatch>, usize)> = BTreeMap::new();
         let mut parts: BTreeMap<i64, u32> = BTreeMap::new();
         self.sink(Pipeline, "WriteLate", move |(input, frontier)| {

@@ -81,6 +81,28 @@ const QUEUED_WINDOWS: usize = 2;
 /// The writer threads of a run, joined before the run counts as done.
 pub type Writers = Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>;
 
+/// Starts the writer thread `name` running `work`, joined with `writers`; whether it
+/// started (if not, the failure is recorded in `control`).
+pub fn start_writer(
+    name: String,
+    writers: &Writers,
+    control: &Control,
+    work: impl FnOnce() + Send + 'static,
+) -> bool {
+    match std::thread::Builder::new().name(name.clone()).spawn(work) {
+        Ok(handle) => {
+            if let Ok(mut w) = writers.lock() {
+                w.push(handle);
+            }
+            true
+        }
+        Err(e) => {
+            control.fail(crate::Error::Internal(format!("starting {name}: {e}")));
+            false
+        }
+    }
+}
+
 /// Everything a writer thread needs to commit windows.
 struct WindowWriter {
     plan: Arc<QueryPlan>,
@@ -288,28 +310,14 @@ impl WriteParquet for StreamVec<'_, Time, ClosedWindow> {
             moved: HashMap::new(),
         };
         let (queue, windows) = std::sync::mpsc::sync_channel::<ClosedWindow>(QUEUED_WINDOWS);
-        let spawned = std::thread::Builder::new()
-            .name(format!("edgeflow-writer-{}", self.scope().index()))
-            .spawn(move || {
-                let mut writer = writer;
-                for window in windows {
-                    writer.write(&window);
-                }
-            });
-        let mut queue = match spawned {
-            Ok(handle) => {
-                if let Ok(mut w) = writers.lock() {
-                    w.push(handle);
-                }
-                Some(queue)
+        let name = format!("edgeflow-writer-{}", self.scope().index());
+        let started = start_writer(name, &writers, &control, move || {
+            let mut writer = writer;
+            for window in windows {
+                writer.write(&window);
             }
-            Err(e) => {
-                control.fail(crate::Error::Internal(format!(
-                    "starting a writer thread: {e}"
-                )));
-                None
-            }
-        };
+        });
+        let mut queue = started.then_some(queue);
         self.sink(Pipeline, "WriteParquet", move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for windows in data {
