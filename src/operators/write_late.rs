@@ -162,6 +162,7 @@ impl WriteLate for StreamVec<'_, Time, LateRows> {
             // under the same names.
             if frontier.frontier().is_empty() && control.failed() {
                 buffered.clear();
+                queue = None;
                 return;
             }
             let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
