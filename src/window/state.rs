@@ -228,39 +228,36 @@ impl Slots {
             for &key in key_order.iter() {
                 keys.push_values(key, interner, &mut rows);
             }
-            // Every slot of the window goes to exactly one owner, so taking them empties
-            // them all for reuse.
-            if peers <= 1 && rows.len > 0 {
-                // One owner of every key: the rows go as they are, without hashing each
-                // key to find its owner or copying the key texts once more.
-                out.push(PartialWindow {
-                    start: window.start,
-                    end: window.end,
-                    target: 0,
-                    from: worker,
-                    correction: None,
-                    keys: rows,
-                    accs: self.accs.iter_mut().map(|a| a.take(&slot_order)).collect(),
-                });
-                self.free.extend_from_slice(&window.slots);
-                continue;
-            }
-            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
-            for row in 0..rows.len {
-                rows_of[key_owner(&rows, row, peers)].push(row as u32);
-            }
+            // With one worker every key is its own: no hash of each key to find its owner.
+            let rows_of: Vec<Vec<u32>> = if peers <= 1 {
+                vec![(0..rows.len as u32).collect()]
+            } else {
+                let mut rows_of = vec![Vec::new(); peers];
+                for row in 0..rows.len {
+                    rows_of[key_owner(&rows, row, peers)].push(row as u32);
+                }
+                rows_of
+            };
             for (target, owned) in rows_of.into_iter().enumerate() {
                 if owned.is_empty() {
                     continue;
                 }
                 let slots: Vec<u32> = owned.iter().map(|&r| slot_order[r as usize]).collect();
+                // A part with every row takes the rows as they are rather than a copy.
+                let part_keys = if owned.len() == rows.len {
+                    std::mem::replace(&mut rows, template.empty_like())
+                } else {
+                    rows.select(&owned)
+                };
                 out.push(PartialWindow {
                     start: window.start,
                     end: window.end,
                     target,
                     from: worker,
                     correction: None,
-                    keys: rows.select(&owned),
+                    keys: part_keys,
+                    // Every slot of the window goes to exactly one owner, so taking
+                    // them empties them all for reuse.
                     accs: self.accs.iter_mut().map(|a| a.take(&slots)).collect(),
                 });
             }
