@@ -44,14 +44,18 @@ impl Replay for HllSketch {
     /// coupons where they came, so the same values in another order (another split over
     /// workers) would be other bytes.
     fn build(coupons: &[Coupon]) -> Self {
-        let mut sorted = coupons.to_vec();
-        sorted.sort_unstable();
-        let mut sketch = Self::empty();
-        for coupon in sorted {
-            sketch.update_with_coupon(coupon);
-        }
-        sketch
+        of_coupons(coupons.to_vec())
     }
+}
+
+/// A sketch fed `coupons` in ascending order.
+fn of_coupons(mut coupons: Vec<Coupon>) -> HllSketch {
+    coupons.sort_unstable();
+    let mut sketch = HllSketch::empty();
+    for coupon in coupons {
+        sketch.update_with_coupon(coupon);
+    }
+    sketch
 }
 
 /// The union of two sketches.
@@ -100,8 +104,9 @@ impl Replay for NumberHll {
     }
 
     fn build(values: &[u64]) -> Self {
-        let coupons: Vec<Coupon> = values.iter().map(|&b| Coupon::from_value(b)).collect();
-        NumberHll(HllSketch::build(&coupons))
+        NumberHll(of_coupons(
+            values.iter().map(|&b| Coupon::from_value(b)).collect(),
+        ))
     }
 
     fn store_values(values: &[u64]) -> Option<Vec<u8>> {
