@@ -227,7 +227,8 @@ impl<S: HllKind> ApproxDistinct<S> {
         other: &ApproxDistinct<T>,
         from: usize,
     ) {
-        let Some(theirs) = other.sketches.get(from) else {
+        let theirs = other.sketches.settled();
+        let Some(theirs) = theirs.get(from) else {
             return;
         };
         let mut one = StagedSlots::<S>::default();
@@ -290,11 +291,12 @@ impl<S: HllKind> Aggregate for ApproxDistinct<S> {
     }
 
     fn finish(&self, slots: &[usize], _interner: &mut Interner) -> Finished {
+        let sketches = self.sketches.settled();
         Finished::exact(Column {
             values: ColumnValues::BigInt(
                 slots
                     .iter()
-                    .map(|&s| self.sketches.get(s).map_or(0, estimate))
+                    .map(|&s| sketches.get(s).map_or(0, estimate))
                     .collect(),
             ),
             validity: None,
@@ -315,10 +317,11 @@ impl<S: HllKind> Aggregate for ApproxDistinct<S> {
             return (self.finish(slots, interner), None);
         }
         // A slot still holding its values builds its sketch once for both.
+        let sketches = self.sketches.settled();
         let mut counts = Vec::with_capacity(slots.len());
         let mut bytes = Vec::with_capacity(slots.len());
         for &s in slots {
-            match self.sketches.get(s) {
+            match sketches.get(s) {
                 None => {
                     counts.push(0);
                     bytes.push(None);

@@ -116,9 +116,10 @@ impl ApproxPercentile {
         }
     }
 
-    fn quantile(&self, slot: usize) -> Option<f64> {
-        let mut digest = self.digests.get(slot)?.sketch().into_owned();
-        digest.quantile(self.q).ok().flatten()
+    /// The quantile of `slot` of `digests` (settled).
+    fn quantile(q: f64, digests: &StagedSlots<TDigestMut>, slot: usize) -> Option<f64> {
+        let mut digest = digests.get(slot)?.sketch().into_owned();
+        digest.quantile(q).ok().flatten()
     }
 }
 
@@ -173,7 +174,11 @@ impl Aggregate for ApproxPercentile {
     }
 
     fn finish(&self, slots: &[usize], _interner: &mut Interner) -> Finished {
-        let values: Vec<Option<f64>> = slots.iter().map(|&s| self.quantile(s)).collect();
+        let digests = self.digests.settled();
+        let values: Vec<Option<f64>> = slots
+            .iter()
+            .map(|&s| Self::quantile(self.q, &digests, s))
+            .collect();
         quantiles(&values)
     }
 
@@ -190,10 +195,11 @@ impl Aggregate for ApproxPercentile {
         if !with_sketches {
             return (self.finish(slots, interner), None);
         }
+        let digests = self.digests.settled();
         let mut values = Vec::with_capacity(slots.len());
         let mut bytes = Vec::with_capacity(slots.len());
         for &s in slots {
-            let Some(digest) = self.digests.get(s) else {
+            let Some(digest) = digests.get(s) else {
                 values.push(None);
                 bytes.push(None);
                 continue;

@@ -156,33 +156,89 @@ impl<S: Replay> SketchBytes for Staged<S> {
     }
 }
 
-/// One staged sketch per slot of an aggregate, and the room a new slot's list gets:
-/// what the sketch aggregates share. Stored as the list of slots alone (see
+/// One staged sketch per slot of an aggregate. Stored as the list of slots alone (see
 /// `sketch_bytes::staged`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// Values added to a slot wait in a log of their own, in the order they came, and reach
+/// their slot's list when the slot is taken (or the state is read otherwise): appending
+/// to one log is a store next to the last, where appending to the slot's own list read
+/// its header and wrote its end in two places that had left the cache, and grew lists
+/// whose final size was not known yet (a quarter of the update's time was the
+/// allocator). Applied in order, the log leaves every slot as adding each value to it
+/// directly would have, so sketches and their bytes are unchanged.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(transparent, bound = "")]
 pub struct StagedSlots<S: Replay> {
     #[serde(with = "super::sketch_bytes::staged")]
     slots: Vec<Option<Staged<S>>>,
     #[serde(skip)]
-    hint: CapacityHint,
+    log: Log<S::Value>,
 }
+
+/// Values not yet in their slots' lists: `slots[i]` gets `values[i]`.
+#[derive(Clone, Debug)]
+struct Log<V> {
+    slots: Vec<u32>,
+    values: Vec<V>,
+    /// The most values a take has found logged.
+    peak: usize,
+}
+
+impl<V> Log<V> {
+    /// Makes the room exactly `room` values (or what the log holds, if more).
+    fn fit(&mut self, room: usize) {
+        let room = room.max(self.slots.len());
+        if self.slots.capacity() > room {
+            self.slots.shrink_to(room);
+            self.values.shrink_to(room);
+        } else {
+            self.slots.reserve_exact(room - self.slots.len());
+            self.values.reserve_exact(room - self.values.len());
+        }
+    }
+}
+
+impl<V> Default for Log<V> {
+    fn default() -> Self {
+        Log {
+            slots: Vec::new(),
+            values: Vec::new(),
+            peak: 0,
+        }
+    }
+}
+
+/// Values the log holds, per slot of the state, before it is applied whatever the
+/// slots still need: half of what a slot's list holds before it becomes a sketch, so
+/// that the log never holds more than the lists it stands for could (a slot that gets
+/// most values turns into its sketch as it would without the log).
+const LOGGED_PER_SLOT: usize = MAX_STAGED / 2;
+
+/// Marks a slot the log is not applied to now.
+const KEEP: u32 = u32::MAX;
 
 impl<S: Replay> Default for StagedSlots<S> {
     fn default() -> Self {
         StagedSlots {
             slots: Vec::new(),
-            hint: CapacityHint::default(),
+            log: Log::default(),
         }
     }
 }
 
 impl<S: Replay> PartialEq for StagedSlots<S> {
     fn eq(&self, other: &Self) -> bool {
-        self.slots.len() == other.slots.len()
-            && self.slots.iter().zip(&other.slots).all(|(a, b)| {
+        let (ours, theirs) = (self.settled(), other.settled());
+        ours.slots.len() == theirs.slots.len()
+            && ours.slots.iter().zip(&theirs.slots).all(|(a, b)| {
                 a.as_ref().map(SketchBytes::to_bytes) == b.as_ref().map(SketchBytes::to_bytes)
             })
+    }
+}
+
+impl<S: Replay> Serialize for StagedSlots<S> {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        super::sketch_bytes::staged::serialize(&self.settled().slots, serializer)
     }
 }
 
@@ -195,13 +251,18 @@ impl<S: Replay> StagedSlots<S> {
         self.slots.len()
     }
 
-    /// Bytes the slots' lists and sketches hold (`sketch_size` measures a sketch).
+    /// Bytes the slots' lists and sketches hold (`sketch_size` measures a sketch), and
+    /// the log of values not yet in their lists.
     pub fn heap_bytes(&self, sketch_size: impl Fn(&S) -> usize) -> usize {
-        self.slots
+        let lists: usize = self
+            .slots
             .iter()
             .flatten()
             .map(|s| s.heap_bytes(&sketch_size))
-            .sum()
+            .sum();
+        lists
+            + self.log.slots.capacity() * size_of::<u32>()
+            + self.log.values.capacity() * size_of::<S::Value>()
     }
 
     /// Adds an empty slot at the end.
@@ -211,45 +272,104 @@ impl<S: Replay> StagedSlots<S> {
 
     /// Empties `slot`.
     pub fn reset(&mut self, slot: usize) {
+        self.apply_log();
         self.slots[slot] = None;
     }
 
     /// Makes `slot` hold `staged`.
     pub fn set(&mut self, slot: usize, staged: Staged<S>) {
+        self.apply_log();
         self.slots[slot] = Some(staged);
     }
 
-    /// Adds `value` to `slot`, making its list on the first value.
+    /// Adds `value` to `slot`.
     #[inline]
     pub fn add(&mut self, slot: usize, value: S::Value) {
-        let room = self.hint.get();
-        self.slots[slot]
-            .get_or_insert_with(|| Staged::with_capacity(room))
-            .push(value);
+        self.log.slots.push(slot as u32);
+        self.log.values.push(value);
+        if self.log.slots.len() >= self.slots.len() * LOGGED_PER_SLOT {
+            self.apply_log();
+        }
     }
 
-    /// What `slot` holds, if it has seen a value.
+    /// What `slot` holds, if it has seen a value; of a state whose log is applied (see
+    /// [`StagedSlots::settled`]).
     pub fn get(&self, slot: usize) -> Option<&Staged<S>> {
+        debug_assert!(self.log.slots.is_empty(), "read a slot before its log");
         self.slots[slot].as_ref()
+    }
+
+    /// This state with every logged value in its slot: itself when the log is empty,
+    /// as it is in any state handed on by [`StagedSlots::take`] or
+    /// [`StagedSlots::gather`]; otherwise a copy.
+    pub fn settled(&self) -> Cow<'_, Self> {
+        if self.log.slots.is_empty() {
+            return Cow::Borrowed(self);
+        }
+        let mut copy = self.clone();
+        copy.apply_log();
+        Cow::Owned(copy)
     }
 
     /// Copies of `slots`, in that order.
     pub fn gather(&self, slots: &[u32]) -> Self {
         StagedSlots {
-            slots: super::pick(&self.slots, slots),
-            hint: CapacityHint::default(),
+            slots: super::pick(&self.settled().slots, slots),
+            log: Log::default(),
         }
     }
 
-    /// Moves `slots` out (in that order), learning from them how much room a new
-    /// slot's list needs.
+    /// Moves `slots` out (in that order), with every value logged for them.
     pub fn take(&mut self, slots: &[u32]) -> Self {
-        let all = &self.slots;
-        self.hint.learn(slots.iter().map(|&s| &all[s as usize]));
+        let mut wanted = vec![KEEP; self.slots.len()];
+        for &s in slots {
+            wanted[s as usize] = 0;
+        }
+        self.log.peak = self.log.peak.max(self.log.slots.len());
+        self.apply_log_to(wanted);
+        // Windows alike log alike: room for the most any take found logged and an
+        // eighth more, rather than up to twice that from growing by doubling.
+        self.log.fit(self.log.peak + self.log.peak / 8);
         StagedSlots {
             slots: super::pick_out(&mut self.slots, slots),
-            hint: CapacityHint::default(),
+            log: Log::default(),
         }
+    }
+
+    /// Moves every logged value into its slot.
+    fn apply_log(&mut self) {
+        if !self.log.slots.is_empty() {
+            self.apply_log_to(vec![0; self.slots.len()]);
+        }
+    }
+
+    /// Moves the values logged for the slots not marked [`KEEP`] in `wanted` (zero
+    /// otherwise) into those slots, in the order they came, and keeps the rest logged.
+    /// A slot's new list gets room for exactly its values.
+    fn apply_log_to(&mut self, mut wanted: Vec<u32>) {
+        for &s in &self.log.slots {
+            let count = &mut wanted[s as usize];
+            if *count != KEEP {
+                *count += 1;
+            }
+        }
+        let Log { slots, values, .. } = &mut self.log;
+        let mut kept = 0;
+        for i in 0..slots.len() {
+            let (s, value) = (slots[i], values[i]);
+            let room = wanted[s as usize];
+            if room == KEEP {
+                slots[kept] = s;
+                values[kept] = value;
+                kept += 1;
+            } else {
+                self.slots[s as usize]
+                    .get_or_insert_with(|| Staged::with_capacity(room as usize))
+                    .push(value);
+            }
+        }
+        slots.truncate(kept);
+        values.truncate(kept);
     }
 
     /// Folds `other`'s slot `from` into slot `to`: values kept by both stay values,
@@ -262,6 +382,8 @@ impl<S: Replay> StagedSlots<S> {
         from: usize,
         merge: impl FnOnce(&mut S, &S),
     ) {
+        self.apply_log();
+        let other = other.settled();
         let Some(theirs) = &other.slots[from] else {
             return;
         };
@@ -278,41 +400,7 @@ impl<S: Replay> StagedSlots<S> {
 
     /// The standard bytes of the sketches of `slots`, in that order.
     pub fn bytes(&self, slots: &[usize]) -> Vec<Option<Vec<u8>>> {
-        super::sketch_bytes::of_slots(&self.slots, slots)
-    }
-}
-
-/// How many values a slot's list starts with room for: learnt from the slots of the last
-/// window that closed, their mean count plus two standard deviations, so that nearly
-/// every slot allocates once instead of growing from empty through every power of two
-/// (with one reading a second per group, a minute's counts spread by about ±8 around 60:
-/// room for the mean alone left half the slots to grow once more).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CapacityHint(usize);
-
-impl CapacityHint {
-    /// Room for a new slot's values.
-    pub fn get(self) -> usize {
-        self.0
-    }
-
-    /// Learns from the slots a window hands on as it closes.
-    pub fn learn<'a, S: Replay + 'a>(
-        &mut self,
-        slots: impl Iterator<Item = &'a Option<Staged<S>>>,
-    ) {
-        let (mut used, mut sum, mut squares) = (0usize, 0f64, 0f64);
-        for staged in slots.flatten() {
-            let n = staged.staged_len() as f64;
-            used += 1;
-            sum += n;
-            squares += n * n;
-        }
-        if used > 0 {
-            let mean = sum / used as f64;
-            let spread = (squares / used as f64 - mean * mean).max(0.0).sqrt();
-            self.0 = ((mean + 2.0 * spread).ceil() as usize).min(MAX_STAGED);
-        }
+        super::sketch_bytes::of_slots(&self.settled().slots, slots)
     }
 }
 
@@ -473,7 +561,7 @@ mod tests {
             serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         let estimate = |slots: &StagedSlots<HllSketch>| slots.get(0).map(|s| s.sketch().estimate());
         assert!(matches!(back.get(0), Some(Staged::Sketch(_))));
-        assert_eq!(estimate(&back), estimate(&hlls));
+        assert_eq!(estimate(&back), estimate(&hlls.settled()));
         // Values that are not whole doubles are refused, naming the sketch.
         let bad = r#"[{"values":"AAE="}]"#;
         let err = serde_json::from_str::<StagedSlots<TDigestMut>>(bad)
@@ -483,6 +571,57 @@ mod tests {
                 |()| panic!("damaged values should not load"),
             );
         assert!(err.contains("t-digest values"), "{err}");
+    }
+
+    proptest! {
+        /// Values wait in the log, however they are interleaved over slots and however
+        /// often the log is applied (a hot slot fills it, a reset or a save applies it):
+        /// each slot taken, saved or read ends as a list fed its values in the order
+        /// they came, into its sketch past `MAX_STAGED`.
+        #[test]
+        fn logged_values_reach_their_slots_as_if_added_one_by_one(
+            adds in prop::collection::vec((0usize..6, -50i32..50), 0..3000),
+            taken in prop::collection::vec(0u32..6, 0..4),
+            reset in prop::option::of(0usize..6),
+        ) {
+            let mut slots = StagedSlots::<TDigestMut>::default();
+            let mut fed: Vec<Option<Staged<TDigestMut>>> = vec![None; 6];
+            for _ in 0..6 {
+                slots.push_empty();
+            }
+            let (first, rest) = adds.split_at(adds.len() / 2);
+            for &(slot, v) in first {
+                slots.add(slot, f64::from(v));
+                fed[slot].get_or_insert_with(|| Staged::with_capacity(0)).push(f64::from(v));
+            }
+            if let Some(slot) = reset {
+                slots.reset(slot);
+                fed[slot] = None;
+            }
+            for &(slot, v) in rest {
+                slots.add(slot, f64::from(v));
+                fed[slot].get_or_insert_with(|| Staged::with_capacity(0)).push(f64::from(v));
+            }
+            let bytes = |s: &Option<Staged<TDigestMut>>| s.as_ref().map(SketchBytes::to_bytes);
+            let saved = serde_json::to_string(&slots).unwrap_or_else(|e| panic!("{e}"));
+            let mut taken: Vec<u32> = taken;
+            taken.sort_unstable();
+            taken.dedup();
+            let out = slots.take(&taken);
+            for (i, &s) in taken.iter().enumerate() {
+                prop_assert_eq!(bytes(&out.slots[i]), bytes(&fed[s as usize]));
+                prop_assert_eq!(
+                    out.get(i).map(Staged::staged_len),
+                    fed[s as usize].as_ref().map(Staged::staged_len)
+                );
+            }
+            let rest: Vec<usize> = (0..6).filter(|s| !taken.contains(&(*s as u32))).collect();
+            prop_assert_eq!(slots.bytes(&rest), rest.iter().map(|&s| bytes(&fed[s])).collect::<Vec<_>>());
+            let back: StagedSlots<TDigestMut> =
+                serde_json::from_str(&saved).unwrap_or_else(|e| panic!("{e}"));
+            let all: Vec<usize> = (0..6).collect();
+            prop_assert_eq!(back.bytes(&all), all.iter().map(|&s| bytes(&fed[s])).collect::<Vec<_>>());
+        }
     }
 
     #[test]
