@@ -238,11 +238,24 @@ impl Slots {
                 }
                 rows_of
             };
-            for (target, owned) in rows_of.into_iter().enumerate() {
-                if owned.is_empty() {
-                    continue;
-                }
-                let slots: Vec<u32> = owned.iter().map(|&r| slot_order[r as usize]).collect();
+            let owners: Vec<(usize, Vec<u32>)> = rows_of
+                .into_iter()
+                .enumerate()
+                .filter(|(_, owned)| !owned.is_empty())
+                .collect();
+            let slots_of: Vec<Vec<u32>> = owners
+                .iter()
+                .map(|(_, owned)| owned.iter().map(|&r| slot_order[r as usize]).collect())
+                .collect();
+            // Every slot of the window goes to exactly one owner, so taking them
+            // empties them all for reuse; taken for all owners at once, so an aggregate
+            // that defers its updates settles them once per window.
+            let mut accs_of: Vec<std::vec::IntoIter<Accumulator>> = self
+                .accs
+                .iter_mut()
+                .map(|a| a.take_parts(&slots_of).into_iter())
+                .collect();
+            for (target, owned) in owners {
                 // A part with every row takes the rows as they are rather than a copy.
                 let part_keys = if owned.len() == rows.len {
                     std::mem::replace(&mut rows, template.empty_like())
@@ -256,9 +269,7 @@ impl Slots {
                     from: worker,
                     correction: None,
                     keys: part_keys,
-                    // Every slot of the window goes to exactly one owner, so taking
-                    // them empties them all for reuse.
-                    accs: self.accs.iter_mut().map(|a| a.take(&slots)).collect(),
+                    accs: accs_of.iter_mut().filter_map(Iterator::next).collect(),
                 });
             }
             self.free.extend_from_slice(&window.slots);

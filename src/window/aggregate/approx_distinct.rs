@@ -283,6 +283,14 @@ impl<S: HllKind> Aggregate for ApproxDistinct<S> {
         }
     }
 
+    fn take_parts(&mut self, parts: &[Vec<u32>]) -> Vec<Self> {
+        let taken = self.sketches.take_parts(parts);
+        taken
+            .into_iter()
+            .map(|sketches| ApproxDistinct { sketches })
+            .collect()
+    }
+
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
         self.sketches
             .merge_slot(to, &other.sketches, from, |ours, theirs| {

@@ -168,6 +168,15 @@ impl Aggregate for ApproxPercentile {
         }
     }
 
+    fn take_parts(&mut self, parts: &[Vec<u32>]) -> Vec<Self> {
+        let q = self.q;
+        let taken = self.digests.take_parts(parts);
+        taken
+            .into_iter()
+            .map(|digests| ApproxPercentile { q, digests })
+            .collect()
+    }
+
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
         self.digests
             .merge_slot(to, &other.digests, from, |ours, theirs| ours.merge(theirs));

@@ -131,6 +131,13 @@ pub trait Aggregate: Sized {
         }
         taken
     }
+    /// [`Aggregate::take`] of each of `parts` (disjoint), in that order: a closing
+    /// window's slots for each worker that owns some of its keys, in one call, so an
+    /// aggregate that defers its updates (the sketches, see `staged`) settles them once
+    /// per window rather than once per owner.
+    fn take_parts(&mut self, parts: &[Vec<u32>]) -> Vec<Self> {
+        parts.iter().map(|slots| self.take(slots)).collect()
+    }
     /// Merges slot `from` of `other` into slot `to`.
     fn merge_slot(&mut self, to: usize, other: &Self, from: usize);
     /// The final values of `slots`; text results are interned into `interner`.
@@ -249,6 +256,13 @@ macro_rules! accumulators {
             }
             fn take(&mut self, slots: &[u32]) -> Self {
                 match self { $(Accumulator::$variant(a) => Accumulator::$variant(a.take(slots)),)* }
+            }
+            fn take_parts(&mut self, parts: &[Vec<u32>]) -> Vec<Self> {
+                match self {
+                    $(Accumulator::$variant(a) => {
+                        a.take_parts(parts).into_iter().map(Accumulator::$variant).collect()
+                    })*
+                }
             }
             fn merge_slot(&mut self, to: usize, other: &Self, from: usize) {
                 match (self, other) {

@@ -5,7 +5,8 @@
 //! With thousands of open groups, updating each group's sketch in place touches a cache
 //! line of its table or buffer that has long left the cache: the HLL's hash set probe
 //! was most of its update time, and a t-digest appends 16 bytes per value to a buffer
-//! sized for hundreds. Appending the value to a short list touches only the list's end.
+//! sized for hundreds. Appending the value to a log (see [`StagedSlots`]) touches only
+//! the log's end.
 //! The sketch is built from the kept values in ascending order, whatever order they
 //! came in, and two slots that still keep values merge by putting their values
 //! together: a slot's sketch is then the same however its values were split over
@@ -180,12 +181,11 @@ pub struct StagedSlots<S: Replay> {
 struct Log<V> {
     slots: Vec<u32>,
     values: Vec<V>,
-    /// The most values a take has found logged.
-    peak: usize,
 }
 
 impl<V> Log<V> {
-    /// Makes the room exactly `room` values (or what the log holds, if more).
+    /// Makes the room exactly `room` values (or what the log holds, if more): given back
+    /// after a burst, and not left to doubling, which overshoots by up to twice.
     fn fit(&mut self, room: usize) {
         let room = room.max(self.slots.len());
         if self.slots.capacity() > room {
@@ -203,15 +203,15 @@ impl<V> Default for Log<V> {
         Log {
             slots: Vec::new(),
             values: Vec::new(),
-            peak: 0,
         }
     }
 }
 
-/// Values the log holds, per slot of the state, before it is applied whatever the
-/// slots still need: half of what a slot's list holds before it becomes a sketch, so
-/// that the log never holds more than the lists it stands for could (a slot that gets
-/// most values turns into its sketch as it would without the log).
+/// Values the log may hold per slot of the state before it is applied whole: a
+/// slot's list holds at most [`MAX_STAGED`] values, so the log, at half that per slot,
+/// stays within the memory of lists that would hold the same values; a few hot keys
+/// among many slots wait there longer than they would have as lists before turning
+/// into their sketches, with the same bytes in the end.
 const LOGGED_PER_SLOT: usize = MAX_STAGED / 2;
 
 /// Marks a slot the log is not applied to now.
@@ -321,19 +321,46 @@ impl<S: Replay> StagedSlots<S> {
 
     /// Moves `slots` out (in that order), with every value logged for them.
     pub fn take(&mut self, slots: &[u32]) -> Self {
-        let mut wanted = vec![KEEP; self.slots.len()];
-        for &s in slots {
-            wanted[s as usize] = 0;
-        }
-        self.log.peak = self.log.peak.max(self.log.slots.len());
-        self.apply_log_to(wanted);
-        // Windows alike log alike: room for the most any take found logged and an
-        // eighth more, rather than up to twice that from growing by doubling.
-        self.log.fit(self.log.peak + self.log.peak / 8);
+        self.settle(slots.iter().copied());
         StagedSlots {
             slots: super::pick_out(&mut self.slots, slots),
             log: Log::default(),
         }
+    }
+
+    /// [`StagedSlots::take`] of each of `parts` (disjoint), settling the log once.
+    pub fn take_parts(&mut self, parts: &[Vec<u32>]) -> Vec<Self> {
+        self.settle(parts.iter().flatten().copied());
+        parts
+            .iter()
+            .map(|slots| StagedSlots {
+                slots: super::pick_out(&mut self.slots, slots),
+                log: Log::default(),
+            })
+            .collect()
+    }
+
+    /// Applies the log to `slots`, which are about to be taken. When more values stay
+    /// logged than were taken (hopping windows, where each reading is logged for every
+    /// window it falls in, or a long out-of-orderness keeping several windows open),
+    /// they are applied too, so that no value is scanned at more than two takes.
+    fn settle(&mut self, slots: impl Iterator<Item = u32>) {
+        let logged = self.log.slots.len();
+        if logged == 0 {
+            return;
+        }
+        let mut wanted = vec![KEEP; self.slots.len()];
+        for s in slots {
+            wanted[s as usize] = 0;
+        }
+        self.apply_log_to(wanted);
+        if 2 * self.log.slots.len() > logged {
+            self.apply_log();
+        }
+        // Consecutive windows log about as much as each other: room for what this take
+        // found and an eighth more, where growing by doubling would leave up to twice
+        // that, and a burst's room is given back at the next window.
+        self.log.fit(logged + logged / 8);
     }
 
     /// Moves every logged value into its slot.
@@ -353,7 +380,7 @@ impl<S: Replay> StagedSlots<S> {
                 *count += 1;
             }
         }
-        let Log { slots, values, .. } = &mut self.log;
+        let Log { slots, values } = &mut self.log;
         let mut kept = 0;
         for i in 0..slots.len() {
             let (s, value) = (slots[i], values[i]);
@@ -573,14 +600,36 @@ mod tests {
         assert!(err.contains("t-digest values"), "{err}");
     }
 
+    /// A state holding `lists` as they are, to compare with one fed through the log.
+    fn holding(lists: &[Option<Staged<TDigestMut>>]) -> StagedSlots<TDigestMut> {
+        let mut slots = StagedSlots::default();
+        for (i, list) in lists.iter().enumerate() {
+            slots.push_empty();
+            if let Some(list) = list {
+                slots.set(i, list.clone());
+            }
+        }
+        slots
+    }
+
+    /// Slot 0 gets about half the values, so it passes `MAX_STAGED` and fills the log.
+    fn skewed_adds() -> impl Strategy<Value = Vec<(usize, i32)>> {
+        let slot = prop_oneof![Just(0usize), 0usize..6];
+        prop::collection::vec((slot, -50i32..50), 0..2500)
+    }
+
     proptest! {
         /// Values wait in the log, however they are interleaved over slots and however
-        /// often the log is applied (a hot slot fills it, a reset or a save applies it):
-        /// each slot taken, saved or read ends as a list fed its values in the order
-        /// they came, into its sketch past `MAX_STAGED`.
+        /// often the log is applied (a hot slot fills it, a reset applies it, a take
+        /// applies what it takes): each slot taken, left or saved holds its values in
+        /// the order they came, as adding them one by one makes it, into its sketch
+        /// past `MAX_STAGED`. The stored form of a list keeps that order, so comparing
+        /// it catches values out of order, which a digest's bytes (built sorted) would
+        /// not.
         #[test]
         fn logged_values_reach_their_slots_as_if_added_one_by_one(
-            adds in prop::collection::vec((0usize..6, -50i32..50), 0..3000),
+            adds in skewed_adds(),
+            more in skewed_adds(),
             taken in prop::collection::vec(0u32..6, 0..4),
             reset in prop::option::of(0usize..6),
         ) {
@@ -589,38 +638,41 @@ mod tests {
             for _ in 0..6 {
                 slots.push_empty();
             }
+            let add = |slots: &mut StagedSlots<TDigestMut>,
+                       fed: &mut Vec<Option<Staged<TDigestMut>>>,
+                       adds: &[(usize, i32)]| {
+                for &(slot, v) in adds {
+                    slots.add(slot, f64::from(v));
+                    fed[slot].get_or_insert_with(|| Staged::with_capacity(0)).push(f64::from(v));
+                }
+            };
             let (first, rest) = adds.split_at(adds.len() / 2);
-            for &(slot, v) in first {
-                slots.add(slot, f64::from(v));
-                fed[slot].get_or_insert_with(|| Staged::with_capacity(0)).push(f64::from(v));
-            }
+            add(&mut slots, &mut fed, first);
             if let Some(slot) = reset {
                 slots.reset(slot);
                 fed[slot] = None;
             }
-            for &(slot, v) in rest {
-                slots.add(slot, f64::from(v));
-                fed[slot].get_or_insert_with(|| Staged::with_capacity(0)).push(f64::from(v));
-            }
-            let bytes = |s: &Option<Staged<TDigestMut>>| s.as_ref().map(SketchBytes::to_bytes);
-            let saved = serde_json::to_string(&slots).unwrap_or_else(|e| panic!("{e}"));
-            let mut taken: Vec<u32> = taken;
-            taken.sort_unstable();
+            add(&mut slots, &mut fed, rest);
+            let json = |s: &StagedSlots<TDigestMut>| {
+                serde_json::to_string(s).unwrap_or_else(|e| panic!("{e}"))
+            };
+            prop_assert_eq!(json(&slots), json(&holding(&fed)));
+            let mut taken = taken;
             taken.dedup();
-            let out = slots.take(&taken);
-            for (i, &s) in taken.iter().enumerate() {
-                prop_assert_eq!(bytes(&out.slots[i]), bytes(&fed[s as usize]));
-                prop_assert_eq!(
-                    out.get(i).map(Staged::staged_len),
-                    fed[s as usize].as_ref().map(Staged::staged_len)
-                );
+            let taken: Vec<u32> = taken.iter().enumerate()
+                .filter(|(i, s)| !taken[..*i].contains(s))
+                .map(|(_, &s)| s)
+                .collect();
+            let (one, two) = taken.split_at(taken.len() / 2);
+            let parts = slots.take_parts(&[one.to_vec(), two.to_vec()]);
+            for (part, slots_of) in parts.iter().zip([one, two]) {
+                let lists: Vec<_> = slots_of.iter().map(|&s| fed[s as usize].take()).collect();
+                prop_assert_eq!(json(part), json(&holding(&lists)));
             }
-            let rest: Vec<usize> = (0..6).filter(|s| !taken.contains(&(*s as u32))).collect();
-            prop_assert_eq!(slots.bytes(&rest), rest.iter().map(|&s| bytes(&fed[s])).collect::<Vec<_>>());
-            let back: StagedSlots<TDigestMut> =
-                serde_json::from_str(&saved).unwrap_or_else(|e| panic!("{e}"));
-            let all: Vec<usize> = (0..6).collect();
-            prop_assert_eq!(back.bytes(&all), all.iter().map(|&s| bytes(&fed[s])).collect::<Vec<_>>());
+            // Taken slots are reused empty; the values left logged are still theirs.
+            add(&mut slots, &mut fed, &more);
+            let all: Vec<u32> = (0..6).collect();
+            prop_assert_eq!(json(&slots.take(&all)), json(&holding(&fed)));
         }
     }
 
