@@ -13,7 +13,7 @@ use datasketches::tdigest::TDigestMut;
 use serde::{Deserialize, Serialize};
 
 use super::sketch_bytes::SketchBytes;
-use super::staged::{Replay, StagedSlots};
+use super::staged::{Replay, Settled, StagedSlots};
 use super::sum_float::{doubles, for_each_number};
 use super::{Aggregate, Finished, Input, Pairs};
 use crate::batch::Interner;
@@ -117,7 +117,7 @@ impl ApproxPercentile {
     }
 
     /// The quantile of `slot` of `digests` (settled).
-    fn quantile(q: f64, digests: &StagedSlots<TDigestMut>, slot: usize) -> Option<f64> {
+    fn quantile(q: f64, digests: &Settled<'_, TDigestMut>, slot: usize) -> Option<f64> {
         let mut digest = digests.get(slot)?.sketch().into_owned();
         digest.quantile(q).ok().flatten()
     }

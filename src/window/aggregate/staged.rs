@@ -176,6 +176,17 @@ pub struct StagedSlots<S: Replay> {
     log: Log<S::Value>,
 }
 
+/// A [`StagedSlots`] with no value waiting in its log: the only way to read a slot, so
+/// no reader sees a slot without its latest values.
+pub struct Settled<'a, S: Replay>(Cow<'a, StagedSlots<S>>);
+
+impl<S: Replay> Settled<'_, S> {
+    /// What `slot` holds, if it has seen a value.
+    pub fn get(&self, slot: usize) -> Option<&Staged<S>> {
+        self.0.slots[slot].as_ref()
+    }
+}
+
 /// Values not yet in their slots' lists: `slots[i]` gets `values[i]`.
 #[derive(Clone, Debug)]
 struct Log<V> {
@@ -229,8 +240,8 @@ impl<S: Replay> Default for StagedSlots<S> {
 impl<S: Replay> PartialEq for StagedSlots<S> {
     fn eq(&self, other: &Self) -> bool {
         let (ours, theirs) = (self.settled(), other.settled());
-        ours.slots.len() == theirs.slots.len()
-            && ours.slots.iter().zip(&theirs.slots).all(|(a, b)| {
+        ours.0.slots.len() == theirs.0.slots.len()
+            && ours.0.slots.iter().zip(&theirs.0.slots).all(|(a, b)| {
                 a.as_ref().map(SketchBytes::to_bytes) == b.as_ref().map(SketchBytes::to_bytes)
             })
     }
@@ -238,7 +249,7 @@ impl<S: Replay> PartialEq for StagedSlots<S> {
 
 impl<S: Replay> Serialize for StagedSlots<S> {
     fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-        super::sketch_bytes::staged::serialize(&self.settled().slots, serializer)
+        super::sketch_bytes::staged::serialize(&self.settled().0.slots, serializer)
     }
 }
 
@@ -292,29 +303,22 @@ impl<S: Replay> StagedSlots<S> {
         }
     }
 
-    /// What `slot` holds, if it has seen a value; of a state whose log is applied (see
-    /// [`StagedSlots::settled`]).
-    pub fn get(&self, slot: usize) -> Option<&Staged<S>> {
-        debug_assert!(self.log.slots.is_empty(), "read a slot before its log");
-        self.slots[slot].as_ref()
-    }
-
-    /// This state with every logged value in its slot: itself when the log is empty,
-    /// as it is in any state handed on by [`StagedSlots::take`] or
+    /// This state with every logged value in its slot, to read slots from: itself when
+    /// the log is empty, as it is in any state handed on by [`StagedSlots::take`] or
     /// [`StagedSlots::gather`]; otherwise a copy.
-    pub fn settled(&self) -> Cow<'_, Self> {
+    pub fn settled(&self) -> Settled<'_, S> {
         if self.log.slots.is_empty() {
-            return Cow::Borrowed(self);
+            return Settled(Cow::Borrowed(self));
         }
         let mut copy = self.clone();
         copy.apply_log();
-        Cow::Owned(copy)
+        Settled(Cow::Owned(copy))
     }
 
     /// Copies of `slots`, in that order.
     pub fn gather(&self, slots: &[u32]) -> Self {
         StagedSlots {
-            slots: super::pick(&self.settled().slots, slots),
+            slots: super::pick(&self.settled().0.slots, slots),
             log: Log::default(),
         }
     }
@@ -411,7 +415,7 @@ impl<S: Replay> StagedSlots<S> {
     ) {
         self.apply_log();
         let other = other.settled();
-        let Some(theirs) = &other.slots[from] else {
+        let Some(theirs) = other.get(from) else {
             return;
         };
         match (&mut self.slots[to], theirs) {
@@ -427,7 +431,7 @@ impl<S: Replay> StagedSlots<S> {
 
     /// The standard bytes of the sketches of `slots`, in that order.
     pub fn bytes(&self, slots: &[usize]) -> Vec<Option<Vec<u8>>> {
-        super::sketch_bytes::of_slots(&self.settled().slots, slots)
+        super::sketch_bytes::of_slots(&self.settled().0.slots, slots)
     }
 }
 
@@ -578,17 +582,19 @@ mod tests {
             bincode::deserialize::<StagedSlots<TDigestMut>>(&binary)
                 .unwrap_or_else(|e| panic!("{e}")),
         ] {
-            assert!(matches!(back.get(0), Some(Staged::Values(v)) if v.len() == 40));
-            assert!(back.get(1).is_none());
-            assert!(matches!(back.get(2), Some(Staged::Sketch(_))));
+            let back_slots = back.settled();
+            assert!(matches!(back_slots.get(0), Some(Staged::Values(v)) if v.len() == 40));
+            assert!(back_slots.get(1).is_none());
+            assert!(matches!(back_slots.get(2), Some(Staged::Sketch(_))));
             assert!(back == digests);
         }
         let json = serde_json::to_string(&hlls).unwrap_or_else(|e| panic!("{e}"));
         let back: StagedSlots<HllSketch> =
             serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
-        let estimate = |slots: &StagedSlots<HllSketch>| slots.get(0).map(|s| s.sketch().estimate());
-        assert!(matches!(back.get(0), Some(Staged::Sketch(_))));
-        assert_eq!(estimate(&back), estimate(&hlls.settled()));
+        let estimate =
+            |slots: &StagedSlots<HllSketch>| slots.settled().get(0).map(|s| s.sketch().estimate());
+        assert!(matches!(back.settled().get(0), Some(Staged::Sketch(_))));
+        assert_eq!(estimate(&back), estimate(&hlls));
         // Values that are not whole doubles are refused, naming the sketch.
         let bad = r#"[{"values":"AAE="}]"#;
         let err = serde_json::from_str::<StagedSlots<TDigestMut>>(bad)
