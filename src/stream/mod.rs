@@ -20,6 +20,7 @@
 pub mod input;
 mod packed;
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -338,7 +339,19 @@ impl StreamState {
             .lock()
             .map(|mut k| std::mem::take(&mut *k))
             .unwrap_or_default();
-        self.open.sort_by_key(|w| w.start);
+        // Parts of one window (a session's, kept by each worker for the keys it owns)
+        // come in the order the workers finished: ordered by their first key, which
+        // parts of one window never share, so one input saves the same state file.
+        self.open.sort_by(|a, b| {
+            (a.start, a.end, a.correction)
+                .cmp(&(b.start, b.end, b.correction))
+                .then_with(|| match (a.keys.len, b.keys.len) {
+                    (0, 0) => Ordering::Equal,
+                    (0, _) => Ordering::Less,
+                    (_, 0) => Ordering::Greater,
+                    _ => a.keys.cmp_rows(0, &b.keys, 0),
+                })
+        });
         self.allowed_lateness = run.allowed_lateness;
         self.runs += 1;
     }

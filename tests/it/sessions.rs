@@ -185,6 +185,39 @@ fn sessions_over_consecutive_runs_equal_one_run_and_are_written_once() {
     }
 }
 
+/// A run at 4 workers that goes on from a run at 2 keeps, per session still open at
+/// the end, one part per worker, and the parts reach the state file in the order the
+/// workers finish; the file is the same whichever finished first, so one input always
+/// leaves the same state.
+#[test]
+fn sessions_kept_by_several_workers_save_the_same_state_file_every_time() {
+    // A gap longer than any silence: every device's session is open at the end.
+    let (gap, ooo) = (60_000, 2_000);
+    let input = readings(29, 400, 40);
+    let plan = plan(&sql(gap, ooo));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let at = input.len() / 2;
+    let (first, second) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let states: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let out = dir.path().join(format!("out{i}"));
+            run(&plan, write(&first, &input[..at]), &out, 2, 8 * 1024);
+            run(&plan, write(&second, &input[at..]), &out, 4, 8 * 1024);
+            let state = out.join("_state").join("q").join("stream.json");
+            std::fs::read(&state).unwrap_or_else(|e| panic!("{}: {e}", state.display()))
+        })
+        .collect();
+    let text = String::from_utf8_lossy(&states[0]);
+    assert!(
+        text.matches("\"start\"").count() > 1,
+        "the runs should keep sessions in several parts: {:?}",
+        text.split("\"open\"").nth(1)
+    );
+    for (i, state) in states.iter().enumerate().skip(1) {
+        assert!(state == &states[0], "run {i} saved another state file");
+    }
+}
+
 #[test]
 fn a_session_query_explains_its_plan_and_refuses_a_top_n() {
     let p = plan(&sql(30_000, 0));
