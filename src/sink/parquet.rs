@@ -53,9 +53,12 @@ pub fn writer_properties(schema: &Schema, unique: &[&str]) -> WriterProperties {
     builder.build()
 }
 
-/// Row groups with at least this many rows have their columns encoded on several
-/// threads; below it, starting a thread costs more than it saves.
+/// Row groups with at least this many rows, or this many bytes of column data, have
+/// their columns encoded on several threads; below both, starting a thread costs more
+/// than it saves. Bytes count too because a few thousand rows of sketches (a t-digest
+/// keeps 16 bytes per value) take longer to encode than a hundred thousand of numbers.
 const PARALLEL_ROWS: usize = 16 * 1024;
+const PARALLEL_BYTES: usize = 2 << 20;
 
 /// Encodes a batch as a complete Parquet file in memory; see [`writer_properties`] for
 /// `unique`.
@@ -88,11 +91,12 @@ pub fn encode(batch: &RecordBatch, unique: &[&str]) -> Result<Vec<u8>, ParquetEr
             costs.extend(std::iter::repeat_n(cost, of_field.len()));
             leaves.extend(of_field);
         }
-        let parallel = if rows.num_rows() >= PARALLEL_ROWS {
-            threads
-        } else {
-            1
-        };
+        let parallel =
+            if rows.num_rows() >= PARALLEL_ROWS || costs.iter().sum::<usize>() >= PARALLEL_BYTES {
+                threads
+            } else {
+                1
+            };
         let columns = writers.into_iter().zip(leaves).zip(costs).collect();
         let chunks = encode_columns(columns, parallel)?;
         let mut row_group = file.next_row_group()?;
