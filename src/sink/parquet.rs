@@ -58,6 +58,7 @@ pub fn writer_properties(schema: &Schema, unique: &[&str]) -> WriterProperties {
 /// than it saves. Bytes count too because a few thousand rows of sketches (a t-digest
 /// keeps 16 bytes per value) take longer to encode than a hundred thousand of numbers.
 const PARALLEL_ROWS: usize = 16 * 1024;
+/// See [`PARALLEL_ROWS`].
 const PARALLEL_BYTES: usize = 2 << 20;
 
 /// Encodes a batch as a complete Parquet file in memory; see [`writer_properties`] for
@@ -87,7 +88,12 @@ pub fn encode(batch: &RecordBatch, unique: &[&str]) -> Result<Vec<u8>, ParquetEr
         let mut costs = Vec::with_capacity(writers.len());
         for (field, array) in rows.schema().fields().iter().zip(rows.columns()) {
             let of_field = compute_leaves(field, array)?;
-            let cost = array.get_array_memory_size() / of_field.len().max(1);
+            // The row group's own rows: a slice's buffers are the whole batch's.
+            let bytes = array
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| array.get_array_memory_size());
+            let cost = bytes / of_field.len().max(1);
             costs.extend(std::iter::repeat_n(cost, of_field.len()));
             leaves.extend(of_field);
         }

@@ -341,7 +341,8 @@ impl StreamState {
             .unwrap_or_default();
         // Parts of one window (a session's, kept by each worker for the keys it owns)
         // come in the order the workers finished: ordered by their first key, which
-        // parts of one window never share, so one input saves the same state file.
+        // parts of one window never share (parts with no keys are alike), so one input
+        // saves the same state file.
         self.open.sort_by(|a, b| {
             (a.start, a.end, a.correction)
                 .cmp(&(b.start, b.end, b.correction))

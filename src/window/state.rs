@@ -250,12 +250,18 @@ impl Slots {
             // Every slot of the window goes to exactly one owner, so taking them
             // empties them all for reuse; taken for all owners at once, so an aggregate
             // that defers its updates settles them once per window.
-            let mut accs_of: Vec<std::vec::IntoIter<Accumulator>> = self
-                .accs
-                .iter_mut()
-                .map(|a| a.take_parts(&slots_of).into_iter())
+            let mut accs_of: Vec<Vec<Accumulator>> = owners
+                .iter()
+                .map(|_| Vec::with_capacity(self.accs.len()))
                 .collect();
-            for (target, owned) in owners {
+            for acc in &mut self.accs {
+                let parts = acc.take_parts(&slots_of);
+                debug_assert_eq!(parts.len(), slots_of.len(), "one state per part");
+                for (accs, part) in accs_of.iter_mut().zip(parts) {
+                    accs.push(part);
+                }
+            }
+            for ((target, owned), accs) in owners.into_iter().zip(accs_of) {
                 // A part with every row takes the rows as they are rather than a copy.
                 let part_keys = if owned.len() == rows.len {
                     std::mem::replace(&mut rows, template.empty_like())
@@ -269,7 +275,7 @@ impl Slots {
                     from: worker,
                     correction: None,
                     keys: part_keys,
-                    accs: accs_of.iter_mut().filter_map(Iterator::next).collect(),
+                    accs,
                 });
             }
             self.free.extend_from_slice(&window.slots);

@@ -347,7 +347,8 @@ impl<S: Replay> StagedSlots<S> {
     /// Applies the log to `slots`, which are about to be taken. When more values stay
     /// logged than were taken (hopping windows, where each reading is logged for every
     /// window it falls in, or a long out-of-orderness keeping several windows open),
-    /// they are applied too, so that no value is scanned at more than two takes.
+    /// they are applied too, so that scanning the log costs at most twice the values
+    /// it moves into slots.
     fn settle(&mut self, slots: impl Iterator<Item = u32>) {
         let logged = self.log.slots.len();
         if logged == 0 {
@@ -663,8 +664,6 @@ mod tests {
                 serde_json::to_string(s).unwrap_or_else(|e| panic!("{e}"))
             };
             prop_assert_eq!(json(&slots), json(&holding(&fed)));
-            let mut taken = taken;
-            taken.dedup();
             let taken: Vec<u32> = taken.iter().enumerate()
                 .filter(|(i, s)| !taken[..*i].contains(s))
                 .map(|(_, &s)| s)
