@@ -70,14 +70,76 @@ impl WindowMerger {
             .collect();
             return Some(append_disjoint(&mut parts));
         }
+        let parts: Vec<PartialWindow> = std::iter::once(PartialWindow {
+            keys,
+            accs,
+            ..first_meta
+        })
+        .chain(rest)
+        .collect();
+        if let Some(merged) = fold_sorted(&parts) {
+            return Some(merged);
+        }
         // Fold every part into one set of distinct keys.
-        let mut fold = Fold::like(&keys, &accs);
-        fold.add(&keys, &accs);
-        for part in rest {
+        let mut fold = Fold::like(&parts[0].keys, &parts[0].accs);
+        for part in &parts {
             fold.add(&part.keys, &part.accs);
         }
         Some((fold.keys, fold.accs))
     }
+}
+
+/// The part whose next row (`next[i]` of part `i`) comes first in key order, the
+/// earliest part on a tie; `None` once every part is used up.
+fn least_next(parts: &[PartialWindow], next: &[usize]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, part) in parts.iter().enumerate() {
+        if next[i] >= part.keys.len {
+            continue;
+        }
+        best = match best {
+            Some(b) if parts[b].keys.cmp_rows(next[b], &part.keys, next[i]).is_le() => Some(b),
+            _ => Some(i),
+        };
+    }
+    best
+}
+
+/// Parts in key order folded by merging their sorted runs: equal keys meet as
+/// neighbours, so no key is hashed and the result is in key order too, where a [`Fold`]
+/// leaves first-seen order for the owner to sort and copy every slot again. Equal keys
+/// fold in the order of `parts`, as a [`Fold`] folds them. `None` when a part is not in
+/// key order (the caller folds by hash).
+fn fold_sorted(parts: &[PartialWindow]) -> Option<(KeyRows, Vec<Accumulator>)> {
+    if !parts.iter().all(|p| p.keys.sorted) {
+        return None;
+    }
+    let mut keys = parts[0].keys.empty_like();
+    let mut accs: Vec<Accumulator> = parts[0].accs.iter().map(Accumulator::empty_like).collect();
+    let mut next = vec![0usize; parts.len()];
+    while let Some(b) = least_next(parts, &next) {
+        let (part, row) = (&parts[b], next[b]);
+        next[b] += 1;
+        let last = keys.len.checked_sub(1);
+        match last.map(|last| keys.cmp_rows(last, &part.keys, row)) {
+            Some(std::cmp::Ordering::Equal) => {
+                let at = keys.len - 1;
+                for (to, from) in accs.iter_mut().zip(&part.accs) {
+                    to.merge_slot(at, from, row);
+                }
+            }
+            // A part out of key order: its equal keys need not meet.
+            Some(std::cmp::Ordering::Greater) => return None,
+            _ => {
+                keys.push_from(&part.keys, row);
+                for (to, from) in accs.iter_mut().zip(&part.accs) {
+                    to.push_from(from, row);
+                }
+            }
+        }
+    }
+    keys.sorted = true;
+    Some((keys, accs))
 }
 
 /// Rows folded into one slot per distinct key.
@@ -145,20 +207,7 @@ fn append_disjoint(parts: &mut [PartialWindow]) -> (KeyRows, Vec<Accumulator>) {
     };
     if parts.iter().all(|p| p.keys.sorted) {
         let mut next = vec![0usize; parts.len()];
-        loop {
-            let mut best: Option<usize> = None;
-            for (i, part) in parts.iter().enumerate() {
-                if next[i] >= part.keys.len {
-                    continue;
-                }
-                best = match best {
-                    Some(b) if parts[b].keys.cmp_rows(next[b], &part.keys, next[i]).is_le() => {
-                        Some(b)
-                    }
-                    _ => Some(i),
-                };
-            }
-            let Some(b) = best else { break };
+        while let Some(b) = least_next(parts, &next) {
             push(&parts[b], next[b], &mut keys);
             next[b] += 1;
         }
@@ -171,4 +220,87 @@ fn append_disjoint(parts: &mut [PartialWindow]) -> (KeyRows, Vec<Accumulator>) {
         }
     }
     (keys, accs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Interner;
+    use crate::query::{self, QueryPlan};
+    use crate::window::state::{WindowState, tests::batch};
+
+    fn plan() -> QueryPlan {
+        let text = "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts');
+             SELECT k, window_start, COUNT(*) AS n, SUM(v) AS s
+             FROM TUMBLE(r, ts, INTERVAL '10' SECOND) GROUP BY k, window_start";
+        query::parse("t", std::path::Path::new("t.sql"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One window's part from each of three workers, most keys in two or three parts:
+    /// merged by their sorted runs, in key order and equal to a fold by hash, which a
+    /// part out of key order falls back to, and to one worker that saw every reading.
+    #[test]
+    fn sorted_parts_fold_as_a_fold_by_hash_does_and_stay_in_key_order() {
+        let p = plan();
+        let mut interner = Interner::new();
+        let mut everything = WindowState::new(&p);
+        let mut parts = Vec::new();
+        for worker in 0..3usize {
+            let rows: Vec<(String, i64, i64)> = (0..40usize)
+                .filter(|k| (k + worker) % 3 != 0)
+                .map(|k| {
+                    (
+                        format!("k{:02}", k * 7 % 40),
+                        1_000_000,
+                        (k * worker + 1) as i64,
+                    )
+                })
+                .collect();
+            let rows: Vec<(&str, i64, i64)> =
+                rows.iter().map(|r| (r.0.as_str(), r.1, r.2)).collect();
+            let b = batch(&mut interner, &rows);
+            let args = [None, Some(&b.columns[2])];
+            let mut late = Vec::new();
+            let mut state = WindowState::new(&p);
+            for s in [&mut state, &mut everything] {
+                s.ingest(&b, i64::MIN, None, &args, &interner, &mut late);
+            }
+            for mut part in state.close_until(i64::MAX, worker, 1, &interner) {
+                (part.keys, part.accs) = sorted_rows(part.keys, part.accs);
+                parts.push(part);
+            }
+        }
+        let merged = |parts: &[PartialWindow]| {
+            let mut merger = WindowMerger::default();
+            for part in parts.iter().rev() {
+                merger.add(part.clone());
+            }
+            merger
+                .merge()
+                .unwrap_or_else(|| panic!("three parts merge"))
+        };
+        let (keys, accs) = merged(&parts);
+        assert!(keys.sorted);
+        let mut by_hash = Fold::like(&parts[0].keys, &parts[0].accs);
+        for part in &parts {
+            by_hash.add(&part.keys, &part.accs);
+        }
+        assert_eq!(
+            (keys.clone(), accs.clone()),
+            sorted_rows(by_hash.keys, by_hash.accs)
+        );
+        let mut out_of_order = parts.clone();
+        out_of_order[1].keys.sorted = false;
+        let (k, a) = merged(&out_of_order);
+        assert!(!k.sorted, "a part out of key order is folded by hash");
+        assert_eq!(sorted_rows(k, a), (keys.clone(), accs.clone()));
+        let whole = everything.close_until(i64::MAX, 0, 1, &interner);
+        let [one] = &whole[..] else {
+            panic!("one window: {whole:?}")
+        };
+        assert_eq!(
+            sorted_rows(one.keys.clone(), one.accs.clone()),
+            (keys, accs)
+        );
+    }
 }
