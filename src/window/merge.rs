@@ -46,39 +46,17 @@ impl WindowMerger {
         // combine the same way on every run.
         self.parts
             .sort_by_key(|p| (p.from < RESUMED_UNWRITTEN, p.from));
-        let disjoint = self.disjoint;
-        let mut parts = self.parts.into_iter();
-        let first = parts.next()?;
-        let first_meta = PartialWindow {
-            keys: KeyRows::default(),
-            accs: Vec::new(),
-            ..first
-        };
-        let keys = first.keys;
-        let accs = first.accs;
-        let mut rest = parts.peekable();
-        if rest.peek().is_none() {
-            return Some((keys, accs));
+        if self.parts.len() <= 1 {
+            return self.parts.pop().map(|part| (part.keys, part.accs));
         }
-        if disjoint {
-            let mut parts: Vec<PartialWindow> = std::iter::once(PartialWindow {
-                keys,
-                accs,
-                ..first_meta
-            })
-            .chain(rest)
-            .collect();
-            return Some(append_disjoint(&mut parts));
-        }
-        let parts: Vec<PartialWindow> = std::iter::once(PartialWindow {
-            keys,
-            accs,
-            ..first_meta
-        })
-        .chain(rest)
-        .collect();
-        if let Some(merged) = fold_sorted(&parts) {
+        let parts = self.parts;
+        // Parts that share no key may still hold rows of one key each (a session file's
+        // sessions): their equal keys stay rows of their own.
+        if let Some(merged) = merge_sorted(&parts, !self.disjoint) {
             return Some(merged);
+        }
+        if self.disjoint {
+            return Some(append(&parts));
         }
         // Fold every part into one set of distinct keys.
         let mut fold = Fold::like(&parts[0].keys, &parts[0].accs);
@@ -105,12 +83,13 @@ fn least_next(parts: &[PartialWindow], next: &[usize]) -> Option<usize> {
     best
 }
 
-/// Parts in key order folded by merging their sorted runs: equal keys meet as
-/// neighbours, so no key is hashed and the result is in key order too, where a [`Fold`]
-/// leaves first-seen order for the owner to sort and copy every slot again. Equal keys
-/// fold in the order of `parts`, as a [`Fold`] folds them. `None` when a part is not in
-/// key order (the caller folds by hash).
-fn fold_sorted(parts: &[PartialWindow]) -> Option<(KeyRows, Vec<Accumulator>)> {
+/// Parts in key order merged by their sorted runs, the result in key order too, so the
+/// owner never sorts a big window. With `fold`, equal keys meet as neighbours and fold
+/// into one row, in the order of `parts` as a [`Fold`] folds them, but with no key
+/// hashed (a [`Fold`] leaves first-seen order, to be sorted and every slot copied
+/// again); without, every row stays a row. `None` when a part is not in key order (the
+/// caller folds by hash, or appends).
+fn merge_sorted(parts: &[PartialWindow], fold: bool) -> Option<(KeyRows, Vec<Accumulator>)> {
     if !parts.iter().all(|p| p.keys.sorted) {
         return None;
     }
@@ -122,7 +101,7 @@ fn fold_sorted(parts: &[PartialWindow]) -> Option<(KeyRows, Vec<Accumulator>)> {
         next[b] += 1;
         let last = keys.len.checked_sub(1);
         match last.map(|last| keys.cmp_rows(last, &part.keys, row)) {
-            Some(std::cmp::Ordering::Equal) => {
+            Some(std::cmp::Ordering::Equal) if fold => {
                 let at = keys.len - 1;
                 for (to, from) in accs.iter_mut().zip(&part.accs) {
                     to.merge_slot(at, from, row);
@@ -194,28 +173,16 @@ pub fn sorted_rows(keys: KeyRows, accs: Vec<Accumulator>) -> (KeyRows, Vec<Accum
     (keys, accs)
 }
 
-/// Appends parts that share no key; when each is sorted, a merge of the sorted runs
-/// keeps the result sorted, so the owner never sorts a big window.
-fn append_disjoint(parts: &mut [PartialWindow]) -> (KeyRows, Vec<Accumulator>) {
+/// Parts that share no key, one after the other (parts in key order go through
+/// [`merge_sorted`]).
+fn append(parts: &[PartialWindow]) -> (KeyRows, Vec<Accumulator>) {
     let mut keys = parts[0].keys.empty_like();
     let mut accs: Vec<Accumulator> = parts[0].accs.iter().map(Accumulator::empty_like).collect();
-    let mut push = |part: &PartialWindow, row: usize, keys: &mut KeyRows| {
-        keys.push_from(&part.keys, row);
-        for (to, from) in accs.iter_mut().zip(&part.accs) {
-            to.push_from(from, row);
-        }
-    };
-    if parts.iter().all(|p| p.keys.sorted) {
-        let mut next = vec![0usize; parts.len()];
-        while let Some(b) = least_next(parts, &next) {
-            push(&parts[b], next[b], &mut keys);
-            next[b] += 1;
-        }
-        keys.sorted = true;
-    } else {
-        for part in parts.iter() {
-            for row in 0..part.keys.len {
-                push(part, row, &mut keys);
+    for part in parts {
+        for row in 0..part.keys.len {
+            keys.push_from(&part.keys, row);
+            for (to, from) in accs.iter_mut().zip(&part.accs) {
+                to.push_from(from, row);
             }
         }
     }

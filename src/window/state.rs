@@ -51,6 +51,23 @@ pub fn key_owner(keys: &KeyRows, row: usize, peers: usize) -> usize {
     (keys.hash_row(row) % peers.max(1) as u64) as usize
 }
 
+/// The rows of `keys` each worker of `peers` owns, for the workers that own some, in
+/// worker order. With one worker every key is its own: no key is hashed.
+pub fn rows_by_owner(keys: &KeyRows, peers: usize) -> Vec<(usize, Vec<u32>)> {
+    if peers <= 1 {
+        return vec![(0, (0..keys.len as u32).collect())];
+    }
+    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers];
+    for row in 0..keys.len {
+        rows_of[key_owner(keys, row, peers)].push(row as u32);
+    }
+    rows_of
+        .into_iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect()
+}
+
 /// Splits merged state (`accs` slot `i` for key row `i`) into partials bound for each
 /// key's owner, marked as coming `from`.
 pub fn split_by_key_owner(
@@ -61,14 +78,8 @@ pub fn split_by_key_owner(
     from: usize,
     peers: usize,
 ) -> Vec<PartialWindow> {
-    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers.max(1)];
-    for row in 0..keys.len {
-        rows_of[key_owner(keys, row, peers)].push(row as u32);
-    }
-    rows_of
+    rows_by_owner(keys, peers)
         .into_iter()
-        .enumerate()
-        .filter(|(_, rows)| !rows.is_empty())
         .map(|(target, rows)| PartialWindow {
             start,
             end,
@@ -228,21 +239,7 @@ impl Slots {
             for &key in key_order.iter() {
                 keys.push_values(key, interner, &mut rows);
             }
-            // With one worker every key is its own: no hash of each key to find its owner.
-            let rows_of: Vec<Vec<u32>> = if peers <= 1 {
-                vec![(0..rows.len as u32).collect()]
-            } else {
-                let mut rows_of = vec![Vec::new(); peers];
-                for row in 0..rows.len {
-                    rows_of[key_owner(&rows, row, peers)].push(row as u32);
-                }
-                rows_of
-            };
-            let owners: Vec<(usize, Vec<u32>)> = rows_of
-                .into_iter()
-                .enumerate()
-                .filter(|(_, owned)| !owned.is_empty())
-                .collect();
+            let owners = rows_by_owner(&rows, peers);
             let slots_of: Vec<Vec<u32>> = owners
                 .iter()
                 .map(|(_, owned)| owned.iter().map(|&r| slot_order[r as usize]).collect())

@@ -15,7 +15,7 @@ use datasketches::frequencies::{ErrorType, FrequentItemValue, FrequentItemsSketc
 use serde::{Deserialize, Serialize};
 
 use super::sketch_bytes::{self, SketchBytes};
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_out};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Counters in each sketch (a power of two).
@@ -229,7 +229,7 @@ impl<V: Feed> Aggregate for ApproxTopK<V> {
     fn take(&mut self, slots: &[u32]) -> Self {
         ApproxTopK {
             k: self.k,
-            sketches: pick_out(&mut self.sketches, slots),
+            sketches: pick_reset(&mut self.sketches, slots),
         }
     }
 

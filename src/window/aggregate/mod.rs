@@ -206,11 +206,6 @@ fn pick_reset<T: Default>(v: &mut [T], slots: &[u32]) -> Vec<T> {
         .collect()
 }
 
-/// `v` with only `slots`, in that order, moved out: those left `None`.
-fn pick_out<T>(v: &mut [Option<T>], slots: &[u32]) -> Vec<Option<T>> {
-    slots.iter().map(|&s| v[s as usize].take()).collect()
-}
-
 /// The validity of `slots` when any is NULL; `None` (no null buffer at all, which Arrow
 /// and the Parquet writer handle faster) when every value is set.
 fn validity(slots: &[usize], valid: impl Fn(usize) -> bool) -> Option<Vec<bool>> {

@@ -195,14 +195,15 @@ struct Log<V> {
 }
 
 impl<V> Log<V> {
-    /// Makes the room exactly `room` values (or what the log holds, if more): given back
-    /// after a burst, and not left to doubling, which overshoots by up to twice.
+    /// Makes the room at least `room` values, exactly that when it grows, and gives room
+    /// back when it has more than twice that (after a burst): not left to doubling,
+    /// which overshoots by up to twice, nor moved at every window, which differ a little.
     fn fit(&mut self, room: usize) {
         let room = room.max(self.slots.len());
-        if self.slots.capacity() > room {
+        if self.slots.capacity() > 2 * room {
             self.slots.shrink_to(room);
             self.values.shrink_to(room);
-        } else {
+        } else if self.slots.capacity() < room {
             self.slots.reserve_exact(room - self.slots.len());
             self.values.reserve_exact(room - self.values.len());
         }
@@ -326,22 +327,21 @@ impl<S: Replay> StagedSlots<S> {
     /// Moves `slots` out (in that order), with every value logged for them.
     pub fn take(&mut self, slots: &[u32]) -> Self {
         self.settle(slots.iter().copied());
-        StagedSlots {
-            slots: super::pick_out(&mut self.slots, slots),
-            log: Log::default(),
-        }
+        self.move_out(slots)
     }
 
     /// [`StagedSlots::take`] of each of `parts` (disjoint), settling the log once.
     pub fn take_parts(&mut self, parts: &[Vec<u32>]) -> Vec<Self> {
         self.settle(parts.iter().flatten().copied());
-        parts
-            .iter()
-            .map(|slots| StagedSlots {
-                slots: super::pick_out(&mut self.slots, slots),
-                log: Log::default(),
-            })
-            .collect()
+        parts.iter().map(|slots| self.move_out(slots)).collect()
+    }
+
+    /// `slots` (settled) moved out, in that order.
+    fn move_out(&mut self, slots: &[u32]) -> Self {
+        StagedSlots {
+            slots: super::pick_reset(&mut self.slots, slots),
+            log: Log::default(),
+        }
     }
 
     /// Applies the log to `slots`, which are about to be taken. When more values stay
