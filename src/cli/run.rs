@@ -173,12 +173,6 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         .into());
     }
     let cluster = args.cluster.cluster()?;
-    if cluster.is_some() && live > 0 {
-        return Err(Usage(
-            "cluster mode runs finite inputs (files, the generator): live sources run on one process".into(),
-        )
-        .into());
-    }
     if live > 0 {
         // A live source has no end: the queries run as a node (sharing each table's ingest).
         let listen = plans
@@ -201,6 +195,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             sync: args.sync.clone(),
             wal_fsync: FsyncPolicy::Always,
             checkpoint_every: args.checkpoint_every,
+            cluster,
         };
         return run_node(plans, &settings, logs);
     }
@@ -513,15 +508,11 @@ fn cluster_hello(
                 .ok()
                 .flatten()
                 .map(|state| position(&state));
-            hello = hello.with_position(stream_fact(&plan.name), stream, previous);
+            hello =
+                hello.with_position(edgeflow::cluster::stream_fact(&plan.name), stream, previous);
         }
     }
     Ok(hello)
-}
-
-/// The hello fact of where a query's stream stands.
-fn stream_fact(query: &str) -> String {
-    format!("stream of {query}")
 }
 
 /// Connects the cluster and starts this process's workers; a query whose state is one
@@ -536,7 +527,10 @@ fn start_cluster(
 ) -> anyhow::Result<engine::Workers> {
     let connected = cluster.connect(hello).map_err(edgeflow::Error::from)?;
     for plan in plans {
-        if connected.ahead.contains(&stream_fact(&plan.name)) {
+        if connected
+            .ahead
+            .contains(&edgeflow::cluster::stream_fact(&plan.name))
+        {
             edgeflow::stream::StreamState::roll_back(output, &plan.name)
                 .map_err(edgeflow::Error::from)?;
             tracing::warn!(query = %plan.name, "This process had committed a run a peer had not: back to the state before it; the run is done again");

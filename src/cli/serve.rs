@@ -18,9 +18,9 @@ use edgeflow::source::live::FsyncPolicy;
 use edgeflow::sync::target::S3Options;
 use edgeflow::sync::{QuotaPolicy, Syncer};
 
-use super::default_output;
 use super::logging::FileLogs;
 use super::sync::{SyncFlags, UploadFlags, parse_bytes};
+use super::{ClusterArgs, default_output};
 
 /// Where `serve` listens by default, and where `ctl` looks for it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Options,
+    /// Cluster settings: the node's workers on several processes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 impl ServeArgs {
@@ -258,6 +261,7 @@ pub fn serve(args: &ServeArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         sync,
         wal_fsync: args.wal_fsync,
         checkpoint_every: args.checkpoint_every,
+        cluster: args.cluster.cluster()?,
     };
     run_node(plans, &settings, logs)
 }
@@ -294,6 +298,8 @@ pub struct NodeSettings {
     pub wal_fsync: FsyncPolicy,
     /// `--checkpoint-every`.
     pub checkpoint_every: Duration,
+    /// The cluster the node is a process of.
+    pub cluster: Option<edgeflow::cluster::Cluster>,
 }
 
 /// Runs `plans` as one node until a signal (or `--for`), then syncs and prints the
@@ -338,6 +344,7 @@ pub fn run_node(
         http: settings.http.clone(),
         wal_fsync: settings.wal_fsync,
         checkpoint_every: settings.checkpoint_every,
+        cluster: settings.cluster.clone(),
     });
     stop_on_signals(node.stop_handle());
     let summary = node.run()?;

@@ -56,6 +56,8 @@ pub struct Shared {
     pub registry: Option<Arc<Registry>>,
     /// This process's first worker (0 outside a cluster).
     pub first_worker: usize,
+    /// This process's workers.
+    pub local_workers: usize,
 }
 
 /// Builds the dataflow of one worker in `scope`.
@@ -74,6 +76,7 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
             backlog: backlog.clone(),
             control: shared.control.clone(),
             metrics: shared.metrics.clone(),
+            process: (shared.first_worker, shared.local_workers),
         },
     );
     let (stamped, bad) = chunks.stamp(

@@ -305,14 +305,25 @@ fn begin_live(
     live: &source::live::LiveInput,
     state: &mut StreamState,
     output: &std::path::Path,
-    query: &str,
+    plan: &QueryPlan,
 ) -> Result<(), Error> {
+    let query = plan.name.as_str();
     let resume = state
         .live
         .as_ref()
         .filter(|p| p.running && p.table == live.table())
         .map(|p| p.next);
     let next = live.begin(resume);
+    if state.cluster.is_some() {
+        // A peer may not have committed the last checkpoint this process did: the
+        // records since the one before stay in the log until the next one.
+        let before = StreamState::load_previous(output, plan)?
+            .and_then(|previous| previous.live)
+            .filter(|p| p.table == live.table());
+        if let Some(before) = before {
+            live.keep_from(before.next);
+        }
+    }
     if resume.is_some() {
         tracing::info!(
             query,
@@ -456,7 +467,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         }
     };
     if let Input::Live(live) = &config.input {
-        begin_live(live, &mut state, &config.output, &plan.name)?;
+        begin_live(live, &mut state, &config.output, &plan)?;
     }
     let limits = source::SourceLimits {
         chunk_bytes: config.chunk_bytes,
@@ -490,6 +501,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         writers: writers.clone(),
         registry,
         first_worker: workers.first(),
+        local_workers: workers.local(),
     };
     let job = workers.build(shared)?;
     Ok(RunningQuery {
@@ -616,6 +628,9 @@ impl RunningQuery {
             Input::Live(live) => Some(live.clone()),
             _ => None,
         };
+        // Where this leg began: a cluster process keeps the log from there, in case a
+        // peer did not commit this leg and this process goes back to its start.
+        let leg_start = state.live.as_ref().map(|p| p.next);
         if let Some(live) = &live {
             state.live = Some(crate::stream::LivePosition {
                 table: live.table().to_owned(),
@@ -629,7 +644,11 @@ impl RunningQuery {
             state.save(&config.output, &plan.name)?;
         }
         if let Some(live) = &live {
-            live.checkpointed(live.position());
+            let keep = match leg_start {
+                Some(start) if state.cluster.is_some() => start,
+                _ => live.position(),
+            };
+            live.checkpointed(keep);
         }
         // A cluster process compacts at its next start instead, once every peer is known
         // to have committed this run too (a process one commit ahead goes back, and what

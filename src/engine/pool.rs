@@ -192,6 +192,11 @@ impl Workers {
         self.peers
     }
 
+    /// Worker threads of this process.
+    pub fn local(&self) -> usize {
+        self.local
+    }
+
     /// Index of this process's first worker (0 outside a cluster).
     pub fn first(&self) -> usize {
         self.first

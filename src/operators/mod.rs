@@ -47,6 +47,10 @@ pub struct ChunkSummary {
     pub max_event_time: Option<i64>,
     /// Lines in it.
     pub lines: u64,
+    /// The first worker of the process whose input it belongs to, for an input each
+    /// process of a cluster has of its own ([`crate::source::OpenInput::per_process`]);
+    /// 0 for one input shared by every process.
+    pub origin: usize,
 }
 
 /// A chunk whose place in the input is resolved.

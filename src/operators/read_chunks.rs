@@ -48,6 +48,8 @@ pub struct Backlog {
     known: Cell<Option<i64>>,
     /// Steps the reader still sits out for a window that closed.
     held: Cell<u32>,
+    /// Whose chunks this worker stamps ([`ChunkSummary::origin`]).
+    origin: Cell<usize>,
 }
 
 impl Backlog {
@@ -65,6 +67,12 @@ impl Backlog {
         {
             a.activate();
         }
+    }
+
+    /// Whose chunks this worker stamps: summaries of another process's own input
+    /// ([`ChunkSummary::origin`]) say nothing about this one's.
+    pub fn origin(&self) -> usize {
+        self.origin.get()
     }
 
     fn full(&self) -> bool {
@@ -114,6 +122,9 @@ pub struct ReadChunks {
     pub control: Arc<Control>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// This process's first worker and its number of workers: an input each process
+    /// has of its own is dealt to these only.
+    pub process: (usize, usize),
 }
 
 /// Builds the source operator: chunks (to this worker's stamp operator) and summaries
@@ -133,6 +144,7 @@ pub fn read_chunks<'s>(
         backlog,
         control,
         metrics,
+        process: (first, local),
     } = config;
     let mut builder = OperatorBuilder::new("ReadChunks".to_owned(), scope);
     let info = builder.operator_info();
@@ -145,7 +157,12 @@ pub fn read_chunks<'s>(
 
     let activator = scope.activator_for(info.address.clone());
     *backlog.reader.borrow_mut() = Some(activator.clone());
-    let mut source = input.worker_source(scope.index(), scope.peers());
+    let (origin, mut source) = if input.per_process() {
+        (first, input.worker_source(scope.index() - first, local))
+    } else {
+        (0, input.worker_source(scope.index(), scope.peers()))
+    };
+    backlog.origin.set(origin);
     source.set_activator(scope.worker().sync_activator_for(info.address.to_vec()));
     control.wake_on_stop(scope.worker().sync_activator_for(info.address.to_vec()));
 
@@ -194,6 +211,7 @@ pub fn read_chunks<'s>(
                         index,
                         max_event_time: chunk.max_event_time,
                         lines: chunk.lines,
+                        origin,
                     };
                     if let Some(m) = chunk.max_event_time {
                         own_max = Some(own_max.map_or(m, |o| o.max(m)));

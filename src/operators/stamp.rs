@@ -99,7 +99,9 @@ impl<'s> Stamp<'s> for StreamVec<'s, Time, SourceChunk> {
                 summaries_in.for_each_stamp(|_cap, data| {
                     for batch in data {
                         for s in batch.drain(..) {
-                            known.insert(s.index, s);
+                            if s.origin == backlog.origin() {
+                                known.insert(s.index, s);
+                            }
                         }
                     }
                 });
@@ -206,6 +208,7 @@ mod tests {
                 index,
                 max_event_time: Some(max),
                 lines: 10,
+                origin: 0,
             })
             .collect()
     }

@@ -279,6 +279,11 @@ async fn node_status(State(shared): State<Shared>, headers: HeaderMap) -> Respon
         "not_ready": not_ready(app),
         "tables": app.ingests.status(),
         "sync": sync,
+        "cluster": app.queries.cluster().map(|(process, processes)| json!({
+            "process": process,
+            "processes": processes,
+            "leads": process == 0,
+        })),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::NodeError;
 use crate::query::SourceSchema;
 use crate::query::connector::ConnectorKind;
+use crate::source::ProcessShare;
 use crate::source::SourceLimits;
 use crate::source::http_poll::{PollReport, Poller};
 use crate::source::http_push::PushTable;
@@ -100,6 +101,8 @@ pub struct Ingests {
     logged: Arc<AtomicU64>,
     /// Poll and MQTT reports of ingests that stopped, for the node's summary.
     finished: Mutex<Reports>,
+    /// This process's share of the devices and messages, in a cluster.
+    share: ProcessShare,
 }
 
 impl Ingests {
@@ -125,7 +128,14 @@ impl Ingests {
             accepting,
             limits,
             finished: Mutex::new(Reports::default()),
+            share: ProcessShare::default(),
         }
+    }
+
+    /// Receives only this process's share of each live source (a cluster's process).
+    pub fn with_share(mut self, share: ProcessShare) -> Self {
+        self.share = share;
+        self
     }
 
     fn tables(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Ingest>> {
@@ -169,13 +179,13 @@ impl Ingests {
         let (stop, stopped) = watch::channel(false);
         let (receiver, task) = match kind {
             ConnectorKind::HttpPoll(spec) => {
-                let poller =
-                    Poller::new(spec, schema, feed.clone()).map_err(|e| fail(e.to_string()))?;
+                let poller = Poller::new(spec, schema, feed.clone(), self.share)
+                    .map_err(|e| fail(e.to_string()))?;
                 let task = self.runtime.spawn(poller.clone().run(stopped));
                 (Receiver::Poll(poller), Some(task))
             }
             ConnectorKind::Mqtt(spec) => {
-                let source = MqttSource::new(spec, schema, feed.clone(), &opened)
+                let source = MqttSource::new(spec, schema, feed.clone(), &opened, self.share)
                     .map_err(|e| fail(e.to_string()))?;
                 let task = self.runtime.spawn(source.clone().run(stopped));
                 (Receiver::Mqtt(source), Some(task))

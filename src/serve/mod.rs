@@ -11,6 +11,7 @@
 //! start (as revisions it resumes, like the end of any run), and sync gets its timeout
 //! to ship them.
 
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ingest;
@@ -34,9 +35,11 @@ use tokio::sync::watch;
 use self::ingest::Ingests;
 use self::queries::Queries;
 use crate::Error;
+use crate::cluster::lockstep::{Lockstep, Step};
 use crate::engine::{RunSummary, Workers};
 use crate::query::QueryPlan;
 use crate::query::connector::ConnectorKind;
+use crate::source::ProcessShare;
 use crate::source::SourceLimits;
 use crate::source::http_poll::PollReport;
 use crate::source::live::FsyncPolicy;
@@ -78,6 +81,8 @@ pub struct NodeConfig {
     /// How often a running query checkpoints (its open windows' state and the log
     /// position they reflect), so the log can be cut and a restart replays little.
     pub checkpoint_every: Duration,
+    /// The cluster this node is a process of (none: a node of its own).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Why a node cannot start or failed.
@@ -134,6 +139,16 @@ pub enum NodeError {
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// A query failed on this process of a cluster.
+    #[error(
+        "query {query} failed on this process: {message}. Every process of a cluster builds each query's dataflows together, so this one stops and the others stop with an error naming it; the next start resumes every query from its last checkpoint"
+    )]
+    ClusterQuery {
+        /// The query.
+        query: String,
+        /// Why it failed.
+        message: String,
+    },
 }
 
 /// What a node did, for the summary.
@@ -213,25 +228,49 @@ impl Node {
             }
             None => Arc::new(|| true),
         };
-        let workers = Arc::new(Workers::start(config.workers)?);
-        let ingests = Arc::new(Ingests::new(
-            runtime.handle().clone(),
-            accepting,
-            config.limits,
-            Some(config.output.clone()),
-            config.wal_fsync,
-            logged,
-        ));
-        let queries = Arc::new(
-            Queries::new(
-                config.output.clone(),
-                workers.clone(),
-                ingests.clone(),
-                config.syncer.clone(),
+        let (workers, lockstep) = match &config.cluster {
+            Some(cluster) => {
+                let joined = cluster::join(
+                    cluster,
+                    &config.queries,
+                    &config.output,
+                    config.workers,
+                    config.forget_state,
+                )?;
+                (Arc::new(joined.workers), Some(joined.lockstep))
+            }
+            None => (Arc::new(Workers::start(config.workers)?), None),
+        };
+        let share = config
+            .cluster
+            .as_ref()
+            .map_or_else(ProcessShare::default, |c| ProcessShare {
+                process: c.process,
+                processes: c.processes(),
+            });
+        let ingests = Arc::new(
+            Ingests::new(
+                runtime.handle().clone(),
+                accepting,
                 config.limits,
+                Some(config.output.clone()),
+                config.wal_fsync,
+                logged,
             )
-            .with_compaction(config.compaction),
+            .with_share(share),
         );
+        let mut queries = Queries::new(
+            config.output.clone(),
+            workers.clone(),
+            ingests.clone(),
+            config.syncer.clone(),
+            config.limits,
+        )
+        .with_compaction(config.compaction);
+        if let Some(cluster) = &config.cluster {
+            queries = queries.in_cluster(cluster.process, cluster.processes());
+        }
+        let queries = Arc::new(queries);
         for plan in &config.queries {
             queries
                 .register(plan.clone(), config.forget_state)
@@ -240,7 +279,13 @@ impl Node {
                     message: e.to_string(),
                 })?;
         }
-        let restored = queries.restore()?;
+        // Queries added over the API are this process's own: a cluster runs those every
+        // process was started with.
+        let restored = if config.cluster.is_some() {
+            Vec::new()
+        } else {
+            queries.restore()?
+        };
         if !restored.is_empty() {
             tracing::info!(queries = ?restored, "Queries added over the API by earlier runs are back");
         }
@@ -279,6 +324,15 @@ impl Node {
             None => None,
         };
         let failed = queries.start_wanted();
+        if config.cluster.is_some()
+            && let Some((query, e)) = failed.first()
+        {
+            return Err(NodeError::ClusterQuery {
+                query: query.clone(),
+                message: e.to_string(),
+            }
+            .into());
+        }
         ready.store(true, Ordering::Relaxed);
         tracing::info!(
             queries = queries.running(),
@@ -289,14 +343,15 @@ impl Node {
 
         let deadline = config.run_for.map(|d| Instant::now() + d);
         let stop_seen = stop.subscribe();
-        let mut last_tick = Instant::now();
-        while !*stop_seen.borrow() && deadline.is_none_or(|d| Instant::now() < d) {
-            std::thread::sleep(Duration::from_millis(50));
-            if last_tick.elapsed() >= Duration::from_secs(1) {
-                last_tick = Instant::now();
-                queries.tick();
-                queries.checkpoint_due(config.checkpoint_every);
-            }
+        match &lockstep {
+            Some(lockstep) if !lockstep.leads() => follow(lockstep, &queries, &stop_seen)?,
+            _ => lead(
+                lockstep.as_ref(),
+                &queries,
+                &stop_seen,
+                deadline,
+                config.checkpoint_every,
+            )?,
         }
 
         tracing::info!(
@@ -331,6 +386,99 @@ impl Node {
         runtime.shutdown_timeout(Duration::from_secs(1));
         Ok(summary)
     }
+}
+
+/// Runs the node's steps until it is to stop: a node of its own, or process 0 of a
+/// cluster, which announces each step to the others before it takes it.
+fn lead(
+    lockstep: Option<&Lockstep>,
+    queries: &Queries,
+    stop_seen: &watch::Receiver<bool>,
+    deadline: Option<Instant>,
+    every: Duration,
+) -> Result<(), NodeError> {
+    let mut last_tick = Instant::now();
+    loop {
+        if *stop_seen.borrow() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if let Some(process) = lockstep.and_then(Lockstep::stop_requested) {
+            tracing::info!(
+                process,
+                "A process of the cluster was told to stop: the cluster stops"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if last_tick.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last_tick = Instant::now();
+        queries.tick();
+        match lockstep {
+            None => queries.checkpoint_due(every),
+            Some(lockstep) => {
+                cluster_failure(queries)?;
+                for name in queries.due(every, false) {
+                    lockstep.announce(&Step::Checkpoint(name.clone()));
+                    queries.checkpoint(&name);
+                    cluster_failure(queries)?;
+                }
+            }
+        }
+    }
+    if let Some(lockstep) = lockstep {
+        lockstep.announce(&Step::Stop);
+    }
+    Ok(())
+}
+
+/// A query that failed on a process of a cluster ends the process: the others would
+/// build its successors without it, and every later dataflow would pair with another.
+fn cluster_failure(queries: &Queries) -> Result<(), NodeError> {
+    match queries.failure() {
+        Some((query, message)) => Err(NodeError::ClusterQuery { query, message }),
+        None => Ok(()),
+    }
+}
+
+/// Runs the steps process 0 announces until it announces the stop. A signal to this
+/// process asks process 0 to stop the cluster: the others would otherwise wait for
+/// this one's workers.
+fn follow(
+    lockstep: &Lockstep,
+    queries: &Queries,
+    stop_seen: &watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let mut asked = false;
+    let mut last_tick = Instant::now();
+    loop {
+        if !asked && *stop_seen.borrow() {
+            asked = true;
+            tracing::info!("Asking process 0 to stop the cluster");
+            lockstep.request_stop();
+        }
+        match lockstep.next_step(Duration::from_millis(50)) {
+            Ok(Some(Step::Checkpoint(name))) => {
+                queries.checkpoint(&name);
+                cluster_failure(queries)?;
+            }
+            Ok(Some(Step::Stop)) => break,
+            Ok(None) => {}
+            Err(e) => {
+                // Its workers are gone too: timely's lost connection ends this process
+                // with an error naming it (crate::cluster::exit_when_a_peer_dies).
+                tracing::error!(error = %e, "Process 0 is gone");
+                break;
+            }
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            queries.tick();
+            cluster_failure(queries)?;
+        }
+    }
+    Ok(())
 }
 
 fn connector_name(kind: &ConnectorKind) -> String {

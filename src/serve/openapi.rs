@@ -125,7 +125,7 @@ pub fn spec() -> Value {
                 "responses": { "200": { "description": "metrics", "content": { "text/plain": {} } }, "401": unauthorized, "403": forbidden }
             } },
             "/api/v1/node": { "get": {
-                "summary": "readiness, tables and sync (read scope)",
+                "summary": "readiness, tables, sync, and the cluster this node is a process of (read scope)",
                 "responses": { "200": { "description": "the node" }, "401": unauthorized, "403": forbidden }
             } },
             "/api/v1/queries": {

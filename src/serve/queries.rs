@@ -299,6 +299,8 @@ pub struct Queries {
     /// Held by a checkpoint while its query has no dataflow, and by stops, so a stop
     /// never finds a query between two dataflows.
     transitions: Mutex<()>,
+    /// This node is process `.0` of a cluster of `.1`: its queries are fixed at start.
+    cluster: Option<(usize, usize)>,
 }
 
 /// How many rate samples are kept (one a second).
@@ -325,6 +327,30 @@ impl Queries {
             finished: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
             transitions: Mutex::new(()),
+            cluster: None,
+        }
+    }
+
+    /// The same for process `process` of a cluster of `processes`: every process builds each query's
+    /// dataflows in one order, so the set of queries is the one every process started
+    /// with (no start, stop, add or remove over the API), and a checkpoint compacts
+    /// nothing (a peer may not have committed the run before it; the next start does).
+    pub fn in_cluster(mut self, process: usize, processes: usize) -> Self {
+        self.cluster = Some((process, processes));
+        self
+    }
+
+    /// This process and the processes of its cluster, if it is one's.
+    pub fn cluster(&self) -> Option<(usize, usize)> {
+        self.cluster
+    }
+
+    fn steerable(&self) -> Result<(), ControlError> {
+        match self.cluster {
+            None => Ok(()),
+            Some((process, _)) => Err(ControlError::Conflict(format!(
+                "this node is process {process} of a cluster, whose queries are those every process started with: to change them, stop the cluster (a signal to any process), change the query files on every host, and start it again"
+            ))),
         }
     }
 
@@ -485,7 +511,7 @@ impl Queries {
                     tracing::info!(query = %name, "Left stopped, as an operator stopped it: `edgeflow ctl start {name}` starts it");
                 }
                 _ => {
-                    if let Err(e) = self.start(&name) {
+                    if let Err(e) = self.start_query(&name) {
                         tracing::error!(query = %name, error = %e, "Query cannot start");
                         failed.push((name, e));
                     }
@@ -513,6 +539,7 @@ impl Queries {
     /// Adds a query from its text, keeps it for restarts, and starts it if asked. All
     /// or nothing: a query that cannot start is not added.
     pub fn add(&self, name: &str, sql: &str, start: bool) -> Result<QueryInfo, ControlError> {
+        self.steerable()?;
         if self.closing.load(Ordering::SeqCst) {
             return Err(ControlError::Stopping);
         }
@@ -540,8 +567,14 @@ impl Queries {
         })
     }
 
-    /// Starts a stopped query's dataflow on the node's workers.
+    /// Starts a stopped query's dataflow on the node's workers (asked over the API).
     pub fn start(&self, name: &str) -> Result<QueryInfo, ControlError> {
+        self.steerable()?;
+        self.start_query(name)
+    }
+
+    /// Starts a stopped query's dataflow on the node's workers.
+    fn start_query(&self, name: &str) -> Result<QueryInfo, ControlError> {
         let mut entries = self.entries();
         if self.closing.load(Ordering::SeqCst) {
             return Err(ControlError::Stopping);
@@ -569,7 +602,7 @@ impl Queries {
             self.ingests.release_unread();
             return Err(e);
         }
-        if let Err(message) = self.launch(entry, input) {
+        if let Err(message) = self.launch(entry, input, false) {
             drop(entries);
             self.ingests.release_unread();
             return Err(ControlError::Failed(message));
@@ -583,7 +616,12 @@ impl Queries {
 
     /// Builds the query's dataflow over `input` (its own subscription to the table)
     /// as the continuation of its stream; on failure the entry says why.
-    fn launch(&self, entry: &mut Entry, input: Arc<LiveInput>) -> Result<(), String> {
+    fn launch(
+        &self,
+        entry: &mut Entry,
+        input: Arc<LiveInput>,
+        successor: bool,
+    ) -> Result<(), String> {
         let mut run = RunConfig::new(
             entry.plan.clone(),
             Input::Live(input.clone()),
@@ -593,7 +631,9 @@ impl Queries {
         run.chunk_bytes = self.limits.chunk_bytes;
         run.max_line_bytes = self.limits.max_line_bytes;
         run.fresh = std::mem::take(&mut entry.fresh);
-        run.compaction = self.compaction;
+        // In a cluster only the first run after the start compacts: then every peer is
+        // known to have committed the runs before (the processes compared positions).
+        run.compaction = self.compaction && (self.cluster.is_none() || !successor);
         if let Some(syncer) = &self.syncer {
             crate::wiring::attach_sync(&mut run, &syncer.handle());
         }
@@ -630,18 +670,23 @@ impl Queries {
     /// Checkpoints every query that has run `every` since its last checkpoint and read
     /// something since (an idle query has nothing new to keep).
     pub fn checkpoint_due(&self, every: std::time::Duration) {
-        let due: Vec<String> = self
-            .entries()
+        for name in self.due(every, true) {
+            self.checkpoint(&name);
+        }
+    }
+
+    /// The running queries, in name order, that ran `every` since their last
+    /// checkpoint; with `read`, only those that read something since. A cluster's
+    /// process 0 asks without `read`: another process may have read what it did not.
+    pub fn due(&self, every: std::time::Duration, read: bool) -> Vec<String> {
+        self.entries()
             .iter()
             .filter(|(_, e)| {
-                e.run.as_ref().is_some_and(|r| r.input.has_read())
+                e.run.as_ref().is_some_and(|r| !read || r.input.has_read())
                     && e.checkpointed.elapsed() >= every
             })
             .map(|(name, _)| name.clone())
-            .collect();
-        for name in due {
-            self.checkpoint(&name);
-        }
+            .collect()
     }
 
     /// Checkpoints a running query: its input ends at a chunk boundary, its open
@@ -691,7 +736,7 @@ impl Queries {
             self.ingests.release_unread();
             return;
         }
-        match self.launch(entry, successor) {
+        match self.launch(entry, successor, true) {
             Ok(()) => {
                 tracing::debug!(query = %name, ms = started.elapsed().as_millis() as u64, "Checkpoint");
             }
@@ -709,6 +754,7 @@ impl Queries {
     /// Stops a running query: its input ends after what it has received, the open
     /// windows are treated as `windows` says, and the call returns once that is written.
     pub fn stop(&self, name: &str, windows: EndOfInput) -> Result<QueryInfo, ControlError> {
+        self.steerable()?;
         let _transition = self.transition();
         let run = {
             let mut entries = self.entries();
@@ -785,6 +831,7 @@ impl Queries {
     /// Removes a stopped query from the node; its outputs and stream state stay (a query
     /// added again under its name continues its revisions).
     pub fn remove(&self, name: &str) -> Result<(), ControlError> {
+        self.steerable()?;
         let mut entries = self.entries();
         let entry = entries
             .get(name)
@@ -952,6 +999,21 @@ impl Queries {
                 (name.clone(), samples)
             })
             .collect()
+    }
+
+    /// A query that failed, or whose running dataflow is failing (its workers stopped
+    /// reading on an error): `(name, why)`.
+    pub fn failure(&self) -> Option<(String, String)> {
+        if let Some(first) = self.failures.lock().ok().and_then(|f| f.first().cloned()) {
+            return Some(first);
+        }
+        self.entries().iter().find_map(|(name, entry)| {
+            entry
+                .live
+                .as_ref()
+                .filter(|live| live.control.failed())
+                .map(|_| (name.clone(), "its dataflow failed (see the log)".to_owned()))
+        })
     }
 
     /// Summaries of the runs that ended, and the failures.

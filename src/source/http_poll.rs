@@ -98,6 +98,8 @@ pub struct DeviceReport {
 /// What a poller did, for the summary.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PollReport {
+    /// Devices this process polls (in a cluster, its share of the list).
+    pub devices: u64,
     /// Rounds started.
     pub rounds: u64,
     /// Polls answered with readings.
@@ -147,8 +149,10 @@ impl Poller {
         spec: &HttpPollSpec,
         schema: &SourceSchema,
         feed: Arc<Feed>,
+        share: super::ProcessShare,
     ) -> Result<Arc<Poller>, PollError> {
-        let devices = device_list(spec)?;
+        let mut devices = device_list(spec)?;
+        devices.retain(|d| share.polls(&d.id));
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &spec.headers {
             if let (Ok(n), Ok(v)) = (
@@ -377,6 +381,7 @@ impl Poller {
     /// What the poller did so far.
     pub fn report(&self) -> PollReport {
         let mut report = PollReport {
+            devices: self.devices.len() as u64,
             rounds: self.rounds.load(Ordering::Relaxed),
             polls_held: self.held.load(Ordering::Relaxed),
             ..PollReport::default()

@@ -833,6 +833,15 @@ impl LiveInput {
         self.feed.send(Request::Truncate);
     }
 
+    /// The log keeps records from `seq` on for this reader even though it reads from
+    /// later: a cluster process may have to go back one checkpoint
+    /// ([`crate::stream::StreamState::roll_back`]) and replay from there.
+    pub fn keep_from(&self, seq: u64) {
+        if let Some(pin) = self.feed.lock().pins.get_mut(&self.id) {
+            *pin = (*pin).min(seq);
+        }
+    }
+
     fn pin(&self, keep_from: u64) {
         if let Some(pin) = self.feed.lock().pins.get_mut(&self.id) {
             *pin = keep_from;
@@ -937,6 +946,10 @@ impl OpenInput for LiveInput {
 
     fn position_after(&self, _chunks: Option<u64>) -> u64 {
         0
+    }
+
+    fn per_process(&self) -> bool {
+        true
     }
 }
 
@@ -1194,6 +1207,39 @@ mod tests {
         successor.finish();
         assert_eq!(drain(&successor)?, 1, "a reading was taken twice");
         feed.close();
+        Ok(())
+    }
+
+    /// A cluster process's successor keeps the log from its predecessor's start, in
+    /// case it goes back one checkpoint; without that the checkpoint lets it go.
+    #[test]
+    fn a_reader_keeping_an_earlier_position_holds_the_log_from_there() -> Result {
+        for keep in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let feed = logged_feed(dir.path())?;
+            let schema = schema()?;
+            let first = feed.subscribe(&schema, SourceLimits::default());
+            first.begin(None);
+            let mut seqs = Vec::new();
+            for ts in 0..4 {
+                seqs.push(feed.append(reading(ts)).blocking_recv()??);
+            }
+            let end = seqs[3] + 1;
+            let successor = feed.subscribe(&schema, SourceLimits::default());
+            successor.begin(Some(end));
+            if keep {
+                successor.keep_from(seqs[1]);
+            }
+            first.checkpointed(end);
+            first.leave();
+            feed.close();
+            let kept = wal::first_kept(dir.path());
+            if keep {
+                assert!(kept.is_some_and(|k| k <= seqs[1]), "kept from {kept:?}");
+            } else {
+                assert!(kept.is_none_or(|k| k > seqs[3]), "kept from {kept:?}");
+            }
+        }
         Ok(())
     }
 

@@ -233,6 +233,56 @@ pub trait ChunkSource {
     fn set_activator(&mut self, _activator: timely::scheduling::SyncActivator) {}
 }
 
+/// Which part of a live source's traffic this process of a cluster receives: each
+/// process polls its own share of the devices and holds its own MQTT session, in the
+/// broker's shared subscription, so every reading arrives at exactly one process (and
+/// the dataflow brings it to its key's owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessShare {
+    /// This process, `0..processes`.
+    pub process: usize,
+    /// Processes in the cluster (1 outside a cluster).
+    pub processes: usize,
+}
+
+impl Default for ProcessShare {
+    fn default() -> Self {
+        ProcessShare {
+            process: 0,
+            processes: 1,
+        }
+    }
+}
+
+impl ProcessShare {
+    /// Whether this process polls the device `id`: by a hash of the id (FNV-1a), so
+    /// the split does not depend on the order of a devices file.
+    pub fn polls(&self, id: &str) -> bool {
+        if self.processes <= 1 {
+            return true;
+        }
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        hash % self.processes as u64 == self.process as u64
+    }
+
+    /// The MQTT client id and topic filters of this process: in a cluster each process
+    /// is its own client (a broker drops a client whose id connects again) in one
+    /// shared subscription per topic (`$share/<client id>/<topic>`), over which the
+    /// broker hands each message to one of them.
+    pub fn mqtt(&self, client_id: String, topics: &[String]) -> (String, Vec<String>) {
+        if self.processes <= 1 {
+            return (client_id, topics.to_vec());
+        }
+        let shared = topics
+            .iter()
+            .map(|t| format!("$share/{client_id}/{t}"))
+            .collect();
+        (format!("{client_id}-p{}", self.process), shared)
+    }
+}
+
 /// An input opened once per run and shared by all workers.
 pub trait OpenInput: Send + Sync {
     /// The source for worker `worker` of `peers`.
@@ -244,6 +294,12 @@ pub trait OpenInput: Send + Sync {
     /// The input position (bytes for files, readings for the generator) after its first
     /// `chunks` chunks, or after all of it for `None`: where the next run resumes.
     fn position_after(&self, chunks: Option<u64>) -> u64;
+    /// Whether each process of a cluster reads an input of its own (a live table's
+    /// log, in its own output folder), dealt to its own workers and stamped with its
+    /// own watermark, rather than a share of one input every process sees.
+    fn per_process(&self) -> bool {
+        false
+    }
 }
 
 /// Opens an input for a schema within `limits`, from `position` on (a byte offset for
@@ -269,4 +325,50 @@ pub fn open(
         )?),
         Input::Live(live) => live.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcessShare;
+
+    #[test]
+    fn every_device_is_polled_by_exactly_one_process_of_a_cluster() {
+        for processes in 1..=4 {
+            let shares: Vec<ProcessShare> = (0..processes)
+                .map(|process| ProcessShare { process, processes })
+                .collect();
+            let mut counts = vec![0usize; processes];
+            for id in (0..1000).map(|i| format!("dev-{i:06}")) {
+                let polling: Vec<usize> =
+                    (0..processes).filter(|&p| shares[p].polls(&id)).collect();
+                assert_eq!(
+                    polling.len(),
+                    1,
+                    "{id} at {processes} processes: {polling:?}"
+                );
+                counts[polling[0]] += 1;
+            }
+            // A hash, not a range: each process gets about its share.
+            assert!(counts.iter().all(|&c| c * processes > 800), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_processes_are_distinct_mqtt_clients_in_one_shared_subscription() {
+        let topics = vec!["devices/+/traffic".to_owned()];
+        let alone = ProcessShare::default().mqtt("edge".into(), &topics);
+        assert_eq!(alone, ("edge".to_owned(), topics.clone()));
+        let second = ProcessShare {
+            process: 1,
+            processes: 2,
+        }
+        .mqtt("edge".into(), &topics);
+        assert_eq!(
+            second,
+            (
+                "edge-p1".to_owned(),
+                vec!["$share/edge/devices/+/traffic".to_owned()]
+            )
+        );
+    }
 }

@@ -139,11 +139,17 @@ impl MqttSource {
         schema: &SourceSchema,
         feed: Arc<Feed>,
         logged: &[String],
+        share: super::ProcessShare,
     ) -> Result<Arc<MqttSource>, MqttError> {
         let client_id = spec
             .client_id
             .clone()
             .unwrap_or_else(|| format!("edgeflow-{}", schema.name));
+        let (client_id, topics) = share.mqtt(client_id, &spec.topics);
+        let spec = &MqttSpec {
+            topics,
+            ..spec.clone()
+        };
         let mut options = MqttOptions::new(client_id, spec.host.clone(), spec.port);
         options
             .set_keep_alive(Duration::from_secs(15))

@@ -108,11 +108,35 @@ impl LiveNode {
 
     /// SIGTERM, then waits for the exit; returns its code and stdout.
     pub fn stop(mut self) -> (Option<i32>, String) {
+        self.send("TERM");
+        self.wait()
+    }
+
+    /// Sends the signal `name` (TERM, KILL, ...).
+    pub fn send(&self, name: &str) {
+        if let Some(child) = &self.child {
+            signal(child, name);
+        }
+    }
+
+    /// Waits for the node to exit by itself (within two minutes: longer is a hang);
+    /// returns its code and stdout.
+    pub fn wait(&mut self) -> (Option<i32>, String) {
         let Some(mut child) = self.child.take() else {
             return (None, String::new());
         };
-        signal(&child, "TERM");
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() > Duration::from_secs(120) => {
+                    child.kill().ok();
+                    panic!("the node did not exit within 120 s: {}", self.stderr());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("{e}"),
+            }
+        };
         (
             status.code(),
             std::fs::read_to_string(&self.stdout).unwrap_or_default(),

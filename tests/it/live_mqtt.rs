@@ -97,8 +97,26 @@ impl Drop for Broker {
     }
 }
 
+/// `edgeflow devices` publishing `readings` readings of 20 devices at `rate` a second
+/// with QoS 1 to the broker on `port`, logging each to `log`.
+pub fn publisher(port: u16, readings: usize, rate: u32, log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+    command
+        .args(["devices", "--devices", "20", "--seed", "5"])
+        .args(["--rate", &rate.to_string()])
+        .args(["--readings", &readings.to_string()])
+        .args(["--qos", "1", "--client-id", "fleet-pub"])
+        .arg("--mqtt")
+        .arg(format!("mqtt://127.0.0.1:{port}"))
+        .arg("--log")
+        .arg(log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// The node's `GET /api/v1/ingest`, or Null while it does not answer.
-fn ingest(node: &LiveNode) -> serde_json::Value {
+pub fn ingest(node: &LiveNode) -> serde_json::Value {
     let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
     serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
 }
@@ -138,22 +156,7 @@ GROUP BY device_id, ts, bytes_in, window_start;",
     });
     let log = dir.path().join("published.jsonl");
     let readings = 3000;
-    let mut publisher = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-        .args(["devices", "--devices", "20", "--seed", "5", "--rate", "300"])
-        .args([
-            "--readings",
-            &readings.to_string(),
-            "--qos",
-            "1",
-            "--client-id",
-            "fleet-pub",
-        ])
-        .arg("--mqtt")
-        .arg(format!("mqtt://127.0.0.1:{}", broker.port))
-        .arg("--log")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let mut publisher = publisher(broker.port, readings, 300, &log)
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let logged = || {

@@ -94,7 +94,7 @@ impl Drop for Fleet {
 }
 
 /// The polled table, counters as deltas, in two-second windows.
-fn poll_query(port: u16, ids: &str, extra: &str) -> String {
+pub fn poll_query(port: u16, ids: &str, extra: &str) -> String {
     format!(
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, bytes_out BIGINT,
                        packets BIGINT, latency_ms DOUBLE)
@@ -109,12 +109,12 @@ GROUP BY device_id, window_start;"
 }
 
 /// (device, window start µs) -> [n, bytes_in, bytes_out, packets].
-type Rows = BTreeMap<(String, i64), [i64; 4]>;
+pub type Rows = BTreeMap<(String, i64), [i64; 4]>;
 
 /// The plain computation: per device in the order served, deltas of the cumulative
 /// counters (a drop is a reset: the new value is the delta); a device's first answer
 /// yields no reading.
-fn expected_rows(served: &[serde_json::Value]) -> (Rows, u64) {
+pub fn expected_rows(served: &[serde_json::Value]) -> (Rows, u64) {
     let mut previous: BTreeMap<String, [u64; 3]> = BTreeMap::new();
     let mut rows = Rows::new();
     let mut resets = 0;
@@ -145,7 +145,7 @@ fn expected_rows(served: &[serde_json::Value]) -> (Rows, u64) {
 }
 
 /// The latest revision of every window's row.
-fn written_rows(results: &Path) -> Rows {
+pub fn written_rows(results: &Path) -> Rows {
     let mut latest: BTreeMap<(String, i64), (i64, [i64; 4])> = BTreeMap::new();
     for row in read_rows(results) {
         let (Value::Text(device), Value::Timestamp(start)) = (&row[0], &row[1]) else {
@@ -177,7 +177,7 @@ fn summary(stdout: &str) -> serde_json::Value {
 }
 
 /// Waits until the fleet has served `n` readings (the node is polling).
-fn wait_served(fleet: &Fleet, n: usize) {
+pub fn wait_served(fleet: &Fleet, n: usize) {
     crate::s3_server::wait_until("the fleet to be polled", Duration::from_secs(120), || {
         fleet.served() >= n
     });

@@ -14,6 +14,7 @@ mod hostile_input;
 mod interop;
 mod lateness;
 mod live;
+mod live_cluster;
 mod live_mqtt;
 mod live_poll;
 mod oracle;

@@ -10,6 +10,8 @@
 //! turns that into an error naming the peer and ends the process (timely has no
 //! fail-over, and the workers would otherwise wait for the dead peer's progress forever).
 
+pub mod lockstep;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -214,6 +216,9 @@ pub struct Connected {
     pub sockets: Vec<Option<TcpStream>>,
     /// The facts ([`Fact::what`]) to go back on.
     pub ahead: Vec<String>,
+    /// This process's cluster port, still open: a node's processes connect to
+    /// process 0 once more through it to move in lockstep ([`lockstep`]).
+    pub listener: TcpListener,
 }
 
 /// Marks an edgeflow cluster connection; anything else on the port is not a peer.
@@ -352,11 +357,15 @@ impl Cluster {
             processes = self.processes(),
             "Cluster connected: every peer agrees on what to compute"
         );
-        Ok(Connected { sockets, ahead })
+        Ok(Connected {
+            sockets,
+            ahead,
+            listener,
+        })
     }
 
     /// Calls `peer` until it answers or the deadline passes (it may start later).
-    fn dial(&self, peer: usize, deadline: Instant) -> Result<TcpStream, ClusterError> {
+    pub(crate) fn dial(&self, peer: usize, deadline: Instant) -> Result<TcpStream, ClusterError> {
         let address = &self.addresses[peer];
         let mut warned = Instant::now();
         loop {
@@ -467,13 +476,18 @@ impl Cluster {
         }
     }
 
-    fn failed(&self, peer: usize, detail: String) -> ClusterError {
+    pub(crate) fn failed(&self, peer: usize, detail: String) -> ClusterError {
         ClusterError::Connect {
             peer,
             address: self.addresses.get(peer).cloned().unwrap_or_default(),
             detail,
         }
     }
+}
+
+/// The hello fact of where a query's stream stands ([`Hello::with_position`]).
+pub fn stream_fact(query: &str) -> String {
+    format!("stream of {query}")
 }
 
 /// Exit status of a process whose peer died.
