@@ -202,6 +202,20 @@ impl Lockstep {
     }
 }
 
+impl Drop for Lockstep {
+    /// Closes the connections: their reader threads hold clones of the sockets, which
+    /// would otherwise keep them open, and a peer learns of the end from their close.
+    fn drop(&mut self) {
+        let streams: Vec<&TcpStream> = match &self.role {
+            Role::Leader { followers, .. } => followers.iter().map(|(_, s)| s).collect(),
+            Role::Follower { leader, .. } => vec![leader],
+        };
+        for stream in streams {
+            stream.shutdown(std::net::Shutdown::Both).ok();
+        }
+    }
+}
+
 fn send(stream: &TcpStream, step: &Step) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(step).map_err(std::io::Error::other)?;
     line.push(b'\n');
@@ -221,7 +235,10 @@ fn read_steps(stream: TcpStream, steps: &Sender<Step>) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, line, "An unreadable step from process 0; ignored")
+                // A step passed over would put this process out of step for good: it
+                // ends as if process 0 were gone.
+                tracing::error!(error = %e, line, "An unreadable step from process 0");
+                break;
             }
         }
     }

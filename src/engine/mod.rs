@@ -313,17 +313,16 @@ fn begin_live(
         .as_ref()
         .filter(|p| p.running && p.table == live.table())
         .map(|p| p.next);
-    let next = live.begin(resume);
-    if state.cluster.is_some() {
-        // A peer may not have committed the last checkpoint this process did: the
-        // records since the one before stay in the log until the next one.
-        let before = StreamState::load_previous(output, plan)?
+    // A peer may not have committed the last checkpoint this process did: the records
+    // since the one before stay in the log until the next one.
+    let keep = match state.cluster {
+        Some(_) => StreamState::load_previous(output, plan)?
             .and_then(|previous| previous.live)
-            .filter(|p| p.table == live.table());
-        if let Some(before) = before {
-            live.keep_from(before.next);
-        }
-    }
+            .filter(|p| p.table == live.table())
+            .map(|p| p.next),
+        None => None,
+    };
+    let next = live.begin_keeping(resume, keep);
     if resume.is_some() {
         tracing::info!(
             query,
@@ -607,7 +606,8 @@ impl RunningQuery {
         let cut = control.cut_at();
         let end = input.position_after(cut);
         // A process of a cluster reads a share of the input; what it records is the
-        // whole input's, which every worker learns from the chunks' summaries.
+        // whole input's, which every worker learns from the chunks' summaries (of a
+        // live input, which each process has of its own, its own input's).
         let (lines, max_event_time) = if state.cluster.is_some() {
             control.stream_prefix()
         } else {

@@ -12,6 +12,14 @@ use crate::engine::Workers;
 use crate::query::QueryPlan;
 use crate::stream::StreamState;
 
+/// What every process of a node's cluster must be started with besides the queries.
+pub struct Settings {
+    /// `--fresh`: forget what earlier runs kept.
+    pub fresh: bool,
+    /// `--checkpoint-every`, which process 0 follows for every process.
+    pub checkpoint_every: std::time::Duration,
+}
+
 /// A node process joined to its cluster.
 pub struct Joined {
     /// The workers of every process.
@@ -29,13 +37,19 @@ pub fn join(
     queries: &[QueryPlan],
     output: &Path,
     workers: usize,
-    fresh: bool,
+    settings: &Settings,
 ) -> Result<Joined, Error> {
+    let fresh = settings.fresh;
+    // Process 0 decides when to checkpoint; the others would stop at their own `--for`.
     let mut hello = Hello::default()
         .with("edgeflow version", env!("CARGO_PKG_VERSION"))
         .with("processes", cluster.processes())
         .with("workers per process", workers)
-        .with("--fresh", fresh);
+        .with("--fresh", fresh)
+        .with(
+            "--checkpoint-every",
+            humantime::format_duration(settings.checkpoint_every),
+        );
     for plan in queries {
         let mut bare = plan.clone();
         bare.file = std::path::PathBuf::new();
@@ -47,7 +61,7 @@ pub fn join(
         if !fresh {
             // Each process logs its own traffic, so positions in the logs differ: the
             // processes compare how many runs (checkpoints) each committed.
-            let commits = |state: &StreamState| format!("{} commits", state.runs);
+            let commits = |state: &StreamState| format!("{} commits", state.commits);
             let now = match StreamState::load(output, plan) {
                 Ok(state) => commits(&state),
                 Err(e) => format!("unreadable ({e})"),

@@ -149,6 +149,11 @@ pub enum NodeError {
         /// Why it failed.
         message: String,
     },
+    /// Process 0 of the cluster went away without announcing the stop.
+    #[error(
+        "process 0 of the cluster, which leads its checkpoints and stop, closed its connection without announcing the stop: this process stops without committing its run (the next start of the cluster replays it)"
+    )]
+    LeaderGone,
 }
 
 /// What a node did, for the summary.
@@ -230,12 +235,16 @@ impl Node {
         };
         let (workers, lockstep) = match &config.cluster {
             Some(cluster) => {
+                let settings = cluster::Settings {
+                    fresh: config.forget_state,
+                    checkpoint_every: config.checkpoint_every,
+                };
                 let joined = cluster::join(
                     cluster,
                     &config.queries,
                     &config.output,
                     config.workers,
-                    config.forget_state,
+                    &settings,
                 )?;
                 (Arc::new(joined.workers), Some(joined.lockstep))
             }
@@ -344,7 +353,9 @@ impl Node {
         let deadline = config.run_for.map(|d| Instant::now() + d);
         let stop_seen = stop.subscribe();
         match &lockstep {
-            Some(lockstep) if !lockstep.leads() => follow(lockstep, &queries, &stop_seen)?,
+            Some(lockstep) if !lockstep.leads() => {
+                follow(lockstep, &queries, &stop_seen, deadline)?;
+            }
             _ => lead(
                 lockstep.as_ref(),
                 &queries,
@@ -421,8 +432,7 @@ fn lead(
                 cluster_failure(queries)?;
                 for name in queries.due(every, false) {
                     lockstep.announce(&Step::Checkpoint(name.clone()));
-                    queries.checkpoint(&name);
-                    cluster_failure(queries)?;
+                    checkpoint_in_step(queries, &name)?;
                 }
             }
         }
@@ -442,35 +452,42 @@ fn cluster_failure(queries: &Queries) -> Result<(), NodeError> {
     }
 }
 
+/// Takes a checkpoint every process of the cluster takes: one this process cannot take
+/// (the query failed here, or its successor cannot subscribe) ends it, as a failure.
+fn checkpoint_in_step(queries: &Queries, name: &str) -> Result<(), NodeError> {
+    queries
+        .checkpoint(name)
+        .map_err(|message| NodeError::ClusterQuery {
+            query: name.to_owned(),
+            message,
+        })
+}
+
 /// Runs the steps process 0 announces until it announces the stop. A signal to this
-/// process asks process 0 to stop the cluster: the others would otherwise wait for
-/// this one's workers.
+/// process, or its `--for` passing, asks process 0 to stop the cluster: the others
+/// would otherwise wait for this one's workers.
 fn follow(
     lockstep: &Lockstep,
     queries: &Queries,
     stop_seen: &watch::Receiver<bool>,
+    deadline: Option<Instant>,
 ) -> Result<(), NodeError> {
     let mut asked = false;
     let mut last_tick = Instant::now();
     loop {
-        if !asked && *stop_seen.borrow() {
+        let due = deadline.is_some_and(|d| Instant::now() >= d);
+        if !asked && (*stop_seen.borrow() || due) {
             asked = true;
             tracing::info!("Asking process 0 to stop the cluster");
             lockstep.request_stop();
         }
         match lockstep.next_step(Duration::from_millis(50)) {
-            Ok(Some(Step::Checkpoint(name))) => {
-                queries.checkpoint(&name);
-                cluster_failure(queries)?;
-            }
+            Ok(Some(Step::Checkpoint(name))) => checkpoint_in_step(queries, &name)?,
             Ok(Some(Step::Stop)) => break,
             Ok(None) => {}
-            Err(e) => {
-                // Its workers are gone too: timely's lost connection ends this process
-                // with an error naming it (crate::cluster::exit_when_a_peer_dies).
-                tracing::error!(error = %e, "Process 0 is gone");
-                break;
-            }
+            // Its workers are gone too (timely's lost connection ends this process with
+            // an error naming it); no step will come, so nothing is committed.
+            Err(_) => return Err(NodeError::LeaderGone),
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();

@@ -506,7 +506,10 @@ impl Queries {
         let names: Vec<String> = self.entries().keys().cloned().collect();
         let mut failed = Vec::new();
         for name in names {
-            match self.wanted(&name) {
+            // Every process of a cluster builds every query's dataflows: a stop an
+            // operator left in one folder (from a single node's life) does not count.
+            let wanted = self.cluster.map_or_else(|| self.wanted(&name), |_| None);
+            match wanted {
                 Some(QueryState::Stopped) => {
                     tracing::info!(query = %name, "Left stopped, as an operator stopped it: `edgeflow ctl start {name}` starts it");
                 }
@@ -671,7 +674,9 @@ impl Queries {
     /// something since (an idle query has nothing new to keep).
     pub fn checkpoint_due(&self, every: std::time::Duration) {
         for name in self.due(every, true) {
-            self.checkpoint(&name);
+            if let Err(why) = self.checkpoint(&name) {
+                tracing::debug!(query = %name, why, "No checkpoint");
+            }
         }
     }
 
@@ -693,18 +698,21 @@ impl Queries {
     /// windows' state is saved unwritten with the log position it reflects (so the log
     /// before it can go, and a crash replays only what follows), and a new dataflow
     /// resumes from there at once. Readings arriving meanwhile wait in the log.
-    pub fn checkpoint(&self, name: &str) {
+    ///
+    /// Returns why the query did not go on to a new dataflow, when it did not: a
+    /// process of a cluster cannot go on without it, as the others did.
+    pub fn checkpoint(&self, name: &str) -> Result<(), String> {
         let _transition = self.transition();
         let (run, plan) = {
             let mut entries = self.entries();
             let Some(entry) = entries.get_mut(name) else {
-                return;
+                return Err("no such query".into());
             };
             if self.closing.load(Ordering::SeqCst) || entry.state != QueryState::Running {
-                return;
+                return Err(format!("it is {}", state_word(entry.state)));
             }
             let Some(run) = entry.run.take() else {
-                return;
+                return Err("it has no dataflow".into());
             };
             (run, entry.plan.clone())
         };
@@ -717,7 +725,7 @@ impl Queries {
                     entry.run = Some(run);
                     entry.checkpointed = Instant::now();
                 }
-                return;
+                return Err(format!("its checkpoint was skipped: {e}"));
             }
         };
         let started = Instant::now();
@@ -728,25 +736,31 @@ impl Queries {
         let mut entries = self.entries();
         let Some(entry) = entries.get_mut(name) else {
             successor.leave();
-            return;
+            return Err("it was removed".into());
         };
         if !ended {
+            let why = entry
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "its run failed".into());
             successor.leave();
             drop(entries);
             self.ingests.release_unread();
-            return;
+            return Err(why);
         }
         match self.launch(entry, successor, true) {
             Ok(()) => {
                 tracing::debug!(query = %name, ms = started.elapsed().as_millis() as u64, "Checkpoint");
+                Ok(())
             }
             Err(message) => {
                 tracing::error!(query = %name, error = %message, "The query could not go on after its checkpoint");
                 if let Ok(mut f) = self.failures.lock() {
-                    f.push((name.to_owned(), message));
+                    f.push((name.to_owned(), message.clone()));
                 }
                 drop(entries);
                 self.ingests.release_unread();
+                Err(message)
             }
         }
     }

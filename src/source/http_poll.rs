@@ -218,7 +218,18 @@ impl Poller {
     /// Polls round after round until `stop` turns true, then waits for the polls in
     /// flight (each bounded by the timeout).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let n = self.devices.len().max(1);
+        if self.devices.is_empty() {
+            // A cluster process whose share of the list is empty: its rounds would have
+            // nothing to wait on.
+            tracing::info!(table = %self.table, "No device falls to this process of the cluster: it polls none");
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+            return;
+        }
+        let n = self.devices.len();
         let interval = Duration::from_micros(u64::try_from(self.spec.interval).unwrap_or(1).max(1));
         let permits = Arc::new(Semaphore::new(self.spec.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();

@@ -794,6 +794,14 @@ impl LiveInput {
     /// reflect) if the log still holds it, else with what arrives from now on.
     /// Returns the first record it reads.
     pub fn begin(&self, resume: Option<u64>) -> u64 {
+        self.begin_keeping(resume, None)
+    }
+
+    /// [`LiveInput::begin`], the log keeping records from `keep` on for this reader
+    /// even though it reads from later: a cluster process may have to go back one
+    /// checkpoint ([`crate::stream::StreamState::roll_back`]) and replay from there.
+    /// Set with the start, under one lock, so no truncation falls in between.
+    pub fn begin_keeping(&self, resume: Option<u64>, keep: Option<u64>) -> u64 {
         let mut start = self.start.load(Ordering::SeqCst);
         if let (Some(resume), Some(dir)) = (resume, &self.feed.wal_dir) {
             let log_end = self.feed.lock().last_seq.map_or(0, |s| s + 1);
@@ -811,7 +819,7 @@ impl LiveInput {
         }
         self.start.store(start, Ordering::SeqCst);
         self.next.store(start, Ordering::SeqCst);
-        self.pin(start);
+        self.pin(keep.map_or(start, |keep| keep.min(start)));
         start
     }
 
@@ -831,15 +839,6 @@ impl LiveInput {
     pub fn checkpointed(&self, next: u64) {
         self.pin(next);
         self.feed.send(Request::Truncate);
-    }
-
-    /// The log keeps records from `seq` on for this reader even though it reads from
-    /// later: a cluster process may have to go back one checkpoint
-    /// ([`crate::stream::StreamState::roll_back`]) and replay from there.
-    pub fn keep_from(&self, seq: u64) {
-        if let Some(pin) = self.feed.lock().pins.get_mut(&self.id) {
-            *pin = (*pin).min(seq);
-        }
     }
 
     fn pin(&self, keep_from: u64) {
@@ -1224,12 +1223,13 @@ mod tests {
             for ts in 0..4 {
                 seqs.push(feed.append(reading(ts)).blocking_recv()??);
             }
-            let end = seqs[3] + 1;
+            // A checkpoint: the successor subscribes, the predecessor's input ends at a
+            // cut, and the successor begins where it ended.
             let successor = feed.subscribe(&schema, SourceLimits::default());
-            successor.begin(Some(end));
-            if keep {
-                successor.keep_from(seqs[1]);
-            }
+            first.finish();
+            assert_eq!(drain(&first)?, 4);
+            let end = first.position();
+            successor.begin_keeping(Some(end), keep.then_some(seqs[1]));
             first.checkpointed(end);
             first.leave();
             feed.close();

@@ -123,6 +123,11 @@ pub struct StreamState {
     pub plan: String,
     /// Runs completed on this folder; numbers late files so runs never collide.
     pub runs: u64,
+    /// Runs committed on this folder. Unlike `runs`, which also skips the numbers of
+    /// attempts that died after writing late files, it moves only with a commit: the
+    /// processes of a live cluster compare it.
+    #[serde(default)]
+    pub commits: u64,
     /// Largest event time accepted so far (microseconds).
     pub max_event_time: Option<i64>,
     /// Inputs consumed, and how far.
@@ -325,6 +330,8 @@ impl StreamState {
         self.inputs.clear();
         self.open.clear();
         self.cluster = None;
+        // The processes of a cluster started afresh together count from here.
+        self.commits = 0;
     }
 
     /// Folds in what a run that ended well did: its largest event time, the revisions
@@ -355,6 +362,7 @@ impl StreamState {
         });
         self.allowed_lateness = run.allowed_lateness;
         self.runs += 1;
+        self.commits += 1;
     }
 
     /// After a run that wrote its open windows as final: moves the watermark past the

@@ -146,7 +146,8 @@ fn union(dir: &Path) -> Expected {
     all
 }
 
-/// Runs committed (checkpoints included) by process `process`'s query.
+/// Runs committed (checkpoints included) by process `process`'s query: what the
+/// processes compare when they start.
 fn commits(dir: &Path, process: usize) -> u64 {
     let path = dir
         .join(format!("out{process}"))
@@ -154,7 +155,7 @@ fn commits(dir: &Path, process: usize) -> u64 {
     std::fs::read(path)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|state| state["runs"].as_u64())
+        .and_then(|state| state["commits"].as_u64())
         .unwrap_or(0)
 }
 
@@ -222,39 +223,41 @@ fn two_serving_processes_count_every_pushed_reading_once_across_checkpoints_stop
 #[test]
 fn a_killed_serving_process_stops_the_other_naming_it_and_a_restart_loses_no_acknowledged_reading()
 {
-    let dir = tempdir();
-    let query = query(dir.path());
-    let base = (now_ms() - 600_000).div_euclid(10_000) * 10_000;
-    let mut expected = Expected::new();
-    let mut pair = Pair::start(dir.path(), &query, 2);
-    for i in 0..6 {
-        pair.push(i % 2, &readings(base, 40, 200 + i as u64), &mut expected);
-        if i == 2 {
-            wait_until(
-                "a checkpoint on both processes",
-                std::time::Duration::from_secs(60),
-                || commits(dir.path(), 0) >= 1 && commits(dir.path(), 1) >= 1,
-            );
+    // Process 1, then process 0 (which leads the steps).
+    for victim in [1, 0] {
+        let dir = tempdir();
+        let query = query(dir.path());
+        let base = (now_ms() - 600_000).div_euclid(10_000) * 10_000;
+        let mut expected = Expected::new();
+        let mut pair = Pair::start(dir.path(), &query, 2);
+        for i in 0..6 {
+            pair.push(i % 2, &readings(base, 40, 200 + i as u64), &mut expected);
+            if i == 2 {
+                wait_until(
+                    "a checkpoint on both processes",
+                    std::time::Duration::from_secs(60),
+                    || commits(dir.path(), 0) >= 1 && commits(dir.path(), 1) >= 1,
+                );
+            }
         }
+        let mut killed = pair.nodes.remove(victim);
+        let mut survivor = pair.nodes.remove(0);
+        killed.send("KILL");
+        killed.wait();
+        let (code, _) = survivor.wait();
+        assert_ne!(code, Some(0), "a process must fail when its peer dies");
+        let stderr = survivor.stderr();
+        assert!(
+            stderr.contains(&format!("process {victim}")),
+            "the error names the dead process {victim}: {stderr}"
+        );
+        // Every acknowledged reading is in a write-ahead log or a checkpoint: a restart
+        // replays what the checkpoints do not hold.
+        let pair = Pair::start(dir.path(), &query, 2);
+        pair.push(0, &readings(base, 10, 300), &mut expected);
+        pair.stop_through_process_one();
+        assert_eq!(union(dir.path()), expected, "process {victim} killed");
     }
-    let (Some(mut killed), Some(mut survivor)) = (pair.nodes.pop(), pair.nodes.pop()) else {
-        panic!("two processes");
-    };
-    killed.send("KILL");
-    killed.wait();
-    let (code, _) = survivor.wait();
-    assert_ne!(code, Some(0), "process 0 must fail when its peer dies");
-    let stderr = survivor.stderr();
-    assert!(
-        stderr.contains("process 1"),
-        "the error names the dead process: {stderr}"
-    );
-    // Every acknowledged reading is in a write-ahead log or a checkpoint: a restart
-    // replays what the checkpoints do not hold.
-    let pair = Pair::start(dir.path(), &query, 2);
-    pair.push(0, &readings(base, 10, 300), &mut expected);
-    pair.stop_through_process_one();
-    assert_eq!(union(dir.path()), expected);
 }
 
 /// Process 1 dies after process 0 committed a checkpoint but before it did: at the
@@ -314,6 +317,22 @@ fn a_reading_is_late_only_behind_the_watermark_of_the_process_that_received_it()
     let pair = Pair::start(dir.path(), &query, 2);
     let at = |offset_ms: i64| vec![("dev-1".to_owned(), base + offset_ms, 10)];
     pair.push(0, &at(50_000), &mut expected);
+    // Process 0 has read it: what comes next is in a later chunk, behind its watermark.
+    wait_until(
+        "process 0 to read the reading",
+        std::time::Duration::from_secs(60),
+        || {
+            let (_, _, body) = http(
+                pair.nodes[0].port,
+                "GET",
+                "/api/v1/queries/pushed",
+                &[],
+                b"",
+            );
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|detail| detail["figures"]["readings"].as_u64() >= Some(1))
+        },
+    );
     // Behind process 0's watermark, but process 1 has seen nothing yet.
     pair.push(1, &at(5_000), &mut expected);
     // Behind process 0's own watermark: late.
