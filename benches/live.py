@@ -10,6 +10,7 @@ the node's own, not the simulator's that shares the machine.
     python3 benches/live.py [--bin target/release/edgeflow] [poll idle empty push mqtt control]
     python3 benches/live.py --base-bin OLD_BUILD wal      # cost of the write-ahead log
     python3 benches/live.py recovery                      # restart after kill -9
+    python3 benches/live.py cluster                       # 2 processes x 1 worker vs 1 x 2
 """
 
 import argparse
@@ -164,6 +165,80 @@ def push(binary, readings, workers):
         "node_cpu_s": round(result["cpu_s"], 2),
         "readings_per_node_cpu_s": round(readings / max(result["cpu_s"], 1e-9)),
         "node_peak_rss_mb": round(result["peak_rss_mb"], 1),
+    }))
+
+
+def loopback_bytes():
+    """Bytes sent over the loopback interface so far."""
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                return int(rest.split()[8])
+    return 0
+
+
+def cluster_push(binary, readings):
+    """Push into one process with 2 workers, against two processes with 1 worker each.
+
+    Two pushing clients either way (half the readings each; in the cluster one per
+    process). Loopback carries the pushes in both set-ups, so the difference of the
+    loopback bytes is what the cluster adds: its exchange, progress and lockstep."""
+    rows = {}
+    for processes in (1, 2):
+        tmp = tempfile.mkdtemp(prefix="edgeflow-bench-")
+        query = write(tmp, "pushed", PUSH.format(connector="http_push", options=""))
+        hosts = os.path.join(tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("".join(f"127.0.0.1:{free_port()}\n" for _ in range(processes)))
+        ports = [free_port() for _ in range(processes)]
+        before = loopback_bytes()
+        started = time.time()
+        nodes = []
+        for i in range(processes):
+            cluster = ["--processes", "2", "--process", str(i), "--hostfile", hosts] if processes > 1 else []
+            out = open(os.path.join(tmp, f"node{i}.out"), "w+")
+            nodes.append((subprocess.Popen(
+                [binary, "serve", query, "--listen", f"127.0.0.1:{ports[i]}", "--output",
+                 os.path.join(tmp, f"out{i}"), "--no-sync", "--json", "--workers",
+                 str(2 // processes), *UNLIMITED, *cluster],
+                stdout=out, stderr=subprocess.DEVNULL), out))
+        for port in ports:
+            wait_for("the node", lambda: get_json(f"http://127.0.0.1:{port}/api/v1/ingest"))
+        received = lambda: sum(
+            (get_json(f"http://127.0.0.1:{p}/api/v1/ingest") or {}).get("tables", {})
+            .get("readings", {}).get("received", 0) for p in ports)
+        start = time.time()
+        clients = [subprocess.Popen(
+            [binary, "devices", "--devices", "10000", "--seed", str(c + 1), "--push",
+             f"http://127.0.0.1:{ports[c % processes]}/ingest/readings", "--batch", "1000",
+             "--rate", "100000000", "--readings", str(readings // 2), "--json"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in range(2)]
+        for client in clients:
+            client.wait()
+        wait_for("every pushed reading", lambda: received() >= readings // 2 * 2)
+        elapsed = time.time() - start
+        # Process 0 leads the stop of a cluster.
+        nodes[0][0].send_signal(signal.SIGTERM)
+        cpu = 0.0
+        for proc, _ in nodes:
+            _, _, usage = os.wait4(proc.pid, 0)
+            cpu += usage.ru_utime + usage.ru_stime
+        rows[processes] = {
+            "readings_per_s": readings // 2 * 2 / elapsed,
+            "node_cpu_s": cpu,
+            "wall_with_start_and_stop_s": time.time() - started,
+            "loopback_bytes": loopback_bytes() - before,
+        }
+    one, two = rows[1], rows[2]
+    print(json.dumps({
+        "figure": f"push {readings} readings from two clients: 1 process x 2 workers, 2 processes x 1 worker",
+        "readings_per_s_1x2": round(one["readings_per_s"]),
+        "readings_per_s_2x1": round(two["readings_per_s"]),
+        "ratio_2x1_over_1x2": round(two["readings_per_s"] / one["readings_per_s"], 3),
+        "node_cpu_s_1x2": round(one["node_cpu_s"], 2),
+        "node_cpu_s_2x1": round(two["node_cpu_s"], 2),
+        "cluster_bytes_per_reading": round((two["loopback_bytes"] - one["loopback_bytes"]) / readings, 2),
     }))
 
 
@@ -484,8 +559,10 @@ def main():
             wal_cost(args.bin, args.base_bin, n(1_000_000), 2)
         elif figure == "recovery":
             recovery(args.bin, [n(500_000), n(1_000_000), n(2_000_000)])
+        elif figure == "cluster":
+            cluster_push(args.bin, n(2_000_000))
         else:
-            sys.exit(f"unknown figure {figure}: poll, idle, empty, push, mqtt, control, wal, recovery")
+            sys.exit(f"unknown figure {figure}: poll, idle, empty, push, mqtt, control, wal, recovery, cluster")
 
 
 if __name__ == "__main__":
