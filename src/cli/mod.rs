@@ -93,7 +93,8 @@ pub fn on_signals(on_signal: impl Fn(i32) + Send + 'static) {
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// Processes in the cluster, each with `--workers` threads (timely's cluster mode;
-    /// every process is started with the same arguments but `--process`).
+    /// every process is started with the same arguments but `--process`, and on one
+    /// host its own `--output` and, for a live node, `--listen`).
     #[arg(long, default_value_t = 1, requires = "hostfile")]
     pub processes: usize,
     /// This process's index in the cluster, from 0.
