@@ -75,7 +75,10 @@ impl Error {
             ) => ErrorKind::User,
             Error::Source(_) | Error::Sink(_) => ErrorKind::External,
             Error::Node(
-                crate::serve::NodeError::Listen { .. } | crate::serve::NodeError::Runtime(_),
+                crate::serve::NodeError::Listen { .. }
+                | crate::serve::NodeError::Runtime(_)
+                | crate::serve::NodeError::LeaderGone(_)
+                | crate::serve::NodeError::ClusterQuery { .. },
             ) => ErrorKind::External,
             Error::Node(_) => ErrorKind::User,
             Error::Cluster(

@@ -49,9 +49,12 @@ enum Role {
     },
 }
 
-/// Process 0 is gone: no step will come.
+/// No step will come from process 0: its connection closed, or it sent what this
+/// process cannot read (another edgeflow?).
 #[derive(Debug, thiserror::Error)]
-#[error("process 0 (which leads the node's steps) closed its connection")]
+#[error(
+    "process 0 of the cluster, which leads its checkpoints and stop, ended the lockstep without announcing the stop (its connection closed, or it sent a step this process cannot read: see process 0's log)"
+)]
 pub struct LeaderGone;
 
 impl Cluster {

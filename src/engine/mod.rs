@@ -316,8 +316,7 @@ fn begin_live(
     // A peer may not have committed the last checkpoint this process did: the records
     // since the one before stay in the log until the next one.
     let keep = match state.cluster {
-        Some(_) => StreamState::load_previous(output, plan)?
-            .and_then(|previous| previous.live)
+        Some(_) => StreamState::previous_live(output, &plan.name)?
             .filter(|p| p.table == live.table())
             .map(|p| p.next),
         None => None,
@@ -381,6 +380,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             );
         }
         state.forget(&plan);
+        StreamState::forget_previous(&config.output, &plan.name)?;
         state
     } else {
         StreamState::load(&config.output, &plan)?

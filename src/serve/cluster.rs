@@ -40,7 +40,8 @@ pub fn join(
     settings: &Settings,
 ) -> Result<Joined, Error> {
     let fresh = settings.fresh;
-    // Process 0 decides when to checkpoint; the others would stop at their own `--for`.
+    // Only process 0's `--checkpoint-every` counts: compared, so that no operator
+    // believes another process checkpoints at its own.
     let mut hello = Hello::default()
         .with("edgeflow version", env!("CARGO_PKG_VERSION"))
         .with("processes", cluster.processes())
@@ -60,8 +61,8 @@ pub fn join(
         );
         if !fresh {
             // Each process logs its own traffic, so positions in the logs differ: the
-            // processes compare how many runs (checkpoints) each committed.
-            let commits = |state: &StreamState| format!("{} commits", state.commits);
+            // processes compare how many runs (checkpoints included) each committed.
+            let commits = |state: &StreamState| format!("committed runs: {}", state.commits);
             let now = match StreamState::load(output, plan) {
                 Ok(state) => commits(&state),
                 Err(e) => format!("unreadable ({e})"),

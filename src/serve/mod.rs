@@ -149,11 +149,11 @@ pub enum NodeError {
         /// Why it failed.
         message: String,
     },
-    /// Process 0 of the cluster went away without announcing the stop.
+    /// Process 0 of the cluster ended the lockstep without announcing the stop.
     #[error(
-        "process 0 of the cluster, which leads its checkpoints and stop, closed its connection without announcing the stop: this process stops without committing its run (the next start of the cluster replays it)"
+        "{0}: this process stops without committing its run (the next start of the cluster replays it)"
     )]
-    LeaderGone,
+    LeaderGone(#[from] crate::cluster::lockstep::LeaderGone),
 }
 
 /// What a node did, for the summary.
@@ -352,17 +352,24 @@ impl Node {
 
         let deadline = config.run_for.map(|d| Instant::now() + d);
         let stop_seen = stop.subscribe();
-        match &lockstep {
-            Some(lockstep) if !lockstep.leads() => {
-                follow(lockstep, &queries, &stop_seen, deadline)?;
-            }
+        let steps = match &lockstep {
+            Some(lockstep) if !lockstep.leads() => follow(lockstep, &queries, &stop_seen, deadline),
             _ => lead(
                 lockstep.as_ref(),
                 &queries,
                 &stop_seen,
                 deadline,
                 config.checkpoint_every,
-            )?,
+            ),
+        };
+        if let Err(e) = steps {
+            // A cluster process out of step commits nothing: its queries' dataflows
+            // wait for peers that will not finish them, so it leaves without stopping
+            // them (what it acknowledged is in its logs for the next start).
+            ready.store(false, Ordering::Relaxed);
+            stop.send_replace(true);
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            return Err(e.into());
         }
 
         tracing::info!(
@@ -487,7 +494,7 @@ fn follow(
             Ok(None) => {}
             // Its workers are gone too (timely's lost connection ends this process with
             // an error naming it); no step will come, so nothing is committed.
-            Err(_) => return Err(NodeError::LeaderGone),
+            Err(gone) => return Err(gone.into()),
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();

@@ -508,7 +508,11 @@ impl Queries {
         for name in names {
             // Every process of a cluster builds every query's dataflows: a stop an
             // operator left in one folder (from a single node's life) does not count.
-            let wanted = self.cluster.map_or_else(|| self.wanted(&name), |_| None);
+            let wanted = if self.cluster.is_some() {
+                None
+            } else {
+                self.wanted(&name)
+            };
             match wanted {
                 Some(QueryState::Stopped) => {
                     tracing::info!(query = %name, "Left stopped, as an operator stopped it: `edgeflow ctl start {name}` starts it");
@@ -599,7 +603,11 @@ impl Queries {
                 other => ControlError::Failed(other.to_string()),
             })?;
         // Written under the lock, so a concurrent stop's `Stopped` cannot be overwritten.
-        if let Err(e) = self.want(name, QueryState::Running) {
+        // A cluster's processes run every query whatever a folder says (so its wanted
+        // state, from a single node's life, stays as it was).
+        if self.cluster.is_none()
+            && let Err(e) = self.want(name, QueryState::Running)
+        {
             input.leave();
             drop(entries);
             self.ingests.release_unread();
@@ -831,7 +839,11 @@ impl Queries {
                 true
             }
             Err(e) => {
-                tracing::error!(query = %name, error = %e, "Query failed; the node goes on with the others");
+                if self.cluster.is_some() {
+                    tracing::error!(query = %name, error = %e, "Query failed: this process of the cluster stops");
+                } else {
+                    tracing::error!(query = %name, error = %e, "Query failed; the node goes on with the others");
+                }
                 entry.last_error = Some(e.to_string());
                 entry.set_state(QueryState::Failed);
                 if let Ok(mut f) = self.failures.lock() {

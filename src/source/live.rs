@@ -800,7 +800,8 @@ impl LiveInput {
     /// [`LiveInput::begin`], the log keeping records from `keep` on for this reader
     /// even though it reads from later: a cluster process may have to go back one
     /// checkpoint ([`crate::stream::StreamState::roll_back`]) and replay from there.
-    /// Set with the start, under one lock, so no truncation falls in between.
+    /// The reader's pin is set once, to the lower of the two: a truncation between
+    /// setting it to the start and lowering it could delete what `keep` needs.
     pub fn begin_keeping(&self, resume: Option<u64>, keep: Option<u64>) -> u64 {
         let mut start = self.start.load(Ordering::SeqCst);
         if let (Some(resume), Some(dir)) = (resume, &self.feed.wal_dir) {

@@ -304,8 +304,13 @@ impl StreamState {
                 version.map_or("missing".into(), |v| v.to_string())
             )));
         }
-        let state: StreamState =
+        // Files from before the commit counter counted their commits as runs.
+        let counted = value.get("commits").is_some();
+        let mut state: StreamState =
             serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        if !counted {
+            state.commits = state.runs;
+        }
         let fingerprint = plan_fingerprint(plan);
         if state.plan != fingerprint && !state.open.is_empty() {
             return Err(StateError::QueryChanged {
@@ -320,6 +325,42 @@ impl StreamState {
             version: STATE_VERSION,
             ..state
         })
+    }
+
+    /// Where the live position of the state a cluster process's last commit replaced
+    /// stands (none: no such state, or not a live one). Only that field is read: this
+    /// is asked at every checkpoint, and the rest can be large.
+    pub fn previous_live(root: &Path, query: &str) -> Result<Option<LivePosition>, StateError> {
+        #[derive(Deserialize)]
+        struct LiveOnly {
+            live: Option<LivePosition>,
+        }
+        let path = Self::previous_path(root, query);
+        let text = match std::fs::read(&path) {
+            Ok(text) if !text.is_empty() => text,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        serde_json::from_slice::<LiveOnly>(&text)
+            .map(|only| only.live)
+            .map_err(|e| StateError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Deletes the state a cluster process's last commit replaced: a stream started
+    /// afresh has nothing to go back to, and its commits count from zero again (a
+    /// previous count left over could pass for one commit behind a peer).
+    pub fn forget_previous(root: &Path, query: &str) -> Result<(), StateError> {
+        let path = Self::previous_path(root, query);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StateError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Forgets the open windows, the watermark and the consumed inputs, keeping the
@@ -494,6 +535,51 @@ mod tests {
             }
             other => panic!("a newer version should be refused, not {other:?}"),
         }
+        Ok(())
+    }
+
+    /// What a live cluster's processes compare: commits counted as runs in files from
+    /// before the counter, the previous state's live position read alone, and nothing
+    /// to go back to once a stream starts afresh.
+    #[test]
+    fn commits_and_the_previous_live_position_survive_old_files_and_fresh_starts()
+    -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
+            path: PathBuf::new(),
+            source,
+        })?;
+        let p = plan(Q);
+        let path = StreamState::path(dir.path(), "q");
+        let mut old = StreamState::new(&p);
+        old.runs = 4;
+        old.live = Some(LivePosition {
+            table: "r".into(),
+            next: 17,
+            running: true,
+        });
+        let mut text = serde_json::to_value(&old).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(fields) = text.as_object_mut() {
+            fields.remove("commits");
+        }
+        crate::sink::commit::commit_bytes(&path, text.to_string().as_bytes()).map_err(
+            |source| StateError::Io {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        let loaded = StreamState::load(dir.path(), &p)?;
+        assert_eq!(loaded.commits, 4, "an older file's runs were its commits");
+        loaded.save_keeping_previous(dir.path(), "q")?;
+        assert_eq!(
+            StreamState::previous_live(dir.path(), "q")?.map(|l| l.next),
+            Some(17)
+        );
+        StreamState::forget_previous(dir.path(), "q")?;
+        assert_eq!(StreamState::previous_live(dir.path(), "q")?, None);
+        assert!(StreamState::load_previous(dir.path(), &p)?.is_none());
         Ok(())
     }
 
