@@ -233,30 +233,7 @@ impl Node {
             }
             None => Arc::new(|| true),
         };
-        let (workers, lockstep) = match &config.cluster {
-            Some(cluster) => {
-                let settings = cluster::Settings {
-                    fresh: config.forget_state,
-                    checkpoint_every: config.checkpoint_every,
-                };
-                let joined = cluster::join(
-                    cluster,
-                    &config.queries,
-                    &config.output,
-                    config.workers,
-                    &settings,
-                )?;
-                (Arc::new(joined.workers), Some(joined.lockstep))
-            }
-            None => (Arc::new(Workers::start(config.workers)?), None),
-        };
-        let share = config
-            .cluster
-            .as_ref()
-            .map_or_else(ProcessShare::default, |c| ProcessShare {
-                process: c.process,
-                processes: c.processes(),
-            });
+        let (workers, lockstep, share) = start_workers(&config)?;
         let ingests = Arc::new(
             Ingests::new(
                 runtime.handle().clone(),
@@ -404,6 +381,33 @@ impl Node {
         runtime.shutdown_timeout(Duration::from_secs(1));
         Ok(summary)
     }
+}
+
+/// The node's workers: this process's threads, and in a cluster the lockstep with the
+/// other processes and this process's share of the live sources.
+fn start_workers(
+    config: &NodeConfig,
+) -> Result<(Arc<Workers>, Option<Lockstep>, ProcessShare), Error> {
+    let Some(cluster) = &config.cluster else {
+        let workers = Workers::start(config.workers)?;
+        return Ok((Arc::new(workers), None, ProcessShare::default()));
+    };
+    let settings = cluster::Settings {
+        fresh: config.forget_state,
+        checkpoint_every: config.checkpoint_every,
+    };
+    let joined = cluster::join(
+        cluster,
+        &config.queries,
+        &config.output,
+        config.workers,
+        &settings,
+    )?;
+    let share = ProcessShare {
+        process: cluster.process,
+        processes: cluster.processes(),
+    };
+    Ok((Arc::new(joined.workers), Some(joined.lockstep), share))
 }
 
 /// Runs the node's steps until it is to stop: a node of its own, or process 0 of a
