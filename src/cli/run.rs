@@ -482,13 +482,7 @@ fn cluster_hello(
         }
     };
     for plan in plans {
-        let mut bare = plan.clone();
-        bare.file = PathBuf::new();
-        let plan_text = serde_json::to_vec(&bare)?;
-        hello = hello.with(
-            format!("query {}", plan.name),
-            edgeflow::digest::md5_hex(&plan_text),
-        );
+        hello = hello.with_plan(plan)?;
         if !args.fresh {
             // Where each process's folder stands in the stream (every process records
             // the whole input's position and watermark, whatever share it read), and

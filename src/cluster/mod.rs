@@ -159,6 +159,17 @@ impl Hello {
         self
     }
 
+    /// Adds the fact of what `plan` computes (a digest of it, wherever its file is).
+    pub fn with_plan(self, plan: &crate::query::QueryPlan) -> Result<Self, serde_json::Error> {
+        let mut bare = plan.clone();
+        bare.file = PathBuf::new();
+        let text = serde_json::to_vec(&bare)?;
+        Ok(self.with(
+            format!("query {}", plan.name),
+            crate::digest::md5_hex(&text),
+        ))
+    }
+
     /// Adds a position every process must be at, or at most one commit past.
     pub fn with_position(
         mut self,

@@ -52,13 +52,9 @@ pub fn join(
             humantime::format_duration(settings.checkpoint_every),
         );
     for plan in queries {
-        let mut bare = plan.clone();
-        bare.file = std::path::PathBuf::new();
-        let text = serde_json::to_vec(&bare).map_err(|e| Error::Internal(e.to_string()))?;
-        hello = hello.with(
-            format!("query {}", plan.name),
-            crate::digest::md5_hex(&text),
-        );
+        hello = hello
+            .with_plan(plan)
+            .map_err(|e| Error::Internal(e.to_string()))?;
         if !fresh {
             // Each process logs its own traffic, so positions in the logs differ: the
             // processes compare how many runs (checkpoints included) each committed.
