@@ -255,16 +255,14 @@ impl Default for ProcessShare {
 }
 
 impl ProcessShare {
-    /// Whether this process polls the device `id`: by a hash of the id (FNV-1a), so
-    /// the split does not depend on the order of a devices file.
+    /// Whether this process polls the device `id`: by a hash of the id that every
+    /// process computes alike (the one that places keys on workers), so the split does
+    /// not depend on the order of a devices file.
     pub fn polls(&self, id: &str) -> bool {
-        if self.processes <= 1 {
-            return true;
-        }
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        hash % self.processes as u64 == self.process as u64
+        use std::hash::BuildHasher;
+        self.processes <= 1
+            || crate::window::key::owner_hasher().hash_one(id) % self.processes as u64
+                == self.process as u64
     }
 
     /// The MQTT client id and topic filters of this process: in a cluster each process

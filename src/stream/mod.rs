@@ -506,16 +506,20 @@ mod tests {
         crate::query::parse("q", Path::new("q.sql"), text).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn tempdir() -> Result<tempfile::TempDir, StateError> {
+        tempfile::tempdir().map_err(|source| StateError::Io {
+            path: PathBuf::new(),
+            source,
+        })
+    }
+
     const Q: &str = "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts');
         SELECT k, window_start, SUM(v) AS s FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY k, window_start";
 
     #[test]
     fn an_older_version_loads_and_is_saved_as_this_one_and_a_newer_one_is_refused()
     -> Result<(), StateError> {
-        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
-            path: PathBuf::new(),
-            source,
-        })?;
+        let dir = tempdir()?;
         let p = plan(Q);
         let path = StreamState::path(dir.path(), "q");
         let write = |version: u32| {
@@ -544,10 +548,7 @@ mod tests {
     #[test]
     fn commits_and_the_previous_live_position_survive_old_files_and_fresh_starts()
     -> Result<(), StateError> {
-        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
-            path: PathBuf::new(),
-            source,
-        })?;
+        let dir = tempdir()?;
         let p = plan(Q);
         let path = StreamState::path(dir.path(), "q");
         let mut old = StreamState::new(&p);
@@ -585,10 +586,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_a_changed_query_with_open_windows() -> Result<(), StateError> {
-        let dir = tempfile::tempdir().map_err(|source| StateError::Io {
-            path: PathBuf::new(),
-            source,
-        })?;
+        let dir = tempdir()?;
         let p = plan(Q);
         let mut state = StreamState::load(dir.path(), &p)?;
         assert_eq!(state, StreamState::new(&p));
