@@ -209,6 +209,26 @@ impl Interner {
         slot.id.checked_sub(1)
     }
 
+    /// Starts fetching where the text of `id` ends ([`Interner::prefetch_text`] then
+    /// finds it in the cache).
+    #[inline]
+    pub fn prefetch_end(&self, id: u32) {
+        if (id as usize) < self.ends.len() {
+            prefetch_index::prefetch_index(&self.ends, id as usize);
+        }
+    }
+
+    /// Starts fetching the text of `id`, for a [`Interner::get_bytes`] a few ids later.
+    #[inline]
+    pub fn prefetch_text(&self, id: u32) {
+        if let Some(&end) = self.ends.get(id as usize)
+            && let Some(last) = (end as usize).checked_sub(1)
+            && last < self.bytes.len()
+        {
+            prefetch_index::prefetch_index(&self.bytes, last);
+        }
+    }
+
     /// The UTF-8 bytes of an id handed out by this interner.
     #[inline]
     pub fn get_bytes(&self, id: u32) -> &[u8] {

@@ -169,6 +169,22 @@ impl KeyMapper {
         }
     }
 
+    /// Starts fetching what [`KeyMapper::push_values`] reads for keys a few rows ahead:
+    /// where the text of `far` ends, and the text of `near` (whose end `far` fetched
+    /// earlier). A window of a million keys reads their texts in key order, all over the
+    /// interner's megabytes.
+    #[inline]
+    pub fn prefetch_values(&self, near: Option<u32>, far: Option<u32>, interner: &Interner) {
+        if let Mapper::Text { .. } = &self.0 {
+            if let Some(id) = far.and_then(|id| id.checked_sub(1)) {
+                interner.prefetch_end(id);
+            }
+            if let Some(id) = near.and_then(|id| id.checked_sub(1)) {
+                interner.prefetch_text(id);
+            }
+        }
+    }
+
     /// Appends the values of key `id` to `rows`.
     pub fn push_values(&self, id: u32, interner: &Interner, rows: &mut KeyRows) {
         match &self.0 {
