@@ -242,8 +242,8 @@ impl Slots {
         let mut out = Vec::new();
         for window in self.windows.drain(..count).collect::<Vec<_>>() {
             let mut rows = template.empty_like();
-            // Slots in key order when the mapper can sort cheaply; `window.slots` keeps
-            // the allocation order, which resets and the free list walk faster.
+            // Slots in key order when the mapper sorts (a text key); `window.slots`
+            // keeps the allocation order, which resets and the free list walk faster.
             let mut key_order = Cow::Borrowed(&window.keys);
             let mut slot_order = Cow::Borrowed(&window.slots);
             if let Some(order) = keys.sorted_positions(&window.keys, interner) {
