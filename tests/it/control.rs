@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::live::{Expected, LiveNode, PUSH_QUERY, add, http, line, tempdir, write_query, written};
+use crate::live::{
+    Expected, LiveNode, add, http, line, push_query_without_idle, tempdir, write_query, written,
+};
 use crate::s3_server::{free_port, wait_until};
 
 const ADMIN: &str = "admin-secret";
@@ -72,16 +74,10 @@ fn add_body(name: &str, sql: &str) -> String {
     serde_json::json!({ "name": name, "sql": sql }).to_string()
 }
 
-/// The push query without its idle timeout: windows close only as readings move the
-/// watermark, never by the clock between two requests.
-fn steady_sql() -> String {
-    PUSH_QUERY.replace(", idle_timeout = '1s'", "")
-}
-
 #[test]
 fn every_route_checks_its_token_and_its_input() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "steady", &steady_sql());
+    let query = write_query(dir.path(), "steady", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &[
@@ -155,7 +151,7 @@ fn every_route_checks_its_token_and_its_input() {
             "POST",
             "/api/v1/queries",
             Some(READ),
-            &add_body("x", &steady_sql())
+            &add_body("x", &push_query_without_idle())
         )
         .0,
         403
@@ -220,7 +216,7 @@ fn every_route_checks_its_token_and_its_input() {
             "POST",
             "/api/v1/queries",
             Some(ADMIN),
-            &add_body("../up", &steady_sql())
+            &add_body("../up", &push_query_without_idle())
         )
         .0,
         400
@@ -231,7 +227,7 @@ fn every_route_checks_its_token_and_its_input() {
             "POST",
             "/api/v1/queries",
             Some(ADMIN),
-            &add_body("steady", &steady_sql())
+            &add_body("steady", &push_query_without_idle())
         )
         .0,
         409,
@@ -369,7 +365,7 @@ fn minute(k: i64, per: i64, t0: i64, expected: &mut [&mut Expected]) -> String {
 fn a_query_started_and_stopped_at_run_time_leaves_the_others_rows_right() {
     for workers in ["1", "2", "4"] {
         let dir = tempdir();
-        let query = write_query(dir.path(), "steady", &steady_sql());
+        let query = write_query(dir.path(), "steady", &push_query_without_idle());
         let node = LiveNode::start(
             dir.path(),
             &[
@@ -390,7 +386,7 @@ fn a_query_started_and_stopped_at_run_time_leaves_the_others_rows_right() {
             "POST",
             "/api/v1/queries",
             None,
-            &add_body("visitor", &steady_sql()),
+            &add_body("visitor", &push_query_without_idle()),
         );
         assert_eq!(status, 201, "{added}");
         push(
@@ -467,7 +463,7 @@ fn a_query_added_over_the_api_comes_back_after_a_restart_as_it_was_left() {
         "POST",
         "/api/v1/queries",
         None,
-        &add_body("added", &steady_sql()),
+        &add_body("added", &push_query_without_idle()),
     );
     assert_eq!(status, 201, "{added}");
     let t0 = 1_767_225_600_000i64;
@@ -566,7 +562,7 @@ print(json.dumps(out))
 #[test]
 fn metrics_parse_as_prometheus_text_and_equal_the_summary() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "steady", &steady_sql());
+    let query = write_query(dir.path(), "steady", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &[
@@ -708,7 +704,7 @@ fn tls_serves_the_api_and_push_with_the_nodes_certificate() {
     std::fs::write(&key_file, &key).unwrap_or_else(|e| panic!("{e}"));
     let admin_file = dir.path().join("admin.token");
     std::fs::write(&admin_file, format!("{ADMIN}\n")).unwrap_or_else(|e| panic!("{e}"));
-    let query = write_query(dir.path(), "steady", &steady_sql());
+    let query = write_query(dir.path(), "steady", &push_query_without_idle());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let out = dir.path().join("out");
@@ -827,7 +823,7 @@ fn ctl(port: u16, args: &[&str]) -> (bool, String, String) {
 #[test]
 fn ctl_lists_adds_starts_stops_and_removes_queries() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "steady", &steady_sql());
+    let query = write_query(dir.path(), "steady", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &["serve", query.to_str().unwrap_or_default(), "--no-sync"],
@@ -845,7 +841,7 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
     let other = write_query(
         &dir.path().join("more"),
         "other",
-        &steady_sql().replace("COUNT(*) AS n", "MAX(bytes_in) AS n"),
+        &push_query_without_idle().replace("COUNT(*) AS n", "MAX(bytes_in) AS n"),
     );
     let (ok, _, err) = ctl(
         port,
@@ -911,7 +907,7 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
 #[test]
 fn bodies_request_time_and_push_rate_are_limited() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "steady", &steady_sql());
+    let query = write_query(dir.path(), "steady", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &[
@@ -928,7 +924,7 @@ fn bodies_request_time_and_push_rate_are_limited() {
     // An API body over 1 MiB: 413, and nothing is added.
     let huge = add_body(
         "huge",
-        &format!("{}\n-- {}", steady_sql(), "x".repeat(1 << 20)),
+        &format!("{}\n-- {}", push_query_without_idle(), "x".repeat(1 << 20)),
     );
     assert_eq!(
         call(&node, "POST", "/api/v1/queries", Some(ADMIN), &huge).0,

@@ -283,16 +283,12 @@ fn a_sketch_query_redone_at_another_worker_count_writes_new_revisions_without_co
 #[test]
 fn log_segments_that_cannot_be_deleted_stay_without_counting_anything_twice() {
     use crate::live::{
-        Expected, LiveNode, PUSH_QUERY, add, http, line, now_ms, started, write_query,
+        Expected, LiveNode, add, http, line, now_ms, push_query_without_idle, started, write_query,
     };
     let dir = ok(tempfile::tempdir());
     // No idle timeout: the watermark must not follow the clock while the node is down,
     // or the pushes after the restart would be late.
-    let query = write_query(
-        dir.path(),
-        "waltrunc",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "waltrunc", &push_query_without_idle());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let out = dir.path().join("out");
@@ -377,13 +373,11 @@ fn log_segments_that_cannot_be_deleted_stay_without_counting_anything_twice() {
 /// keeps no trace of the failed write.
 #[test]
 fn a_full_disk_under_the_write_ahead_log_refuses_the_push_and_the_resend_counts_once() {
-    use crate::live::{Expected, LiveNode, PUSH_QUERY, add, http, line, now_ms, write_query};
+    use crate::live::{
+        Expected, LiveNode, add, http, line, now_ms, push_query_without_idle, write_query,
+    };
     let dir = ok(tempfile::tempdir());
-    let query = write_query(
-        dir.path(),
-        "walfull",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "walfull", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &[

@@ -261,6 +261,12 @@ SELECT device_id, window_start, window_end, COUNT(*) AS n, SUM(bytes_in) AS byte
 FROM TUMBLE(readings, ts, INTERVAL '10' SECOND)
 GROUP BY device_id, window_start, window_end;";
 
+/// [`PUSH_QUERY`] without its idle timeout: windows close by the watermark only, never
+/// by the clock between two requests of a test.
+pub fn push_query_without_idle() -> String {
+    PUSH_QUERY.replace(", idle_timeout = '1s'", "")
+}
+
 pub fn write_query(dir: &Path, name: &str, sql: &str) -> PathBuf {
     let path = dir.join(format!("{name}.sql"));
     std::fs::write(&path, sql).unwrap_or_else(|e| panic!("{e}"));
@@ -313,11 +319,7 @@ pub fn written(out: &Path, query: &str) -> Expected {
 fn push_needs_a_token_keeps_every_good_line_and_names_the_bad_ones() {
     let dir = tempdir();
     // No idle timeout: the clock must not close windows between the requests.
-    let query = write_query(
-        dir.path(),
-        "pushed",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &[
@@ -428,11 +430,7 @@ fn push_needs_a_token_keeps_every_good_line_and_names_the_bad_ones() {
 #[test]
 fn a_batch_resent_with_its_idempotency_key_counts_once_across_a_restart() {
     let dir = tempdir();
-    let query = write_query(
-        dir.path(),
-        "keyed",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "keyed", &push_query_without_idle());
     let args = [
         "serve",
         query.to_str().unwrap_or_default(),
@@ -498,11 +496,7 @@ fn a_batch_resent_with_its_idempotency_key_counts_once_across_a_restart() {
 #[test]
 fn one_keyed_batch_sent_eight_times_at_once_counts_once_while_other_keys_go_through() {
     let dir = tempdir();
-    let query = write_query(
-        dir.path(),
-        "racing",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "racing", &push_query_without_idle());
     let node = LiveNode::start(
         dir.path(),
         &[
@@ -627,11 +621,7 @@ fn a_quiet_source_closes_its_windows_after_idle_timeout() {
 fn one_push_closes_its_windows_on_every_worker_count() {
     for workers in ["2", "4"] {
         let dir = tempdir();
-        let query = write_query(
-            dir.path(),
-            "dealt",
-            &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-        );
+        let query = write_query(dir.path(), "dealt", &push_query_without_idle());
         let node = LiveNode::start(
             dir.path(),
             &[
@@ -771,12 +761,10 @@ fn a_followed_glob_reads_new_files_and_files_that_grew_as_they_appear() {
     let dir = tempdir();
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap_or_else(|e| panic!("{e}"));
-    let sql = PUSH_QUERY
-        .replace(
-            "connector = 'http_push'",
-            "connector = 'file', path = 'inbox/*.jsonl', follow = 'true', poll_interval = '100ms'",
-        )
-        .replace(", idle_timeout = '1s'", "");
+    let sql = push_query_without_idle().replace(
+        "connector = 'http_push'",
+        "connector = 'file', path = 'inbox/*.jsonl', follow = 'true', poll_interval = '100ms'",
+    );
     let query = write_query(dir.path(), "hourly", &sql);
     let mut expected = Expected::new();
     let t0 = 1_767_225_600_000i64;

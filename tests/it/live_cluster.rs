@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::live::{
-    Expected, LiveNode, PUSH_QUERY, add, http, line, now_ms, started, tempdir, write_query, written,
+    Expected, LiveNode, add, http, line, now_ms, push_query_without_idle, started, tempdir,
+    write_query, written,
 };
 use crate::live_mqtt::{Broker, ingest, publisher};
 use crate::live_poll::{Fleet, Rows, expected_rows, poll_query, wait_served, written_rows};
@@ -21,7 +22,7 @@ fn query(dir: &Path) -> PathBuf {
     write_query(
         dir,
         "pushed",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", "").replace(
+        &push_query_without_idle().replace(
             "max_out_of_orderness = '1s'",
             "max_out_of_orderness = '10m'",
         ),
@@ -307,11 +308,7 @@ fn a_process_one_commit_ahead_of_its_peer_goes_back_and_both_replay_their_logs()
 #[test]
 fn a_reading_is_late_only_behind_the_watermark_of_the_process_that_received_it() {
     let dir = tempdir();
-    let query = write_query(
-        dir.path(),
-        "pushed",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
     let base = (now_ms() - 600_000).div_euclid(10_000) * 10_000;
     let mut expected = Expected::new();
     let pair = Pair::start(dir.path(), &query, 2);
@@ -352,11 +349,7 @@ fn a_reading_is_late_only_behind_the_watermark_of_the_process_that_received_it()
 #[test]
 fn a_query_failing_on_one_process_ends_the_cluster_and_a_restart_loses_nothing() {
     let dir = tempdir();
-    let query = write_query(
-        dir.path(),
-        "pushed",
-        &PUSH_QUERY.replace(", idle_timeout = '1s'", ""),
-    );
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
     // A window whose file process 1 writes (one of workers 2 and 3 of 4).
     let base = (0..)
         .map(|i| (now_ms() - 600_000).div_euclid(10_000) * 10_000 + i * 10_000)

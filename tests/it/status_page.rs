@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::live::{LiveNode, PUSH_QUERY, http, tempdir, write_query};
+use crate::live::{LiveNode, http, push_query_without_idle, tempdir, write_query};
 use crate::s3_server::{free_port, wait_until};
 
 /// A chromedriver process, killed on drop.
@@ -161,7 +161,7 @@ impl Drop for Browser<'_> {
 #[test]
 fn the_status_page_lists_the_queries_and_its_stop_button_stops_one() {
     let dir = tempdir();
-    let sql = PUSH_QUERY.replace(", idle_timeout = '1s'", "");
+    let sql = push_query_without_idle();
     let first = write_query(dir.path(), "traffic", &sql);
     let second = write_query(
         dir.path(),
