@@ -253,6 +253,9 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         }
         _ => engine::Workers::start(workers)?,
     };
+    // `--fresh` starts each query's stream over once, in the first leg: every later leg
+    // (after a checkpoint, or over the next file) continues the stream that leg began.
+    let fresh = std::cell::Cell::new(args.fresh);
     // One leg: every query over `input` until its end, a signal or a checkpoint.
     let leg = |input: &Input| -> anyhow::Result<(Vec<engine::RunSummary>, bool)> {
         let mut running = Vec::new();
@@ -263,7 +266,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             config.chunk_bytes = args.chunk_bytes.max(4096);
             // One bar per terminal: several queries would draw over each other.
             config.progress = plans.len() == 1 && std::io::stderr().is_terminal();
-            config.fresh = args.fresh;
+            config.fresh = fresh.get();
             config.compaction = !args.no_compaction;
             config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
             if let Some(syncer) = &syncer {
@@ -280,6 +283,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
                 }
             }
         }
+        fresh.set(false);
         if failure.is_some() {
             for query in &running {
                 query.control().interrupt(15);

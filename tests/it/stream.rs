@@ -744,6 +744,74 @@ fn a_run_in_many_checkpointed_legs_writes_what_one_run_writes() {
     assert_stream_equals_oracle(&out, &readings(&config), "many checkpointed legs");
 }
 
+/// `--fresh` forgets what the folder kept once, at the start: a run over consecutive
+/// files in checkpointed legs then reads every reading once and ends, where each leg
+/// and each file used to start over (the run never ended, and the windows spanning two
+/// files lost the first file's readings).
+#[test]
+fn a_fresh_run_starts_over_once_however_many_legs_and_files_it_takes() {
+    let dir = tempdir();
+    let config = config(12_000, 22);
+    let inbox = dir.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap_or_else(|e| panic!("{e}"));
+    for (i, part) in split(&lines(&config), 3).iter().enumerate() {
+        write_lines(&inbox.join(format!("part-{i}.jsonl")), part);
+    }
+    let sql = spec().sql().replacen(
+        "WITH (",
+        "WITH (connector = 'file', path = 'in/*.jsonl', ",
+        1,
+    );
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, sql).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("out");
+    let run_over_inbox = || {
+        let mut command = edgeflow();
+        command
+            .arg("run")
+            .arg(&query)
+            .arg("--output")
+            .arg(&out)
+            .args(["--workers", "2", "--no-sync", "--chunk-bytes", "16384"]);
+        command
+    };
+    succeed(&mut run_over_inbox());
+    let summary_path = dir.path().join("fresh.json");
+    let summary_file = std::fs::File::create(&summary_path).unwrap_or_else(|e| panic!("{e}"));
+    let mut fresh = run_over_inbox()
+        .args(["--fresh", "--checkpoint-every", "5ms", "--json"])
+        .stdout(summary_file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = fresh.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            fresh.kill().ok();
+            fresh.wait().ok();
+            panic!("the --fresh run did not end in 120 s: it started over at every leg");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the --fresh run failed: {status}");
+    let text = std::fs::read(&summary_path).unwrap_or_else(|e| panic!("{e}"));
+    // One summary per file.
+    let summaries: Vec<serde_json::Value> =
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{e}"));
+    let read: u64 = summaries
+        .iter()
+        .map(|s| s["readings"].as_u64().unwrap_or_default())
+        .sum();
+    assert_eq!(
+        read, config.readings,
+        "every reading read once: {summaries:?}"
+    );
+    assert_stream_equals_oracle(&out, &readings(&config), "--fresh over three files in legs");
+}
+
 #[test]
 fn a_longer_generator_run_continues_a_shorter_one() {
     let dir = tempdir();
