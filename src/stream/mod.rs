@@ -19,6 +19,7 @@
 
 pub mod input;
 mod packed;
+mod revision_runs;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -33,11 +34,12 @@ use crate::window::aggregate::Accumulator;
 use crate::window::key::KeyRows;
 
 /// Format version of `stream.json`; a newer edgeflow reads older versions or refuses.
-/// Version 4 may keep an `APPROX_DISTINCT` over a number as the numbers' bits (an older
+/// Version 5 stores the revisions written as runs of windows (see `revision_runs`);
+/// version 4 may keep an `APPROX_DISTINCT` over a number as the numbers' bits (an older
 /// edgeflow would not know that state); version 3 packs each kept window's keys and
 /// state (see [`KeptWindow`]); version 2 holds sketches as base64 text (version 1:
 /// arrays of byte values).
-pub const STATE_VERSION: u32 = 4;
+pub const STATE_VERSION: u32 = 5;
 
 /// A stream state that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +134,8 @@ pub struct StreamState {
     pub max_event_time: Option<i64>,
     /// Inputs consumed, and how far.
     pub inputs: Vec<ConsumedInput>,
-    /// Last revision written, by window start.
+    /// Last revision written, by window start (stored as runs, see `revision_runs`).
+    #[serde(with = "revision_runs")]
     pub revisions: BTreeMap<i64, u32>,
     /// Windows still open, and closed windows within the allowed lateness (their state
     /// is what a correction merges into).
