@@ -616,11 +616,20 @@ impl RunningQuery {
         consumed::record(
             &mut state.inputs,
             &config.input,
-            end,
-            lines_before + lines,
-            cut.is_none(),
+            consumed::Consumed {
+                position: end,
+                lines: lines_before + lines,
+                complete: cut.is_none(),
+                max_event_time: state.max_event_time.max(max_event_time),
+            },
         );
         state.advance(&stream, max_event_time);
+        if let Some(latest) = state.max_event_time {
+            let margin = plan.source.max_out_of_orderness
+                + plan.source.allowed_lateness
+                + plan.window.file_span();
+            consumed::forget_gone(&mut state.inputs, latest.saturating_sub(margin));
+        }
         if control.end_of_input() == EndOfInput::Close {
             state.close_written(plan.window.file_span(), plan.source.max_out_of_orderness);
         }

@@ -4,6 +4,12 @@
 //! first and last 64 KiB), so a file that grew (an hourly file still being written, a
 //! log appended to) resumes where the last run stopped, and a file replaced by other
 //! content under the same name is read as new. The generator is known by its settings.
+//!
+//! A folder fed a new file every minute (an inbox followed for months) would keep an
+//! entry for every file it ever read, loaded and saved with the state at every file and
+//! checkpoint. A file read to its end and since removed is forgotten once the stream has
+//! moved past it ([`forget_gone`]): fed again, every reading it holds is late beyond the
+//! allowance by then, so it changes no window (its readings go to the late table).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -71,6 +77,10 @@ pub struct ConsumedInput {
     /// Fingerprint of the consumed part (files).
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The stream's largest event time when the input was consumed this far (none in
+    /// state kept by an edgeflow before it was recorded: such entries stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_time: Option<i64>,
 }
 
 /// Fingerprint of the first `len` bytes of the file at `path`.
@@ -146,28 +156,53 @@ pub fn start_at(input: &Input, consumed: &[ConsumedInput]) -> StartAt {
     }
 }
 
-/// Records that `input` is consumed up to `position` (with `lines` before it).
-pub fn record(
-    consumed: &mut Vec<ConsumedInput>,
-    input: &Input,
-    position: u64,
-    lines: u64,
-    complete: bool,
-) {
+/// Where an input stands once consumed: how far, the lines before that, whether that
+/// was its end, and the stream's largest event time then.
+#[derive(Clone, Copy, Debug)]
+pub struct Consumed {
+    /// Position reached.
+    pub position: u64,
+    /// Lines before it.
+    pub lines: u64,
+    /// Whether it was the end of the input.
+    pub complete: bool,
+    /// The stream's largest event time.
+    pub max_event_time: Option<i64>,
+}
+
+/// Records that `input` is consumed as far as `at` says.
+pub fn record(consumed: &mut Vec<ConsumedInput>, input: &Input, at: Consumed) {
     let Some(key) = InputKey::of(input) else {
         return;
     };
     let fingerprint = match input {
-        Input::File { path, .. } => fingerprint(path, position).ok(),
+        Input::File { path, .. } => fingerprint(path, at.position).ok(),
         _ => None,
     };
     consumed.retain(|c| c.key != key);
     consumed.push(ConsumedInput {
         key,
-        position,
-        lines,
-        complete,
+        position: at.position,
+        lines: at.lines,
+        complete: at.complete,
         fingerprint,
+        max_event_time: at.max_event_time,
+    });
+}
+
+/// Forgets the files read to their end that no longer exist, once every reading they
+/// held is at or before `settled` (the stream's latest event time less its
+/// out-of-orderness, allowed lateness and the span of a window): fed again, they would
+/// only add late readings, never change a window.
+pub fn forget_gone(consumed: &mut Vec<ConsumedInput>, settled: i64) {
+    consumed.retain(|c| {
+        let InputKey::File { path } = &c.key else {
+            return true;
+        };
+        let passed = c.complete && c.max_event_time.is_some_and(|t| t <= settled);
+        let gone =
+            || std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        !(passed && gone())
     });
 }
 
@@ -187,7 +222,13 @@ mod tests {
         };
         let mut consumed = Vec::new();
         assert_eq!(start_at(&input, &consumed), StartAt::Beginning);
-        record(&mut consumed, &input, 18, 2, true);
+        let at = |position, lines| Consumed {
+            position,
+            lines,
+            complete: true,
+            max_event_time: Some(0),
+        };
+        record(&mut consumed, &input, at(18, 2));
         assert_eq!(
             start_at(&input, &consumed),
             StartAt::Done {
@@ -205,6 +246,56 @@ mod tests {
         );
         std::fs::write(&path, b"other on\nline two\nline three\n")?;
         assert_eq!(start_at(&input, &consumed), StartAt::Beginning);
+        Ok(())
+    }
+
+    /// Only a file read to its end, removed, and passed by the stream is forgotten;
+    /// the generator and entries without a recorded event time always stay.
+    #[test]
+    fn gone_files_are_forgotten_once_the_stream_has_passed_them() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x\n").map(|()| Input::File {
+                path,
+                format: Format::Jsonl,
+            })
+        };
+        let (kept, removed, partial, early) = (
+            file("kept.jsonl")?,
+            file("removed.jsonl")?,
+            file("partial.jsonl")?,
+            file("early.jsonl")?,
+        );
+        let mut consumed = Vec::new();
+        let at = |complete, max_event_time| Consumed {
+            position: 2,
+            lines: 1,
+            complete,
+            max_event_time,
+        };
+        record(&mut consumed, &kept, at(true, Some(10)));
+        record(&mut consumed, &removed, at(true, Some(10)));
+        record(&mut consumed, &partial, at(false, Some(10)));
+        record(&mut consumed, &early, at(true, None));
+        let generator = Input::Generator(GeneratorConfig::default());
+        record(&mut consumed, &generator, at(true, Some(10)));
+        for input in [&removed, &partial, &early] {
+            if let Input::File { path, .. } = input {
+                std::fs::remove_file(path)?;
+            }
+        }
+        forget_gone(&mut consumed, 9);
+        assert_eq!(consumed.len(), 5, "the stream has not passed them yet");
+        forget_gone(&mut consumed, 10);
+        let removed_key = InputKey::of(&removed);
+        assert_eq!(consumed.len(), 4);
+        assert!(
+            consumed
+                .iter()
+                .all(|c| Some(&c.key) != removed_key.as_ref())
+        );
+        assert!(matches!(start_at(&kept, &consumed), StartAt::Done { .. }));
         Ok(())
     }
 }

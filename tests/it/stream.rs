@@ -744,6 +744,41 @@ fn a_run_in_many_checkpointed_legs_writes_what_one_run_writes() {
     assert_stream_equals_oracle(&out, &readings(&config), "many checkpointed legs");
 }
 
+/// A query reading the files `in/*.jsonl` under `dir`, at `q.sql`.
+fn inbox_query(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("in")).unwrap_or_else(|e| panic!("{e}"));
+    let sql = spec().sql().replacen(
+        "WITH (",
+        "WITH (connector = 'file', path = 'in/*.jsonl', ",
+        1,
+    );
+    let query = dir.join("q.sql");
+    std::fs::write(&query, sql).unwrap_or_else(|e| panic!("{e}"));
+    query
+}
+
+/// `edgeflow run` of `query` (which names its files) into `out` at 2 workers, unsynced.
+fn run_over_inbox(query: &Path, out: &Path) -> Command {
+    let mut command = edgeflow();
+    command
+        .arg("run")
+        .arg(query)
+        .arg("--output")
+        .arg(out)
+        .args(["--workers", "2", "--no-sync", "--chunk-bytes", "16384"]);
+    command
+}
+
+/// The readings of each `--json` summary of a run over several files.
+fn readings_of_summaries(stdout: &[u8]) -> u64 {
+    let summaries: Vec<serde_json::Value> =
+        serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("{e}"));
+    summaries
+        .iter()
+        .map(|s| s["readings"].as_u64().unwrap_or_default())
+        .sum()
+}
+
 /// `--fresh` forgets what the folder kept once, at the start: a run over consecutive
 /// files in checkpointed legs then reads every reading once and ends, where each leg
 /// and each file used to start over (the run never ended, and the windows spanning two
@@ -752,33 +787,15 @@ fn a_run_in_many_checkpointed_legs_writes_what_one_run_writes() {
 fn a_fresh_run_starts_over_once_however_many_legs_and_files_it_takes() {
     let dir = tempdir();
     let config = config(12_000, 22);
-    let inbox = dir.path().join("in");
-    std::fs::create_dir_all(&inbox).unwrap_or_else(|e| panic!("{e}"));
+    let query = inbox_query(dir.path());
     for (i, part) in split(&lines(&config), 3).iter().enumerate() {
-        write_lines(&inbox.join(format!("part-{i}.jsonl")), part);
+        write_lines(&dir.path().join(format!("in/part-{i}.jsonl")), part);
     }
-    let sql = spec().sql().replacen(
-        "WITH (",
-        "WITH (connector = 'file', path = 'in/*.jsonl', ",
-        1,
-    );
-    let query = dir.path().join("q.sql");
-    std::fs::write(&query, sql).unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("out");
-    let run_over_inbox = || {
-        let mut command = edgeflow();
-        command
-            .arg("run")
-            .arg(&query)
-            .arg("--output")
-            .arg(&out)
-            .args(["--workers", "2", "--no-sync", "--chunk-bytes", "16384"]);
-        command
-    };
-    succeed(&mut run_over_inbox());
+    succeed(&mut run_over_inbox(&query, &out));
     let summary_path = dir.path().join("fresh.json");
     let summary_file = std::fs::File::create(&summary_path).unwrap_or_else(|e| panic!("{e}"));
-    let mut fresh = run_over_inbox()
+    let mut fresh = run_over_inbox(&query, &out)
         .args(["--fresh", "--checkpoint-every", "5ms", "--json"])
         .stdout(summary_file)
         .stderr(Stdio::null())
@@ -797,19 +814,63 @@ fn a_fresh_run_starts_over_once_however_many_legs_and_files_it_takes() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "the --fresh run failed: {status}");
-    let text = std::fs::read(&summary_path).unwrap_or_else(|e| panic!("{e}"));
-    // One summary per file.
-    let summaries: Vec<serde_json::Value> =
-        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{e}"));
-    let read: u64 = summaries
-        .iter()
-        .map(|s| s["readings"].as_u64().unwrap_or_default())
-        .sum();
+    let stdout = std::fs::read(&summary_path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        read, config.readings,
-        "every reading read once: {summaries:?}"
+        readings_of_summaries(&stdout),
+        config.readings,
+        "every reading read once"
     );
     assert_stream_equals_oracle(&out, &readings(&config), "--fresh over three files in legs");
+}
+
+/// A file read to its end and then removed is forgotten once the stream has passed it
+/// (the folder's state does not grow with every file an inbox ever held); put back, it
+/// is read as new input, and every reading it holds is late: no window changes.
+#[test]
+fn a_removed_file_is_forgotten_and_put_back_changes_no_window() {
+    let dir = tempdir();
+    let config = config(12_000, 23);
+    let query = inbox_query(dir.path());
+    let parts = split(&lines(&config), 3);
+    let path = |i: usize| dir.path().join(format!("in/part-{i}.jsonl"));
+    let out = dir.path().join("out");
+    write_lines(&path(0), &parts[0]);
+    write_lines(&path(1), &parts[1]);
+    succeed(&mut run_over_inbox(&query, &out));
+    std::fs::remove_file(path(0)).unwrap_or_else(|e| panic!("{e}"));
+    write_lines(&path(2), &parts[2]);
+    succeed(&mut run_over_inbox(&query, &out));
+    let state = std::fs::read(out.join("_state/q/stream.json")).unwrap_or_else(|e| panic!("{e}"));
+    let state: serde_json::Value = serde_json::from_slice(&state).unwrap_or_else(|e| panic!("{e}"));
+    let kept: Vec<&str> = state["inputs"]
+        .as_array()
+        .map(|inputs| {
+            inputs
+                .iter()
+                .filter_map(|i| i["key"]["path"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().all(|p| !p.ends_with("part-0.jsonl")),
+        "{kept:?}"
+    );
+
+    write_lines(&path(0), &parts[0]);
+    let again = succeed(run_over_inbox(&query, &out).arg("--json"));
+    assert_eq!(
+        readings_of_summaries(&again.stdout),
+        parts[0].len() as u64,
+        "the file put back is read again, the others are not"
+    );
+    let (want, want_late) = oracle(&spec(), &readings(&config));
+    assert_rows_eq(&read_rows(&out.join("q")), &want, "a removed file put back");
+    assert_eq!(
+        late_rows(&out.join("q_late")).len(),
+        want_late.len() + parts[0].len(),
+        "every reading of the file put back is late"
+    );
 }
 
 #[test]
