@@ -624,7 +624,9 @@ impl RunningQuery {
             },
         );
         state.advance(&stream, max_event_time);
-        if let Some(latest) = state.max_event_time {
+        // The processes of a cluster compare what they consumed before they start: each
+        // keeps every entry, whatever its own disk still holds.
+        if let (Some(latest), None) = (state.max_event_time, state.cluster) {
             let margin = plan.source.max_out_of_orderness
                 + plan.source.allowed_lateness
                 + plan.window.file_span();
