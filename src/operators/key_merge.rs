@@ -7,7 +7,6 @@
 //! ([`WindowMerger::disjoint`]).
 
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Time;
@@ -26,7 +25,7 @@ pub trait KeyMerge<'s> {
 impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
     fn key_merge(self) -> StreamVec<'s, Time, PartialWindow> {
         let (index, peers) = (self.scope().index(), self.scope().peers());
-        let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
+        let exchange = super::window_pact::to_target();
         self.unary_frontier(exchange, "KeyMerge", move |_cap, _info| {
             let mut open = Collecting::new(WindowMerger::default);
             move |(input, frontier), output| {
@@ -50,15 +49,18 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                     // Sorted here, on every worker at once, so the window's owner only
                     // merges sorted runs.
                     let (keys, accs) = sorted_rows(keys, accs);
-                    output.session(&closed.cap).give(PartialWindow {
-                        start: closed.start,
-                        end: closed.end,
-                        target: window_owner(closed.start, peers),
-                        from,
-                        correction: closed.correction,
-                        keys,
-                        accs,
-                    });
+                    // A container of one: see `window_pact`.
+                    output
+                        .session(&closed.cap)
+                        .give_container(&mut vec![PartialWindow {
+                            start: closed.start,
+                            end: closed.end,
+                            target: window_owner(closed.start, peers),
+                            from,
+                            correction: closed.correction,
+                            keys,
+                            accs,
+                        }]);
                 }
             }
         })

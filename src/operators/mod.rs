@@ -12,6 +12,7 @@ pub mod registry;
 pub mod session_stitch;
 pub mod stamp;
 pub mod window_merge;
+pub mod window_pact;
 pub mod window_partial;
 pub mod window_rows;
 pub mod write_late;

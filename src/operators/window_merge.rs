@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::AntichainRef;
@@ -168,7 +168,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) -> StreamVec<'s, Time, ClosedWindow> {
-        let exchange = Exchange::new(|p: &PartialWindow| p.target as u64);
+        let exchange = super::window_pact::to_target();
         let peers = self.scope().peers();
         self.binary_frontier(
             registry,
@@ -284,7 +284,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             let rows = (keys, accs);
                             let (window, kept) =
                                 write(trace.as_mut(), start, end, rows, keep, revision, false);
-                            output.session(&cap).give(window);
+                            // A container of one: see `window_pact`.
+                            output.session(&cap).give_container(&mut vec![window]);
                             keep_written(&mut closed_windows, start, end, kept, Some(revision));
                             continue;
                         }
@@ -320,7 +321,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             let keep = closed_windows.keeps();
                             let (window, kept) =
                                 write(trace.as_mut(), start, end, rows, keep, revision, false);
-                            output.session(&cap).give(window);
+                            // A container of one: see `window_pact`.
+                            output.session(&cap).give_container(&mut vec![window]);
                             keep_written(&mut closed_windows, start, end, kept, Some(revision));
                             continue;
                         }
@@ -358,7 +360,8 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                                 next,
                                 !still_open,
                             );
-                            output.session(&cap).give(window);
+                            // A container of one: see `window_pact`.
+                            output.session(&cap).give_container(&mut vec![window]);
                             let Some(kept) = kept else { continue };
                             revision = Some(next);
                             kept

@@ -222,7 +222,8 @@ impl<'s> WindowPartial<'s> for StreamVec<'s, Time, StampedChunk> {
                     let session = &mut corrections;
                     for part in parts {
                         if let Some(cap) = window_caps.get(&part.end) {
-                            session.session(cap).give(part);
+                            // A container of one: see `window_pact`.
+                            session.session(cap).give_container(&mut vec![part]);
                         }
                     }
                     window_caps.retain(|&end, _| end > limit);
