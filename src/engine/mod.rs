@@ -627,10 +627,7 @@ impl RunningQuery {
         // The processes of a cluster compare what they consumed before they start: each
         // keeps every entry, whatever its own disk still holds.
         if let (Some(latest), None) = (state.max_event_time, state.cluster) {
-            let margin = plan.source.max_out_of_orderness
-                + plan.source.allowed_lateness
-                + plan.window.file_span();
-            consumed::forget_gone(&mut state.inputs, latest.saturating_sub(margin));
+            consumed::forget_gone(&mut state.inputs, plan.settled_through(latest));
         }
         if control.end_of_input() == EndOfInput::Close {
             state.close_written(plan.window.file_span(), plan.source.max_out_of_orderness);

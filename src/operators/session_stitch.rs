@@ -213,7 +213,10 @@ impl<'s> SessionStitch<'s> for StreamVec<'s, Time, PartialWindow> {
                     }
                 }
                 for (time, part) in out {
-                    output.session(&cap.delayed(&time)).give(part);
+                    // A container of one: see `window_pact`.
+                    output
+                        .session(&cap.delayed(&time))
+                        .give_container(&mut vec![part]);
                 }
                 if gauge.due(now.is_none()) {
                     metrics.sessions_now(

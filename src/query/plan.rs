@@ -282,6 +282,19 @@ pub struct QueryPlan {
 }
 
 impl QueryPlan {
+    /// The latest event time whose readings can no longer change a window once the
+    /// stream's largest event time is `latest`: each window such a reading falls in (a
+    /// `SESSION` pane ends within a gap of it) ends at or before the watermark less the
+    /// allowed lateness, so the reading is late beyond the allowance.
+    pub fn settled_through(&self, latest: i64) -> i64 {
+        let margin = self
+            .source
+            .max_out_of_orderness
+            .saturating_add(self.source.allowed_lateness)
+            .saturating_add(self.window.file_span());
+        latest.saturating_sub(margin)
+    }
+
     /// The types of the result keys: the window state's keys, or after a join, the keys
     /// its rows are grouped by again.
     pub fn result_key_types(&self) -> Vec<DataType> {

@@ -191,9 +191,9 @@ pub fn record(consumed: &mut Vec<ConsumedInput>, input: &Input, at: Consumed) {
 }
 
 /// Forgets the files read to their end that no longer exist, once every reading they
-/// held is at or before `settled` (the stream's latest event time less its
-/// out-of-orderness, allowed lateness and the span of a window): fed again, they would
-/// only add late readings, never change a window.
+/// held is at or before `settled` ([`crate::query::QueryPlan::settled_through`] the
+/// stream's latest event time): fed again, they would only add late readings, never
+/// change a window.
 pub fn forget_gone(consumed: &mut Vec<ConsumedInput>, settled: i64) {
     consumed.retain(|c| {
         let InputKey::File { path } = &c.key else {

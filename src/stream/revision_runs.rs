@@ -17,17 +17,18 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserializer, Serializer};
 
-/// Most windows a stored map may name: far beyond any real folder (three years of
-/// one-second windows), it bounds what a damaged file can make us allocate.
-const MAX_WINDOWS: u64 = 100_000_000;
+/// Most windows a stored map may name: beyond any real folder (a year and a half of
+/// one-second windows), it keeps what a damaged file can make us allocate to a few GB.
+const MAX_WINDOWS: u64 = 50_000_000;
 
-/// Windows `from`, `from + every`, ... (`count` of them), each last written at
-/// `revision`.
+/// Windows `from`, `from + every`, ... (`count` of them, the last at `last`), each last
+/// written at `revision`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Run {
     from: i64,
     every: i64,
     count: u64,
+    last: i64,
     revision: u32,
 }
 
@@ -37,6 +38,7 @@ impl Run {
             from: start,
             every: 0,
             count: 1,
+            last: start,
             revision,
         }
     }
@@ -46,20 +48,13 @@ impl Run {
         if revision != self.revision {
             return None;
         }
-        let last = self.from + self.every * (self.count as i64 - 1);
-        let step = start.checked_sub(last).filter(|&s| s > 0)?;
-        match self.count {
-            1 => Some(Run {
-                every: step,
-                count: 2,
-                ..self
-            }),
-            _ if step == self.every => Some(Run {
-                count: self.count + 1,
-                ..self
-            }),
-            _ => None,
-        }
+        let step = start.checked_sub(self.last).filter(|&s| s > 0)?;
+        (self.count == 1 || step == self.every).then_some(Run {
+            every: step,
+            count: self.count + 1,
+            last: start,
+            ..self
+        })
     }
 }
 
@@ -196,6 +191,20 @@ mod tests {
         assert!(json.len() < 300, "{json}");
     }
 
+    /// Starts too far apart for their step to be an `i64` each start their own run.
+    #[test]
+    fn starts_at_the_ends_of_time_round_trip() {
+        let revisions = BTreeMap::from([
+            (i64::MIN, 0),
+            (-6e18 as i64, 0),
+            (0, 0),
+            (6e18 as i64, 0),
+            (i64::MAX, 0),
+        ]);
+        let (json, back) = round_trip(&revisions);
+        assert_eq!(back, revisions, "{json}");
+    }
+
     #[test]
     fn the_plain_map_of_older_state_files_loads() {
         let json = r#"{"revisions":{"60000000":0,"120000000":3,"-60000000":1}}"#;
@@ -210,7 +219,7 @@ mod tests {
             "[[0,60,0,0]]",
             "[[0,0,5,0]]",
             "[[0,-60,2,0]]",
-            "[[0,60,100000001,0]]",
+            "[[0,60,50000001,0]]",
             "[[9223372036854775000,60000000,100,0]]",
             "[[0,60,2]]",
         ] {

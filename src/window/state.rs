@@ -627,6 +627,48 @@ pub(crate) mod tests {
         assert_eq!(state.slots.capacity, 3);
     }
 
+    /// A reading at or before `QueryPlan::settled_through` the stream's latest time is
+    /// late beyond the allowance in every window it falls in, as a run resumed under
+    /// that time sees it: a consumed file forgotten there and fed again changes nothing.
+    #[test]
+    fn readings_settled_through_the_latest_time_are_late_beyond_the_allowance() {
+        let s = 1_000_000;
+        for window in [
+            "TUMBLE(r, ts, INTERVAL '1' MINUTE)",
+            "HOP(r, ts, INTERVAL '10' SECOND, INTERVAL '1' MINUTE)",
+            "SESSION(r, ts, INTERVAL '25' SECOND)",
+        ] {
+            let text = format!(
+                "CREATE TABLE r (k TEXT, ts TIMESTAMP, v BIGINT) WITH (event_time = 'ts', max_out_of_orderness = '5s', allowed_lateness = '2m');
+                 SELECT k, window_start, COUNT(*) AS n, SUM(v) AS s FROM {window} GROUP BY k, window_start"
+            );
+            let p = query::parse("t", std::path::Path::new("t.sql"), &text)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for latest in [3_600 * s, 3_600 * s + 7_777, 3_617 * s + 1] {
+                let settled = p.settled_through(latest);
+                for t in [settled, settled - 1, settled - 37 * s, settled - 60 * s] {
+                    let mut interner = Interner::new();
+                    let mut state = WindowState::new(&p);
+                    let b = batch(&mut interner, &[("a", t, 1)]);
+                    let floor = latest - 5 * s;
+                    let late = ingest(&mut state, &b, floor, &interner);
+                    let mut windows = 0;
+                    state.assigner.for_each(t, |_, _| windows += 1);
+                    assert_eq!(late.len(), windows, "{window}, {t} under {latest}");
+                    assert_eq!(state.accepted_late(), 0, "{window}, {t} under {latest}");
+                    assert_eq!(state.open_groups(), 0, "{window}, {t} under {latest}");
+                }
+                // Within the allowance of the watermark, a reading still counts.
+                let mut interner = Interner::new();
+                let mut state = WindowState::new(&p);
+                let floor = latest - 5 * s;
+                let b = batch(&mut interner, &[("a", floor - 120 * s + 1, 1)]);
+                ingest(&mut state, &b, floor, &interner);
+                assert!(state.accepted_late() > 0, "{window} under {latest}");
+            }
+        }
+    }
+
     #[test]
     fn hopping_windows_and_owner_routing() {
         let p = plan(

@@ -786,7 +786,7 @@ fn readings_of_summaries(stdout: &[u8]) -> u64 {
 #[test]
 fn a_fresh_run_starts_over_once_however_many_legs_and_files_it_takes() {
     let dir = tempdir();
-    let config = config(12_000, 22);
+    let config = config(30_000, 22);
     let query = inbox_query(dir.path());
     for (i, part) in split(&lines(&config), 3).iter().enumerate() {
         write_lines(&dir.path().join(format!("in/part-{i}.jsonl")), part);
@@ -795,10 +795,13 @@ fn a_fresh_run_starts_over_once_however_many_legs_and_files_it_takes() {
     succeed(&mut run_over_inbox(&query, &out));
     let summary_path = dir.path().join("fresh.json");
     let summary_file = std::fs::File::create(&summary_path).unwrap_or_else(|e| panic!("{e}"));
+    let log_path = dir.path().join("fresh.log");
+    let log_file = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
     let mut fresh = run_over_inbox(&query, &out)
         .args(["--fresh", "--checkpoint-every", "5ms", "--json"])
+        .env("EDGEFLOW_LOG", "info")
         .stdout(summary_file)
-        .stderr(Stdio::null())
+        .stderr(log_file)
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -813,7 +816,17 @@ fn a_fresh_run_starts_over_once_however_many_legs_and_files_it_takes() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(status.success(), "the --fresh run failed: {status}");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "the --fresh run failed: {status}: {log}");
+    assert!(
+        log.contains("Checkpoint:"),
+        "no leg ended at a checkpoint: {log}"
+    );
+    assert_eq!(
+        log.matches("--fresh: forgetting").count(),
+        1,
+        "the stream started over once: {log}"
+    );
     let stdout = std::fs::read(&summary_path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         readings_of_summaries(&stdout),
