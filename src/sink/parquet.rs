@@ -70,7 +70,13 @@ const PARALLEL_BYTES: usize = 2 << 20;
 /// file is the same as a single-threaded `ArrowWriter` writes, Arrow schema included.
 pub fn encode(batch: &RecordBatch, unique: &[&str]) -> Result<Vec<u8>, ParquetError> {
     let mut bytes = Vec::with_capacity(batch.get_array_memory_size() / 4 + 1024);
-    let properties = writer_properties(&batch.schema(), unique);
+    let mut properties = writer_properties(&batch.schema(), unique);
+    if batch.num_rows() < COMPRESS_FROM_ROWS {
+        properties = properties
+            .into_builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .build();
+    }
     let writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties))?;
     let (mut file, factory) = writer.into_serialized_writer()?;
     let threads = std::thread::available_parallelism()
@@ -114,6 +120,12 @@ pub fn encode(batch: &RecordBatch, unique: &[&str]) -> Result<Vec<u8>, ParquetEr
     file.close()?;
     Ok(bytes)
 }
+
+/// Files of fewer rows are written uncompressed: zstd's contexts (two per column, made
+/// for each column of each file) cost more than the few bytes they would save, most of
+/// the time of writing a window of one device. Compaction compresses them with the rest
+/// of their hour.
+pub const COMPRESS_FROM_ROWS: usize = 64;
 
 /// At most this many threads encode one file.
 pub const MAX_ENCODE_THREADS: usize = 4;
@@ -256,6 +268,47 @@ mod tests {
         let read: Vec<RecordBatch> = reader.build()?.collect::<Result<_, _>>()?;
         let read = arrow::compute::concat_batches(&schema, &read)?;
         assert_eq!(read, batch);
+        Ok(())
+    }
+
+    /// A window of a few rows is written uncompressed; from `COMPRESS_FROM_ROWS` rows
+    /// on, with zstd. Both read back whole.
+    #[test]
+    fn small_files_are_uncompressed_and_read_back() -> Result<(), Box<dyn std::error::Error>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("device_id", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch_of = |rows: usize| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(
+                        (0..rows).map(|i| format!("dev-{i:07}")),
+                    )) as ArrayRef,
+                    Arc::new(Int64Array::from_iter_values(
+                        (0..rows as i64).map(|i| i * 3),
+                    )),
+                ],
+            )
+        };
+        for (rows, compressed) in [
+            (1, false),
+            (COMPRESS_FROM_ROWS - 1, false),
+            (COMPRESS_FROM_ROWS, true),
+        ] {
+            let batch = batch_of(rows)?;
+            let bytes = encode(&batch, &["device_id"])?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?;
+            let column = reader.metadata().row_group(0).column(0).compression();
+            assert_eq!(
+                matches!(column, Compression::ZSTD(_)),
+                compressed,
+                "{rows} rows"
+            );
+            let read: Vec<RecordBatch> = reader.build()?.collect::<Result<_, _>>()?;
+            assert_eq!(arrow::compute::concat_batches(&schema, &read)?, batch);
+        }
         Ok(())
     }
 }
