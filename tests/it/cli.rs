@@ -4,9 +4,16 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn edgeflow() -> Command {
+    static TARGET: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
-    // Runs here sync to the default target; keep it out of the working tree.
-    let target = std::env::temp_dir().join("edgeflow-cli-tests-sync");
+    // Runs here sync to the default target; keep it out of the working tree, and empty
+    // it once per test run: objects an earlier build wrote under the same keys with
+    // other bytes would be refused as conflicts.
+    let target = TARGET.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-sync");
+        std::fs::remove_dir_all(&dir).ok();
+        dir
+    });
     command.env("EDGEFLOW_SYNC", format!("file://{}", target.display()));
     command
 }
