@@ -43,12 +43,25 @@ fn python() -> String {
     })
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, below the kernel's ephemeral range (32768 and
+/// up here): a port the kernel handed out could go to the next outgoing connection of
+/// any test before the server meant for it binds it, and a cluster binds its ports
+/// again at every restart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    use std::hash::{BuildHasher, RandomState};
+    const LOW: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    let random = RandomState::new();
+    for attempt in 0u64..1_000 {
+        let port = (LOW + random.hash_one(attempt) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free port between {LOW} and {} after 1000 tries",
+        LOW + SPAN
+    )
 }
 
 /// Polls `condition` every 20 ms until it holds; fails the test after `timeout`.
