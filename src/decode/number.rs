@@ -39,7 +39,7 @@ fn eight_digits_value(v: u64) -> u64 {
     (v1.wrapping_add(v2) >> 32) & 0xFFFF_FFFF
 }
 
-const POW10_U64: [u64; 9] = [
+const POW10_U64: [u64; 16] = [
     1,
     10,
     100,
@@ -49,13 +49,62 @@ const POW10_U64: [u64; 9] = [
     1_000_000,
     10_000_000,
     100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
 ];
+
+/// The value of the first `l` (1..=7) digits of `word`: shifted to the top of the word and
+/// padded below with '0's, so the eight-digit conversion reads them as a number of `l`
+/// digits.
+#[inline(always)]
+fn partial_value(word: u64, l: usize) -> u64 {
+    let padded = (word << (8 * (8 - l))) | (0x3030_3030_3030_3030u64 >> (8 * l));
+    eight_digits_value(padded)
+}
 
 /// The run of ASCII digits at the start of `s`, at most 19 of them: their value and count.
 /// Eight bytes at a time: the digit count of a word comes from one mask, and a partial
 /// word is shifted up and padded with '0's so the same multiply-add converts it.
 #[inline(always)]
 pub fn digit_run(s: &[u8]) -> (u64, usize) {
+    // Nearly every number in a reading has fewer than 16 digits and is followed by more
+    // of the line: two loads and no loop.
+    if let Some(head) = s.first_chunk::<16>() {
+        let (w0, w1) = split_words(head);
+        let l0 = leading_digits(w0);
+        if l0 < 8 {
+            return (if l0 == 0 { 0 } else { partial_value(w0, l0) }, l0);
+        }
+        let l1 = leading_digits(w1);
+        if l1 < 8 {
+            let high = eight_digits_value(w0);
+            return if l1 == 0 {
+                (high, 8)
+            } else {
+                (high * POW10_U64[l1] + partial_value(w1, l1), 8 + l1)
+            };
+        }
+    }
+    digit_run_words(s)
+}
+
+#[inline(always)]
+fn split_words(head: &[u8; 16]) -> (u64, u64) {
+    let (a, b) = head.split_at(8);
+    (
+        u64::from_le_bytes(a.try_into().unwrap_or_default()),
+        u64::from_le_bytes(b.try_into().unwrap_or_default()),
+    )
+}
+
+/// [`digit_run`] for short inputs and long runs: a word at a time, then byte by byte.
+#[inline(never)]
+fn digit_run_words(s: &[u8]) -> (u64, usize) {
     let mut v = 0u64;
     let mut n = 0;
     while n + 8 <= s.len() {
@@ -70,8 +119,7 @@ pub fn digit_run(s: &[u8]) -> (u64, usize) {
             continue;
         }
         if l > 0 {
-            let padded = (word << (8 * (8 - l))) | (0x3030_3030_3030_3030u64 >> (8 * l));
-            v = v * POW10_U64[l] + eight_digits_value(padded);
+            v = v * POW10_U64[l] + partial_value(word, l);
             n += l;
         }
         return (v, n);
@@ -142,7 +190,7 @@ pub fn scan_json_number(b: &[u8], start: usize) -> Result<(usize, bool), NumberE
 /// An integer at the start of `s` (`-?(0|[1-9][0-9]*)`) of at most 18 digits, so it
 /// cannot overflow: its length and value. `None` for anything else, and when a fraction
 /// or an exponent follows, so a caller never takes `1.5` for `1`.
-#[inline]
+#[inline(always)]
 pub fn integer_prefix(s: &[u8]) -> Option<(usize, i64)> {
     let negative = s.first() == Some(&b'-');
     let digits = &s[usize::from(negative)..];
@@ -171,7 +219,7 @@ pub enum Decimal {
 }
 
 /// The decimal number at the start of `s`, converted in the pass that scans it.
-#[inline]
+#[inline(always)]
 pub fn decimal_prefix(s: &[u8]) -> Decimal {
     let negative = s.first() == Some(&b'-');
     let at = usize::from(negative);
@@ -188,7 +236,7 @@ pub fn decimal_prefix(s: &[u8]) -> Decimal {
         }
         frac_digits = n;
         mantissa = if n < 16 {
-            int.wrapping_mul(10u64.pow(n as u32)).wrapping_add(frac)
+            int.wrapping_mul(POW10_U64[n]).wrapping_add(frac)
         } else {
             0
         };
@@ -379,11 +427,37 @@ mod tests {
         }
 
         #[test]
-        fn digit_runs_match_std(digits in "[0-9]{0,25}", tail in "[^0-9]?") {
+        fn digit_runs_match_std(digits in "[0-9]{0,25}", tail in "([^0-9][ -~]{0,20})?") {
             let text = format!("{digits}{tail}");
             let n = digits.len().min(19);
             let want = if n == 0 { 0 } else { digits[..n].parse::<u64>().unwrap_or_default() };
             prop_assert_eq!(digit_run(text.as_bytes()), (want, n));
+        }
+
+        #[test]
+        fn integer_prefixes_match_std(v in any::<i64>(), tail in "([,}\n.eE][ -~]{0,20})?") {
+            let digits = v.unsigned_abs().to_string().len();
+            let text = format!("{v}{tail}");
+            let fraction = matches!(tail.as_bytes().first(), Some(b'.' | b'e' | b'E'));
+            let want = (digits <= 18 && !fraction).then_some((v.to_string().len(), v));
+            prop_assert_eq!(integer_prefix(text.as_bytes()), want);
+        }
+
+        #[test]
+        fn decimal_prefixes_match_std(int in 0u64..100_000_000, frac in "[0-9]{1,7}", neg in any::<bool>(), tail in "([,}\neE][ -~]{0,20})?") {
+            let number = format!("{}{int}.{frac}", if neg { "-" } else { "" });
+            let text = format!("{number}{tail}");
+            let want = number.parse::<f64>().unwrap_or_default();
+            let exponent = matches!(tail.as_bytes().first(), Some(b'e' | b'E'));
+            let digits = int.to_string().len() + frac.len();
+            match decimal_prefix(text.as_bytes()) {
+                Decimal::Short(n, v) => {
+                    prop_assert!(!exponent && digits <= 15);
+                    prop_assert_eq!((n, v), (number.len(), want));
+                }
+                Decimal::Long => prop_assert!(exponent || digits > 15),
+                Decimal::Invalid => prop_assert!(false, "{text} is a number"),
+            }
         }
 
         #[test]

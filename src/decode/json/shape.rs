@@ -107,7 +107,7 @@ fn has_prefix(b: &[u8], at: usize, prefix: &[u8]) -> bool {
 }
 
 /// A JSON integer at `i` of at most 18 digits: where it ends, and its value.
-#[inline]
+#[inline(always)]
 fn integer(b: &[u8], i: usize) -> Option<(usize, i64)> {
     let (n, v) = integer_prefix(b.get(i..)?)?;
     Some((i + n, v))
@@ -115,7 +115,7 @@ fn integer(b: &[u8], i: usize) -> Option<(usize, i64)> {
 
 /// A JSON number at `i` as a double; the common short decimal is converted exactly
 /// without a second pass, anything longer goes to the careful parser.
-#[inline]
+#[inline(always)]
 fn double(b: &[u8], i: usize) -> Option<(usize, f64)> {
     match decimal_prefix(b.get(i..)?) {
         Decimal::Short(n, v) => Some((i + n, v)),
