@@ -14,8 +14,8 @@ use edgeflow::engine::{self, RunConfig};
 use edgeflow::query::QueryPlan;
 use edgeflow::query::connector::ConnectorKind;
 use edgeflow::serve::Tokens;
+use edgeflow::source::Input;
 use edgeflow::source::live::FsyncPolicy;
-use edgeflow::source::{DEFAULT_CHUNK_BYTES, Input};
 use edgeflow::sync::{SyncReport, Syncer};
 
 use super::logging::FileLogs;
@@ -42,8 +42,9 @@ pub struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long, short)]
     pub workers: Option<usize>,
-    /// Input chunk size in bytes: the unit of work dealt to workers.
-    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES, hide_short_help = true)]
+    /// Input chunk size (e.g. 1MiB, 256KiB; at least 4KiB): the unit of work dealt to
+    /// workers.
+    #[arg(long, default_value = "1MiB", value_parser = parse_chunk_bytes, hide_short_help = true)]
     pub chunk_bytes: usize,
     /// Longest input line read (e.g. 1MiB, 64KiB); a longer line is a dead letter
     /// holding its first KiB, skipped in one pass.
@@ -263,7 +264,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         for plan in &plans {
             let mut config = RunConfig::new(plan.clone(), input.clone(), args.output.clone());
             config.workers = workers;
-            config.chunk_bytes = args.chunk_bytes.max(4096);
+            config.chunk_bytes = args.chunk_bytes;
             // One bar per terminal: several queries would draw over each other.
             config.progress = plans.len() == 1 && std::io::stderr().is_terminal();
             config.fresh = fresh.get();
@@ -467,7 +468,7 @@ fn cluster_hello(
         .with("edgeflow version", env!("CARGO_PKG_VERSION"))
         .with("processes", cluster.processes())
         .with("workers per process", workers)
-        .with("--chunk-bytes", args.chunk_bytes.max(4096))
+        .with("--chunk-bytes", args.chunk_bytes)
         .with("--max-line-bytes", args.max_line_bytes)
         .with("--fresh", args.fresh);
     let sized = |path: &std::path::Path| {
@@ -554,6 +555,20 @@ fn matching_files(pattern: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Below a page, a chunk's fixed costs (a read, a decoder pass, a summary to the other
+/// workers) outweigh its readings.
+const MIN_CHUNK_BYTES: u64 = 4096;
+
+fn parse_chunk_bytes(text: &str) -> Result<usize, String> {
+    let bytes = super::sync::parse_bytes(text)?;
+    if bytes < MIN_CHUNK_BYTES {
+        return Err(format!(
+            "a chunk must be at least 4KiB ({MIN_CHUNK_BYTES} bytes)"
+        ));
+    }
+    usize::try_from(bytes).map_err(|_| format!("{text} is more than this machine can address"))
 }
 
 fn parse_line_limit(text: &str) -> Result<u64, String> {

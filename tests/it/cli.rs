@@ -81,6 +81,17 @@ fn missing_input_unwritable_output_and_bad_query_exit_nonzero_with_one_line() {
     let (code, _, err) = output(edgeflow().arg("check").arg(dir.path().join("missing.sql")));
     assert_eq!(code, 2);
     assert!(err.contains("missing.sql: cannot read query file"), "{err}");
+
+    let (code, _, err) = output(edgeflow().args([
+        "run",
+        &canonical(),
+        "--readings",
+        "10",
+        "--chunk-bytes",
+        "1KiB",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("a chunk must be at least 4KiB"), "{err}");
 }
 
 #[test]
@@ -125,7 +136,7 @@ fn gen_is_deterministic_and_stdin_gives_the_same_result_as_a_file() {
             "--workers",
             "2",
             "--chunk-bytes",
-            "4096",
+            "4KiB",
             "--input",
             "-",
             "--output",
