@@ -103,7 +103,7 @@ impl Interner {
     }
 
     /// The slot holding `text` (of hash `hash`), or the empty slot where it belongs.
-    #[inline]
+    #[inline(always)]
     fn probe(&self, hash: u64, text: &[u8]) -> usize {
         let mask = self.slots.len() - 1;
         let mut at = hash as usize & mask;
@@ -156,15 +156,24 @@ impl Interner {
     }
 
     /// The id of UTF-8 `text`, whose [`Interner::hash`] is `hash`.
-    #[inline]
+    ///
+    /// A known text (nearly every reading) is found where the decoder calls this; a new
+    /// one is added out of line.
+    #[inline(always)]
     pub fn intern_hashed(&mut self, hash: u64, text: &[u8]) -> u32 {
         if (self.ends.len() + 1) * 8 > self.slots.len() * 7 {
             self.grow();
         }
         let at = self.probe(hash, text);
-        if self.slots[at].id != 0 {
-            return self.slots[at].id - 1;
+        match self.slots[at].id {
+            0 => self.insert(at, hash, text),
+            id => id - 1,
         }
+    }
+
+    /// Files new `text` at the empty slot `at`.
+    #[inline(never)]
+    fn insert(&mut self, at: usize, hash: u64, text: &[u8]) -> u32 {
         // Ids stay below 2^32: that many distinct texts would need over 128 GiB of slots,
         // so memory runs out long before an id could wrap.
         let id = self.ends.len() as u32;
