@@ -314,3 +314,41 @@ proptest! {
         }
     }
 }
+
+/// A group whose state moves whole to the worker owning its key (merged into an empty
+/// slot) gives the same bits as where it was folded: a window's file must not depend
+/// on the worker count.
+#[test]
+fn a_variance_merged_into_an_empty_slot_keeps_its_bits() {
+    let values = [3.12, 250.47, 40.43];
+    for func in [
+        AggregateFunction::StddevSamp,
+        AggregateFunction::StddevPop,
+        AggregateFunction::VarSamp,
+        AggregateFunction::VarPop,
+    ] {
+        let c = call(func, DataType::Double);
+        let folded = folded_doubles(&c, &values);
+        let mut moved = Accumulator::new(&c);
+        moved.push_empty();
+        moved.merge_slot(0, &folded, 0);
+        let (a, b) = (single_double(&folded), single_double(&moved));
+        assert_eq!(
+            a.map(f64::to_bits),
+            b.map(f64::to_bits),
+            "{func:?}: {a:?} vs {b:?}"
+        );
+    }
+}
+
+/// Squares beyond the `f64` range make the variance NULL and count it, as a `DOUBLE` sum
+/// that overflows does; they never come out as a zero.
+#[test]
+fn a_variance_whose_squares_overflow_is_null_and_counted() {
+    let sd = call(AggregateFunction::StddevSamp, DataType::Double);
+    for values in [[-1e300, 1e300], [1e160, 5.0]] {
+        let (column, overflows) = finished(&folded_doubles(&sd, &values));
+        assert_eq!(overflows, 1, "{values:?}");
+        assert_eq!(column.validity, Some(vec![false]), "{values:?}");
+    }
+}

@@ -43,8 +43,12 @@ impl Variance {
 
     fn value(&self, s: usize) -> f64 {
         let n = self.n[s] as f64;
-        let [s1, c1] = self.sum[s];
-        let [s2, c2] = self.squares[s];
+        // The same sum can be held as different (sum, compensation) pairs: a slot merged
+        // into an empty one (as a key owned by another worker is) holds the rounded sum
+        // and its error. The terms below use the two halves separately, so they start
+        // from the one pair of the value.
+        let [s1, c1] = two_sum(self.sum[s]);
+        let [s2, c2] = two_sum(self.squares[s]);
         // (Σx)²/n as hi + lo, carrying the digits an f64 would drop, so that Σx² − (Σx)²/n
         // cancels to the spread and not to rounding noise.
         let square = s1 * s1;
@@ -53,10 +57,24 @@ impl Variance {
         let lo = ((-hi).mul_add(n, square) + square_err) / n;
         let centred = (s2 - hi) + (c2 - lo);
         let divisor = if self.population { n } else { n - 1.0 };
-        // Rounding may leave a tiny negative for values that are all equal.
-        let var = (centred / divisor).max(0.0);
+        // Rounding may leave a tiny negative for values that are all equal. Squares
+        // beyond the `f64` range leave an infinity or NaN, which `doubles` writes as
+        // NULL and counts (`max` would have made NaN a zero).
+        let var = if centred < 0.0 {
+            0.0
+        } else {
+            centred / divisor
+        };
         if self.root { var.sqrt() } else { var }
     }
+}
+
+/// The pair `[hi, lo]` with `hi` the rounded value of `sum + comp` and `lo` the exact
+/// rest (Knuth's TwoSum): one pair per value, whichever pair held it.
+fn two_sum([sum, comp]: [f64; 2]) -> [f64; 2] {
+    let hi = sum + comp;
+    let back = hi - comp;
+    [hi, (sum - back) + (comp - (hi - back))]
 }
 
 fn add(pair: &mut [f64; 2], x: f64) {
