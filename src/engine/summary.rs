@@ -47,7 +47,8 @@ pub struct RunSummary {
     pub peak_groups: u64,
     /// State bytes on that worker then.
     pub peak_state_bytes: u64,
-    /// Sums and averages whose final value overflowed, written as NULL.
+    /// Aggregates whose final value was out of range (an overflowed sum, a variance of
+    /// squares beyond `f64`), written as NULL.
     pub overflows: u64,
     /// Result folder.
     pub results: PathBuf,
@@ -273,7 +274,7 @@ impl fmt::Display for RunSummary {
         if self.overflows > 0 {
             writeln!(
                 f,
-                "overflows    {}  (sums too large, written as NULL)",
+                "overflows    {}  (aggregates out of range, written as NULL)",
                 self.overflows
             )?;
         }

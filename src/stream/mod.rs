@@ -34,12 +34,12 @@ use crate::window::aggregate::Accumulator;
 use crate::window::key::KeyRows;
 
 /// Format version of `stream.json`; a newer edgeflow reads older versions or refuses.
-/// Version 5 stores the revisions written as runs of windows (see `revision_runs`);
+/// Version 6 packs kept windows in bincode rather than JSON (see `packed`); version 5 stores the revisions written as runs of windows (see `revision_runs`);
 /// version 4 may keep an `APPROX_DISTINCT` over a number as the numbers' bits (an older
 /// edgeflow would not know that state); version 3 packs each kept window's keys and
 /// state (see [`KeptWindow`]); version 2 holds sketches as base64 text (version 1:
 /// arrays of byte values).
-pub const STATE_VERSION: u32 = 5;
+pub const STATE_VERSION: u32 = 6;
 
 /// A stream state that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -1,11 +1,14 @@
 //! How `stream.json` holds a kept window's keys and aggregate state: one base64 string
-//! of the zstd-compressed JSON of both (`packed`), next to the window's readable fields.
+//! of the zstd-compressed bincode of both (`packed`), next to the window's readable
+//! fields.
 //!
-//! A window of a million groups is tens of MB as plain JSON, and writing it was a large
-//! share of a run's end: the bytes handed to the page cache, not the encoding, cost the
-//! time. Packed, it is five to six times smaller, and the rest of the file (watermark,
-//! inputs, revisions) stays plain JSON for tools and people. Windows stored unpacked (by
-//! edgeflow before state version 3) still load.
+//! Binary, because state is not always a JSON number: a `DOUBLE` sum that overflowed
+//! holds an infinity (written as NULL and counted), which JSON cannot hold, and a folder
+//! whose kept state would not load again could not be continued. Packed, because a
+//! window of a million groups is tens of MB as plain JSON and handing those bytes to the
+//! page cache was a large share of a run's end. The rest of the file (watermark, inputs,
+//! revisions) stays plain JSON for tools and people. Windows packed as JSON (state
+//! versions 3 to 5) and stored unpacked (before version 3) still load.
 
 use std::io::Read;
 use std::sync::OnceLock;
@@ -20,6 +23,17 @@ use crate::window::key::KeyRows;
 
 /// zstd level: the fastest. Level 3 saves a few percent more for twice the time.
 const LEVEL: i32 = 1;
+
+/// Starts a payload in bincode (state version 6 on); a payload without it is the JSON
+/// of versions 3 to 5, which starts with `{`.
+const BINCODE: &[u8] = b"EFb1";
+
+/// The bincode settings of a payload: variable-length integers (most counts and ids are
+/// small), and a bound on what a damaged length can make the reader allocate.
+fn bincode_options() -> impl bincode::Options {
+    use bincode::Options as _;
+    bincode::DefaultOptions::new().with_limit(MAX_UNPACKED)
+}
 
 /// Largest packed state accepted back: a bound on what a damaged file can make us
 /// allocate, far above any real window (a million groups pack to a few MB).
@@ -94,16 +108,33 @@ impl KeptWindow {
     }
 }
 
-/// The `packed` field of `window`: base64 of the zstd of the JSON of keys and state.
+/// The `packed` field of `window`: base64 of the zstd of the bincode of keys and state.
 fn pack_payload(window: &KeptWindow) -> Result<String, String> {
-    let json = serde_json::to_vec(&Payload {
-        keys: &window.keys,
-        accs: &window.accs,
-    })
-    .map_err(|e| format!("window at {}: {e}", window.start))?;
-    let compressed = zstd::bulk::compress(&json, LEVEL)
+    use bincode::Options as _;
+    let mut payload = BINCODE.to_vec();
+    bincode_options()
+        .serialize_into(
+            &mut payload,
+            &Payload {
+                keys: &window.keys,
+                accs: &window.accs,
+            },
+        )
+        .map_err(|e| format!("window at {}: {e}", window.start))?;
+    let compressed = zstd::bulk::compress(&payload, LEVEL)
         .map_err(|e| format!("window at {}: zstd: {e}", window.start))?;
     Ok(BASE64.encode(compressed))
+}
+
+/// Keys and state from a decompressed payload, in bincode or (before version 6) JSON.
+fn unpack_payload(payload: &[u8]) -> Result<OwnedPayload, String> {
+    use bincode::Options as _;
+    match payload.strip_prefix(BINCODE) {
+        Some(binary) => bincode_options()
+            .deserialize(binary)
+            .map_err(|e| e.to_string()),
+        None => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+    }
 }
 
 /// Packs `window` for storing.
@@ -133,11 +164,11 @@ impl TryFrom<Stored> for KeptWindow {
                 let compressed = BASE64
                     .decode(packed)
                     .map_err(|e| format!("{}: packed state is not base64: {e}", window()))?;
-                let mut json = Vec::new();
+                let mut bytes = Vec::new();
                 zstd::stream::read::Decoder::new(compressed.as_slice())
-                    .and_then(|d| d.take(MAX_UNPACKED).read_to_end(&mut json))
+                    .and_then(|d| d.take(MAX_UNPACKED).read_to_end(&mut bytes))
                     .map_err(|e| format!("{}: packed state does not decompress: {e}", window()))?;
-                let payload: OwnedPayload = serde_json::from_slice(&json)
+                let payload = unpack_payload(&bytes)
                     .map_err(|e| format!("{}: packed state: {e}", window()))?;
                 (payload.keys, payload.accs)
             }
@@ -220,9 +251,73 @@ mod tests {
         Ok(())
     }
 
+    /// A `DOUBLE` sum that overflowed holds an infinity (and its compensation NaN), a
+    /// variance of such values NaN: the window must load again as it was kept.
+    #[test]
+    fn a_window_whose_state_is_not_finite_comes_back_whole() -> Result<(), serde_json::Error> {
+        use crate::batch::{Column, ColumnValues, Interner};
+        use crate::query::AggregateFunction as F;
+        use crate::window::aggregate::{Aggregate, Input, Pairs};
+        let column = Column {
+            values: ColumnValues::Double(vec![1e308, 1e308, -1e300]),
+            validity: None,
+        };
+        let interner = Interner::new();
+        let mut pairs = Pairs::default();
+        for row in 0..3 {
+            pairs.push(row, 0);
+        }
+        let mut w = window();
+        w.accs = [F::Sum, F::StddevSamp]
+            .into_iter()
+            .map(|func| {
+                let mut acc = Accumulator::new(&crate::query::AggregateCall {
+                    func,
+                    arg: None,
+                    output_type: crate::types::DataType::Double,
+                    param: None,
+                });
+                acc.push_empty();
+                acc.update(
+                    &pairs,
+                    Input {
+                        arg: Some(&column),
+                        times: &[],
+                        interner: &interner,
+                    },
+                );
+                acc
+            })
+            .collect();
+        let text = serde_json::to_string(&w)?;
+        let back: KeptWindow = serde_json::from_str(&text)?;
+        // NaN is not equal to itself: compare what the windows would write.
+        assert_eq!(format!("{back:?}"), format!("{w:?}"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_window_packed_as_json_by_an_older_edgeflow_loads() -> Result<(), serde_json::Error> {
+        let w = window();
+        let json = serde_json::to_vec(&Payload {
+            keys: &w.keys,
+            accs: &w.accs,
+        })?;
+        let packed = BASE64.encode(zstd::bulk::compress(&json, LEVEL).unwrap_or_default());
+        let older = serde_json::json!({
+            "start": w.start, "end": w.end, "packed": packed, "correction": 7,
+        });
+        assert_eq!(serde_json::from_value::<KeptWindow>(older)?, w);
+        Ok(())
+    }
+
     #[test]
     fn damaged_packed_state_is_an_error_naming_the_window() {
-        for packed in ["not base64!", "AAAA"] {
+        // A bincode payload whose first length claims more than the bound.
+        let mut huge = BINCODE.to_vec();
+        huge.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        let huge = BASE64.encode(zstd::bulk::compress(&huge, LEVEL).unwrap_or_default());
+        for packed in ["not base64!", "AAAA", &huge] {
             let damaged =
                 serde_json::json!({"start": 60_000_000, "end": 120_000_000, "packed": packed});
             let err = serde_json::from_value::<KeptWindow>(damaged)

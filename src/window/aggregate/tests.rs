@@ -341,12 +341,17 @@ fn a_variance_merged_into_an_empty_slot_keeps_its_bits() {
     }
 }
 
-/// Squares beyond the `f64` range make the variance NULL and count it, as a `DOUBLE` sum
-/// that overflows does; they never come out as a zero.
+/// Squares beyond the `f64` range (or below its normal numbers) make the variance NULL
+/// and count it, as a `DOUBLE` sum that overflows does; they never come out as a zero.
 #[test]
 fn a_variance_whose_squares_overflow_is_null_and_counted() {
     let sd = call(AggregateFunction::StddevSamp, DataType::Double);
-    for values in [[-1e300, 1e300], [1e160, 5.0]] {
+    for values in [
+        [-1e300, 1e300],
+        [1e160, 5.0],
+        [3e-200, 1e-200],
+        [1e-300, 0.0],
+    ] {
         let (column, overflows) = finished(&folded_doubles(&sd, &values));
         assert_eq!(overflows, 1, "{values:?}");
         assert_eq!(column.validity, Some(vec![false]), "{values:?}");

@@ -83,8 +83,16 @@ fn add(pair: &mut [f64; 2], x: f64) {
 }
 
 /// Adds `x²` exactly: the product and its rounding error.
+///
+/// Below about 1e-154 a square leaves the range of normal `f64`s and loses its digits
+/// (`[3e-200, 1e-200]` would have a spread of 0): such a value makes the sum NaN, so the
+/// group's variance is NULL and counted rather than wrong.
 fn add_square(pair: &mut [f64; 2], x: f64) {
     let square = x * x;
+    if square < f64::MIN_POSITIVE && x != 0.0 {
+        pair[0] = f64::NAN;
+        return;
+    }
     add(pair, square);
     add(pair, x.mul_add(x, -square));
 }
