@@ -120,14 +120,17 @@ impl FileInput {
                 (header.len() as u64, DecoderTemplate::Csv(csv))
             }
         };
+        let from = data_start.max(position).min(len);
+        let max_line = limits.max_line_bytes.max(1);
+        let len = end_of_whole_lines(&file, path, len, from, &decoder, max_line)?;
         Ok(FileInput {
             path: path.to_owned(),
             file: Arc::new(file),
             len,
             header: data_start > 0,
-            data_start: data_start.max(position).min(len),
+            data_start: from.min(len),
             chunk_bytes: limits.chunk_bytes.max(1) as u64,
-            max_line: limits.max_line_bytes.max(1),
+            max_line,
             decoder,
         })
     }
@@ -174,6 +177,50 @@ impl OpenInput for FileInput {
             _ => self.len,
         }
     }
+}
+
+/// Where the data to read ends: at the end of the file, or at the start of its last line
+/// when that line has no line break yet and does not parse. A writer may be in the
+/// middle of it: dead-lettering it now and reading its rest as another line next time
+/// would lose the reading, so it is left for the next run, which resumes there. A last
+/// line that parses (a file whose writer leaves out the final line break) is read; a
+/// line over the limit is a dead letter as anywhere else.
+fn end_of_whole_lines(
+    file: &File,
+    path: &Path,
+    len: u64,
+    from: u64,
+    decoder: &DecoderTemplate,
+    max_line: usize,
+) -> Result<u64, SourceError> {
+    if len <= from {
+        return Ok(len);
+    }
+    let lo = len.saturating_sub(max_line as u64 + 1).max(from);
+    let mut tail = vec![0u8; (len - lo) as usize];
+    let n = read_at(file, path, &mut tail, lo)?;
+    tail.truncate(n);
+    if tail.last().is_none_or(|&b| b == b'\n') {
+        return Ok(len);
+    }
+    let start = match memchr::memrchr(b'\n', &tail) {
+        Some(k) => k + 1,
+        None if lo == from => 0,
+        None => return Ok(len),
+    };
+    let chunk = decoder
+        .decoder(max_line)
+        .decode(&tail[start..], &mut Interner::new());
+    if chunk.bad.is_empty() {
+        return Ok(len);
+    }
+    let line_start = lo + start as u64;
+    tracing::warn!(
+        path = %path.display(),
+        byte = line_start,
+        "the last line has no line break yet and does not parse: left for the next run, which reads it once it is whole"
+    );
+    Ok(line_start)
 }
 
 /// The first line start at or after `at` (a line starts after a line break), at or

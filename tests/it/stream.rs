@@ -904,3 +904,88 @@ fn a_longer_generator_run_continues_a_shorter_one() {
     assert_eq!(second.readings, 4_000);
     assert_stream_equals_oracle(&out, &readings(&long), "generator continued");
 }
+
+/// A window kept open at the end of a run whose `DOUBLE` sum overflowed holds an
+/// infinity (a variance of such values NaN): the next run loads it like any other and
+/// goes on, and the window's sum and spread are NULL and counted, its count exact.
+#[test]
+fn a_kept_window_whose_sum_overflowed_is_continued_by_the_next_run() {
+    use edgeflow::types::Value;
+    let dir = tempdir();
+    let sql = "CREATE TABLE r (device_id TEXT, ts TIMESTAMP, x DOUBLE) \
+               WITH (event_time = 'ts', max_out_of_orderness = '5s');\n\
+               SELECT device_id, window_start, window_end, COUNT(*) AS n, SUM(x) AS s, \
+               STDDEV(x) AS sd FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) \
+               GROUP BY device_id, window_start, window_end";
+    let line = |ts: i64, x: &str| format!(r#"{{"device_id":"a","ts":{ts},"x":{x}}}"#);
+    let t0 = 1_767_225_600_000;
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    write_lines(&a, &[line(t0 + 1_000, "1e308"), line(t0 + 2_000, "1e308")]);
+    write_lines(&b, &[line(t0 + 3_000, "1"), line(t0 + 300_000, "2.5")]);
+    let out = dir.path().join("out");
+    run(sql, json_input(&a), &out, 1, false);
+    let second = try_run(sql, json_input(&b), &out, 2, false)
+        .unwrap_or_else(|e| panic!("the folder must go on after an overflowed sum: {e}"));
+    assert_eq!(second.overflows, 2, "the first window's sum and stddev");
+    let mut rows = read_rows(&out.join("q"));
+    rows.sort_by_key(|row| format!("{:?}", row[1]));
+    let cells: Vec<Vec<Value>> = rows.iter().map(|row| row[3..6].to_vec()).collect();
+    assert_eq!(
+        cells,
+        vec![
+            vec![Value::BigInt(3), Value::Null, Value::Null],
+            vec![Value::BigInt(1), Value::Double(2.5), Value::Null],
+        ]
+    );
+}
+
+/// A file read while its writer is in the middle of a line: the line with no line
+/// break yet that does not parse is left for the next run, which reads it whole once
+/// the writer finished it. Nothing goes to the dead letters and no reading is lost; a
+/// last line that parses without a line break is read at once.
+#[test]
+fn a_line_still_being_written_is_read_whole_by_the_next_run() {
+    use std::io::Write as _;
+    let dir = tempdir();
+    let path = dir.path().join("growing.jsonl");
+    let out = dir.path().join("out");
+    let config = config(3_000, 41);
+    let lines = lines(&config);
+    let whole = lines.join("\n") + "\n";
+    let cut = whole.len() / 2 + 17;
+    assert_ne!(
+        whole.as_bytes()[cut - 1],
+        b'\n',
+        "the cut falls inside a line"
+    );
+    let append = |bytes: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes.as_bytes()))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    append(&whole[..cut]);
+    let first = run(&spec().sql(), json_input(&path), &out, 2, false);
+    let before = whole[..cut].matches('\n').count() as u64;
+    assert_eq!(
+        (first.readings, first.bad),
+        (before, 0),
+        "the whole lines only"
+    );
+    // The rest, without the file's last line break: that line parses, so it is read.
+    append(&whole[cut..whole.len() - 1]);
+    let second = run(&spec().sql(), json_input(&path), &out, 1, false);
+    assert_eq!(
+        (second.readings, second.bad),
+        (lines.len() as u64 - before, 0),
+        "the finished line and the rest"
+    );
+    assert_eq!(
+        super::support::dead_letters(&out, "q"),
+        "",
+        "no dead letters"
+    );
+    assert_stream_equals_oracle(&out, &readings(&config), "a file read while it grew");
+}
