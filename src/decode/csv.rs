@@ -110,6 +110,16 @@ pub enum CsvHeaderError {
         /// The header's fields.
         found: String,
     },
+    /// A carriage return inside the header line: the header and what follows the `\r`
+    /// would be taken for one line (a file with old Mac line endings, or records glued
+    /// to the header).
+    #[error(
+        "CSV header line holds a carriage return (\\r) before its end: lines must end in \\n or \\r\\n (old Mac line endings?)"
+    )]
+    CarriageReturn,
+    /// No header line at all.
+    #[error("CSV input has no header line (empty file)")]
+    Empty,
     /// A declared column is named by more than one field.
     #[error(
         "CSV header names declared column `{column}` more than once (fields {fields}): which one to read is ambiguous"
@@ -147,6 +157,14 @@ pub struct CsvDecoder {
 impl CsvDecoder {
     /// Maps the declared columns onto a header line.
     pub fn new(schema: &SourceSchema, header: &[u8]) -> Result<Self, CsvHeaderError> {
+        let line = header.strip_suffix(b"\n").unwrap_or(header);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.contains(&b'\r') {
+            return Err(CsvHeaderError::CarriageReturn);
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Err(CsvHeaderError::Empty);
+        }
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .from_reader(header);
@@ -687,5 +705,29 @@ mod tests {
         // extra fields may repeat.
         let ok = CsvDecoder::new(&schema(), b"device_id,ts,BYTES,x,x,DEVICE_ID\n");
         assert!(ok.is_ok(), "{:?}", ok.err());
+    }
+
+    /// A record glued to the header by a lone `\r` would vanish with it: refused, as a
+    /// header with old Mac line endings is; so is an empty file.
+    #[test]
+    fn a_header_holding_a_carriage_return_or_nothing_is_refused() {
+        for header in [
+            &b"device_id,ts,bytes\rd1,1767225601000,1\n"[..],
+            b"device_id,ts,bytes\rd1,1767225601000,1\rd2,1767225601001,2\r",
+        ] {
+            assert!(matches!(
+                CsvDecoder::new(&schema(), header),
+                Err(CsvHeaderError::CarriageReturn)
+            ));
+        }
+        assert!(matches!(
+            CsvDecoder::new(&schema(), b""),
+            Err(CsvHeaderError::Empty)
+        ));
+        for ending in [&b"\n"[..], b"\r\n", b""] {
+            let header = [&b"device_id,ts,bytes"[..], ending].concat();
+            let ok = CsvDecoder::new(&schema(), &header);
+            assert!(ok.is_ok(), "{:?}", ok.err());
+        }
     }
 }
