@@ -68,6 +68,10 @@ fn main() -> ExitCode {
         Command::Query(args) => cli::query::query(args),
         #[cfg(feature = "sql")]
         Command::Tables(args) => cli::query::tables(args),
+        #[cfg(not(feature = "sql"))]
+        Command::WithoutSql { .. } => Err(anyhow::anyhow!(
+            "this edgeflow was built without the `sql` feature (a slim edge build), which `query` and `tables` need: query the outputs where they are synced, with DuckDB or pyarrow, or with an edgeflow built with default features"
+        )),
         Command::Status(args) => cli::sync::status(args),
         Command::Check(args) => cli::check::check(args),
         Command::Gen(args) => cli::gen_cmd::generate(args),

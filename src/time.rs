@@ -22,8 +22,11 @@ pub enum TimestampError {
     /// Not in RFC 3339 shape.
     #[error("expected an RFC 3339 timestamp like 2026-01-31T12:00:00Z")]
     Syntax,
-    /// A field is out of its range (month 13, hour 25, ...).
-    #[error("timestamp field out of range")]
+    /// A field is out of its range (month 13, hour 25, ...), or the time is outside the
+    /// years 0000 to 9999.
+    #[error(
+        "timestamp out of range (a date or time field beyond its range, such as February 30 or hour 24, or a time outside the years 0000 to 9999)"
+    )]
     Range,
 }
 

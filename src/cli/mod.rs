@@ -49,6 +49,19 @@ pub enum Command {
     /// List the tables `query` sees.
     #[cfg(feature = "sql")]
     Tables(query::TablesArgs),
+    /// `query` and `tables` in a build without them: says so rather than "unrecognized
+    /// subcommand".
+    #[cfg(not(feature = "sql"))]
+    #[command(
+        name = "query",
+        alias = "tables",
+        hide = true,
+        disable_help_flag = true
+    )]
+    WithoutSql {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Upload an output folder's pending files to object storage.
     Sync(sync::SyncArgs),
     /// Show an output folder's sync journal: pending, uploaded, last error.

@@ -28,7 +28,10 @@ impl std::fmt::Display for FieldError {
         match self {
             FieldError::Mistyped(what) => f.write_str(what),
             FieldError::Range => f.write_str("number out of range"),
-            FieldError::Timestamp(e) => write!(f, "{e}, or integer epoch milliseconds"),
+            FieldError::Timestamp(e @ TimestampError::Syntax) => {
+                write!(f, "{e}, or integer epoch milliseconds")
+            }
+            FieldError::Timestamp(e) => write!(f, "{e}"),
             FieldError::Utf8 => f.write_str("invalid UTF-8"),
         }
     }
