@@ -27,7 +27,7 @@ impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FieldError::Mistyped(what) => f.write_str(what),
-            FieldError::Range => f.write_str("number out of range"),
+            FieldError::Range => f.write_str("number out of range (beyond 64 bits, or not finite: nan and inf are not numbers here)"),
             FieldError::Timestamp(e @ TimestampError::Syntax) => {
                 write!(f, "{e}, or integer epoch milliseconds")
             }
