@@ -37,7 +37,8 @@ enum Op {
 /// One `"key":value` of the shape.
 #[derive(Debug)]
 struct Token {
-    /// `"key":` exactly as it appears.
+    /// `"key":` exactly as it appears, after the comma that separates it from the value
+    /// before (`,"key":`) but for the first: one comparison per field.
     prefix: Box<[u8]>,
     /// What the value is for.
     op: Op,
@@ -63,8 +64,12 @@ impl Shape {
         }
         self.tokens = keys
             .iter()
-            .map(|k| {
-                let mut prefix = Vec::with_capacity(k.name.len() + 3);
+            .enumerate()
+            .map(|(i, k)| {
+                let mut prefix = Vec::with_capacity(k.name.len() + 4);
+                if i > 0 {
+                    prefix.push(b',');
+                }
                 prefix.push(b'"');
                 prefix.extend_from_slice(&k.name);
                 prefix.extend_from_slice(b"\":");
@@ -145,13 +150,7 @@ impl JsonDecoder {
         }
         let mut j = i + 1;
         let defer = interner.is_large();
-        for (k, token) in self.shape.tokens.iter().enumerate() {
-            if k > 0 {
-                if b.get(j) != Some(&b',') {
-                    return None;
-                }
-                j += 1;
-            }
+        for token in &self.shape.tokens {
             if !has_prefix(b, j, &token.prefix) {
                 return None;
             }
