@@ -142,8 +142,10 @@ impl Decoder {
     }
 
     /// Decodes a chunk of live readings that arrived when the node's clock read
-    /// `clock`: readings more than `max_ahead` after it are quarantined first
-    /// ([`clock::quarantine_ahead_of_clock`]), then the chunk's own rule applies.
+    /// `clock`: readings more than `max_ahead` after it are quarantined
+    /// ([`clock::quarantine_ahead_of_clock`]); the chunk rule of files
+    /// ([`clock::quarantine_future`]) does not apply, the node's clock being the better
+    /// judge.
     pub fn decode_live(
         &mut self,
         data: &[u8],
@@ -164,10 +166,15 @@ impl Decoder {
             Decoder::Json(d) => (d.decode(data, interner), d.event_time, d.max_future_skew),
             Decoder::Csv(d) => (d.decode(data, interner), d.event_time, d.max_future_skew),
         };
-        if let Some((clock, max_ahead)) = node_clock {
-            clock::quarantine_ahead_of_clock(&mut chunk, data, event_time, clock, max_ahead);
+        match node_clock {
+            // A live reading is measured against the node's clock, which the readings
+            // around it cannot stand in for: next to a device reset to 1970, a reading
+            // stamped now would be "far ahead" of its chunk.
+            Some((clock, max_ahead)) => {
+                clock::quarantine_ahead_of_clock(&mut chunk, data, event_time, clock, max_ahead)
+            }
+            None => clock::quarantine_future(&mut chunk, data, event_time, skew),
         }
-        clock::quarantine_future(&mut chunk, data, event_time, skew);
         chunk
     }
 }

@@ -253,6 +253,39 @@ mod tests {
         );
     }
 
+    /// Live readings are judged by the node's clock: a device reset to 1970 next to
+    /// readings stamped now does not make those "too far ahead" (as the chunk rule of
+    /// files would, the 1970 readings being the majority); beyond the clock's allowance
+    /// a reading is quarantined.
+    #[test]
+    fn live_readings_are_judged_by_the_node_clock_not_by_their_neighbours() {
+        let now = 1_796_000_000_000i64;
+        let line = |ts: i64| {
+            format!("{{\"device_id\":\"a\",\"ts\":{ts},\"bytes\":1,\"lat\":1.0,\"up\":true}}\n")
+        };
+        let mut text: String = (0..6).map(|_| line(0)).collect();
+        text.push_str(&line(now));
+        text.push_str(&line(now + 3_600_000));
+        let mut decoder = crate::decode::Decoder::Json(JsonDecoder::new(&schema()));
+        let chunk = decoder.decode_live(
+            text.as_bytes(),
+            &mut Interner::new(),
+            now * 1000,
+            300_000_000,
+        );
+        assert_eq!(chunk.batch.len, 7, "{:?}", chunk.bad);
+        assert_eq!(chunk.bad.len(), 1);
+        assert_eq!(chunk.bad[0].line, 7);
+        assert!(
+            chunk.bad[0]
+                .reason
+                .starts_with(crate::decode::clock::AHEAD_OF_CLOCK),
+            "{}",
+            chunk.bad[0].reason
+        );
+        assert_eq!(chunk.max_event_time, Some(now * 1000));
+    }
+
     #[test]
     fn a_byte_order_mark_before_a_line_is_skipped() {
         let line = "{\"device_id\":\"a\",\"ts\":1000,\"bytes\":5,\"lat\":1.5,\"up\":true}";
