@@ -193,6 +193,20 @@ impl PushTable {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Keeps the keys still waiting for their fsync and lets the log go as far as the
+    /// queries' checkpoints allow. A refused push does so: the log keeps every record
+    /// whose key is not kept, keys were kept only by the pushes taken, and the log was
+    /// cut only at checkpoints, which need readings taken; so once the log alone filled
+    /// the quota (after an uplink outage) every push was refused for good.
+    fn keep_waiting_keys(&self) {
+        let mut table = self.table();
+        if !table.unkept.is_empty() {
+            self.keep_keys(&mut table);
+        }
+        drop(table);
+        self.feed.let_go_checkpointed();
+    }
+
     /// Fsyncs the keys file; the log need not keep the records of those keys any more.
     fn keep_keys(&self, table: &mut KeyTable) {
         match table.keys.sync() {
@@ -280,6 +294,7 @@ impl PushTable {
         };
         let lines = as_lines(body)?;
         if !(self.accepting)() || !self.feed.has_room(lines.len()) {
+            self.keep_waiting_keys();
             return Err(PushRefusal::Busy);
         }
         let mut decoder = Decoder::Json(JsonDecoder::new(&self.schema));

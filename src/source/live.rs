@@ -408,6 +408,14 @@ impl Feed {
         self.lock().unkept_keys.remove(&seq);
     }
 
+    /// Deletes now the log segments every reader has checkpointed and whose keys are
+    /// kept, as a checkpoint does. For a node refusing pushes because its log fills the
+    /// quota: with no reading taken, no query has anything to checkpoint, so waiting for
+    /// the next checkpoint would wait for good.
+    pub fn let_go_checkpointed(&self) {
+        self.send(Request::Truncate);
+    }
+
     /// Ends the chunk being filled; returns the number of the last chunk boundary.
     fn cut_now(&self) -> Option<u64> {
         let (tx, rx) = oneshot::channel();

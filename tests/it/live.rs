@@ -820,3 +820,72 @@ fn a_followed_glob_reads_new_files_and_files_that_grew_as_they_appear() {
     assert_eq!(status.code(), Some(143), "{stdout}");
     assert_eq!(written(&out, "hourly"), expected);
 }
+
+/// Keyed pushes fill a small quota with the write-ahead log alone (synced to a local
+/// folder, so no file waits long): the node answers 503, and once a checkpoint lets the
+/// log go it takes the resend. The log keeps every record whose Idempotency-Key is not
+/// kept yet, and only a push taken used to keep keys: the node refused for good.
+#[test]
+fn a_node_whose_log_filled_the_quota_takes_the_resend_after_a_checkpoint() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
+    let target = format!("file://{}", dir.path().join("bucket").display());
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--sync",
+            &target,
+            "--max-pending-bytes",
+            "16KiB",
+            "--on-quota",
+            "backpressure",
+            "--checkpoint-every",
+            "1s",
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
+    let t0 = now_ms() - 30_000;
+    let batch = |i: i64| -> String {
+        (0..20)
+            .map(|k| line(&format!("d{k}"), t0 + i, i * 20 + k))
+            .collect()
+    };
+    let push = |i: i64| {
+        let key = format!("batch-{i}");
+        let headers = [
+            ("Idempotency-Key", key.as_str()),
+            ("Content-Type", "application/x-ndjson"),
+        ];
+        http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &headers,
+            batch(i).as_bytes(),
+        )
+        .0
+    };
+    let mut refused = 0;
+    while push(refused) == 200 {
+        refused += 1;
+        assert!(refused < 5_000, "the quota never filled");
+    }
+    wait_until(
+        "the refused batch taken on a resend",
+        Duration::from_secs(60),
+        || push(refused) == 200,
+    );
+    let (code, log) = node.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let mut expected = Expected::new();
+    for i in 0..=refused {
+        for k in 0..20 {
+            add(&mut expected, &format!("d{k}"), t0 + i, i * 20 + k);
+        }
+    }
+    assert_eq!(written(&dir.path().join("out"), "pushed"), expected);
+}
