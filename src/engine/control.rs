@@ -64,6 +64,9 @@ pub struct Metrics {
     state: Mutex<BTreeMap<usize, OpenState>>,
     /// Each worker's sessions (`SESSION` windows) and their state bytes now.
     sessions: Mutex<BTreeMap<usize, OpenState>>,
+    /// State kept by an earlier run (or checkpoint) waiting at each window's owner for
+    /// the window to close.
+    resumed: Mutex<BTreeMap<usize, OpenState>>,
 }
 
 /// What is open on the workers now.
@@ -128,8 +131,18 @@ impl Metrics {
         }
     }
 
-    /// What is open on the workers now: windows (panes, for `SESSION`) and sessions.
+    /// Records the kept state waiting at `worker`'s windows now.
+    pub fn resumed_now(&self, worker: usize, resumed: OpenState) {
+        if let Ok(mut held) = self.resumed.lock() {
+            held.insert(worker, resumed);
+        }
+    }
+
+    /// What is open on the workers now: windows (panes, for `SESSION`), sessions, and the
+    /// state kept by the run before (a key with kept state and new readings counts in
+    /// both, as it is held twice until its window closes).
     pub fn open_state(&self) -> OpenState {
+        // Windows span workers: the most any worker holds; groups and bytes add up.
         let fold = |map: &Mutex<BTreeMap<usize, OpenState>>| {
             map.lock().map_or(OpenState::default(), |m| {
                 m.values().fold(OpenState::default(), |all, w| OpenState {
@@ -139,11 +152,12 @@ impl Metrics {
                 })
             })
         };
-        let (windows, sessions) = (fold(&self.state), fold(&self.sessions));
+        let (windows, sessions, resumed) =
+            (fold(&self.state), fold(&self.sessions), fold(&self.resumed));
         OpenState {
-            windows: windows.windows,
-            keys: windows.keys + sessions.keys,
-            bytes: windows.bytes + sessions.bytes,
+            windows: windows.windows.max(resumed.windows),
+            keys: windows.keys + sessions.keys + resumed.keys,
+            bytes: windows.bytes + sessions.bytes + resumed.bytes,
         }
     }
 

@@ -147,7 +147,9 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     } else {
         Vec::new()
     };
-    let merged = partials.concat(resumed.to_stream(scope)).key_merge();
+    let merged = partials
+        .concat(resumed.to_stream(scope))
+        .key_merge(shared.metrics.clone());
     let merged = if plan.window.is_session() {
         merged.session_stitch(
             plan.clone(),

@@ -6,11 +6,14 @@
 //! worker; the window's owner then only appends parts that share no key
 //! ([`WindowMerger::disjoint`]).
 
+use std::sync::Arc;
+
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Time;
 use super::window_merge::Collecting;
+use crate::engine::control::Metrics;
 use crate::window::merge::{WindowMerger, sorted_rows};
 use crate::window::state::{PartialWindow, RESUMED, window_owner};
 
@@ -18,12 +21,13 @@ use crate::window::state::{PartialWindow, RESUMED, window_owner};
 pub trait KeyMerge<'s> {
     /// Routes partials to their keys' owner; once the frontier has passed a window,
     /// emits the merged keys of this worker, bound for the window's owner (`from` is
-    /// [`RESUMED`] when only kept state fed them).
-    fn key_merge(self) -> StreamVec<'s, Time, PartialWindow>;
+    /// [`RESUMED`] when only kept state fed them). Tells `metrics` what kept state waits
+    /// here.
+    fn key_merge(self, metrics: Arc<Metrics>) -> StreamVec<'s, Time, PartialWindow>;
 }
 
 impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
-    fn key_merge(self) -> StreamVec<'s, Time, PartialWindow> {
+    fn key_merge(self, metrics: Arc<Metrics>) -> StreamVec<'s, Time, PartialWindow> {
         let (index, peers) = (self.scope().index(), self.scope().peers());
         let exchange = super::window_pact::to_target();
         self.unary_frontier(exchange, "KeyMerge", move |_cap, _info| {
@@ -62,6 +66,9 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             accs,
                         }]);
                 }
+                // A few windows' parts: cheap at every activation, and an activation is
+                // when they change.
+                metrics.resumed_now(index, open.resumed());
             }
         })
     }

@@ -21,7 +21,7 @@ use timely::progress::frontier::AntichainRef;
 
 use super::registry::{RegistryTrace, join_window};
 use super::{ClosedWindow, Time};
-use crate::engine::control::{Control, EndOfInput, Metrics};
+use crate::engine::control::{Control, EndOfInput, Metrics, OpenState};
 use crate::query::QueryPlan;
 use crate::stream::{Continuation, KeptWindow};
 use crate::window::aggregate::Accumulator;
@@ -96,6 +96,22 @@ impl Collecting {
     /// Drops every window.
     pub(super) fn clear(&mut self) {
         self.open.clear();
+    }
+
+    /// Windows holding state an earlier run (or checkpoint) kept, and that state's
+    /// groups and bytes: it waits at its keys' owners for the window to close, not in
+    /// the workers' window state, which counts only the readings of this run.
+    pub(super) fn resumed(&self) -> OpenState {
+        self.open
+            .values()
+            .filter(|c| c.correction.is_none())
+            .map(|c| c.merger.resumed())
+            .filter(|r| r.keys > 0)
+            .fold(OpenState::default(), |all, r| OpenState {
+                windows: all.windows + 1,
+                keys: all.keys + r.keys,
+                bytes: all.bytes + r.bytes,
+            })
     }
 }
 

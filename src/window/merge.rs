@@ -30,6 +30,23 @@ impl WindowMerger {
         self.parts.push(part);
     }
 
+    /// Groups and heap bytes of the parts an earlier run kept.
+    pub fn resumed(&self) -> crate::engine::control::OpenState {
+        self.parts
+            .iter()
+            .filter(|p| p.from == RESUMED || p.from == RESUMED_UNWRITTEN)
+            .fold(Default::default(), |all, p| {
+                crate::engine::control::OpenState {
+                    windows: 1,
+                    keys: all.keys + p.keys.len as u64,
+                    bytes: all.bytes
+                        + (p.keys.heap_bytes()
+                            + p.accs.iter().map(Aggregate::heap_bytes).sum::<usize>())
+                            as u64,
+                }
+            })
+    }
+
     /// Whether this run added readings to the window (beyond what a previous run kept).
     pub fn is_fresh(&self) -> bool {
         self.fresh

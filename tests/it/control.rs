@@ -1000,3 +1000,49 @@ fn bodies_request_time_and_push_rate_are_limited() {
     );
     assert_eq!(node.stop().0, Some(0));
 }
+
+/// The open windows, groups and state bytes a query reports count the state a
+/// checkpoint kept: after one, the window's 40 groups wait at their owners for the
+/// window to close (they read 0 there before), and the figures say so until it does.
+#[test]
+fn open_figures_count_the_state_a_checkpoint_kept() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--workers",
+            "2",
+            "--checkpoint-every",
+            "1s",
+        ],
+        &tokens(),
+    );
+    let now = crate::live::now_ms();
+    let lines: String = (0..40).map(|k| line(&format!("d{k}"), now, 1)).collect();
+    push(&node, Some(INGEST), &lines);
+    let kept = || {
+        std::fs::read(dir.path().join("out/_state/pushed/stream.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|state| state["open"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    wait_until(
+        "a checkpoint keeping the window",
+        Duration::from_secs(60),
+        || kept() > 0,
+    );
+    let open = || call(&node, "GET", "/api/v1/queries/pushed", Some(READ), "").1["open"].clone();
+    wait_until("the kept groups counted", Duration::from_secs(10), || {
+        open()["keys"] == 40
+    });
+    let open = open();
+    assert_eq!(open["windows"], 1, "{open}");
+    assert!(open["bytes"].as_u64().is_some_and(|b| b > 0), "{open}");
+    let (code, log) = node.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
