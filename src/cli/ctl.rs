@@ -158,9 +158,10 @@ impl Client {
     }
 }
 
-/// The node answered with an error status.
+/// The node answered with an error status: the status and the node's message, but a
+/// query error alone, as `edgeflow check` prints it (`file:line:col: ...`).
 #[derive(Debug, thiserror::Error)]
-#[error("{status}: {message}")]
+#[error("{}{message}", if position.is_some() { String::new() } else { format!("{status}: ") })]
 pub struct Refused {
     /// HTTP status.
     pub status: u16,

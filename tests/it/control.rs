@@ -890,8 +890,9 @@ fn ctl_lists_adds_starts_stops_and_removes_queries() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("400") && err.contains(&format!("{}:2:", bad.display())),
-        "{err}"
+        err.trim()
+            .starts_with(&format!("error: {}:2:", bad.display())),
+        "as `edgeflow check` words it: {err}"
     );
     let (ok, _, err) = ctl(port, &["stop", "other", "--windows", "discard"]);
     assert!(ok, "{err}");
