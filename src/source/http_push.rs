@@ -193,18 +193,18 @@ impl PushTable {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps the keys still waiting for their fsync and lets the log go as far as the
-    /// queries' checkpoints allow. A refused push does so: the log keeps every record
-    /// whose key is not kept, keys were kept only by the pushes taken, and the log was
-    /// cut only at checkpoints, which need readings taken; so once the log alone filled
-    /// the quota (after an uplink outage) every push was refused for good.
-    fn keep_waiting_keys(&self) {
+    /// A push refused for want of room keeps the keys still waiting for their fsync and
+    /// tells the feed ([`crate::source::live::Feed::refused`]): the log keeps every
+    /// record whose key is not kept, keys were kept only by the pushes taken, and the log
+    /// was cut only at checkpoints, which need readings taken; so once the log alone
+    /// filled the quota (after an uplink outage) every push was refused for good.
+    fn refused_for_room(&self) {
         let mut table = self.table();
         if !table.unkept.is_empty() {
             self.keep_keys(&mut table);
         }
         drop(table);
-        self.feed.let_go_checkpointed();
+        self.feed.refused();
     }
 
     /// Fsyncs the keys file; the log need not keep the records of those keys any more.
@@ -294,7 +294,7 @@ impl PushTable {
         };
         let lines = as_lines(body)?;
         if !(self.accepting)() || !self.feed.has_room(lines.len()) {
-            self.keep_waiting_keys();
+            self.refused_for_room();
             return Err(PushRefusal::Busy);
         }
         let mut decoder = Decoder::Json(JsonDecoder::new(&self.schema));

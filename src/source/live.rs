@@ -223,6 +223,8 @@ enum Request {
     Cut(oneshot::Sender<Option<u64>>),
     /// A reader's checkpoint moved: delete what no reader needs.
     Truncate,
+    /// Readings were refused for want of room ([`Feed::refused`]).
+    Refused,
     /// No more arrivals.
     Close,
 }
@@ -408,12 +410,14 @@ impl Feed {
         self.lock().unkept_keys.remove(&seq);
     }
 
-    /// Deletes now the log segments every reader has checkpointed and whose keys are
-    /// kept, as a checkpoint does. For a node refusing pushes because its log fills the
-    /// quota: with no reading taken, no query has anything to checkpoint, so waiting for
+    /// Readings were refused for want of room. The devices are sending: the watermark
+    /// must not follow the clock as on a quiet network (their readings, taken on a
+    /// resend, would be late). And the log deletes now the segments every reader has
+    /// checkpointed and whose keys are kept, as a checkpoint does: when the log fills the
+    /// quota, no reading is taken, no query has anything to checkpoint, and waiting for
     /// the next checkpoint would wait for good.
-    pub fn let_go_checkpointed(&self) {
-        self.send(Request::Truncate);
+    pub fn refused(&self) {
+        self.send(Request::Refused);
     }
 
     /// Ends the chunk being filled; returns the number of the last chunk boundary.
@@ -566,6 +570,10 @@ impl Writer {
                         cut_waiters.push(w);
                     }
                     Request::Truncate => truncate = true,
+                    Request::Refused => {
+                        last_reading = Instant::now();
+                        truncate = true;
+                    }
                     Request::Close => close = true,
                 }
             }
@@ -1215,6 +1223,46 @@ mod tests {
         successor.finish();
         assert_eq!(drain(&successor)?, 1, "a reading was taken twice");
         feed.close();
+        Ok(())
+    }
+
+    /// While readings are refused for want of room the devices are sending: no idle
+    /// tick moves the watermark to the clock (a resend taken after it would be late).
+    /// Without refusals, the same quiet time ticks.
+    #[test]
+    fn refused_readings_keep_the_idle_clock_from_ticking() -> Result {
+        for refusing in [true, false] {
+            let dir = tempfile::tempdir()?;
+            let config = FeedConfig {
+                idle_timeout: Some(Duration::from_secs(1)),
+                wal: Some(WalConfig {
+                    dir: dir.path().to_owned(),
+                    fsync: FsyncPolicy::Always,
+                    segment_bytes: wal::DEFAULT_SEGMENT_BYTES,
+                }),
+                ..FeedConfig::default()
+            };
+            let (feed, _) = Feed::open("r", config)?;
+            let reader = feed.subscribe(&schema()?, SourceLimits::default());
+            reader.begin(None);
+            feed.append(reading(1)).blocking_recv()??;
+            // Quiet for well over the idle timeout and the idle tick; a refusal every
+            // 20 ms (a gap of a whole timeout would let a tick through).
+            let until = Instant::now() + 5 * IDLE_TICK;
+            while Instant::now() < until {
+                if refusing {
+                    feed.refused();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            feed.close();
+            let mut idle_ticks = 0;
+            wal::replay(dir.path(), 0, u64::MAX, |_, e| {
+                idle_ticks += usize::from(matches!(e, Entry::Cut { idle: true, .. }));
+                true
+            })?;
+            assert_eq!(idle_ticks == 0, refusing, "{idle_ticks} idle ticks");
+        }
         Ok(())
     }
 
