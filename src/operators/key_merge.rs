@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::Operator;
 use super::Time;
 use super::window_merge::Collecting;
 use crate::engine::control::Metrics;
-use crate::window::merge::{WindowMerger, sorted_rows};
+use crate::window::merge::{WindowMerger, is_resumed, sorted_rows};
 use crate::window::state::{PartialWindow, RESUMED, window_owner};
 
 /// Merges partial windows at the owner of their keys.
@@ -32,16 +32,22 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
         let exchange = super::window_pact::to_target();
         self.unary_frontier(exchange, "KeyMerge", move |_cap, _info| {
             let mut open = Collecting::new(WindowMerger::default);
+            // Whether kept state waits here: it is counted again (a pass over its
+            // parts) only when it may have changed, not at every activation.
+            let mut holds_resumed = false;
             move |(input, frontier), output| {
+                let mut recount = false;
                 input.for_each_stamp(|cap, data| {
                     for parts in data {
                         for part in parts.drain(..) {
+                            recount |= is_resumed(&part);
                             open.add(&cap, part);
                         }
                     }
                 });
                 let limit = frontier.frontier().first().copied().unwrap_or(Time::MAX);
                 while let Some(closed) = open.next_closed(limit) {
+                    recount |= holds_resumed;
                     let from = if closed.merger.is_fresh() {
                         index
                     } else {
@@ -66,9 +72,11 @@ impl<'s> KeyMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                             accs,
                         }]);
                 }
-                // A few windows' parts: cheap at every activation, and an activation is
-                // when they change.
-                metrics.resumed_now(index, open.resumed());
+                if recount {
+                    let resumed = open.resumed();
+                    holds_resumed = resumed.keys > 0;
+                    metrics.resumed_now(index, resumed);
+                }
             }
         })
     }

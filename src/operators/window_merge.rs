@@ -106,11 +106,11 @@ impl Collecting {
             .values()
             .filter(|c| c.correction.is_none())
             .map(|c| c.merger.resumed())
-            .filter(|r| r.keys > 0)
-            .fold(OpenState::default(), |all, r| OpenState {
+            .filter(|&(keys, _)| keys > 0)
+            .fold(OpenState::default(), |all, (keys, bytes)| OpenState {
                 windows: all.windows + 1,
-                keys: all.keys + r.keys,
-                bytes: all.bytes + r.bytes,
+                keys: all.keys + keys as u64,
+                bytes: all.bytes + bytes as u64,
             })
     }
 }

@@ -196,17 +196,22 @@ fn end_of_whole_lines(
     if len <= from {
         return Ok(len);
     }
-    let lo = len.saturating_sub(max_line as u64 + 1).max(from);
-    let mut tail = vec![0u8; (len - lo) as usize];
-    let n = read_at(file, path, &mut tail, lo)?;
-    tail.truncate(n);
-    if tail.last().is_none_or(|&b| b == b'\n') {
-        return Ok(len);
-    }
-    let start = match memchr::memrchr(b'\n', &tail) {
-        Some(k) => k + 1,
-        None if lo == from => 0,
-        None => return Ok(len),
+    // A last line is mostly short: its last 4 KiB first, then as far back as the limit.
+    let farthest = len.saturating_sub(max_line as u64 + 1).max(from);
+    let mut lo = len.saturating_sub(4096).max(farthest);
+    let (tail, start) = loop {
+        let mut tail = vec![0u8; (len - lo) as usize];
+        let n = read_at(file, path, &mut tail, lo)?;
+        tail.truncate(n);
+        if tail.last().is_none_or(|&b| b == b'\n') {
+            return Ok(len);
+        }
+        match memchr::memrchr(b'\n', &tail) {
+            Some(k) => break (tail, k + 1),
+            None if lo == from => break (tail, 0),
+            None if lo == farthest => return Ok(len),
+            None => lo = farthest,
+        }
     };
     let chunk = decoder
         .decoder(max_line)

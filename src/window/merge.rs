@@ -14,6 +14,11 @@ pub struct WindowMerger {
     disjoint: bool,
 }
 
+/// Whether `part` is state an earlier run kept.
+pub fn is_resumed(part: &PartialWindow) -> bool {
+    part.from == RESUMED || part.from == RESUMED_UNWRITTEN
+}
+
 impl WindowMerger {
     /// A merger of parts that share no key (each already merged at its key's owner):
     /// merging them is appending them.
@@ -31,19 +36,13 @@ impl WindowMerger {
     }
 
     /// Groups and heap bytes of the parts an earlier run kept.
-    pub fn resumed(&self) -> crate::engine::control::OpenState {
+    pub fn resumed(&self) -> (usize, usize) {
         self.parts
             .iter()
-            .filter(|p| p.from == RESUMED || p.from == RESUMED_UNWRITTEN)
-            .fold(Default::default(), |all, p| {
-                crate::engine::control::OpenState {
-                    windows: 1,
-                    keys: all.keys + p.keys.len as u64,
-                    bytes: all.bytes
-                        + (p.keys.heap_bytes()
-                            + p.accs.iter().map(Aggregate::heap_bytes).sum::<usize>())
-                            as u64,
-                }
+            .filter(|p| is_resumed(p))
+            .fold((0, 0), |(keys, bytes), p| {
+                let accs: usize = p.accs.iter().map(Aggregate::heap_bytes).sum();
+                (keys + p.keys.len, bytes + p.keys.heap_bytes() + accs)
             })
     }
 
