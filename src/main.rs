@@ -40,13 +40,24 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _faults = edgeflow::fault::setup();
+    // A mistyped query path is refused before any folder is made: an output folder (and
+    // its `_logs/`) appearing after a failed start would look like a node that ran.
+    let queries_exist = |paths: &[std::path::PathBuf]| paths.iter().all(|p| p.exists());
     let log_dir = match &cli.command {
         // An output folder that cannot be made is reported by `run` itself.
         Command::Run(args) => Some(cli::sync::log_dir(&args.output))
+            .filter(|_| queries_exist(&args.queries))
             .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
         Command::Serve(args) => args
             .file()
             .ok()
+            .filter(|file| {
+                queries_exist(if args.queries.is_empty() {
+                    &file.queries
+                } else {
+                    &args.queries
+                })
+            })
             .map(|file| cli::sync::log_dir(&args.output(&file)))
             .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
         _ => None,

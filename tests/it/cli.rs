@@ -81,6 +81,21 @@ fn missing_input_unwritable_output_and_bad_query_exit_nonzero_with_one_line() {
     let (code, _, err) = output(edgeflow().arg("check").arg(dir.path().join("missing.sql")));
     assert_eq!(code, 2);
     assert!(err.contains("missing.sql: cannot read query file"), "{err}");
+    // A mistyped query path must not leave an output folder (with its `_logs/`) behind
+    // that looks like a node that ran.
+    for command in ["run", "serve"] {
+        let out = dir.path().join(format!("never-{command}"));
+        let (code, _, err) = output(
+            edgeflow()
+                .arg(command)
+                .arg(dir.path().join("missing.sql"))
+                .arg("--output")
+                .arg(&out),
+        );
+        assert_eq!(code, 2, "{command}: {err}");
+        assert!(err.contains("missing.sql: cannot read query file"), "{err}");
+        assert!(!out.exists(), "{command} made {}", out.display());
+    }
 
     let (code, _, err) = output(edgeflow().args([
         "run",
