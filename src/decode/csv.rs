@@ -10,7 +10,7 @@
 use super::deferred::{DeferredTexts, UNRESOLVED};
 use super::field::{FieldError, millis_to_micros, push_text_value, timestamp_from_text_cached};
 use super::number::{Decimal, decimal_prefix, integer_prefix};
-use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
+use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, over_limit, raw_line};
 use crate::batch::{Batch, ColumnValues, Interner};
 use crate::query::SourceSchema;
 use crate::time::DateCache;
@@ -273,7 +273,7 @@ impl CsvDecoder {
                 reason,
                 raw: raw_line(text),
             };
-            if text.len() > self.max_line {
+            if over_limit(text, self.max_line) {
                 bad.push(line_too_long(
                     this_line,
                     text.len() as u64,
@@ -660,6 +660,22 @@ mod tests {
             c.batch.columns[0].value(0, &interner),
             Value::Text("a".into())
         );
+    }
+
+    #[test]
+    fn a_crlf_record_of_the_limit_is_read_like_an_lf_record_of_the_limit() {
+        let header = b"device_id,ts,bytes\n";
+        let mut d = CsvDecoder::new(&schema(), header)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_max_line_bytes(20);
+        let mut interner = Interner::new();
+        // 20 bytes each before the ending, then 21.
+        let c = d.decode(
+            b"abcdefghijk,1000,500\r\nabcdefghijk,1000,500\nabcdefghijkl,1000,500\r\nabcdefghijkl,1000,500\n",
+            &mut interner,
+        );
+        assert_eq!(c.batch.len, 2, "{:?}", c.bad);
+        assert_eq!(c.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]

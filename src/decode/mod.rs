@@ -19,7 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use self::csv::{CsvDecoder, CsvHeaderError};
-pub use self::json::JsonDecoder;
+pub use self::json::{JsonDecoder, LineCheck};
 use crate::batch::{Batch, Interner};
 use crate::query::SourceSchema;
 
@@ -57,6 +57,15 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
 /// How much of a too-long line its dead letter keeps.
 pub const LONG_LINE_RAW_BYTES: usize = 1024;
+
+/// Whether the line `text` (without its `\n`) is longer than `limit` bytes; the `\r` of
+/// a `\r\n` ending is not part of the line, so a CRLF file takes lines of the same
+/// length as one with `\n` endings. The rare case of a line just over the limit is the
+/// only one that looks at its last byte.
+#[inline]
+pub(crate) fn over_limit(text: &[u8], limit: usize) -> bool {
+    text.len() > limit && (text.len() > limit + 1 || text.last() != Some(&b'\r'))
+}
 
 /// The dead letter of a line longer than `limit`: its length and its first
 /// [`LONG_LINE_RAW_BYTES`], never the whole line. `line` is 0-based in its chunk.

@@ -284,7 +284,9 @@ impl FileChunks {
         mut offset: u64,
     ) -> Result<(u64, Option<LongLine>), SourceError> {
         // Read on into the chunk while the line is within the limit, in blocks that
-        // start small (most lines end within a few hundred bytes) and grow.
+        // start small (most lines end within a few hundred bytes) and grow. One byte
+        // more is let through for the `\r` of a CRLF line, which the decoder does not
+        // count: it judges the line's exact length.
         let mut block = 4096;
         loop {
             let old = self.buf.len();
@@ -294,7 +296,7 @@ impl FileChunks {
             self.bytes_read += n as u64;
             self.buf.truncate(old + n);
             let nl = memchr::memchr(b'\n', &self.buf[old..]);
-            if nl.map_or(self.buf.len(), |k| old + k) - tail > self.max_line {
+            if nl.map_or(self.buf.len(), |k| old + k) - tail > self.max_line + 1 {
                 break;
             }
             match nl {
@@ -508,6 +510,42 @@ mod tests {
                 "{peers} workers read {read} bytes of {}",
                 text.len()
             );
+        }
+    }
+
+    /// A JSON line of exactly `len` bytes before its ending.
+    fn line_of(i: usize, len: usize, ending: &str) -> String {
+        let bare = format!("{{\"device_id\":\"\",\"ts\":{i},\"v\":1}}").len();
+        let id = "p".repeat(len - bare);
+        format!("{{\"device_id\":\"{id}\",\"ts\":{i},\"v\":1}}{ending}")
+    }
+
+    #[test]
+    fn a_crlf_line_of_the_limit_is_read_like_an_lf_line_of_the_limit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("in.jsonl");
+        let mut text = String::new();
+        for i in 0..12 {
+            // Lines at the limit pass, one byte over does not, whatever the ending;
+            // chunks of 1000 bytes end inside most of them.
+            let (len, ending) = [(500, "\r\n"), (500, "\n"), (501, "\r\n"), (501, "\n")][i % 4];
+            text.push_str(&line_of(i, len, ending));
+        }
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        let limits = SourceLimits {
+            chunk_bytes: 1000,
+            max_line_bytes: 500,
+        };
+        let input = FileInput::open(&path, Format::Jsonl, &schema(), limits, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for peers in [1, 2, 3] {
+            let (chunks, _) = read_all(&input, peers);
+            let (good, bad, bytes) = outcome(&chunks, 1);
+            assert_eq!(good, 6, "{peers} workers: {bad:?}");
+            assert_eq!(bytes, text.len() as u64);
+            let lines: Vec<u64> = bad.iter().map(|b| b.line).collect();
+            assert_eq!(lines, vec![3, 4, 7, 8, 11, 12], "{peers} workers");
+            assert!(bad.iter().all(|b| b.reason.starts_with("line too long")));
         }
     }
 

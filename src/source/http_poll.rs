@@ -302,10 +302,8 @@ impl Poller {
         };
         match result {
             Ok(body) => {
-                let (records, mut bad) = split_body(&body, &device.url);
-                arrival.rejects.append(&mut bad);
                 self.shaper.shape(
-                    records,
+                    split_body(&body, &device.url),
                     Some(&device.id),
                     at_ms,
                     &self.counters,

@@ -282,19 +282,19 @@ impl MqttSource {
                         continue;
                     }
                     let origin = format!("mqtt topic {}", publish.topic);
-                    let (records, rejects) = split_body(&publish.payload, &origin);
+                    let parts = split_body(&publish.payload, &origin);
                     let device = self.spec.device_id_from_topic.and_then(|level| {
                         publish.topic.split('/').nth(level - 1).map(str::to_owned)
                     });
                     let at = super::live::now_micros();
                     let mut arrival = Arrival {
                         lines: Vec::new(),
-                        rejects,
+                        rejects: Vec::new(),
                         at,
                         key_line: mark.map(|m| m.line()),
                     };
                     self.shaper.shape(
-                        records,
+                        parts,
                         device.as_deref(),
                         at / 1000,
                         &counters,

@@ -4,70 +4,90 @@
 //! cumulative counters turned into deltas.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::live::{Arrival, Reject};
-use crate::decode::LONG_LINE_RAW_BYTES;
+use crate::decode::{LONG_LINE_RAW_BYTES, LineCheck};
 use crate::query::SourceSchema;
 
 /// A record as received, before it is shaped.
 pub type Record = Map<String, Value>;
 
+/// One record of a body: the object, where it was in the body (`line 2`, `element 3 of
+/// the array`) and its text as received (cut to a KiB), for its dead letter.
+#[derive(Debug)]
+pub struct Received {
+    /// The object.
+    pub record: Record,
+    /// Where it was in the body.
+    pub place: String,
+    /// Its text as received.
+    pub raw: String,
+}
+
+/// A body's parts in the order received: records, and what is not one.
+pub type Parts = Vec<Result<Received, Reject>>;
+
 /// Splits a body into records: one JSON object, a JSON array of objects, or JSON lines.
 /// Whatever is not an object becomes a reject naming `origin` and the line or element.
-pub fn split_body(body: &[u8], origin: &str) -> (Vec<Record>, Vec<Reject>) {
+pub fn split_body(body: &[u8], origin: &str) -> Parts {
     let trimmed = body.trim_ascii();
-    let mut records = Vec::new();
-    let mut rejects = Vec::new();
+    let mut parts = Vec::new();
     if trimmed.is_empty() {
-        rejects.push(Reject {
+        parts.push(Err(Reject {
             reason: format!("{origin}: empty body, expected a JSON object, array or JSON lines"),
             raw: String::new(),
-        });
-        return (records, rejects);
+        }));
+        return parts;
     }
     if trimmed.starts_with(b"[") {
-        match serde_json::from_slice::<Vec<Value>>(trimmed) {
-            Ok(values) => {
-                for (i, value) in values.into_iter().enumerate() {
-                    match value {
-                        Value::Object(map) => records.push(map),
-                        other => rejects.push(Reject {
-                            reason: format!(
-                                "{origin}: element {i} of the array is not a JSON object"
-                            ),
-                            raw: cut(other.to_string().as_bytes()),
+        match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
+            Ok(elements) => {
+                for (i, element) in elements.into_iter().enumerate() {
+                    let place = format!("element {i} of the array");
+                    let raw = cut(element.get().as_bytes());
+                    parts.push(match serde_json::from_str::<Value>(element.get()) {
+                        Ok(Value::Object(record)) => Ok(Received { record, place, raw }),
+                        _ => Err(Reject {
+                            reason: format!("{origin}: {place} is not a JSON object"),
+                            raw,
                         }),
-                    }
+                    });
                 }
             }
-            Err(e) => rejects.push(Reject {
+            Err(e) => parts.push(Err(Reject {
                 reason: format!("{origin}: broken JSON array: {e}"),
                 raw: cut(trimmed),
-            }),
+            })),
         }
-        return (records, rejects);
+        return parts;
     }
     for (i, line) in trimmed.split(|&b| b == b'\n').enumerate() {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Value>(line) {
-            Ok(Value::Object(map)) => records.push(map),
-            Ok(_) => rejects.push(Reject {
-                reason: format!("{origin}: line {}: expected a JSON object", i + 1),
+        let place = format!("line {}", i + 1);
+        parts.push(match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(record)) => Ok(Received {
+                record,
+                place,
                 raw: cut(line),
             }),
-            Err(e) => rejects.push(Reject {
-                reason: format!("{origin}: line {}: broken JSON: {e}", i + 1),
+            Ok(_) => Err(Reject {
+                reason: format!("{origin}: {place}: expected a JSON object"),
                 raw: cut(line),
             }),
-        }
+            Err(e) => Err(Reject {
+                reason: format!("{origin}: {place}: broken JSON: {e}"),
+                raw: cut(line),
+            }),
+        });
     }
-    (records, rejects)
+    parts
 }
 
 /// The first KiB of what was received, for a dead letter.
@@ -79,6 +99,8 @@ pub fn cut(raw: &[u8]) -> String {
 /// How a connector fills and shapes records.
 #[derive(Clone, Debug)]
 pub struct Shaper {
+    /// Each shaped line decoded as the table's workers will, shared by the clones.
+    check: Arc<Mutex<LineCheck>>,
     /// The `device_id` column's name, if the table has one.
     device_column: Option<String>,
     /// The event-time column's name.
@@ -97,6 +119,7 @@ impl Shaper {
     /// Passes records through, filling only the device id.
     pub fn new(schema: &SourceSchema) -> Self {
         Shaper {
+            check: Arc::new(Mutex::new(LineCheck::new(schema))),
             device_column: schema
                 .find("device_id")
                 .map(|i| schema.columns[i].name.clone()),
@@ -137,20 +160,33 @@ impl Shaper {
         !self.counters.is_empty()
     }
 
-    /// Shapes `records` received from `device` (the URL's `{id}` or a topic level) at
-    /// `at_ms`, appending one JSON line per reading to `out` (and what cannot be shaped
-    /// to its rejects). With counters, a device's
-    /// first answer yields no reading.
+    /// Shapes the `parts` of a body received from `device` (the URL's `{id}` or a topic
+    /// level) at `at_ms`, appending one JSON line per reading to `out` and, in the order
+    /// received, a reject for each part that is not one: what `split_body` refused, a
+    /// counter that is not a count, a field the table cannot take (as received, not as
+    /// shaped). With counters, a device's first answer yields no reading.
     pub fn shape(
         &self,
-        records: Vec<Record>,
+        parts: Parts,
         device: Option<&str>,
         at_ms: i64,
         counters: &Counters,
         out: &mut Arrival,
         origin: &str,
     ) {
-        for mut record in records {
+        let mut check = self.check.lock().unwrap_or_else(|p| p.into_inner());
+        for part in parts {
+            let Received {
+                mut record,
+                place,
+                raw,
+            } = match part {
+                Ok(received) => received,
+                Err(reject) => {
+                    out.rejects.push(reject);
+                    continue;
+                }
+            };
             if let (Some(column), Some(device)) = (&self.device_column, device)
                 && !record.contains_key(column)
             {
@@ -175,15 +211,27 @@ impl Shaper {
                     Ok(false) => continue,
                     Err(reason) => {
                         out.rejects.push(Reject {
-                            reason: format!("{origin}: {reason}"),
-                            raw: cut(Value::Object(record).to_string().as_bytes()),
+                            reason: format!("{origin}: {place}: {reason}"),
+                            raw,
                         });
                         continue;
                     }
                 }
             }
-            if serde_json::to_writer(&mut out.lines, &record).is_ok() {
-                out.lines.push(b'\n');
+            let start = out.lines.len();
+            if serde_json::to_writer(&mut out.lines, &record).is_err() {
+                out.lines.truncate(start);
+                continue;
+            }
+            match check.check(&out.lines[start..]) {
+                Ok(()) => out.lines.push(b'\n'),
+                Err(reason) => {
+                    out.lines.truncate(start);
+                    out.rejects.push(Reject {
+                        reason: format!("{origin}: {place}: {reason}"),
+                        raw,
+                    });
+                }
             }
         }
     }
@@ -309,18 +357,79 @@ mod tests {
 
     #[test]
     fn bodies_of_every_shape_split_into_records() {
-        let (r, e) = split_body(br#"{"a":1}"#, "u");
-        assert_eq!((r.len(), e.len()), (1, 0));
-        let (r, e) = split_body(br#"[{"a":1},{"a":2},3]"#, "u");
-        assert_eq!((r.len(), e.len()), (2, 1));
-        let (r, e) = split_body(b"{\"a\":1}\n\n{\"a\":\n{\"a\":3}\n", "u");
-        assert_eq!((r.len(), e.len()), (2, 1));
+        let counts = |parts: &Parts| {
+            let records = parts.iter().filter(|p| p.is_ok()).count();
+            (records, parts.len() - records)
+        };
+        assert_eq!(counts(&split_body(br#"{"a":1}"#, "u")), (1, 0));
+        let parts = split_body(br#"[{"a":1}, {"a" : 2},3]"#, "u");
+        assert_eq!(counts(&parts), (2, 1));
         assert!(
-            e[0].reason.starts_with("u: line 3: broken JSON"),
-            "{:?}",
-            e[0]
+            matches!(&parts[1], Ok(r) if r.raw == r#"{"a" : 2}"# && r.place == "element 1 of the array")
         );
-        let (r, e) = split_body(b"<html>oops</html>", "u");
-        assert_eq!((r.len(), e.len()), (0, 1));
+        let parts = split_body(b"{\"a\":1}\n\n{\"a\":\n{\"a\":3}\n", "u");
+        assert_eq!(counts(&parts), (2, 1));
+        match &parts[1] {
+            Err(e) => assert!(e.reason.starts_with("u: line 3: broken JSON"), "{e:?}"),
+            Ok(r) => panic!("line 3 is broken: {r:?}"),
+        }
+        assert_eq!(counts(&split_body(b"<html>oops</html>", "u")), (0, 1));
+    }
+
+    fn shaper() -> Result<(Shaper, SourceSchema), crate::query::QueryError> {
+        let schema = crate::query::parse(
+            "t",
+            std::path::Path::new("t.sql"),
+            "CREATE TABLE r (device_id TEXT, ts TIMESTAMP, bytes BIGINT) WITH (event_time = 'ts');
+             SELECT COUNT(*) FROM TUMBLE(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
+        )?
+        .source;
+        Ok((Shaper::new(&schema), schema))
+    }
+
+    #[test]
+    fn a_record_the_table_cannot_take_is_rejected_as_received_in_its_place()
+    -> Result<(), crate::query::QueryError> {
+        let (shaper, _) = shaper()?;
+        let body = b"{\"ts\": 1000, \"bytes\": 5}\nnot json\n{\"ts\": 2000, \"bytes\": \"many\"}\n{\"ts\": 3000, \"bytes\": 7}";
+        let mut out = Arrival::default();
+        shaper.shape(
+            split_body(body, "mqtt topic t/dev-1"),
+            Some("dev-1"),
+            0,
+            &Counters::default(),
+            &mut out,
+            "mqtt topic t/dev-1",
+        );
+        let lines: Vec<&str> = std::str::from_utf8(&out.lines)
+            .unwrap_or_default()
+            .lines()
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"bytes":5,"device_id":"dev-1","ts":1000}"#,
+                r#"{"bytes":7,"device_id":"dev-1","ts":3000}"#
+            ]
+        );
+        let rejects: Vec<(&str, &str)> = out
+            .rejects
+            .iter()
+            .map(|r| (r.reason.as_str(), r.raw.as_str()))
+            .collect();
+        assert_eq!(rejects.len(), 2, "{rejects:?}");
+        assert!(
+            rejects[0]
+                .0
+                .starts_with("mqtt topic t/dev-1: line 2: broken JSON")
+        );
+        assert_eq!(
+            rejects[1],
+            (
+                "mqtt topic t/dev-1: line 3: field `bytes`: expected BIGINT (an integer), found a string",
+                r#"{"ts": 2000, "bytes": "many"}"#
+            )
+        );
+        Ok(())
     }
 }

@@ -198,7 +198,8 @@ impl<R: Read> ChunkCutter<R> {
             return Ok(Some(buf).filter(|b| !b.is_empty()).map(|b| (b, None)));
         }
         let tail = memchr::memrchr(b'\n', &buf).map_or(0, |p| p + 1);
-        if buf.len() - tail <= self.limits.max_line_bytes {
+        // One byte of slack for the `\r` of a CRLF line: the decoder judges the length.
+        if buf.len() - tail <= self.limits.max_line_bytes + 1 {
             self.carry = buf.split_off(tail);
             return Ok(Some((buf, None)));
         }

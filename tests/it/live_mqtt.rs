@@ -328,3 +328,92 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
     assert_eq!(rows[0][2], Value::BigInt(20), "{rows:?}");
     assert_eq!(rows[0][3], Value::BigInt((0..20).sum()), "{rows:?}");
 }
+
+#[test]
+fn a_message_with_bad_readings_dead_letters_each_as_published_naming_its_topic() {
+    let dir = tempdir();
+    let broker = Broker::start(dir.path());
+    let sql = format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
+WITH (connector = 'mqtt', broker = 'mqtt://127.0.0.1:{}', topic = 'devices/+/traffic',
+      qos = '1', device_id_from_topic = '2', client_id = 'edge-node-bad',
+      event_time = 'ts', max_out_of_orderness = '1h');
+SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
+FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;",
+        broker.port
+    );
+    let query = write_query(dir.path(), "mqtt_bad", &sql);
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--json",
+        ],
+        &[],
+    );
+    wait_until("the node to connect", Duration::from_secs(30), || {
+        ingest(&node)["tables"]["readings"]["source"]["connected"] == true
+    });
+    // One message, four readings as JSON lines: good, broken, a field of the wrong
+    // type (keys in the device's order, which the node's reshaping would sort), good.
+    let wrong_type = r#"{"ts": 1767225602000, "bytes_in": "lots"}"#;
+    let message = format!(
+        "{{\"ts\": 1767225600000, \"bytes_in\": 5}}\n{{\"ts\": 176722\n{wrong_type}\n{{\"ts\": 1767225603000, \"bytes_in\": 7}}"
+    );
+    let published = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "devices/d7/traffic", "-q", "1", "-m", &message])
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
+        });
+    assert!(published.success());
+    wait_until(
+        "the node to receive the 2 good readings",
+        Duration::from_secs(30),
+        || ingest(&node)["tables"]["readings"]["received"].as_u64() == Some(2),
+    );
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let rows = read_rows(&dir.path().join("out").join("mqtt_bad"));
+    assert_eq!(
+        rows,
+        vec![vec![
+            Value::Text("d7".into()),
+            Value::Timestamp(1_767_225_600_000_000),
+            Value::BigInt(2),
+            Value::BigInt(12),
+        ]]
+    );
+    let letters: Vec<serde_json::Value> =
+        crate::support::dead_letters(&dir.path().join("out"), "mqtt_bad")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+    let seen: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["reason"].as_str().unwrap_or_default(),
+                l["raw"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0]
+            .0
+            .starts_with("mqtt topic devices/d7/traffic: line 2: broken JSON"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].1, r#"{"ts": 176722"#);
+    assert_eq!(
+        seen[1],
+        (
+            "mqtt topic devices/d7/traffic: line 3: field `bytes_in`: expected BIGINT (an integer), found a string",
+            wrong_type
+        )
+    );
+}

@@ -12,7 +12,7 @@ mod scan;
 mod shape;
 
 use super::deferred::DeferredTexts;
-use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, raw_line};
+use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, over_limit, raw_line};
 use crate::batch::{Batch, Interner};
 use crate::query::SourceSchema;
 use scan::skip_ws;
@@ -93,7 +93,7 @@ impl JsonDecoder {
         let mut line = 0u64;
         let limit = self.max_line;
         // The length check runs once per line, on the end the parser found anyway.
-        let too_long = |start: usize, end: usize| end - start > limit;
+        let too_long = |start: usize, end: usize| over_limit(&data[start..end], limit);
         while pos < data.len() {
             let start = pos;
             let i = skip_ws(data, pos);
@@ -185,6 +185,52 @@ impl JsonDecoder {
             max_event_time,
             bytes: data.len() as u64,
         }
+    }
+}
+
+/// Decodes one line at a time only to tell whether it is a reading of the schema.
+///
+/// Live connectors reshape what they receive (a device id filled in, counters made
+/// deltas) before the readings are logged and decoded; checked as they are shaped, a
+/// record the table cannot take is dead-lettered as it was received, naming where it
+/// came from, rather than as the reshaped line a worker would see.
+#[derive(Debug)]
+pub struct LineCheck {
+    decoder: JsonDecoder,
+    batch: Batch,
+    interner: Interner,
+}
+
+/// Texts the check's interner holds before it starts afresh: a publisher inventing ids
+/// must not grow it without bound.
+const CHECK_INTERNER_TEXTS: usize = 1 << 16;
+
+impl LineCheck {
+    /// A check against the declared columns of `schema`.
+    pub fn new(schema: &SourceSchema) -> Self {
+        let decoder = JsonDecoder::new(schema);
+        LineCheck {
+            batch: Batch::new(&decoder.types, 1),
+            decoder,
+            interner: Interner::new(),
+        }
+    }
+
+    /// Why `line` (one JSON object, without its line break) is not a reading of the
+    /// schema, if it is not: the general parser's reason, without a column (the line is
+    /// not the text received).
+    pub fn check(&mut self, line: &[u8]) -> Result<(), String> {
+        if line.trim_ascii().is_empty() {
+            return Err("expected a JSON object, found an empty line".into());
+        }
+        if self.interner.len() > CHECK_INTERNER_TEXTS {
+            self.interner = Interner::new();
+        }
+        let read = self
+            .decoder
+            .object(line, 0, &mut self.batch, &mut self.interner);
+        self.batch.rollback_row();
+        read.map(|_| ()).map_err(|e| e.reason.into_owned())
     }
 }
 
