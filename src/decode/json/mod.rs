@@ -93,7 +93,8 @@ impl JsonDecoder {
         let mut line = 0u64;
         let limit = self.max_line;
         // The length check runs once per line, on the end the parser found anyway.
-        let too_long = |start: usize, end: usize| over_limit(&data[start..end], limit);
+        let too_long =
+            |start: usize, end: usize| end - start > limit && over_limit(&data[start..end], limit);
         while pos < data.len() {
             let start = pos;
             let i = skip_ws(data, pos);
