@@ -121,6 +121,24 @@ pub fn ingest(node: &LiveNode) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
 }
 
+/// `edgeflow serve` of the query `sql`, written as `name.sql` in `dir`, without sync
+/// and with `extra` flags, once its MQTT client is connected (`what` says how).
+fn serve_connected(dir: &Path, name: &str, sql: &str, extra: &[&str], what: &str) -> LiveNode {
+    let query = write_query(dir, name, sql);
+    let mut args = vec![
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let node = LiveNode::start(dir, &args, &[]);
+    wait_until(what, Duration::from_secs(30), || {
+        ingest(&node)["tables"]["readings"]["source"]["connected"] == true
+    });
+    node
+}
+
 #[test]
 fn qos1_readings_all_arrive_across_a_broker_restart() {
     let dir = tempdir();
@@ -137,23 +155,14 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE)
 GROUP BY device_id, ts, bytes_in, window_start;",
         broker.port
     );
-    let query = write_query(dir.path(), "mqtt_in", &sql);
-    let node = LiveNode::start(
-        dir.path(),
-        &[
-            "serve",
-            query.to_str().unwrap_or_default(),
-            "--no-sync",
-            "--json",
-            "--workers",
-            "2",
-        ],
-        &[],
-    );
     // The node's subscription exists before publishing starts.
-    wait_until("the node to connect", Duration::from_secs(30), || {
-        ingest(&node)["tables"]["readings"]["source"]["connected"] == true
-    });
+    let node = serve_connected(
+        dir.path(),
+        "mqtt_in",
+        &sql,
+        &["--workers", "2"],
+        "the node to connect",
+    );
     let log = dir.path().join("published.jsonl");
     let readings = 3000;
     let mut publisher = publisher(broker.port, readings, 300, &log)
@@ -272,25 +281,12 @@ WITH (connector = 'mqtt', broker = 'mqtts://localhost:{tls_port}', ca_file = 'br
 SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
 FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;"
     );
-    let query = write_query(dir.path(), "mqtt_tls", &sql);
-    let node = LiveNode::start(
+    let node = serve_connected(
         dir.path(),
-        &[
-            "serve",
-            query.to_str().unwrap_or_default(),
-            "--no-sync",
-            "--json",
-        ],
+        "mqtt_tls",
+        &sql,
         &[],
-    );
-    wait_until(
         "the node to connect over TLS",
-        Duration::from_secs(30),
-        || {
-            let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
-            serde_json::from_slice::<serde_json::Value>(&body)
-                .is_ok_and(|v| v["tables"]["readings"]["source"]["connected"] == true)
-        },
     );
     let messages: String = (0..20)
         .map(|i| {
@@ -342,20 +338,7 @@ SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
 FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;",
         broker.port
     );
-    let query = write_query(dir.path(), "mqtt_bad", &sql);
-    let node = LiveNode::start(
-        dir.path(),
-        &[
-            "serve",
-            query.to_str().unwrap_or_default(),
-            "--no-sync",
-            "--json",
-        ],
-        &[],
-    );
-    wait_until("the node to connect", Duration::from_secs(30), || {
-        ingest(&node)["tables"]["readings"]["source"]["connected"] == true
-    });
+    let node = serve_connected(dir.path(), "mqtt_bad", &sql, &[], "the node to connect");
     // One message, four readings as JSON lines: good, broken, a field of the wrong
     // type (keys in the device's order, which the node's reshaping would sort), good.
     let wrong_type = r#"{"ts": 1767225602000, "bytes_in": "lots"}"#;
