@@ -40,23 +40,27 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _faults = edgeflow::fault::setup();
-    // A mistyped query path is refused before any folder is made: an output folder (and
-    // its `_logs/`) appearing after a failed start would look like a node that ran.
-    let queries_exist = |paths: &[std::path::PathBuf]| paths.iter().all(|p| p.exists());
+    // A query that cannot be read is refused before any folder is made: an output
+    // folder (and its `_logs/`) appearing after a failed start would look like a node
+    // that ran. The files are read again by the command; they are small.
+    let readable =
+        |files: &[std::path::PathBuf]| files.iter().all(|q| edgeflow::query::load(q).is_ok());
     let log_dir = match &cli.command {
         // An output folder that cannot be made is reported by `run` itself.
         Command::Run(args) => Some(cli::sync::log_dir(&args.output))
-            .filter(|_| queries_exist(&args.queries))
+            .filter(|_| readable(&args.queries))
             .filter(|dir| std::fs::create_dir_all(dir).is_ok()),
         Command::Serve(args) => args
             .file()
             .ok()
             .filter(|file| {
-                queries_exist(if args.queries.is_empty() {
+                // `serve` also takes folders of query files.
+                cli::serve::query_files(if args.queries.is_empty() {
                     &file.queries
                 } else {
                     &args.queries
                 })
+                .is_ok_and(|files| readable(&files))
             })
             .map(|file| cli::sync::log_dir(&args.output(&file)))
             .filter(|dir| std::fs::create_dir_all(dir).is_ok()),

@@ -20,7 +20,7 @@ use edgeflow::sync::{QuotaPolicy, Syncer};
 
 use super::logging::FileLogs;
 use super::sync::{SyncFlags, UploadFlags, parse_bytes};
-use super::{ClusterArgs, default_output};
+use super::{ClusterArgs, Usage, default_output};
 
 /// Where `serve` listens by default, and where `ctl` looks for it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -159,7 +159,7 @@ pub fn query_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .collect();
             found.sort();
             if found.is_empty() {
-                anyhow::bail!("{} holds no .sql query file", path.display());
+                return Err(Usage(format!("{} holds no .sql query file", path.display())).into());
             }
             files.extend(found);
         } else {

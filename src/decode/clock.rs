@@ -72,13 +72,19 @@ pub fn quarantine_ahead_of_clock(
         return;
     }
     quarantine_above(chunk, data, event_time, limit, |t| {
-        format!(
-            "{AHEAD_OF_CLOCK}: {} is more than {} after the node's clock ({}) (max_ahead_of_clock)",
-            crate::time::format_rfc3339_micros(t),
-            crate::time::format_duration(max_ahead),
-            crate::time::format_rfc3339_micros(clock),
-        )
+        ahead_of_clock(t, clock, max_ahead)
     });
+}
+
+/// The reason a live reading stamped `t` is refused when the node's clock read `clock`
+/// (microseconds both) and `max_ahead` is allowed: [`AHEAD_OF_CLOCK`], with the times.
+pub fn ahead_of_clock(t: i64, clock: i64, max_ahead: i64) -> String {
+    format!(
+        "{AHEAD_OF_CLOCK}: {} is more than {} after the node's clock ({}) (max_ahead_of_clock)",
+        crate::time::format_rfc3339_micros(t),
+        crate::time::format_duration(max_ahead),
+        crate::time::format_rfc3339_micros(clock),
+    )
 }
 
 /// Moves the readings stamped after `limit` to the chunk's bad records.

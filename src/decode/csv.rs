@@ -10,7 +10,10 @@
 use super::deferred::{DeferredTexts, UNRESOLVED};
 use super::field::{FieldError, millis_to_micros, push_text_value, timestamp_from_text_cached};
 use super::number::{Decimal, decimal_prefix, integer_prefix};
-use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, over_limit, raw_line};
+use super::{
+    BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, over_limit_without_cr, raw_line,
+    whole_line_too_long,
+};
 use crate::batch::{Batch, ColumnValues, Interner};
 use crate::query::SourceSchema;
 use crate::time::DateCache;
@@ -273,13 +276,8 @@ impl CsvDecoder {
                 reason,
                 raw: raw_line(text),
             };
-            if over_limit(text, self.max_line) {
-                bad.push(line_too_long(
-                    this_line,
-                    text.len() as u64,
-                    self.max_line,
-                    text,
-                ));
+            if text.len() > self.max_line && over_limit_without_cr(text, self.max_line) {
+                bad.push(whole_line_too_long(this_line, self.max_line, text));
                 continue;
             }
             // Only `\n` ends a record, so a CRLF line keeps its `\r`: not part of the last

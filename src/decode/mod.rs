@@ -58,19 +58,25 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// How much of a too-long line its dead letter keeps.
 pub const LONG_LINE_RAW_BYTES: usize = 1024;
 
-/// Whether the line `text` (without its `\n`) is longer than `limit` bytes; the `\r` of
-/// a `\r\n` ending is not part of the line, so a CRLF file takes lines of the same
-/// length as one with `\n` endings. The rare case of a line just over the limit is the
-/// only one that looks at its last byte.
-#[inline]
-pub(crate) fn over_limit(text: &[u8], limit: usize) -> bool {
-    text.len() > limit && (text.len() > limit + 1 || text.last() != Some(&b'\r'))
+/// Whether the line `text` (without its `\n`), longer than `limit` bytes, is still
+/// longer once the `\r` of a `\r\n` ending is not counted: a CRLF file takes lines of
+/// the same length as one with `\n` endings. Callers compare the length first; only a
+/// line over the limit, which is rare, comes here (kept out of line so that the
+/// decoders' per-line code stays as it was).
+#[cold]
+#[inline(never)]
+pub(crate) fn over_limit_without_cr(text: &[u8], limit: usize) -> bool {
+    text.len() > limit + 1 || text.last() != Some(&b'\r')
 }
 
 /// The dead letter of a line longer than `limit`: its length and its first
-/// [`LONG_LINE_RAW_BYTES`], never the whole line. `line` is 0-based in its chunk.
-pub fn line_too_long(line: u64, len: u64, limit: usize, head: &[u8]) -> BadRecord {
-    let head = &head[..head.len().min(LONG_LINE_RAW_BYTES)];
+/// [`LONG_LINE_RAW_BYTES`], never the whole line. `line` is 0-based in its chunk; `len`
+/// counts the line up to its `\n`, `head` is its start (or all of it), and `cr_lf`
+/// says it ended in `\r\n`, whose `\r` is not part of the line.
+pub fn line_too_long(line: u64, len: u64, limit: usize, head: &[u8], cr_lf: bool) -> BadRecord {
+    let len = len - u64::from(cr_lf && len > 0);
+    let kept = (LONG_LINE_RAW_BYTES as u64).min(len) as usize;
+    let head = &head[..head.len().min(kept)];
     // A file with old Mac line endings reads as one long line: say why.
     let hint = if memchr::memchr(b'\r', head).is_some_and(|k| head.get(k + 1) != Some(&b'\n')) {
         "; it holds a carriage return without a line feed: lines must end in \\n or \\r\\n"
@@ -82,6 +88,11 @@ pub fn line_too_long(line: u64, len: u64, limit: usize, head: &[u8]) -> BadRecor
         reason: format!("line too long ({len} bytes, limit {limit}){hint}"),
         raw: String::from_utf8_lossy(head).into_owned(),
     }
+}
+
+/// [`line_too_long`] of a line the decoder holds whole (`text`, without its `\n`).
+pub(crate) fn whole_line_too_long(line: u64, limit: usize, text: &[u8]) -> BadRecord {
+    line_too_long(line, text.len() as u64, limit, text, text.ends_with(b"\r"))
 }
 
 /// A line that could not be decoded.

@@ -120,6 +120,9 @@ struct LongLine {
     head: Vec<u8>,
     /// Its length without the `\n`.
     len: u64,
+    /// Whether its last byte (so far) is a `\r`: once its end is found, whether it
+    /// ended in `\r\n`.
+    cr: bool,
 }
 
 impl LongLine {
@@ -127,14 +130,27 @@ impl LongLine {
         LongLine {
             head: line[..line.len().min(LONG_LINE_RAW_BYTES)].to_vec(),
             len: line.len() as u64,
+            cr: line.ends_with(b"\r"),
+        }
+    }
+
+    /// Counts `more` of the line, read after what it has.
+    fn extend(&mut self, more: &[u8]) {
+        self.len += more.len() as u64;
+        if let Some(&last) = more.last() {
+            self.cr = last == b'\r';
         }
     }
 
     /// Adds the line to the end of a decoded chunk, as its last line.
     fn append_to(self, chunk: &mut DecodedChunk, limit: usize) {
-        chunk
-            .bad
-            .push(line_too_long(chunk.lines, self.len, limit, &self.head));
+        chunk.bad.push(line_too_long(
+            chunk.lines,
+            self.len,
+            limit,
+            &self.head,
+            self.cr,
+        ));
         chunk.lines += 1;
     }
 }

@@ -21,11 +21,15 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::sync::watch;
 
-use super::live::{Arrival, Feed};
-use super::records::{Counters, Shaper, split_body};
+use super::live::{Arrival, Feed, Reject};
+use super::records::{Counters, Shaper, cut, split_body};
 use super::redelivery::{Mark, Marks};
 use crate::query::SourceSchema;
 use crate::query::connector::MqttSpec;
+
+/// The largest packet MQTT 3.1.1 can frame: a remaining length of 268,435,455 bytes and
+/// a fixed header of at most 5.
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// First pause before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -155,7 +159,10 @@ impl MqttSource {
             .set_keep_alive(Duration::from_secs(15))
             .set_clean_session(false)
             .set_manual_acks(true)
-            .set_max_packet_size(spec.max_body, 64 * 1024);
+            // Every packet the protocol can frame is read, and one over `max_body` is
+            // a dead letter: refused by the client, it would drop the connection, and
+            // the broker would deliver it again at each reconnect, ahead of the rest.
+            .set_max_packet_size(MQTT_MAX_PACKET, 64 * 1024);
         let env =
             |name: &Option<String>, option: &'static str| -> Result<Option<String>, MqttError> {
                 name.as_ref()
@@ -282,7 +289,18 @@ impl MqttSource {
                         continue;
                     }
                     let origin = format!("mqtt topic {}", publish.topic);
-                    let parts = split_body(&publish.payload, &origin);
+                    let parts = if publish.payload.len() > self.spec.max_body {
+                        vec![Err(Reject {
+                            reason: format!(
+                                "{origin}: message of {} bytes, larger than {} bytes (max_body)",
+                                publish.payload.len(),
+                                self.spec.max_body
+                            ),
+                            raw: cut(&publish.payload),
+                        })]
+                    } else {
+                        split_body(&publish.payload, &origin)
+                    };
                     let device = self.spec.device_id_from_topic.and_then(|level| {
                         publish.topic.split('/').nth(level - 1).map(str::to_owned)
                     });

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::live::{Arrival, Reject};
 use crate::decode::{LONG_LINE_RAW_BYTES, LineCheck};
 use crate::query::SourceSchema;
+use crate::time::MICROS_PER_MILLI;
 
 /// A record as received, before it is shaped.
 pub type Record = Map<String, Value>;
@@ -39,7 +40,7 @@ pub fn split_body(body: &[u8], origin: &str) -> Parts {
     if trimmed.is_empty() {
         parts.push(Err(Reject {
             reason: format!("{origin}: empty body, expected a JSON object, array or JSON lines"),
-            raw: String::new(),
+            raw: cut(body),
         }));
         return parts;
     }
@@ -47,7 +48,7 @@ pub fn split_body(body: &[u8], origin: &str) -> Parts {
         match serde_json::from_slice::<Vec<&RawValue>>(trimmed) {
             Ok(elements) => {
                 for (i, element) in elements.into_iter().enumerate() {
-                    let place = format!("element {i} of the array");
+                    let place = format!("element {} of the array", i + 1);
                     let raw = cut(element.get().as_bytes());
                     parts.push(match serde_json::from_str::<Value>(element.get()) {
                         Ok(Value::Object(record)) => Ok(Received { record, place, raw }),
@@ -63,6 +64,19 @@ pub fn split_body(body: &[u8], origin: &str) -> Parts {
                 raw: cut(trimmed),
             })),
         }
+        return parts;
+    }
+    // One object written over several lines (pretty-printed) is one record; JSON lines
+    // fail this at the second object, having parsed only the first.
+    if trimmed.starts_with(b"{")
+        && memchr::memchr(b'\n', trimmed).is_some()
+        && let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(trimmed)
+    {
+        parts.push(Ok(Received {
+            record,
+            place: "the body".into(),
+            raw: cut(trimmed),
+        }));
         return parts;
     }
     for (i, line) in trimmed.split(|&b| b == b'\n').enumerate() {
@@ -101,6 +115,8 @@ pub fn cut(raw: &[u8]) -> String {
 pub struct Shaper {
     /// Each shaped line decoded as the table's workers will, shared by the clones.
     check: Arc<Mutex<LineCheck>>,
+    /// `max_ahead_of_clock`, microseconds.
+    max_ahead: i64,
     /// The `device_id` column's name, if the table has one.
     device_column: Option<String>,
     /// The event-time column's name.
@@ -120,6 +136,7 @@ impl Shaper {
     pub fn new(schema: &SourceSchema) -> Self {
         Shaper {
             check: Arc::new(Mutex::new(LineCheck::new(schema))),
+            max_ahead: schema.connector.max_ahead_of_clock,
             device_column: schema
                 .find("device_id")
                 .map(|i| schema.columns[i].name.clone()),
@@ -223,7 +240,11 @@ impl Shaper {
                 out.lines.truncate(start);
                 continue;
             }
-            match check.check(&out.lines[start..]) {
+            match check.check(
+                &out.lines[start..],
+                at_ms * MICROS_PER_MILLI,
+                self.max_ahead,
+            ) {
                 Ok(()) => out.lines.push(b'\n'),
                 Err(reason) => {
                     out.lines.truncate(start);
@@ -365,7 +386,7 @@ mod tests {
         let parts = split_body(br#"[{"a":1}, {"a" : 2},3]"#, "u");
         assert_eq!(counts(&parts), (2, 1));
         assert!(
-            matches!(&parts[1], Ok(r) if r.raw == r#"{"a" : 2}"# && r.place == "element 1 of the array")
+            matches!(&parts[1], Ok(r) if r.raw == r#"{"a" : 2}"# && r.place == "element 2 of the array")
         );
         let parts = split_body(b"{\"a\":1}\n\n{\"a\":\n{\"a\":3}\n", "u");
         assert_eq!(counts(&parts), (2, 1));
@@ -374,6 +395,16 @@ mod tests {
             Ok(r) => panic!("line 3 is broken: {r:?}"),
         }
         assert_eq!(counts(&split_body(b"<html>oops</html>", "u")), (0, 1));
+        // Pretty-printed, an object is still one record.
+        let parts = split_body(b"{\n  \"a\": 1,\n  \"b\": [1,\n 2]\n}\n", "u");
+        assert_eq!(counts(&parts), (1, 0));
+        assert!(
+            matches!(&parts[0], Ok(r) if r.place == "the body" && r.raw.starts_with("{\n  \"a\""))
+        );
+        match &split_body(b"  \n ", "u")[..] {
+            [Err(e)] => assert_eq!(e.raw, "  \n "),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn shaper() -> Result<(Shaper, SourceSchema), crate::query::QueryError> {
@@ -391,7 +422,7 @@ mod tests {
     fn a_record_the_table_cannot_take_is_rejected_as_received_in_its_place()
     -> Result<(), crate::query::QueryError> {
         let (shaper, _) = shaper()?;
-        let body = b"{\"ts\": 1000, \"bytes\": 5}\nnot json\n{\"ts\": 2000, \"bytes\": \"many\"}\n{\"ts\": 3000, \"bytes\": 7}";
+        let body = b"{\"ts\": 1000, \"bytes\": 5}\nnot json\n{\"ts\": 2000, \"bytes\": \"many\"}\n{\"ts\": 3000, \"bytes\": 7}\n{\"ts\": 86400000, \"bytes\": 9}";
         let mut out = Arrival::default();
         shaper.shape(
             split_body(body, "mqtt topic t/dev-1"),
@@ -417,7 +448,7 @@ mod tests {
             .iter()
             .map(|r| (r.reason.as_str(), r.raw.as_str()))
             .collect();
-        assert_eq!(rejects.len(), 2, "{rejects:?}");
+        assert_eq!(rejects.len(), 3, "{rejects:?}");
         assert!(
             rejects[0]
                 .0
@@ -430,6 +461,15 @@ mod tests {
                 r#"{"ts": 2000, "bytes": "many"}"#
             )
         );
+        // Stamped a day after the node's clock (0 here): refused as received, in its
+        // place, as the workers would refuse it.
+        assert!(
+            rejects[2]
+                .0
+                .starts_with("mqtt topic t/dev-1: line 5: timestamp ahead of the node's clock"),
+            "{rejects:?}"
+        );
+        assert_eq!(rejects[2].1, r#"{"ts": 86400000, "bytes": 9}"#);
         Ok(())
     }
 }

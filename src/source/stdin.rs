@@ -210,15 +210,17 @@ impl<R: Read> ChunkCutter<R> {
         loop {
             let n = self.read(true, 0)?;
             if n == 0 {
+                // No line break ends it, so a last `\r` is part of the line.
+                long.cr = false;
                 self.eof = true;
                 break;
             }
             if let Some(k) = memchr::memchr(b'\n', &self.scratch[..n]) {
-                long.len += k as u64;
+                long.extend(&self.scratch[..k]);
                 self.carry.extend_from_slice(&self.scratch[k + 1..n]);
                 break;
             }
-            long.len += n as u64;
+            long.extend(&self.scratch[..n]);
         }
         Ok(Some((buf, Some(long))))
     }

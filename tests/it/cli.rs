@@ -81,20 +81,31 @@ fn missing_input_unwritable_output_and_bad_query_exit_nonzero_with_one_line() {
     let (code, _, err) = output(edgeflow().arg("check").arg(dir.path().join("missing.sql")));
     assert_eq!(code, 2);
     assert!(err.contains("missing.sql: cannot read query file"), "{err}");
-    // A mistyped query path must not leave an output folder (with its `_logs/`) behind
-    // that looks like a node that ran.
+    // A query that cannot be read (mistyped path, wrong SQL, empty folder) must not
+    // leave an output folder (with its `_logs/`) behind that looks like a node that ran.
+    let empty = dir.path().join("no-queries");
+    std::fs::create_dir(&empty).unwrap_or_else(|e| panic!("{e}"));
     for command in ["run", "serve"] {
-        let out = dir.path().join(format!("never-{command}"));
-        let (code, _, err) = output(
-            edgeflow()
-                .arg(command)
-                .arg(dir.path().join("missing.sql"))
-                .arg("--output")
-                .arg(&out),
-        );
-        assert_eq!(code, 2, "{command}: {err}");
-        assert!(err.contains("missing.sql: cannot read query file"), "{err}");
-        assert!(!out.exists(), "{command} made {}", out.display());
+        for (query, says) in [
+            (
+                dir.path().join("missing.sql"),
+                "missing.sql: cannot read query file",
+            ),
+            (bad.clone(), "bad.sql:2:8: unknown column `nope`"),
+            (empty.clone(), "no-queries"),
+        ] {
+            let out = dir.path().join(format!("never-{command}"));
+            let (code, _, err) = output(
+                edgeflow()
+                    .arg(command)
+                    .arg(&query)
+                    .arg("--output")
+                    .arg(&out),
+            );
+            assert_eq!(code, 2, "{command} {}: {err}", query.display());
+            assert!(err.contains(says), "{err}");
+            assert!(!out.exists(), "{command} made {}", out.display());
+        }
     }
 
     let (code, _, err) = output(edgeflow().args([

@@ -326,38 +326,58 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
 }
 
 #[test]
-fn a_message_with_bad_readings_dead_letters_each_as_published_naming_its_topic() {
+fn bad_readings_and_oversized_messages_are_dead_lettered_as_published_naming_their_topic() {
     let dir = tempdir();
     let broker = Broker::start(dir.path());
     let sql = format!(
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
 WITH (connector = 'mqtt', broker = 'mqtt://127.0.0.1:{}', topic = 'devices/+/traffic',
       qos = '1', device_id_from_topic = '2', client_id = 'edge-node-bad',
-      event_time = 'ts', max_out_of_orderness = '1h');
+      event_time = 'ts', max_out_of_orderness = '1h', max_body = '4KiB');
 SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
 FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;",
         broker.port
     );
     let node = serve_connected(dir.path(), "mqtt_bad", &sql, &[], "the node to connect");
-    // One message, four readings as JSON lines: good, broken, a field of the wrong
-    // type (keys in the device's order, which the node's reshaping would sort), good.
+    // Four readings as JSON lines: good, broken, a field of the wrong type (keys in the
+    // device's order, which the node's reshaping would sort), good.
     let wrong_type = r#"{"ts": 1767225602000, "bytes_in": "lots"}"#;
-    let message = format!(
-        "{{\"ts\": 1767225600000, \"bytes_in\": 5}}\n{{\"ts\": 176722\n{wrong_type}\n{{\"ts\": 1767225603000, \"bytes_in\": 7}}"
+    // Over max_body: refused by the MQTT client, it would drop the connection, and the
+    // broker would deliver it again at every reconnect, ahead of the messages after it.
+    let oversized = format!(
+        r#"{{"ts": 1767225603500, "bytes_in": 1, "pad": "{}"}}"#,
+        "x".repeat(5000)
     );
-    let published = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "devices/d7/traffic", "-q", "1", "-m", &message])
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
-        });
-    assert!(published.success());
+    // Stamped in 2100, far ahead of the node's clock, between two good readings.
+    let ahead = r#"{"bytes_in": 3, "ts": 4102444800000}"#;
+    let messages = [
+        format!(
+            "{{\"ts\": 1767225600000, \"bytes_in\": 5}}\n{{\"ts\": 176722\n{wrong_type}\n{{\"ts\": 1767225603000, \"bytes_in\": 7}}"
+        ),
+        oversized.clone(),
+        // One object, pretty-printed: one reading.
+        "{\n  \"ts\": 1767225604000,\n  \"bytes_in\": 11\n}\n".to_owned(),
+        format!(
+            "{{\"ts\": 1767225605000, \"bytes_in\": 1}}\n{ahead}\n{{\"ts\": 1767225606000, \"bytes_in\": 2}}"
+        ),
+    ];
+    for message in &messages {
+        let published = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-t", "devices/d7/traffic", "-q", "1", "-m", message])
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
+            });
+        assert!(published.success());
+    }
     wait_until(
-        "the node to receive the 2 good readings",
+        "the node to receive the 5 good readings",
         Duration::from_secs(30),
-        || ingest(&node)["tables"]["readings"]["received"].as_u64() == Some(2),
+        || ingest(&node)["tables"]["readings"]["received"].as_u64() == Some(5),
     );
+    let source = &ingest(&node)["tables"]["readings"]["source"];
+    assert_eq!(source["disconnects"], 0, "{source}");
     let (code, stdout) = node.stop();
     assert_eq!(code, Some(0), "{stdout}");
     let rows = read_rows(&dir.path().join("out").join("mqtt_bad"));
@@ -366,8 +386,8 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
         vec![vec![
             Value::Text("d7".into()),
             Value::Timestamp(1_767_225_600_000_000),
-            Value::BigInt(2),
-            Value::BigInt(12),
+            Value::BigInt(5),
+            Value::BigInt(26),
         ]]
     );
     let letters: Vec<serde_json::Value> =
@@ -384,19 +404,38 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
             )
         })
         .collect();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let topic = "mqtt topic devices/d7/traffic";
     assert!(
         seen[0]
             .0
-            .starts_with("mqtt topic devices/d7/traffic: line 2: broken JSON"),
+            .starts_with(&format!("{topic}: line 2: broken JSON")),
         "{seen:?}"
     );
     assert_eq!(seen[0].1, r#"{"ts": 176722"#);
     assert_eq!(
         seen[1],
         (
-            "mqtt topic devices/d7/traffic: line 3: field `bytes_in`: expected BIGINT (an integer), found a string",
+            format!(
+                "{topic}: line 3: field `bytes_in`: expected BIGINT (an integer), found a string"
+            )
+            .as_str(),
             wrong_type
         )
     );
+    assert_eq!(
+        seen[2].0,
+        format!(
+            "{topic}: message of {} bytes, larger than 4096 bytes (max_body)",
+            oversized.len()
+        )
+    );
+    assert_eq!(seen[2].1, &oversized[..1024]);
+    assert!(
+        seen[3].0.starts_with(&format!(
+            "{topic}: line 2: timestamp ahead of the node's clock"
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(seen[3].1, ahead);
 }

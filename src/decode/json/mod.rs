@@ -12,7 +12,10 @@ mod scan;
 mod shape;
 
 use super::deferred::DeferredTexts;
-use super::{BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, line_too_long, over_limit, raw_line};
+use super::{
+    BadRecord, DEFAULT_MAX_LINE_BYTES, DecodedChunk, over_limit_without_cr, raw_line,
+    whole_line_too_long,
+};
 use crate::batch::{Batch, Interner};
 use crate::query::SourceSchema;
 use scan::skip_ws;
@@ -93,20 +96,16 @@ impl JsonDecoder {
         let mut line = 0u64;
         let limit = self.max_line;
         // The length check runs once per line, on the end the parser found anyway.
-        let too_long =
-            |start: usize, end: usize| end - start > limit && over_limit(&data[start..end], limit);
+        let too_long = |start: usize, end: usize| {
+            end - start > limit && over_limit_without_cr(&data[start..end], limit)
+        };
         while pos < data.len() {
             let start = pos;
             let i = skip_ws(data, pos);
             if i >= data.len() || data[i] == b'\n' {
                 line += 1;
                 if too_long(start, i) {
-                    bad.push(line_too_long(
-                        line - 1,
-                        (i - start) as u64,
-                        limit,
-                        &data[start..i],
-                    ));
+                    bad.push(whole_line_too_long(line - 1, limit, &data[start..i]));
                 }
                 pos = i + 1;
                 continue;
@@ -121,12 +120,7 @@ impl JsonDecoder {
                         // was when keys were interned on the spot.
                         self.deferred.resolve(data, &mut batch, interner);
                         batch.rollback_row();
-                        bad.push(line_too_long(
-                            line - 1,
-                            (end - start) as u64,
-                            limit,
-                            &data[start..end],
-                        ));
+                        bad.push(whole_line_too_long(line - 1, limit, &data[start..end]));
                     } else {
                         batch.len += 1;
                         if self.deferred.is_full() {
@@ -152,12 +146,7 @@ impl JsonDecoder {
                 }
                 Ok(end) => {
                     batch.rollback_row();
-                    bad.push(line_too_long(
-                        line - 1,
-                        (end - start) as u64,
-                        limit,
-                        &data[start..end],
-                    ));
+                    bad.push(whole_line_too_long(line - 1, limit, &data[start..end]));
                     pos = end + 1;
                 }
                 Err(e) => {
@@ -165,7 +154,7 @@ impl JsonDecoder {
                     let at = e.at.min(data.len());
                     let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |k| at + k);
                     bad.push(if too_long(start, end) {
-                        line_too_long(line - 1, (end - start) as u64, limit, &data[start..end])
+                        whole_line_too_long(line - 1, limit, &data[start..end])
                     } else {
                         BadRecord {
                             line: line - 1,
@@ -219,8 +208,10 @@ impl LineCheck {
 
     /// Why `line` (one JSON object, without its line break) is not a reading of the
     /// schema, if it is not: the general parser's reason, without a column (the line is
-    /// not the text received).
-    pub fn check(&mut self, line: &[u8]) -> Result<(), String> {
+    /// not the text received); or, for a reading that arrived when the node's clock read
+    /// `clock` (microseconds), that it is stamped more than `max_ahead` after it, as
+    /// [`crate::decode::clock::quarantine_ahead_of_clock`] says.
+    pub fn check(&mut self, line: &[u8], clock: i64, max_ahead: i64) -> Result<(), String> {
         if line.trim_ascii().is_empty() {
             return Err("expected a JSON object, found an empty line".into());
         }
@@ -230,8 +221,19 @@ impl LineCheck {
         let read = self
             .decoder
             .object(line, 0, &mut self.batch, &mut self.interner);
+        // The row is pushed but not counted: its event time is the first value.
+        let stamped = match &self.batch.columns[self.decoder.event_time].values {
+            crate::batch::ColumnValues::Timestamp(ts) => ts.first().copied(),
+            _ => None,
+        };
         self.batch.rollback_row();
-        read.map(|_| ()).map_err(|e| e.reason.into_owned())
+        read.map_err(|e| e.reason.into_owned())?;
+        match stamped {
+            Some(t) if t > clock.saturating_add(max_ahead) => {
+                Err(crate::decode::clock::ahead_of_clock(t, clock, max_ahead))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
