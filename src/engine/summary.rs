@@ -231,7 +231,7 @@ impl fmt::Display for RunSummary {
         if self.filtered > 0 {
             writeln!(f, "filtered     {}", self.filtered)?;
         }
-        writeln!(f, "windows      {}", self.windows)?;
+        writeln!(f, "windows      {} closed", self.windows)?;
         writeln!(f, "rows out     {}", self.rows)?;
         writeln!(
             f,
