@@ -200,16 +200,15 @@ impl Ingests {
                     &opened,
                 )
                 .map_err(|e| fail(e.to_string()))?;
-                (
-                    Receiver::Push(Arc::new(PushTable::new(
-                        schema,
-                        spec,
-                        feed.clone(),
-                        self.accepting.clone(),
-                        keys,
-                    ))),
-                    None,
-                )
+                let table = Arc::new(PushTable::new(
+                    schema,
+                    spec,
+                    feed.clone(),
+                    self.accepting.clone(),
+                    keys,
+                ));
+                let task = self.runtime.spawn(table.clone().keep_waiting_keys(stopped));
+                (Receiver::Push(table), Some(task))
             }
             other => {
                 return Err(NodeError::NotLive(

@@ -889,3 +889,93 @@ fn a_node_whose_log_filled_the_quota_takes_the_resend_after_a_checkpoint() {
     }
     assert_eq!(written(&dir.path().join("out"), "pushed"), expected);
 }
+
+/// After a burst of keyed pushes the node goes quiet: the checkpoints that follow cut
+/// the log. Keys were kept (fsync'd) only by a push coming a second after the last
+/// fsync, and the log keeps every record whose key is not kept: after the last push of
+/// a burst nothing kept them, and the log held the whole burst until the next push.
+#[test]
+fn after_a_burst_of_keyed_pushes_the_checkpoints_cut_the_log() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--checkpoint-every",
+            "200ms",
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
+    let t0 = now_ms() - 30_000;
+    let mut expected = Expected::new();
+    // The burst comes once the query has checkpointed (its first batch read): only
+    // then is the log position it needs known, and the log can be cut at all.
+    let checkpointed = || {
+        std::fs::read(dir.path().join("out/_state/pushed/stream.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["live"]["next"].as_u64())
+            .is_some_and(|next| next > 0)
+    };
+    for i in 0..41 {
+        if i == 1 {
+            wait_until("a first checkpoint", Duration::from_secs(30), checkpointed);
+        }
+        let batch: String = (0..20)
+            .map(|k| {
+                add(&mut expected, &format!("d{k}"), t0 + i, i * 20 + k);
+                line(&format!("d{k}"), t0 + i, i * 20 + k)
+            })
+            .collect();
+        let key = format!("burst-{i}");
+        let headers = [
+            ("Idempotency-Key", key.as_str()),
+            ("Content-Type", "application/x-ndjson"),
+        ];
+        let (status, _, body) = http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &headers,
+            batch.as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let wal = dir.path().join("out/_state/_wal/readings");
+    let logged = || -> u64 {
+        std::fs::read_dir(&wal)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    // Segment headers only: not one batch (20 readings, about 1 KB) is kept.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logged() >= 200 {
+        if Instant::now() > deadline {
+            let files: Vec<(String, u64)> = std::fs::read_dir(&wal)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                            (e.file_name().to_string_lossy().into_owned(), len)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!("the checkpoints after the burst left {files:?} in the log");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, log) = node.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(written(&dir.path().join("out"), "pushed"), expected);
+}
