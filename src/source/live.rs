@@ -221,13 +221,9 @@ enum Request {
     Append(Arrival, Option<oneshot::Sender<Result<u64, String>>>),
     /// End the chunk being filled now; answer the number of the last boundary.
     Cut(oneshot::Sender<Option<u64>>),
-    /// A reader's checkpoint moved: close the active segment, delete what no reader
+    /// A reader's checkpoint moved, or keys were kept: delete what no reader or key
     /// needs.
     Truncate,
-    /// Keys were kept ([`Feed::keys_kept`]): delete the closed segments no reader and no
-    /// key needs any more. The active segment stays open: closing one a second while
-    /// pushes come would split the log into many small segments.
-    KeysKept,
     /// Readings were refused for want of room ([`Feed::refused`]).
     Refused,
     /// No more arrivals.
@@ -424,7 +420,7 @@ impl Feed {
             published.unkept_keys.remove(&seq);
         }
         drop(published);
-        self.send(Request::KeysKept);
+        self.send(Request::Truncate);
     }
 
     /// Readings were refused for want of room. The devices are sending: the watermark
@@ -564,7 +560,7 @@ impl Writer {
             let mut entries = Vec::new();
             let mut waiters: Vec<(usize, Waiter)> = Vec::new();
             let mut cut_waiters = Vec::new();
-            let (mut close, mut truncate, mut rotate) = (false, false, false);
+            let (mut close, mut truncate) = (false, false);
             for request in requests {
                 match request {
                     Request::Append(arrival, waiter) => {
@@ -586,15 +582,10 @@ impl Writer {
                         }
                         cut_waiters.push(w);
                     }
-                    Request::Truncate => {
-                        truncate = true;
-                        rotate = true;
-                    }
-                    Request::KeysKept => truncate = true,
+                    Request::Truncate => truncate = true,
                     Request::Refused => {
                         last_reading = Instant::now();
                         truncate = true;
-                        rotate = true;
                     }
                     Request::Close => close = true,
                 }
@@ -643,7 +634,7 @@ impl Writer {
                 w.send(last_cut).ok();
             }
             if truncate {
-                self.truncate(rotate);
+                self.truncate();
             }
             if close {
                 if unsynced {
@@ -734,19 +725,8 @@ impl Writer {
         self.readings.fetch_add(readings, Ordering::Relaxed);
     }
 
-    /// Deletes the segments every reader has checkpointed, first closing the active
-    /// one when `rotate`.
-    fn truncate(&mut self, rotate: bool) {
-        // A new segment at every checkpoint lets the active one go at a later deletion,
-        // so the log holds about what came since the readers' previous checkpoints. It
-        // is closed even when nothing can go yet (a key not kept, a reader whose
-        // position is not known): what lets it go may come without a checkpoint.
-        if rotate
-            && let Some(wal) = self.wal.as_mut()
-            && let Err(e) = wal.rotate()
-        {
-            tracing::warn!(table = %self.table, error = %e, "Write-ahead log segment not rotated");
-        }
+    /// Deletes the segments every reader has checkpointed.
+    fn truncate(&mut self) {
         let keep_from = {
             let published = self.lock();
             let readers = published.pins.values().copied().min();
@@ -758,6 +738,11 @@ impl Writer {
             return;
         };
         if let Some(wal) = self.wal.as_mut() {
+            // A new segment at every checkpoint lets the active one go at the next, so
+            // the log holds about what came since the readers' previous checkpoints.
+            if let Err(e) = wal.rotate() {
+                tracing::warn!(table = %self.table, error = %e, "Write-ahead log segment not rotated");
+            }
             match wal.truncate_through(through) {
                 Ok(freed) if freed > 0 => {
                     tracing::debug!(table = %self.table, freed, "Write-ahead log segments checkpointed by every reader deleted");
