@@ -207,7 +207,7 @@ impl PushTable {
         self.feed.refused();
     }
 
-    /// Keeps, every second until `stop`, the keys that pushes left waiting for
+    /// Keeps, every [`KEYS_SYNC`] until `stop`, the keys that pushes left waiting for
     /// their fsync. A push keeps the keys waiting before it only when it comes a second
     /// after the last fsync; after the last push of a burst nothing did, and the log,
     /// which keeps every record whose key is not kept, kept everything from the burst on
