@@ -323,13 +323,11 @@ fn begin_live(
     };
     let next = live.begin_keeping(resume, keep);
     if resume.is_some() {
-        // Every leg after a checkpoint starts here, crash or not: at info level it read
-        // as a recovery once a second. A recovery says so when the log is read back.
-        tracing::debug!(
+        tracing::info!(
             query,
             table = live.table(),
             from = next,
-            "Reading the table's write-ahead log from the query's last checkpoint"
+            "Replaying the write-ahead log from the query's last checkpoint"
         );
     }
     state.live = Some(crate::stream::LivePosition {

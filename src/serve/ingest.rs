@@ -200,15 +200,16 @@ impl Ingests {
                     &opened,
                 )
                 .map_err(|e| fail(e.to_string()))?;
-                let table = Arc::new(PushTable::new(
-                    schema,
-                    spec,
-                    feed.clone(),
-                    self.accepting.clone(),
-                    keys,
-                ));
-                let task = self.runtime.spawn(table.clone().keep_waiting_keys(stopped));
-                (Receiver::Push(table), Some(task))
+                (
+                    Receiver::Push(Arc::new(PushTable::new(
+                        schema,
+                        spec,
+                        feed.clone(),
+                        self.accepting.clone(),
+                        keys,
+                    ))),
+                    None,
+                )
             }
             other => {
                 return Err(NodeError::NotLive(

@@ -207,36 +207,14 @@ impl PushTable {
         self.feed.refused();
     }
 
-    /// Keeps, every [`KEYS_SYNC`] until `stop`, the keys that pushes left waiting for
-    /// their fsync. A push keeps the keys waiting before it only when it comes a second
-    /// after the last fsync; after the last push of a burst nothing did, and the log,
-    /// which keeps every record whose key is not kept, kept everything from the burst on
-    /// until the next push.
-    pub async fn keep_waiting_keys(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(KEYS_SYNC);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.changed() => break,
-            }
-            let this = self.clone();
-            // An fsync blocks: not on the runtime's threads.
-            tokio::task::spawn_blocking(move || {
-                let mut table = this.table();
-                if !table.unkept.is_empty() && table.synced.elapsed() >= KEYS_SYNC {
-                    this.keep_keys(&mut table);
-                }
-            })
-            .await
-            .ok();
-        }
-    }
-
     /// Fsyncs the keys file; the log need not keep the records of those keys any more.
     fn keep_keys(&self, table: &mut KeyTable) {
         match table.keys.sync() {
-            Ok(()) => self.feed.keys_kept(table.unkept.drain(..)),
+            Ok(()) => {
+                for seq in table.unkept.drain(..) {
+                    self.feed.key_kept(seq);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, table = %self.schema.name, "Idempotency-Keys not kept")
             }

@@ -221,8 +221,7 @@ enum Request {
     Append(Arrival, Option<oneshot::Sender<Result<u64, String>>>),
     /// End the chunk being filled now; answer the number of the last boundary.
     Cut(oneshot::Sender<Option<u64>>),
-    /// A reader's checkpoint moved, or keys were kept: delete what no reader or key
-    /// needs.
+    /// A reader's checkpoint moved: delete what no reader needs.
     Truncate,
     /// Readings were refused for want of room ([`Feed::refused`]).
     Refused,
@@ -409,18 +408,6 @@ impl Feed {
     /// the log need not keep the record for it.
     pub fn key_kept(&self, seq: u64) {
         self.lock().unkept_keys.remove(&seq);
-    }
-
-    /// [`Feed::key_kept`] for each of `seqs`, then the log lets go of what the readers'
-    /// checkpoints allow now: keys kept after the last checkpoint of a quiet spell would
-    /// otherwise hold their records until the next one, which a quiet node does not take.
-    pub fn keys_kept(&self, seqs: impl IntoIterator<Item = u64>) {
-        let mut published = self.lock();
-        for seq in seqs {
-            published.unkept_keys.remove(&seq);
-        }
-        drop(published);
-        self.send(Request::Truncate);
     }
 
     /// Readings were refused for want of room. The devices are sending: the watermark
