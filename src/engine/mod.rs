@@ -323,11 +323,13 @@ fn begin_live(
     };
     let next = live.begin_keeping(resume, keep);
     if resume.is_some() {
-        tracing::info!(
+        // Every leg after a checkpoint starts here, crash or not: at info level it read
+        // as a recovery once a second. A recovery says so when the log is read back.
+        tracing::debug!(
             query,
             table = live.table(),
             from = next,
-            "Replaying the write-ahead log from the query's last checkpoint"
+            "Reading the table's write-ahead log from the query's last checkpoint"
         );
     }
     state.live = Some(crate::stream::LivePosition {
