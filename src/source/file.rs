@@ -470,6 +470,17 @@ mod tests {
         (good, bad, bytes)
     }
 
+    /// `text` written to `path` and opened in chunks of 1000 bytes with lines of at
+    /// most 500.
+    fn small_chunks(path: &Path, text: &str) -> FileInput {
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+        let limits = SourceLimits {
+            chunk_bytes: 1000,
+            max_line_bytes: 500,
+        };
+        FileInput::open(path, Format::Jsonl, &schema(), limits, 0).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn good_line(i: usize) -> String {
         format!("{{\"device_id\":\"d{i}\",\"ts\":{i},\"v\":1}}\n")
     }
@@ -494,13 +505,7 @@ mod tests {
         }
         // A long last line without a line break.
         text.push_str(&"z".repeat(5000));
-        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-        let limits = SourceLimits {
-            chunk_bytes: 1000,
-            max_line_bytes: 500,
-        };
-        let input = FileInput::open(&path, Format::Jsonl, &schema(), limits, 0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let input = small_chunks(&path, &text);
         for peers in [1, 2, 3] {
             let (chunks, read) = read_all(&input, peers);
             let (good, bad, bytes) = outcome(&chunks, 1);
@@ -550,13 +555,7 @@ mod tests {
         }
         // Longer than a chunk: skipped by the reader's scan, which counts it the same.
         text.push_str(&line_of(12, 3000, "\r\n"));
-        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-        let limits = SourceLimits {
-            chunk_bytes: 1000,
-            max_line_bytes: 500,
-        };
-        let input = FileInput::open(&path, Format::Jsonl, &schema(), limits, 0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let input = small_chunks(&path, &text);
         for peers in [1, 2, 3] {
             let (chunks, _) = read_all(&input, peers);
             let (good, bad, bytes) = outcome(&chunks, 1);
