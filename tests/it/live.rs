@@ -889,3 +889,69 @@ fn a_node_whose_log_filled_the_quota_takes_the_resend_after_a_checkpoint() {
     }
     assert_eq!(written(&dir.path().join("out"), "pushed"), expected);
 }
+
+/// A burst of keyed pushes, then a quiet node: the checkpoints that follow cut the log.
+/// The log keeps every record whose Idempotency-Key is not durable yet, and only a push
+/// coming a second after the last fsync made keys durable: after the last push of a
+/// burst nothing did, and the log held the whole burst until the next push.
+#[test]
+fn after_a_burst_of_keyed_pushes_the_checkpoints_cut_the_log() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--checkpoint-every",
+            "200ms",
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
+    let t0 = now_ms() - 30_000;
+    let mut expected = Expected::new();
+    for i in 0..40 {
+        let batch: String = (0..20)
+            .map(|k| {
+                add(&mut expected, &format!("d{k}"), t0 + i, i * 20 + k);
+                line(&format!("d{k}"), t0 + i, i * 20 + k)
+            })
+            .collect();
+        let key = format!("burst-{i}");
+        let headers = [
+            ("Idempotency-Key", key.as_str()),
+            ("Content-Type", "application/x-ndjson"),
+        ];
+        let (status, _, body) = http(
+            node.port,
+            "POST",
+            "/ingest/readings",
+            &headers,
+            batch.as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let wal = dir.path().join("out/_state/_wal/readings");
+    let logged = || -> u64 {
+        std::fs::read_dir(&wal)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    // Segment headers only: not one batch (20 readings, about 1 KB) is kept.
+    wait_until(
+        "the checkpoints after the burst to cut the log down to its segment headers",
+        Duration::from_secs(30),
+        || logged() < 200,
+    );
+    let (code, log) = node.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(written(&dir.path().join("out"), "pushed"), expected);
+}
