@@ -304,9 +304,14 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
         let timer = std::thread::spawn({
             let controls = controls.clone();
             move || {
-                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(every) {
-                    for control in &controls {
-                        control.checkpoint();
+                // Not before every query has read something: a leg must move the input on.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(every)
+                {
+                    if controls.iter().all(|c| c.has_claimed()) {
+                        for control in &controls {
+                            control.checkpoint();
+                        }
+                        break;
                     }
                 }
             }

@@ -422,6 +422,13 @@ impl Control {
         self.cut_now();
     }
 
+    /// Whether a source has claimed a chunk of this run's input. A checkpoint before that
+    /// would end the run where it began: taken at once, it ends every run there, and one
+    /// whose start takes longer than the checkpoint interval never moves.
+    pub fn has_claimed(&self) -> bool {
+        self.cut.lock().is_ok_and(|c| c.read_upto > 0)
+    }
+
     /// Whether the run ended at a checkpoint (and not at a signal or its input's end).
     pub fn checkpointed(&self) -> bool {
         self.end_of_input() == EndOfInput::Checkpoint && self.cut_at().is_some()

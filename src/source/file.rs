@@ -27,8 +27,7 @@ pub struct FileInput {
     len: u64,
     /// Whether a CSV header precedes the data (line numbers start at 2).
     header: bool,
-    data_start: u64,
-    chunk_bytes: u64,
+    grid: Grid,
     max_line: usize,
     decoder: DecoderTemplate,
 }
@@ -128,15 +127,75 @@ impl FileInput {
             file: Arc::new(file),
             len,
             header: data_start > 0,
-            data_start: from.min(len),
-            chunk_bytes: limits.chunk_bytes.max(1) as u64,
+            grid: Grid::new(data_start, from, limits.chunk_bytes as u64, len),
             max_line,
             decoder,
         })
     }
 
     fn chunks(&self) -> u64 {
-        (self.len - self.data_start).div_ceil(self.chunk_bytes)
+        self.grid.chunks()
+    }
+}
+
+/// Where the chunks of a file lie: on a grid of `chunk_bytes` from the start of its
+/// data, whatever line a run starts at. Chunks decide watermarks and which readings are
+/// corrections: a run resumed at a checkpoint (or after a crash) reads up to the next
+/// grid line first, so that every chunk after holds the lines one uninterrupted run's
+/// chunk holds, and writes what that run would.
+#[derive(Clone, Copy, Debug)]
+struct Grid {
+    /// Where this run's data starts: a line start.
+    from: u64,
+    /// Where its first chunk ends: the first grid line after `from`.
+    first_end: u64,
+    chunk_bytes: u64,
+    /// Where the data to read ends.
+    len: u64,
+}
+
+impl Grid {
+    /// The grid of `chunk_bytes` from `origin` (the data's first byte), read from `from`
+    /// to `len`.
+    fn new(origin: u64, from: u64, chunk_bytes: u64, len: u64) -> Self {
+        let chunk_bytes = chunk_bytes.max(1);
+        let from = from.clamp(origin, len.max(origin));
+        let first_end = ((from - origin) / chunk_bytes)
+            .saturating_add(1)
+            .saturating_mul(chunk_bytes)
+            .saturating_add(origin);
+        Grid {
+            from,
+            first_end,
+            chunk_bytes,
+            len,
+        }
+    }
+
+    fn chunks(&self) -> u64 {
+        if self.len <= self.from {
+            0
+        } else {
+            1 + self
+                .len
+                .saturating_sub(self.first_end)
+                .div_ceil(self.chunk_bytes)
+        }
+    }
+
+    /// Where chunk `k` begins: its first line is the first that starts there or after.
+    fn start(&self, k: u64) -> u64 {
+        match k {
+            0 => self.from,
+            k => (k - 1)
+                .saturating_mul(self.chunk_bytes)
+                .saturating_add(self.first_end),
+        }
+    }
+
+    /// Where chunk `k` ends: its last line is the last that starts before.
+    fn end(&self, k: u64) -> u64 {
+        self.start(k.saturating_add(1)).min(self.len)
     }
 }
 
@@ -146,9 +205,7 @@ impl OpenInput for FileInput {
             path: self.path.clone(),
             file: self.file.clone(),
             len: self.len,
-            data_start: self.data_start,
-            chunk_bytes: self.chunk_bytes,
-            chunks: self.chunks(),
+            grid: self.grid,
             next: worker as u64,
             step: peers as u64,
             max_line: self.max_line,
@@ -170,9 +227,8 @@ impl OpenInput for FileInput {
     fn position_after(&self, chunks: Option<u64>) -> u64 {
         match chunks {
             Some(k) if k < self.chunks() => {
-                let at = self.data_start + k * self.chunk_bytes;
-                line_start(&self.file, &self.path, self.len, self.data_start, at)
-                    .unwrap_or(self.len)
+                let at = self.grid.start(k);
+                line_start(&self.file, &self.path, self.len, self.grid.from, at).unwrap_or(self.len)
             }
             _ => self.len,
         }
@@ -229,7 +285,7 @@ fn end_of_whole_lines(
 }
 
 /// The first line start at or after `at` (a line starts after a line break), at or
-/// after `data_start`: where chunk `(at - data_start) / chunk_bytes` begins.
+/// after `data_start`: where the chunk starting at `at` begins ([`Grid::start`]).
 fn line_start(
     file: &File,
     path: &Path,
@@ -259,9 +315,7 @@ struct FileChunks {
     path: PathBuf,
     file: Arc<File>,
     len: u64,
-    data_start: u64,
-    chunk_bytes: u64,
-    chunks: u64,
+    grid: Grid,
     next: u64,
     step: u64,
     max_line: usize,
@@ -347,20 +401,19 @@ impl FileChunks {
 
 impl ChunkSource for FileChunks {
     fn poll(&mut self, interner: &mut Interner) -> Result<SourcePoll, SourceError> {
-        if self.next >= self.chunks {
+        if self.next >= self.grid.chunks() {
             return Ok(SourcePoll::Done);
         }
         let k = self.next;
         self.next += self.step;
-        let lo = self.data_start + k * self.chunk_bytes;
-        let hi = (lo + self.chunk_bytes).min(self.len);
+        let (lo, hi) = (self.grid.start(k), self.grid.end(k));
         // The byte before `lo` says whether a line starts at `lo`.
-        let from = if lo > self.data_start { lo - 1 } else { lo };
+        let from = if lo > self.grid.from { lo - 1 } else { lo };
         self.buf.resize((hi - from) as usize, 0);
         let n = read_at(&self.file, &self.path, &mut self.buf, from)?;
         self.bytes_read += n as u64;
         self.buf.truncate(n);
-        let skip = if lo > self.data_start {
+        let skip = if lo > self.grid.from {
             match memchr::memchr(b'\n', &self.buf) {
                 Some(p) => p + 1,
                 // Inside a line that started in an earlier chunk, which reads it.
@@ -418,9 +471,7 @@ mod tests {
                 path: input.path.clone(),
                 file: input.file.clone(),
                 len: input.len,
-                data_start: input.data_start,
-                chunk_bytes: input.chunk_bytes,
-                chunks: input.chunks(),
+                grid: input.grid,
                 next: w as u64,
                 step: peers as u64,
                 max_line: input.max_line,
@@ -434,7 +485,7 @@ mod tests {
                     Ok(SourcePoll::Chunk(k, c)) => {
                         assert!(
                             source.buf.capacity() as u64
-                                <= input.chunk_bytes
+                                <= input.grid.chunk_bytes
                                     + input.max_line as u64
                                     + 2 * SCAN_BLOCK as u64,
                             "chunk buffer grew to {}",
@@ -483,6 +534,40 @@ mod tests {
 
     fn good_line(i: usize) -> String {
         format!("{{\"device_id\":\"d{i}\",\"ts\":{i},\"v\":1}}\n")
+    }
+
+    /// A run that resumes where an earlier one stopped (a line start just past a chunk
+    /// edge) reads up to the next edge first, then the chunks of the whole file: the
+    /// same lines in the same chunks as one run over the file.
+    #[test]
+    fn a_run_resumed_mid_file_reads_the_chunks_of_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("in.jsonl");
+        let text: String = (0..400).map(good_line).collect();
+        let whole = small_chunks(&path, &text);
+        let (chunks, _) = read_all(&whole, 1);
+        let limits = SourceLimits {
+            chunk_bytes: 1000,
+            max_line_bytes: 500,
+        };
+        let lines = |c: &DecodedChunk| c.batch.timestamps(1).to_vec();
+        for k in 1..whole.chunks() {
+            let at = whole.position_after(Some(k));
+            let resumed = FileInput::open(&path, Format::Jsonl, &schema(), limits, at)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (rest, _) = read_all(&resumed, 2);
+            let got: Vec<_> = rest.iter().map(|(_, c)| lines(c)).collect();
+            let want: Vec<_> = chunks[k as usize..].iter().map(|(_, c)| lines(c)).collect();
+            assert_eq!(got, want, "resumed at chunk {k} (byte {at})");
+            // Resumed anywhere else, the first chunk ends at the next edge.
+            let mid = whole.position_after(Some(k)) + 40;
+            let line = text[mid as usize..].find('\n').map_or(0, |p| p + 1) as u64 + mid;
+            let resumed = FileInput::open(&path, Format::Jsonl, &schema(), limits, line)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (rest, _) = read_all(&resumed, 1);
+            let got: Vec<_> = rest[1..].iter().map(|(_, c)| lines(c)).collect();
+            assert_eq!(got, want[1..], "resumed at byte {line}");
+        }
     }
 
     #[test]

@@ -474,3 +474,70 @@ fn checkpoints_change_no_revision() {
         assert_same_files(&files, &want, &format!("cut at {cuts:?}"));
     }
 }
+
+/// `edgeflow run` over a file with a checkpoint after nearly every chunk writes the files
+/// one run writes, byte for byte. A run resumed at a checkpoint used to cut the rest of
+/// the file into chunks from where it resumed, off the grid of the whole file: the first
+/// line of the next chunk moved into the one before, where the watermark stood lower,
+/// so a correction could join its window's first revision (or the other way round) and
+/// a rerun after a crash wrote other bytes under an uploaded name.
+#[test]
+fn a_file_run_checkpointed_after_every_chunk_writes_the_files_of_one_run() {
+    let dir = tempdir();
+    let input = dir.path().join("in.jsonl");
+    write(&input, &readings(43, 12, 500));
+    let query = dir.path().join("q.sql");
+    std::fs::write(
+        &query,
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
+           WITH (event_time = 'ts', max_out_of_orderness = '2s', allowed_lateness = '20s');
+         SELECT device_id, window_start, COUNT(*) AS readings, SUM(bytes_in) AS bytes_in
+         FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) GROUP BY device_id, window_start",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = |out: &Path, workers: &str, every: &str| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+            .env_remove("EDGEFLOW_SYNC")
+            .arg("run")
+            .arg(&query)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(out)
+            .args(["--no-sync", "--no-compaction", "--chunk-bytes", "4096"])
+            .args(["--workers", workers, "--checkpoint-every", every])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run edgeflow: {e}"));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        result_files(out)
+    };
+    let want = run(&dir.path().join("one"), "1", "1h");
+    assert!(
+        want.keys().any(|n| n.starts_with("q_revisions")),
+        "corrections should write revisions: {:?}",
+        want.keys()
+    );
+    for workers in ["1", "2"] {
+        let out = dir.path().join(format!("legs{workers}"));
+        let got = run(&out, workers, "1ms");
+        let logs = std::fs::read_dir(out.join("_logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>();
+        // How many legs a run takes depends on the machine; a few are enough to cross
+        // chunk edges with corrections on either side.
+        let legs = logs.matches("Checkpoint: open windows").count();
+        assert!(legs >= 2, "only {legs} checkpoints at {workers} workers");
+        assert_same_files(
+            &got,
+            &want,
+            &format!("{workers} workers, {legs} checkpoints"),
+        );
+    }
+}
