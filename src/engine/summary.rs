@@ -255,14 +255,20 @@ impl fmt::Display for RunSummary {
             )?;
         }
         if self.registry_rows > 0 || self.registry_unmatched > 0 {
-            writeln!(
+            write!(
                 f,
-                "registry     {} devices; {} reloads taken, {} refused; {} readings without a registry row dropped (INNER)",
-                self.registry_rows,
-                self.registry_reloads,
-                self.registry_errors,
-                self.registry_unmatched
+                "registry     {} devices; {} reloads taken, {} refused",
+                self.registry_rows, self.registry_reloads, self.registry_errors,
             )?;
+            // Only an INNER join drops them (a LEFT join keeps them with NULLs).
+            if self.registry_unmatched > 0 {
+                write!(
+                    f,
+                    "; {} readings without a registry row dropped (INNER join)",
+                    self.registry_unmatched
+                )?;
+            }
+            writeln!(f)?;
         }
         if self.superseded > 0 {
             writeln!(

@@ -346,6 +346,15 @@ impl QueryPlan {
     }
 }
 
+/// How `edgeflow check` shows the type of a value of type `ty` that `func` computes:
+/// `APPROX_TOP_K` gives a list of its argument's values with their counts.
+fn shown_type(func: Option<AggregateFunction>, ty: &DataType) -> String {
+    match func {
+        Some(AggregateFunction::ApproxTopK) => format!("LIST<STRUCT<value {ty}, count BIGINT>>"),
+        _ => ty.to_string(),
+    }
+}
+
 impl fmt::Display for QueryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.source;
@@ -444,7 +453,11 @@ impl fmt::Display for QueryPlan {
         )?;
         writeln!(f, "aggregates")?;
         for a in &self.aggregates {
-            writeln!(f, "              {a} -> {}", a.output_type)?;
+            writeln!(
+                f,
+                "              {a} -> {}",
+                shown_type(Some(a.func), &a.output_type)
+            )?;
         }
         if let Some(having) = &self.having {
             writeln!(f, "having      {having}")?;
@@ -453,12 +466,7 @@ impl fmt::Display for QueryPlan {
         for (i, o) in self.outputs.iter().enumerate() {
             let null = if o.nullable { "" } else { " NOT NULL" };
             let sketch = self.sketch_of(i).map(|a| self.aggregates[a].func);
-            let ty = match sketch {
-                Some(AggregateFunction::ApproxTopK) => {
-                    format!("LIST<STRUCT<value {}, count BIGINT>>", o.expr.ty)
-                }
-                _ => o.expr.ty.to_string(),
-            };
+            let ty = shown_type(sketch, &o.expr.ty);
             writeln!(f, "              {:<20} {ty}{null}  = {}", o.name, o.expr)?;
             if sketch.is_some() {
                 writeln!(

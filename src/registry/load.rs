@@ -11,8 +11,9 @@ use crate::types::DataType;
 const MAX_ERRORS: usize = 10;
 
 /// Reads `table`'s file, keyed by column `key`. Every declared column must be in the
-/// header (in any order; other columns are ignored); an empty field is NULL, except in
-/// the key column. Any malformed row refuses the whole file.
+/// header (in any order; other columns are ignored); every row has the header's number
+/// of fields, each on its line; an empty field is NULL, except in the key column. Any
+/// malformed row refuses the whole file.
 pub fn load(table: &RegistryTable, key: usize) -> Result<Version, Vec<RegistryError>> {
     let path = &table.path;
     let file = std::fs::File::open(path).map_err(|source| {
@@ -85,23 +86,35 @@ pub fn load(table: &RegistryTable, key: usize) -> Result<Version, Vec<RegistryEr
             }
         }
         let line = record.position().map_or(line, |p| p.line());
-        if record.iter().all(str::is_empty) {
+        let problem = if record.iter().any(|f| f.contains(['\n', '\r'])) {
+            // The CSV format lets a quoted field run over lines; here that is a quote
+            // left open, which would take the rows after it into one field.
+            "a quote opened on this line does not close on it (a field cannot hold a line break)"
+                .to_owned()
+        } else if record.iter().all(str::is_empty) {
             continue;
-        }
-        let problem = match parse_row(table, &positions, &record, key) {
-            Ok(mut row) => match rows.entry(key_text(row.remove(key))) {
-                Entry::Vacant(slot) => {
-                    slot.insert(Listed { row, line });
-                    continue;
-                }
-                Entry::Occupied(first) => format!(
-                    "`{}` {:?} is listed twice (first at line {}); each device has one row",
-                    table.columns[key].name,
-                    first.key(),
-                    first.get().line
-                ),
-            },
-            Err(message) => message,
+        } else if record.len() != header.len() {
+            format!(
+                "expected {} fields, as the header has, found {}",
+                header.len(),
+                record.len()
+            )
+        } else {
+            match parse_row(table, &positions, &record, key) {
+                Ok(mut row) => match rows.entry(key_text(row.remove(key))) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(Listed { row, line });
+                        continue;
+                    }
+                    Entry::Occupied(first) => format!(
+                        "`{}` {:?} is listed twice (first at line {}); each device has one row",
+                        table.columns[key].name,
+                        first.key(),
+                        first.get().line
+                    ),
+                },
+                Err(message) => message,
+            }
         };
         errors.push(RegistryError::Row {
             path: path.clone(),
@@ -244,6 +257,40 @@ mod tests {
                 format!(
                     "{file}:5: column `device_id`: expected the device's key, found an empty field"
                 ),
+            ]
+        );
+        // A quote left open would take the rows after it into one field; a row with
+        // fewer or more fields than the header is not read as if the rest were empty.
+        std::fs::write(
+            &path,
+            "device_id,site,rack\nd1,\"a,b\",1\nd2,\"open,2\nd3,c,3\nd4,d,4\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let errors: Vec<String> = load(&table(path.clone()), 0)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            vec![format!(
+                "{file}:3: a quote opened on this line does not close on it (a field cannot hold a line break)"
+            )]
+        );
+        std::fs::write(&path, "device_id,site,rack\nd1,b\nd2,c,2,9\nd3,,\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let errors: Vec<String> = load(&table(path.clone()), 0)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                format!("{file}:2: expected 3 fields, as the header has, found 2"),
+                format!("{file}:3: expected 3 fields, as the header has, found 4"),
             ]
         );
         std::fs::write(&path, "device_id,rack\nd1,4\n").unwrap_or_else(|e| panic!("{e}"));

@@ -6,8 +6,8 @@
 //! other bytes on every run, and a rerun could not recognise its own files. The t-digest
 //! is deterministic for a given order of values and merges, which edgeflow fixes. Its
 //! error is smallest at the tails (p99, p99.9), where traffic questions are; in the
-//! middle it is typically within 1% of rank at this `k`. Exact while a slot holds fewer
-//! values than the digest keeps centroids (about 200).
+//! middle it is typically within 1% of rank at this `k`. While a slot holds fewer than
+//! about 70 values the digest keeps a centroid per value, and the answer is one of them.
 
 use datasketches::tdigest::TDigestMut;
 use serde::{Deserialize, Serialize};
