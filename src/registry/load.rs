@@ -235,20 +235,19 @@ mod tests {
     fn malformed_rows_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("d.csv");
-        std::fs::write(
-            &path,
-            "device_id,site,rack\nd1,lyon,4\nd2,nice,four\nd1,paris,5\n,x,1\n",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let errors: Vec<String> = load(&table(path.clone()), 0)
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        // The errors of loading `text` as the registry file.
+        let errors = |text: &str| -> Vec<String> {
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            load(&table(path.clone()), 0)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
         let file = path.display();
         assert_eq!(
-            errors,
+            errors("device_id,site,rack\nd1,lyon,4\nd2,nice,four\nd1,paris,5\n,x,1\n"),
             vec![
                 format!("{file}:3: column `rack`: expected a BIGINT, found \"four\""),
                 format!(
@@ -261,43 +260,23 @@ mod tests {
         );
         // A quote left open would take the rows after it into one field; a row with
         // fewer or more fields than the header is not read as if the rest were empty.
-        std::fs::write(
-            &path,
-            "device_id,site,rack\nd1,\"a,b\",1\nd2,\"open,2\nd3,c,3\nd4,d,4\n",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let errors: Vec<String> = load(&table(path.clone()), 0)
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         assert_eq!(
-            errors,
+            errors("device_id,site,rack\nd1,\"a,b\",1\nd2,\"open,2\nd3,c,3\nd4,d,4\n"),
             vec![format!(
                 "{file}:3: a quote opened on this line does not close on it (a field cannot hold a line break)"
             )]
         );
-        std::fs::write(&path, "device_id,site,rack\nd1,b\nd2,c,2,9\nd3,,\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let errors: Vec<String> = load(&table(path.clone()), 0)
-            .err()
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         assert_eq!(
-            errors,
+            errors("device_id,site,rack\nd1,b\nd2,c,2,9\nd3,,\n"),
             vec![
                 format!("{file}:2: expected 3 fields, as the header has, found 2"),
                 format!("{file}:3: expected 3 fields, as the header has, found 4"),
             ]
         );
-        std::fs::write(&path, "device_id,rack\nd1,4\n").unwrap_or_else(|e| panic!("{e}"));
-        let missing = load(&table(path.clone()), 0).err().unwrap_or_default();
+        let missing = errors("device_id,rack\nd1,4\n");
         assert_eq!(missing.len(), 1);
         assert!(
-            missing[0].to_string().ends_with(
+            missing[0].ends_with(
                 ":1: the header has no column `site`; the registry declares device_id, site, rack"
             ),
             "{}",
