@@ -166,6 +166,17 @@ pub fn signal(child: &Child, name: &str) {
     assert!(ok.success());
 }
 
+/// Pushes JSON lines to the node's `readings` table under an Idempotency-Key:
+/// (status, body).
+fn push_keyed(port: u16, key: &str, lines: &str) -> (u16, Vec<u8>) {
+    let headers = [
+        ("Idempotency-Key", key),
+        ("Content-Type", "application/x-ndjson"),
+    ];
+    let (status, _, body) = http(port, "POST", "/ingest/readings", &headers, lines.as_bytes());
+    (status, body)
+}
+
 /// One HTTP/1.1 request over a plain socket: (status, headers, body).
 pub fn http(
     port: u16,
@@ -854,21 +865,7 @@ fn a_node_whose_log_filled_the_quota_takes_the_resend_after_a_checkpoint() {
             .map(|k| line(&format!("d{k}"), t0 + i, i * 20 + k))
             .collect()
     };
-    let push = |i: i64| {
-        let key = format!("batch-{i}");
-        let headers = [
-            ("Idempotency-Key", key.as_str()),
-            ("Content-Type", "application/x-ndjson"),
-        ];
-        http(
-            node.port,
-            "POST",
-            "/ingest/readings",
-            &headers,
-            batch(i).as_bytes(),
-        )
-        .0
-    };
+    let push = |i: i64| push_keyed(node.port, &format!("batch-{i}"), &batch(i)).0;
     let mut refused = 0;
     while push(refused) == 200 {
         refused += 1;
@@ -920,18 +917,7 @@ fn after_a_burst_of_keyed_pushes_the_checkpoints_cut_the_log() {
                 line(&format!("d{k}"), t0 + i, i * 20 + k)
             })
             .collect();
-        let key = format!("burst-{i}");
-        let headers = [
-            ("Idempotency-Key", key.as_str()),
-            ("Content-Type", "application/x-ndjson"),
-        ];
-        let (status, _, body) = http(
-            node.port,
-            "POST",
-            "/ingest/readings",
-            &headers,
-            batch.as_bytes(),
-        );
+        let (status, body) = push_keyed(node.port, &format!("burst-{i}"), &batch);
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
     let wal = dir.path().join("out/_state/_wal/readings");
