@@ -439,6 +439,12 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             (position, lines)
         }
         StartAt::Done { .. } => {
+            // Nothing to read; but a pass cut short by a crash (the run that consumed
+            // the input died compacting) is finished, or its hours would keep their
+            // originals next to the hour file until new input came.
+            if config.compaction && state.cluster.is_none() {
+                compact(&config, &plan, &state, &notify_of(&config));
+            }
             let mut summary = RunSummary::collect(
                 &plan,
                 &config.input,
