@@ -257,6 +257,10 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     // `--fresh` starts each query's stream over once, in the first leg: every later leg
     // (after a checkpoint, or over the next file) continues the stream that leg began.
     let fresh = std::cell::Cell::new(args.fresh);
+    // The first leg finishes a compaction pass a crash cut short even when its input
+    // was consumed; the legs after it (the next files of a glob) need not list the hours
+    // again.
+    let first_leg = std::cell::Cell::new(true);
     // One leg: every query over `input` until its end, a signal or a checkpoint.
     let leg = |input: &Input| -> anyhow::Result<(Vec<engine::RunSummary>, bool)> {
         let mut running = Vec::new();
@@ -269,6 +273,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             config.progress = plans.len() == 1 && std::io::stderr().is_terminal();
             config.fresh = fresh.get();
             config.compaction = !args.no_compaction;
+            config.compaction_when_consumed = first_leg.get();
             config.max_line_bytes = usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX);
             if let Some(syncer) = &syncer {
                 edgeflow::wiring::attach_sync(&mut config, &syncer.handle());
@@ -285,6 +290,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
             }
         }
         fresh.set(false);
+        first_leg.set(false);
         if failure.is_some() {
             for query in &running {
                 query.control().interrupt(15);

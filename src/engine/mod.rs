@@ -49,6 +49,10 @@ pub struct RunConfig {
     /// Compact each closed hour's files into one when a run (or a node's checkpoint)
     /// ends ([`crate::sink::compaction`]). On by default (`--no-compaction` turns it off).
     pub compaction: bool,
+    /// With [`RunConfig::compaction`]: an input already consumed still gets a pass, to
+    /// finish one a crash cut short (on by default). A run over many files asks it of
+    /// its first only: each pass lists every hour folder.
+    pub compaction_when_consumed: bool,
     /// The run's control: pause hook, graceful interrupt ([`Control::interrupt`]).
     pub control: Arc<Control>,
     /// Forget what earlier runs on the output folder left (open windows, consumed
@@ -72,6 +76,7 @@ impl RunConfig {
             on_supersede: None,
             on_compact: None,
             compaction: true,
+            compaction_when_consumed: true,
             control: Arc::new(Control::default()),
             fresh: false,
         }
@@ -442,7 +447,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
             // Nothing to read; but a pass cut short by a crash (the run that consumed
             // the input died compacting) is finished, or its hours would keep their
             // originals next to the hour file until new input came.
-            if config.compaction && state.cluster.is_none() {
+            if config.compaction && config.compaction_when_consumed && state.cluster.is_none() {
                 compact(&config, &plan, &state, &notify_of(&config));
             }
             let mut summary = RunSummary::collect(
