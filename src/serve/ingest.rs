@@ -201,13 +201,13 @@ impl Ingests {
                 )
                 .map_err(|e| fail(e.to_string()))?;
                 (
-                    Receiver::Push(PushTable::new(
+                    Receiver::Push(Arc::new(PushTable::new(
                         schema,
                         spec,
                         feed.clone(),
                         self.accepting.clone(),
                         keys,
-                    )),
+                    ))),
                     None,
                 )
             }

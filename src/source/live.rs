@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use timely::scheduling::SyncActivator;
@@ -211,21 +211,8 @@ struct Published {
     /// Keyed batches whose key is not in the push table's key file yet: the log keeps
     /// them, so a crash before the key is kept still finds it there.
     unkept_keys: std::collections::BTreeSet<u64>,
-    /// Keeps those keys when the log would otherwise have to hold their records.
-    key_keeper: Option<Weak<dyn KeyKeeper>>,
     next_reader: u64,
     closed: bool,
-}
-
-/// What keeps a table's `Idempotency-Key`s (its push endpoint). The log keeps every
-/// keyed batch until its key is durable in the keys file; keys are made durable in
-/// batches, and a checkpoint asks for the ones still waiting rather than keep their
-/// records: after the last push of a burst nothing else would, and the log kept
-/// everything from the burst on until the next push.
-pub trait KeyKeeper: Send + Sync {
-    /// Makes the keys of the batches logged so far durable and reports them kept
-    /// ([`Feed::key_kept`]).
-    fn keep_waiting_keys(&self);
 }
 
 /// A request to the feed's writer thread.
@@ -234,8 +221,7 @@ enum Request {
     Append(Arrival, Option<oneshot::Sender<Result<u64, String>>>),
     /// End the chunk being filled now; answer the number of the last boundary.
     Cut(oneshot::Sender<Option<u64>>),
-    /// A reader's checkpoint moved, or where it begins became known: delete what no
-    /// reader needs.
+    /// A reader's checkpoint moved: delete what no reader needs.
     Truncate,
     /// Readings were refused for want of room ([`Feed::refused`]).
     Refused,
@@ -422,12 +408,6 @@ impl Feed {
     /// the log need not keep the record for it.
     pub fn key_kept(&self, seq: u64) {
         self.lock().unkept_keys.remove(&seq);
-    }
-
-    /// `keeper` keeps the table's keys when the log is cut. Held weakly: the keeper
-    /// holds the feed.
-    pub fn keep_keys_with(&self, keeper: Weak<dyn KeyKeeper>) {
-        self.lock().key_keeper = Some(keeper);
     }
 
     /// Readings were refused for want of room. The devices are sending: the watermark
@@ -734,16 +714,12 @@ impl Writer {
 
     /// Deletes the segments every reader has checkpointed.
     fn truncate(&mut self) {
-        let mut keep_from = self.keep_from();
-        if keep_from.keys_hold_back() {
-            let keeper = self.lock().key_keeper.as_ref().and_then(Weak::upgrade);
-            // Not under the lock: the keeper reports its keys kept through it.
-            if let Some(keeper) = keeper {
-                keeper.keep_waiting_keys();
-                keep_from = self.keep_from();
-            }
-        }
-        let keep_from = keep_from.first();
+        let keep_from = {
+            let published = self.lock();
+            let readers = published.pins.values().copied().min();
+            let keys = published.unkept_keys.first().copied();
+            readers.into_iter().chain(keys).min()
+        };
         // No reader: none needs the log; a reader at 0 may need all of it.
         let Some(through) = keep_from.unwrap_or(self.next_seq).checked_sub(1) else {
             return;
@@ -768,14 +744,6 @@ impl Writer {
         }
     }
 
-    fn keep_from(&self) -> KeepFrom {
-        let published = self.lock();
-        KeepFrom {
-            readers: published.pins.values().copied().min(),
-            keys: published.unkept_keys.first().copied(),
-        }
-    }
-
     /// Moves this log's share of the node's log bytes to `bytes`.
     fn account(&mut self, bytes: u64) {
         if bytes >= self.own_bytes {
@@ -786,24 +754,6 @@ impl Writer {
                 .fetch_sub(self.own_bytes - bytes, Ordering::Relaxed);
         }
         self.own_bytes = bytes;
-    }
-}
-
-/// The first log records the readers and the keys not kept yet need.
-struct KeepFrom {
-    readers: Option<u64>,
-    keys: Option<u64>,
-}
-
-impl KeepFrom {
-    /// Whether a key not kept yet holds records no reader needs.
-    fn keys_hold_back(&self) -> bool {
-        self.keys
-            .is_some_and(|keys| self.readers.is_none_or(|readers| keys < readers))
-    }
-
-    fn first(&self) -> Option<u64> {
-        self.readers.into_iter().chain(self.keys).min()
     }
 }
 
@@ -887,10 +837,6 @@ impl LiveInput {
         self.start.store(start, Ordering::SeqCst);
         self.next.store(start, Ordering::SeqCst);
         self.pin(keep.map_or(start, |keep| keep.min(start)));
-        // Until now the reader held the whole log: a checkpoint's successor begins after
-        // its predecessor's truncation, which could delete nothing, and a quiet node
-        // takes no further checkpoint to delete it.
-        self.feed.send(Request::Truncate);
         start
     }
 
