@@ -525,11 +525,17 @@ mod tests {
     /// most 500.
     fn small_chunks(path: &Path, text: &str) -> FileInput {
         std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+        small_chunks_from(path, 0)
+    }
+
+    /// The file at `path` in chunks of 1000 bytes, read from byte `at`.
+    fn small_chunks_from(path: &Path, at: u64) -> FileInput {
         let limits = SourceLimits {
             chunk_bytes: 1000,
             max_line_bytes: 500,
         };
-        FileInput::open(path, Format::Jsonl, &schema(), limits, 0).unwrap_or_else(|e| panic!("{e}"))
+        FileInput::open(path, Format::Jsonl, &schema(), limits, at)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn good_line(i: usize) -> String {
@@ -546,25 +552,17 @@ mod tests {
         let text: String = (0..400).map(good_line).collect();
         let whole = small_chunks(&path, &text);
         let (chunks, _) = read_all(&whole, 1);
-        let limits = SourceLimits {
-            chunk_bytes: 1000,
-            max_line_bytes: 500,
-        };
         let lines = |c: &DecodedChunk| c.batch.timestamps(1).to_vec();
         for k in 1..whole.chunks() {
             let at = whole.position_after(Some(k));
-            let resumed = FileInput::open(&path, Format::Jsonl, &schema(), limits, at)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let (rest, _) = read_all(&resumed, 2);
+            let (rest, _) = read_all(&small_chunks_from(&path, at), 2);
             let got: Vec<_> = rest.iter().map(|(_, c)| lines(c)).collect();
             let want: Vec<_> = chunks[k as usize..].iter().map(|(_, c)| lines(c)).collect();
             assert_eq!(got, want, "resumed at chunk {k} (byte {at})");
             // Resumed anywhere else, the first chunk ends at the next edge.
             let mid = whole.position_after(Some(k)) + 40;
             let line = text[mid as usize..].find('\n').map_or(0, |p| p + 1) as u64 + mid;
-            let resumed = FileInput::open(&path, Format::Jsonl, &schema(), limits, line)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let (rest, _) = read_all(&resumed, 1);
+            let (rest, _) = read_all(&small_chunks_from(&path, line), 1);
             let got: Vec<_> = rest[1..].iter().map(|(_, c)| lines(c)).collect();
             assert_eq!(got, want[1..], "resumed at byte {line}");
         }
