@@ -23,7 +23,7 @@ use crate::source::http_poll::{PollReport, Poller};
 use crate::source::http_push::PushTable;
 use crate::source::idempotency::{Keys, keys_file};
 use crate::source::live::{
-    DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, LiveInput, WalConfig, now_micros,
+    DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, KeyKeeper, LiveInput, WalConfig, now_micros,
 };
 use crate::source::mqtt::{MqttReport, MqttSource};
 use crate::source::wal::{DEFAULT_SEGMENT_BYTES, wal_dir};
@@ -201,13 +201,13 @@ impl Ingests {
                 )
                 .map_err(|e| fail(e.to_string()))?;
                 (
-                    Receiver::Push(Arc::new(PushTable::new(
+                    Receiver::Push(PushTable::new(
                         schema,
                         spec,
                         feed.clone(),
                         self.accepting.clone(),
                         keys,
-                    ))),
+                    )),
                     None,
                 )
             }
@@ -307,6 +307,11 @@ impl Ingests {
             std::thread::scope(|s| {
                 s.spawn(|| runtime.block_on(task).ok());
             });
+        }
+        if let Receiver::Push(table) = &ingest.receiver {
+            // Its keys are made durable as it goes: the log would otherwise keep their
+            // batches, asking a keeper that is gone.
+            table.keep_waiting_keys();
         }
         if close {
             ingest.feed.close();

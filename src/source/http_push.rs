@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::idempotency::{Keys, Seen, body_digest, valid_key};
-use super::live::{Arrival, Feed, Reject, now_micros};
+use super::live::{Arrival, Feed, KeyKeeper, Reject, now_micros};
 use crate::batch::Interner;
 use crate::decode::{Decoder, JsonDecoder};
 use crate::query::SourceSchema;
@@ -105,15 +105,16 @@ struct KeyTable {
 }
 
 impl PushTable {
-    /// The endpoint of `schema`'s table, publishing into `feed`.
+    /// The endpoint of `schema`'s table, publishing into `feed`, which asks it to keep
+    /// its keys when the log is cut.
     pub fn new(
         schema: &SourceSchema,
         spec: &HttpPushSpec,
         feed: Arc<Feed>,
         accepting: Arc<dyn Fn() -> bool + Send + Sync>,
         keys: Keys,
-    ) -> Self {
-        PushTable {
+    ) -> Arc<Self> {
+        let table = Arc::new(PushTable {
             schema: Arc::new(schema.clone()),
             spec: spec.clone(),
             feed,
@@ -125,7 +126,10 @@ impl PushTable {
                 synced: Instant::now(),
             }),
             settled: Condvar::new(),
-        }
+        });
+        let keeper = Arc::downgrade(&table);
+        table.feed.keep_keys_with(keeper);
+        table
     }
 
     /// Takes one request's body: decodes it whole (the answer names each bad line),
@@ -199,14 +203,21 @@ impl PushTable {
     /// was cut only at checkpoints, which need readings taken; so once the log alone
     /// filled the quota (after an uplink outage) every push was refused for good.
     fn refused_for_room(&self) {
+        self.keep_waiting_keys();
+        self.feed.refused();
+    }
+}
+
+impl KeyKeeper for PushTable {
+    fn keep_waiting_keys(&self) {
         let mut table = self.table();
         if !table.unkept.is_empty() {
             self.keep_keys(&mut table);
         }
-        drop(table);
-        self.feed.refused();
     }
+}
 
+impl PushTable {
     /// Fsyncs the keys file; the log need not keep the records of those keys any more.
     fn keep_keys(&self, table: &mut KeyTable) {
         match table.keys.sync() {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use timely::scheduling::SyncActivator;
@@ -211,8 +211,21 @@ struct Published {
     /// Keyed batches whose key is not in the push table's key file yet: the log keeps
     /// them, so a crash before the key is kept still finds it there.
     unkept_keys: std::collections::BTreeSet<u64>,
+    /// Keeps those keys when the log would otherwise have to hold their records.
+    key_keeper: Option<Weak<dyn KeyKeeper>>,
     next_reader: u64,
     closed: bool,
+}
+
+/// What keeps a table's `Idempotency-Key`s (its push endpoint). The log keeps every
+/// keyed batch until its key is durable in the keys file; keys are made durable in
+/// batches, and a checkpoint asks for the ones still waiting rather than keep their
+/// records: after the last push of a burst nothing else would, and the log kept
+/// everything from the burst on until the next push.
+pub trait KeyKeeper: Send + Sync {
+    /// Makes the keys of the batches logged so far durable and reports them kept
+    /// ([`Feed::key_kept`]).
+    fn keep_waiting_keys(&self);
 }
 
 /// A request to the feed's writer thread.
@@ -221,7 +234,8 @@ enum Request {
     Append(Arrival, Option<oneshot::Sender<Result<u64, String>>>),
     /// End the chunk being filled now; answer the number of the last boundary.
     Cut(oneshot::Sender<Option<u64>>),
-    /// A reader's checkpoint moved: delete what no reader needs.
+    /// A reader's checkpoint moved, or where it begins became known: delete what no
+    /// reader needs.
     Truncate,
     /// Readings were refused for want of room ([`Feed::refused`]).
     Refused,
@@ -239,7 +253,18 @@ pub struct Feed {
     readings: Arc<AtomicU64>,
     wal_bytes: Arc<AtomicU64>,
     requests: Mutex<Option<Sender<Request>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Mutex<WriterSlot>,
+}
+
+/// The feed's writer: its thread while the feed takes arrivals, then the writer itself.
+/// A node's stop closes its feeds before its queries take their last checkpoints, and
+/// those must still cut the log (or a clean stop would leave everything since the last
+/// checkpoint to be replayed and deleted by the next start). Only a stopping node
+/// closes a feed, so no other feed of the table opens its log meanwhile.
+enum WriterSlot {
+    Running(std::thread::JoinHandle<Writer>),
+    Closed(Box<Writer>),
+    Gone,
 }
 
 impl std::fmt::Debug for Feed {
@@ -287,6 +312,7 @@ impl Feed {
             readings: readings.clone(),
             wal_bytes: wal_bytes.clone(),
             own_bytes,
+            counted: true,
             requests: rx,
         };
         // A crash left the last chunk open: it is cut at once, so its readings do not
@@ -314,7 +340,7 @@ impl Feed {
             readings,
             wal_bytes,
             requests: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
+            writer: Mutex::new(WriterSlot::Running(handle)),
         };
         Ok((
             Arc::new(feed),
@@ -334,6 +360,17 @@ impl Feed {
             .ok()
             .and_then(|r| r.as_ref().map(|tx| tx.send(request).is_ok()))
             .unwrap_or(false)
+    }
+
+    /// Deletes what no reader needs: on the writer's thread, or here once closed.
+    fn truncate(&self) {
+        if self.send(Request::Truncate) {
+            return;
+        }
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let WriterSlot::Closed(writer) = &mut *slot {
+            writer.truncate();
+        }
     }
 
     fn queues(&self) -> Vec<Arc<Queue>> {
@@ -410,6 +447,12 @@ impl Feed {
         self.lock().unkept_keys.remove(&seq);
     }
 
+    /// `keeper` keeps the table's keys when the log is cut. Held weakly: the keeper
+    /// holds the feed.
+    pub fn keep_keys_with(&self, keeper: Weak<dyn KeyKeeper>) {
+        self.lock().key_keeper = Some(keeper);
+    }
+
     /// Readings were refused for want of room. The devices are sending: the watermark
     /// must not follow the clock as on a quiet network (their readings, taken on a
     /// resend, would be late). And the log deletes now the segments every reader has
@@ -462,10 +505,14 @@ impl Feed {
         if let Ok(mut requests) = self.requests.lock() {
             requests.take();
         }
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(handle) = handle {
-            handle.join().ok();
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*slot, WriterSlot::Running(_))
+            && let WriterSlot::Running(handle) = std::mem::replace(&mut *slot, WriterSlot::Gone)
+            && let Ok(writer) = handle.join()
+        {
+            *slot = WriterSlot::Closed(Box::new(writer));
         }
+        drop(slot);
         let mut published = self.lock();
         published.closed = true;
         for (_, queue) in &published.queues {
@@ -519,13 +566,15 @@ struct Writer {
     /// Log bytes of every feed of the node; this one's share is `own_bytes`.
     wal_bytes: Arc<AtomicU64>,
     own_bytes: u64,
+    /// Whether the node's log bytes count this log (until the feed closes).
+    counted: bool,
     requests: Receiver<Request>,
 }
 
 type Waiter = oneshot::Sender<Result<u64, String>>;
 
 impl Writer {
-    fn run(mut self, mut filling: Filling) {
+    fn run(mut self, mut filling: Filling) -> Self {
         let mut last_reading = Instant::now();
         let mut last_tick = Instant::now();
         let mut last_sync = Instant::now();
@@ -629,7 +678,8 @@ impl Writer {
                 }
                 // The next feed of the table counts its log again when it opens.
                 self.account(0);
-                return;
+                self.counted = false;
+                return self;
             }
         }
     }
@@ -714,12 +764,16 @@ impl Writer {
 
     /// Deletes the segments every reader has checkpointed.
     fn truncate(&mut self) {
-        let keep_from = {
-            let published = self.lock();
-            let readers = published.pins.values().copied().min();
-            let keys = published.unkept_keys.first().copied();
-            readers.into_iter().chain(keys).min()
-        };
+        let mut keep_from = self.keep_from();
+        if keep_from.keys_hold_back() {
+            let keeper = self.lock().key_keeper.as_ref().and_then(Weak::upgrade);
+            // Not under the lock: the keeper reports its keys kept through it.
+            if let Some(keeper) = keeper {
+                keeper.keep_waiting_keys();
+                keep_from = self.keep_from();
+            }
+        }
+        let keep_from = keep_from.first();
         // No reader: none needs the log; a reader at 0 may need all of it.
         let Some(through) = keep_from.unwrap_or(self.next_seq).checked_sub(1) else {
             return;
@@ -744,8 +798,19 @@ impl Writer {
         }
     }
 
+    fn keep_from(&self) -> KeepFrom {
+        let published = self.lock();
+        KeepFrom {
+            readers: published.pins.values().copied().min(),
+            keys: published.unkept_keys.first().copied(),
+        }
+    }
+
     /// Moves this log's share of the node's log bytes to `bytes`.
     fn account(&mut self, bytes: u64) {
+        if !self.counted {
+            return;
+        }
         if bytes >= self.own_bytes {
             self.wal_bytes
                 .fetch_add(bytes - self.own_bytes, Ordering::Relaxed);
@@ -754,6 +819,24 @@ impl Writer {
                 .fetch_sub(self.own_bytes - bytes, Ordering::Relaxed);
         }
         self.own_bytes = bytes;
+    }
+}
+
+/// The first log records the readers and the keys not kept yet need.
+struct KeepFrom {
+    readers: Option<u64>,
+    keys: Option<u64>,
+}
+
+impl KeepFrom {
+    /// Whether a key not kept yet holds records no reader needs.
+    fn keys_hold_back(&self) -> bool {
+        self.keys
+            .is_some_and(|keys| self.readers.is_none_or(|readers| keys < readers))
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.readers.into_iter().chain(self.keys).min()
     }
 }
 
@@ -837,6 +920,10 @@ impl LiveInput {
         self.start.store(start, Ordering::SeqCst);
         self.next.store(start, Ordering::SeqCst);
         self.pin(keep.map_or(start, |keep| keep.min(start)));
+        // Until now the reader held the whole log: a checkpoint's successor begins after
+        // its predecessor's truncation, which could delete nothing, and a quiet node
+        // takes no further checkpoint to delete it.
+        self.feed.truncate();
         start
     }
 
@@ -855,7 +942,7 @@ impl LiveInput {
     /// them for it.
     pub fn checkpointed(&self, next: u64) {
         self.pin(next);
-        self.feed.send(Request::Truncate);
+        self.feed.truncate();
     }
 
     fn pin(&self, keep_from: u64) {

@@ -886,3 +886,111 @@ fn a_node_whose_log_filled_the_quota_takes_the_resend_after_a_checkpoint() {
     }
     assert_eq!(written(&dir.path().join("out"), "pushed"), expected);
 }
+
+/// Posts `batches` batches of 20 readings (devices `d0`..`d19`, from `t0` on) to the
+/// node's `readings` table, keyed `{keys}-{i}`, adding them to `expected`.
+fn push_burst(port: u16, keys: &str, batches: i64, t0: i64, expected: &mut Expected) {
+    for i in 0..batches {
+        let batch: String = (0..20)
+            .map(|k| {
+                add(expected, &format!("d{k}"), t0 + i, i * 20 + k);
+                line(&format!("d{k}"), t0 + i, i * 20 + k)
+            })
+            .collect();
+        let key = format!("{keys}-{i}");
+        let headers = [
+            ("Idempotency-Key", key.as_str()),
+            ("Content-Type", "application/x-ndjson"),
+        ];
+        let (status, _, body) = http(port, "POST", "/ingest/readings", &headers, batch.as_bytes());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+}
+
+/// Bytes of the `readings` table's write-ahead log under `out`.
+fn log_bytes(out: &Path) -> u64 {
+    std::fs::read_dir(out.join("_state/_wal/readings"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Segment headers only: not one batch (20 readings, about 1 KB) is kept.
+const HEADERS_ONLY: u64 = 200;
+
+/// A burst of keyed pushes, then a quiet node: the checkpoints that follow cut the log.
+/// The log keeps every record whose Idempotency-Key is not durable yet, and only a push
+/// coming a second after the last fsync made keys durable: after the last push of a
+/// burst nothing did, and the log held the whole burst until the next push.
+#[test]
+fn after_a_burst_of_keyed_pushes_the_checkpoints_cut_the_log() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
+    let node = LiveNode::start(
+        dir.path(),
+        &[
+            "serve",
+            query.to_str().unwrap_or_default(),
+            "--no-sync",
+            "--checkpoint-every",
+            "200ms",
+            "--workers",
+            "1",
+        ],
+        &[],
+    );
+    let mut expected = Expected::new();
+    push_burst(node.port, "burst", 40, now_ms() - 30_000, &mut expected);
+    let out = dir.path().join("out");
+    wait_until(
+        "the checkpoints after the burst to cut the log down to its segment headers",
+        Duration::from_secs(30),
+        || log_bytes(&out) < HEADERS_ONLY,
+    );
+    let (code, log) = node.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(written(&out, "pushed"), expected);
+}
+
+/// A clean stop cuts the log too: its queries' last checkpoints come after the feeds
+/// closed, and were dropped, so a node that took no checkpoint in its life (a short one
+/// between crashes) left everything it received for the next start to replay.
+#[test]
+fn a_clean_stop_leaves_nothing_in_the_log_for_the_next_start() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
+    let args = [
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--checkpoint-every",
+        "1h",
+        "--workers",
+        "1",
+    ];
+    let out = dir.path().join("out");
+    let mut expected = Expected::new();
+    let t0 = now_ms() - 30_000;
+    for run in 0..2 {
+        let node = LiveNode::start(dir.path(), &args, &[]);
+        push_burst(
+            node.port,
+            &format!("run{run}"),
+            10,
+            t0 + run * 1_000,
+            &mut expected,
+        );
+        let (code, log) = node.stop();
+        assert_eq!(code, Some(0), "{log}");
+        assert!(
+            log_bytes(&out) < HEADERS_ONLY,
+            "run {run}: {} bytes of log left after a clean stop",
+            log_bytes(&out)
+        );
+    }
+    assert_eq!(written(&out, "pushed"), expected);
+}
