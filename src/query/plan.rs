@@ -56,6 +56,17 @@ impl SourceSchema {
     pub fn types(&self) -> Vec<DataType> {
         self.columns.iter().map(|c| c.ty).collect()
     }
+
+    /// Whether one live ingest can serve `other`'s declaration of this table too: the
+    /// same columns, event time and connector with its options, which shape and check
+    /// every reading once for all its readers. The watermark's options may differ (each
+    /// query keeps its own).
+    pub fn same_ingest(&self, other: &SourceSchema) -> bool {
+        self.name == other.name
+            && self.columns == other.columns
+            && self.event_time == other.event_time
+            && self.connector == other.connector
+    }
 }
 
 fn is_zero(v: &i64) -> bool {

@@ -40,7 +40,8 @@ enum Receiver {
 
 /// One table being read.
 struct Ingest {
-    kind: ConnectorKind,
+    /// The table as its first reader declared it; every reader declares it so.
+    schema: SourceSchema,
     feed: Arc<Feed>,
     receiver: Receiver,
     /// Stops the poller or subscription.
@@ -143,12 +144,14 @@ impl Ingests {
     }
 
     /// Subscribes `query` to its table, starting the table's ingest if it is the first
-    /// reader. A table read with another connector by a running query is refused.
+    /// reader. A table that running queries read declared otherwise (columns, types,
+    /// connector or its options) is refused: its one ingest shapes and checks readings
+    /// for the declaration it started with.
     pub fn attach(&self, query: &str, schema: &SourceSchema) -> Result<Arc<LiveInput>, NodeError> {
         let mut tables = self.tables();
         let kind = &schema.connector.kind;
         if let Some(ingest) = tables.get(&schema.name) {
-            if ingest.kind == *kind {
+            if ingest.schema.same_ingest(schema) {
                 return Ok(Arc::new(ingest.feed.subscribe(schema, self.limits)));
             }
             if ingest.feed.readers() > 0 {
@@ -158,7 +161,7 @@ impl Ingests {
                 });
             }
         }
-        // An old ingest of another connector has no reader: nothing it still publishes
+        // An old ingest declared otherwise has no reader: nothing it still publishes
         // reaches a query, so it is retired without waiting for its task (the caller may
         // hold locks that the I/O runtime's handlers take).
         let old = tables.remove(&schema.name);
@@ -222,7 +225,7 @@ impl Ingests {
         tables.insert(
             schema.name.clone(),
             Ingest {
-                kind: kind.clone(),
+                schema: schema.clone(),
                 feed,
                 receiver,
                 stop,
@@ -379,7 +382,7 @@ impl Ingests {
             .iter()
             .map(|(table, ingest)| {
                 let status = TableStatus {
-                    connector: super::connector_name_static(&ingest.kind),
+                    connector: super::connector_name_static(&ingest.schema.connector.kind),
                     received: ingest.feed.published(),
                     readers: ingest.feed.readers(),
                     connected: ingest.connected(),

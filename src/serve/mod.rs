@@ -89,9 +89,9 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// A table read by a running query with another connector.
+    /// A table that running queries read, declared otherwise.
     #[error(
-        "query {query} reads table `{table}` with another connector than the running queries that read it: one table, one ingest"
+        "query {query} declares table `{table}` otherwise (columns, types, connector or its options) than the running queries that read it: one table, one ingest, so declare it the same way in every query"
     )]
     ConflictingTable {
         /// The query.
@@ -105,9 +105,9 @@ pub enum NodeError {
     /// Two queries with one name would write one output folder.
     #[error("two queries are named {0}: query names (the file names) must differ")]
     DuplicateName(String),
-    /// Two queries declare one table with different connectors.
+    /// Two queries declare one table differently.
     #[error(
-        "queries {0} and {1} both declare table `{2}` but with different connectors or options: one table, one ingest"
+        "queries {0} and {1} both declare table `{2}` but with different columns, types, connectors or options: one table, one ingest, so declare it the same way in every query"
     )]
     ConflictingTables(String, String, String),
     /// A live node without a live source.
@@ -527,16 +527,14 @@ fn connector_name_static(kind: &ConnectorKind) -> &'static str {
 }
 
 /// Refuses a set of queries that cannot run together: two with one name, or one table
-/// declared with two connectors.
+/// declared two ways.
 fn check_tables(queries: &[QueryPlan]) -> Result<(), Error> {
     for (i, plan) in queries.iter().enumerate() {
         for other in &queries[..i] {
             if other.name == plan.name {
                 return Err(NodeError::DuplicateName(plan.name.clone()).into());
             }
-            if other.source.name == plan.source.name
-                && other.source.connector.kind != plan.source.connector.kind
-            {
+            if other.source.name == plan.source.name && !other.source.same_ingest(&plan.source) {
                 return Err(NodeError::ConflictingTables(
                     other.name.clone(),
                     plan.name.clone(),

@@ -437,6 +437,46 @@ fn a_query_started_and_stopped_at_run_time_leaves_the_others_rows_right() {
     }
 }
 
+/// A table has one ingest, which shapes and checks every reading for the declaration it
+/// started with: a query declaring the same table with other columns would be told
+/// `accepted` for lines it then finds bad (and the other way round), so it is refused.
+#[test]
+fn a_query_declaring_a_running_table_otherwise_is_refused() {
+    let dir = tempdir();
+    let query = write_query(dir.path(), "steady", &push_query_without_idle());
+    let node = LiveNode::start(
+        dir.path(),
+        &["serve", query.to_str().unwrap_or_default(), "--no-sync"],
+        &[],
+    );
+    let other = push_query_without_idle().replace("bytes_in BIGINT)", "bytes_in DOUBLE)");
+    assert_ne!(other, push_query_without_idle());
+    let (status, body) = call(
+        &node,
+        "POST",
+        "/api/v1/queries",
+        None,
+        &add_body("other", &other),
+    );
+    let shown = body.to_string();
+    assert_eq!(status, 409, "{shown}");
+    assert!(
+        shown.contains("declares table `readings` otherwise"),
+        "{shown}"
+    );
+    // Declared the same way, it shares the ingest.
+    let (status, body) = call(
+        &node,
+        "POST",
+        "/api/v1/queries",
+        None,
+        &add_body("same", &push_query_without_idle()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (code, _) = node.stop();
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn a_query_added_over_the_api_comes_back_after_a_restart_as_it_was_left() {
     let dir = tempdir();
