@@ -15,6 +15,10 @@
 //! * **one copy of each row**: a compacted hour file (`hour-<hour>-<digest>.parquet`)
 //!   names in its footer the files whose rows it holds; those files, when still listed
 //!   next to it (locally for a moment, in the bucket until sync settles), are left out.
+//!   Revisions count across it: a window file older than the revision an hour file holds
+//!   is left out (the bucket's `r0` while the local hour file holds `r1`), and so are
+//!   an hour file's rows of a window written again since (after `--fresh`): those rows
+//!   are skipped when the file is read ([`Curated::skipped_rows`]).
 //!
 //! Whatever is left out is named once in a warning, collected for the caller to print.
 
@@ -145,6 +149,8 @@ fn misplaced(location: &Path, is_file: bool, partitions: &[&str]) -> Option<(Str
 struct Footer {
     /// Of a compacted file: the names of the files next to it whose rows it holds.
     covers: Vec<String>,
+    /// Of a compacted file: where each run of its rows came from, in row order.
+    sources: Vec<(String, u64)>,
     /// Its columns and their types.
     columns: Vec<(String, DataType)>,
 }
@@ -193,12 +199,17 @@ async fn read_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<Foote
         .location
         .filename()
         .is_some_and(compaction::is_compacted);
+    let (covers, sources) = if compacted {
+        (
+            compaction::covers(file.key_value_metadata()),
+            compaction::row_sources(file.key_value_metadata()),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(Footer {
-        covers: if compacted {
-            compaction::covers(file.key_value_metadata())
-        } else {
-            Vec::new()
-        },
+        covers,
+        sources,
         columns: schema
             .fields()
             .iter()
@@ -238,6 +249,9 @@ struct State {
     checked: HashMap<Path, Checked>,
     /// The columns each table was set up with ([`Curated::expect_columns`]).
     tables: HashMap<String, Vec<(String, DataType)>>,
+    /// Compacted files holding rows of a window written again since, by the last listing
+    /// that showed them.
+    skipped: HashMap<Path, SkippedRows>,
     warned: BTreeSet<String>,
     pending: Vec<String>,
 }
@@ -289,6 +303,21 @@ impl Curated {
     pub fn warn(&self, warning: String) {
         warn(&self.state, warning);
     }
+
+    /// Rows of the compacted file at `location` that the last listing showing it found
+    /// superseded (a window written again since).
+    pub fn skipped_rows(&self, location: &Path) -> Option<SkippedRows> {
+        lock(&self.state).skipped.get(location).cloned()
+    }
+}
+
+/// The rows of a compacted file to leave out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRows {
+    /// `(first row, rows)` runs, in order, none touching the next.
+    pub runs: Vec<(u64, u64)>,
+    /// The file's rows.
+    pub rows: u64,
 }
 
 /// The state, also after a panic elsewhere: it only holds verdicts and messages.
@@ -389,7 +418,7 @@ async fn curate(
     for conflict in conflicts {
         warn(state, conflict);
     }
-    let state = lock(state);
+    let locked = lock(state);
     // Files a readable compacted file next to them covers are read from it alone.
     let folder = |meta: &ObjectMeta| -> String {
         let path = meta.location.as_ref();
@@ -399,7 +428,7 @@ async fn curate(
     };
     let mut covered: HashMap<String, BTreeSet<String>> = HashMap::new();
     for meta in &readable {
-        if let Some(checked) = state.checked.get(&meta.location)
+        if let Some(checked) = locked.checked.get(&meta.location)
             && !checked.footer.covers.is_empty()
         {
             covered
@@ -408,7 +437,7 @@ async fn curate(
                 .extend(checked.footer.covers.iter().cloned());
         }
     }
-    readable
+    let uncovered: Vec<ObjectMeta> = readable
         .into_iter()
         .filter(|meta| {
             let name = meta.location.filename().unwrap_or_default();
@@ -416,7 +445,91 @@ async fn curate(
                 .get(&folder(meta))
                 .is_none_or(|names| !names.contains(name))
         })
-        .collect()
+        .collect();
+    drop(locked);
+    supersede_across_compaction(state, uncovered)
+}
+
+/// `metas` without the window files older than the revision of their window that a
+/// compacted file next to them holds; the compacted files holding rows of a window
+/// written again since get those rows recorded as skipped (or are left out when every
+/// row is). Revisions are compared within a folder, as [`latest_revisions`] does.
+fn supersede_across_compaction(state: &Mutex<State>, metas: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
+    let mut state = lock(state);
+    let folder = |location: &Path| -> String {
+        location
+            .as_ref()
+            .rsplit_once('/')
+            .map_or("", |(folder, _)| folder)
+            .to_owned()
+    };
+    let sources = |state: &State, meta: &ObjectMeta| -> Vec<(String, u64)> {
+        state
+            .checked
+            .get(&meta.location)
+            .map(|c| c.footer.sources.clone())
+            .unwrap_or_default()
+    };
+    let mut newest: HashMap<(String, String), u32> = HashMap::new();
+    let mut note = |folder: String, name: &str| {
+        if let Some((stamp, revision)) = window_revision(name) {
+            let highest = newest.entry((folder, stamp.to_owned())).or_insert(revision);
+            *highest = (*highest).max(revision);
+        }
+    };
+    for meta in &metas {
+        note(
+            folder(&meta.location),
+            meta.location.filename().unwrap_or_default(),
+        );
+        for (source, _) in sources(&state, meta) {
+            note(folder(&meta.location), &source);
+        }
+    }
+    let superseded = |folder: &str, name: &str| {
+        window_revision(name).is_some_and(|(stamp, revision)| {
+            newest
+                .get(&(folder.to_owned(), stamp.to_owned()))
+                .is_some_and(|&highest| highest > revision)
+        })
+    };
+    let mut kept = Vec::with_capacity(metas.len());
+    for meta in metas {
+        if in_history_table(&meta.location) {
+            kept.push(meta);
+            continue;
+        }
+        let here = folder(&meta.location);
+        if superseded(&here, meta.location.filename().unwrap_or_default()) {
+            continue;
+        }
+        let runs = sources(&state, &meta);
+        let mut skipped = Vec::new();
+        let mut row = 0u64;
+        for (source, rows) in &runs {
+            if superseded(&here, source) {
+                match skipped.last_mut() {
+                    Some((first, n)) if *first + *n == row => *n += rows,
+                    _ => skipped.push((row, *rows)),
+                }
+            }
+            row += rows;
+        }
+        if skipped.is_empty() {
+            state.skipped.remove(&meta.location);
+        } else if skipped == [(0, row)] {
+            state.skipped.remove(&meta.location);
+            continue;
+        } else {
+            let skipped = SkippedRows {
+                runs: skipped,
+                rows: row,
+            };
+            state.skipped.insert(meta.location.clone(), skipped);
+        }
+        kept.push(meta);
+    }
+    kept
 }
 
 impl std::fmt::Display for Curated {

@@ -16,6 +16,7 @@
 
 pub mod fleet;
 pub mod format;
+pub mod latest;
 pub mod listing;
 pub mod overlay;
 pub mod sketches;
@@ -274,7 +275,7 @@ impl Outputs {
         for (table, newest) in discover(&store).await? {
             // One folder DataFusion cannot make a table of (files whose schemas conflict,
             // say) must not take the others down with it.
-            match register(&ctx, &table.name, &newest, store.partitions()).await {
+            match register(&ctx, &table.name, &newest, &store).await {
                 Ok(schema) => {
                     store.expect_columns(&table.name, &schema);
                     tables.push(table);
@@ -555,8 +556,9 @@ async fn register(
     ctx: &SessionContext,
     name: &str,
     newest: &ObjectMeta,
-    partitions: &[&str],
+    curated: &Arc<Curated>,
 ) -> Result<SchemaRef, OutputsError> {
+    let partitions = curated.partitions();
     let mut url = url::Url::parse(OUTPUTS_URL)
         .map_err(|e| DataFusionError::Internal(format!("{OUTPUTS_URL}: {e}")))?;
     // Pushed as a path segment, so the name is percent-encoded rather than parsed.
@@ -601,7 +603,10 @@ async fn register(
     let files = format!("{HIDDEN_PREFIX}{name}");
     ctx.register_table(
         TableReference::bare(files.clone()),
-        Arc::new(ListingTable::try_new(config)?),
+        Arc::new(latest::LatestRows::new(
+            ListingTable::try_new(config)?,
+            curated.clone(),
+        )),
     )?;
     ctx.sql(&format!(
         "CREATE VIEW {} AS SELECT {} FROM {}",

@@ -87,6 +87,12 @@ pub fn covers(metadata: Option<&Vec<KeyValue>>) -> Vec<String> {
     names(metadata, COVERS_KEY)
 }
 
+/// Where each run of a compacted file's rows came from (`[file name, rows]`, in row
+/// order), from its footer; empty when the footer does not say.
+pub fn row_sources(metadata: Option<&Vec<KeyValue>>) -> Vec<(String, u64)> {
+    footer_json(metadata, SOURCES_KEY).unwrap_or_default()
+}
+
 fn names(metadata: Option<&Vec<KeyValue>>, key: &str) -> Vec<String> {
     footer_json(metadata, key).unwrap_or_default()
 }
