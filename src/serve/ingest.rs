@@ -23,7 +23,8 @@ use crate::source::http_poll::{PollReport, Poller};
 use crate::source::http_push::PushTable;
 use crate::source::idempotency::{Keys, keys_file};
 use crate::source::live::{
-    DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, KeyKeeper, LiveInput, WalConfig, now_micros,
+    DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, KeyKeeper, LiveInput, Opened, WalConfig,
+    now_micros,
 };
 use crate::source::mqtt::{MqttReport, MqttSource};
 use crate::source::wal::{DEFAULT_SEGMENT_BYTES, wal_dir};
@@ -96,8 +97,9 @@ pub struct Ingests {
     fsync: FsyncPolicy,
     /// Each table's feed (and log), kept across its ingests.
     feeds: Mutex<BTreeMap<String, Arc<Feed>>>,
-    /// Key lines read back from a table's log when it opened, for its push endpoint.
-    recovered_keys: Mutex<BTreeMap<String, Vec<String>>>,
+    /// What a table's log gave back when it opened, for the first ingest of the table:
+    /// key lines for its push endpoint or MQTT marks, counter baselines for its polls.
+    recovered: Mutex<BTreeMap<String, Opened>>,
     /// Bytes of every table's log.
     logged: Arc<AtomicU64>,
     /// Poll and MQTT reports of ingests that stopped, for the node's summary.
@@ -124,7 +126,7 @@ impl Ingests {
             state_root,
             fsync,
             feeds: Mutex::default(),
-            recovered_keys: Mutex::default(),
+            recovered: Mutex::default(),
             logged,
             accepting,
             limits,
@@ -174,7 +176,7 @@ impl Ingests {
             .map_err(|e| fail(e.to_string()))?;
         let input = Arc::new(feed.subscribe(schema, self.limits));
         let opened = self
-            .recovered_keys
+            .recovered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&schema.name)
@@ -182,14 +184,15 @@ impl Ingests {
         let (stop, stopped) = watch::channel(false);
         let (receiver, task) = match kind {
             ConnectorKind::HttpPoll(spec) => {
-                let poller = Poller::new(spec, schema, feed.clone(), self.share)
+                let poller = Poller::new(spec, schema, feed.clone(), self.share, &opened.baselines)
                     .map_err(|e| fail(e.to_string()))?;
                 let task = self.runtime.spawn(poller.clone().run(stopped));
                 (Receiver::Poll(poller), Some(task))
             }
             ConnectorKind::Mqtt(spec) => {
-                let source = MqttSource::new(spec, schema, feed.clone(), &opened, self.share)
-                    .map_err(|e| fail(e.to_string()))?;
+                let source =
+                    MqttSource::new(spec, schema, feed.clone(), &opened.key_lines, self.share)
+                        .map_err(|e| fail(e.to_string()))?;
                 let task = self.runtime.spawn(source.clone().run(stopped));
                 (Receiver::Mqtt(source), Some(task))
             }
@@ -200,7 +203,7 @@ impl Ingests {
                         .map(|root| keys_file(root, &schema.name)),
                     spec.idempotency_ttl,
                     now_micros(),
-                    &opened,
+                    &opened.key_lines,
                 )
                 .map_err(|e| fail(e.to_string()))?;
                 (
@@ -266,8 +269,8 @@ impl Ingests {
             logged: self.logged.clone(),
         };
         let (feed, opened) = Feed::open(table, config)?;
-        if let Ok(mut keys) = self.recovered_keys.lock() {
-            keys.insert(table.to_owned(), opened.key_lines);
+        if let Ok(mut recovered) = self.recovered.lock() {
+            recovered.insert(table.to_owned(), opened);
         }
         feeds.insert(table.to_owned(), feed.clone());
         Ok(feed)

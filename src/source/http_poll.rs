@@ -144,12 +144,14 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Prepares to poll the devices of `spec` for `schema`'s table into `feed`.
+    /// Prepares to poll the devices of `spec` for `schema`'s table into `feed`, taking
+    /// each device's next counter delta from `baselines` (what the table's log kept).
     pub fn new(
         spec: &HttpPollSpec,
         schema: &SourceSchema,
         feed: Arc<Feed>,
         share: super::ProcessShare,
+        baselines: &super::baselines::Baselines,
     ) -> Result<Arc<Poller>, PollError> {
         let mut devices = device_list(spec)?;
         devices.retain(|d| share.polls(&d.id));
@@ -200,8 +202,8 @@ impl Poller {
             table: schema.name.clone(),
             devices,
             client,
+            counters: Counters::resumed(&shaper, baselines),
             shaper,
-            counters: Counters::default(),
             feed,
             held: AtomicU64::new(0),
             rounds: AtomicU64::new(0),

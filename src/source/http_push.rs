@@ -351,6 +351,7 @@ impl PushTable {
             rejects,
             at: clock_now,
             key_line: None,
+            counters: None,
         };
         Ok((outcome, arrival))
     }

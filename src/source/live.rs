@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use timely::scheduling::SyncActivator;
 use tokio::sync::oneshot;
 
+use super::baselines::{self, Baselines};
 use super::wal::{self, Entry, Wal, WalError};
 use super::{ChunkSource, OpenInput, SourceError, SourceLimits, SourcePoll, Wakers};
 use crate::batch::Interner;
@@ -80,6 +81,10 @@ pub struct Arrival {
     /// The `Idempotency-Key` line of a keyed push batch, logged with it so the key is
     /// known after a crash exactly when the batch is.
     pub key_line: Option<String>,
+    /// Of a poll with counters: the values each device's delta was taken up to
+    /// ([`crate::source::baselines::line`]), logged with its readings so that the next
+    /// start takes the next delta from exactly there.
+    pub counters: Option<String>,
 }
 
 impl Arrival {
@@ -90,6 +95,7 @@ impl Arrival {
             rejects,
             at: now_micros(),
             key_line: None,
+            counters: None,
         }
     }
 
@@ -278,6 +284,8 @@ impl std::fmt::Debug for Feed {
 pub struct Opened {
     /// `Idempotency-Key` lines of the batches logged last (see [`wal::Recovered`]).
     pub key_lines: Vec<String>,
+    /// Each polled device's counters as last logged.
+    pub baselines: Baselines,
 }
 
 impl Feed {
@@ -296,6 +304,11 @@ impl Feed {
             last_cut: recovered.last_cut,
             ..Published::default()
         }));
+        let mut counters = baselines::Keeper::open(config.wal.as_ref().map(|w| w.dir.as_path()));
+        for (seq, line) in &recovered.counters {
+            counters.apply(*seq, line);
+        }
+        let baselines = counters.baselines().clone();
         let readings = Arc::new(AtomicU64::new(0));
         let own_bytes = wal.as_ref().map_or(0, Wal::bytes);
         let wal_bytes = config.logged.clone();
@@ -313,6 +326,7 @@ impl Feed {
             wal_bytes: wal_bytes.clone(),
             own_bytes,
             counted: true,
+            counters,
             requests: rx,
         };
         // A crash left the last chunk open: it is cut at once, so its readings do not
@@ -346,6 +360,7 @@ impl Feed {
             Arc::new(feed),
             Opened {
                 key_lines: recovered.key_lines,
+                baselines,
             },
         ))
     }
@@ -422,7 +437,7 @@ impl Feed {
     /// Logs and hands an arrival to every reader, without waiting for the disk (a poll
     /// round: nobody is told "accepted"). Ask [`Feed::has_room`] first.
     pub fn publish(&self, arrival: Arrival) {
-        if arrival.lines.is_empty() && arrival.rejects.is_empty() {
+        if arrival.lines.is_empty() && arrival.rejects.is_empty() && arrival.counters.is_none() {
             return;
         }
         self.send(Request::Append(arrival, None));
@@ -568,6 +583,8 @@ struct Writer {
     own_bytes: u64,
     /// Whether the node's log bytes count this log (until the feed closes).
     counted: bool,
+    /// Polled devices' counters as logged, kept before the records holding them go.
+    counters: baselines::Keeper,
     requests: Receiver<Request>,
 }
 
@@ -728,13 +745,17 @@ impl Writer {
         *last_sync = Instant::now();
     }
 
-    fn publish(&self, first: u64, entries: Vec<Entry>) {
-        let mut published = self.lock();
+    fn publish(&mut self, first: u64, entries: Vec<Entry>) {
+        // The field, not `self.lock()`: the counters are updated under it.
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
         let mut readings = 0u64;
         for (i, entry) in entries.into_iter().enumerate() {
             let seq = first + i as u64;
             let bytes = match &entry {
                 Entry::Arrival(a) => {
+                    if let Some(line) = &a.counters {
+                        self.counters.apply(seq, line);
+                    }
                     readings += memchr::memchr_iter(b'\n', &a.lines).count() as u64;
                     if a.key_line.is_some() {
                         published.unkept_keys.insert(seq);
@@ -778,6 +799,12 @@ impl Writer {
         let Some(through) = keep_from.unwrap_or(self.next_seq).checked_sub(1) else {
             return;
         };
+        if self.wal.is_some()
+            && let Err(e) = self.counters.keep(self.next_seq.saturating_sub(1))
+        {
+            tracing::warn!(table = %self.table, error = %e, "Counter baselines not kept: the log keeps the records holding them");
+            return;
+        }
         if let Some(wal) = self.wal.as_mut() {
             // A new segment at every checkpoint lets the active one go at the next, so
             // the log holds about what came since the readers' previous checkpoints.

@@ -7,6 +7,7 @@
 //! input order, which is what makes lateness and line numbers independent of the number
 //! of workers.
 
+pub mod baselines;
 mod file;
 pub mod generator;
 pub mod http_poll;

@@ -310,6 +310,7 @@ impl MqttSource {
                         rejects: Vec::new(),
                         at,
                         key_line: mark.map(|m| m.line()),
+                        counters: None,
                     };
                     self.shaper.shape(
                         parts,

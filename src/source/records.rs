@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::baselines::{self, Baseline, Baselines};
 use super::live::{Arrival, Reject};
 use crate::decode::{LONG_LINE_RAW_BYTES, LineCheck};
 use crate::query::SourceSchema;
@@ -192,6 +193,7 @@ impl Shaper {
         origin: &str,
     ) {
         let mut check = self.check.lock().unwrap_or_else(|p| p.into_inner());
+        let mut baselines = Baselines::new();
         for part in parts {
             let Received {
                 mut record,
@@ -223,7 +225,7 @@ impl Shaper {
                     })
                     .or_else(|| device.map(str::to_owned))
                     .unwrap_or_default();
-                match counters.delta(self, &key, &mut record, at_ms) {
+                match counters.delta(self, &key, &mut record, at_ms, &mut baselines) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(reason) => {
@@ -255,6 +257,9 @@ impl Shaper {
                 }
             }
         }
+        if !baselines.is_empty() {
+            out.counters = Some(baselines::line(&baselines));
+        }
     }
 }
 
@@ -282,19 +287,47 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counters that take each device's next delta from `baselines` (what the table's
+    /// log kept), where they hold every counter column of `shaper`.
+    pub fn resumed(shaper: &Shaper, baselines: &Baselines) -> Self {
+        let previous = baselines
+            .iter()
+            .filter_map(|(device, baseline)| {
+                let values = shaper
+                    .counters
+                    .iter()
+                    .map(|name| baseline.values.get(name).copied())
+                    .collect::<Option<Vec<u64>>>()?;
+                Some((
+                    device.clone(),
+                    Previous {
+                        values,
+                        at_ms: baseline.at_ms,
+                    },
+                ))
+            })
+            .collect();
+        Counters {
+            previous: Mutex::new(previous),
+            stats: Mutex::default(),
+        }
+    }
+
     /// Resets and wraps so far.
     pub fn stats(&self) -> CounterStats {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     /// Replaces the counters of `record` by their deltas since `device`'s previous
-    /// answer; `Ok(false)` for the device's first answer, which yields no reading.
+    /// answer; `Ok(false)` for the device's first answer, which yields no reading. The
+    /// device's new baseline goes into `baselines`, to be logged with the arrival.
     fn delta(
         &self,
         shaper: &Shaper,
         device: &str,
         record: &mut Record,
         at_ms: i64,
+        baselines: &mut Baselines,
     ) -> Result<bool, String> {
         let mut values = Vec::with_capacity(shaper.counters.len());
         for name in &shaper.counters {
@@ -310,6 +343,18 @@ impl Counters {
             };
             values.push(value);
         }
+        baselines.insert(
+            device.to_owned(),
+            Baseline {
+                values: shaper
+                    .counters
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().copied())
+                    .collect(),
+                at_ms,
+            },
+        );
         let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
         let before = previous.insert(
             device.to_owned(),

@@ -102,6 +102,9 @@ pub struct Recovered {
     /// `Idempotency-Key` lines of the batches still in the log, so a batch logged just
     /// before a crash is known by its key even if the key file missed it.
     pub key_lines: Vec<String>,
+    /// Counter lines of the polls still in the log, with their record numbers
+    /// ([`crate::source::baselines`]).
+    pub counters: Vec<(u64, String)>,
     /// A torn last record that was cut off: where, and what was wrong.
     pub torn: Option<String>,
 }
@@ -116,6 +119,7 @@ impl Recovered {
             Entry::Arrival(a) => {
                 self.uncut_clock = Some(self.uncut_clock.map_or(a.at, |c| c.max(a.at)));
                 self.key_lines.extend(a.key_line);
+                self.counters.extend(a.counters.map(|line| (seq, line)));
             }
         }
     }

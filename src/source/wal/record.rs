@@ -6,6 +6,8 @@
 //! body:    kind u8 | seq u64 LE | clock i64 LE | kind's fields
 //!   1 arrival: key line length u32 | key line | rejects u32 | (reason, raw)* as u32-prefixed text | lines
 //!   2 cut:     idle u8
+//!   3 arrival with counters (version 2): key line | counter line | rejects ... | lines
+//!              (each text u32-prefixed; the counter line: [`crate::source::baselines`])
 //! ```
 //!
 //! A crash can leave the last record of the last segment torn (short, or with bytes
@@ -15,7 +17,8 @@
 use crate::source::live::{Arrival, Reject};
 
 /// Format version written; readers take this one and refuse newer ones by name.
-pub const WAL_VERSION: u32 = 1;
+/// Version 2 added records of kind 3 (an older edgeflow would take one for damage).
+pub const WAL_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"EFWAL\r\n\0";
 
@@ -27,6 +30,7 @@ const MAX_RECORD: usize = 1 << 30;
 
 const ARRIVAL: u8 = 1;
 const CUT: u8 = 2;
+const COUNTED_ARRIVAL: u8 = 3;
 
 /// What the log holds, in the order it was accepted.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,10 +83,17 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
     let body = out.len();
     match entry {
         Entry::Arrival(a) => {
-            out.push(ARRIVAL);
+            out.push(if a.counters.is_some() {
+                COUNTED_ARRIVAL
+            } else {
+                ARRIVAL
+            });
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&a.at.to_le_bytes());
             put_text(out, a.key_line.as_deref().unwrap_or_default().as_bytes());
+            if let Some(counters) = &a.counters {
+                put_text(out, counters.as_bytes());
+            }
             out.extend_from_slice(&(a.rejects.len() as u32).to_le_bytes());
             for r in &a.rejects {
                 put_text(out, r.reason.as_bytes());
@@ -175,8 +186,13 @@ fn parse(body: &[u8]) -> Option<(u64, Entry)> {
     let seq = b.u64()?;
     let clock = b.u64()? as i64;
     let entry = match kind {
-        ARRIVAL => {
+        ARRIVAL | COUNTED_ARRIVAL => {
             let key = b.text()?;
+            let counters = if kind == COUNTED_ARRIVAL {
+                Some(b.text()?)
+            } else {
+                None
+            };
             let n = b.u32()? as usize;
             let mut rejects = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
@@ -189,6 +205,7 @@ fn parse(body: &[u8]) -> Option<(u64, Entry)> {
                 rejects,
                 at: clock,
                 key_line: (!key.is_empty()).then_some(key),
+                counters,
             })
         }
         CUT => Entry::Cut {
@@ -213,6 +230,17 @@ mod tests {
             }],
             at: 1_700_000_000_000_000,
             key_line: Some("{\"key\":\"k\"}".into()),
+            counters: None,
+        })
+    }
+
+    fn counted_arrival() -> Entry {
+        Entry::Arrival(Arrival {
+            lines: b"{\"device_id\":\"a\",\"bytes_in\":5}\n".to_vec(),
+            rejects: Vec::new(),
+            at: 1_700_000_000_000_000,
+            key_line: None,
+            counters: Some("{\"a\":{\"values\":{\"bytes_in\":105},\"at_ms\":1}}".into()),
         })
     }
 
@@ -225,13 +253,18 @@ mod tests {
             idle: true,
         };
         encode(&mut bytes, 8, &cut);
+        encode(&mut bytes, 9, &counted_arrival());
         let Decoded::Record(7, first, n) = decode(&bytes) else {
             panic!("first record unread");
         };
         assert_eq!(first, arrival());
+        let Decoded::Record(8, second, m) = decode(&bytes[n..]) else {
+            panic!("second record unread");
+        };
+        assert_eq!(second, cut);
         assert_eq!(
-            decode(&bytes[n..]),
-            Decoded::Record(8, cut, bytes.len() - n)
+            decode(&bytes[n + m..]),
+            Decoded::Record(9, counted_arrival(), bytes.len() - n - m)
         );
         assert_eq!(decode(&bytes[bytes.len()..]), Decoded::End);
     }
@@ -239,7 +272,7 @@ mod tests {
     #[test]
     fn every_torn_tail_is_detected_never_misread() {
         let mut bytes = Vec::new();
-        encode(&mut bytes, 1, &arrival());
+        encode(&mut bytes, 1, &counted_arrival());
         for cut in 1..bytes.len() {
             assert!(
                 matches!(decode(&bytes[..cut]), Decoded::Torn(_)),
@@ -257,11 +290,15 @@ mod tests {
     fn a_newer_format_is_refused_by_name() {
         let mut h = header();
         assert_eq!(check_header(&h), Ok(()));
-        h[8] = 2;
+        let newer = WAL_VERSION + 1;
+        h[8..12].copy_from_slice(&newer.to_le_bytes());
         let Err(e) = check_header(&h) else {
-            panic!("version 2 was read");
+            panic!("version {newer} was read");
         };
-        assert!(e.contains("version 2"), "{e}");
+        assert!(e.contains(&format!("version {newer}")), "{e}");
+        // Segments an earlier edgeflow wrote are read.
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(check_header(&h), Ok(()));
         assert!(check_header(b"PAR1....").is_err());
     }
 }
