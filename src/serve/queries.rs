@@ -237,6 +237,9 @@ struct Entry {
     fresh: bool,
     /// When the running dataflow started or last checkpointed.
     checkpointed: Instant,
+    /// The summary of the run's legs so far (a checkpoint ends a leg, not the run): the
+    /// node's summary shows one per run, whatever the number of checkpoints.
+    legs: Option<RunSummary>,
 }
 
 impl Entry {
@@ -443,6 +446,7 @@ impl Queries {
                 durable_unseen: Vec::new(),
                 fresh,
                 checkpointed: Instant::now(),
+                legs: None,
             },
         );
         Ok(())
@@ -830,11 +834,17 @@ impl Queries {
         entry.max_event_time = entry.max_event_time.max(max_event_time);
         match result {
             Ok(summary) => {
+                let summary = match entry.legs.take() {
+                    Some(before) => before.then(summary),
+                    None => summary,
+                };
                 if stopping {
                     entry.set_state(QueryState::Stopped);
-                }
-                if let Ok(mut f) = self.finished.lock() {
-                    f.push(summary);
+                    if let Ok(mut f) = self.finished.lock() {
+                        f.push(summary);
+                    }
+                } else {
+                    entry.legs = Some(summary);
                 }
                 true
             }
@@ -846,6 +856,11 @@ impl Queries {
                 }
                 entry.last_error = Some(e.to_string());
                 entry.set_state(QueryState::Failed);
+                if let Some(before) = entry.legs.take()
+                    && let Ok(mut f) = self.finished.lock()
+                {
+                    f.push(before);
+                }
                 if let Ok(mut f) = self.failures.lock() {
                     f.push((name.to_owned(), e.to_string()));
                 }
@@ -1044,8 +1059,11 @@ impl Queries {
 
     /// Summaries of the runs that ended, and the failures.
     pub fn outcomes(&self) -> (Vec<RunSummary>, Vec<(String, String)>) {
+        let mut runs = self.finished.lock().map(|f| f.clone()).unwrap_or_default();
+        // Runs whose last leg ended at a checkpoint and never went on.
+        runs.extend(self.entries().values().filter_map(|e| e.legs.clone()));
         (
-            self.finished.lock().map(|f| f.clone()).unwrap_or_default(),
+            runs,
             self.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         )
     }

@@ -612,13 +612,30 @@ fn metrics_parse_as_prometheus_text_and_equal_the_summary() {
             "--workers",
             "2",
             "--json",
+            "--checkpoint-every",
+            "100ms",
         ],
         &tokens(),
     );
     let t0 = 1_767_225_600_000i64;
     let mut expected = Expected::new();
-    let mut lines = minute(0, 30, t0, &mut [&mut expected]);
-    lines.push_str(&minute(1, 30, t0, &mut [&mut expected]));
+    let first = minute(0, 30, t0, &mut [&mut expected]);
+    let pushed = push(&node, Some(INGEST), &first);
+    assert_eq!(pushed["rejected"], 0, "{pushed}");
+    // A checkpoint between the two pushes: the run goes on in another leg, and the
+    // summary still shows one run with every figure.
+    let state = dir.path().join("out/_state/steady/stream.json");
+    let pushed_at = std::time::SystemTime::now();
+    wait_until(
+        "a checkpoint after the first push",
+        Duration::from_secs(30),
+        || {
+            std::fs::metadata(&state)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > pushed_at)
+        },
+    );
+    let mut lines = minute(1, 30, t0, &mut [&mut expected]);
     lines.push_str("not json\n");
     let pushed = push(&node, Some(INGEST), &lines);
     assert_eq!(pushed["rejected"], 1, "{pushed}");
@@ -650,6 +667,11 @@ fn metrics_parse_as_prometheus_text_and_equal_the_summary() {
     let (code, stdout) = node.stop();
     assert_eq!(code, Some(0));
     let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let runs = summary["node"]["queries"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        runs, 1,
+        "one summary per run, not per checkpoint: {summary}"
+    );
     let run = &summary["node"]["queries"][0];
     let value = |family: &str, labels: &str| {
         metrics
