@@ -13,6 +13,7 @@
 //! the new one holds the bytes, and only if it holds our bytes.
 
 use std::path::Path;
+use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -136,6 +137,31 @@ fn tidy(message: &str) -> String {
     tidy
 }
 
+/// The slowest uplink a request is waited for: below this a request is taken for
+/// stalled, so an uplink that accepts connections and never answers (a dropped route, a
+/// proxy that hangs) costs the backlog seconds, not the client's two-minute timeout.
+const SLOWEST_UPLINK_BYTES_PER_S: u64 = 32 * 1024;
+
+/// How long a request carrying `bytes` is waited for.
+fn deadline(bytes: usize) -> Duration {
+    Duration::from_secs(15 + bytes as u64 / SLOWEST_UPLINK_BYTES_PER_S)
+}
+
+/// `request`, or a retryable error once `limit` passed without an answer.
+async fn answered<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, object_store::Error>>,
+) -> Result<T, object_store::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(object_store::Error::Generic {
+                store: "target",
+                source: format!("no answer within {} s", limit.as_secs()).into(),
+            })
+        })
+}
+
 fn failed(error: &object_store::Error) -> Outcome {
     let (reason, retryable) = classify(error);
     Outcome::Failed { reason, retryable }
@@ -163,17 +189,14 @@ async fn compare_key(
     record: &Record,
     local: Option<&[u8]>,
 ) -> Result<Option<Outcome>, object_store::Error> {
-    let head = match target
-        .store
-        .get_opts(
-            key,
-            GetOptions {
-                head: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-    {
+    let looked = target.store.get_opts(
+        key,
+        GetOptions {
+            head: true,
+            ..GetOptions::default()
+        },
+    );
+    let head = match answered(deadline(0), looked).await {
         Ok(h) => h,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
@@ -257,11 +280,10 @@ pub async fn upload(
             attributes,
             ..PutOptions::default()
         };
-        return match target
+        let put = target
             .store
-            .put_opts(&key, PutPayload::from(bytes.clone()), options)
-            .await
-        {
+            .put_opts(&key, PutPayload::from(bytes.clone()), options);
+        return match answered(deadline(bytes.len()), put).await {
             Ok(result) => {
                 // The object landed but its answer was lost: the retry must find it.
                 fail::fail_point!("upload-answer-lost", |_| Outcome::Failed {
@@ -329,9 +351,13 @@ async fn copy_from(target: &Target, record: &Record, from: &str) -> Outcome {
     // object_store 0.13 cannot, so a writer racing us in the instant since the HEAD could
     // be overwritten. Keys are deterministic per output folder, which has one writer.
     let copied = if target.metadata {
-        target.store.copy(&from_key, &to_key).await
+        answered(deadline(0), target.store.copy(&from_key, &to_key)).await
     } else {
-        target.store.copy_if_not_exists(&from_key, &to_key).await
+        answered(
+            deadline(0),
+            target.store.copy_if_not_exists(&from_key, &to_key),
+        )
+        .await
     };
     match copied {
         Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
@@ -353,12 +379,14 @@ pub async fn retire(target: &Target, record: &Record) -> Outcome {
     let key = target.key(&record.path);
     match compare_key(target, &key, record, None).await {
         Ok(None) => Outcome::Retired { deleted: false },
-        Ok(Some(Outcome::Uploaded { .. })) => match target.store.delete(&key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                Outcome::Retired { deleted: true }
+        Ok(Some(Outcome::Uploaded { .. })) => {
+            match answered(deadline(0), target.store.delete(&key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    Outcome::Retired { deleted: true }
+                }
+                Err(e) => failed(&e),
             }
-            Err(e) => failed(&e),
-        },
+        }
         Ok(Some(_)) => {
             tracing::warn!(file = %record.path, "The old key of a superseded revision holds other content; leaving it");
             Outcome::Retired { deleted: false }
@@ -369,7 +397,26 @@ pub async fn retire(target: &Target, record: &Record) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::tidy;
+    use super::{answered, classify, deadline, tidy};
+    use std::time::Duration;
+
+    #[test]
+    fn a_request_never_answered_fails_retryably_at_its_deadline() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let never = std::future::pending::<Result<(), object_store::Error>>();
+        let Err(error) = runtime.block_on(answered(Duration::from_millis(20), never)) else {
+            panic!("a request that never answers was answered");
+        };
+        let (reason, retryable) = classify(&error);
+        assert!(reason.contains("no answer within"), "{reason}");
+        assert!(retryable, "{reason}");
+        // A 1 MiB upload is given the time of a 256 kbit/s uplink, a HEAD 15 s.
+        assert_eq!(deadline(0), Duration::from_secs(15));
+        assert_eq!(deadline(1 << 20), Duration::from_secs(15 + 32));
+    }
 
     #[test]
     fn s3_error_bodies_shrink_to_code_and_message() {
