@@ -20,6 +20,12 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(refused) = error.downcast_ref::<cli::ctl::Refused>() {
         return if refused.is_users() { 2 } else { 1 };
     }
+    if let Some(
+        edgeflow::sync::target::TargetError::Url(_) | edgeflow::sync::target::TargetError::Node(_),
+    ) = error.downcast_ref()
+    {
+        return 2;
+    }
     match error
         .downcast_ref::<edgeflow::Error>()
         .map(edgeflow::Error::kind)

@@ -44,11 +44,20 @@ impl OutputsArgs {
             (None, None) => Some(default_output()),
             (None, Some(_)) => None,
         };
-        let outputs = runtime.block_on(Outputs::open_with(
-            root.as_deref(),
-            remote.as_ref(),
-            settings,
-        ))?;
+        let outputs = runtime
+            .block_on(Outputs::open_with(
+                root.as_deref(),
+                remote.as_ref(),
+                settings,
+            ))
+            .map_err(|e| -> anyhow::Error {
+                // Asked wrongly (a fleet's bucket with --root): exit 2, as for a query.
+                if e.is_users() {
+                    Usage(e.to_string()).into()
+                } else {
+                    e.into()
+                }
+            })?;
         print_warnings(&outputs);
         Ok(outputs)
     }

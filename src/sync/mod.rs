@@ -288,9 +288,12 @@ pub struct SyncReport {
     /// Superseded revisions moved to `<query>_revisions/` in the target too.
     #[serde(default)]
     pub moved_files: usize,
-    /// Files replaced by a compacted hour file, their keys removed from the target too.
+    /// Files replaced by a compacted hour file.
     #[serde(default)]
     pub compacted_files: usize,
+    /// Of those, the ones whose key is still to be removed from the target.
+    #[serde(default)]
+    pub compacted_unremoved: usize,
     /// Journal records skipped because their paths leave the output root.
     #[serde(default)]
     pub rejected_paths: usize,
@@ -328,6 +331,10 @@ impl SyncReport {
                 }
                 FileState::Conflict { .. } => r.conflicts.push(rec.path.clone()),
                 FileState::Dropped => r.dropped_files += 1,
+                FileState::Superseded { to } if is_compacted_path(to) => {
+                    r.compacted_files += 1;
+                    r.compacted_unremoved += 1;
+                }
                 FileState::Superseded { .. } => r.superseded_files += 1,
                 FileState::Moved { to } if is_compacted_path(to) => r.compacted_files += 1,
                 FileState::Moved { .. } => r.moved_files += 1,
@@ -381,11 +388,19 @@ impl std::fmt::Display for SyncReport {
             )?;
         }
         if self.compacted_files > 0 {
-            writeln!(
+            write!(
                 f,
                 "compacted    {} file(s) replaced by hour files",
                 self.compacted_files
             )?;
+            if self.compacted_unremoved > 0 {
+                write!(
+                    f,
+                    ", {} old key(s) still to remove",
+                    self.compacted_unremoved
+                )?;
+            }
+            writeln!(f)?;
         }
         if self.rejected_paths > 0 {
             writeln!(
@@ -1472,6 +1487,55 @@ mod tests {
             },
         ))?;
         assert!(replacement(&journal, "loop-a").is_none());
+        Ok(())
+    }
+
+    /// Files waiting for their hour file to be uploaded are compaction, not revisions.
+    #[test]
+    fn the_status_tells_compaction_from_revisions() -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(|source| JournalError {
+            path: "tmp".into(),
+            source,
+        })?;
+        let mut journal = Journal::open(dir.path())?;
+        let hour = "q/date=2026-01-01/hour=00/hour-20260101T000000Z-0a.parquet";
+        let window = |minute: u32, revision: u32| {
+            format!(
+                "q/date=2026-01-01/hour=00/window-20260101T00{minute:02}00Z-r{revision}.parquet"
+            )
+        };
+        for minute in 0..3 {
+            journal.put(record(
+                &window(minute, 0),
+                FileState::Superseded { to: hour.into() },
+            ))?;
+        }
+        journal.put(record(&window(3, 0), FileState::Moved { to: hour.into() }))?;
+        journal.put(record(
+            &window(4, 0),
+            FileState::Superseded { to: window(4, 1) },
+        ))?;
+        let report = super::SyncReport::from_journal(&journal, "t");
+        assert_eq!(
+            (
+                report.compacted_files,
+                report.compacted_unremoved,
+                report.superseded_files,
+                report.moved_files
+            ),
+            (4, 3, 1, 0)
+        );
+        let shown = report.to_string();
+        assert!(
+            shown.contains(
+                "compacted    4 file(s) replaced by hour files, 3 old key(s) still to remove"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("revisions    1 superseded file(s)"),
+            "{shown}"
+        );
         Ok(())
     }
 
