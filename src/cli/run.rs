@@ -504,11 +504,21 @@ fn cluster_hello(
             // the whole input's position and watermark, whatever share it read), and
             // where it stood before its last commit.
             use edgeflow::stream::StreamState;
+            // Readable in a refusal, and exact: the digest covers the whole position.
             let position = |state: &StreamState| {
-                format!(
-                    "watermark {:?}, inputs consumed {:?}",
-                    state.max_event_time, state.inputs
-                )
+                let exact = format!("{:?} {:?}", state.max_event_time, state.inputs);
+                let digest = edgeflow::digest::md5_hex(exact.as_bytes());
+                match state.max_event_time {
+                    None if state.inputs.is_empty() => {
+                        format!("no earlier run (state {})", &digest[..8])
+                    }
+                    latest => format!(
+                        "latest event time {}, {} input(s) consumed (state {})",
+                        latest.map_or("none".to_owned(), edgeflow::time::format_rfc3339_micros),
+                        state.inputs.len(),
+                        &digest[..8]
+                    ),
+                }
             };
             let stream = match StreamState::load(&args.output, plan) {
                 Ok(state) => position(&state),
