@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::live::{
-    Expected, LiveNode, add, http, line, push_query_without_idle, tempdir, write_query, written,
+    Expected, LiveNode, add, http, line, push_node, push_query_without_idle, tempdir, write_query,
+    written,
 };
 use crate::s3_server::{free_port, wait_until};
 
@@ -443,12 +444,7 @@ fn a_query_started_and_stopped_at_run_time_leaves_the_others_rows_right() {
 #[test]
 fn a_query_declaring_a_running_table_otherwise_is_refused() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "steady", &push_query_without_idle());
-    let node = LiveNode::start(
-        dir.path(),
-        &["serve", query.to_str().unwrap_or_default(), "--no-sync"],
-        &[],
-    );
+    let node = push_node(dir.path(), "steady", &[]);
     let other = push_query_without_idle().replace("bytes_in BIGINT)", "bytes_in DOUBLE)");
     assert_ne!(other, push_query_without_idle());
     let (status, body) = call(

@@ -278,6 +278,15 @@ pub fn push_query_without_idle() -> String {
     PUSH_QUERY.replace(", idle_timeout = '1s'", "")
 }
 
+/// `serve` of [`push_query_without_idle`] written as `name`, without sync, with `args`
+/// after the query file.
+pub fn push_node(dir: &Path, name: &str, args: &[&str]) -> LiveNode {
+    let query = write_query(dir, name, &push_query_without_idle());
+    let mut all = vec!["serve", query.to_str().unwrap_or_default(), "--no-sync"];
+    all.extend_from_slice(args);
+    LiveNode::start(dir, &all, &[])
+}
+
 pub fn write_query(dir: &Path, name: &str, sql: &str) -> PathBuf {
     let path = dir.join(format!("{name}.sql"));
     std::fs::write(&path, sql).unwrap_or_else(|e| panic!("{e}"));
@@ -929,19 +938,10 @@ const HEADERS_ONLY: u64 = 200;
 #[test]
 fn after_a_burst_of_keyed_pushes_the_checkpoints_cut_the_log() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
-    let node = LiveNode::start(
+    let node = push_node(
         dir.path(),
-        &[
-            "serve",
-            query.to_str().unwrap_or_default(),
-            "--no-sync",
-            "--checkpoint-every",
-            "200ms",
-            "--workers",
-            "1",
-        ],
-        &[],
+        "pushed",
+        &["--checkpoint-every", "200ms", "--workers", "1"],
     );
     let mut expected = Expected::new();
     push_burst(node.port, "burst", 40, now_ms() - 30_000, &mut expected);
@@ -962,21 +962,15 @@ fn after_a_burst_of_keyed_pushes_the_checkpoints_cut_the_log() {
 #[test]
 fn a_clean_stop_leaves_nothing_in_the_log_for_the_next_start() {
     let dir = tempdir();
-    let query = write_query(dir.path(), "pushed", &push_query_without_idle());
-    let args = [
-        "serve",
-        query.to_str().unwrap_or_default(),
-        "--no-sync",
-        "--checkpoint-every",
-        "1h",
-        "--workers",
-        "1",
-    ];
     let out = dir.path().join("out");
     let mut expected = Expected::new();
     let t0 = now_ms() - 30_000;
     for run in 0..2 {
-        let node = LiveNode::start(dir.path(), &args, &[]);
+        let node = push_node(
+            dir.path(),
+            "pushed",
+            &["--checkpoint-every", "1h", "--workers", "1"],
+        );
         push_burst(
             node.port,
             &format!("run{run}"),
