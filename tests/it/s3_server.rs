@@ -334,6 +334,10 @@ pub fn assert_target_mirrors(root: &Path, url: &str, options: &S3Options) {
 pub struct Forwarder {
     pub port: u16,
     upstream: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// New connections are taken and never answered (a dead route behind a live hop).
+    hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The connections taken while hanging: kept open, never answered.
+    held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
 impl Forwarder {
@@ -347,9 +351,17 @@ impl Forwarder {
             .map(|a| a.port())
             .unwrap_or_else(|e| panic!("{e}"));
         let upstream = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
-        let to = upstream.clone();
+        let hanging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to, hang, hold) = (upstream.clone(), hanging.clone(), held.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                if hang.load(Ordering::SeqCst) {
+                    hold.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(client);
+                    continue;
+                }
                 let port = to.load(Ordering::SeqCst);
                 // Nothing behind us: the connection closes at once, like a dead server.
                 let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -359,7 +371,34 @@ impl Forwarder {
                 pipe(&server, &client);
             }
         });
-        Forwarder { port, upstream }
+        Forwarder {
+            port,
+            upstream,
+            hanging,
+            held,
+        }
+    }
+
+    /// From now on, connections are taken and never answered, until
+    /// [`Forwarder::answer_again`]; those stay unanswered for good, like flows on a
+    /// route that died.
+    pub fn hang(&self) {
+        self.hanging
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// New connections are forwarded again.
+    pub fn answer_again(&self) {
+        self.hanging
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections taken and never answered so far.
+    pub fn held(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Sends new connections to `port` (0: nowhere).

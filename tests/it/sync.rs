@@ -833,8 +833,11 @@ impl Restartable {
             .args(["--chunk-bytes", "4096"])
             .args(["--workers", "2", "--output"])
             .arg(self.out())
-            .args(["--sync", &self.url(), "--sync-timeout", "2m"])
+            .args(["--sync", &self.url()])
             .args(extra);
+        if !extra.contains(&"--sync-timeout") {
+            command.args(["--sync-timeout", "2m"]);
+        }
         command
     }
 
@@ -873,6 +876,25 @@ fn server_down_at_start_and_up_later_loses_nothing() {
     let done = finish(child, "run while the server comes up");
     let summary = text(&done.stdout);
     assert!(summary.contains("readings     40000"), "{summary}");
+    case.mirrors();
+}
+
+/// A target behind a route that takes connections and never answers: the requests
+/// made then are given up in seconds (the HTTP client alone would wait two minutes), so
+/// once the route is back every file is in the target well within the run's one-minute
+/// `--sync-timeout`.
+#[test]
+fn a_target_that_never_answers_for_a_while_gets_every_file_once_it_does() {
+    let case = Restartable::new("hanging-route");
+    let _moto = case.start();
+    case.forwarder.hang();
+    let child = case.spawn(&mut case.run_many(&["--no-compaction", "--sync-timeout", "60s"]));
+    wait_until("a request the route swallows", LONG, || {
+        case.forwarder.held() > 0
+    });
+    case.forwarder.answer_again();
+    finish(child, "run across a route that hung");
+    assert!(case.forwarder.held() > 0);
     case.mirrors();
 }
 
