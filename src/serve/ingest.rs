@@ -100,6 +100,8 @@ pub struct Ingests {
     /// What a table's log gave back when it opened, for the first ingest of the table:
     /// key lines for its push endpoint or MQTT marks, counter baselines for its polls.
     recovered: Mutex<BTreeMap<String, Opened>>,
+    /// Until [`Ingests::resumed`]: the queries started are those that were running.
+    resuming: std::sync::atomic::AtomicBool,
     /// Bytes of every table's log.
     logged: Arc<AtomicU64>,
     /// Poll and MQTT reports of ingests that stopped, for the node's summary.
@@ -127,6 +129,7 @@ impl Ingests {
             fsync,
             feeds: Mutex::default(),
             recovered: Mutex::default(),
+            resuming: std::sync::atomic::AtomicBool::new(true),
             logged,
             accepting,
             limits,
@@ -268,12 +271,28 @@ impl Ingests {
             }),
             logged: self.logged.clone(),
         };
-        let (feed, opened) = Feed::open(table, config)?;
+        let (feed, mut opened) = Feed::open(table, config)?;
+        if !self.resuming.load(std::sync::atomic::Ordering::SeqCst) {
+            // Opened for a query started on purpose: see `resumed`.
+            opened.baselines.clear();
+        }
         if let Ok(mut recovered) = self.recovered.lock() {
             recovered.insert(table.to_owned(), opened);
         }
         feeds.insert(table.to_owned(), feed.clone());
         Ok(feed)
+    }
+
+    /// The node has resumed the queries that were running when it last stopped: a query
+    /// started later was stopped on purpose, and its polls start each device anew (the
+    /// counters' growth while it was stopped was not for it), so the logged baselines go.
+    pub fn resumed(&self) {
+        let mut recovered = self.recovered.lock().unwrap_or_else(|p| p.into_inner());
+        self.resuming
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        for opened in recovered.values_mut() {
+            opened.baselines.clear();
+        }
     }
 
     /// Stops the ingests no query reads any more.

@@ -310,6 +310,7 @@ impl Node {
             None => None,
         };
         let failed = queries.start_wanted();
+        ingests.resumed();
         if config.cluster.is_some()
             && let Some((query, e)) = failed.first()
         {

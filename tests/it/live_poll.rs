@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use edgeflow::types::Value;
 
-use crate::live::{LiveNode, signal, tempdir, write_query};
+use crate::live::{LiveNode, http, signal, tempdir, write_query};
 use crate::support::{dead_letters, parquet_files, read_rows};
 
 /// A running `edgeflow devices`.
@@ -439,6 +439,54 @@ fn counters_go_on_across_a_clean_stop_and_a_kill() {
     }
     let answers = fleet.stop();
     let (want, _) = expected_rows(&answers);
+    let got = written_rows(&dir.path().join("out").join("polled"));
+    assert_eq!(device_totals(&got), device_totals(&want));
+}
+
+/// A query stopped on purpose, the node restarted, then the query started again: its
+/// devices start anew (their first answer is a baseline), as without the restart; what
+/// they moved while the query was stopped is not counted.
+#[test]
+fn a_query_stopped_on_purpose_starts_its_devices_anew_after_a_restart() {
+    let dir = tempdir();
+    let fleet = Fleet::start(dir.path(), &["--devices", "10", "--seed", "5"]);
+    let query = write_query(dir.path(), "polled", &poll_query(fleet.port, "0..9", ""));
+    let args = [
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--workers",
+        "2",
+    ];
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    wait_served(&fleet, 30);
+    let (status, _, body) = http(
+        node.port,
+        "POST",
+        "/api/v1/queries/polled/stop?windows=keep",
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let before = fleet.served();
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    let (status, _, body) = http(node.port, "POST", "/api/v1/queries/polled/start", &[], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    wait_served(&fleet, before + 30);
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let answers = fleet.stop();
+    // Each life of the query on its own: the first answer after the start is a baseline.
+    let (mut want, _) = expected_rows(&answers[..before]);
+    let (after, _) = expected_rows(&answers[before..]);
+    for (key, row) in after {
+        let slot = want.entry(key).or_default();
+        for i in 0..4 {
+            slot[i] += row[i];
+        }
+    }
     let got = written_rows(&dir.path().join("out").join("polled"));
     assert_eq!(device_totals(&got), device_totals(&want));
 }
