@@ -128,7 +128,10 @@ pub fn closed_before(plan: &crate::query::QueryPlan, watermark: i64) -> i64 {
 
 /// Compacts the hour folders of `tables` (relative to `root`) whose hour ended at or
 /// before `closed_before` (µs): see the module documentation. Folders that hold one
-/// file, or only a compacted file and nothing new, are left alone.
+/// file, or only a compacted file and nothing new, are left alone. An hour not closed
+/// that an earlier pass compacted (a `--fresh` run writing its windows again) is
+/// compacted again whenever files were written next to its hour file: until then a
+/// reader of plain files would count those windows twice.
 pub fn compact_closed_hours(
     root: &Path,
     tables: &[String],
@@ -138,7 +141,9 @@ pub fn compact_closed_hours(
     let mut report = CompactionReport::default();
     for table in tables {
         for (folder, hour) in hour_folders(&root.join(table))? {
-            if hour.saturating_add(crate::time::MICROS_PER_HOUR) > closed_before {
+            if hour.saturating_add(crate::time::MICROS_PER_HOUR) > closed_before
+                && !compacted_with_more(&folder)
+            {
                 continue;
             }
             // One hour that cannot be compacted keeps its files, readable as they are;
@@ -150,6 +155,23 @@ pub fn compact_closed_hours(
         }
     }
     Ok(report)
+}
+
+/// Whether `folder` holds a compacted file and another Parquet file.
+fn compacted_with_more(folder: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return false;
+    };
+    let (mut compacted, mut other) = (false, false);
+    for name in entries.flatten().map(|e| e.file_name()) {
+        let name = name.to_string_lossy();
+        if is_compacted(&name) {
+            compacted = true;
+        } else if name.ends_with(".parquet") {
+            other = true;
+        }
+    }
+    compacted && other
 }
 
 /// The `date=…/hour=…` folders under a table folder with their hour's start (µs).
