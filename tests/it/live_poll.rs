@@ -410,23 +410,37 @@ fn device_totals(rows: &Rows) -> BTreeMap<String, [i64; 3]> {
     totals
 }
 
+/// A fleet of `devices` simulated devices (ids `0..devices-1`, seeded) and the query
+/// polling all of them, written as `polled`.
+fn polled_fleet(dir: &Path, devices: usize, seed: &str) -> (Fleet, PathBuf) {
+    let count = devices.to_string();
+    let fleet = Fleet::start(dir, &["--devices", &count, "--seed", seed]);
+    let ids = format!("0..{}", devices - 1);
+    let query = write_query(dir, "polled", &poll_query(fleet.port, &ids, ""));
+    (fleet, query)
+}
+
+/// `serve` of `query` on two workers without sync, then `extra`.
+fn serve_args<'a>(query: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "serve",
+        query.to_str().unwrap_or_default(),
+        "--no-sync",
+        "--workers",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A node restarted (a clean stop, then `kill -9`) takes each device's next delta from
 /// its last logged answer: what the devices moved while the node was down is counted,
 /// once. It was lost: the first answer after every start only set the baseline again.
 #[test]
 fn counters_go_on_across_a_clean_stop_and_a_kill() {
     let dir = tempdir();
-    let fleet = Fleet::start(dir.path(), &["--devices", "20", "--seed", "3"]);
-    let query = write_query(dir.path(), "polled", &poll_query(fleet.port, "0..19", ""));
-    let args = [
-        "serve",
-        query.to_str().unwrap_or_default(),
-        "--no-sync",
-        "--checkpoint-every",
-        "500ms",
-        "--workers",
-        "2",
-    ];
+    let (fleet, query) = polled_fleet(dir.path(), 20, "3");
+    let args = serve_args(&query, &["--checkpoint-every", "500ms"]);
     let mut served = 0;
     for stop in ["TERM", "KILL", "TERM"] {
         let mut node = LiveNode::start(dir.path(), &args, &[]);
@@ -449,15 +463,8 @@ fn counters_go_on_across_a_clean_stop_and_a_kill() {
 #[test]
 fn a_query_stopped_on_purpose_starts_its_devices_anew_after_a_restart() {
     let dir = tempdir();
-    let fleet = Fleet::start(dir.path(), &["--devices", "10", "--seed", "5"]);
-    let query = write_query(dir.path(), "polled", &poll_query(fleet.port, "0..9", ""));
-    let args = [
-        "serve",
-        query.to_str().unwrap_or_default(),
-        "--no-sync",
-        "--workers",
-        "2",
-    ];
+    let (fleet, query) = polled_fleet(dir.path(), 10, "5");
+    let args = serve_args(&query, &[]);
     let node = LiveNode::start(dir.path(), &args, &[]);
     wait_served(&fleet, 30);
     let (status, _, body) = http(
