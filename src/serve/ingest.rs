@@ -3,7 +3,11 @@
 //! An ingest starts when the first query reading its table starts (subscriptions first,
 //! so no reading published later misses that query) and stops when the last one stops:
 //! a poller with no reader would poll the fleet for nobody, and a push to a table no
-//! query reads must be refused, not accepted and dropped.
+//! query reads must be refused, not accepted and dropped. Its source begins to receive
+//! only once that query's dataflow is running ([`Ingests::start_sources`]): a query
+//! refused at its start (its folder holds another stream) must not have polled a
+//! device, moving its counters' baseline, nor have taken a message or a push that no
+//! query will read.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +51,16 @@ struct Ingest {
     receiver: Receiver,
     /// Stops the poller or subscription.
     stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The source's task once it runs; before that, what stops it.
+    task: Task,
+}
+
+/// Where a table's source stands.
+enum Task {
+    /// Not receiving yet: the first reader's dataflow has not started.
+    Waiting(watch::Receiver<bool>),
+    /// Polling or subscribed (a push table has no task: it is called).
+    Running(Option<tokio::task::JoinHandle<()>>),
 }
 
 impl Ingest {
@@ -185,19 +198,17 @@ impl Ingests {
             .remove(&schema.name)
             .unwrap_or_default();
         let (stop, stopped) = watch::channel(false);
-        let (receiver, task) = match kind {
+        let receiver = match kind {
             ConnectorKind::HttpPoll(spec) => {
                 let poller = Poller::new(spec, schema, feed.clone(), self.share, &opened.baselines)
                     .map_err(|e| fail(e.to_string()))?;
-                let task = self.runtime.spawn(poller.clone().run(stopped));
-                (Receiver::Poll(poller), Some(task))
+                Receiver::Poll(poller)
             }
             ConnectorKind::Mqtt(spec) => {
                 let source =
                     MqttSource::new(spec, schema, feed.clone(), &opened.key_lines, self.share)
                         .map_err(|e| fail(e.to_string()))?;
-                let task = self.runtime.spawn(source.clone().run(stopped));
-                (Receiver::Mqtt(source), Some(task))
+                Receiver::Mqtt(source)
             }
             ConnectorKind::HttpPush(spec) => {
                 let keys = Keys::open(
@@ -209,16 +220,13 @@ impl Ingests {
                     &opened.key_lines,
                 )
                 .map_err(|e| fail(e.to_string()))?;
-                (
-                    Receiver::Push(PushTable::new(
-                        schema,
-                        spec,
-                        feed.clone(),
-                        self.accepting.clone(),
-                        keys,
-                    )),
-                    None,
-                )
+                Receiver::Push(PushTable::new(
+                    schema,
+                    spec,
+                    feed.clone(),
+                    self.accepting.clone(),
+                    keys,
+                ))
             }
             other => {
                 return Err(NodeError::NotLive(
@@ -227,7 +235,6 @@ impl Ingests {
                 ));
             }
         };
-        tracing::info!(table = %schema.name, connector = schema.connector.name(), "Ingest started");
         tables.insert(
             schema.name.clone(),
             Ingest {
@@ -235,7 +242,7 @@ impl Ingests {
                 feed,
                 receiver,
                 stop,
-                task,
+                task: Task::Waiting(stopped),
             },
         );
         drop(tables);
@@ -243,6 +250,27 @@ impl Ingests {
             self.retire(&schema.name, old, false);
         }
         Ok(input)
+    }
+
+    /// Starts the sources of the ingests whose first reader's dataflow now runs.
+    pub fn start_sources(&self) {
+        let mut tables = self.tables();
+        for (table, ingest) in tables.iter_mut() {
+            let Task::Waiting(stopped) = &ingest.task else {
+                continue;
+            };
+            if ingest.feed.readers() == 0 {
+                continue;
+            }
+            let stopped = stopped.clone();
+            let task = match &ingest.receiver {
+                Receiver::Poll(poller) => Some(self.runtime.spawn(poller.clone().run(stopped))),
+                Receiver::Mqtt(source) => Some(self.runtime.spawn(source.clone().run(stopped))),
+                Receiver::Push(_) => None,
+            };
+            ingest.task = Task::Running(task);
+            tracing::info!(table = %table, connector = ingest.schema.connector.name(), "Ingest started");
+        }
     }
 
     /// The table's feed: one per table for the node's life, since it owns the table's
@@ -326,7 +354,9 @@ impl Ingests {
     /// the chunk being filled is cut, and readers' inputs end after what is queued.
     fn retire_source(&self, table: &str, ingest: Ingest, wait: bool, close: bool) {
         ingest.stop.send_replace(true);
-        if let Some(task) = ingest.task.filter(|_| wait) {
+        if let Task::Running(Some(task)) = ingest.task
+            && wait
+        {
             // The source finishes its round (polls in flight) before it returns.
             let runtime = self.runtime.clone();
             std::thread::scope(|s| {
@@ -373,7 +403,11 @@ impl Ingests {
         let tables = self.tables();
         let ingest = tables.get(table)?;
         match &ingest.receiver {
-            Receiver::Push(p) if ingest.feed.readers() > 0 => Some(p.clone()),
+            Receiver::Push(p)
+                if ingest.feed.readers() > 0 && matches!(ingest.task, Task::Running(_)) =>
+            {
+                Some(p.clone())
+            }
             _ => None,
         }
     }

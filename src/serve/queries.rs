@@ -672,6 +672,8 @@ impl Queries {
             query: started,
             input,
         });
+        // Only now that the dataflow runs may a new ingest of its table receive.
+        self.ingests.start_sources();
         entry.last_error = None;
         entry.samples.clear();
         entry.durable_seen = 0;

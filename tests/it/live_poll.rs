@@ -497,3 +497,51 @@ fn a_query_stopped_on_purpose_starts_its_devices_anew_after_a_restart() {
     let got = written_rows(&dir.path().join("out").join("polled"));
     assert_eq!(device_totals(&got), device_totals(&want));
 }
+
+/// A node whose query is refused at its start (here its folder says it belongs to a
+/// cluster's process) polls no device: a poll would move the devices' counter
+/// baselines past traffic no query counts. It polled once before its refusal, and the
+/// next start lost that delta.
+#[test]
+fn a_query_refused_at_its_start_polls_no_device_and_loses_no_delta() {
+    let dir = tempdir();
+    let (fleet, query) = polled_fleet(dir.path(), 10, "7");
+    let args = serve_args(&query, &["--checkpoint-every", "500ms"]);
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    wait_served(&fleet, 30);
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let stream = dir.path().join("out/_state/polled/stream.json");
+    let kept = std::fs::read_to_string(&stream).unwrap_or_default();
+    let mut state: serde_json::Value = serde_json::from_str(&kept).unwrap_or_default();
+    state["cluster"] = serde_json::json!({"processes": 2, "process": 0, "workers": 2});
+    std::fs::write(&stream, state.to_string()).unwrap_or_default();
+
+    let before = fleet.served();
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = http(node.port, "GET", "/api/v1/queries/polled", &[], b"");
+        let detail: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if detail["state"] == "failed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query was not refused: {detail}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, stdout) = node.stop();
+    assert_eq!(fleet.served(), before, "the refused query polled: {stdout}");
+
+    std::fs::write(&stream, kept).unwrap_or_default();
+    let node = LiveNode::start(dir.path(), &args, &[]);
+    wait_served(&fleet, before + 30);
+    let (code, stdout) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}");
+    let answers = fleet.stop();
+    let (want, _) = expected_rows(&answers);
+    let got = written_rows(&dir.path().join("out").join("polled"));
+    assert_eq!(device_totals(&got), device_totals(&want));
+}
