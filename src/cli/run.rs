@@ -250,7 +250,7 @@ pub fn run(args: &RunArgs, logs: Option<FileLogs>) -> anyhow::Result<()> {
     // of its own on them.
     let pool = match (&cluster, &hello) {
         (Some(cluster), Some(hello)) => {
-            start_cluster(cluster, hello, &plans, &args.output, workers)?
+            start_cluster(cluster, hello, &plans, &args.output, workers, args.fresh)?
         }
         _ => engine::Workers::start(workers)?,
     };
@@ -499,7 +499,9 @@ fn cluster_hello(
     };
     for plan in plans {
         hello = hello.with_plan(plan)?;
-        if !args.fresh {
+        if args.fresh {
+            hello = hello.with_revisions(&args.output, &plan.name)?;
+        } else {
             // Where each process's folder stands in the stream (every process records
             // the whole input's position and watermark, whatever share it read), and
             // where it stood before its last commit.
@@ -537,15 +539,21 @@ fn cluster_hello(
 
 /// Connects the cluster and starts this process's workers; a query whose state is one
 /// commit ahead of a peer's (a process died between the processes' commits) goes back
-/// to its state before that commit, and the run is done again.
+/// to its state before that commit, and the run is done again. With `fresh`, every
+/// window is numbered past the revisions any process recorded.
 fn start_cluster(
     cluster: &edgeflow::cluster::Cluster,
     hello: &edgeflow::cluster::Hello,
     plans: &[QueryPlan],
     output: &std::path::Path,
     workers: usize,
+    fresh: bool,
 ) -> anyhow::Result<engine::Workers> {
     let connected = cluster.connect(hello).map_err(edgeflow::Error::from)?;
+    if fresh {
+        edgeflow::cluster::number_past_peers(output, plans, &connected)
+            .map_err(edgeflow::Error::from)?;
+    }
     for plan in plans {
         if connected
             .ahead

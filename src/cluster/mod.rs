@@ -135,6 +135,10 @@ pub struct Fact {
     /// back to it.
     #[serde(default)]
     pub previous: Option<String>,
+    /// Not compared: each process takes every peer's value into account (the revisions
+    /// a `--fresh` start numbers past, [`Hello::with_revisions`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// How two hellos compare.
@@ -155,8 +159,26 @@ impl Hello {
             what: what.into(),
             value: value.to_string(),
             previous: None,
+            shared: false,
         });
         self
+    }
+
+    /// Adds the revisions this process's folder recorded for `query`'s windows, for a
+    /// `--fresh` start: a window's owner may be another process than the one that
+    /// wrote it last (the worker count changed), and it must write it under a new name
+    /// ([`number_past_peers`]).
+    pub fn with_revisions(mut self, output: &Path, query: &str) -> Result<Self, serde_json::Error> {
+        let revisions = crate::stream::Revisions {
+            revisions: crate::stream::StreamState::recorded_revisions(output, query),
+        };
+        self.0.push(Fact {
+            what: revisions_fact(query),
+            value: serde_json::to_string(&revisions)?,
+            previous: None,
+            shared: true,
+        });
+        Ok(self)
     }
 
     /// Adds the fact of what `plan` computes (a digest of it, wherever its file is).
@@ -181,6 +203,7 @@ impl Hello {
             what: what.into(),
             value: value.to_string(),
             previous,
+            shared: false,
         });
         self
     }
@@ -191,7 +214,12 @@ impl Hello {
 
     fn compare(&self, theirs: &Hello) -> Comparison {
         let mut ahead = Vec::new();
-        let names = self.0.iter().chain(&theirs.0).map(|f| &f.what);
+        let names = self
+            .0
+            .iter()
+            .chain(&theirs.0)
+            .filter(|f| !f.shared)
+            .map(|f| &f.what);
         for what in names {
             let (ours, other) = (self.fact(what), theirs.fact(what));
             match (ours, other) {
@@ -230,6 +258,8 @@ pub struct Connected {
     /// This process's cluster port, still open: a node's processes connect to
     /// process 0 once more through it to move in lockstep ([`lockstep`]).
     pub listener: TcpListener,
+    /// The peers' facts that are not compared ([`Fact::shared`]).
+    pub shared: Vec<Fact>,
 }
 
 /// Marks an edgeflow cluster connection; anything else on the port is not a peer.
@@ -304,6 +334,7 @@ impl Cluster {
             })?;
         let mut sockets: Vec<Option<TcpStream>> = (0..self.processes()).map(|_| None).collect();
         let mut ahead: Vec<String> = Vec::new();
+        let mut shared: Vec<Fact> = Vec::new();
         // Lower-numbered processes listen for this one; higher-numbered ones call it.
         for (peer, slot) in sockets.iter_mut().enumerate().take(me) {
             let stream = self.dial(peer, deadline)?;
@@ -312,6 +343,7 @@ impl Cluster {
                 return Err(self.failed(peer, format!("answered as process {}", theirs.0)));
             }
             self.compare(peer, hello, &theirs.1, &mut ahead)?;
+            shared.extend(theirs.1.0.into_iter().filter(|f| f.shared));
             *slot = Some(stream);
         }
         listener
@@ -335,6 +367,7 @@ impl Cluster {
                         continue;
                     }
                     self.compare(peer, hello, &theirs, &mut ahead)?;
+                    shared.extend(theirs.0.into_iter().filter(|f| f.shared));
                     sockets[peer] = Some(stream);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -372,6 +405,7 @@ impl Cluster {
             sockets,
             ahead,
             listener,
+            shared,
         })
     }
 
@@ -494,6 +528,48 @@ impl Cluster {
             detail,
         }
     }
+}
+
+/// The hello fact of the revisions a process's folder recorded for a query's windows
+/// ([`Hello::with_revisions`]).
+pub fn revisions_fact(query: &str) -> String {
+    format!("revisions of query {query}")
+}
+
+/// Before a `--fresh` start: every query's state records, for each window, the highest
+/// revision any process's folder recorded, so the process that owns the window now
+/// writes it past them. (Without it, a window written by process 0 and owned by
+/// process 1 after the worker count changed was written again as the same revision
+/// with other rows: two files of one name, one of them refused by the bucket.)
+pub fn number_past_peers(
+    output: &Path,
+    plans: &[crate::query::QueryPlan],
+    connected: &Connected,
+) -> Result<(), crate::stream::StateError> {
+    use crate::stream::{Revisions, StreamState};
+    for plan in plans {
+        let what = revisions_fact(&plan.name);
+        let mut known = std::collections::BTreeMap::new();
+        for fact in connected.shared.iter().filter(|f| f.what == what) {
+            if let Ok(theirs) = serde_json::from_str::<Revisions>(&fact.value) {
+                for (start, revision) in theirs.revisions {
+                    let r = known.entry(start).or_insert(revision);
+                    *r = (*r).max(revision);
+                }
+            }
+        }
+        if known.is_empty() {
+            continue;
+        }
+        let mut state = StreamState::load(output, plan).unwrap_or_else(|_| {
+            let mut state = StreamState::new(plan);
+            state.raise_revisions(&StreamState::recorded_revisions(output, &plan.name));
+            state
+        });
+        state.raise_revisions(&known);
+        state.save(output, &plan.name)?;
+    }
+    Ok(())
 }
 
 /// The hello fact of where a query's stream stands ([`Hello::with_position`]).
@@ -636,6 +712,32 @@ mod tests {
             ours.compare(&fewer),
             Comparison::Differ("input".into(), "x".into(), "(nothing)".into())
         );
+    }
+
+    /// Each folder's revisions differ between processes and are shared, not compared.
+    #[test]
+    fn revisions_are_shared_not_compared() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path().join("_state/q");
+        std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            state.join("stream.json"),
+            r#"{"revisions": [[60000000, 0, 1, 2]]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let with = |root: &Path| {
+            Hello::default()
+                .with("query", "a")
+                .with_revisions(root, "q")
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (ours, theirs) = (with(dir.path()), with(elsewhere.path()));
+        assert_ne!(ours.0[1].value, theirs.0[1].value);
+        assert_eq!(ours.compare(&theirs), Comparison::Agree);
+        let revisions: crate::stream::Revisions =
+            serde_json::from_str(&ours.0[1].value).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(revisions.revisions.get(&60_000_000), Some(&2));
     }
 
     /// A process one commit ahead of a peer goes back; the peer does not; two

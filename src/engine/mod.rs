@@ -376,8 +376,13 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     let peers = workers.peers();
     let plan = Arc::new(config.plan.clone());
     let mut state = if config.fresh {
-        let mut state =
-            StreamState::load(&config.output, &plan).unwrap_or_else(|_| StreamState::new(&plan));
+        // A state this edgeflow cannot go on from still says which revisions its
+        // windows are at: written again, they must take new names.
+        let mut state = StreamState::load(&config.output, &plan).unwrap_or_else(|_| {
+            let mut state = StreamState::new(&plan);
+            state.raise_revisions(&StreamState::recorded_revisions(&config.output, &plan.name));
+            state
+        });
         if !state.open.is_empty() || !state.inputs.is_empty() {
             tracing::warn!(
                 query = %plan.name,

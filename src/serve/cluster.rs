@@ -55,7 +55,11 @@ pub fn join(
         hello = hello
             .with_plan(plan)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        if !fresh {
+        if fresh {
+            hello = hello
+                .with_revisions(output, &plan.name)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        } else {
             // Each process logs its own traffic, so positions in the logs differ: the
             // processes compare how many runs (checkpoints included) each committed.
             let commits = |state: &StreamState| format!("committed runs: {}", state.commits);
@@ -71,6 +75,9 @@ pub fn join(
         }
     }
     let connected = cluster.connect(&hello)?;
+    if fresh {
+        crate::cluster::number_past_peers(output, queries, &connected)?;
+    }
     for plan in queries {
         if connected.ahead.contains(&stream_fact(&plan.name)) {
             StreamState::roll_back(output, &plan.name)?;

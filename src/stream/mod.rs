@@ -155,6 +155,15 @@ pub struct StreamState {
     pub cluster: Option<ClusterShape>,
 }
 
+/// The last revision of every window a folder wrote, on its own: in a state file (read
+/// whatever else the file holds), and between a cluster's processes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Revisions {
+    /// By window start.
+    #[serde(default, with = "revision_runs")]
+    pub revisions: BTreeMap<i64, u32>,
+}
+
 /// Processes and workers of a cluster, and which process a folder belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterShape {
@@ -363,6 +372,27 @@ impl StreamState {
                 Err(StateError::Io { path, source: e })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The revisions `root`'s state file records for `query`, whatever else it holds
+    /// (the state of another plan, with open windows this edgeflow would refuse): what
+    /// a `--fresh` start numbers its windows past. Empty when there is no such file or
+    /// it cannot be read.
+    pub fn recorded_revisions(root: &Path, query: &str) -> BTreeMap<i64, u32> {
+        std::fs::read(Self::path(root, query))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Revisions>(&bytes).ok())
+            .map(|r| r.revisions)
+            .unwrap_or_default()
+    }
+
+    /// Raises the revision of every window in `known` to at least its revision there,
+    /// so the next write of it supersedes that revision.
+    pub fn raise_revisions(&mut self, known: &BTreeMap<i64, u32>) {
+        for (&start, &revision) in known {
+            let r = self.revisions.entry(start).or_insert(revision);
+            *r = (*r).max(revision);
         }
     }
 

@@ -102,9 +102,23 @@ fn run_cluster(
     dir: &Path,
     sync: Option<(&Moto, &str)>,
 ) -> Vec<serde_json::Value> {
+    run_cluster_with(query, input, outs, workers, dir, sync, &[])
+}
+
+/// [`run_cluster`] with more arguments for every process.
+fn run_cluster_with(
+    query: &Path,
+    input: &Path,
+    outs: &[PathBuf],
+    workers: usize,
+    dir: &Path,
+    sync: Option<(&Moto, &str)>,
+    more: &[&str],
+) -> Vec<serde_json::Value> {
     let (hosts, _) = hostfile(dir, outs.len());
     let input = input.to_string_lossy().into_owned();
     let mut extra = vec!["--input", &input];
+    extra.extend_from_slice(more);
     match sync {
         Some((_, url)) => extra.extend(["--sync", url]),
         None => extra.push("--no-sync"),
@@ -378,6 +392,101 @@ fn two_processes_sync_to_one_prefix_without_conflicts() {
     assert!(
         remote == local,
         "{url} differs from the folders byte for byte"
+    );
+}
+
+/// A cluster's stream started again with `--fresh` at another worker count, over more
+/// readings of the same minutes: a window's owner may now be the other process, whose
+/// folder never held it. It writes the window past every revision either folder
+/// recorded, so no name is written twice with other rows, and the bucket's latest
+/// revisions are the sequential answer. (It wrote revision 0 again: two files of one
+/// name, the second refused by the bucket, and the run failed.)
+#[test]
+fn a_fresh_cluster_at_another_worker_count_writes_every_window_under_a_new_name() {
+    let moto = Moto::signed();
+    moto.bucket("refresh");
+    let url = "s3://refresh/site";
+    let spec = Spec::minute();
+    let config = GeneratorConfig {
+        devices: 30,
+        readings: 3_000,
+        rate: 10.0,
+        disorder_ms: 4_000,
+        seed: 11,
+        ..GeneratorConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("in.jsonl");
+    append(&input, &config);
+    let outs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("out{i}"))).collect();
+    let sync = Some((&moto, url));
+    run_cluster(&query, &input, &outs, 1, dir.path(), sync);
+    let first: Vec<_> = outs.iter().map(|o| local_outputs(o)).collect();
+    // More readings of the same minutes: every window's rows change.
+    let more = GeneratorConfig { seed: 12, ..config };
+    append(&input, &more);
+    run_cluster_with(&query, &input, &outs, 2, dir.path(), sync, &["--fresh"]);
+
+    // Every window file name, wherever it is now, holds the bytes it was first written
+    // with.
+    let mut named = std::collections::BTreeMap::new();
+    for (key, bytes) in first.into_iter().flatten() {
+        named.insert(key, bytes);
+    }
+    for out in &outs {
+        for (key, bytes) in local_outputs(out) {
+            let window = |k: &str| k.rsplit('/').next().unwrap_or_default().to_owned();
+            let name = window(&key);
+            if !name.starts_with("window-") {
+                continue;
+            }
+            let earlier = named
+                .iter()
+                .find(|(k, _)| window(k) == name)
+                .map(|(_, b)| b.clone());
+            match earlier {
+                Some(earlier) => {
+                    assert!(earlier == bytes, "{name} was written twice with other rows")
+                }
+                None => {
+                    named.insert(key, bytes);
+                }
+            }
+        }
+    }
+    // The latest view: each window's highest revision. (The revision the other process
+    // wrote stays beside it: see the README's cluster section.)
+    let mut remote = target_objects(url, &moto.options());
+    let latest = |key: &str| {
+        let (window, revision) = key.rsplit_once("-r")?;
+        let revision: u32 = revision.strip_suffix(".parquet")?.parse().ok()?;
+        Some((window.rsplit('/').next()?.to_owned(), revision))
+    };
+    let mut highest = std::collections::BTreeMap::new();
+    for key in remote.keys().filter(|k| k.starts_with("q/")) {
+        if let Some((window, revision)) = latest(key) {
+            let r = highest.entry(window).or_insert(revision);
+            *r = (*r).max(revision);
+        }
+    }
+    remote.retain(|key, _| {
+        !key.starts_with("q/") || latest(key).is_some_and(|(w, r)| highest.get(&w) == Some(&r))
+    });
+    let bucket = dir.path().join("bucket");
+    for (key, bytes) in &remote {
+        let path = bucket.join(key);
+        std::fs::create_dir_all(path.parent().unwrap_or(&bucket)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut readings = readings_of(&config);
+    readings.extend(readings_of(&more));
+    let (want, _) = oracle(&spec, &readings);
+    assert_rows_eq(
+        &read_rows(&bucket.join("q")),
+        &want,
+        "the bucket after the fresh run",
     );
 }
 
