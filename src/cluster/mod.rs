@@ -265,6 +265,10 @@ pub struct Connected {
 /// Marks an edgeflow cluster connection; anything else on the port is not a peer.
 const MAGIC: &[u8; 8] = b"EFCLUST1";
 
+/// How long a process that found a peer differing still greets the others, so they find
+/// their differences too.
+const REFUSED_GRACE: Duration = Duration::from_secs(5);
+
 /// Longest hello accepted from a peer.
 const MAX_HELLO_BYTES: u32 = 1 << 20;
 
@@ -322,8 +326,13 @@ impl Cluster {
     }
 
     /// Connects to every peer and compares `hello` with each.
+    ///
+    /// A peer that differs does not end the greetings: this process still greets the
+    /// others (for a short while more), so each of them finds its own difference and
+    /// stops too, rather than waiting the whole timeout for a process that stopped
+    /// before it called.
     pub fn connect(&self, hello: &Hello) -> Result<Connected, ClusterError> {
-        let deadline = Instant::now() + self.connect_timeout;
+        let mut deadline = Instant::now() + self.connect_timeout;
         let me = self.process;
         let payload = serde_json::to_vec(hello).map_err(|e| self.failed(me, e.to_string()))?;
         let listener =
@@ -335,14 +344,27 @@ impl Cluster {
         let mut sockets: Vec<Option<TcpStream>> = (0..self.processes()).map(|_| None).collect();
         let mut ahead: Vec<String> = Vec::new();
         let mut shared: Vec<Fact> = Vec::new();
+        let mut refused: Option<ClusterError> = None;
+        let mut refuse = |error: ClusterError, deadline: &mut Instant| {
+            *deadline = (*deadline).min(Instant::now() + REFUSED_GRACE);
+            refused.get_or_insert(error);
+        };
         // Lower-numbered processes listen for this one; higher-numbered ones call it.
         for (peer, slot) in sockets.iter_mut().enumerate().take(me) {
-            let stream = self.dial(peer, deadline)?;
-            let theirs = self.greet(&stream, peer, &payload, deadline, true)?;
+            let greeted = self.dial(peer, deadline).and_then(|stream| {
+                let theirs = self.greet(&stream, peer, &payload, deadline, true)?;
+                Ok((stream, theirs))
+            });
+            let (stream, theirs) = match greeted {
+                Ok(greeted) => greeted,
+                Err(e) => return Err(refused.unwrap_or(e)),
+            };
             if theirs.0 != peer {
                 return Err(self.failed(peer, format!("answered as process {}", theirs.0)));
             }
-            self.compare(peer, hello, &theirs.1, &mut ahead)?;
+            if let Err(e) = self.compare(peer, hello, &theirs.1, &mut ahead) {
+                refuse(e, &mut deadline);
+            }
             shared.extend(theirs.1.0.into_iter().filter(|f| f.shared));
             *slot = Some(stream);
         }
@@ -366,12 +388,17 @@ impl Cluster {
                         tracing::warn!(%from, peer, "A connection claiming a process this one does not expect; ignored");
                         continue;
                     }
-                    self.compare(peer, hello, &theirs, &mut ahead)?;
+                    if let Err(e) = self.compare(peer, hello, &theirs, &mut ahead) {
+                        refuse(e, &mut deadline);
+                    }
                     shared.extend(theirs.0.into_iter().filter(|f| f.shared));
                     sockets[peer] = Some(stream);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
+                        if let Some(refused) = refused {
+                            return Err(refused);
+                        }
                         let missing = (me + 1..self.processes())
                             .find(|&p| sockets[p].is_none())
                             .unwrap_or(me);
@@ -388,6 +415,9 @@ impl Cluster {
                 }
                 Err(e) => return Err(self.failed(me, format!("accepting peers: {e}"))),
             }
+        }
+        if let Some(refused) = refused {
+            return Err(refused);
         }
         for stream in sockets.iter().flatten() {
             stream

@@ -638,6 +638,20 @@ fn a_killed_process_ends_the_others_with_an_error_naming_it() {
 /// Processes that would compute different things refuse to start, naming what differs.
 #[test]
 fn processes_that_disagree_refuse_to_start() {
+    disagreeing_processes_refuse_to_start(2);
+}
+
+/// Of three processes, the last differs: it still greets process 1 after process 0
+/// refused it, so process 1 stops with the difference too. (Process 1, which agrees
+/// with process 0, waited the whole connect timeout for process 2 and exited 1.)
+#[test]
+fn three_processes_one_of_which_differs_all_refuse_to_start() {
+    disagreeing_processes_refuse_to_start(3);
+}
+
+/// `processes` processes, the last running another query: every one exits 2 naming the
+/// difference.
+fn disagreeing_processes_refuse_to_start(processes: usize) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let query = dir.path().join("q.sql");
     std::fs::write(&query, Spec::minute().sql()).unwrap_or_else(|e| panic!("{e}"));
@@ -648,27 +662,25 @@ fn processes_that_disagree_refuse_to_start() {
         ..Spec::minute()
     };
     std::fs::write(other.join("q.sql"), hopping.sql()).unwrap_or_else(|e| panic!("{e}"));
-    let (hosts, _) = hostfile(dir.path(), 2);
-    let children = [
-        start(
-            &query,
-            &dir.path().join("out0"),
-            1,
-            &hosts,
-            (0, 2),
-            &["--readings", "1000", "--no-sync"],
-            None,
-        ),
-        start(
-            &other.join("q.sql"),
-            &dir.path().join("out1"),
-            1,
-            &hosts,
-            (1, 2),
-            &["--readings", "1000", "--no-sync"],
-            None,
-        ),
-    ];
+    let (hosts, _) = hostfile(dir.path(), processes);
+    let children: Vec<Child> = (0..processes)
+        .map(|i| {
+            let file = if i + 1 == processes {
+                other.join("q.sql")
+            } else {
+                query.clone()
+            };
+            start(
+                &file,
+                &dir.path().join(format!("out{i}")),
+                1,
+                &hosts,
+                (i, processes),
+                &["--readings", "1000", "--no-sync"],
+                None,
+            )
+        })
+        .collect();
     for (i, child) in children.into_iter().enumerate() {
         let output = finish(child, &format!("process {i}"));
         let stderr = String::from_utf8_lossy(&output.stderr);
