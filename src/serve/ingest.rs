@@ -27,14 +27,11 @@ use crate::source::http_poll::{PollReport, Poller};
 use crate::source::http_push::PushTable;
 use crate::source::idempotency::{Keys, keys_file};
 use crate::source::live::{
-    DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, KeyKeeper, LiveInput, Opened, WalConfig,
-    now_micros,
+    Admit, DEFAULT_QUEUE_BYTES, Feed, FeedConfig, FsyncPolicy, KeyKeeper, LiveInput, Opened,
+    WalConfig, now_micros,
 };
 use crate::source::mqtt::{MqttReport, MqttSource};
 use crate::source::wal::{DEFAULT_SEGMENT_BYTES, wal_dir};
-
-/// Whether the node can keep what a push would add (sync's quota).
-pub type Accepting = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What receives a table's readings.
 enum Receiver {
@@ -101,7 +98,7 @@ pub struct TableStatus {
 pub struct Ingests {
     tables: Mutex<BTreeMap<String, Ingest>>,
     runtime: tokio::runtime::Handle,
-    accepting: Accepting,
+    accepting: Admit,
     limits: SourceLimits,
     /// The output root, where tables keep their write-ahead logs and push tables their
     /// idempotency keys (none: in memory).
@@ -129,7 +126,7 @@ impl Ingests {
     /// idempotency keys under `state_root`.
     pub fn new(
         runtime: tokio::runtime::Handle,
-        accepting: Accepting,
+        accepting: Admit,
         limits: SourceLimits,
         state_root: Option<PathBuf>,
         fsync: FsyncPolicy,
@@ -220,13 +217,7 @@ impl Ingests {
                     &opened.key_lines,
                 )
                 .map_err(|e| fail(e.to_string()))?;
-                Receiver::Push(PushTable::new(
-                    schema,
-                    spec,
-                    feed.clone(),
-                    self.accepting.clone(),
-                    keys,
-                ))
+                Receiver::Push(PushTable::new(schema, spec, feed.clone(), keys))
             }
             other => {
                 return Err(NodeError::NotLive(
@@ -298,6 +289,7 @@ impl Ingests {
                 segment_bytes: DEFAULT_SEGMENT_BYTES,
             }),
             logged: self.logged.clone(),
+            admit: Some(self.accepting.clone()),
         };
         let (feed, mut opened) = Feed::open(table, config)?;
         if !self.resuming.load(std::sync::atomic::Ordering::SeqCst) {

@@ -225,7 +225,7 @@ impl Node {
         // Bytes of the tables' write-ahead logs: they count against the local quota, and
         // a full quota stops acknowledgements rather than dropping acknowledged readings.
         let logged = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let accepting: ingest::Accepting = match &config.syncer {
+        let accepting: crate::source::live::Admit = match &config.syncer {
             Some(syncer) => {
                 let sync = syncer.handle();
                 let logged = logged.clone();

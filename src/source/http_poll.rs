@@ -245,6 +245,7 @@ impl Poller {
                 started: round_start,
                 poller: self.clone(),
             });
+            let mut held = false;
             for (i, device) in self.devices.iter().enumerate() {
                 // Due times are gathered into ticks: a handful of polls per wake-up
                 // instead of one wake-up per device, still spread over the interval.
@@ -265,9 +266,13 @@ impl Poller {
                     continue;
                 }
                 if !self.feed.has_room(self.spec.max_body) {
-                    // The queries are behind: asking a device now would mean holding
-                    // or dropping its answer. It is asked again next round.
+                    // The queries are behind, or the local disk quota is full: asking a
+                    // device now would mean holding or dropping its answer. It is asked
+                    // again next round; its devices are not quiet (no idle tick).
                     self.held.fetch_add(1, Ordering::Relaxed);
+                    if !std::mem::replace(&mut held, true) {
+                        self.feed.refused();
+                    }
                     device.in_flight.store(false, Ordering::Release);
                     pending.done();
                     continue;

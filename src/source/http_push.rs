@@ -79,9 +79,6 @@ pub struct PushTable {
     schema: Arc<SourceSchema>,
     spec: HttpPushSpec,
     feed: Arc<Feed>,
-    /// Whether the node keeps what it accepts now (false while the sync quota is full
-    /// under `backpressure`).
-    accepting: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Keys of batches accepted lately, and of those being ingested now.
     keys: Mutex<KeyTable>,
     /// Signalled when a key's batch is settled, for a resend that raced it.
@@ -111,14 +108,12 @@ impl PushTable {
         schema: &SourceSchema,
         spec: &HttpPushSpec,
         feed: Arc<Feed>,
-        accepting: Arc<dyn Fn() -> bool + Send + Sync>,
         keys: Keys,
     ) -> Arc<Self> {
         let table = Arc::new(PushTable {
             schema: Arc::new(schema.clone()),
             spec: spec.clone(),
             feed,
-            accepting,
             keys: Mutex::new(KeyTable {
                 keys,
                 in_flight: HashSet::new(),
@@ -304,7 +299,7 @@ impl PushTable {
             }
         };
         let lines = as_lines(body)?;
-        if !(self.accepting)() || !self.feed.has_room(lines.len()) {
+        if !self.feed.has_room(lines.len()) {
             self.refused_for_room();
             return Err(PushRefusal::Busy);
         }

@@ -107,6 +107,9 @@ pub struct MqttReport {
     /// Messages delivered again after a restart or a lost connection that were already
     /// in the log: acknowledged, not counted again.
     pub redelivered: u64,
+    /// Holding a message rather than reading on: the queries are behind, or the local
+    /// disk quota is full under `backpressure`. The broker keeps the messages after it.
+    pub waiting_for_room: bool,
 }
 
 /// The answer of the table's log about one message's readings.
@@ -133,6 +136,7 @@ pub struct MqttSource {
     disconnects: AtomicU64,
     connected: std::sync::atomic::AtomicBool,
     subscribed: std::sync::atomic::AtomicBool,
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl MqttSource {
@@ -196,6 +200,7 @@ impl MqttSource {
             disconnects: AtomicU64::new(0),
             connected: std::sync::atomic::AtomicBool::new(false),
             subscribed: std::sync::atomic::AtomicBool::new(false),
+            waiting: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -208,6 +213,7 @@ impl MqttSource {
             connected: self.connected.load(Ordering::Relaxed),
             subscribed: self.subscribed.load(Ordering::Relaxed),
             redelivered: self.redelivered.load(Ordering::Relaxed),
+            waiting_for_room: self.waiting.load(Ordering::Relaxed),
         }
     }
 
@@ -320,10 +326,23 @@ impl MqttSource {
                         &mut arrival,
                         &origin,
                     );
-                    // Not reading on while the queries are full is what makes the
-                    // broker hold the next messages: wait for room, never drop.
+                    // Not reading on while the queries are full, or the local disk
+                    // quota, is what makes the broker hold the next messages: wait for
+                    // room, never drop. The devices are sending meanwhile: no idle tick.
+                    let mut waits = 0u32;
                     while !self.feed.has_room(arrival.lines.len()) && !*stop.borrow() {
+                        if waits.is_multiple_of(50) {
+                            self.waiting.store(true, Ordering::Relaxed);
+                            self.feed.refused();
+                        }
+                        waits = waits.wrapping_add(1);
                         tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    self.waiting.store(false, Ordering::Relaxed);
+                    if *stop.borrow() {
+                        // Not logged, so not acknowledged: the broker delivers it again
+                        // at the next start.
+                        break;
                     }
                     if let Some(mark) = mark {
                         self.marks.note(mark);

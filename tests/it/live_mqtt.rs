@@ -439,3 +439,110 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
     );
     assert_eq!(seen[3].1, ahead);
 }
+
+/// Under a full local disk quota (`backpressure`, the default) the node stops reading
+/// MQTT: the message in hand waits, the broker keeps the rest, and a later start with
+/// room counts every message once. (It read on and logged them all: the quota held
+/// only pushes.)
+#[test]
+fn under_a_full_quota_mqtt_messages_wait_in_the_broker() {
+    let dir = tempdir();
+    let broker = Broker::start(dir.path());
+    let sql = format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT)
+WITH (connector = 'mqtt', broker = 'mqtt://127.0.0.1:{}', topic = 'quota/+/traffic',
+      qos = '1', device_id_from_topic = '2', client_id = 'edge-node-quota',
+      event_time = 'ts', max_out_of_orderness = '1s');
+SELECT device_id, window_start, COUNT(*) AS n, SUM(bytes_in) AS bytes_in
+FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;",
+        broker.port
+    );
+    let query = write_query(dir.path(), "held", &sql);
+    let query = query.to_str().unwrap_or_default();
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    // A target nobody answers at keeps every file pending: the first window closed
+    // fills a 1-byte quota.
+    let full = [
+        "serve",
+        query,
+        "--workers",
+        "1",
+        "--sync",
+        "s3://nowhere/edge",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-allow-http",
+        "--max-pending-bytes",
+        "1",
+        "--sync-timeout",
+        "1s",
+    ];
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let node = LiveNode::start(dir.path(), &full, &keys);
+    wait_until("the node to subscribe", Duration::from_secs(30), || {
+        ingest(&node)["tables"]["readings"]["source"]["subscribed"] == true
+    });
+    // One reading a message, ten seconds of event time apart: windows close as they come.
+    let t0 = 1_767_225_600_000i64;
+    let messages: String = (0..100)
+        .map(|i| format!("{{\"ts\": {}, \"bytes_in\": {i}}}\n", t0 + i * 10_000))
+        .collect();
+    let mut publish = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "quota/d1/traffic", "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
+        });
+    if let Some(mut stdin) = publish.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(messages.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(publish.wait().is_ok_and(|s| s.success()));
+    wait_until(
+        "the MQTT source to wait for room",
+        Duration::from_secs(60),
+        || ingest(&node)["tables"]["readings"]["source"]["waiting_for_room"] == true,
+    );
+    let received = ingest(&node)["tables"]["readings"]["received"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(received < 100, "read {received} of 100 past a full quota");
+    let (_, stdout) = node.stop();
+
+    // With room, the broker's messages come: each counted once.
+    let node = serve_connected(
+        dir.path(),
+        "held",
+        &sql,
+        &["--workers", "1"],
+        "the node to connect again",
+    );
+    wait_until("the rest of the messages", Duration::from_secs(60), || {
+        ingest(&node)["tables"]["readings"]["received"].as_u64() == Some(100 - received)
+    });
+    let (code, stdout2) = node.stop();
+    assert_eq!(code, Some(0), "{stdout}\n{stdout2}");
+    let rows = read_rows(&dir.path().join("out").join("held"));
+    let counted: i64 = rows
+        .iter()
+        .map(|r| match r[2] {
+            Value::BigInt(n) => n,
+            _ => 0,
+        })
+        .sum();
+    let summed: i64 = rows
+        .iter()
+        .map(|r| match r[3] {
+            Value::BigInt(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!((counted, summed), (100, (0..100).sum::<i64>()), "{rows:?}");
+}

@@ -67,6 +67,7 @@ enum Request {
 pub struct Feed {
     pub(super) table: String,
     capacity: usize,
+    admit: Option<Admit>,
     pub(super) wal_dir: Option<PathBuf>,
     published: Arc<Mutex<Published>>,
     readings: Arc<AtomicU64>,
@@ -162,6 +163,7 @@ impl Feed {
         let feed = Feed {
             table: table.to_owned(),
             capacity: config.capacity,
+            admit: config.admit.clone(),
             wal_dir: config.wal.map(|w| w.dir),
             published,
             readings,
@@ -226,9 +228,13 @@ impl Feed {
         LiveInput::new(self.clone(), schema, limits, id, queue, next)
     }
 
-    /// Whether every reader can take `bytes` more now. A connector that is told no
-    /// must not accept what it would publish (answer 503, hold the poll round).
+    /// Whether the node can keep `bytes` more now (the local disk quota) and every
+    /// reader can take them. A connector that is told no must not accept what it would
+    /// publish (answer 503, hold the poll round, leave MQTT messages in the broker).
     pub fn has_room(&self, bytes: usize) -> bool {
+        if self.admit.as_ref().is_some_and(|admit| !admit()) {
+            return false;
+        }
         self.queues().iter().all(|q| {
             let state = q.lock();
             state.gone || state.closed || state.bytes.saturating_add(bytes) <= self.capacity

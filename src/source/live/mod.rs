@@ -144,8 +144,12 @@ pub struct WalConfig {
     pub segment_bytes: u64,
 }
 
+/// Whether the node can keep more readings now: false while the local disk quota is
+/// full under `--on-quota backpressure` (the write-ahead log counts against it).
+pub type Admit = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// How a feed cuts, holds and logs its table's readings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FeedConfig {
     /// Bytes held per query before [`Feed::has_room`] says no.
     pub capacity: usize,
@@ -159,6 +163,9 @@ pub struct FeedConfig {
     /// Bytes of write-ahead logs, counted with those of the node's other feeds (for
     /// the local disk quota).
     pub logged: Arc<AtomicU64>,
+    /// The local disk quota ([`Feed::has_room`] says no while it is full); none: no
+    /// quota.
+    pub admit: Option<Admit>,
 }
 
 impl Default for FeedConfig {
@@ -169,6 +176,7 @@ impl Default for FeedConfig {
             idle_timeout: None,
             wal: None,
             logged: Arc::default(),
+            admit: None,
         }
     }
 }
