@@ -155,8 +155,9 @@ fn record_sync(syncer: &Syncer) {
     gauge!("edgeflow_sync_pending_files").set(report.pending_files as f64);
     gauge!("edgeflow_sync_pending_bytes").set(report.pending_bytes as f64);
     gauge!("edgeflow_sync_oldest_pending_seconds").set(report.oldest_pending_s.unwrap_or(0.0));
-    counter!("edgeflow_sync_uploaded_files_total").absolute(report.uploaded_files as u64);
-    counter!("edgeflow_sync_uploaded_bytes_total").absolute(report.uploaded_bytes);
+    let (files, bytes) = syncer.uploads();
+    counter!("edgeflow_sync_uploaded_files_total").absolute(files);
+    counter!("edgeflow_sync_uploaded_bytes_total").absolute(bytes);
     counter!("edgeflow_sync_failures_total").absolute(syncer.failures());
     gauge!("edgeflow_sync_conflicts").set(report.conflicts.len() as f64);
     counter!("edgeflow_sync_dropped_files_total").absolute(report.dropped_files as u64);

@@ -591,6 +591,13 @@ impl Syncer {
         self.shared.failures.load(Ordering::Relaxed)
     }
 
+    /// Files and bytes this sync uploaded since it started: they only grow (the
+    /// journal's uploaded figures fall when compaction replaces uploaded files).
+    pub fn uploads(&self) -> (u64, u64) {
+        let stats = lock(&self.shared.stats);
+        (stats.len() as u64, stats.iter().map(|s| s.1).sum())
+    }
+
     /// Why the sync stopped shipping, if it did: the uploader halted on an error it
     /// cannot retry past, or the local quota is full under backpressure (the node takes
     /// no readings until uploads catch up).
