@@ -555,6 +555,15 @@ impl Queries {
             return Err(ControlError::Stopping);
         }
         let path = self.dir(name).join("query.sql");
+        if !query::is_valid_name(name) {
+            return Err(ControlError::Invalid {
+                message: format!(
+                    "`{name}` is not a valid query name (it names the query's output folder): use only letters, digits, `_` and `-`"
+                ),
+                line: None,
+                column: None,
+            });
+        }
         // Errors name the query as the file it will be kept in.
         let plan = query::parse(name, Path::new(&format!("{name}.sql")), sql)?;
         let plan = QueryPlan {
@@ -675,7 +684,9 @@ impl Queries {
         // Only now that the dataflow runs may a new ingest of its table receive.
         self.ingests.start_sources();
         entry.last_error = None;
-        entry.samples.clear();
+        if !successor {
+            entry.samples.clear();
+        }
         entry.durable_seen = 0;
         entry.checkpointed = Instant::now();
         if entry.state != QueryState::Running {
@@ -910,7 +921,9 @@ impl Queries {
             let mut ended = Vec::new();
             for (name, entry) in entries.iter_mut() {
                 if let Some(live) = &entry.live {
-                    let readings = Metrics::get(&live.metrics.readings);
+                    // Counted over the query's runs, so a checkpoint's new run goes on
+                    // with the rate rather than starting it from nothing.
+                    let readings = entry.done.readings + Metrics::get(&live.metrics.readings);
                     entry.samples.push_back((now, readings));
                     while entry.samples.len() > RATE_SAMPLES {
                         entry.samples.pop_front();

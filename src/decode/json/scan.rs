@@ -41,8 +41,11 @@ pub fn describe(b: &[u8], i: usize) -> &'static str {
     match b.get(i) {
         Some(b'"') => "a string",
         Some(b'-' | b'0'..=b'9') => "a number",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
+        // Judged by the whole word: `not json` is no `null`.
+        Some(b't' | b'f') if b[i..].starts_with(b"true") || b[i..].starts_with(b"false") => {
+            "a boolean"
+        }
+        Some(b'n') if b[i..].starts_with(b"null") => "null",
         Some(b'{') => "an object",
         Some(b'[') => "an array",
         Some(b'\n') | None => "the end of the line",
@@ -244,5 +247,20 @@ pub fn skip_value(b: &[u8], i: usize, depth: usize, scratch: &mut Vec<u8>) -> Sc
             i,
             format!("expected a JSON value, found {}", describe(b, i)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_token_is_described_by_its_whole_word() {
+        assert_eq!(describe(b"null}", 0), "null");
+        assert_eq!(describe(b"not json", 0), "an invalid token");
+        assert_eq!(describe(b"false,", 0), "a boolean");
+        assert_eq!(describe(b"fals", 0), "an invalid token");
+        assert_eq!(describe(b"\"x\"", 0), "a string");
+        assert_eq!(describe(b"", 0), "the end of the line");
     }
 }
