@@ -176,6 +176,17 @@ fn union(outs: &[PathBuf]) -> (Vec<Vec<Value>>, Vec<Late>) {
     (rows, late)
 }
 
+/// A folder holding the query of `spec` (`q.sql`) and the readings of `config`
+/// (`in.jsonl`).
+fn case(spec: &Spec, config: &GeneratorConfig) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
+    let input = dir.path().join("in.jsonl");
+    append(&input, config);
+    (dir, query, input)
+}
+
 fn readings_of(config: &GeneratorConfig) -> Vec<Reading> {
     (0..config.readings).map(|i| config.reading(i)).collect()
 }
@@ -342,11 +353,7 @@ fn two_processes_sync_to_one_prefix_without_conflicts() {
         seed: 5,
         ..GeneratorConfig::default()
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let query = dir.path().join("q.sql");
-    std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
-    let input = dir.path().join("in.jsonl");
-    append(&input, &config);
+    let (dir, query, input) = case(&spec, &config);
     std::fs::OpenOptions::new()
         .append(true)
         .open(&input)
@@ -415,11 +422,7 @@ fn a_fresh_cluster_at_another_worker_count_writes_every_window_under_a_new_name(
         seed: 11,
         ..GeneratorConfig::default()
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let query = dir.path().join("q.sql");
-    std::fs::write(&query, spec.sql()).unwrap_or_else(|e| panic!("{e}"));
-    let input = dir.path().join("in.jsonl");
-    append(&input, &config);
+    let (dir, query, input) = case(&spec, &config);
     let outs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("out{i}"))).collect();
     let sync = Some((&moto, url));
     run_cluster(&query, &input, &outs, 1, dir.path(), sync);

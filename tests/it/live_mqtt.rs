@@ -115,6 +115,26 @@ pub fn publisher(port: u16, readings: usize, rate: u32, log: &Path) -> Command {
     command
 }
 
+/// Publishes each line of `messages` as one QoS 1 message to `topic` with
+/// `mosquitto_pub`, returning once the broker took them all.
+fn publish_lines(port: u16, topic: &str, messages: &str) {
+    let mut publish = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", topic, "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
+        });
+    if let Some(mut stdin) = publish.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(messages.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(publish.wait().is_ok_and(|s| s.success()));
+}
+
 /// The node's `GET /api/v1/ingest`, or Null while it does not answer.
 pub fn ingest(node: &LiveNode) -> serde_json::Value {
     let (_, _, body) = http(node.port, "GET", "/api/v1/ingest", &[], b"");
@@ -296,21 +316,7 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
             )
         })
         .collect();
-    let mut publish = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &plain_port.to_string()])
-        .args(["-t", "devices/d1/traffic", "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
-        });
-    if let Some(mut stdin) = publish.stdin.take() {
-        use std::io::Write;
-        stdin
-            .write_all(messages.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    assert!(publish.wait().is_ok_and(|s| s.success()));
+    publish_lines(plain_port, "devices/d1/traffic", &messages);
     wait_until(
         "the node to receive the 20 readings",
         Duration::from_secs(30),
@@ -490,21 +496,7 @@ FROM TUMBLE(readings, ts, INTERVAL '1' MINUTE) GROUP BY device_id, window_start;
     let messages: String = (0..100)
         .map(|i| format!("{{\"ts\": {}, \"bytes_in\": {i}}}\n", t0 + i * 10_000))
         .collect();
-    let mut publish = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "quota/d1/traffic", "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("mosquitto_pub: {e} (./tests/run.sh installs mosquitto-clients)")
-        });
-    if let Some(mut stdin) = publish.stdin.take() {
-        use std::io::Write;
-        stdin
-            .write_all(messages.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    assert!(publish.wait().is_ok_and(|s| s.success()));
+    publish_lines(broker.port, "quota/d1/traffic", &messages);
     wait_until(
         "the MQTT source to wait for room",
         Duration::from_secs(60),
