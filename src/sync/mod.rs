@@ -142,6 +142,10 @@ const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// A log file not written to for this long is closed and can be shipped.
 const LOG_QUIET: Duration = Duration::from_secs(120);
 
+/// Uploads whose lag and speed the report's figures are taken over: the recent ones,
+/// so a node that runs for months neither keeps nor sorts every upload it made.
+const KEPT_UPLOADS: usize = 10_000;
+
 /// What to do when pending files fill the local quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum QuotaPolicy {
@@ -276,7 +280,10 @@ struct Shared {
     failures: AtomicU64,
     stop: AtomicBool,
     /// (commit to visible ms, bytes, upload seconds) of uploads by this process.
-    stats: Mutex<Vec<(f64, u64, f64)>>,
+    /// The last [`KEPT_UPLOADS`] of them.
+    stats: Mutex<std::collections::VecDeque<(f64, u64, f64)>>,
+    /// Files and bytes uploaded by this process.
+    uploads: (AtomicU64, AtomicU64),
     /// Paths an earlier process was uploading when it ended, outcome unknown.
     uncertain: HashSet<String>,
     /// When this sync started.
@@ -294,6 +301,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Counts an upload: (commit to visible ms, bytes, upload seconds).
+    fn uploaded(&self, upload: (f64, u64, f64)) {
+        self.uploads.0.fetch_add(1, Ordering::Relaxed);
+        self.uploads.1.fetch_add(upload.1, Ordering::Relaxed);
+        let mut stats = lock(&self.stats);
+        if stats.len() == KEPT_UPLOADS {
+            stats.pop_front();
+        }
+        stats.push_back(upload);
+    }
+
     /// How long the old key of `path` is still left alone ([`LINGERING_PUT`]).
     fn lingering(&self, path: &str) -> Option<Duration> {
         if !self.uncertain.contains(path) {
@@ -457,7 +475,8 @@ impl Syncer {
             last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            stats: Mutex::new(Vec::new()),
+            stats: Mutex::default(),
+            uploads: Default::default(),
             uncertain,
             opened: Instant::now(),
         });
@@ -594,8 +613,8 @@ impl Syncer {
     /// Files and bytes this sync uploaded since it started: they only grow (the
     /// journal's uploaded figures fall when compaction replaces uploaded files).
     pub fn uploads(&self) -> (u64, u64) {
-        let stats = lock(&self.shared.stats);
-        (stats.len() as u64, stats.iter().map(|s| s.1).sum())
+        let (files, bytes) = &self.shared.uploads;
+        (files.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed))
     }
 
     /// Why the sync stopped shipping, if it did: the uploader halted on an error it

@@ -55,7 +55,8 @@ pub struct SyncReport {
     pub rejected_paths: usize,
     /// Last failure.
     pub last_error: Option<String>,
-    /// Commit to visible in the target, ms: p50, p99 (files uploaded by this process).
+    /// Commit to visible in the target, ms: p50, p99 (the last 10,000 files uploaded by
+    /// this process).
     pub lag_ms: Option<[f64; 2]>,
     /// Upload throughput of this process, MB/s of wall time spent uploading.
     pub upload_mb_per_s: Option<f64>,

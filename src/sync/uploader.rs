@@ -245,7 +245,7 @@ pub(super) fn settle(shared: &Shared, record: &Record, outcome: Outcome, seconds
     let (state, retry) = match outcome {
         Outcome::Uploaded { etag } => {
             let at_ms = now_ms();
-            lock(&shared.stats).push(((at_ms - record.committed_ms) as f64, record.size, seconds));
+            shared.uploaded(((at_ms - record.committed_ms) as f64, record.size, seconds));
             (FileState::Uploaded { etag, at_ms }, false)
         }
         Outcome::Conflict {
