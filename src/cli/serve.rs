@@ -396,7 +396,7 @@ fn print_summary(
     for (table, poll) in &summary.polls {
         writeln!(
             out,
-            "table {table}: {} rounds, {} polls ok, {} failed, {} skipped (still running), {} held (node behind), {} counter resets",
+            "table {table}: {} rounds, {} polls ok, {} failed, {} skipped (still running), {} held (node behind or local quota full), {} counter resets",
             poll.rounds,
             poll.polls_ok,
             poll.polls_failed,

@@ -326,11 +326,11 @@ impl MqttSource {
                         &mut arrival,
                         &origin,
                     );
-                    // Not reading on while the queries are full, or the local disk
-                    // quota, is what makes the broker hold the next messages: wait for
-                    // room, never drop. The devices are sending meanwhile: no idle tick.
+                    // Not reading on while the queries are full is what makes the
+                    // broker hold the next messages: wait for room, never drop. The
+                    // devices are sending meanwhile: no idle tick.
                     let mut waits = 0u32;
-                    while !self.feed.has_room(arrival.lines.len()) && !*stop.borrow() {
+                    while !self.feed.readers_have_room(arrival.lines.len()) && !*stop.borrow() {
                         if waits.is_multiple_of(50) {
                             self.waiting.store(true, Ordering::Relaxed);
                             self.feed.refused();

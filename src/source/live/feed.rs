@@ -230,11 +230,16 @@ impl Feed {
 
     /// Whether the node can keep `bytes` more now (the local disk quota) and every
     /// reader can take them. A connector that is told no must not accept what it would
-    /// publish (answer 503, hold the poll round, leave MQTT messages in the broker).
+    /// publish (answer 503, hold the poll round).
     pub fn has_room(&self, bytes: usize) -> bool {
-        if self.admit.as_ref().is_some_and(|admit| !admit()) {
-            return false;
-        }
+        self.admit.as_ref().is_none_or(|admit| admit()) && self.readers_have_room(bytes)
+    }
+
+    /// Whether every reader can take `bytes` more now, whatever the disk quota: the
+    /// MQTT client's question. Waiting for a quota (an uplink outage: hours) would stop
+    /// it answering the broker, which drops it after its keepalive and delivers its
+    /// unacknowledged messages again.
+    pub fn readers_have_room(&self, bytes: usize) -> bool {
         self.queues().iter().all(|q| {
             let state = q.lock();
             state.gone || state.closed || state.bytes.saturating_add(bytes) <= self.capacity
