@@ -626,10 +626,15 @@ impl Queries {
             self.ingests.release_unread();
             return Err(e);
         }
-        if let Err(message) = self.launch(entry, input, false) {
+        if let Err(e) = self.launch(entry, input, false) {
             drop(entries);
             self.ingests.release_unread();
-            return Err(ControlError::Failed(message));
+            // What the operator can mend (the folder holds another stream, an input
+            // cannot be opened) conflicts with the request; the rest is the node's.
+            return Err(match e.kind() {
+                crate::error::ErrorKind::User => ControlError::Conflict(e.to_string()),
+                _ => ControlError::Failed(e.to_string()),
+            });
         }
         entry.runs += 1;
         let info = entry.info();
@@ -645,7 +650,7 @@ impl Queries {
         entry: &mut Entry,
         input: Arc<LiveInput>,
         successor: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let mut run = RunConfig::new(
             entry.plan.clone(),
             Input::Live(input.clone()),
@@ -666,10 +671,9 @@ impl Queries {
             Ok(started) => started,
             Err(e) => {
                 input.leave();
-                let message = e.to_string();
-                entry.last_error = Some(message.clone());
+                entry.last_error = Some(e.to_string());
                 entry.set_state(QueryState::Failed);
-                return Err(message);
+                return Err(e);
             }
         };
         entry.live = Some(Live {
@@ -778,7 +782,8 @@ impl Queries {
                 tracing::debug!(query = %name, ms = started.elapsed().as_millis() as u64, "Checkpoint");
                 Ok(())
             }
-            Err(message) => {
+            Err(e) => {
+                let message = e.to_string();
                 tracing::error!(query = %name, error = %message, "The query could not go on after its checkpoint");
                 if let Ok(mut f) = self.failures.lock() {
                     f.push((name.to_owned(), message.clone()));

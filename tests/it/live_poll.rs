@@ -532,6 +532,12 @@ fn a_query_refused_at_its_start_polls_no_device_and_loses_no_delta() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Started again over the API: refused for its folder, a conflict, not the node's
+    // failure.
+    let (status, _, body) = http(node.port, "POST", "/api/v1/queries/polled/start", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("process 0 of 2"), "{body}");
     let (_, stdout) = node.stop();
     assert_eq!(fleet.served(), before, "the refused query polled: {stdout}");
 
