@@ -264,6 +264,33 @@ impl Ingests {
         }
     }
 
+    /// Stops the source of `table` if one reader is all it has left (the query about to
+    /// stop), waiting for its polls in flight to publish: what the devices answered
+    /// before the query's input ends is then read by it, not logged after its end and
+    /// passed over at its next start.
+    pub fn quiet_for_last_reader(&self, table: &str) {
+        let task = {
+            let mut tables = self.tables();
+            let Some(ingest) = tables.get_mut(table) else {
+                return;
+            };
+            if ingest.feed.readers() != 1 {
+                return;
+            }
+            ingest.stop.send_replace(true);
+            match std::mem::replace(&mut ingest.task, Task::Running(None)) {
+                Task::Running(Some(task)) => task,
+                _ => return,
+            }
+        };
+        // Waited for without the lock: the source's task runs on the I/O runtime, whose
+        // handlers take it.
+        let runtime = self.runtime.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| runtime.block_on(task).ok());
+        });
+    }
+
     /// The table's feed: one per table for the node's life, since it owns the table's
     /// write-ahead log (one writer per log), whichever connector fills it.
     fn feed(

@@ -820,6 +820,7 @@ impl Queries {
             run
         };
         tracing::info!(query = %name, windows = ?windows, "Stopping query");
+        self.ingests.quiet_for_last_reader(run.input.table());
         run.query.control().set_end_of_input(windows);
         run.query.control().drain();
         run.input.finish();
