@@ -579,24 +579,19 @@ pub fn number_past_peers(
     use crate::stream::{Revisions, StreamState};
     for plan in plans {
         let what = revisions_fact(&plan.name);
-        let mut known = std::collections::BTreeMap::new();
-        for fact in connected.shared.iter().filter(|f| f.what == what) {
-            if let Ok(theirs) = serde_json::from_str::<Revisions>(&fact.value) {
-                for (start, revision) in theirs.revisions {
-                    let r = known.entry(start).or_insert(revision);
-                    *r = (*r).max(revision);
-                }
-            }
-        }
-        if known.is_empty() {
+        let theirs: Vec<Revisions> = connected
+            .shared
+            .iter()
+            .filter(|f| f.what == what)
+            .filter_map(|f| serde_json::from_str(&f.value).ok())
+            .collect();
+        if theirs.iter().all(|r| r.revisions.is_empty()) {
             continue;
         }
-        let mut state = StreamState::load(output, plan).unwrap_or_else(|_| {
-            let mut state = StreamState::new(plan);
-            state.raise_revisions(&StreamState::recorded_revisions(output, &plan.name));
-            state
-        });
-        state.raise_revisions(&known);
+        let mut state = StreamState::load_for_fresh(output, plan);
+        for revisions in &theirs {
+            state.raise_revisions(&revisions.revisions);
+        }
         state.save(output, &plan.name)?;
     }
     Ok(())

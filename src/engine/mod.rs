@@ -376,13 +376,7 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     let peers = workers.peers();
     let plan = Arc::new(config.plan.clone());
     let mut state = if config.fresh {
-        // A state this edgeflow cannot go on from still says which revisions its
-        // windows are at: written again, they must take new names.
-        let mut state = StreamState::load(&config.output, &plan).unwrap_or_else(|_| {
-            let mut state = StreamState::new(&plan);
-            state.raise_revisions(&StreamState::recorded_revisions(&config.output, &plan.name));
-            state
-        });
+        let mut state = StreamState::load_for_fresh(&config.output, &plan);
         if !state.open.is_empty() || !state.inputs.is_empty() {
             tracing::warn!(
                 query = %plan.name,

@@ -387,6 +387,18 @@ impl StreamState {
             .unwrap_or_default()
     }
 
+    /// The stream a `--fresh` start forgets from: the folder's state, or, when this
+    /// edgeflow cannot go on from it (another plan with open windows), a new stream
+    /// that still knows which revisions its windows are at: written again, they must
+    /// take new names.
+    pub fn load_for_fresh(root: &Path, plan: &QueryPlan) -> Self {
+        Self::load(root, plan).unwrap_or_else(|_| {
+            let mut state = StreamState::new(plan);
+            state.raise_revisions(&Self::recorded_revisions(root, &plan.name));
+            state
+        })
+    }
+
     /// Raises the revision of every window in `known` to at least its revision there,
     /// so the next write of it supersedes that revision.
     pub fn raise_revisions(&mut self, known: &BTreeMap<i64, u32>) {
