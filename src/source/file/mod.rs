@@ -1,8 +1,9 @@
 //! Files, read by every worker in parallel with positional reads.
 //!
 //! Chunk `k` holds the lines that start in bytes `[k*C, (k+1)*C)` of the data (after a
-//! CSV header), so each worker finds its chunk boundaries by itself: no reader thread,
-//! no copying between threads.
+//! CSV header), so each worker finds its chunk boundaries by itself, and reads its own
+//! chunks: ahead of decoding on a thread of its own when the process has a core no
+//! worker uses ([`ahead`]), else between decoding them.
 //!
 //! A worker reads its range and the rest of the last line starting in it, and nothing
 //! else: a chunk inside a long line finds no line start and is empty, and the chunk where
@@ -18,6 +19,9 @@ use super::{ChunkSource, LongLine, OpenInput, SCAN_BLOCK, SourceError, SourceLim
 use crate::batch::Interner;
 use crate::decode::{CsvDecoder, Decoder, Format, JsonDecoder};
 use crate::query::SourceSchema;
+use ahead::ReadAhead;
+
+mod ahead;
 
 /// An input file, opened.
 #[derive(Debug)]
@@ -136,6 +140,21 @@ impl FileInput {
     fn chunks(&self) -> u64 {
         self.grid.chunks()
     }
+
+    /// Reads the chunks of worker `worker` of `peers`.
+    fn reader(&self, worker: usize, peers: usize) -> ChunkReader {
+        ChunkReader {
+            path: self.path.clone(),
+            file: self.file.clone(),
+            len: self.len,
+            grid: self.grid,
+            next: worker as u64,
+            step: peers as u64,
+            max_line: self.max_line,
+            scratch: Vec::new(),
+            bytes_read: 0,
+        }
+    }
 }
 
 /// Where the chunks of a file lie: on a grid of `chunk_bytes` from the start of its
@@ -201,18 +220,23 @@ impl Grid {
 
 impl OpenInput for FileInput {
     fn worker_source(&self, worker: usize, peers: usize) -> Box<dyn ChunkSource> {
+        // Copying a chunk out of the page cache is about a sixth of a worker's time
+        // over a file: on a core no worker uses, it overlaps with decoding.
+        let spare_core =
+            std::thread::available_parallelism().is_ok_and(|cores| cores.get() > peers);
+        let chunks = match spare_core {
+            true => ReadAhead::start(self.reader(worker, peers), worker)
+                .map(Chunks::Ahead)
+                .ok(),
+            false => None,
+        };
         Box::new(FileChunks {
-            path: self.path.clone(),
-            file: self.file.clone(),
-            len: self.len,
-            grid: self.grid,
-            next: worker as u64,
-            step: peers as u64,
-            max_line: self.max_line,
+            chunks: chunks.unwrap_or_else(|| Chunks::Inline {
+                reader: self.reader(worker, peers),
+                buf: Vec::new(),
+            }),
             decoder: self.decoder.decoder(self.max_line),
-            buf: Vec::new(),
-            scratch: Vec::new(),
-            bytes_read: 0,
+            max_line: self.max_line,
         })
     }
 
@@ -311,7 +335,20 @@ fn line_start(
     Ok(len)
 }
 
-struct FileChunks {
+/// One chunk's bytes as read, not yet decoded.
+struct RawChunk {
+    index: u64,
+    /// What was read; the chunk's lines are `buf[skip..]`.
+    buf: Vec<u8>,
+    skip: usize,
+    /// Input bytes the chunk covers.
+    bytes: u64,
+    /// Its last line, when that is over the limit (then cut from `buf`).
+    long: Option<LongLine>,
+}
+
+/// Reads one worker's chunks of a file: chunk `next`, then every `step`th after it.
+struct ChunkReader {
     path: PathBuf,
     file: Arc<File>,
     len: u64,
@@ -319,20 +356,82 @@ struct FileChunks {
     next: u64,
     step: u64,
     max_line: usize,
-    decoder: Decoder,
-    buf: Vec<u8>,
     /// Blocks read while skipping a long line.
     scratch: Vec<u8>,
     /// Bytes read so far, to check that work stays linear in the input.
     bytes_read: u64,
 }
 
-impl FileChunks {
+impl ChunkReader {
+    /// Chunks still to read.
+    fn remaining(&self) -> u64 {
+        let chunks = self.grid.chunks();
+        if self.next >= chunks {
+            0
+        } else {
+            (chunks - self.next - 1) / self.step + 1
+        }
+    }
+
+    /// The next chunk, read into `buf` (whatever it held), or `None` after the last.
+    fn read_next(&mut self, buf: Vec<u8>) -> Option<Result<RawChunk, SourceError>> {
+        if self.next >= self.grid.chunks() {
+            return None;
+        }
+        let k = self.next;
+        self.next += self.step;
+        Some(self.read(k, buf))
+    }
+
+    fn read(&mut self, k: u64, mut buf: Vec<u8>) -> Result<RawChunk, SourceError> {
+        let (lo, hi) = (self.grid.start(k), self.grid.end(k));
+        // The byte before `lo` says whether a line starts at `lo`.
+        let from = if lo > self.grid.from { lo - 1 } else { lo };
+        buf.resize((hi - from) as usize, 0);
+        let n = read_at(&self.file, &self.path, &mut buf, from)?;
+        self.bytes_read += n as u64;
+        buf.truncate(n);
+        let skip = if lo > self.grid.from {
+            match memchr::memchr(b'\n', &buf) {
+                Some(p) => p + 1,
+                // Inside a line that started in an earlier chunk, which reads it.
+                None => buf.len(),
+            }
+        } else {
+            0
+        };
+        if skip >= buf.len() {
+            return Ok(RawChunk {
+                index: k,
+                skip: buf.len(),
+                buf,
+                bytes: 0,
+                long: None,
+            });
+        }
+        let start = from + skip as u64;
+        let mut end = from + buf.len() as u64;
+        let mut long = None;
+        if end < self.len && buf.last() != Some(&b'\n') {
+            let tail = memchr::memrchr(b'\n', &buf[skip..]).map_or(skip, |q| skip + q + 1);
+            let line_start = from + tail as u64;
+            (end, long) = self.finish_last_line(&mut buf, tail, line_start, end)?;
+        }
+        Ok(RawChunk {
+            index: k,
+            buf,
+            skip,
+            bytes: end - start,
+            long,
+        })
+    }
+
     /// Appends to `buf` the rest of its last line, which starts at `buf[tail..]` (file
     /// offset `line_start`) and goes on at file offset `offset`. Returns the offset after
     /// that line and, when the line is over the limit, the line (then cut from `buf`).
     fn finish_last_line(
         &mut self,
+        buf: &mut Vec<u8>,
         tail: usize,
         line_start: u64,
         mut offset: u64,
@@ -343,19 +442,19 @@ impl FileChunks {
         // count: it judges the line's exact length.
         let mut block = 4096;
         loop {
-            let old = self.buf.len();
-            self.buf.resize(old + block, 0);
+            let old = buf.len();
+            buf.resize(old + block, 0);
             block = (block * 2).min(SCAN_BLOCK);
-            let n = read_at(&self.file, &self.path, &mut self.buf[old..], offset)?;
+            let n = read_at(&self.file, &self.path, &mut buf[old..], offset)?;
             self.bytes_read += n as u64;
-            self.buf.truncate(old + n);
-            let nl = memchr::memchr(b'\n', &self.buf[old..]);
-            if nl.map_or(self.buf.len(), |k| old + k) - tail > self.max_line + 1 {
+            buf.truncate(old + n);
+            let nl = memchr::memchr(b'\n', &buf[old..]);
+            if nl.map_or(buf.len(), |k| old + k) - tail > self.max_line + 1 {
                 break;
             }
             match nl {
                 Some(k) => {
-                    self.buf.truncate(old + k + 1);
+                    buf.truncate(old + k + 1);
                     return Ok((offset + k as u64 + 1, None));
                 }
                 None if n == 0 => return Ok((offset, None)),
@@ -364,8 +463,8 @@ impl FileChunks {
         }
         // Over the limit: keep its head, then scan to its end keeping nothing. The scan
         // starts again at `offset`, so the last block read is looked at once more.
-        let mut long = LongLine::new(&self.buf[tail..]);
-        self.buf.truncate(tail);
+        let mut long = LongLine::new(&buf[tail..]);
+        buf.truncate(tail);
         self.scratch.resize(SCAN_BLOCK, 0);
         loop {
             let n = read_at(&self.file, &self.path, &mut self.scratch, offset)?;
@@ -399,46 +498,43 @@ impl FileChunks {
     }
 }
 
+/// Where a worker's chunks come from.
+enum Chunks {
+    /// Read on the worker's own thread, between decoding chunks.
+    Inline { reader: ChunkReader, buf: Vec<u8> },
+    /// Read ahead on a thread of their own.
+    Ahead(ReadAhead),
+}
+
+/// One worker's share of a file: its chunks, read and decoded.
+struct FileChunks {
+    chunks: Chunks,
+    decoder: Decoder,
+    max_line: usize,
+}
+
 impl ChunkSource for FileChunks {
     fn poll(&mut self, interner: &mut Interner) -> Result<SourcePoll, SourceError> {
-        if self.next >= self.grid.chunks() {
-            return Ok(SourcePoll::Done);
-        }
-        let k = self.next;
-        self.next += self.step;
-        let (lo, hi) = (self.grid.start(k), self.grid.end(k));
-        // The byte before `lo` says whether a line starts at `lo`.
-        let from = if lo > self.grid.from { lo - 1 } else { lo };
-        self.buf.resize((hi - from) as usize, 0);
-        let n = read_at(&self.file, &self.path, &mut self.buf, from)?;
-        self.bytes_read += n as u64;
-        self.buf.truncate(n);
-        let skip = if lo > self.grid.from {
-            match memchr::memchr(b'\n', &self.buf) {
-                Some(p) => p + 1,
-                // Inside a line that started in an earlier chunk, which reads it.
-                None => self.buf.len(),
-            }
-        } else {
-            0
+        let raw = match &mut self.chunks {
+            Chunks::Inline { reader, buf } => match reader.read_next(std::mem::take(buf)) {
+                Some(raw) => raw?,
+                None => return Ok(SourcePoll::Done),
+            },
+            Chunks::Ahead(ahead) => match ahead.next()? {
+                Some(raw) => raw,
+                None => return Ok(SourcePoll::Done),
+            },
         };
-        if skip >= self.buf.len() {
-            return Ok(SourcePoll::Chunk(k, self.decoder.decode(&[], interner)));
-        }
-        let start = from + skip as u64;
-        let mut end = from + self.buf.len() as u64;
-        let mut long = None;
-        if end < self.len && self.buf.last() != Some(&b'\n') {
-            let tail = memchr::memrchr(b'\n', &self.buf[skip..]).map_or(skip, |q| skip + q + 1);
-            let line_start = from + tail as u64;
-            (end, long) = self.finish_last_line(tail, line_start, end)?;
-        }
-        let mut chunk = self.decoder.decode(&self.buf[skip..], interner);
-        if let Some(long) = long {
+        let mut chunk = self.decoder.decode(&raw.buf[raw.skip..], interner);
+        if let Some(long) = raw.long {
             long.append_to(&mut chunk, self.max_line);
         }
-        chunk.bytes = end - start;
-        Ok(SourcePoll::Chunk(k, chunk))
+        chunk.bytes = raw.bytes;
+        match &mut self.chunks {
+            Chunks::Inline { buf, .. } => *buf = raw.buf,
+            Chunks::Ahead(ahead) => ahead.recycle(raw.buf),
+        }
+        Ok(SourcePoll::Chunk(raw.index, chunk))
     }
 }
 
@@ -461,46 +557,68 @@ mod tests {
     }
 
     /// Every chunk of `input` read by `peers` workers, in chunk order, with the bytes
-    /// all workers read.
+    /// all workers read; the same chunks as read ahead on threads of their own.
     fn read_all(input: &FileInput, peers: usize) -> (Vec<(u64, DecodedChunk)>, u64) {
         let mut chunks = Vec::new();
         let mut read = 0;
         let mut interner = Interner::new();
         for w in 0..peers {
+            let mut reader = input.reader(w, peers);
+            let mut decoder = input.decoder.decoder(input.max_line);
+            while let Some(raw) = reader.read_next(Vec::new()) {
+                let raw = raw.unwrap_or_else(|e| panic!("{e}"));
+                assert!(
+                    raw.buf.capacity() as u64
+                        <= input.grid.chunk_bytes + input.max_line as u64 + 2 * SCAN_BLOCK as u64,
+                    "chunk buffer grew to {}",
+                    raw.buf.capacity()
+                );
+                let mut chunk = decoder.decode(&raw.buf[raw.skip..], &mut interner);
+                if let Some(long) = raw.long {
+                    long.append_to(&mut chunk, input.max_line);
+                }
+                chunk.bytes = raw.bytes;
+                chunks.push((raw.index, chunk));
+            }
+            read += reader.bytes_read;
+        }
+        chunks.sort_by_key(|(k, _)| *k);
+        let ahead = read_ahead(input, peers);
+        assert_eq!(
+            ahead.iter().map(summary).collect::<Vec<_>>(),
+            chunks.iter().map(summary).collect::<Vec<_>>(),
+            "chunks read ahead differ from chunks read inline"
+        );
+        (chunks, read)
+    }
+
+    /// Every chunk of `input` read by `peers` workers reading ahead.
+    fn read_ahead(input: &FileInput, peers: usize) -> Vec<(u64, DecodedChunk)> {
+        let mut chunks = Vec::new();
+        let mut interner = Interner::new();
+        for w in 0..peers {
             let mut source = FileChunks {
-                path: input.path.clone(),
-                file: input.file.clone(),
-                len: input.len,
-                grid: input.grid,
-                next: w as u64,
-                step: peers as u64,
-                max_line: input.max_line,
+                chunks: Chunks::Ahead(
+                    ReadAhead::start(input.reader(w, peers), w).unwrap_or_else(|e| panic!("{e}")),
+                ),
                 decoder: input.decoder.decoder(input.max_line),
-                buf: Vec::new(),
-                scratch: Vec::new(),
-                bytes_read: 0,
+                max_line: input.max_line,
             };
             loop {
                 match source.poll(&mut interner) {
-                    Ok(SourcePoll::Chunk(k, c)) => {
-                        assert!(
-                            source.buf.capacity() as u64
-                                <= input.grid.chunk_bytes
-                                    + input.max_line as u64
-                                    + 2 * SCAN_BLOCK as u64,
-                            "chunk buffer grew to {}",
-                            source.buf.capacity()
-                        );
-                        chunks.push((k, c));
-                    }
+                    Ok(SourcePoll::Chunk(k, c)) => chunks.push((k, c)),
                     Ok(_) => break,
                     Err(e) => panic!("{e}"),
                 }
             }
-            read += source.bytes_read;
         }
         chunks.sort_by_key(|(k, _)| *k);
-        (chunks, read)
+        chunks
+    }
+
+    /// What a test compares of a chunk: index, rows, lines, bytes and bad records.
+    fn summary((k, c): &(u64, DecodedChunk)) -> (u64, usize, u64, u64, Vec<BadRecord>) {
+        (*k, c.batch.len, c.lines, c.bytes, c.bad.clone())
     }
 
     /// Good rows, and bad records with file line numbers (1-based).
