@@ -407,7 +407,9 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
     let mut layout = Layout::new(&config.output, &plan.name, peers, state.runs);
     prepare_output(&layout)?;
     if config.fresh {
+        // The input is read again: its late rows and bad lines would count twice.
         retire_late_files(&layout, config.on_supersede.as_ref(), |_| true)?;
+        retire_dead_letters(&layout, config.on_supersede.as_ref(), |_| true)?;
     } else {
         // Late and dead-letter files numbered from the state's run count on come from
         // attempts that died before they saved the stream state. This attempt redoes

@@ -508,13 +508,24 @@ fn synced_run(
 
 /// The bucket holds each window once, equal to the oracle, after consecutive files,
 /// reruns with other worker counts and a `--fresh` recompute; `edgeflow query` agrees
-/// locally and over the bucket.
+/// locally and over the bucket; each bad line is one dead letter, locally and in the
+/// bucket.
 #[test]
 fn consecutive_files_and_reruns_land_once_in_the_bucket() {
     let moto = super::s3_server::Moto::signed();
     moto.bucket("stream");
     let config = config(9_000, 44);
-    let all = lines(&config);
+    let mut all = lines(&config);
+    // One bad line in each third of the input.
+    for at in [8_000, 5_000, 2_000] {
+        all.insert(at, format!("{{broken line {at}"));
+    }
+    let dead_letters = |files: &mut dyn Iterator<Item = (String, Vec<u8>)>| -> usize {
+        files
+            .filter(|(name, _)| name.starts_with("_deadletter/q/deadletters-"))
+            .map(|(_, bytes)| bytes.iter().filter(|&&b| b == b'\n').count())
+            .sum()
+    };
     let dir = tempdir();
     let query = write_query(dir.path());
     let out = dir.path().join("out");
@@ -540,6 +551,24 @@ fn consecutive_files_and_reruns_land_once_in_the_bucket() {
     let check_bucket = |context: &str| {
         let objects = super::s3_server::target_objects("s3://stream/edge-7", &moto.options());
         assert_rows_eq(&bucket_rows(&objects, "q"), &want, context);
+        assert_eq!(
+            dead_letters(&mut objects.clone().into_iter()),
+            3,
+            "{context}: each bad line is one dead letter in the bucket"
+        );
+        let mut local = std::fs::read_dir(out.join("_deadletter/q"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = format!("_deadletter/q/{}", entry.file_name().to_str()?);
+                Some((name, std::fs::read(entry.path()).ok()?))
+            });
+        assert_eq!(
+            dead_letters(&mut local),
+            3,
+            "{context}: each bad line is one dead letter locally"
+        );
         let mut late: Vec<Late> = bucket_rows(&objects, "q_late")
             .into_iter()
             .map(|r| match (&r[0], &r[1], &r[6]) {
