@@ -106,8 +106,18 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
     // frontier is.
     let (registry_progress, registry_trace) = match &shared.registry {
         Some(registry) => {
+            // Under an allowance, a later run may write a closed window again: it must
+            // find the version the window closed under.
+            let kept = (plan.source.allowed_lateness > 0).then(|| registry::KeptVersions {
+                path: crate::registry::History::path(shared.layout.root(), &plan.name),
+                resumed: shared
+                    .stream
+                    .max_event_time
+                    .map_or(Time::MIN, |m| m.saturating_sub(ooo)),
+                reach: crate::operators::window_merge::correction_reach(&plan),
+            });
             let arranged =
-                registry::arrange(late.clone(), registry.clone(), shared.metrics.clone());
+                registry::arrange(late.clone(), registry.clone(), kept, shared.metrics.clone());
             (arranged.progress, Some(arranged.trace))
         }
         None => (Vec::<()>::new().to_stream(scope), None),

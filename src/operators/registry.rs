@@ -10,6 +10,7 @@
 //! **Placement.** Worker 0 reads the file and broadcasts the changes; every worker
 //! arranges the whole registry, because a window is joined whole by its owner.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use timely::progress::frontier::AntichainRef;
 use super::{LateRows, Time};
 use crate::engine::control::Metrics;
 use crate::query::registry::{JoinKind, KeyFrom, RegistryJoin};
-use crate::registry::{Key, Registry, Reload, Row, Value};
+use crate::registry::{Change, History, Key, Registry, Reload, Row, Value};
 use crate::window::aggregate::{Accumulator, Aggregate};
 use crate::window::key::{KeyColumn, KeyRows, KeyValue};
 use crate::window::merge::regroup;
@@ -49,11 +50,39 @@ pub struct Arranged<'s> {
     pub trace: RegistryTrace,
 }
 
+/// Where a query under `allowed_lateness` keeps the registry versions windows may still
+/// be written under ([`History`]).
+#[derive(Clone, Debug)]
+pub struct KeptVersions {
+    /// The file.
+    pub path: PathBuf,
+    /// The watermark the last run stopped at (`Time::MIN`: none): the registry file as
+    /// it is now comes into force there.
+    pub resumed: Time,
+    /// How far before the watermark a window may still be written.
+    pub reach: Time,
+}
+
+impl KeptVersions {
+    /// Records a version in force from `at`, folds what no window can be written under
+    /// any more, and saves the versions; a failure is logged (a later run then joins
+    /// the windows it writes again with the file as it is then).
+    fn record(&self, history: &mut History, at: Time, changes: Vec<Change>) {
+        history.record(at, changes);
+        history.fold_through(at.max(self.resumed).saturating_sub(self.reach));
+        if let Err(e) = history.save(&self.path) {
+            tracing::error!(file = %self.path.display(), error = %e, "Cannot keep the registry versions: a later run writing a window again joins the registry file as it is then");
+        }
+    }
+}
+
 /// Feeds `registry` into the dataflow, stamped by the frontier of `clock` (the
-/// watermark), and arranges it on every worker.
+/// watermark), and arranges it on every worker; with `kept`, the versions earlier runs
+/// recorded come first, each at its time.
 pub fn arrange<'s>(
     clock: StreamVec<'s, Time, LateRows>,
     registry: Arc<Registry>,
+    kept: Option<KeptVersions>,
     metrics: Arc<Metrics>,
 ) -> Arranged<'s> {
     let scope = clock.scope();
@@ -68,6 +97,10 @@ pub fn arrange<'s>(
             // Only the reader holds back time: the others send nothing.
             let mut cap = reader.then_some(cap);
             let mut first = true;
+            let mut history = match (&kept, reader) {
+                (Some(kept), true) => History::load(&kept.path, kept.resumed),
+                _ => History::default(),
+            };
             let mut next_check = reload.map(|every| Instant::now() + every);
             move |(input, frontier), output| {
                 input.for_each_stamp(|_, _| {});
@@ -75,11 +108,33 @@ pub fn arrange<'s>(
                 let at = *held.time();
                 if first {
                     first = false;
-                    let rows = registry.initial();
-                    Metrics::set(&metrics.registry_rows, rows.len() as u64);
-                    output
-                        .session(&*held)
-                        .give_iterator(rows.into_iter().map(|(d, r)| (d, at, r)));
+                    Metrics::set(&metrics.registry_rows, registry.len() as u64);
+                    match &kept {
+                        None => output
+                            .session(&*held)
+                            .give_iterator(registry.initial().into_iter().map(|(d, r)| (d, at, r))),
+                        Some(kept) => {
+                            for (t, changes) in history.versions() {
+                                let t = (*t).max(at);
+                                output
+                                    .session(&held.delayed(&t))
+                                    .give_iterator(changes.iter().map(|(d, r)| (d.clone(), t, *r)));
+                            }
+                            // Windows closed before the last run stopped keep their
+                            // versions; the file as it is now stands for the others.
+                            let since = match history.last_time() {
+                                Some(_) => kept.resumed.max(at),
+                                None => at,
+                            };
+                            let changes = registry.changes_from(&history.latest());
+                            if !changes.is_empty() || history.versions().is_empty() {
+                                kept.record(&mut history, since, changes.clone());
+                            }
+                            output
+                                .session(&held.delayed(&since))
+                                .give_iterator(changes.into_iter().map(|(d, r)| (d, since, r)));
+                        }
+                    }
                 }
                 if let (Some(every), Some(due)) = (reload, next_check) {
                     let now = Instant::now();
@@ -99,6 +154,9 @@ pub fn arrange<'s>(
                                     read_ms = reading.elapsed().as_secs_f64() * 1e3,
                                     "Registry reloaded"
                                 );
+                                if let Some(kept) = &kept {
+                                    kept.record(&mut history, at, changes.clone());
+                                }
                                 output
                                     .session(&*held)
                                     .give_iterator(changes.into_iter().map(|(d, r)| (d, at, r)));

@@ -200,12 +200,7 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
                 let previous_watermark = stream.max_event_time.map_or(Time::MIN, |m| {
                     m.saturating_sub(plan.source.max_out_of_orderness)
                 });
-                // How far before the frontier a window may still be written: a correction's.
-                let reach = plan
-                    .source
-                    .allowed_lateness
-                    .saturating_add(slide)
-                    .saturating_add(window.size());
+                let reach = correction_reach(&plan);
                 move |(input, frontier), (registry, registry_frontier), output| {
                     input.for_each_stamp(|cap, data| {
                         for parts in data {
@@ -437,4 +432,14 @@ impl<'s> WindowMerge<'s> for StreamVec<'s, Time, PartialWindow> {
             },
         )
     }
+}
+
+/// How far before the watermark a window of `plan` may still be written: a correction's
+/// reach (the allowance, plus a slide and a window).
+pub fn correction_reach(plan: &QueryPlan) -> Time {
+    let window = crate::window::assign::WindowAssigner::new(plan.window);
+    plan.source
+        .allowed_lateness
+        .saturating_add(window.slide())
+        .saturating_add(window.size())
 }

@@ -5,6 +5,7 @@
 //! A file with a malformed row changes nothing: the version in force stays, and the
 //! error names the file and line.
 
+mod history;
 mod load;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::query::registry::RegistryTable;
 
+pub use history::History;
 pub use load::load;
 
 /// One value of a registry row.
@@ -40,6 +42,9 @@ pub type Row = Vec<Value>;
 /// The key of a registry row as the arrangement holds it: the join column's text
 /// (a `BIGINT` in decimal).
 pub type Key = String;
+
+/// One change of the registry collection: a row inserted (1) or retracted (-1).
+pub type Change = ((Key, Row), isize);
 
 /// Why a registry file was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,16 @@ pub struct Version {
 }
 
 impl Version {
+    /// The version of `rows` (lines unknown: it was kept, not read from a file).
+    fn of_rows(rows: impl IntoIterator<Item = (Key, Row)>) -> Self {
+        Version {
+            rows: rows
+                .into_iter()
+                .map(|(key, row)| (key, Listed { row, line: 0 }))
+                .collect(),
+        }
+    }
+
     /// Rows in the version.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -102,7 +117,7 @@ impl Version {
     }
 
     /// Every row as an insertion: the first version fed to the arrangement.
-    pub fn inserts(&self) -> Vec<((Key, Row), isize)> {
+    pub fn inserts(&self) -> Vec<Change> {
         self.rows
             .iter()
             .map(|(k, r)| ((k.clone(), r.row.clone()), 1))
@@ -111,7 +126,7 @@ impl Version {
 
     /// What turns `self` into `next`: a row removed or changed is retracted, a row
     /// added or changed is inserted; rows that stay the same are not mentioned.
-    pub fn diff(&self, next: &Version) -> Vec<((Key, Row), isize)> {
+    pub fn diff(&self, next: &Version) -> Vec<Change> {
         let mut changes = Vec::new();
         for (key, was) in &self.rows {
             match next.rows.get(key) {
@@ -157,7 +172,7 @@ pub enum Reload {
     /// The file is as it was.
     Unchanged,
     /// A new version, as its changes against the one in force (possibly none).
-    Changed(Vec<((Key, Row), isize)>),
+    Changed(Vec<Change>),
     /// The file was not taken; the version in force stays.
     Refused(Vec<RegistryError>),
 }
@@ -181,10 +196,18 @@ impl Registry {
     }
 
     /// The version in force, as insertions.
-    pub fn initial(&self) -> Vec<((Key, Row), isize)> {
+    pub fn initial(&self) -> Vec<Change> {
         self.current
             .lock()
             .map(|c| c.0.inserts())
+            .unwrap_or_default()
+    }
+
+    /// What turns `base` into the version in force.
+    pub fn changes_from(&self, base: &Version) -> Vec<Change> {
+        self.current
+            .lock()
+            .map(|c| base.diff(&c.0))
             .unwrap_or_default()
     }
 

@@ -394,6 +394,97 @@ fn a_registry_change_applies_to_windows_closing_after_it_is_read() {
     assert_eq!(got, want, "{stderr}");
 }
 
+/// Under an allowance, a correction that a later run makes to a window an earlier run
+/// closed joins the registry version the window closed under, however the file changed
+/// since, over several runs at other worker counts; a window still open at a run's end
+/// joins the version in force at the next run's start.
+#[test]
+fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
+    let dir = tempdir();
+    let registry = dir.path().join("devices.csv");
+    let version = |a: &str| {
+        std::fs::write(&registry, format!("device_id,site\na,{a}\nb,nice\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let plan = plan(&format!(
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
+           WITH (event_time = 'ts', allowed_lateness = '60s');
+         CREATE TABLE devices (device_id TEXT, site TEXT)
+           WITH (connector = 'file', path = '{}');
+         SELECT d.site, window_start, COUNT(*) AS n
+         FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) r
+         JOIN devices d ON r.device_id = d.device_id
+         GROUP BY d.site, window_start",
+        registry.display()
+    ));
+    let reading = |device: &str, s: i64| Reading {
+        device: device.to_owned(),
+        ts_ms: 1_767_225_600_000 + s * 1000,
+        bytes_in: 1,
+        latency_ms: 1.0,
+    };
+    // a and b every second; the watermark follows the largest time (no out-of-orderness).
+    let every_second = |from: i64, to: i64| -> Vec<Reading> {
+        (from..to)
+            .flat_map(|s| [reading("a", s), reading("b", s)])
+            .collect()
+    };
+    let out = dir.path().join("out");
+    let leg = |name: &str, readings: &[Reading], workers: usize| {
+        run(
+            &plan,
+            write(&dir.path().join(name), readings),
+            &out,
+            workers,
+            8 * 1024,
+        )
+    };
+    // Run 1 closes [0, 10) and [10, 20) under a in lyon; [20, 30) stays open.
+    version("lyon");
+    leg("1.jsonl", &every_second(0, 30), 2);
+    // Run 2, with a in paris: a correction to [0, 10) first, a reading for the window
+    // left open, then [30, 40).
+    version("paris");
+    let mut second = vec![reading("a", 5), reading("b", 25)];
+    second.extend(every_second(30, 45));
+    leg("2.jsonl", &second, 1);
+    // Run 3, with a in rome: corrections to [10, 20) (closed in run 1) and [30, 40)
+    // (closed in run 2).
+    version("rome");
+    leg(
+        "3.jsonl",
+        &[reading("a", 15), reading("a", 35), reading("b", 46)],
+        4,
+    );
+    let got: BTreeMap<(String, i64), i64> = read_rows(&out.join("q"))
+        .into_iter()
+        .map(|r| match (&r[0], &r[1], &r[2]) {
+            (Value::Text(site), Value::Timestamp(start), Value::BigInt(n)) => (
+                (site.clone(), (start / 1000 - 1_767_225_600_000) / 1000),
+                *n,
+            ),
+            other => panic!("unexpected row {other:?}"),
+        })
+        .filter(|((_, start), _)| *start < 40)
+        .collect();
+    let want: BTreeMap<(String, i64), i64> = [
+        (("lyon", 0), 11),
+        (("nice", 0), 10),
+        (("lyon", 10), 11),
+        (("nice", 10), 10),
+        // Open at the end of run 1 and written again by run 2: joined with the version
+        // in force at run 2's start.
+        (("paris", 20), 10),
+        (("nice", 20), 11),
+        (("paris", 30), 11),
+        (("nice", 30), 10),
+    ]
+    .into_iter()
+    .map(|((site, start), n)| ((site.to_owned(), start), n))
+    .collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn a_malformed_registry_refuses_the_start_naming_file_and_line() {
     let dir = tempdir();
