@@ -8,11 +8,14 @@
 //!   sketches, as `APPROX_TOP_K` lists them (values as text, integer ones too).
 //!
 //! Both also take the sketches of other DataSketches libraries (the standard serialised
-//! form), and NULL sketches (windows without values) are skipped.
+//! form), and NULL sketches (windows without values) are skipped. The same sketches
+//! give the same answer however the query engine splits the scan ([`Merging`]).
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListArray, StringArray, StructArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int64Array, ListArray, StringArray, StructArray,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
@@ -119,15 +122,15 @@ impl AggregateUDFImpl for Merge {
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![Arc::new(Field::new(
-            format!("{}_sketch", args.name),
-            DataType::Binary,
+            format!("{}_sketches", args.name),
+            sketch_list_type(),
             true,
         ))])
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         Ok(match self.kind {
-            Kind::Distinct => Box::new(Merging(DistinctMerge::default())),
+            Kind::Distinct => Box::new(Merging::new(DistinctMerge::default())),
             Kind::Percentile => {
                 let q = constant(&args, 1).filter(|q| (0.0..=1.0).contains(q));
                 let Some(q) = q else {
@@ -135,7 +138,7 @@ impl AggregateUDFImpl for Merge {
                         "merge_percentile(sketch, q): q is a constant between 0 and 1, e.g. 0.99"
                     );
                 };
-                Box::new(Merging(PercentileMerge { q, digest: None }))
+                Box::new(Merging::new(PercentileMerge { q, digest: None }))
             }
             Kind::TopK => {
                 let k = constant(&args, 1)
@@ -143,7 +146,7 @@ impl AggregateUDFImpl for Merge {
                 let Some(k) = k else {
                     return plan_err!("merge_top_k(sketch, k): k is a constant from 1 to {MAX_K}");
                 };
-                Box::new(Merging(TopKMerge {
+                Box::new(Merging::new(TopKMerge {
                     k: k as usize,
                     sketch: None,
                 }))
@@ -166,6 +169,10 @@ fn constant(args: &AccumulatorArgs, i: usize) -> Option<f64> {
 
 /// What a merge function keeps: sketches merged so far, from their standard bytes.
 trait Merged: std::fmt::Debug + Send + Sync + 'static {
+    /// Whether the merged sketch depends on the order of the merges (a t-digest compacts
+    /// and a frequent-items sketch purges at points that depend on it; an HLL union does
+    /// not).
+    const ORDERED: bool;
     /// Merges one more sketch.
     fn add(&mut self, bytes: &[u8]) -> Result<()>;
     /// The merged sketch's bytes (`None` before any).
@@ -176,31 +183,101 @@ trait Merged: std::fmt::Debug + Send + Sync + 'static {
     fn size(&self) -> usize;
 }
 
+/// A merge state's type: sketches, each in its standard bytes.
+fn sketch_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Binary, true)))
+}
+
 /// A merge function's accumulator: input values and partial states alike are sketches.
+///
+/// Where the order of merges matters ([`Merged::ORDERED`]), a group's sketches wait and
+/// are merged sorted by their bytes when the answer is asked for: the query engine splits
+/// a scan over threads and merges their partial states in whatever order they finish,
+/// and the same files must give the same answer every time. That keeps a group's
+/// sketches in memory until then, as `array_agg` keeps its values.
 #[derive(Debug)]
-struct Merging<M: Merged>(M);
+struct Merging<M: Merged> {
+    merged: M,
+    waiting: Vec<Vec<u8>>,
+    waiting_bytes: usize,
+}
+
+impl<M: Merged> Merging<M> {
+    fn new(merged: M) -> Self {
+        Merging {
+            merged,
+            waiting: Vec::new(),
+            waiting_bytes: 0,
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) -> Result<()> {
+        if !M::ORDERED {
+            return self.merged.add(bytes);
+        }
+        self.waiting_bytes += bytes.len();
+        self.waiting.push(bytes.to_vec());
+        Ok(())
+    }
+
+    /// Merges the waiting sketches, in the order of their bytes.
+    fn settle(&mut self) -> Result<()> {
+        let mut waiting = std::mem::take(&mut self.waiting);
+        self.waiting_bytes = 0;
+        waiting.sort_unstable();
+        waiting.iter().try_for_each(|bytes| self.merged.add(bytes))
+    }
+}
 
 impl<M: Merged> Accumulator for Merging<M> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         values
             .first()
-            .map_or(Ok(()), |c| each_sketch(c, |bytes| self.0.add(bytes)))
+            .map_or(Ok(()), |c| each_sketch(c, |bytes| self.take(bytes)))
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.update_batch(states)
+        let Some(states) = states.first() else {
+            return Ok(());
+        };
+        let Some(lists) = states.as_list_opt::<i32>() else {
+            return exec_err!(
+                "a merge state is a list of sketches, found {}",
+                states.data_type()
+            );
+        };
+        lists
+            .iter()
+            .flatten()
+            .try_for_each(|sketches| each_sketch(&sketches, |bytes| self.take(bytes)))
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(self.0.bytes())])
+        let sketches = match M::ORDERED {
+            true => std::mem::take(&mut self.waiting),
+            false => self.merged.bytes().into_iter().collect(),
+        };
+        self.waiting_bytes = 0;
+        let values = BinaryArray::from_iter_values(&sketches);
+        let list = ListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Binary, true)),
+            OffsetBuffer::from_lengths([values.len()]),
+            Arc::new(values),
+            None,
+        )?;
+        Ok(vec![ScalarValue::List(Arc::new(list))])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.0.answer()
+        self.settle()?;
+        self.merged.answer()
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.0.size()
+        size_of::<Self>()
+            + self.merged.size()
+            + self.waiting_bytes
+            + self.waiting.capacity() * size_of::<Vec<u8>>()
     }
 }
 
@@ -214,6 +291,8 @@ struct DistinctMerge {
 }
 
 impl Merged for DistinctMerge {
+    const ORDERED: bool = false;
+
     fn add(&mut self, bytes: &[u8]) -> Result<()> {
         let theirs = HllSketch::deserialize(bytes)
             .map_err(|e| not_a("merge_distinct", "an HLL sketch", e))?;
@@ -248,6 +327,8 @@ struct PercentileMerge {
 }
 
 impl Merged for PercentileMerge {
+    const ORDERED: bool = true;
+
     fn add(&mut self, bytes: &[u8]) -> Result<()> {
         let theirs = TDigestMut::deserialize(bytes)
             .map_err(|e| not_a("merge_percentile", "a t-digest", e))?;
@@ -283,6 +364,8 @@ struct TopKMerge {
 }
 
 impl Merged for TopKMerge {
+    const ORDERED: bool = true;
+
     fn add(&mut self, bytes: &[u8]) -> Result<()> {
         // Integer values are listed as text: one result type for both kinds.
         let theirs = match FrequentItemsSketch::<String>::deserialize(bytes) {
@@ -340,5 +423,92 @@ impl Merged for TopKMerge {
         self.sketch
             .as_ref()
             .map_or(0, FrequentItemsSketch::estimated_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// Sketches that compact and purge: their merge depends on its order.
+    fn sketches() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let (mut digests, mut items) = (Vec::new(), Vec::new());
+        for _ in 0..64 {
+            let mut digest = TDigestMut::new(100).unwrap_or_else(|e| panic!("{e}"));
+            let mut frequent =
+                FrequentItemsSketch::<String>::new(8).unwrap_or_else(|e| panic!("{e}"));
+            for _ in 0..300 {
+                digest.update((next() % 10_000) as f64);
+                frequent.update(format!("v{}", next() % 40));
+            }
+            digests.push(digest.serialize());
+            items.push(frequent.serialize());
+        }
+        (digests, items)
+    }
+
+    /// The answer over `rows` (digest, items) split into `parts` partitions.
+    fn answer(rows: &[(Vec<u8>, Vec<u8>)], parts: usize) -> String {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Binary, true),
+            Field::new("t", DataType::Binary, true),
+        ]));
+        let partitions: Vec<Vec<RecordBatch>> = rows
+            .chunks(rows.len().div_ceil(parts))
+            .map(|chunk| {
+                let d = BinaryArray::from_iter_values(chunk.iter().map(|r| &r.0));
+                let t = BinaryArray::from_iter_values(chunk.iter().map(|r| &r.1));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(d), Arc::new(t)])
+                    .map(|b| vec![b])
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            let ctx =
+                SessionContext::new_with_config(SessionConfig::new().with_target_partitions(parts));
+            for function in functions() {
+                ctx.register_udaf(function);
+            }
+            let table =
+                MemTable::try_new(schema.clone(), partitions).unwrap_or_else(|e| panic!("{e}"));
+            ctx.register_table("s", Arc::new(table))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let query = "SELECT merge_percentile(d, 0.5), merge_percentile(d, 0.99), \
+                         merge_top_k(t, 3) FROM s";
+            let frame = ctx.sql(query).await.unwrap_or_else(|e| panic!("{e}"));
+            let batches = frame.collect().await.unwrap_or_else(|e| panic!("{e}"));
+            arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_string()
+        })
+    }
+
+    #[test]
+    fn the_same_sketches_give_the_same_answer_however_the_scan_is_split() {
+        let (digests, items) = sketches();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = digests.into_iter().zip(items).collect();
+        let whole = answer(&rows, 1);
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        for parts in [2, 4, 7] {
+            assert_eq!(answer(&rows, parts), whole, "{parts} partitions");
+            assert_eq!(
+                answer(&reversed, parts),
+                whole,
+                "{parts} partitions, reversed"
+            );
+        }
     }
 }
