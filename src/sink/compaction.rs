@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::KeyValue;
@@ -392,6 +393,9 @@ fn compact_folder(
         .map_err(parquet_error)?;
     let mut sources: Vec<(String, u64)> = Vec::new();
     let mut rows = 0u64;
+    // Rows of revisions a newer one replaces, by the file they came from: they move to
+    // the revisions table, as the engine moves a superseded window file.
+    let mut superseded: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
     for (input, _) in &inputs {
         // The runs of this file's rows, in order, and whether each is kept.
         let runs: Vec<(String, u64)> = if is_compacted(&input.name) {
@@ -399,7 +403,8 @@ fn compact_folder(
         } else {
             vec![(input.name.clone(), u64::MAX)]
         };
-        if runs.iter().all(|(source, _)| replaced(source)) {
+        if !is_compacted(&input.name) && replaced(&input.name) {
+            keep_revision_file(root, folder, &input.name, &input.path, notify)?;
             continue;
         }
         let mut runs = runs.into_iter().peekable();
@@ -427,7 +432,12 @@ fn compact_folder(
                 };
                 let take = (batch.num_rows() - offset)
                     .min(usize::try_from(left_in_run).unwrap_or(usize::MAX));
-                if !replaced(source) {
+                if replaced(source) {
+                    superseded
+                        .entry(source.clone())
+                        .or_default()
+                        .push(batch.slice(offset, take));
+                } else {
                     writer
                         .write(&batch.slice(offset, take))
                         .map_err(parquet_error)?;
@@ -447,6 +457,10 @@ fn compact_folder(
     writer.append_key_value_metadata(KeyValue::new(COVERS_KEY.into(), covers_json));
     writer.append_key_value_metadata(KeyValue::new(SOURCES_KEY.into(), sources_json));
     writer.close().map_err(parquet_error)?;
+    // Durable before the hour file that leaves them out.
+    for (source, batches) in &superseded {
+        keep_revision_rows(root, folder, source, &schema, batches, notify)?;
+    }
     super::commit::commit_bytes(&target, &bytes).map_err(|source| CompactionError::Io {
         path: target.clone(),
         source,
@@ -470,6 +484,96 @@ fn compact_folder(
         report.replaced += 1;
     }
     Ok(())
+}
+
+/// Where a superseded revision of the window file `name` in the hour folder `folder` (of
+/// a table under `root`) is kept: the same folders under `<table>_revisions`.
+fn revision_path(root: &Path, folder: &Path, name: &str) -> Option<PathBuf> {
+    let relative = folder.strip_prefix(root).ok()?;
+    let mut parts = relative.components();
+    let table = parts.next()?.as_os_str().to_str()?;
+    Some(
+        root.join(format!("{table}_revisions"))
+            .join(parts.as_path())
+            .join(name),
+    )
+}
+
+/// Commits `bytes` as the kept revision at `path` (unless a file is there already: a
+/// name once written keeps its bytes) and tells sync.
+fn commit_revision(
+    root: &Path,
+    path: &Path,
+    bytes: &[u8],
+    rows: u64,
+    notify: &Notify,
+) -> Result<(), CompactionError> {
+    if path.exists() {
+        return Ok(());
+    }
+    super::commit::commit_bytes(path, bytes).map_err(|source| CompactionError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    (notify.commit)(&CommittedFile {
+        relative: path
+            .strip_prefix(root)
+            .ok()
+            .and_then(Path::to_str)
+            .unwrap_or_default()
+            .replace('\\', "/"),
+        bytes: bytes.len() as u64,
+        rows,
+        md5: crate::digest::md5_hex(bytes),
+    });
+    Ok(())
+}
+
+/// Keeps a window file a newer revision replaces (a crash stopped the engine from moving
+/// it) in the revisions table, as it is.
+fn keep_revision_file(
+    root: &Path,
+    folder: &Path,
+    name: &str,
+    path: &Path,
+    notify: &Notify,
+) -> Result<(), CompactionError> {
+    let Some(kept) = revision_path(root, folder, name) else {
+        return Ok(());
+    };
+    let io = |source| CompactionError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io)?;
+    let rows = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
+        .map(|b| b.metadata().file_metadata().num_rows().max(0) as u64)
+        .unwrap_or(0);
+    commit_revision(root, &kept, &bytes, rows, notify)
+}
+
+/// Keeps the rows an hour file held of a window revision a newer one replaces, as that
+/// revision's file in the revisions table: the history of a window stays whole when
+/// its hour was compacted before it was written again.
+fn keep_revision_rows(
+    root: &Path,
+    folder: &Path,
+    name: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    notify: &Notify,
+) -> Result<(), CompactionError> {
+    let Some(kept) = revision_path(root, folder, name) else {
+        return Ok(());
+    };
+    let parquet_error = |source| CompactionError::Parquet {
+        path: kept.clone(),
+        source,
+    };
+    let batch =
+        arrow::compute::concat_batches(schema, batches).map_err(|e| parquet_error(e.into()))?;
+    let bytes = super::parquet::encode(&batch, &[]).map_err(parquet_error)?;
+    commit_revision(root, &kept, &bytes, batch.num_rows() as u64, notify)
 }
 
 /// Every batch of a file, in order, read as they are taken.

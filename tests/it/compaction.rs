@@ -428,7 +428,8 @@ fn head_of(input: &Path, share: f64, name: &str) -> PathBuf {
 /// files sit side by side, and `edgeflow query` shows each window once, as last written
 /// (it showed the hour file's rows of those windows as well: every rewritten window
 /// counted twice). The next compaction pass compacts that hour again, though it is not
-/// closed, so plain readers of the files see each window once too.
+/// closed, so plain readers of the files see each window once too, and the rows it
+/// replaces join the history (`<query>_revisions`).
 #[test]
 fn a_window_written_again_in_a_compacted_hour_shows_only_its_new_rows() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -506,6 +507,18 @@ fn a_window_written_again_in_a_compacted_hour_shows_only_its_new_rows() {
         .collect();
     sort_rows(&mut raw_want);
     assert_eq!(read_rows(&out.join("device_traffic")), raw_want);
+    // The history keeps the first run's rows of every window written again, also of
+    // those its hour file held.
+    let mut history_want: Vec<_> = read_rows(&first.join("device_traffic"))
+        .into_iter()
+        .filter(|r| rewritten.contains(&format!("{:?}", r[1])))
+        .collect();
+    sort_rows(&mut history_want);
+    assert_eq!(
+        read_rows(&out.join("device_traffic_revisions")),
+        history_want,
+        "the history of the windows written again"
+    );
 }
 
 /// The bucket is out of reach while a run writes a new revision of the window the run
