@@ -72,7 +72,7 @@ pub enum CtlCommand {
         /// Query name (default: every query).
         name: Option<String>,
         /// Refresh every this long until interrupted (e.g. 2s).
-        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = crate::cli::duration)]
         watch: Option<Duration>,
     },
 }
@@ -200,8 +200,9 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<()> {
             name,
             stopped,
         } => {
+            // A query file the caller named is theirs to fix, as a query error is.
             let sql = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
+                .map_err(|e| super::Usage(format!("reading {}: {e}", file.display())))?;
             let name = match name {
                 Some(n) => n.clone(),
                 None => file
@@ -268,8 +269,17 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<()> {
                 }
             };
             if watch.is_some() {
-                // Clear the screen and go home, so the figures refresh in place.
-                write!(out, "\x1b[2J\x1b[H")?;
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    // Clear the screen and go home, so the figures refresh in place.
+                    write!(out, "\x1b[2J\x1b[H")?;
+                } else {
+                    // Piped: one report after the other, each under a line of its own.
+                    writeln!(
+                        out,
+                        "--- {}",
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )?;
+                }
             }
             if json {
                 print_json(&mut out, &Value::Array(details))?;

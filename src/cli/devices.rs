@@ -35,7 +35,7 @@ pub struct DevicesArgs {
     #[arg(long, default_value_t = 0.0)]
     pub slow: f64,
     /// How late slow devices answer.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::cli::duration)]
     pub slow_delay: Duration,
     /// Fraction of devices that answer 500.
     #[arg(long, default_value_t = 0.0)]
@@ -50,7 +50,7 @@ pub struct DevicesArgs {
     #[arg(long, default_value_t = 0.0)]
     pub skewed: f64,
     /// How far off a skewed device's clock is.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::cli::duration)]
     pub clock_skew: Duration,
     /// Counter width: 32-bit counters wrap modulo 2^32.
     #[arg(long, default_value = "64")]
@@ -99,7 +99,7 @@ pub struct DevicesArgs {
     #[arg(long, conflicts_with = "duration")]
     pub readings: Option<u64>,
     /// Publish modes: publish for this long.
-    #[arg(long = "for", id = "duration", value_parser = humantime::parse_duration)]
+    #[arg(long = "for", id = "duration", value_parser = crate::cli::duration)]
     pub duration: Option<Duration>,
     /// Publish modes: print the summary as JSON on standard output.
     #[arg(long)]

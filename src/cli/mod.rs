@@ -118,7 +118,7 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
     /// How long a process waits for the others to start and connect.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, hide_short_help = true)]
+    #[arg(long, default_value = "60s", value_parser = crate::cli::duration, hide_short_help = true)]
     pub connect_timeout: std::time::Duration,
 }
 
@@ -246,6 +246,13 @@ pub fn default_output() -> PathBuf {
 
 /// Timestamp format flag re-exported for `gen`.
 pub type TsFormat = TimestampFormat;
+
+/// A duration flag's value (`30s`, `5m`, `1h 30m`, `250ms`), with an error that says
+/// what was expected.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("expected a duration like 30s, 5m or 1h30m, found '{text}' ({e})"))
+}
 
 /// A command line that asks for something `edgeflow` does not do: the user's to fix
 /// (exit code 2), like a query error.

@@ -64,12 +64,12 @@ pub struct RunArgs {
     pub no_compaction: bool,
     /// With a live source (http_poll, http_push, mqtt, a followed file glob): stop
     /// after this long, as SIGTERM would (e.g. 90s, 2h).
-    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::cli::duration)]
     pub run_for: Option<Duration>,
     /// How often the run checkpoints (open windows as state, and the input position):
     /// a run killed with SIGKILL, or that crashed, resumes from its last checkpoint when
     /// run again (`--fresh` starts over). With a live source, as for `serve`.
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::cli::duration)]
     pub checkpoint_every: Duration,
     /// With an http_push source: where to take pushed readings.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]

@@ -57,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Longest an HTTP request may take, body included.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::duration)]
     pub request_timeout: Duration,
     /// Push requests per second taken from one client address (0: no limit).
     #[arg(long, default_value_t = 200)]
@@ -69,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, short)]
     pub workers: Option<usize>,
     /// Stop by itself after this long (e.g. 90s, 2h), as SIGTERM would.
-    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = crate::cli::duration)]
     pub run_for: Option<Duration>,
     /// Forget what earlier runs kept for each query and start from scratch.
     #[arg(long)]
@@ -91,7 +91,7 @@ pub struct ServeArgs {
     /// How often each running query checkpoints its open windows and the log position
     /// they reflect: the log behind every checkpoint is deleted, and a restart after a
     /// crash replays only what came after.
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::cli::duration)]
     pub checkpoint_every: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
@@ -116,7 +116,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub on_quota: Option<QuotaPolicy>,
     /// How long a stopping node waits for the target to take the last files.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::cli::duration)]
     pub sync_timeout: Duration,
     /// Upload and retention settings.
     #[command(flatten)]

@@ -21,7 +21,7 @@ pub fn default_target() -> PathBuf {
 #[derive(Debug, Clone, Args)]
 pub struct UploadFlags {
     /// How long uploaded files stay on local disk, e.g. 24h, 30m, 0s.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = crate::cli::duration)]
     pub retention: Duration,
     /// Files at least this large are uploaded in parts.
     #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
@@ -70,7 +70,7 @@ pub struct SyncFlags {
     #[arg(long, value_enum, default_value_t = QuotaPolicy::Backpressure)]
     pub on_quota: QuotaPolicy,
     /// How long a finite run waits at its end for the target to take the last files.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::cli::duration)]
     pub sync_timeout: Duration,
     /// Upload and retention settings.
     #[command(flatten)]
@@ -152,7 +152,7 @@ pub struct SyncArgs {
     #[arg(long)]
     pub all: bool,
     /// Give up after this long if the target stays unreachable.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::cli::duration)]
     pub timeout: Duration,
     /// Upload and retention settings.
     #[command(flatten)]

@@ -129,6 +129,11 @@ pub fn ensure_writable(root: &std::path::Path) -> Result<(), Error> {
         path: root.to_owned(),
         source,
     };
+    if root.exists() && !root.is_dir() {
+        return Err(fail(std::io::Error::other(
+            "it is a file; --output names a folder",
+        )));
+    }
     std::fs::create_dir_all(root).map_err(fail)?;
     // Unique per call: queries of one node check the same root at the same time.
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

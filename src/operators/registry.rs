@@ -164,7 +164,7 @@ pub fn arrange<'s>(
                             Reload::Refused(errors) => {
                                 Metrics::add(&metrics.registry_errors, 1);
                                 for e in &errors {
-                                    tracing::warn!(error = %e, "Registry row malformed; the version in force stays");
+                                    tracing::warn!(error = %e, "Registry not taken; the version in force stays");
                                 }
                             }
                         }

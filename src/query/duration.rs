@@ -21,17 +21,30 @@ fn unit_micros(unit: &str) -> Option<i64> {
     })
 }
 
-/// Parses `<number><unit>` or `<number> <unit>` into microseconds; `None` when malformed.
-pub fn parse_duration(text: &str) -> Option<i64> {
+/// `<number><unit>` or `<number> <unit>` split, the unit's microseconds looked up.
+fn number_and_unit(text: &str) -> (&str, Option<i64>) {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().ok()?;
-    let unit = unit.trim();
-    let unit = if unit.is_empty() { "s" } else { unit };
-    number.checked_mul(unit_micros(unit)?)
+    (number, unit_micros(unit.trim()))
+}
+
+/// Parses `<number><unit>` or `<number> <unit>` into microseconds; `None` when malformed
+/// or too large. The unit is required: a bare `'5'` could be seconds or milliseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let (number, unit) = number_and_unit(text);
+    number.parse::<i64>().ok()?.checked_mul(unit?)
+}
+
+/// Whether `text` is a well-formed duration too large for the microsecond clock.
+fn too_large(number: &str, unit: Option<i64>) -> bool {
+    !number.is_empty()
+        && unit.is_some()
+        && number
+            .parse::<i64>()
+            .map_or(true, |n| unit.and_then(|u| n.checked_mul(u)).is_none())
 }
 
 /// A positive duration given as a string option value.
@@ -40,11 +53,16 @@ pub fn duration_option(
     span: sqlparser::tokenizer::Span,
     allow_zero: bool,
 ) -> PlanResult<i64> {
+    let (number, unit) = number_and_unit(text);
     match parse_duration(text) {
         Some(us) if us > 0 || (allow_zero && us == 0) => Ok(us),
         Some(_) => Err(PlanError::at(
             span,
             format!("expected a positive duration, found '{text}'"),
+        )),
+        None if too_large(number, unit) => Err(PlanError::at(
+            span,
+            format!("the duration '{text}' is too large"),
         )),
         None => Err(PlanError::at(
             span,
@@ -76,8 +94,9 @@ pub fn interval_expr(expr: &Expr, what: &str) -> PlanResult<i64> {
                 },
                 _ => return Err(bad()),
             };
-            let us = match leading_field {
-                None => parse_duration(&text),
+            // The number and its unit's microseconds: from the field, or the text.
+            let (number, unit) = match leading_field {
+                None => number_and_unit(&text),
                 Some(field) => {
                     let unit = match field {
                         DateTimeField::Microsecond | DateTimeField::Microseconds => 1,
@@ -97,14 +116,24 @@ pub fn interval_expr(expr: &Expr, what: &str) -> PlanResult<i64> {
                             ));
                         }
                     };
-                    text.trim()
-                        .parse::<i64>()
-                        .ok()
-                        .and_then(|n| n.checked_mul(unit))
+                    (text.trim(), Some(unit))
                 }
             };
+            let us = number
+                .parse::<i64>()
+                .ok()
+                .zip(unit)
+                .and_then(|(n, u)| n.checked_mul(u));
             match us {
                 Some(us) if us > 0 => Ok(us),
+                None if too_large(number, unit) => Err(PlanError::at(
+                    span,
+                    format!("the {what} '{text}' is too large"),
+                )),
+                None if unit.is_none() => Err(PlanError::at(
+                    span,
+                    format!("expected {what} with a unit ({UNITS}), found '{text}'"),
+                )),
                 _ => Err(PlanError::at(
                     span,
                     format!("expected a positive {what}, found '{text}'"),
@@ -129,7 +158,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(250 * MICROS_PER_MILLI));
         assert_eq!(parse_duration("1 minute"), Some(MICROS_PER_MINUTE));
         assert_eq!(parse_duration("2h"), Some(2 * MICROS_PER_HOUR));
-        assert_eq!(parse_duration("10"), Some(10 * MICROS_PER_SECOND));
+        assert_eq!(parse_duration("10"), None, "a unit is required");
+        assert_eq!(parse_duration("999999999999 days"), None);
+        assert!(too_large("999999999999", unit_micros("days")));
+        assert!(!too_large("10", unit_micros("days")));
+        assert!(!too_large("10", None));
         assert_eq!(parse_duration("5 fortnights"), None);
         assert_eq!(parse_duration("s"), None);
     }

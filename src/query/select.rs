@@ -29,7 +29,7 @@ pub struct SelectPlan {
     pub join: Option<RegistryJoin>,
 }
 
-const AGGREGATES: &str = "COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE, APPROX_DISTINCT, APPROX_PERCENTILE";
+const AGGREGATES: &str = "COUNT, SUM, MIN, MAX, AVG, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, FIRST_VALUE, LAST_VALUE, APPROX_DISTINCT, APPROX_PERCENTILE, APPROX_TOP_K";
 
 /// Shortest window size or hop slide, in microseconds (1 ms): below it a window holds
 /// next to nothing and their count per second of input explodes.
