@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset, validity};
+use super::{Aggregate, Finished, Input, Pairs, for_valid_pairs, pick, pick_reset};
 use crate::batch::{Column, ColumnValues, Interner};
 
 /// Adds `x` to the compensated sum `(sum, comp)`.
@@ -37,27 +37,46 @@ pub(super) fn for_each_number(pairs: &Pairs, input: Input<'_>, mut f: impl FnMut
 }
 
 /// `values` as a `DOUBLE` column, NULL where `valid` is false or the value is not finite.
+///
+/// Each value is computed once (an average is a division): a second pass runs only for
+/// a window with NULLs, to build their validity.
 pub(super) fn doubles(
     slots: &[usize],
     value: impl Fn(usize) -> f64,
     valid: impl Fn(usize) -> bool,
 ) -> Finished {
-    let ok = |s: usize| valid(s) && value(s).is_finite();
-    Finished {
-        overflows: slots
+    let mut overflows = 0u64;
+    let mut nulls = false;
+    // A NULL slot holds 0 rather than the infinity, so nothing downstream (HAVING,
+    // output arithmetic) ever meets a non-finite value.
+    let values: Vec<f64> = slots
+        .iter()
+        .map(|&s| {
+            if !valid(s) {
+                nulls = true;
+                return 0.0;
+            }
+            let v = value(s);
+            if v.is_finite() {
+                v
+            } else {
+                overflows += 1;
+                nulls = true;
+                0.0
+            }
+        })
+        .collect();
+    let validity = nulls.then(|| {
+        slots
             .iter()
-            .filter(|&&s| valid(s) && !value(s).is_finite())
-            .count() as u64,
+            .map(|&s| valid(s) && value(s).is_finite())
+            .collect()
+    });
+    Finished {
+        overflows,
         column: Column {
-            // A NULL slot holds 0 rather than the infinity, so nothing downstream
-            // (HAVING, output arithmetic) ever meets a non-finite value.
-            values: ColumnValues::Double(
-                slots
-                    .iter()
-                    .map(|&s| if ok(s) { value(s) } else { 0.0 })
-                    .collect(),
-            ),
-            validity: validity(slots, ok),
+            values: ColumnValues::Double(values),
+            validity,
         },
     }
 }
