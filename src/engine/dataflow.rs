@@ -115,6 +115,10 @@ pub fn build(scope: Scope<'_, Time>, shared: &Shared) {
                     .max_event_time
                     .map_or(Time::MIN, |m| m.saturating_sub(ooo)),
                 reach: crate::operators::window_merge::correction_reach(&plan),
+                slide: epoch,
+                control: shared.control.clone(),
+                stream: shared.stream.clone(),
+                max_out_of_orderness: ooo,
             });
             let arranged =
                 registry::arrange(late.clone(), registry.clone(), kept, shared.metrics.clone());

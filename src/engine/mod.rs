@@ -392,6 +392,12 @@ pub fn start(config: RunConfig, workers: &Workers) -> Result<RunningQuery, Error
         }
         state.forget(&plan);
         StreamState::forget_previous(&config.output, &plan.name)?;
+        crate::registry::History::forget(&config.output, &plan.name).map_err(|source| {
+            Error::Output {
+                path: crate::registry::History::path(&config.output, &plan.name),
+                source,
+            }
+        })?;
         state
     } else {
         StreamState::load(&config.output, &plan)?

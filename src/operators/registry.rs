@@ -27,10 +27,12 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::progress::frontier::AntichainRef;
 
+use super::window_merge::final_watermark;
 use super::{LateRows, Time};
-use crate::engine::control::Metrics;
+use crate::engine::control::{Control, Metrics};
 use crate::query::registry::{JoinKind, KeyFrom, RegistryJoin};
 use crate::registry::{Change, History, Key, Registry, Reload, Row, Value};
+use crate::stream::Continuation;
 use crate::window::aggregate::{Accumulator, Aggregate};
 use crate::window::key::{KeyColumn, KeyRows, KeyValue};
 use crate::window::merge::regroup;
@@ -61,6 +63,14 @@ pub struct KeptVersions {
     pub resumed: Time,
     /// How far before the watermark a window may still be written.
     pub reach: Time,
+    /// The windows' slide: their ends are its multiples.
+    pub slide: Time,
+    /// The run's control: where the watermark stands once the input ended.
+    pub control: Arc<Control>,
+    /// What earlier runs left.
+    pub stream: Arc<Continuation>,
+    /// The query's allowed out-of-orderness.
+    pub max_out_of_orderness: Time,
 }
 
 impl KeptVersions {
@@ -72,6 +82,25 @@ impl KeptVersions {
         history.fold_through(at.max(self.resumed).saturating_sub(self.reach));
         if let Err(e) = history.save(&self.path) {
             tracing::error!(file = %self.path.display(), error = %e, "Cannot keep the registry versions: a later run writing a window again joins the registry file as it is then");
+        }
+    }
+
+    /// Keeps the last window boundary at or before `watermark` once it is past `kept`
+    /// (what was kept before), so that a run redoing this one's windows knows which
+    /// closed under the versions kept: called before the arrangement may move past
+    /// `watermark`, so before any window ending there is joined.
+    fn pass(&self, kept: &mut Option<Time>, watermark: Time) {
+        let boundary = watermark
+            .div_euclid(self.slide.max(1))
+            .saturating_mul(self.slide.max(1));
+        if kept.is_some_and(|k| k >= boundary) {
+            return;
+        }
+        match History::save_through(&self.path, boundary) {
+            Ok(()) => *kept = Some(boundary),
+            Err(e) => {
+                tracing::error!(file = %self.path.display(), error = %e, "Cannot keep how far the registry versions were joined: a run redoing this one joins the registry file as it is then")
+            }
         }
     }
 }
@@ -97,9 +126,12 @@ pub fn arrange<'s>(
             // Only the reader holds back time: the others send nothing.
             let mut cap = reader.then_some(cap);
             let mut first = true;
-            let mut history = match (&kept, reader) {
-                (Some(kept), true) => History::load(&kept.path, kept.resumed),
-                _ => History::default(),
+            let (mut history, mut through) = match (&kept, reader) {
+                (Some(kept), true) => (
+                    History::load(&kept.path),
+                    History::load_through(&kept.path),
+                ),
+                _ => (History::default(), None),
             };
             let mut next_check = reload.map(|every| Instant::now() + every);
             move |(input, frontier), output| {
@@ -120,10 +152,15 @@ pub fn arrange<'s>(
                                     .session(&held.delayed(&t))
                                     .give_iterator(changes.iter().map(|(d, r)| (d.clone(), t, *r)));
                             }
-                            // Windows closed before the last run stopped keep their
-                            // versions; the file as it is now stands for the others.
+                            // Windows closed before the last run stopped (or died)
+                            // keep their versions; the file as it is now stands for
+                            // the others.
                             let since = match history.last_time() {
-                                Some(_) => kept.resumed.max(at),
+                                Some(last) => kept
+                                    .resumed
+                                    .max(last)
+                                    .max(through.unwrap_or(Time::MIN))
+                                    .max(at),
                                 None => at,
                             };
                             let changes = registry.changes_from(&history.latest());
@@ -174,9 +211,27 @@ pub fn arrange<'s>(
                     }));
                 }
                 match frontier.frontier().first() {
-                    Some(&t) if t > at => held.downgrade(&t),
+                    Some(&t) if t > at => {
+                        if let Some(kept) = &kept {
+                            kept.pass(&mut through, t);
+                        }
+                        held.downgrade(&t)
+                    }
                     Some(_) => {}
-                    None => cap = None,
+                    None => {
+                        // The input ended: the windows up to where the watermark
+                        // stands are closed now (or all, when the end closes them).
+                        // A failed run's frontier empties too, and closes nothing.
+                        if let Some(kept) = kept.as_ref().filter(|k| k.control.input_ended()) {
+                            let end = final_watermark(
+                                &kept.control,
+                                &kept.stream,
+                                kept.max_out_of_orderness,
+                            );
+                            kept.pass(&mut through, end);
+                        }
+                        cap = None
+                    }
                 }
             }
         });

@@ -1,14 +1,16 @@
 //! The registry versions a later run may still join, kept in the output folder.
 //!
 //! A window joins the version in force when the watermark passed its end, also when a
-//! correction writes it again. A correction can come in a later run, after the file
-//! changed: that run must still join the window with the version it closed under, which
-//! only the folder can tell it. So under `allowed_lateness`, each version a run brings
-//! into force is recorded, with the time it was stamped at, in
-//! `_state/<query>/registry.bin` (zstd-compressed bincode) before any window joins it;
-//! the next run feeds these versions to its arrangement at their times, and the file as
-//! it is then at the watermark where the last run stopped. Versions no window can be
-//! written under any more fold into one.
+//! correction writes it again, or when a run redoes what a killed run did. Both can
+//! happen in a later run, after the file changed: that run must still join the window
+//! with the version it closed under, which only the folder can tell it. So under
+//! `allowed_lateness`, each version a run brings into force is recorded, with the time
+//! it was stamped at, in `_state/<query>/registry.bin` (zstd-compressed bincode) before
+//! any window joins it, and `registry.through` holds the last window boundary the
+//! watermark passed, written before any window ending there joins. The next run feeds
+//! these versions to its arrangement at their times, and the file as it is then from
+//! that boundary on: windows closed before keep their versions, the others join the
+//! file. Versions no window can be written under any more fold into one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,11 +36,27 @@ impl History {
         root.join("_state").join(query).join("registry.bin")
     }
 
-    /// The versions kept at `path` up to time `until` (the watermark the last good run
-    /// saved: versions after it came from a run that did not get that far, and its
-    /// windows are done again). None kept, or a file that cannot be read (logged), is
-    /// no history: the current file then stands for every window.
-    pub fn load(path: &Path, until: Time) -> History {
+    /// Where the last window boundary the watermark passed is kept, next to `path`.
+    pub fn through_path(path: &Path) -> PathBuf {
+        path.with_file_name("registry.through")
+    }
+
+    /// Forgets what `root` keeps for `query` (a `--fresh` start: every window joins the
+    /// file as it is then).
+    pub fn forget(root: &Path, query: &str) -> std::io::Result<()> {
+        let path = Self::path(root, query);
+        for file in [Self::through_path(&path), path] {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The versions kept at `path`. None kept, or a file that cannot be read (logged),
+    /// is no history: the current file then stands for every window.
+    pub fn load(path: &Path) -> History {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return History::default(),
@@ -50,16 +68,24 @@ impl History {
         let decoded = zstd::decode_all(bytes.as_slice())
             .map_err(|e| e.to_string())
             .and_then(|raw| bincode::deserialize::<History>(&raw).map_err(|e| e.to_string()));
-        match decoded {
-            Ok(mut history) => {
-                history.versions.retain(|(at, _)| *at <= until);
-                history
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "The kept registry versions cannot be read; the registry file as it is now stands for every window written again");
-                History::default()
-            }
-        }
+        decoded.unwrap_or_else(|e| {
+            tracing::warn!(file = %path.display(), error = %e, "The kept registry versions cannot be read; the registry file as it is now stands for every window written again");
+            History::default()
+        })
+    }
+
+    /// The last window boundary the watermark passed, as kept next to `path`.
+    pub fn load_through(path: &Path) -> Option<Time> {
+        std::fs::read_to_string(Self::through_path(path))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Keeps `through` as the last window boundary the watermark passed, durably.
+    pub fn save_through(path: &Path, through: Time) -> std::io::Result<()> {
+        crate::sink::commit::commit_bytes(&Self::through_path(path), through.to_string().as_bytes())
     }
 
     /// Writes the versions to `path`, durably.
@@ -160,13 +186,15 @@ mod tests {
     }
 
     #[test]
-    fn versions_after_the_saved_watermark_are_dropped_at_load() {
+    fn kept_versions_load_as_saved_and_a_broken_file_is_no_history() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("registry.bin");
         history().save(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(History::load(&path, 200), history());
-        assert_eq!(History::load(&path, 150).versions().len(), 2);
+        History::save_through(&path, 180).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(History::load(&path), history());
+        assert_eq!(History::load_through(&path), Some(180));
         std::fs::write(&path, b"not zstd").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(History::load(&path, 200), History::default());
+        assert_eq!(History::load(&path), History::default());
+        History::forget(dir.path(), "q").unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -485,6 +485,90 @@ fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
     assert_eq!(got, want);
 }
 
+/// A run that failed after its watermark passed some windows' ends (a full disk: as a
+/// crash, nothing of it is kept) is redone after the registry file changed: the windows
+/// the failed attempt closed join the version they closed under, as one uninterrupted
+/// run has them, and only the window still open joins the file as it is now.
+#[test]
+fn a_run_redone_after_the_registry_changed_joins_what_the_failed_attempt_closed_as_it_did() {
+    let dir = tempdir();
+    let registry = dir.path().join("devices.csv");
+    let version = |a: &str| {
+        std::fs::write(&registry, format!("device_id,site\na,{a}\nb,nice\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let query = write_query(
+        dir.path(),
+        "q",
+        "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
+           WITH (event_time = 'ts', allowed_lateness = '60s');
+         CREATE TABLE devices (device_id TEXT, site TEXT)
+           WITH (connector = 'file', path = 'devices.csv');
+         SELECT d.site, window_start, COUNT(*) AS n
+         FROM TUMBLE(readings, ts, INTERVAL '10' SECOND) r
+         JOIN devices d ON r.device_id = d.device_id
+         GROUP BY d.site, window_start",
+    );
+    let readings: Vec<Reading> = (0..60)
+        .flat_map(|s| {
+            ["a", "b"].map(|device| Reading {
+                device: device.to_owned(),
+                ts_ms: 1_767_225_600_000 + s * 1000,
+                bytes_in: 1,
+                latency_ms: 1.0,
+            })
+        })
+        .collect();
+    let input = dir.path().join("in.jsonl");
+    write(&input, &readings);
+    let out = dir.path().join("out");
+    let run = |failpoints: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
+        command
+            .arg("run")
+            .arg(&query)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .args(["--no-sync", "--workers", "2"]);
+        if let Some(points) = failpoints {
+            command.env("FAILPOINTS", points);
+        }
+        command.output().unwrap_or_else(|e| panic!("{e}"))
+    };
+    // One chunk: the watermark passes 50 s before any window is written; the third
+    // file commit fails, as on a full disk.
+    version("lyon");
+    let failed = run(Some("commit-write=2*off->return(ENOSPC)"));
+    assert!(!failed.status.success(), "the first attempt was to fail");
+    version("paris");
+    let redone = run(None);
+    assert!(
+        redone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redone.stderr)
+    );
+    let got: BTreeMap<(String, i64), i64> = read_rows(&out.join("q"))
+        .into_iter()
+        .map(|r| match (&r[0], &r[1], &r[2]) {
+            (Value::Text(site), Value::Timestamp(start), Value::BigInt(n)) => (
+                (site.clone(), (start / 1000 - 1_767_225_600_000) / 1000),
+                *n,
+            ),
+            other => panic!("unexpected row {other:?}"),
+        })
+        .collect();
+    let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for start in (0..60).step_by(10) {
+        // [50, 60) was still open when the attempt failed.
+        let a = if start < 50 { "lyon" } else { "paris" };
+        want.insert((a.to_owned(), start), 10);
+        want.insert(("nice".to_owned(), start), 10);
+    }
+    assert_eq!(got, want);
+}
+
 #[test]
 fn a_malformed_registry_refuses_the_start_naming_file_and_line() {
     let dir = tempdir();
