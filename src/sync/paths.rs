@@ -51,29 +51,44 @@ pub fn check_form(relative: &str) -> Result<(), PathError> {
 pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, PathError> {
     check_form(relative)?;
     let local = root.join(relative);
+    // The engine moves files while sync looks (a superseded revision, late files a
+    // `--fresh` run retires): a part that vanishes between the two looks below is
+    // looked at again, not taken for a dangling symlink.
+    for _ in 0..3 {
+        if let Some(resolved) = resolve_once(root, relative, &local)? {
+            return Ok(resolved);
+        }
+    }
+    Ok(local)
+}
+
+/// [`resolve`], once; `None` when a part vanished while it was being looked at.
+fn resolve_once(root: &Path, relative: &str, local: &Path) -> Result<Option<PathBuf>, PathError> {
     // Only the parts that exist can be symlinks; a missing tail cannot lead anywhere.
-    let mut existing = local.as_path();
+    let mut existing = local;
     loop {
         if std::fs::symlink_metadata(existing).is_ok() {
             break;
         }
         match existing.parent() {
             Some(parent) if parent.starts_with(root) => existing = parent,
-            _ => return Ok(local),
+            _ => return Ok(Some(local.to_owned())),
         }
     }
-    let (Ok(real_root), Ok(real)) = (root.canonicalize(), existing.canonicalize()) else {
-        // A dangling symlink on the way resolves nowhere; refusing is the safe answer.
-        return if existing == root {
-            Ok(local)
-        } else {
-            Err(PathError::Escapes(relative.into()))
+    let Ok(real_root) = root.canonicalize() else {
+        return match existing == root {
+            true => Ok(Some(local.to_owned())),
+            false => Err(PathError::Escapes(relative.into())),
         };
     };
-    if real.starts_with(&real_root) {
-        Ok(local)
-    } else {
-        Err(PathError::Escapes(relative.into()))
+    let real = existing.canonicalize();
+    match real {
+        Ok(real) if real.starts_with(&real_root) => Ok(Some(local.to_owned())),
+        Ok(_) => Err(PathError::Escapes(relative.into())),
+        Err(_) if std::fs::symlink_metadata(existing).is_err() => Ok(None),
+        // A dangling symlink on the way resolves nowhere; refusing is the safe answer.
+        Err(_) if existing == root => Ok(Some(local.to_owned())),
+        Err(_) => Err(PathError::Escapes(relative.into())),
     }
 }
 
