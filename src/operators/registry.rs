@@ -79,10 +79,17 @@ impl KeptVersions {
     /// the windows it writes again with the file as it is then).
     fn record(&self, history: &mut History, at: Time, changes: Vec<Change>) {
         history.record(at, changes);
-        history.fold_through(at.max(self.resumed).saturating_sub(self.reach));
+        history.fold_through(self.horizon());
         if let Err(e) = history.save(&self.path) {
             tracing::error!(file = %self.path.display(), error = %e, "Cannot keep the registry versions: a later run writing a window again joins the registry file as it is then");
         }
+    }
+
+    /// Where versions may fold: no window ending at or before it is written again, by
+    /// this run or by one redoing it from its start (a watermark this run passed, or one
+    /// a killed run reached, is no bound: a redo starts where this run did).
+    fn horizon(&self) -> Time {
+        self.resumed.saturating_sub(self.reach)
     }
 
     /// Keeps the last window boundary at or before `watermark` once it is past `kept`
@@ -388,4 +395,46 @@ fn probe_order(keys: &KeyRows, column: usize) -> Vec<usize> {
         .collect();
     texts.sort_unstable();
     texts.into_iter().map(|(_, row)| row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(key: &str, site: &str, diff: isize) -> Change {
+        ((key.to_owned(), vec![Value::Text(site.to_owned())]), diff)
+    }
+
+    /// A run resumed at 1,000 records the file as it is from 5,000 (how far a killed run
+    /// got, after a reload at 2,000): the versions of 500 and 2,000 must stay apart,
+    /// since this run may write again every window ending after 900, and one ending at
+    /// 1,500 closed under the version of 500 (folded into one at 2,000 it found none).
+    #[test]
+    fn versions_fold_only_below_where_the_run_started() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kept = KeptVersions {
+            path: dir.path().join("registry.bin"),
+            resumed: 1_000,
+            reach: 100,
+            slide: 10,
+            control: Arc::default(),
+            stream: Arc::default(),
+            max_out_of_orderness: 0,
+        };
+        let mut history = History::default();
+        history.record(Time::MIN, vec![change("a", "lyon", 1)]);
+        history.record(500, vec![change("a", "lyon", -1), change("a", "nice", 1)]);
+        history.record(
+            2_000,
+            vec![change("a", "nice", -1), change("a", "paris", 1)],
+        );
+        kept.record(
+            &mut history,
+            5_000,
+            vec![change("a", "paris", -1), change("a", "rome", 1)],
+        );
+        let times: Vec<Time> = history.versions().iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, vec![500, 2_000, 5_000], "{times:?}");
+        assert_eq!(History::load(&kept.path), history);
+    }
 }
