@@ -9,7 +9,7 @@
 //!
 //! Both also take the sketches of other DataSketches libraries (the standard serialised
 //! form), and NULL sketches (windows without values) are skipped. The same sketches
-//! give the same answer however the query engine splits the scan ([`Merging`]).
+//! give the same answer however the query engine splits the scan (`Merging`).
 
 use std::sync::Arc;
 
