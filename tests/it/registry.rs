@@ -284,7 +284,12 @@ fn consecutive_runs_join_as_one_run_does() {
 
 /// Rows of the latest view as (site, window start in seconds after `t0`) -> count.
 fn sites(out: &Path, t0: i64) -> BTreeMap<(String, i64), i64> {
-    read_rows(&out.join("sites"))
+    sites_of(out, "sites", t0)
+}
+
+/// [`sites`] of the result table `table`.
+fn sites_of(out: &Path, table: &str, t0: i64) -> BTreeMap<(String, i64), i64> {
+    read_rows(&out.join(table))
         .into_iter()
         .map(|r| match (&r[0], &r[1], &r[2]) {
             (Value::Text(site), Value::Timestamp(start), Value::BigInt(n)) => {
@@ -394,6 +399,25 @@ fn a_registry_change_applies_to_windows_closing_after_it_is_read() {
     assert_eq!(got, want, "{stderr}");
 }
 
+/// The event time the registry-version tests start at (ms).
+const T0_MS: i64 = 1_767_225_600_000;
+
+/// A reading of `device` `s` seconds after [`T0_MS`].
+fn reading_at(device: &str, s: i64) -> Reading {
+    Reading {
+        device: device.to_owned(),
+        ts_ms: T0_MS + s * 1000,
+        bytes_in: 1,
+        latency_ms: 1.0,
+    }
+}
+
+/// A registry of devices a (in site `a`) and b (in nice).
+fn two_devices(registry: &Path, a: &str) {
+    std::fs::write(registry, format!("device_id,site\na,{a}\nb,nice\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Under an allowance, a correction that a later run makes to a window an earlier run
 /// closed joins the registry version the window closed under, however the file changed
 /// since, over several runs at other worker counts; a window still open at a run's end
@@ -402,10 +426,7 @@ fn a_registry_change_applies_to_windows_closing_after_it_is_read() {
 fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
     let dir = tempdir();
     let registry = dir.path().join("devices.csv");
-    let version = |a: &str| {
-        std::fs::write(&registry, format!("device_id,site\na,{a}\nb,nice\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    };
+    let version = |a: &str| two_devices(&registry, a);
     let plan = plan(&format!(
         "CREATE TABLE readings (device_id TEXT, ts TIMESTAMP, bytes_in BIGINT, latency_ms DOUBLE)
            WITH (event_time = 'ts', allowed_lateness = '60s');
@@ -417,16 +438,10 @@ fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
          GROUP BY d.site, window_start",
         registry.display()
     ));
-    let reading = |device: &str, s: i64| Reading {
-        device: device.to_owned(),
-        ts_ms: 1_767_225_600_000 + s * 1000,
-        bytes_in: 1,
-        latency_ms: 1.0,
-    };
     // a and b every second; the watermark follows the largest time (no out-of-orderness).
     let every_second = |from: i64, to: i64| -> Vec<Reading> {
         (from..to)
-            .flat_map(|s| [reading("a", s), reading("b", s)])
+            .flat_map(|s| [reading_at("a", s), reading_at("b", s)])
             .collect()
     };
     let out = dir.path().join("out");
@@ -445,7 +460,7 @@ fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
     // Run 2, with a in paris: a correction to [0, 10) first, a reading for the window
     // left open, then [30, 40).
     version("paris");
-    let mut second = vec![reading("a", 5), reading("b", 25)];
+    let mut second = vec![reading_at("a", 5), reading_at("b", 25)];
     second.extend(every_second(30, 45));
     leg("2.jsonl", &second, 1);
     // Run 3, with a in rome: corrections to [10, 20) (closed in run 1) and [30, 40)
@@ -453,18 +468,15 @@ fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
     version("rome");
     leg(
         "3.jsonl",
-        &[reading("a", 15), reading("a", 35), reading("b", 46)],
+        &[
+            reading_at("a", 15),
+            reading_at("a", 35),
+            reading_at("b", 46),
+        ],
         4,
     );
-    let got: BTreeMap<(String, i64), i64> = read_rows(&out.join("q"))
+    let got: BTreeMap<(String, i64), i64> = sites_of(&out, "q", T0_MS)
         .into_iter()
-        .map(|r| match (&r[0], &r[1], &r[2]) {
-            (Value::Text(site), Value::Timestamp(start), Value::BigInt(n)) => (
-                (site.clone(), (start / 1000 - 1_767_225_600_000) / 1000),
-                *n,
-            ),
-            other => panic!("unexpected row {other:?}"),
-        })
         .filter(|((_, start), _)| *start < 40)
         .collect();
     let want: BTreeMap<(String, i64), i64> = [
@@ -493,10 +505,7 @@ fn a_correction_in_a_later_run_joins_the_version_its_window_closed_under() {
 fn a_run_redone_after_the_registry_changed_joins_what_the_failed_attempt_closed_as_it_did() {
     let dir = tempdir();
     let registry = dir.path().join("devices.csv");
-    let version = |a: &str| {
-        std::fs::write(&registry, format!("device_id,site\na,{a}\nb,nice\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
-    };
+    let version = |a: &str| two_devices(&registry, a);
     let query = write_query(
         dir.path(),
         "q",
@@ -510,14 +519,7 @@ fn a_run_redone_after_the_registry_changed_joins_what_the_failed_attempt_closed_
          GROUP BY d.site, window_start",
     );
     let readings: Vec<Reading> = (0..60)
-        .flat_map(|s| {
-            ["a", "b"].map(|device| Reading {
-                device: device.to_owned(),
-                ts_ms: 1_767_225_600_000 + s * 1000,
-                bytes_in: 1,
-                latency_ms: 1.0,
-            })
-        })
+        .flat_map(|s| ["a", "b"].map(|device| reading_at(device, s)))
         .collect();
     let input = dir.path().join("in.jsonl");
     write(&input, &readings);
@@ -549,16 +551,7 @@ fn a_run_redone_after_the_registry_changed_joins_what_the_failed_attempt_closed_
         "{}",
         String::from_utf8_lossy(&redone.stderr)
     );
-    let got: BTreeMap<(String, i64), i64> = read_rows(&out.join("q"))
-        .into_iter()
-        .map(|r| match (&r[0], &r[1], &r[2]) {
-            (Value::Text(site), Value::Timestamp(start), Value::BigInt(n)) => (
-                (site.clone(), (start / 1000 - 1_767_225_600_000) / 1000),
-                *n,
-            ),
-            other => panic!("unexpected row {other:?}"),
-        })
-        .collect();
+    let got: BTreeMap<(String, i64), i64> = sites_of(&out, "q", T0_MS).into_iter().collect();
     let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for start in (0..60).step_by(10) {
         // [50, 60) was still open when the attempt failed.
